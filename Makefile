@@ -1,0 +1,44 @@
+# flywheel: `make run` runs the taxi pipeline end to end; `make test` runs the whole suite.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.flywheel-installed
+
+# A Python 3.10 that really runs (a pyenv shim may exist and still fail).
+define find_python
+for c in "$$PYTHON" python3.10 "$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/python3.10" \
+         $$(ls -d "$$(pyenv root 2>/dev/null)"/versions/3.10.*/bin/python3.10 2>/dev/null) \
+         /usr/bin/python3.10 /usr/local/bin/python3.10; do \
+  [ -n "$$c" ] && "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$c"; exit 0; }; \
+done; exit 1
+endef
+
+.PHONY: venv run test bench compile lint clean
+
+$(STAMP): setup.py constraints.txt
+	@py="$$( $(find_python) )" || { echo "flywheel needs Python 3.10 (tfx 1.16 supports Python < 3.11). Install it (e.g. 'pyenv install 3.10.13') or set PYTHON=/path/to/python3.10." >&2; exit 1; }; \
+	echo "Using $$py"; \
+	[ -x $(BIN)/python ] || "$$py" -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade 'pip==24.2'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,notebooks]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(BIN)/flywheel run taxi
+
+test: venv
+	$(BIN)/python -m pytest tests
+
+bench: venv
+	$(BIN)/python benchmarks/pipeline_vs_template.py
+
+compile: venv
+	$(BIN)/flywheel compile taxi --output kubeflow/taxi_pipeline.yaml
+
+lint: venv
+	$(BIN)/ruff check components pipelines tests benchmarks
+
+clean:
+	rm -rf flywheel_output bench_output

@@ -1,0 +1,1 @@
+"""Ingest: CSV/Parquet spans -> typed tf.Examples, with a quarantine for rows that do not parse."""

@@ -1,0 +1,139 @@
+"""The ingestion as a Beam pipeline: files in parallel, each row typed or quarantined, counts kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import apache_beam as beam
+from tfx.dsl.io import fileio
+
+from components.ingest import parsing
+from components.ingest import spec
+
+QUARANTINE_TAG = "__quarantine__"
+READ_TAG = "__read__"
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestOptions:
+    """How rows become examples."""
+
+    columns: tuple[parsing.Column, ...]
+    splits: tuple[tuple[str, int], ...] = (("train", 2), ("eval", 1))
+    split_key_columns: tuple[str, ...] = ()
+    quarantine_limit: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestCounts:
+    rows_read: int
+    rows_written: dict[str, int]
+    rows_quarantined: int
+
+    def check_invariant(self) -> None:
+        if self.rows_read != sum(self.rows_written.values()) + self.rows_quarantined:
+            raise AssertionError(f"ingest: rows_read {self.rows_read} != written {self.rows_written} + "
+                                 f"quarantined {self.rows_quarantined}")
+
+
+def _to_example(values: dict) -> bytes:
+    import tensorflow as tf
+
+    feature = {}
+    for name, value in values.items():
+        if isinstance(value, bytes):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        elif isinstance(value, int):
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class _ParseFile(beam.DoFn):
+    def __init__(self, options: IngestOptions):
+        self._options = options
+
+    def process(self, path: str):
+        opts = self._options
+        n = 0
+        for row in parsing.file_rows(path, opts.columns, opts.split_key_columns, opts.splits):
+            n += 1
+            if isinstance(row, parsing.Rejected):
+                yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, json.dumps(row.to_dict(), ensure_ascii=False))
+            else:
+                yield beam.pvalue.TaggedOutput(row.split, _to_example(row.values))
+        yield beam.pvalue.TaggedOutput(READ_TAG, n)
+
+
+def _write_count(pcoll, counts_dir: str, name: str, label: str):
+    return (pcoll
+            | f"Count{label}" >> beam.combiners.Count.Globally()
+            | f"Format{label}" >> beam.Map(lambda n, k=name: json.dumps({k: n}))
+            | f"WriteCount{label}" >> beam.io.WriteToText(os.path.join(counts_dir, name), shard_name_template=""))
+
+
+def expand(pipeline: beam.Pipeline, files: Sequence[str], options: IngestOptions, examples_uri: str,
+           quarantine_uri: str, counts_dir: str) -> None:
+    """Adds the ingestion to `pipeline`: Split-<name>/ gzip TFRecords, quarantine.jsonl, counts."""
+    split_names = [name for name, _ in options.splits]
+    outputs = (pipeline
+               | "Files" >> beam.Create(list(files))
+               | "Reshuffle" >> beam.Reshuffle()
+               | "Parse" >> beam.ParDo(_ParseFile(options)).with_outputs(QUARANTINE_TAG, READ_TAG, *split_names))
+    for name in split_names:
+        (outputs[name]
+         | f"Write{name}" >> beam.io.WriteToTFRecord(
+             os.path.join(examples_uri, f"Split-{name}", "data_tfrecord"), file_name_suffix=".gz"))
+        _write_count(outputs[name], counts_dir, name, name)
+    (outputs[QUARANTINE_TAG]
+     | "WriteQuarantine" >> beam.io.WriteToText(
+         os.path.join(quarantine_uri, spec.QUARANTINE_FILE), shard_name_template=""))
+    _write_count(outputs[QUARANTINE_TAG], counts_dir, QUARANTINE_TAG, "Quarantine")
+    (outputs[READ_TAG]
+     | "SumRead" >> beam.CombineGlobally(sum)
+     | "FormatRead" >> beam.Map(lambda n: json.dumps({READ_TAG: n}))
+     | "WriteRead" >> beam.io.WriteToText(os.path.join(counts_dir, READ_TAG), shard_name_template=""))
+
+
+def read_counts(counts_dir: str, split_names: Sequence[str]) -> IngestCounts:
+    merged: dict[str, int] = {}
+    for name in fileio.listdir(counts_dir):
+        with fileio.open(os.path.join(counts_dir, name), "r") as f:
+            for line in f.read().splitlines():
+                if line.strip():
+                    merged.update(json.loads(line))
+    counts = IngestCounts(rows_read=merged.get(READ_TAG, 0),
+                          rows_written={n: merged.get(n, 0) for n in split_names},
+                          rows_quarantined=merged.get(QUARANTINE_TAG, 0))
+    counts.check_invariant()
+    return counts
+
+
+def first_quarantined(quarantine_uri: str, n: int = 3) -> list[dict]:
+    path = os.path.join(quarantine_uri, spec.QUARANTINE_FILE)
+    if not fileio.exists(path):
+        return []
+    rows = []
+    with fileio.open(path, "r") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if len(rows) >= n:
+                break
+    return rows
+
+
+def check_quarantine_limit(counts: IngestCounts, limit: float, quarantine_uri: str, kept_at: str) -> None:
+    """Raises IngestError (naming the first rows and where all of them are) above the limit."""
+    if counts.rows_read == 0:
+        raise parsing.IngestError("ingest: no data rows in the input (files hold a header only)")
+    share = counts.rows_quarantined / counts.rows_read
+    if share <= limit:
+        return
+    examples = "; ".join(f"{r['file']} line {r['line']}: {r['reason']}" for r in first_quarantined(quarantine_uri))
+    raise parsing.IngestError(
+        f"ingest: {counts.rows_quarantined:,} of {counts.rows_read:,} rows quarantined ({share:.2%}), "
+        f"above the limit of {limit:.2%}. First: {examples}. All quarantined rows: {kept_at}")

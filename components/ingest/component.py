@@ -1,0 +1,50 @@
+"""Ingest: the thin component class."""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+
+from components.ingest import driver
+from components.ingest import executor
+from components.ingest import spec
+
+DEFAULT_SPLITS = (("train", 2), ("eval", 1))
+
+
+class Ingest(base_beam_component.BaseBeamComponent):
+    """CSV/Parquet files laid out by span -> standard Examples (gzip tf.Example TFRecords) + quarantine.
+
+    Rows are typed from the schema; rows that do not parse go to the quarantine with
+    file, line, column and reason. The execution fails when the quarantined share
+    exceeds `quarantine_limit` or a file misses a required column.
+    """
+
+    SPEC_CLASS = spec.IngestSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+    DRIVER_CLASS = driver.IngestDriver
+
+    def __init__(self, input_base: Union[str, types.Property], schema: types.BaseChannel, span: int = -1,
+                 num_spans: int = 1, split_key_columns: Sequence[str] = (),
+                 splits: Sequence[tuple[str, int]] = DEFAULT_SPLITS, quarantine_limit: float = 0.01):
+        if not 0.0 <= quarantine_limit <= 1.0:
+            raise ValueError(f"Ingest: quarantine_limit must be within [0, 1], got {quarantine_limit}")
+        if num_spans < 1:
+            raise ValueError(f"Ingest: num_spans must be >= 1, got {num_spans}")
+        if not splits or any(b < 1 for _, b in splits):
+            raise ValueError(f"Ingest: splits must be (name, buckets >= 1) pairs, got {list(splits)}")
+        super().__init__(spec.IngestSpec(
+            input_base=input_base,
+            span=span,
+            num_spans=num_spans,
+            split_key_columns=",".join(split_key_columns),
+            splits=",".join(f"{n}:{b}" for n, b in splits),
+            quarantine_limit=quarantine_limit,
+            schema=schema,
+            examples=types.Channel(type=standard_artifacts.Examples),
+            quarantine=types.Channel(type=spec.Quarantine),
+        ))

@@ -1,0 +1,78 @@
+"""Ingest's executor: resolve input, run the Beam ingestion, record counts, enforce the limit."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components.ingest import beam_ingest
+from components.ingest import inputs
+from components.ingest import parsing
+from components.ingest import run
+from components.ingest import spec
+
+
+def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:
+    """The driver's resolution when it ran; otherwise (e.g. Kubeflow) resolve now."""
+    if exec_properties.get(spec.RESOLVED_INPUT_KEY):
+        return inputs.ResolvedInput.from_json(exec_properties[spec.RESOLVED_INPUT_KEY])
+    return inputs.resolve_input(exec_properties[spec.INPUT_BASE_KEY], exec_properties[spec.SPAN_KEY],
+                                exec_properties[spec.NUM_SPANS_KEY])
+
+
+def ingest_options(exec_properties: dict[str, Any], schema_uri: str) -> beam_ingest.IngestOptions:
+    schema = parsing.load_schema(io_utils.get_only_uri_in_dir(schema_uri))
+    columns = parsing.columns_from_schema(schema)
+    key_columns = tuple(c for c in (exec_properties.get(spec.SPLIT_KEY_COLUMNS_KEY) or "").split(",") if c)
+    unknown = sorted(set(key_columns) - {c.name for c in columns})
+    if unknown:
+        raise parsing.IngestError(f"ingest: split_key_columns {unknown} are not in the schema; "
+                                  f"columns: {[c.name for c in columns]}")
+    return beam_ingest.IngestOptions(columns=tuple(columns),
+                                     splits=tuple(parsing.parse_splits(exec_properties[spec.SPLITS_KEY])),
+                                     split_key_columns=key_columns,
+                                     quarantine_limit=float(exec_properties[spec.QUARANTINE_LIMIT_KEY]))
+
+
+def record_properties(examples: types.Artifact, quarantine: types.Artifact, counts: beam_ingest.IngestCounts,
+                      resolved: inputs.ResolvedInput, split_names: list[str]) -> None:
+    examples.split_names = artifact_utils.encode_split_names(split_names)
+    examples.span = max(resolved.spans)
+    examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
+    examples.set_string_custom_property("file_format", "tfrecords_gzip")
+    for artifact in (examples, quarantine):
+        artifact.set_int_custom_property(spec.ROWS_READ, counts.rows_read)
+        artifact.set_string_custom_property(spec.ROWS_WRITTEN, json.dumps(counts.rows_written))
+        artifact.set_int_custom_property(spec.ROWS_QUARANTINED, counts.rows_quarantined)
+        artifact.set_string_custom_property(spec.FINGERPRINT, resolved.fingerprint)
+        artifact.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in resolved.spans))
+    for name, n in counts.rows_written.items():
+        examples.set_int_custom_property(f"rows_written_{name}", n)
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        examples = artifact_utils.get_single_instance(output_dict[spec.EXAMPLES_KEY])
+        quarantine = artifact_utils.get_single_instance(output_dict[spec.QUARANTINE_KEY])
+        schema = artifact_utils.get_single_instance(input_dict[spec.SCHEMA_KEY])
+        resolved = resolved_input(exec_properties)
+        options = ingest_options(exec_properties, schema.uri)
+        counts = run.run_ingest(resolved, options, examples.uri, quarantine.uri, self._get_tmp_dir(),
+                                self._make_beam_pipeline)
+        record_properties(examples, quarantine, counts, resolved, [n for n, _ in options.splits])
+        # A failed execution's outputs are deleted: keep the quarantine beside them.
+        kept_dir = os.path.join(os.path.dirname(os.path.dirname(quarantine.uri)), spec.FAILED_QUARANTINE_DIR,
+                                os.path.basename(quarantine.uri))
+        try:
+            beam_ingest.check_quarantine_limit(counts, options.quarantine_limit, quarantine.uri,
+                                               os.path.join(kept_dir, spec.QUARANTINE_FILE))
+        except parsing.IngestError:
+            run.preserve_quarantine(quarantine.uri, kept_dir)
+            raise

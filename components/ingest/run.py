@@ -1,0 +1,49 @@
+"""One ingestion, as used by both the executor and `flywheel ingest`."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import apache_beam as beam
+from tfx.dsl.io import fileio
+
+from components.ingest import beam_ingest
+from components.ingest import inputs
+from components.ingest import parsing
+from components.ingest import spec
+
+
+def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOptions, examples_uri: str,
+               quarantine_uri: str, work_dir: str,
+               make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline) -> beam_ingest.IngestCounts:
+    """Reads the resolved files into examples and quarantine; returns the counts (limit not checked)."""
+    parsing.check_files(resolved.files, options.columns)
+    counts_dir = os.path.join(work_dir, "ingest_counts")
+    if fileio.exists(counts_dir):
+        fileio.rmtree(counts_dir)
+    fileio.makedirs(counts_dir)
+    fileio.makedirs(quarantine_uri)
+    with make_pipeline() as pipeline:
+        beam_ingest.expand(pipeline, resolved.files, options, examples_uri, quarantine_uri, counts_dir)
+    counts = beam_ingest.read_counts(counts_dir, [n for n, _ in options.splits])
+    summary = {
+        spec.ROWS_READ: counts.rows_read,
+        spec.ROWS_WRITTEN: counts.rows_written,
+        spec.ROWS_QUARANTINED: counts.rows_quarantined,
+        spec.FINGERPRINT: resolved.fingerprint,
+        spec.SPANS: list(resolved.spans),
+        spec.INPUT_FILES: list(resolved.files),
+    }
+    with fileio.open(os.path.join(quarantine_uri, spec.COUNTS_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2))
+    return counts
+
+
+def preserve_quarantine(quarantine_uri: str, destination: str) -> str:
+    """Copies the quarantine somewhere a failed execution's clean-up does not reach."""
+    fileio.makedirs(destination)
+    for name in fileio.listdir(quarantine_uri):
+        fileio.copy(os.path.join(quarantine_uri, name), os.path.join(destination, name), overwrite=True)
+    return os.path.join(destination, spec.QUARANTINE_FILE)
