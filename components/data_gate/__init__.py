@@ -1,0 +1,1 @@
+"""DataGate: turns ExampleValidator's anomalies into a pass/fail verdict and an HTML report."""

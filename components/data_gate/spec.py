@@ -1,0 +1,20 @@
+"""DataGate's keys and its verdict artifact type."""
+
+from tfx.types.artifact import Artifact
+
+ANOMALIES_KEY = "anomalies"
+STATISTICS_KEY = "statistics"
+VERDICT_KEY = "verdict"
+ALLOWED_ANOMALIES_KEY = "allowed_anomalies"
+
+PASSED = "passed"
+NUM_ANOMALIES = "num_anomalies"
+NUM_BLOCKING = "num_blocking"
+REPORT_FILE = "report.html"
+VERDICT_FILE = "verdict.json"
+
+
+class GateVerdict(Artifact):
+    """A gate's decision; `passed` (1/0) is a custom property usable in tfx.dsl.Cond."""
+
+    TYPE_NAME = "flywheel.GateVerdict"

@@ -1,0 +1,1 @@
+"""Evaluate: TFMA evaluation of a candidate against the model in serving, without a Resolver node."""

@@ -1,0 +1,40 @@
+"""Evaluate: the thin component class."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import tensorflow_model_analysis as tfma
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.utils import json_utils, proto_utils
+
+from components.evaluate import executor
+from components.evaluate import spec
+
+
+class Evaluate(base_beam_component.BaseBeamComponent):
+    """TFMA evaluation of `model` on `examples`, against the latest model pushed to `serving_dir`.
+
+    `eval_config` holds one unnamed model spec; when a model is in serving it becomes the
+    baseline (change thresholds apply), otherwise the absolute thresholds alone decide.
+    """
+
+    SPEC_CLASS = spec.EvaluateSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, eval_config: tfma.EvalConfig,
+                 serving_dir: Union[str, types.Property], model_name: str,
+                 schema: Optional[types.BaseChannel] = None, example_splits: tuple[str, ...] = ("eval",)):
+        if len(eval_config.model_specs) != 1 or eval_config.model_specs[0].name:
+            raise ValueError("Evaluate: eval_config must hold exactly one unnamed model spec (the baseline is "
+                             f"added from serving); got {[m.name for m in eval_config.model_specs]}")
+        super().__init__(spec.EvaluateSpec(
+            examples=examples, model=model, schema=schema,
+            eval_config=proto_utils.proto_to_json(eval_config),
+            example_splits=json_utils.dumps(list(example_splits)),
+            serving_dir=serving_dir, model_name=model_name,
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        ))

@@ -1,0 +1,86 @@
+"""Evaluate's executor: find the serving model, let the stock TFMA Evaluator compare, summarize."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+from tfx import types
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.common import serving
+from components.evaluate import spec
+from components.evaluate import summary as summary_lib
+
+
+def baseline_from_serving(serving_dir: str, model_name: str, work_dir: str
+                          ) -> tuple[Optional[types.Artifact], Optional[int]]:
+    """A Model artifact holding a copy of the latest pushed SavedModel (or None, None if none)."""
+    served = serving.latest(serving_dir, model_name)
+    if served is None:
+        return None, None
+    baseline = standard_artifacts.Model()
+    baseline.uri = os.path.join(work_dir, "baseline_model")
+    target = os.path.join(baseline.uri, "Format-Serving")
+    if fileio.exists(baseline.uri):
+        fileio.rmtree(baseline.uri)
+    _copy_tree(served.path, target)
+    baseline.set_int_custom_property("serving_version", served.version)
+    return baseline, served.version
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    fileio.makedirs(dst)
+    for name in fileio.listdir(src):
+        name = name.rstrip("/")
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        if fileio.isdir(s):
+            _copy_tree(s, d)
+        else:
+            fileio.copy(s, d, overwrite=True)
+
+
+def thresholds_of(eval_config_json: str) -> dict[str, Any]:
+    config = json.loads(eval_config_json)
+    out = {}
+    for metrics_spec in config.get("metricsSpecs", config.get("metrics_specs", [])):
+        for metric in metrics_spec.get("metrics", []):
+            name = metric.get("className", metric.get("class_name"))
+            if "threshold" in metric:
+                out[name] = metric["threshold"]
+            for per_slice in metric.get("perSliceThresholds", metric.get("per_slice_thresholds", [])):
+                out[name] = per_slice["threshold"]
+    return out
+
+
+def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[str, Any]) -> None:
+    fileio.makedirs(evaluation.uri)
+    with fileio.open(os.path.join(evaluation.uri, spec.SUMMARY_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2, default=str))
+    with fileio.open(os.path.join(evaluation.uri, spec.REPORT_FILE), "w") as f:
+        f.write(summary_lib.render(summary))
+    evaluation.set_string_custom_property(spec.METRICS_JSON, json.dumps(summary["candidate"]))
+    evaluation.set_string_custom_property("report", os.path.join(evaluation.uri, spec.REPORT_FILE))
+    for target in (evaluation, blessing):
+        target.set_int_custom_property(spec.BASELINE_VERSION, summary["baseline_version"] or 0)
+    if "auc" in summary["candidate"]:
+        evaluation.set_float_custom_property("auc", summary["candidate"]["auc"])
+
+
+class Executor(evaluator_executor.Executor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        baseline, version = baseline_from_serving(exec_properties[spec.SERVING_DIR_KEY],
+                                                  exec_properties[spec.MODEL_NAME_KEY], self._get_tmp_dir())
+        inputs = dict(input_dict)
+        if baseline is not None:
+            inputs["baseline_model"] = [baseline]
+        super().Do(inputs, output_dict, exec_properties)
+        evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
+        blessing = artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY])
+        summary = summary_lib.build_summary(evaluation.uri, thresholds_of(exec_properties[spec.EVAL_CONFIG_KEY]),
+                                            version)
+        record(evaluation, blessing, summary)

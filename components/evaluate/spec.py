@@ -1,0 +1,39 @@
+"""Evaluate's keys and ComponentSpec (the stock Evaluator's, plus where serving is)."""
+
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs as std
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+EXAMPLES_KEY = std.EXAMPLES_KEY
+MODEL_KEY = std.MODEL_KEY
+SCHEMA_KEY = std.SCHEMA_KEY
+EVALUATION_KEY = std.EVALUATION_KEY
+BLESSING_KEY = std.BLESSING_KEY
+EVAL_CONFIG_KEY = std.EVAL_CONFIG_KEY
+EXAMPLE_SPLITS_KEY = std.EXAMPLE_SPLITS_KEY
+SERVING_DIR_KEY = "serving_dir"
+MODEL_NAME_KEY = "model_name"
+
+# Custom properties
+BASELINE_VERSION = "baseline_version"
+METRICS_JSON = "metrics"
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "summary.json"
+
+
+class EvaluateSpec(ComponentSpec):
+    PARAMETERS = {
+        EVAL_CONFIG_KEY: ExecutionParameter(type=str),
+        EXAMPLE_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
+        SERVING_DIR_KEY: ExecutionParameter(type=str),
+        MODEL_NAME_KEY: ExecutionParameter(type=str),
+    }
+    INPUTS = {
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+    }
+    OUTPUTS = {
+        EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }

@@ -1,0 +1,1 @@
+"""Push: atomic, versioned publication of a blessed model with a push.json manifest."""

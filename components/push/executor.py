@@ -1,0 +1,51 @@
+"""Push's execution as a plain function: decide, check the model on real examples, publish, record."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tfx import types
+from tfx.dsl.io import fileio
+
+from components.common import serving
+from components.push import publish
+from components.push import spec
+
+
+def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact, examples: types.Artifact,
+             pushed_model: types.Artifact, serving_dir: str, model_name: str, num_check_examples: int) -> dict:
+    model_dir = os.path.join(model.uri, "Format-Serving")
+    blessed = bool(blessing.get_int_custom_property("blessed"))
+    digest = publish.tree_digest(model_dir)
+    reason = publish.decide(blessed, digest, serving_dir, model_name)
+    result = {"pushed": reason is None, "reason": reason or "blessed and different from serving"}
+    if reason is None:
+        predictions = publish.check_serving_signature(
+            model_dir, publish.sample_examples(examples.uri, "eval", num_check_examples))
+        manifest = {
+            "model_name": model_name,
+            "model_uri": model.uri,
+            "model_sha256": digest,
+            "data_fingerprint": examples.get_string_custom_property("data_fingerprint"),
+            "spans": [int(s) for s in examples.get_string_custom_property("spans").split(",") if s],
+            "examples_uri": examples.uri,
+            "evaluation_uri": evaluation.uri,
+            "metrics": json.loads(evaluation.get_string_custom_property("metrics") or "{}"),
+            "blessing": {
+                "blessed": blessed,
+                "blessing_uri": blessing.uri,
+                "baseline_version": blessing.get_int_custom_property("baseline_version") or None,
+            },
+            "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
+        }
+        version, path = publish.publish(model_dir, serving_dir, model_name, manifest)
+        result.update(version=version, path=path)
+        pushed_model.set_int_custom_property(spec.PUSHED_VERSION, version)
+        pushed_model.set_string_custom_property(spec.PUSHED_DESTINATION, path)
+        fileio.makedirs(pushed_model.uri)
+        with fileio.open(os.path.join(pushed_model.uri, serving.MANIFEST_FILE), "w") as f:
+            f.write(json.dumps(serving.read_manifest(os.path.join(path, serving.MANIFEST_FILE)), indent=2))
+    pushed_model.set_int_custom_property(spec.PUSHED, int(result["pushed"]))
+    pushed_model.set_string_custom_property(spec.REASON, result["reason"])
+    return result

@@ -1,0 +1,15 @@
+"""Push's keys (they are also the @component parameter names) and custom properties."""
+
+MODEL_KEY = "model"
+BLESSING_KEY = "model_blessing"
+EVALUATION_KEY = "evaluation"
+EXAMPLES_KEY = "examples"
+PUSHED_MODEL_KEY = "pushed_model"
+SERVING_DIR_KEY = "serving_dir"
+MODEL_NAME_KEY = "model_name"
+NUM_CHECK_EXAMPLES_KEY = "num_check_examples"
+
+PUSHED = "pushed"
+PUSHED_VERSION = "pushed_version"
+PUSHED_DESTINATION = "pushed_destination"
+REASON = "reason"

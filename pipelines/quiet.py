@@ -1,0 +1,84 @@
+"""Keeps TensorFlow, Beam and absl quiet unless --verbose; shows a line per component instead."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from typing import Callable, TextIO
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Call before importing TensorFlow or TFX."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.filterwarnings("ignore")
+
+
+_START = re.compile(r"^(?:Component|node) (\S+) is running\.$")
+_END = re.compile(r"^(?:Component|node) (\S+) is finished\.$")
+_CACHED = re.compile(r"^A cached execution \d+ is used\.$")
+_SKIPPED = re.compile(r"^Skipping execution for ")
+
+
+class ProgressHandler(logging.Handler):
+    """Turns the runners' 'Component X is running/finished' log lines into progress lines with durations."""
+
+    def __init__(self, out: TextIO = sys.stdout, clock: Callable[[], float] = time.monotonic):
+        super().__init__(level=logging.INFO)
+        self._out, self._clock = out, clock
+        self.started: dict[str, float] = {}
+        self.durations: dict[str, float] = {}
+        self._current: str | None = None
+        self._note = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed third-party log record is not our progress line
+            return
+        if m := _START.match(message):
+            self._current, self._note = m.group(1), ""
+            self.started[m.group(1)] = self._clock()
+            self._out.write(f"  ▶ {m.group(1)} ...\n")
+        elif _CACHED.match(message):
+            self._note = " (cached)"
+            return
+        elif _SKIPPED.match(message):
+            self._note = " (skipped: condition not met)"
+            return
+        elif m := _END.match(message):
+            node = m.group(1)
+            self.durations[node] = self._clock() - self.started.get(node, self._clock())
+            note, self._note = (self._note, "") if node == self._current else ("", self._note)
+            self._out.write(f"  ✓ {node} {self.durations[node]:.1f} s{note}\n")
+        else:
+            return
+        self._out.flush()
+
+
+def install(verbose: bool) -> ProgressHandler:
+    """Call after importing TFX: routes absl INFO to the progress handler, the rest at ERROR."""
+    from absl import logging as absl_logging
+
+    handler = ProgressHandler()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addHandler(handler)
+    if not verbose:
+        errors = logging.StreamHandler(sys.stderr)
+        errors.setLevel(logging.ERROR)
+        errors.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        absl_logger.addHandler(errors)
+        absl_logger.propagate = False
+        logging.getLogger().setLevel(logging.ERROR)
+        for name in ("apache_beam", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    return handler

@@ -1,0 +1,63 @@
+"""What a run did, read back from ML-Metadata: each node's state and outputs, for summaries and tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+
+@dataclasses.dataclass
+class NodeRecord:
+    node_id: str
+    state: str
+    outputs: dict[str, list[dict[str, Any]]]
+
+    def output(self, key: str) -> Optional[dict[str, Any]]:
+        found = self.outputs.get(key) or []
+        return found[0] if found else None
+
+
+def _props(artifact) -> dict[str, Any]:
+    out = {}
+    for name, value in list(artifact.properties.items()) + list(artifact.custom_properties.items()):
+        kind = value.WhichOneof("value")
+        if kind:
+            out[name] = getattr(value, kind)
+    return out
+
+
+def open_store(metadata_path: str):
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_run(metadata_path: str, pipeline_name: str) -> dict[str, NodeRecord]:
+    """The nodes of the newest pipeline run: state (COMPLETE, CACHED, FAILED, ...) and output artifacts."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    store = open_store(metadata_path)
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
+    pipeline_ids = {c.id for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name}
+    if not runs or not pipeline_ids:
+        return {}
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    records: dict[str, NodeRecord] = {}
+    for execution in store.get_executions_by_context(run.id):
+        node_ctx = [c for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
+        node_id = node_ctx[0].name.split(".", 1)[-1] if node_ctx else execution.type
+        outputs: dict[str, list[dict[str, Any]]] = {}
+        events = [e for e in store.get_events_by_execution_ids([execution.id])
+                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+        for event in events:
+            key = event.path.steps[0].key if event.path.steps else "output"
+            artifact = artifacts[event.artifact_id]
+            outputs.setdefault(key, []).append({"uri": artifact.uri, "id": artifact.id, **_props(artifact)})
+        records[node_id] = NodeRecord(node_id, metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+                                      outputs)
+    return records

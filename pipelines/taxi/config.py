@@ -1,0 +1,88 @@
+"""The taxi pipeline's typed configuration: what it does (TaxiConfig) and where it keeps things (Paths)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Union
+
+PIPELINE_NAME = "taxi"
+
+
+def shipped_data() -> str:
+    """The 15,002-row Chicago taxi CSV shipped inside the tfx wheel (no download)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tfx")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("flywheel: the tfx package is not installed, so its taxi data cannot be found")
+    return os.path.join(list(spec.submodule_search_locations)[0], "examples", "chicago_taxi_pipeline", "data",
+                        "simple", "data.csv")
+
+
+def default_schema() -> str:
+    import schemas
+
+    return schemas.schema_path(PIPELINE_NAME)
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where a run reads and writes. Everything a run writes is under output_dir."""
+
+    data_root: Union[str, object]
+    output_dir: str
+    pipeline_root: Union[str, object, None] = None
+    serving_dir: Union[str, object, None] = None
+    metadata_path: str | None = None
+
+    @classmethod
+    def under(cls, output_dir: str, data_root: str | None = None) -> "Paths":
+        output_dir = os.path.abspath(output_dir) if "://" not in output_dir else output_dir
+        return cls(data_root=data_root or shipped_data(), output_dir=output_dir,
+                   pipeline_root=os.path.join(output_dir, "pipeline"),
+                   serving_dir=os.path.join(output_dir, "serving"),
+                   metadata_path=os.path.join(output_dir, "metadata.sqlite"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaxiConfig:
+    """The taxi pipeline. Defaults run on the data shipped in the tfx wheel."""
+
+    paths: Paths
+    pipeline_name: str = PIPELINE_NAME
+    model_name: str = PIPELINE_NAME
+    schema_path: str = dataclasses.field(default_factory=default_schema)
+    span: int = -1
+    num_spans: int = 1
+    split_key_columns: tuple[str, ...] = ()
+    quarantine_limit: float = 0.01
+    allowed_anomalies: tuple[str, ...] = ()
+    train_steps: int = 1000
+    eval_steps: int = 100
+    hidden_units: tuple[int, ...] = (32, 16)
+    learning_rate: float = 0.005
+    batch_size: int = 64
+    warm_start: bool = False
+    min_auc: float = 0.75
+    max_auc_drop: float = 0.0
+    beam_pipeline_args: tuple[str, ...] = ()
+    enable_cache: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.train_steps < 1:
+            problems.append(f"train_steps: expected >= 1, got {self.train_steps}")
+        if self.eval_steps < 1:
+            problems.append(f"eval_steps: expected >= 1, got {self.eval_steps}")
+        if not 0.0 < self.min_auc < 1.0:
+            problems.append(f"min_auc: expected within (0, 1), got {self.min_auc}")
+        if self.max_auc_drop < 0:
+            problems.append(f"max_auc_drop: expected >= 0, got {self.max_auc_drop}")
+        if not 0.0 <= self.quarantine_limit <= 1.0:
+            problems.append(f"quarantine_limit: expected within [0, 1], got {self.quarantine_limit}")
+        if problems:
+            raise ValueError("TaxiConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,24 @@
+"""The taxi model's features and label: names only, shared by preprocessing, model and evaluation."""
+
+LABEL_KEY = "tips"
+FARE_KEY = "fare"
+# Binary label: the tip was more than 20% of the fare ("big tipper", about 22.5% of rows).
+BIG_TIP_SHARE = 0.2
+
+DENSE_FLOAT_FEATURE_KEYS = ("trip_miles", "fare", "trip_seconds")
+BUCKET_FEATURE_KEYS = ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")
+BUCKET_COUNT = 10
+CATEGORICAL_FEATURE_KEYS = ("trip_start_hour", "trip_start_day", "trip_start_month")
+CATEGORICAL_MAX_VALUES = (24, 8, 13)
+VOCAB_FEATURE_KEYS = ("payment_type", "company")
+VOCAB_SIZE = 1000
+OOV_SIZE = 10
+
+SLICE_FEATURE_KEYS = ("trip_start_hour", "payment_type")
+
+
+def transformed_name(key: str) -> str:
+    return key + "_xf"
+
+
+LABEL_XF = transformed_name(LABEL_KEY)

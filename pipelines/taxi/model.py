@@ -1,0 +1,121 @@
+"""The taxi Keras model: a wide-and-deep classifier for "big tipper", trained by TFX Trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+from absl import logging  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
+
+from pipelines.taxi import features  # noqa: E402
+
+WARM_START_WEIGHTS = "keras_weights.h5"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    hidden_units: tuple[int, ...] = (32, 16)
+    learning_rate: float = 0.005
+    batch_size: int = 64
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict | None) -> "Hyperparameters":
+        cfg = dict(custom_config or {})
+        return cls(hidden_units=tuple(cfg.get("hidden_units", cls.hidden_units)),
+                   learning_rate=float(cfg.get("learning_rate", cls.learning_rate)),
+                   batch_size=int(cfg.get("batch_size", cls.batch_size)))
+
+
+def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size):
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF),
+        tf_transform_output.transformed_metadata.schema).repeat()
+
+
+def build_keras_model(hp: Hyperparameters) -> tf.keras.Model:
+    deep_inputs = {features.transformed_name(k): tf.keras.layers.Input(name=features.transformed_name(k), shape=(1,),
+                                                                       dtype=tf.float32)
+                   for k in features.DENSE_FLOAT_FEATURE_KEYS}
+    wide_specs = ([(k, features.BUCKET_COUNT + 1) for k in features.BUCKET_FEATURE_KEYS]
+                  + list(zip(features.CATEGORICAL_FEATURE_KEYS, features.CATEGORICAL_MAX_VALUES))
+                  + [(k, features.VOCAB_SIZE + features.OOV_SIZE) for k in features.VOCAB_FEATURE_KEYS])
+    wide_inputs = {features.transformed_name(k): tf.keras.layers.Input(name=features.transformed_name(k), shape=(1,),
+                                                                       dtype="int64")
+                   for k, _ in wide_specs}
+    deep = tf.keras.layers.concatenate(list(deep_inputs.values()))
+    for units in hp.hidden_units:
+        deep = tf.keras.layers.Dense(units, activation="relu")(deep)
+    wide = tf.keras.layers.concatenate([
+        tf.keras.layers.CategoryEncoding(num_tokens=n, output_mode="one_hot")(wide_inputs[features.transformed_name(k)])
+        for k, n in wide_specs])
+    output = tf.keras.layers.Dense(1, activation="sigmoid")(tf.keras.layers.concatenate([deep, wide]))
+    model = tf.keras.Model({**deep_inputs, **wide_inputs}, output)
+    model.compile(loss="binary_crossentropy", optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate),
+                  metrics=[tf.keras.metrics.BinaryAccuracy(), tf.keras.metrics.AUC(name="auc")])
+    return model
+
+
+def _serving_signatures(model, tf_transform_output):
+    model.tft_layer = tf_transform_output.transform_features_layer()
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+    def serve_tf_examples_fn(serialized):
+        raw_spec = tf_transform_output.raw_feature_spec()
+        raw_spec.pop(features.LABEL_KEY)
+        transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
+        return {"outputs": model(transformed)}
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+    def transform_features_fn(serialized):
+        raw = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
+        return model.tft_layer(raw)
+
+    return {"serving_default": serve_tf_examples_fn, "transform_features": transform_features_fn}
+
+
+def _warm_start(model, fn_args) -> None:
+    """Loads the serving model's weights when its Transform vocabularies match this run's."""
+    base = (fn_args.custom_config or {}).get("warm_start_from")
+    if not base:
+        return
+    weights = os.path.join(base, WARM_START_WEIGHTS)
+    base_vocab = os.path.join(base, "assets_vocab")
+    new_vocab = os.path.join(fn_args.transform_output, "transform_fn", "assets")
+    if not tf.io.gfile.exists(weights):
+        logging.warning("warm start: no %s in %s; training from scratch", WARM_START_WEIGHTS, base)
+        return
+    for key in features.VOCAB_FEATURE_KEYS:
+        old, new = os.path.join(base_vocab, key), os.path.join(new_vocab, key)
+        if not (tf.io.gfile.exists(old) and tf.io.gfile.exists(new)) or \
+                tf.io.gfile.GFile(old, "rb").read() != tf.io.gfile.GFile(new, "rb").read():
+            logging.warning("warm start: vocabulary %r changed since the serving model; training from scratch", key)
+            return
+    model.load_weights(weights)
+    logging.info("warm start: loaded weights from %s", weights)
+
+
+def run_fn(fn_args):
+    """Entry point called by TFX Trainer: build, (optionally warm start,) fit, export with signatures."""
+    hp = Hyperparameters.from_custom_config(fn_args.custom_config)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
+    evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
+    model = build_keras_model(hp)
+    _warm_start(model, fn_args)
+    model.fit(train, steps_per_epoch=fn_args.train_steps, validation_data=evaluation,
+              validation_steps=fn_args.eval_steps,
+              callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+              verbose=0)
+    tf.saved_model.save(model, fn_args.serving_model_dir, signatures=_serving_signatures(model, tf_transform_output))
+    model.save_weights(os.path.join(fn_args.serving_model_dir, WARM_START_WEIGHTS))
+    vocab_dir = os.path.join(fn_args.serving_model_dir, "assets_vocab")
+    tf.io.gfile.makedirs(vocab_dir)
+    for key in features.VOCAB_FEATURE_KEYS:
+        tf.io.gfile.copy(os.path.join(fn_args.transform_output, "transform_fn", "assets", key),
+                         os.path.join(vocab_dir, key), overwrite=True)

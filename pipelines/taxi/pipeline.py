@@ -1,0 +1,106 @@
+"""The taxi pipeline: create_pipeline(config) composed of small stage builders. Builds only; runs nowhere."""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.data_gate import gate
+from components.data_gate.component import DataGate
+from components.evaluate.component import Evaluate
+from components.ingest.component import Ingest
+from components.push.component import Push
+from pipelines.taxi import features
+from pipelines.taxi.config import TaxiConfig
+
+
+def data_stages(cfg: TaxiConfig) -> dict:
+    schema = tfx.components.ImportSchemaGen(schema_file=cfg.schema_path)
+    ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs["schema"], span=cfg.span,
+                    num_spans=cfg.num_spans, split_key_columns=cfg.split_key_columns,
+                    quarantine_limit=cfg.quarantine_limit)
+    return {"schema": schema, "ingest": ingest}
+
+
+def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
+    gate.parse_allow_list(",".join(cfg.allowed_anomalies))  # configuration mistakes fail at build time
+    statistics = tfx.components.StatisticsGen(examples=data["ingest"].outputs["examples"])
+    validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
+                                                schema=data["schema"].outputs["schema"])
+    data_gate = DataGate(anomalies=validator.outputs["anomalies"], statistics=statistics.outputs["statistics"],
+                         allowed_anomalies=",".join(cfg.allowed_anomalies)).with_id("DataGate")
+    return {"statistics": statistics, "validator": validator, "gate": data_gate}
+
+
+def warm_start_source(cfg: TaxiConfig) -> str | None:
+    """The serving model to warm start from (its path is part of the Trainer's cache key)."""
+    if not cfg.warm_start or not isinstance(cfg.paths.serving_dir, str):
+        return None
+    from components.common import serving
+
+    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    return served.path if served else None
+
+
+def training_stages(cfg: TaxiConfig, data: dict) -> dict:
+    transform = tfx.components.Transform(examples=data["ingest"].outputs["examples"],
+                                         schema=data["schema"].outputs["schema"],
+                                         preprocessing_fn="pipelines.taxi.preprocessing.preprocessing_fn")
+    custom_config = {"hidden_units": list(cfg.hidden_units), "learning_rate": cfg.learning_rate,
+                     "batch_size": cfg.batch_size}
+    source = warm_start_source(cfg)
+    if source:
+        custom_config["warm_start_from"] = source
+    trainer = tfx.components.Trainer(run_fn="pipelines.taxi.model.run_fn",
+                                     examples=transform.outputs["transformed_examples"],
+                                     transform_graph=transform.outputs["transform_graph"],
+                                     schema=data["schema"].outputs["schema"],
+                                     train_args=tfx.proto.TrainArgs(num_steps=cfg.train_steps),
+                                     eval_args=tfx.proto.EvalArgs(num_steps=cfg.eval_steps),
+                                     custom_config=custom_config)
+    return {"transform": transform, "trainer": trainer}
+
+
+def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
+    """Overall AUC above an absolute bound and no worse than serving's by more than max_auc_drop; sliced metrics."""
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": cfg.min_auc}),
+        change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                                     absolute={"value": -cfg.max_auc_drop - 1e-9}))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_XF,
+                                    preprocessing_function_names=["transform_features"])],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in features.SLICE_FEATURE_KEYS],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
+                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)]),
+            tfma.MetricConfig(class_name="BinaryAccuracy"),
+            tfma.MetricConfig(class_name="Precision"),
+            tfma.MetricConfig(class_name="Recall"),
+        ])])
+
+
+def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
+    evaluate = Evaluate(examples=data["ingest"].outputs["examples"], model=training["trainer"].outputs["model"],
+                        eval_config=eval_config(cfg), serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
+                        schema=data["schema"].outputs["schema"])
+    push = Push(model=training["trainer"].outputs["model"], model_blessing=evaluate.outputs["blessing"],
+                evaluation=evaluate.outputs["evaluation"], examples=data["ingest"].outputs["examples"],
+                serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name).with_id("Push")
+    return {"evaluate": evaluate, "push": push}
+
+
+def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    """Ingest -> validate (gate) -> [Transform -> Trainer -> Evaluate -> Push], the bracket guarded by the gate."""
+    data = data_stages(cfg)
+    validation = validation_stages(cfg, data)
+    passed = validation["gate"].outputs["verdict"].future()[0].custom_property("passed") == 1
+    with tfx.dsl.Cond(passed):
+        training = training_stages(cfg, data)
+        release = release_stages(cfg, data, training)
+    nodes = [*data.values(), *validation.values(), *training.values(), *release.values()]
+    return tfx.dsl.Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
+                            components=nodes, enable_cache=cfg.enable_cache,
+                            metadata_connection_config=metadata_connection_config,
+                            beam_pipeline_args=list(cfg.beam_pipeline_args))
