@@ -1,0 +1,135 @@
+"""Ingest through Beam and through its TFX executor, on the tiny span testdata and on bad files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+from tfx.types import artifact_utils, standard_artifacts
+
+import schemas
+from components.ingest import executor as ingest_executor
+from components.ingest import inputs, parsing, spec
+from tests.conftest import run_cli
+
+TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")
+
+
+def _count_records(split_dir: str) -> int:
+    return sum(1 for f in os.listdir(split_dir) if f.endswith(".gz")
+               for _ in tf.data.TFRecordDataset(os.path.join(split_dir, f), compression_type="GZIP"))
+
+
+def test_resolve_latest_given_and_window_of_spans():
+    assert inputs.available_spans(TESTDATA) == [1, 2]
+    latest = inputs.resolve_input(TESTDATA)
+    assert latest.spans == (2,) and [os.path.basename(f) for f in latest.files] == ["part-0.csv", "part-1.parquet"]
+    assert inputs.resolve_input(TESTDATA, span=1).spans == (1,)
+    window = inputs.resolve_input(TESTDATA, num_spans=2)
+    assert window.spans == (1, 2) and len(window.files) == 3
+    assert window.fingerprint != latest.fingerprint
+    with pytest.raises(inputs.InputError, match=r"span 7 not found .* available spans: \[1, 2\]"):
+        inputs.resolve_input(TESTDATA, span=7)
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    shutil.copytree(TESTDATA, tmp_path / "d")
+    before = inputs.resolve_input(str(tmp_path / "d")).fingerprint
+    assert before == inputs.resolve_input(str(tmp_path / "d")).fingerprint
+    with open(tmp_path / "d" / "span-2" / "part-0.csv", "ab") as f:
+        f.write(b"\n")
+    assert inputs.resolve_input(str(tmp_path / "d")).fingerprint != before
+
+
+def _run_executor(tmp_path, input_base: str, limit: float = 0.01):
+    schema = standard_artifacts.Schema()
+    schema.uri = os.path.dirname(schemas.schema_path("taxi"))
+    examples, quarantine = standard_artifacts.Examples(), spec.Quarantine()
+    examples.uri = str(tmp_path / "Ingest" / "examples" / "1")
+    quarantine.uri = str(tmp_path / "Ingest" / "quarantine" / "1")
+    props = {spec.INPUT_BASE_KEY: input_base, spec.SPAN_KEY: -1, spec.NUM_SPANS_KEY: 2,
+             spec.SPLIT_KEY_COLUMNS_KEY: "", spec.SPLITS_KEY: "train:2,eval:1", spec.QUARANTINE_LIMIT_KEY: limit}
+    context = ingest_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    ingest_executor.Executor(context).Do({spec.SCHEMA_KEY: [schema]},
+                                         {spec.EXAMPLES_KEY: [examples], spec.QUARANTINE_KEY: [quarantine]}, props)
+    return examples, quarantine
+
+
+def test_executor_writes_standard_examples_and_counts(tmp_path):
+    examples, quarantine = _run_executor(tmp_path, TESTDATA)
+    assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
+    written = json.loads(examples.get_string_custom_property(spec.ROWS_WRITTEN))
+    assert examples.get_int_custom_property(spec.ROWS_READ) == 30 + 30 + 10
+    assert examples.get_int_custom_property(spec.ROWS_QUARANTINED) == 0
+    assert sum(written.values()) == 70 and written["train"] > written["eval"] > 0
+    for split in ("train", "eval"):
+        assert _count_records(os.path.join(examples.uri, f"Split-{split}")) == written[split]
+    assert examples.get_string_custom_property(spec.SPANS) == "1,2" and examples.span == 2
+    assert len(examples.get_string_custom_property(spec.FINGERPRINT)) == 64
+    record = next(iter(tf.data.TFRecordDataset(
+        [os.path.join(examples.uri, "Split-train", f) for f in os.listdir(os.path.join(examples.uri, "Split-train"))],
+        compression_type="GZIP")))
+    example = tf.train.Example.FromString(record.numpy())
+    assert example.features.feature["trip_start_hour"].int64_list.value
+    assert example.features.feature["fare"].float_list.value
+
+
+def _bad_copy(tmp_path, share_bad: int) -> str:
+    data = tmp_path / "data" / "span-3"
+    data.mkdir(parents=True)
+    lines = open(os.path.join(TESTDATA, "span-1", "part-0.csv"), "rb").read().splitlines(keepends=True)
+    for i in range(1, 1 + share_bad):
+        lines[i] = lines[i].replace(b",", b",not-a-number,", 1).replace(b",not-a-number,", b",x", 1)
+    (data / "part.csv").write_bytes(b"".join(lines))
+    return str(tmp_path / "data")
+
+
+def test_limit_exceeded_fails_and_keeps_the_quarantine(tmp_path):
+    base = _bad_copy(tmp_path, share_bad=3)
+    with pytest.raises(parsing.IngestError, match=r"3 of 30 rows quarantined \(10.00%\), above the limit of 1.00%"):
+        _run_executor(tmp_path, base)
+    kept = tmp_path / "Ingest" / spec.FAILED_QUARANTINE_DIR / "1" / spec.QUARANTINE_FILE
+    rows = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["file"].endswith("part.csv") and r["line"] in (2, 3, 4) for r in rows)
+
+
+def test_cli_ingest_json(tmp_path):
+    result = run_cli("ingest", "--data", TESTDATA, "--schema", schemas.schema_path("taxi"), "--output-dir",
+                     str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["rows_read"] == 40 and out["span"] == 2 and out["rows_quarantined"] == 0
+    assert out["rows_read"] == sum(out["rows_written"].values()) + out["rows_quarantined"]
+    assert len(out["fingerprint"]) == 64 and os.path.exists(out["quarantine_path"])
+
+
+def test_cli_ingest_over_limit_exits_nonzero_and_keeps_quarantine(tmp_path):
+    base = _bad_copy(tmp_path, share_bad=3)
+    result = run_cli("ingest", "--data", base, "--schema", schemas.schema_path("taxi"), "--output-dir",
+                     str(tmp_path / "out"), "--json")
+    assert result.returncode == 1
+    assert "3 of 30 rows quarantined" in result.stderr and "part.csv line 2" in result.stderr
+    out = json.loads(result.stdout)
+    assert out["rows_quarantined"] == 3 and out["rows_read"] == 30
+    with open(out["quarantine_path"]) as f:
+        assert len(f.read().splitlines()) == 3
+
+
+def test_cli_ingest_missing_required_column(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"trip_start_hour,company\n5,Acme\n")
+    result = run_cli("ingest", "--data", str(bad), "--schema", schemas.schema_path("taxi"), "--output-dir",
+                     str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "bad.csv: missing required column(s)" in result.stderr and "'fare'" in result.stderr
+
+
+def test_gzip_records_are_readable_without_tensorflow(tmp_path):
+    examples, _ = _run_executor(tmp_path, TESTDATA)
+    path = os.path.join(examples.uri, "Split-eval", sorted(os.listdir(os.path.join(examples.uri, "Split-eval")))[0])
+    with gzip.open(path, "rb") as f:
+        assert len(f.read(12)) == 12

@@ -1,0 +1,56 @@
+"""Shared fixtures: the end-to-end runs happen once per session and tests read their real outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLYWHEEL = os.path.join(os.path.dirname(sys.executable), "flywheel")
+TRAIN_STEPS = "150"
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    output_dir: str
+
+
+def run_cli(*args: str, output_dir: str | None = None, timeout: int = 900, env: dict | None = None) -> CliResult:
+    cmd = [FLYWHEEL, *args] + (["--output-dir", output_dir] if output_dir else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, output_dir or "")
+
+
+def shipped_data() -> str:
+    from pipelines.taxi.config import shipped_data as _shipped
+
+    return _shipped()
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory) -> CliResult:
+    """One end-to-end run of the taxi pipeline on the local runner (real data, few train steps)."""
+    out = str(tmp_path_factory.mktemp("local_run"))
+    result = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def beam_run(tmp_path_factory) -> CliResult:
+    """The same pipeline on the Beam runner, in its own output directory (cache entries are shared per store)."""
+    out = str(tmp_path_factory.mktemp("beam_run"))
+    result = run_cli("run", "taxi", "--engine", "beam", "--train-steps", TRAIN_STEPS, output_dir=out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
