@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Sequence
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
@@ -47,7 +48,7 @@ def parse_allow_list(text: str) -> tuple[str, ...]:
     for entry in entries:
         kind = entry.rpartition(":")[2]
         if kind != "*" and kind not in known:
-            near = sorted(k for k in known if kind.upper() in k or k.startswith(kind.upper()[:8]))[:5]
+            near = sorted(k for k in known if kind.upper() in k)[:5] or difflib.get_close_matches(kind.upper(), known)
             raise ValueError(f"DataGate: allowed_anomalies entry {entry!r}: unknown anomaly type {kind!r}"
                              + (f"; did you mean one of {near}?" if near else ""))
     return entries

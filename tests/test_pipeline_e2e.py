@@ -1,0 +1,149 @@
+"""End-to-end runs of the taxi pipeline (real TFX, real data, SQLite MLMD); assertions read real outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import tensorflow as tf
+
+from components.common import serving
+from pipelines import run_record
+from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, run_cli, shipped_data
+
+EXPECTED_NODES = {"ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
+                  "Trainer", "Evaluate", "Push"}
+
+
+def _serialized_examples(n: int = 5) -> list[bytes]:
+    with open(shipped_data(), newline="") as f:
+        rows = list(csv.DictReader(f))[:n]
+    out = []
+    for row in rows:
+        feature = {}
+        for k, v in row.items():
+            if v == "" or k == "tips":
+                continue
+            if k in ("payment_type", "company"):
+                feature[k] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+            elif k in ("fare", "trip_miles") or "itude" in k:
+                feature[k] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+            else:
+                feature[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(float(v))]))
+        out.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return out
+
+
+def test_local_run_prints_progress_and_summary(local_run):
+    for node in EXPECTED_NODES:
+        assert f"▶ {node} ..." in local_run.stdout and f"✓ {node} " in local_run.stdout
+    assert "run finished" in local_run.stdout and "serving:" in local_run.stdout
+    assert "WARNING" not in local_run.stdout and "INFO:absl" not in local_run.stderr
+
+
+def test_pushed_model_loads_predicts_and_has_complete_manifest(local_run):
+    served = serving.latest(os.path.join(local_run.output_dir, "serving"), "taxi")
+    assert served is not None
+    m = served.manifest
+    for key in ("version", "model_uri", "model_sha256", "data_fingerprint", "spans", "metrics", "blessing",
+                "pushed_at", "signature_check"):
+        assert key in m, key
+    assert m["version"] == served.version and m["spans"] == [0] and m["blessing"]["blessed"] is True
+    assert m["metrics"]["auc"] >= 0.75 and m["metrics"]["example_count"] > 4000
+    loaded = tf.saved_model.load(served.path)
+    out = loaded.signatures["serving_default"](examples=tf.constant(_serialized_examples()))
+    values = next(iter(out.values())).numpy().reshape(-1)
+    assert len(values) == 5 and ((values >= 0) & (values <= 1)).all()
+    assert not any(n.startswith(".") for n in os.listdir(os.path.dirname(served.path))), "no temp folder left"
+
+
+def test_mlmd_holds_every_execution_and_lineage(local_run):
+    records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
+    assert set(records) == EXPECTED_NODES
+    assert all(r.state == "COMPLETE" for r in records.values()), {n: r.state for n, r in records.items()}
+    examples = records["Ingest"].output("examples")
+    assert examples["rows_read"] == 15002 and examples["rows_quarantined"] == 0
+    assert json.loads(examples["rows_written"]) == {"train": examples["rows_written_train"],
+                                                   "eval": examples["rows_written_eval"]}
+    assert records["DataGate"].output("verdict")["passed"] == 1
+    assert os.path.exists(records["DataGate"].output("verdict")["report"])
+    evaluation = records["Evaluate"].output("evaluation")
+    html = open(evaluation["report"]).read()
+    assert "AUC by trip_start_hour" in html and "AUC by payment_type" in html and "<script" not in html
+    assert records["Push"].output("pushed_model")["pushed"] == 1
+    tb = os.path.join(os.path.dirname(os.path.dirname(records["Trainer"].output("model_run")["uri"])))
+    assert any("events.out.tfevents" in f for _, _, fs in os.walk(tb) for f in fs)
+
+
+def test_unchanged_rerun_is_fast_and_says_so(local_run):
+    started = time.monotonic()
+    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir)
+    elapsed = time.monotonic() - started
+    assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
+    assert elapsed < 5, elapsed
+    assert len(serving.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
+
+
+def test_changed_config_reuses_cache_and_does_not_push_identical_model(local_run):
+    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, "--allow-anomaly", "company:*",
+                    output_dir=local_run.output_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "✓ Ingest 0.0 s (cached)" in again.stdout.replace("0.1 s", "0.0 s")
+    assert "✓ Trainer" in again.stdout and "Trainer" in again.stdout
+    assert len(serving.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
+
+
+def test_beam_runner_run(beam_run):
+    records = run_record.latest_run(os.path.join(beam_run.output_dir, "metadata.sqlite"), "taxi")
+    assert set(records) == EXPECTED_NODES
+    assert all(r.state == "COMPLETE" for r in records.values())
+    assert serving.latest(os.path.join(beam_run.output_dir, "serving"), "taxi") is not None
+    assert "on the beam engine" in beam_run.stdout
+
+
+def test_anomalous_data_stops_at_the_gate_and_leaves_its_report(tmp_path):
+    with open(shipped_data(), newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [r for _, r in zip(range(3000), reader)]
+    hour, pay = header.index("trip_start_hour"), header.index("payment_type")
+    for i, row in enumerate(rows):
+        if i % 5 == 0:
+            row[hour], row[pay] = "31", "Bitcoin"
+    data = tmp_path / "anomalous.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    result = run_cli("run", "taxi", "--data", str(data), "--train-steps", "10", output_dir=str(tmp_path / "out"))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "data validation gate stopped the run" in result.stderr
+    report = result.stderr.split("see ")[-1].strip()
+    html = open(report).read()
+    assert "FAILED" in html and "trip_start_hour" in html and "payment_type" in html
+    verdict = json.load(open(os.path.join(os.path.dirname(report), "verdict.json")))
+    types = {(f["feature"], f["type"]) for f in verdict["findings"]}
+    assert ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES") in types
+    records = run_record.latest_run(str(tmp_path / "out" / "metadata.sqlite"), "taxi")
+    assert "Trainer" not in records or records["Trainer"].output("model") is None
+    assert not os.path.exists(tmp_path / "out" / "serving" / "taxi")
+
+
+def test_killed_run_completes_when_run_again(tmp_path):
+    out = str(tmp_path / "out")
+    proc = subprocess.Popen([FLYWHEEL, "run", "taxi", "--train-steps", "50", "--output-dir", out], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "▶ Trainer" in line:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any("▶ Trainer" in s for s in seen), "".join(seen)
+    again = run_cli("run", "taxi", "--train-steps", "50", output_dir=out)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "✓ Transform" in again.stdout and "(cached)" in again.stdout
+    assert serving.latest(os.path.join(out, "serving"), "taxi") is not None
