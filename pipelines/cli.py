@@ -110,7 +110,10 @@ def summarize(records: dict, cfg) -> tuple[int, dict[str, Any], list[str]]:
     if pushed:
         summary["pushed"] = bool(pushed.get("pushed"))
         summary["serving_path"] = pushed.get("pushed_destination")
-        lines.append(f"  push: {'pushed version ' + str(pushed.get('pushed_version')) + ' to ' + pushed.get('pushed_destination') if pushed.get('pushed') else 'not pushed (' + str(pushed.get('reason')) + ')'}")
+        if pushed.get("pushed"):
+            lines.append(f"  push: pushed version {pushed.get('pushed_version')} to {pushed.get('pushed_destination')}")
+        else:
+            lines.append(f"  push: not pushed ({pushed.get('reason')})")
     from components.common import serving
 
     served = serving.latest(cfg.paths.serving_dir, cfg.model_name)

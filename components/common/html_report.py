@@ -54,7 +54,8 @@ def bar_chart(labels: Sequence[str], series: Sequence[Sequence[float]], names: S
             )
     parts.append(f'<text x="0" y="{height + 12}" font-size="10">{esc(labels[0])[:18]}</text>')
     if len(labels) > 1:
-        parts.append(f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{esc(labels[-1])[:18]}</text>')
+        parts.append(f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">'
+                     f'{esc(labels[-1])[:18]}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -66,7 +67,7 @@ def hbar_chart(labels: Sequence[str], values: Sequence[float], width: int = 360,
     top = max(abs(v) for v in values) or 1.0
     row_h, label_w = 16, 150
     parts = [f'<svg width="{width + label_w + 60}" height="{row_h * len(labels) + 4}" xmlns="http://www.w3.org/2000/svg">']
-    for i, (label, value) in enumerate(zip(labels, values)):
+    for i, (label, value) in enumerate(zip(labels, values, strict=False)):
         y = i * row_h
         w = abs(value) / top * width
         parts.append(f'<text x="0" y="{y + 12}" font-size="11">{esc(label)[:24]}</text>')

@@ -11,9 +11,7 @@ from tfx import types
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components.data_gate import gate
-from components.data_gate import report
-from components.data_gate import spec
+from components.data_gate import gate, report, spec
 
 _ANOMALIES_FILE = "SchemaDiff.pb"
 _STATISTICS_FILE = "FeatureStats.pb"

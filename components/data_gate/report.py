@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.common import html_report
-from components.common import statistics_charts
+from components.common import html_report, statistics_charts
 from components.data_gate import gate
 
 

@@ -76,12 +76,13 @@ def render(summary: dict[str, Any]) -> str:
     cand, base = summary["candidate"], summary["baseline"]
     names = sorted(n for n in cand if not n.startswith("__"))
     rows = [(n, f"{cand[n]:.4f}", f"{base[n]:.4f}" if n in base else "—") for n in names]
+    baseline = (f"serving version {summary['baseline_version']}" if summary["baseline_version"] is not None
+                else "none in serving (absolute thresholds only)")
     head = (f"<p>Verdict: {html_report.verdict(summary['blessed'], 'BLESSED', 'NOT BLESSED')}. "
-            f"Baseline: {'serving version ' + str(summary['baseline_version']) if summary['baseline_version'] is not None else 'none in serving (absolute thresholds only)'}."
-            f" Thresholds: {html_report.esc(summary['thresholds'])}</p>")
-    failures = (html_report.table(["slice", "metric", "model", "diff", "value", "message"],
-                                  [(f["slice"], f["metric"], f["model"], f["is_diff"], f"{f['value']:.4f}", f["message"])
-                                   for f in summary["failures"]])
+            f"Baseline: {baseline}. Thresholds: {html_report.esc(summary['thresholds'])}</p>")
+    failure_rows = [(f["slice"], f["metric"], f["model"], f["is_diff"], f"{f['value']:.4f}", f["message"])
+                    for f in summary["failures"]]
+    failures = (html_report.table(["slice", "metric", "model", "diff", "value", "message"], failure_rows)
                 if summary["failures"] else "<p>All thresholds met.</p>")
     sections = [head, "<h2>Overall metrics</h2>", html_report.table(["metric", "candidate", "baseline"], rows),
                 "<h2>Threshold failures</h2>", failures]

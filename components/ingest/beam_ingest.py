@@ -10,8 +10,7 @@ from typing import Sequence
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
-from components.ingest import parsing
-from components.ingest import spec
+from components.ingest import parsing, spec
 
 QUARANTINE_TAG = "__quarantine__"
 READ_TAG = "__read__"

@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 from tfx import types
-from tfx.dsl.components.base import base_beam_component
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 
-from components.ingest import driver
-from components.ingest import executor
-from components.ingest import spec
+from components.ingest import driver, executor, spec
 
 DEFAULT_SPLITS = (("train", 2), ("eval", 1))
 

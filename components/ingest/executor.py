@@ -11,11 +11,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.ingest import beam_ingest
-from components.ingest import inputs
-from components.ingest import parsing
-from components.ingest import run
-from components.ingest import spec
+from components.ingest import beam_ingest, inputs, parsing, run, spec
 
 
 def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:

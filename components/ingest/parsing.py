@@ -192,7 +192,7 @@ def csv_rows(path: str, columns: Sequence[Column], split_key_columns: Sequence[s
         if len(fields) != len(header):
             yield Rejected(path, line, None, f"expected {len(header)} fields, got {len(fields)}", raw)
             continue
-        yield type_row(path, line, dict(zip(header, fields)), raw, columns, split_key_columns, splits)
+        yield type_row(path, line, dict(zip(header, fields, strict=False)), raw, columns, split_key_columns, splits)
 
 
 def parquet_rows(path: str, columns: Sequence[Column], split_key_columns: Sequence[str],

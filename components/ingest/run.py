@@ -9,10 +9,7 @@ from typing import Callable
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
-from components.ingest import beam_ingest
-from components.ingest import inputs
-from components.ingest import parsing
-from components.ingest import spec
+from components.ingest import beam_ingest, inputs, parsing, spec
 
 
 def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOptions, examples_uri: str,

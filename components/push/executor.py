@@ -9,8 +9,7 @@ from tfx import types
 from tfx.dsl.io import fileio
 
 from components.common import serving
-from components.push import publish
-from components.push import spec
+from components.push import publish, spec
 
 
 def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact, examples: types.Artifact,

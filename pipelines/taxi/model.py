@@ -43,7 +43,7 @@ def build_keras_model(hp: Hyperparameters) -> tf.keras.Model:
                                                                        dtype=tf.float32)
                    for k in features.DENSE_FLOAT_FEATURE_KEYS}
     wide_specs = ([(k, features.BUCKET_COUNT + 1) for k in features.BUCKET_FEATURE_KEYS]
-                  + list(zip(features.CATEGORICAL_FEATURE_KEYS, features.CATEGORICAL_MAX_VALUES))
+                  + list(zip(features.CATEGORICAL_FEATURE_KEYS, features.CATEGORICAL_MAX_VALUES, strict=False))
                   + [(k, features.VOCAB_SIZE + features.OOV_SIZE) for k in features.VOCAB_FEATURE_KEYS])
     wide_inputs = {features.transformed_name(k): tf.keras.layers.Input(name=features.transformed_name(k), shape=(1,),
                                                                        dtype="int64")
