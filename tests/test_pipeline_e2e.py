@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import tensorflow as tf
 
@@ -79,24 +78,26 @@ def test_mlmd_holds_every_execution_and_lineage(local_run):
     assert any("events.out.tfevents" in f for _, _, fs in os.walk(tb) for f in fs)
 
 
-def test_unchanged_rerun_is_fast_and_says_so(local_run):
-    started = time.monotonic()
-    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir)
-    elapsed = time.monotonic() - started
+def test_unchanged_rerun_says_so_without_importing_tensorflow(local_run, tmp_path):
+    poison = tmp_path / "poison" / "tensorflow"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('tensorflow imported on the unchanged-rerun path')\n")
+    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir,
+                    env={"PYTHONPATH": str(poison.parent)})
     assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
-    assert elapsed < 5, elapsed
     assert len(serving.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
 
 
-def test_changed_config_reuses_cache_and_does_not_push_identical_model(local_run):
+def test_changed_gate_config_reuses_the_upstream_cache(local_run):
     again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, "--allow-anomaly", "company:*",
                     output_dir=local_run.output_dir)
     assert again.returncode == 0, again.stdout + again.stderr
     done = {line.split()[1]: line for line in again.stdout.splitlines() if line.strip().startswith("✓")}
-    for node in ("Ingest", "StatisticsGen", "Transform", "Trainer", "Evaluate", "Push"):
+    for node in ("ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator"):
         assert "(cached)" in done[node], done[node]
     assert "(cached)" not in done["DataGate"], "the gate's parameter changed: it must run again"
-    assert len(serving.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
+    records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
+    assert records["Ingest"].state == "CACHED" and records["DataGate"].state == "COMPLETE"
 
 
 def test_beam_runner_run(beam_run):
