@@ -60,9 +60,9 @@ class TaxiConfig:
     allowed_anomalies: tuple[str, ...] = ()
     train_steps: int = 1000
     eval_steps: int = 100
-    hidden_units: tuple[int, ...] = (32, 16)
+    hidden_units: tuple[int, ...] = (16, 8)
     learning_rate: float = 0.005
-    batch_size: int = 64
+    batch_size: int = 40
     warm_start: bool = False
     min_auc: float = 0.75
     max_auc_drop: float = 0.0

@@ -19,9 +19,9 @@ WARM_START_WEIGHTS = "keras_weights.h5"
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
-    hidden_units: tuple[int, ...] = (32, 16)
+    hidden_units: tuple[int, ...] = (16, 8)
     learning_rate: float = 0.005
-    batch_size: int = 64
+    batch_size: int = 40
 
     @classmethod
     def from_custom_config(cls, custom_config: dict | None) -> "Hyperparameters":
@@ -38,7 +38,13 @@ def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size):
         tf_transform_output.transformed_metadata.schema).repeat()
 
 
-def build_keras_model(hp: Hyperparameters) -> tf.keras.Model:
+def steps_per_execution(train_steps: int, eval_steps: int, most: int = 50) -> int:
+    """Steps run inside one tf.function call: the largest divisor of both step counts up to `most`."""
+    return next(d for d in range(min(most, train_steps, eval_steps), 0, -1)
+                if train_steps % d == 0 and eval_steps % d == 0)
+
+
+def build_keras_model(hp: Hyperparameters, steps_per_call: int = 1) -> tf.keras.Model:
     deep_inputs = {features.transformed_name(k): tf.keras.layers.Input(name=features.transformed_name(k), shape=(1,),
                                                                        dtype=tf.float32)
                    for k in features.DENSE_FLOAT_FEATURE_KEYS}
@@ -57,7 +63,7 @@ def build_keras_model(hp: Hyperparameters) -> tf.keras.Model:
     output = tf.keras.layers.Dense(1, activation="sigmoid")(tf.keras.layers.concatenate([deep, wide]))
     model = tf.keras.Model({**deep_inputs, **wide_inputs}, output)
     model.compile(loss="binary_crossentropy", optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate),
-                  metrics=[tf.keras.metrics.BinaryAccuracy(), tf.keras.metrics.AUC(name="auc")])
+                  metrics=[tf.keras.metrics.BinaryAccuracy()], steps_per_execution=steps_per_call)
     return model
 
 
@@ -106,7 +112,7 @@ def run_fn(fn_args):
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
     evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
-    model = build_keras_model(hp)
+    model = build_keras_model(hp, steps_per_execution(fn_args.train_steps, fn_args.eval_steps))
     _warm_start(model, fn_args)
     model.fit(train, steps_per_epoch=fn_args.train_steps, validation_data=evaluation,
               validation_steps=fn_args.eval_steps,

@@ -22,7 +22,9 @@ def preprocessing_fn(inputs):
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(
             tf.cast(_fill_in_missing(inputs[key]), tf.float32))
     for key in features.BUCKET_FEATURE_KEYS:
-        outputs[features.transformed_name(key)] = tft.bucketize(_fill_in_missing(inputs[key]), features.BUCKET_COUNT)
+        boundaries = tf.constant([list(features.BUCKET_BOUNDARIES[key])], dtype=tf.float32)
+        outputs[features.transformed_name(key)] = tft.apply_buckets(
+            tf.cast(_fill_in_missing(inputs[key]), tf.float32), boundaries)
     for key in features.CATEGORICAL_FEATURE_KEYS:
         outputs[features.transformed_name(key)] = _fill_in_missing(inputs[key])
     for key in features.VOCAB_FEATURE_KEYS:
