@@ -1,4 +1,4 @@
-"""The `flywheel` command line: run | ingest | compile. Thin shells over the library."""
+"""The `flywheel` command line: run | ingest | monitor | compile. Thin shells over the library."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--split-key", default="", help="comma-separated columns to hash for the split")
     ingest.add_argument("--json", action="store_true")
     ingest.add_argument("--verbose", action="store_true")
+
+    mon = sub.add_parser("monitor", help="drift between a baseline and current data (exit 0 none, 1 drift, 2 error)")
+    mon.add_argument("--baseline", required=True, help="CSV/Parquet file or folder, or a saved profile (.json)")
+    mon.add_argument("--current", required=True, help="CSV/Parquet file or folder, or a saved profile (.json)")
+    mon.add_argument("--schema", help="TFDV schema: features to compare and drift_comparator thresholds")
+    mon.add_argument("--report", help="folder for drift.json and report.html")
+    mon.add_argument("--save-profile", help="also write the current data's profile here (.json)")
+    mon.add_argument("--json", action="store_true")
 
     comp = sub.add_parser("compile", help="compile a pipeline for Kubeflow Pipelines")
     comp.add_argument("pipeline", choices=PIPELINES)
@@ -237,6 +245,27 @@ def cmd_ingest(args) -> int:
     return status
 
 
+# ---- monitor ---------------------------------------------------------------------------------------------------
+
+def cmd_monitor(args) -> int:
+    from components.monitor import monitor
+
+    try:
+        result = monitor.run_monitor(args.baseline, args.current, schema_path=args.schema, report_dir=args.report,
+                                     save_profile=args.save_profile)
+    except (ValueError, OSError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result))
+    else:
+        drifted = [name for name, f in result["features"].items() if f["drift"]]
+        print(f"flywheel monitor: {'DRIFT in ' + ', '.join(drifted) if drifted else 'no drift'} "
+              f"(baseline {result['rows']['baseline']:,} rows, current {result['rows']['current']:,} rows)"
+              + (f"; report {os.path.join(args.report, 'report.html')}" if args.report else ""))
+    return 1 if result["drift_detected"] else 0
+
+
 # ---- compile ---------------------------------------------------------------------------------------------------
 
 def cmd_compile(args) -> int:
@@ -253,7 +282,7 @@ def cmd_compile(args) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "ingest": cmd_ingest, "compile": cmd_compile}
+    handlers = {"run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "compile": cmd_compile}
     return handlers[args.command](args)
 
 

@@ -1,0 +1,147 @@
+"""Compact, mergeable-by-recomputation profiles of tabular data: what the drift checks need, nothing more.
+
+A numeric column keeps its count, missing count, mean, std and 1,001 quantiles; a categorical
+column its value counts (up to MAX_VALUES distinct, the rest pooled). Every drift metric is computed
+from two profiles, so a baseline can be saved next to a model and loaded in milliseconds.
+No TensorFlow: numpy and pyarrow only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+QUANTILES = np.linspace(0.0, 1.0, 1001)
+MAX_VALUES = 1000
+OTHER = "__other__"
+PROFILE_FORMAT = "flywheel.profile.v1"
+
+
+class MonitorError(ValueError):
+    """Input the monitor cannot use: unreadable files, columns that do not match."""
+
+
+@dataclasses.dataclass
+class NumericProfile:
+    count: int
+    missing: int
+    mean: float
+    std: float
+    quantiles: list[float]
+
+    kind = "numeric"
+
+
+@dataclasses.dataclass
+class CategoricalProfile:
+    count: int
+    missing: int
+    values: dict[str, int]
+
+    kind = "categorical"
+
+
+@dataclasses.dataclass
+class DatasetProfile:
+    rows: int
+    columns: dict[str, Any]
+    source: str = ""
+
+    def to_json(self) -> str:
+        cols = {name: {"kind": p.kind, **dataclasses.asdict(p)} for name, p in self.columns.items()}
+        return json.dumps({"format": PROFILE_FORMAT, "rows": self.rows, "source": self.source, "columns": cols})
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "") -> "DatasetProfile":
+        d = json.loads(text)
+        if d.get("format") != PROFILE_FORMAT:
+            raise MonitorError(f"monitor: {source or 'profile'}: not a {PROFILE_FORMAT} file")
+        cols: dict[str, Any] = {}
+        for name, c in d["columns"].items():
+            kind = c.pop("kind")
+            cols[name] = NumericProfile(**c) if kind == "numeric" else CategoricalProfile(**c)
+        return cls(rows=d["rows"], columns=cols, source=d.get("source", source))
+
+
+def numeric_profile(values: np.ndarray) -> NumericProfile:
+    present = values[~np.isnan(values)]
+    if present.size == 0:
+        return NumericProfile(int(values.size), int(values.size), float("nan"), float("nan"), [])
+    q = np.quantile(present, QUANTILES)
+    return NumericProfile(int(values.size), int(values.size - present.size), float(present.mean()),
+                          float(present.std()), [float(x) for x in q])
+
+
+def categorical_profile(column: pa.ChunkedArray) -> CategoricalProfile:
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(column.cast(pa.string())).to_pylist()
+    values = {c["values"]: int(c["counts"]) for c in counts if c["values"] is not None}
+    missing = int(column.null_count)
+    if len(values) > MAX_VALUES:
+        top = sorted(values.items(), key=lambda kv: -kv[1])
+        kept = dict(top[:MAX_VALUES])
+        kept[OTHER] = sum(v for _, v in top[MAX_VALUES:])
+        values = kept
+    return CategoricalProfile(int(len(column)), missing, values)
+
+
+def profile_table(table: pa.Table, source: str = "") -> DatasetProfile:
+    cols: dict[str, Any] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type):
+            arr = column.cast(pa.float64()).fill_null(float("nan")).to_numpy()
+            cols[name] = numeric_profile(np.asarray(arr, dtype=np.float64))
+        else:
+            cols[name] = categorical_profile(column)
+    return DatasetProfile(rows=table.num_rows, columns=cols, source=source)
+
+
+def _files(path: str) -> list[str]:
+    if os.path.isdir(path):
+        found = sorted(os.path.join(root, f) for root, _, fs in os.walk(path) for f in fs
+                       if f.lower().endswith((".csv", ".parquet")) and not f.startswith((".", "_")))
+        if not found:
+            raise MonitorError(f"monitor: {path}: no .csv or .parquet files")
+        return found
+    if not os.path.exists(path):
+        raise MonitorError(f"monitor: {path}: no such file or directory")
+    return [path]
+
+
+def read_table(path: str) -> pa.Table:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    tables = []
+    for f in _files(path):
+        try:
+            if f.lower().endswith(".parquet"):
+                tables.append(pq.read_table(f))
+            else:
+                tables.append(pcsv.read_csv(f))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise MonitorError(f"monitor: {f}: cannot read: {e}") from None
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote=True)
+    except pa.ArrowInvalid as e:
+        raise MonitorError(f"monitor: {path}: files have incompatible columns: {e}") from None
+
+
+def load(path: str, columns: Optional[list[str]] = None) -> DatasetProfile:
+    """A profile from a saved profile (.json), or computed from a CSV/Parquet file or folder."""
+    if path.lower().endswith(".json") and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return DatasetProfile.from_json(f.read(), path)
+    table = read_table(path)
+    if columns:
+        table = table.select([c for c in columns if c in table.column_names])
+    return profile_table(table, path)
