@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     mon.add_argument("--schema", help="TFDV schema: features to compare and drift_comparator thresholds")
     mon.add_argument("--report", help="folder for drift.json and report.html")
     mon.add_argument("--save-profile", help="also write the current data's profile here (.json)")
+    mon.add_argument("--reference-metrics", help="JSON with the reference AUC: {\"auc\": x} or a push.json")
+    mon.add_argument("--label-column", default="label", help="binary label column for performance decay")
     mon.add_argument("--json", action="store_true")
 
     comp = sub.add_parser("compile", help="compile a pipeline for Kubeflow Pipelines")
@@ -252,7 +254,8 @@ def cmd_monitor(args) -> int:
 
     try:
         result = monitor.run_monitor(args.baseline, args.current, schema_path=args.schema, report_dir=args.report,
-                                     save_profile=args.save_profile)
+                                     save_profile=args.save_profile, reference_metrics=args.reference_metrics,
+                                     label_column=args.label_column)
     except (ValueError, OSError) as e:
         _err(str(e))
         return EXIT_USAGE

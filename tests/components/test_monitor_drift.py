@@ -69,3 +69,36 @@ def test_columns_that_do_not_match_are_named():
     base = _table(rng, 100)
     with pytest.raises(profile.MonitorError, match=r"lacks column\(s\) \['cat'\]"):
         drift.compare(profile.profile_table(base, "b"), profile.profile_table(base.drop(["cat"]), "c"))
+
+
+def test_auc_by_ranks_matches_known_values():
+    from components.monitor.monitor import auc
+
+    labels = np.array([0, 0, 1, 1])
+    assert auc(labels, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+
+
+def test_performance_decay_against_reference(tmp_path):
+    import json
+
+    import pyarrow.csv as pcsv
+
+    from components.monitor.monitor import run_monitor
+
+    rng = np.random.default_rng(6)
+    n = 4000
+    label = rng.integers(0, 2, n)
+    good = np.clip(label * 0.6 + rng.random(n) * 0.5, 0, 1)
+    noisy = rng.random(n)
+    for name, pred in (("good", good), ("noisy", noisy)):
+        pcsv.write_csv(pa.table({"x": rng.normal(size=n), "label": label, "prediction": pred}),
+                       str(tmp_path / f"{name}.csv"))
+    (tmp_path / "ref.json").write_text(json.dumps({"metrics": {"auc": 0.9}}))
+    ref = str(tmp_path / "ref.json")
+    ok = run_monitor(str(tmp_path / "good.csv"), str(tmp_path / "good.csv"), reference_metrics=ref)
+    bad = run_monitor(str(tmp_path / "good.csv"), str(tmp_path / "noisy.csv"), reference_metrics=ref)
+    assert ok["performance"]["drift"] is False and ok["performance"]["value"] > 0.9
+    assert bad["performance"]["drift"] is True and bad["performance"]["value"] == pytest.approx(0.5, abs=0.05)
+    assert bad["drift_detected"] and "prediction" in bad
