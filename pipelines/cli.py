@@ -1,4 +1,4 @@
-"""The `flywheel` command line: run | ingest | monitor | compile. Thin shells over the library."""
+"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from typing import Any, Optional
 
 PIPELINES = ("taxi",)
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_USAGE = 0, 1, 3, 2
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 3, 2, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +54,29 @@ def _parser() -> argparse.ArgumentParser:
     mon.add_argument("--reference-metrics", help="JSON with the reference AUC: {\"auc\": x} or a push.json")
     mon.add_argument("--label-column", default="label", help="binary label column for performance decay")
     mon.add_argument("--json", action="store_true")
+
+    sim = sub.add_parser("simulate", help="write labelled production spans with drift, resampled from the taxi data")
+    sim.add_argument("pipeline", choices=PIPELINES)
+    sim.add_argument("--out", required=True)
+    sim.add_argument("--spans", type=int, default=4)
+    sim.add_argument("--drift-from", type=int, default=None, help="first drifted span (default: no drift)")
+    sim.add_argument("--rows", type=int, default=5000)
+    sim.add_argument("--seed", type=int, default=0)
+
+    ret = sub.add_parser("retrain", help="scheduled job: newest span -> monitor -> retrain/evaluate/push")
+    ret.add_argument("pipeline", choices=PIPELINES)
+    ret.add_argument("--data", required=True, help="folder of span-N folders")
+    ret.add_argument("--output-dir", default="flywheel_output")
+    ret.add_argument("--if-drift", action="store_true", help="retrain only when the monitor finds drift")
+    ret.add_argument("--window", type=int, default=3, help="train on the last W spans")
+    ret.add_argument("--train-steps", type=int)
+    ret.add_argument("--verbose", action="store_true")
+
+    lin = sub.add_parser("lineage", help="what produced the model in serving, from ML-Metadata")
+    lin.add_argument("--output-dir", default="flywheel_output")
+    lin.add_argument("--model", default="latest", help="latest or a version number")
+    lin.add_argument("--model-name", default="taxi")
+    lin.add_argument("--json", action="store_true")
 
     comp = sub.add_parser("compile", help="compile a pipeline for Kubeflow Pipelines")
     comp.add_argument("pipeline", choices=PIPELINES)
@@ -160,17 +183,38 @@ def cmd_run(args) -> int:
         return EXIT_OK
     stamp.clear(cfg.paths.output_dir)
     os.makedirs(cfg.paths.output_dir, exist_ok=True)
-    print(f"flywheel: running {cfg.pipeline_name} on the {args.engine} engine: spans {list(resolved.spans)}, "
+    from pipelines import lock
+
+    try:
+        with lock.exclusive(cfg.paths.output_dir):
+            status, summary = _execute(cfg, args.engine, args.verbose, resolved)
+    except lock.LockedError as e:
+        _err(str(e))
+        return EXIT_LOCKED
+    summary.pop("records", None)
+    if status == EXIT_OK:
+        summary["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
+        must_exist = [cfg.paths.metadata_path] + ([summary["serving_dir"] + "/" + str(summary["serving_version"])]
+                                                  if summary.get("serving_version") else [])
+        stamp.save(cfg.paths.output_dir, run_stamp, summary, must_exist)
+    return status
+
+
+def _execute(cfg, engine: str, verbose: bool, resolved) -> tuple[int, dict[str, Any]]:
+    """Runs the pipeline with progress lines; returns the exit status and the run's summary."""
+    from pipelines import quiet
+
+    print(f"flywheel: running {cfg.pipeline_name} on the {engine} engine: spans {list(resolved.spans)}, "
           f"{len(resolved.files)} file(s), data {resolved.fingerprint[:12]}; output {cfg.paths.output_dir}", flush=True)
     started = time.monotonic()
     import tfx  # noqa: F401  (imported before install() so absl is configured)
 
-    quiet.install(args.verbose)
+    quiet.install(verbose)
     from pipelines import run_record
 
     error: Optional[BaseException] = None
     try:
-        if args.engine == "beam":
+        if engine == "beam":
             from pipelines.taxi import beam_runner
 
             beam_runner.run(cfg)
@@ -192,12 +236,74 @@ def cmd_run(args) -> int:
     print("\n".join(lines))
     if status == EXIT_STOPPED:
         _err(f"the data validation gate stopped the run: see {summary.get('gate_report')}")
-    if status == EXIT_OK:
-        summary["finished_at"] = datetime.datetime.now().isoformat(timespec="seconds")
-        must_exist = [cfg.paths.metadata_path] + ([summary["serving_dir"] + "/" + str(summary["serving_version"])]
-                                                  if summary.get("serving_version") else [])
-        stamp.save(cfg.paths.output_dir, run_stamp, summary, must_exist)
+    summary["records"] = records
+    return status, summary
+
+
+# ---- simulate / retrain / lineage --------------------------------------------------------------------------------
+
+def cmd_simulate(args) -> int:
+    from pipelines.taxi.config import shipped_data
+    from pipelines.taxi.simulate import SimulationConfig, simulate
+
+    try:
+        files = simulate(shipped_data(), args.out, SimulationConfig(args.spans, args.drift_from, args.rows, args.seed))
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    print(f"flywheel simulate: {len(files)} spans of {args.rows:,} rows in {args.out}"
+          + (f"; drift from span {args.drift_from}" if args.drift_from else "; no drift"))
+    return EXIT_OK
+
+
+def cmd_retrain(args) -> int:
+    from pipelines import lock, quiet, retrain
+
+    quiet.quiet_environment(args.verbose)
+    from pipelines.taxi.config import Paths, TaxiConfig
+
+    paths = Paths.under(args.output_dir, args.data)
+    os.makedirs(paths.output_dir, exist_ok=True)
+    try:
+        with lock.exclusive(paths.output_dir):
+            try:
+                p = retrain.plan(args.data, paths.serving_dir, "taxi", args.window)
+            except (ValueError, OSError) as e:
+                _err(str(e))
+                return EXIT_USAGE
+            if args.if_drift and not p.drift["drift_detected"]:
+                print(json.dumps({"span": p.span, "drift_detected": False, "retrained": False, "blessed": None,
+                                  "pushed": False, "model_version": p.serving_version,
+                                  "drift_reason": p.drift["reason"]}))
+                return EXIT_OK
+            cfg = TaxiConfig(paths=paths, span=p.span, num_spans=len(p.window), monitor_baseline=p.baseline_profile,
+                             retrain_if_drift=args.if_drift)
+            if args.train_steps is not None:
+                cfg = dataclasses.replace(cfg, train_steps=args.train_steps)
+            from components.ingest import inputs
+
+            resolved = inputs.resolve_input(args.data, p.span, len(p.window))
+            status, summary = _execute(cfg, "local", args.verbose, resolved)
+            result = retrain.summary_from_records(summary["records"], p.span, paths.serving_dir, "taxi")
+    except lock.LockedError as e:
+        _err(str(e))
+        return EXIT_LOCKED
+    print(json.dumps(result))
     return status
+
+
+def cmd_lineage(args) -> int:
+    from pipelines import lineage
+
+    out = os.path.abspath(args.output_dir)
+    try:
+        found = lineage.describe(os.path.join(out, "metadata.sqlite"), os.path.join(out, "serving"),
+                                 args.model_name, args.model)
+    except LookupError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    print(json.dumps(found, default=str) if args.json else lineage.render(found))
+    return EXIT_OK
 
 
 # ---- ingest ----------------------------------------------------------------------------------------------------
@@ -285,7 +391,8 @@ def cmd_compile(args) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "compile": cmd_compile}
+    handlers = {"run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
+                "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile}
     return handlers[args.command](args)
 
 

@@ -21,7 +21,7 @@ def _props(artifact) -> dict[str, Any]:
     out = {}
     for name, value in list(artifact.properties.items()) + list(artifact.custom_properties.items()):
         kind = value.WhichOneof("value")
-        if kind:
+        if kind in ("int_value", "double_value", "string_value"):
             out[name] = getattr(value, kind)
     return out
 

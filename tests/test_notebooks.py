@@ -6,6 +6,7 @@ import os
 
 import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import REPO
@@ -17,17 +18,31 @@ def _sources(nb) -> list[str]:
     return [c.source.strip() for c in nb.cells]
 
 
-def test_ipynb_is_paired_with_py():
-    py = jupytext.read(os.path.join(NOTEBOOKS, "taxi_walkthrough.py"))
-    ipynb = nbformat.read(os.path.join(NOTEBOOKS, "taxi_walkthrough.ipynb"), as_version=4)
-    assert _sources(py) == _sources(ipynb), "run: jupytext --sync notebooks/taxi_walkthrough.py"
+@pytest.mark.parametrize("name", ["taxi_walkthrough", "continuous_training"])
+def test_ipynb_is_paired_with_py(name):
+    py = jupytext.read(os.path.join(NOTEBOOKS, f"{name}.py"))
+    ipynb = nbformat.read(os.path.join(NOTEBOOKS, f"{name}.ipynb"), as_version=4)
+    assert _sources(py) == _sources(ipynb), f"run: jupytext --sync notebooks/{name}.py"
 
 
-def test_walkthrough_executes_and_shows_reports():
-    nb = nbformat.read(os.path.join(NOTEBOOKS, "taxi_walkthrough.ipynb"), as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
+def _execute(name: str) -> tuple[str, str]:
+    nb = nbformat.read(os.path.join(NOTEBOOKS, f"{name}.ipynb"), as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    return text, html
+
+
+def test_walkthrough_executes_and_shows_reports():
+    text, html = _execute("taxi_walkthrough")
     assert "'rows_read': 3000" in text and "gate passed: True" in text and "candidate:" in text
     assert "flywheel data validation gate" in html and "flywheel model evaluation" in html
+
+
+def test_continuous_training_notebook_walks_the_loop():
+    text, html = _execute("continuous_training")
+    assert "'span': 1, 'drift_detected': True, 'retrained': True" in text
+    assert "'span': 2, 'drift_detected': False, 'retrained': False" in text
+    assert "drift detected: True" in text and "'span': 3, 'drift_detected': True, 'retrained': True" in text
+    assert "flywheel drift report" in html and "Trainer" in text and "Push" in text

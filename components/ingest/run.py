@@ -38,6 +38,41 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     return counts
 
 
+def profile_name(span: int) -> str:
+    return f"profile-span-{span}.json"
+
+
+def write_span_profiles(resolved: inputs.ResolvedInput, examples_uri: str, input_base: str) -> dict[int, str]:
+    """A compact profile (for the drift monitor) of each span's raw rows, beside the examples.
+
+    Returns {span: path}; a span whose files pyarrow cannot read as a table gets no profile.
+    """
+    import pyarrow as pa
+
+    from components.monitor import profile
+
+    by_span: dict[int, list[str]] = {}
+    for path in resolved.files:
+        span = 0
+        rel = os.path.relpath(path, input_base) if os.path.isdir(input_base) else ""
+        head = rel.split(os.sep)[0] if rel else ""
+        if head.startswith("span-") and head[5:].isdigit():
+            span = int(head[5:])
+        by_span.setdefault(span, []).append(path)
+    written = {}
+    for span, files in sorted(by_span.items()):
+        try:
+            tables = [profile.read_table(f) for f in files]
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote=True)
+        except (profile.MonitorError, pa.ArrowInvalid):
+            continue
+        path = os.path.join(examples_uri, profile_name(span))
+        with fileio.open(path, "w") as f:
+            f.write(profile.profile_table(table, f"span {span}").to_json())
+        written[span] = path
+    return written
+
+
 def preserve_quarantine(quarantine_uri: str, destination: str) -> str:
     """Copies the quarantine somewhere a failed execution's clean-up does not reach."""
     fileio.makedirs(destination)

@@ -27,6 +27,7 @@ ROWS_QUARANTINED = "rows_quarantined"
 FINGERPRINT = "data_fingerprint"
 SPANS = "spans"
 INPUT_FILES = "input_files"
+PROFILES = "span_profiles"  # {span: path of a drift-monitor profile of that span's raw rows}
 
 QUARANTINE_FILE = "quarantine.jsonl"
 COUNTS_FILE = "counts.json"

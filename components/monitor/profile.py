@@ -145,3 +145,39 @@ def load(path: str, columns: Optional[list[str]] = None) -> DatasetProfile:
     if columns:
         table = table.select([c for c in columns if c in table.column_names])
     return profile_table(table, path)
+
+
+def _merge_numeric(parts: list[NumericProfile]) -> NumericProfile:
+    count = sum(p.count for p in parts)
+    missing = sum(p.missing for p in parts)
+    present = [p for p in parts if p.quantiles]
+    if not present:
+        return NumericProfile(count, missing, float("nan"), float("nan"), [])
+    weights = np.array([p.count - p.missing for p in present], dtype=float)
+    weights /= weights.sum()
+    grid = np.unique(np.concatenate([p.quantiles for p in present]))
+    cdf = sum(w * np.interp(grid, p.quantiles, QUANTILES, left=0.0, right=1.0)
+              for w, p in zip(weights, present, strict=True))
+    quantiles = np.interp(QUANTILES, cdf, grid)
+    mean = float(sum(w * p.mean for w, p in zip(weights, present, strict=True)))
+    var = float(sum(w * (p.std ** 2 + (p.mean - mean) ** 2) for w, p in zip(weights, present, strict=True)))
+    return NumericProfile(count, missing, mean, var ** 0.5, [float(q) for q in quantiles])
+
+
+def merge(profiles: list[DatasetProfile]) -> DatasetProfile:
+    """One profile of the union of the profiled rows (exact counts; quantiles from the mixture of CDFs)."""
+    columns: dict[str, Any] = {}
+    names = list(dict.fromkeys(n for p in profiles for n in p.columns))
+    for name in names:
+        parts = [p.columns[name] for p in profiles if name in p.columns]
+        if all(isinstance(c, NumericProfile) for c in parts):
+            columns[name] = _merge_numeric(parts)
+        else:
+            values: dict[str, int] = {}
+            for c in parts:
+                if isinstance(c, CategoricalProfile):
+                    for k, v in c.values.items():
+                        values[k] = values.get(k, 0) + v
+            columns[name] = CategoricalProfile(sum(c.count for c in parts), sum(c.missing for c in parts), values)
+    return DatasetProfile(rows=sum(p.rows for p in profiles), columns=columns,
+                          source=" + ".join(p.source for p in profiles))

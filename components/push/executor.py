@@ -38,7 +38,9 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
             },
             "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
         }
-        version, path = publish.publish(model_dir, serving_dir, model_name, manifest)
+        profiles = json.loads(examples.get_string_custom_property("span_profiles") or "{}")
+        version, path = publish.publish(model_dir, serving_dir, model_name, manifest,
+                                        extra_files={publish.BASELINE_PROFILE: list(profiles.values())})
         result.update(version=version, path=path)
         pushed_model.set_int_custom_property(spec.PUSHED_VERSION, version)
         pushed_model.set_string_custom_property(spec.PUSHED_DESTINATION, path)

@@ -66,6 +66,8 @@ class TaxiConfig:
     warm_start: bool = False
     min_auc: float = 0.75
     max_auc_drop: float = 0.0
+    monitor_baseline: str | None = None  # retraining: the serving model's training profile ('' = none yet)
+    retrain_if_drift: bool = False
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
 

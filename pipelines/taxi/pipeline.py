@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
@@ -9,6 +11,7 @@ from components.data_gate import gate
 from components.data_gate.component import DataGate
 from components.evaluate.component import Evaluate
 from components.ingest.component import Ingest
+from components.monitor.component import DriftMonitor
 from components.push.component import Push
 from pipelines.taxi import features
 from pipelines.taxi.config import TaxiConfig
@@ -92,15 +95,32 @@ def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
     return {"evaluate": evaluate, "push": push}
 
 
+def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
+    """The drift monitor (retraining runs only): newest span vs the serving model's training profile."""
+    if cfg.monitor_baseline is None:
+        return {}
+    return {"monitor": DriftMonitor(examples=data["ingest"].outputs["examples"],
+                                    baseline_profile=cfg.monitor_baseline).with_id("DriftMonitor")}
+
+
 def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
-    """Ingest -> validate (gate) -> [Transform -> Trainer -> Evaluate -> Push], the bracket guarded by the gate."""
+    """Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push].
+
+    The bracket runs only when the gate passed and, with retrain_if_drift, when the monitor found drift.
+    """
     data = data_stages(cfg)
     validation = validation_stages(cfg, data)
-    passed = validation["gate"].outputs["verdict"].future()[0].custom_property("passed") == 1
-    with tfx.dsl.Cond(passed):
+    monitoring = monitor_stages(cfg, data)
+    conditions = [validation["gate"].outputs["verdict"].future()[0].custom_property("passed") == 1]
+    if cfg.retrain_if_drift and monitoring:
+        conditions.append(monitoring["monitor"].outputs["drift_report"].future()[0]
+                          .custom_property("drift_detected") == 1)
+    with contextlib.ExitStack() as guarded:
+        for condition in conditions:
+            guarded.enter_context(tfx.dsl.Cond(condition))
         training = training_stages(cfg, data)
         release = release_stages(cfg, data, training)
-    nodes = [*data.values(), *validation.values(), *training.values(), *release.values()]
+    nodes = [*data.values(), *validation.values(), *monitoring.values(), *training.values(), *release.values()]
     return tfx.dsl.Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
                             components=nodes, enable_cache=cfg.enable_cache,
                             metadata_connection_config=metadata_connection_config,

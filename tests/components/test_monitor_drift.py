@@ -102,3 +102,14 @@ def test_performance_decay_against_reference(tmp_path):
     assert ok["performance"]["drift"] is False and ok["performance"]["value"] > 0.9
     assert bad["performance"]["drift"] is True and bad["performance"]["value"] == pytest.approx(0.5, abs=0.05)
     assert bad["drift_detected"] and "prediction" in bad
+
+
+def test_merged_profiles_match_the_profile_of_the_union():
+    rng = np.random.default_rng(7)
+    a, b = _table(rng, 20_000), _table(rng, 20_000, loc=1.0)
+    merged = profile.merge([profile.profile_table(a), profile.profile_table(b)])
+    union = profile.profile_table(pa.concat_tables([a, b]))
+    assert merged.rows == union.rows == 40_000
+    assert merged.columns["cat"].values == union.columns["cat"].values
+    assert not drift.compare(union, merged)["drift_detected"]
+    assert merged.columns["x"].mean == pytest.approx(union.columns["x"].mean, abs=1e-9)

@@ -1,0 +1,75 @@
+"""The scheduled retraining job: newest span -> monitor -> (retrain -> evaluate -> push) when needed.
+
+Shares create_pipeline and the output layout with `flywheel run`. A no-drift check with --if-drift
+answers from the monitor library alone (no TensorFlow, no pipeline run): scheduled jobs run often
+and mostly find nothing new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+from components.common import serving
+from components.ingest import inputs
+from components.monitor import drift, profile
+from components.push import publish
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainPlan:
+    span: int
+    window: tuple[int, ...]
+    baseline_profile: str  # '' when no model is in serving
+    serving_version: Optional[int]
+    drift: dict[str, Any]
+
+
+def plan(data_root: str, serving_dir: str, model_name: str, window: int) -> RetrainPlan:
+    """Newest span, the training window, and the monitor's verdict against the serving model's profile."""
+    spans = inputs.available_spans(data_root)
+    if not spans:
+        raise inputs.InputError(f"retrain: {data_root} has no span-N folders; the retraining job reads spans")
+    newest = spans[-1]
+    window_spans = tuple(s for s in spans if newest - window < s <= newest)
+    served = serving.latest(serving_dir, model_name)
+    baseline = ""
+    if served is not None and served.manifest.get("baseline_profile"):
+        baseline = os.path.join(served.path, served.manifest["baseline_profile"])
+    if not baseline:
+        verdict = {"drift_detected": True, "reason": "no model in serving" if served is None else
+                   "the serving model has no training profile"}
+    else:
+        with open(baseline, encoding="utf-8") as f:
+            base = profile.DatasetProfile.from_json(f.read(), baseline)
+        current = profile.profile_table(profile.read_table(os.path.join(data_root, f"span-{newest}")),
+                                        f"span {newest}")
+        result = drift.compare(base, current)
+        verdict = {"drift_detected": result["drift_detected"],
+                   "reason": ", ".join(k for k, v in result["features"].items() if v["drift"]) or "no drift"}
+    return RetrainPlan(newest, window_spans, baseline, served.version if served else None, verdict)
+
+
+def summary_from_records(records: dict, span: int, serving_dir: str, model_name: str) -> dict[str, Any]:
+    monitor = records.get("DriftMonitor")
+    report = monitor.output("drift_report") if monitor else None
+    trainer = records.get("Trainer")
+    retrained = bool(trainer and trainer.state in ("COMPLETE", "CACHED") and trainer.output("model"))
+    evaluate = records.get("Evaluate")
+    blessing = evaluate.output("blessing") if evaluate else None
+    push = records.get("Push")
+    pushed = push.output("pushed_model") if push else None
+    served = serving.latest(serving_dir, model_name)
+    return {
+        "span": span,
+        "drift_detected": bool(report.get("drift_detected")) if report else None,
+        "retrained": retrained,
+        "blessed": bool(blessing.get("blessed")) if blessing else None,
+        "pushed": bool(pushed.get("pushed")) if pushed else False,
+        "model_version": served.version if served else None,
+        "drift_reason": report.get("reason") if report else None,
+    }
+
+
+__all__ = ["RetrainPlan", "plan", "summary_from_records", "publish"]

@@ -1,0 +1,66 @@
+"""Production data for the taxi model: spans resampled from the shipped data, with a realistic drift.
+
+From span `drift_from` on, several things move at once: fares rise 35% and trips get 30% longer
+(numeric location/scale), card payments give way to cash (category shares), trips shift three hours
+later (a categorical-like integer), and the tipping behaviour itself changes (card riders tip half as
+much: the relation between features and label shifts). Labelled (`tips` is there), deterministic for
+a seed. numpy + pyarrow only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+    spans: int = 4
+    drift_from: int | None = 3
+    rows: int = 5000
+    seed: int = 0
+
+
+def _drift(table: pa.Table, rng: np.random.Generator) -> pa.Table:
+    n = table.num_rows
+
+    def replace(name, values):
+        return table.set_column(table.column_names.index(name), name, values)
+
+    table = replace("fare", pc.multiply(table.column("fare").cast(pa.float64()), 1.35))
+    table = replace("trip_miles", pc.multiply(table.column("trip_miles").cast(pa.float64()), 1.3))
+    hours = table.column("trip_start_hour").to_numpy()
+    table = replace("trip_start_hour", pa.array((hours + 3) % 24))
+    payment = np.array(table.column("payment_type").to_pylist(), dtype=object)
+    switch = (payment == "Credit Card") & (rng.random(n) < 0.4)
+    payment[switch] = "Cash"
+    table = replace("payment_type", pa.array(payment.tolist()))
+    tips = table.column("tips").cast(pa.float64()).to_numpy().copy()
+    tips[payment == "Credit Card"] *= 0.5
+    tips[switch] = 0.0
+    return replace("tips", pa.array(tips))
+
+
+def simulate(source: str, out_dir: str, cfg: SimulationConfig) -> list[str]:
+    """Writes `<out_dir>/span-1/data.csv ... span-N/data.csv`; returns the files."""
+    if cfg.spans < 1 or cfg.rows < 1:
+        raise ValueError(f"simulate: spans and rows must be >= 1, got spans={cfg.spans}, rows={cfg.rows}")
+    base = pcsv.read_csv(source)
+    files = []
+    for span in range(1, cfg.spans + 1):
+        rng = np.random.default_rng([cfg.seed, span])
+        table = base.take(pa.array(rng.integers(0, base.num_rows, cfg.rows)))
+        if cfg.drift_from is not None and span >= cfg.drift_from:
+            table = _drift(table, rng)
+        folder = os.path.join(out_dir, f"span-{span}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "data.csv")
+        pcsv.write_csv(table, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        files.append(path)
+    return files
