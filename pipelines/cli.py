@@ -267,7 +267,9 @@ def cmd_retrain(args) -> int:
     try:
         with lock.exclusive(paths.output_dir):
             try:
-                p = retrain.plan(args.data, paths.serving_dir, "taxi", args.window)
+                from pipelines.taxi.config import default_schema
+
+                p = retrain.plan(args.data, paths.serving_dir, "taxi", args.window, default_schema())
             except (ValueError, OSError) as e:
                 _err(str(e))
                 return EXIT_USAGE

@@ -26,7 +26,7 @@ class RetrainPlan:
     drift: dict[str, Any]
 
 
-def plan(data_root: str, serving_dir: str, model_name: str, window: int) -> RetrainPlan:
+def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_path: str = "") -> RetrainPlan:
     """Newest span, the training window, and the monitor's verdict against the serving model's profile."""
     spans = inputs.available_spans(data_root)
     if not spans:
@@ -45,7 +45,9 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int) -> Retr
             base = profile.DatasetProfile.from_json(f.read(), baseline)
         current = profile.profile_table(profile.read_table(os.path.join(data_root, f"span-{newest}")),
                                         f"span {newest}")
-        result = drift.compare(base, current)
+        from components.monitor.monitor import thresholds
+
+        result = drift.compare(base, current, *thresholds(schema_path))
         verdict = {"drift_detected": result["drift_detected"],
                    "reason": ", ".join(k for k, v in result["features"].items() if v["drift"]) or "no drift"}
     return RetrainPlan(newest, window_spans, baseline, served.version if served else None, verdict)

@@ -12,8 +12,9 @@ def DriftMonitor(  # noqa: N802 - TFX component names are classes
     examples: InputArtifact[standard_artifacts.Examples],
     drift_report: OutputArtifact[spec.DriftReport],
     baseline_profile: Parameter[str] = "",
+    schema_path: Parameter[str] = "",
 ) -> None:
     """Compares the newest span of `examples` with the serving model's training profile ('' = none: drift)."""
     from components.monitor import executor
 
-    executor.run_drift_monitor(examples, drift_report, baseline_profile)
+    executor.run_drift_monitor(examples, drift_report, baseline_profile, schema_path)

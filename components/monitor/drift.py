@@ -2,7 +2,7 @@
 
 Numeric features: Kolmogorov–Smirnov statistic D (not its p-value, which flags everything at
 millions of rows), PSI and Jensen–Shannon divergence on the baseline's 20 quantile bins, and the
-Wasserstein-1 distance divided by the baseline's standard deviation. Categorical features:
+trimmed Wasserstein-1 distance divided by the baseline's interquartile range. Categorical features:
 L-infinity distance and Jensen–Shannon divergence of value frequencies, and the share of current rows
 whose value the baseline never saw. Every feature: the change in the missing-value rate.
 """
@@ -61,6 +61,21 @@ def _missing_rate(p) -> float:
     return p.missing / p.count if p.count else 0.0
 
 
+def _trimmed_wasserstein(base: NumericProfile, cur: NumericProfile) -> float:
+    """Wasserstein-1 between the 1%-99% quantile functions, over the baseline's interquartile range.
+
+    Trimming and a robust scale keep a few extreme values (a 1,700-mile taxi trip) from deciding.
+    """
+    qb, qc = np.asarray(base.quantiles), np.asarray(cur.quantiles)
+    n = len(qb) - 1
+    lo, hi = n // 100, n - n // 100
+    w1 = float(np.mean(np.abs(qb[lo:hi + 1] - qc[lo:hi + 1])))
+    scale = float(qb[3 * n // 4] - qb[n // 4])
+    if scale <= 0:
+        scale = base.std if base.std and np.isfinite(base.std) and base.std > 0 else 1.0
+    return w1 / scale
+
+
 def numeric_checks(base: NumericProfile, cur: NumericProfile, t: Thresholds) -> list[dict[str, Any]]:
     checks = [_check("missing_rate_change", abs(_missing_rate(cur) - _missing_rate(base)), t.missing)]
     if not base.quantiles or not cur.quantiles:
@@ -74,9 +89,7 @@ def numeric_checks(base: NumericProfile, cur: NumericProfile, t: Thresholds) -> 
     pb, pc = np.clip(pb, _EPS, None), np.clip(pc, _EPS, None)
     checks.append(_check("psi", np.sum((pc - pb) * np.log(pc / pb)), t.psi))
     checks.append(_check("jensen_shannon", _js(pb, pc), t.js_numeric))
-    scale = base.std if base.std and np.isfinite(base.std) and base.std > 0 else 1.0
-    w1 = float(np.mean(np.abs(np.asarray(base.quantiles) - np.asarray(cur.quantiles))))
-    checks.append(_check("wasserstein_normalized", w1 / scale, t.wasserstein))
+    checks.append(_check("wasserstein_normalized", _trimmed_wasserstein(base, cur), t.wasserstein))
     return checks
 
 

@@ -8,10 +8,11 @@ import os
 from tfx import types
 from tfx.dsl.io import fileio
 
-from components.monitor import drift, profile, report, spec
+from components.monitor import drift, monitor, profile, report, spec
 
 
-def run_drift_monitor(examples: types.Artifact, drift_report: types.Artifact, baseline_profile: str) -> dict:
+def run_drift_monitor(examples: types.Artifact, drift_report: types.Artifact, baseline_profile: str,
+                      schema_path: str = "") -> dict:
     profiles = json.loads(examples.get_string_custom_property("span_profiles") or "{}")
     if not profiles:
         raise profile.MonitorError(f"DriftMonitor: examples {examples.uri} carry no span profiles "
@@ -25,7 +26,7 @@ def run_drift_monitor(examples: types.Artifact, drift_report: types.Artifact, ba
             base = profile.DatasetProfile.from_json(f.read(), baseline_profile)
         with fileio.open(profiles[newest], "r") as f:
             cur = profile.DatasetProfile.from_json(f.read(), profiles[newest])
-        result = drift.compare(base, cur)
+        result = drift.compare(base, cur, *monitor.thresholds(schema_path))
         result.update(span=int(newest), baseline=baseline_profile,
                       reason="drift in " + ", ".join(k for k, v in result["features"].items() if v["drift"])
                       if result["drift_detected"] else "no drift")

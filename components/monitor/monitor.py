@@ -34,6 +34,14 @@ def thresholds_from_schema(schema_path: str, default: drift.Thresholds
     return names, per_feature
 
 
+def thresholds(schema_path: str) -> tuple[dict[str, drift.Thresholds], drift.Thresholds]:
+    """Per-feature thresholds from the schema's drift_comparator fields, and the defaults."""
+    default = drift.Thresholds()
+    if not schema_path:
+        return {}, default
+    return thresholds_from_schema(schema_path, default)[1], default
+
+
 def reference_auc(path: str) -> float:
     """AUC from a metrics JSON: {"auc": x}, or a push.json manifest ({"metrics": {"auc": x}})."""
     with open(path, encoding="utf-8") as f:

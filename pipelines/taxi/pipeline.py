@@ -100,7 +100,8 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
     if cfg.monitor_baseline is None:
         return {}
     return {"monitor": DriftMonitor(examples=data["ingest"].outputs["examples"],
-                                    baseline_profile=cfg.monitor_baseline).with_id("DriftMonitor")}
+                                    baseline_profile=cfg.monitor_baseline,
+                                    schema_path=cfg.schema_path).with_id("DriftMonitor")}
 
 
 def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:

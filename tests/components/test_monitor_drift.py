@@ -113,3 +113,12 @@ def test_merged_profiles_match_the_profile_of_the_union():
     assert merged.columns["cat"].values == union.columns["cat"].values
     assert not drift.compare(union, merged)["drift_detected"]
     assert merged.columns["x"].mean == pytest.approx(union.columns["x"].mean, abs=1e-9)
+
+
+def test_per_feature_thresholds_come_from_the_schema_drift_comparator():
+    import schemas
+    from components.monitor.monitor import thresholds
+
+    per_feature, default = thresholds(schemas.schema_path("taxi"))
+    assert per_feature["company"].js_categorical == pytest.approx(0.1) and default.js_categorical == 0.05
+    assert "fare" not in per_feature
