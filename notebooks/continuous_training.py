@@ -29,8 +29,8 @@ import tempfile
 from IPython.display import HTML, display
 
 FLYWHEEL = os.path.join(os.path.dirname(sys.executable), "flywheel")
-ROWS = os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "1500")
-STEPS = os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "40")
+ROWS = os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000")
+STEPS = os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "200")
 work = tempfile.mkdtemp(prefix="flywheel-loop-")
 incoming, data, out = (os.path.join(work, d) for d in ("incoming", "data", "out"))
 

@@ -20,14 +20,14 @@ def loop(tmp_path_factory):
     """Spans 1-2 stable, drift from span 3; the job runs after each span arrives."""
     root = tmp_path_factory.mktemp("loop")
     sim, data, out = root / "sim", root / "data", str(root / "out")
-    made = run_cli("simulate", "taxi", "--out", str(sim), "--spans", "3", "--drift-from", "3", "--rows", "2500",
+    made = run_cli("simulate", "taxi", "--out", str(sim), "--spans", "3", "--drift-from", "3", "--rows", "3000",
                    "--seed", "7")
     assert made.returncode == 0, made.stderr
     data.mkdir()
     results = []
     for span in (1, 2, 3):
         shutil.copytree(sim / f"span-{span}", data / f"span-{span}")
-        r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "60",
+        r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "200",
                     output_dir=out)
         assert r.returncode == 0, r.stdout + r.stderr
         results.append(json.loads(r.stdout.strip().splitlines()[-1]))
