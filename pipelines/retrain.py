@@ -14,7 +14,6 @@ from typing import Any, Optional
 from components.common import serving
 from components.ingest import inputs
 from components.monitor import drift, profile
-from components.push import publish
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,5 +72,3 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
         "drift_reason": report.get("reason") if report else None,
     }
 
-
-__all__ = ["RetrainPlan", "plan", "summary_from_records", "publish"]
