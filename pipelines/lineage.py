@@ -18,10 +18,6 @@ def _node(store, execution) -> str:
     return ctx[0].name.split(".", 1)[-1] if ctx else execution.type
 
 
-def _props(artifact) -> dict[str, Any]:
-    return run_record._props(artifact)
-
-
 def trace(metadata_path: str, model_uri: str) -> list[dict[str, Any]]:
     """The executions upstream and downstream of the model artifact at model_uri, in time order."""
     from ml_metadata.proto import metadata_store_pb2
@@ -69,7 +65,7 @@ def trace(metadata_path: str, model_uri: str) -> list[dict[str, Any]]:
         steps.append({"node": _node(store, execution), "execution": execution.id,
                       "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
                       "time": _time(execution.create_time_since_epoch),
-                      "outputs": [{"uri": a.uri, **_props(a)} for a in arts]})
+                      "outputs": [{"uri": a.uri, **run_record.artifact_props(a)} for a in arts]})
     return steps
 
 

@@ -42,7 +42,7 @@ class ProgressHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed third-party log record is not our progress line
+        except (TypeError, ValueError):  # a malformed third-party log record is not our progress line
             return
         if m := _START.match(message):
             self._current, self._note = m.group(1), ""

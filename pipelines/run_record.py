@@ -17,7 +17,7 @@ class NodeRecord:
         return found[0] if found else None
 
 
-def _props(artifact) -> dict[str, Any]:
+def artifact_props(artifact) -> dict[str, Any]:
     out = {}
     for name, value in list(artifact.properties.items()) + list(artifact.custom_properties.items()):
         kind = value.WhichOneof("value")
@@ -57,7 +57,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> dict[str, NodeRecord]:
         for event in events:
             key = event.path.steps[0].key if event.path.steps else "output"
             artifact = artifacts[event.artifact_id]
-            outputs.setdefault(key, []).append({"uri": artifact.uri, "id": artifact.id, **_props(artifact)})
+            outputs.setdefault(key, []).append({"uri": artifact.uri, "id": artifact.id, **artifact_props(artifact)})
         records[node_id] = NodeRecord(node_id, metadata_store_pb2.Execution.State.Name(execution.last_known_state),
                                       outputs)
     return records

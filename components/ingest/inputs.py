@@ -87,6 +87,15 @@ def _walk_files(root: str) -> Iterator[str]:
             yield path
 
 
+def span_of(path: str, input_base: str) -> int:
+    """The span a resolved file belongs to: N for `<input_base>/span-N/...`, else 0."""
+    if not _isdir(input_base):
+        return 0
+    head = os.path.relpath(path, input_base).split(os.sep)[0]
+    m = _SPAN_DIR.match(head)
+    return int(m.group(1)) if m else 0
+
+
 def available_spans(input_base: str) -> list[int]:
     """The span numbers under input_base (`span-N` folders); [] when there is no span layout."""
     if not _isdir(input_base):

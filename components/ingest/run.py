@@ -53,12 +53,7 @@ def write_span_profiles(resolved: inputs.ResolvedInput, examples_uri: str, input
 
     by_span: dict[int, list[str]] = {}
     for path in resolved.files:
-        span = 0
-        rel = os.path.relpath(path, input_base) if os.path.isdir(input_base) else ""
-        head = rel.split(os.sep)[0] if rel else ""
-        if head.startswith("span-") and head[5:].isdigit():
-            span = int(head[5:])
-        by_span.setdefault(span, []).append(path)
+        by_span.setdefault(inputs.span_of(path, input_base), []).append(path)
     written = {}
     for span, files in sorted(by_span.items()):
         try:

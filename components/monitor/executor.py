@@ -8,12 +8,13 @@ import os
 from tfx import types
 from tfx.dsl.io import fileio
 
+from components.ingest import spec as ingest_spec
 from components.monitor import drift, monitor, profile, report, spec
 
 
 def run_drift_monitor(examples: types.Artifact, drift_report: types.Artifact, baseline_profile: str,
                       schema_path: str = "") -> dict:
-    profiles = json.loads(examples.get_string_custom_property("span_profiles") or "{}")
+    profiles = json.loads(examples.get_string_custom_property(ingest_spec.PROFILES) or "{}")
     if not profiles:
         raise profile.MonitorError(f"DriftMonitor: examples {examples.uri} carry no span profiles "
                                    "(expected the 'span_profiles' property written by Ingest)")

@@ -9,6 +9,7 @@ from tfx import types
 from tfx.dsl.io import fileio
 
 from components.common import serving
+from components.ingest import spec as ingest_spec
 from components.push import publish, spec
 
 
@@ -26,8 +27,8 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
             "model_name": model_name,
             "model_uri": model.uri,
             "model_sha256": digest,
-            "data_fingerprint": examples.get_string_custom_property("data_fingerprint"),
-            "spans": [int(s) for s in examples.get_string_custom_property("spans").split(",") if s],
+            "data_fingerprint": examples.get_string_custom_property(ingest_spec.FINGERPRINT),
+            "spans": [int(s) for s in examples.get_string_custom_property(ingest_spec.SPANS).split(",") if s],
             "examples_uri": examples.uri,
             "evaluation_uri": evaluation.uri,
             "metrics": json.loads(evaluation.get_string_custom_property("metrics") or "{}"),
@@ -38,7 +39,7 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
             },
             "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
         }
-        profiles = json.loads(examples.get_string_custom_property("span_profiles") or "{}")
+        profiles = json.loads(examples.get_string_custom_property(ingest_spec.PROFILES) or "{}")
         version, path = publish.publish(model_dir, serving_dir, model_name, manifest,
                                         extra_files={publish.BASELINE_PROFILE: list(profiles.values())})
         result.update(version=version, path=path)
