@@ -38,20 +38,20 @@ def pin_schema(schema_path: str, output_dir: str) -> str:
 
 def build(cfg: TaxiConfig):
     """The pipeline with its SQLite metadata store; fails at build time on a missing schema file."""
-    from tfx import v1 as tfx
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
     from pipelines.taxi.pipeline import create_pipeline
 
     if "://" not in cfg.schema_path and not os.path.exists(cfg.schema_path):
         raise FileNotFoundError(f"TaxiConfig.schema_path: file {cfg.schema_path!r} does not exist")
     cfg = dataclasses.replace(cfg, schema_path=pin_schema(cfg.schema_path, cfg.paths.output_dir))
-    return create_pipeline(cfg, tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.paths.metadata_path))
+    return create_pipeline(cfg, sqlite_metadata_connection_config(cfg.paths.metadata_path))
 
 
 def run(cfg: TaxiConfig) -> None:
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    tfx.orchestration.LocalDagRunner().run(build(cfg))
+    LocalDagRunner().run(build(cfg))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+from tfx.components import ExampleValidator, StatisticsGen, Trainer, Transform
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.experimental.conditionals.conditional import Cond
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import trainer_pb2
 
 from components.data_gate import gate
 from components.data_gate.component import DataGate
@@ -18,7 +22,7 @@ from pipelines.taxi.config import TaxiConfig
 
 
 def data_stages(cfg: TaxiConfig) -> dict:
-    schema = tfx.components.ImportSchemaGen(schema_file=cfg.schema_path)
+    schema = ImportSchemaGen(schema_file=cfg.schema_path)
     ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs["schema"], span=cfg.span,
                     num_spans=cfg.num_spans, split_key_columns=cfg.split_key_columns,
                     quarantine_limit=cfg.quarantine_limit)
@@ -27,8 +31,8 @@ def data_stages(cfg: TaxiConfig) -> dict:
 
 def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
     gate.parse_allow_list(",".join(cfg.allowed_anomalies))  # configuration mistakes fail at build time
-    statistics = tfx.components.StatisticsGen(examples=data["ingest"].outputs["examples"])
-    validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
+    statistics = StatisticsGen(examples=data["ingest"].outputs["examples"])
+    validator = ExampleValidator(statistics=statistics.outputs["statistics"],
                                                 schema=data["schema"].outputs["schema"])
     data_gate = DataGate(anomalies=validator.outputs["anomalies"], statistics=statistics.outputs["statistics"],
                          allowed_anomalies=",".join(cfg.allowed_anomalies)).with_id("DataGate")
@@ -46,7 +50,7 @@ def warm_start_source(cfg: TaxiConfig) -> str | None:
 
 
 def training_stages(cfg: TaxiConfig, data: dict) -> dict:
-    transform = tfx.components.Transform(examples=data["ingest"].outputs["examples"],
+    transform = Transform(examples=data["ingest"].outputs["examples"],
                                          schema=data["schema"].outputs["schema"],
                                          preprocessing_fn="pipelines.taxi.preprocessing.preprocessing_fn",
                                          # Raw data is profiled and gated upstream (StatisticsGen, DataGate):
@@ -57,12 +61,12 @@ def training_stages(cfg: TaxiConfig, data: dict) -> dict:
     source = warm_start_source(cfg)
     if source:
         custom_config["warm_start_from"] = source
-    trainer = tfx.components.Trainer(run_fn="pipelines.taxi.model.run_fn",
+    trainer = Trainer(run_fn="pipelines.taxi.model.run_fn",
                                      examples=transform.outputs["transformed_examples"],
                                      transform_graph=transform.outputs["transform_graph"],
                                      schema=data["schema"].outputs["schema"],
-                                     train_args=tfx.proto.TrainArgs(num_steps=cfg.train_steps),
-                                     eval_args=tfx.proto.EvalArgs(num_steps=cfg.eval_steps),
+                                     train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+                                     eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
                                      custom_config=custom_config)
     return {"transform": transform, "trainer": trainer}
 
@@ -104,7 +108,7 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
                                     schema_path=cfg.schema_path).with_id("DriftMonitor")}
 
 
-def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipeline:
     """Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push].
 
     The bracket runs only when the gate passed and, with retrain_if_drift, when the monitor found drift.
@@ -118,11 +122,11 @@ def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> tfx.dsl
                           .custom_property("drift_detected") == 1)
     with contextlib.ExitStack() as guarded:
         for condition in conditions:
-            guarded.enter_context(tfx.dsl.Cond(condition))
+            guarded.enter_context(Cond(condition))
         training = training_stages(cfg, data)
         release = release_stages(cfg, data, training)
     nodes = [*data.values(), *validation.values(), *monitoring.values(), *training.values(), *release.values()]
-    return tfx.dsl.Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
+    return Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
                             components=nodes, enable_cache=cfg.enable_cache,
                             metadata_connection_config=metadata_connection_config,
                             beam_pipeline_args=list(cfg.beam_pipeline_args))
