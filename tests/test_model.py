@@ -46,3 +46,55 @@ def test_the_model_still_learns_with_autograph_kept_out_of_keras():
 @pytest.mark.parametrize("train,evaluation,expected", [(1000, 100, 50), (150, 100, 50), (7, 3, 1), (30, 20, 10)])
 def test_steps_per_execution_divides_both_step_counts(train, evaluation, expected):
     assert model.steps_per_execution(train, evaluation) == expected
+
+
+def _served_model(tmp_path, vocab: bytes):
+    """A 'serving' folder as run_fn leaves it: Keras weights plus the Transform vocabularies."""
+    served = tmp_path / "served"
+    (served / "assets_vocab").mkdir(parents=True)
+    net = model.build_keras_model(model.Hyperparameters())
+    net.save_weights(str(served / model.WARM_START_WEIGHTS))
+    (served / "assets_vocab" / "payment_type").write_bytes(vocab)
+    return served, net
+
+
+def _transform_output(tmp_path, vocab: bytes):
+    out = tmp_path / "transform"
+    (out / "transform_fn" / "assets").mkdir(parents=True)
+    (out / "transform_fn" / "assets" / "payment_type").write_bytes(vocab)
+    return out
+
+
+def _same_weights(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize("new_vocab,loads", [(b"Cash\nCredit Card\n", True), (b"Credit Card\nCash\n", False)])
+def test_warm_start_loads_serving_weights_only_when_the_vocabularies_match(tmp_path, new_vocab, loads):
+    from types import SimpleNamespace
+
+    served, old = _served_model(tmp_path, b"Cash\nCredit Card\n")
+    fresh = model.build_keras_model(model.Hyperparameters())
+    assert not _same_weights(fresh, old)
+    fn_args = SimpleNamespace(custom_config={"warm_start_from": str(served)},
+                              transform_output=str(_transform_output(tmp_path, new_vocab)))
+    model._warm_start(fresh, fn_args)
+    assert _same_weights(fresh, old) is loads
+
+
+def test_warm_start_source_is_the_latest_serving_version_and_part_of_the_trainer_config(tmp_path):
+    import json
+
+    from pipelines.taxi import pipeline
+    from pipelines.taxi.config import Paths, TaxiConfig
+
+    paths = Paths.under(str(tmp_path / "out"), data_root=str(tmp_path / "data"))
+    for version in (5, 12):
+        folder = tmp_path / "out" / "serving" / "taxi" / str(version)
+        folder.mkdir(parents=True)
+        (folder / "push.json").write_text(json.dumps({"version": version}))
+    assert pipeline.warm_start_source(TaxiConfig(paths=paths)) is None
+    cfg = TaxiConfig(paths=paths, warm_start=True)
+    assert pipeline.warm_start_source(cfg) == str(tmp_path / "out" / "serving" / "taxi" / "12")
+    trainer = pipeline.training_stages(cfg, pipeline.data_stages(cfg))["trainer"]
+    assert json.loads(trainer.exec_properties["custom_config"])["warm_start_from"].endswith("/taxi/12")

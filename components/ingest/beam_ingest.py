@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -14,6 +15,7 @@ from components.ingest import parsing, spec
 
 QUARANTINE_TAG = "__quarantine__"
 READ_TAG = "__read__"
+COUNTS_TAG = "__counts__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,40 +41,46 @@ class IngestCounts:
 
 
 def _to_example(values: dict) -> bytes:
-    import tensorflow as tf
+    """A serialized tf.Example; deterministic bytes (features in name order) for the same typed row."""
+    from tensorflow.core.example import example_pb2
 
-    feature = {}
+    example = example_pb2.Example()
+    feature = example.features.feature
     for name, value in values.items():
         if isinstance(value, bytes):
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+            feature[name].bytes_list.value.append(value)
         elif isinstance(value, int):
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            feature[name].int64_list.value.append(value)
         else:
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            feature[name].float_list.value.append(value)
+    return example.SerializeToString(deterministic=True)
 
 
 class _ParseFile(beam.DoFn):
+    """One file: each row to its split as a tf.Example or to the quarantine; then the file's counts."""
+
     def __init__(self, options: IngestOptions):
         self._options = options
 
     def process(self, path: str):
         opts = self._options
-        n = 0
+        counts = collections.Counter({READ_TAG: 0, QUARANTINE_TAG: 0, **{name: 0 for name, _ in opts.splits}})
         for row in parsing.file_rows(path, opts.columns, opts.split_key_columns, opts.splits):
-            n += 1
+            counts[READ_TAG] += 1
             if isinstance(row, parsing.Rejected):
+                counts[QUARANTINE_TAG] += 1
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, json.dumps(row.to_dict(), ensure_ascii=False))
             else:
+                counts[row.split] += 1
                 yield beam.pvalue.TaggedOutput(row.split, _to_example(row.values))
-        yield beam.pvalue.TaggedOutput(READ_TAG, n)
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, dict(counts))
 
 
-def _write_count(pcoll, counts_dir: str, name: str, label: str):
-    return (pcoll
-            | f"Count{label}" >> beam.combiners.Count.Globally()
-            | f"Format{label}" >> beam.Map(lambda n, k=name: json.dumps({k: n}))
-            | f"WriteCount{label}" >> beam.io.WriteToText(os.path.join(counts_dir, name), shard_name_template=""))
+def _sum_counts(per_file) -> dict:
+    total: collections.Counter = collections.Counter()
+    for counts in per_file:
+        total.update(counts)
+    return dict(total)
 
 
 def expand(pipeline: beam.Pipeline, files: Sequence[str], options: IngestOptions, examples_uri: str,
@@ -82,20 +90,18 @@ def expand(pipeline: beam.Pipeline, files: Sequence[str], options: IngestOptions
     outputs = (pipeline
                | "Files" >> beam.Create(list(files))
                | "Reshuffle" >> beam.Reshuffle()
-               | "Parse" >> beam.ParDo(_ParseFile(options)).with_outputs(QUARANTINE_TAG, READ_TAG, *split_names))
+               | "Parse" >> beam.ParDo(_ParseFile(options)).with_outputs(QUARANTINE_TAG, COUNTS_TAG, *split_names))
     for name in split_names:
         (outputs[name]
          | f"Write{name}" >> beam.io.WriteToTFRecord(
              os.path.join(examples_uri, f"Split-{name}", "data_tfrecord"), file_name_suffix=".gz"))
-        _write_count(outputs[name], counts_dir, name, name)
     (outputs[QUARANTINE_TAG]
      | "WriteQuarantine" >> beam.io.WriteToText(
          os.path.join(quarantine_uri, spec.QUARANTINE_FILE), shard_name_template=""))
-    _write_count(outputs[QUARANTINE_TAG], counts_dir, QUARANTINE_TAG, "Quarantine")
-    (outputs[READ_TAG]
-     | "SumRead" >> beam.CombineGlobally(sum)
-     | "FormatRead" >> beam.Map(lambda n: json.dumps({READ_TAG: n}))
-     | "WriteRead" >> beam.io.WriteToText(os.path.join(counts_dir, READ_TAG), shard_name_template=""))
+    (outputs[COUNTS_TAG]
+     | "SumCounts" >> beam.CombineGlobally(_sum_counts)
+     | "FormatCounts" >> beam.Map(json.dumps)
+     | "WriteCounts" >> beam.io.WriteToText(os.path.join(counts_dir, "counts"), shard_name_template=""))
 
 
 def read_counts(counts_dir: str, split_names: Sequence[str]) -> IngestCounts:

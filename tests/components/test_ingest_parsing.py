@@ -112,3 +112,18 @@ def test_columns_from_curated_schema():
 def test_bad_split_config(text, error):
     with pytest.raises(parsing.IngestError, match=error):
         parsing.parse_splits(text)
+
+
+def test_typed_rows_become_the_same_tf_example_bytes_whatever_the_column_order():
+    import tensorflow as tf
+
+    from components.ingest import beam_ingest
+
+    values = {"fare": 12.5, "trip_start_hour": 19, "company": "Café Cab".encode()}
+    one = beam_ingest._to_example(values)
+    other = beam_ingest._to_example(dict(reversed(list(values.items()))))
+    assert one == other
+    feature = tf.train.Example.FromString(one).features.feature
+    assert feature["fare"].float_list.value == [12.5]
+    assert feature["trip_start_hour"].int64_list.value == [19]
+    assert feature["company"].bytes_list.value == ["Café Cab".encode()]
