@@ -98,3 +98,30 @@ def test_warm_start_source_is_the_latest_serving_version_and_part_of_the_trainer
     assert pipeline.warm_start_source(cfg) == str(tmp_path / "out" / "serving" / "taxi" / "12")
     trainer = pipeline.training_stages(cfg, pipeline.data_stages(cfg))["trainer"]
     assert json.loads(trainer.exec_properties["custom_config"])["warm_start_from"].endswith("/taxi/12")
+
+
+def test_an_edited_preprocessing_or_model_module_changes_the_cache_key(tmp_path, monkeypatch):
+    import json
+
+    from pipelines.taxi import pipeline
+    from pipelines.taxi.config import Paths, TaxiConfig
+
+    package = tmp_path / "edited_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "prep.py").write_text("def preprocessing_fn(inputs):\n    return inputs\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = pipeline.code_digest("edited_pkg.prep")
+    assert pipeline.code_digest("edited_pkg.prep") == before
+    (package / "prep.py").write_text("def preprocessing_fn(inputs):\n    return dict(inputs)\n")
+    assert pipeline.code_digest("edited_pkg.prep") != before
+    with pytest.raises(ModuleNotFoundError, match="edited_pkg.missing"):
+        pipeline.code_digest("edited_pkg.missing")
+
+    cfg = TaxiConfig(paths=Paths.under(str(tmp_path / "out"), data_root=str(tmp_path / "data")))
+    stages = pipeline.training_stages(cfg, pipeline.data_stages(cfg))
+    transform_config = json.loads(stages["transform"].exec_properties["custom_config"])
+    trainer_config = json.loads(stages["trainer"].exec_properties["custom_config"])
+    assert transform_config["code_digest"] == pipeline.code_digest("pipelines.taxi.preprocessing",
+                                                                   "pipelines.taxi.features")
+    assert trainer_config["code_digest"] == pipeline.code_digest("pipelines.taxi.model", "pipelines.taxi.features")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
+import os
 
 import tensorflow_model_analysis as tfma
 from tfx.components import ExampleValidator, StatisticsGen, Trainer, Transform
@@ -49,25 +52,52 @@ def warm_start_source(cfg: TaxiConfig) -> str | None:
     return served.path if served else None
 
 
+PREPROCESSING_FN = "pipelines.taxi.preprocessing.preprocessing_fn"
+RUN_FN = "pipelines.taxi.model.run_fn"
+
+
+def code_digest(*modules: str) -> str:
+    """sha256 (16 hex) of the modules' source files, read without importing them.
+
+    Functions given by dotted path are not part of TFX's cache key: the digest, put in the
+    component's custom_config, makes an edited preprocessing_fn or run_fn a new execution.
+    """
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+            raise ModuleNotFoundError(f"code_digest: module {name!r} has no source file")
+        with open(spec.origin, "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def _module_of(dotted_fn: str) -> str:
+    return dotted_fn.rsplit(".", 1)[0]
+
+
 def training_stages(cfg: TaxiConfig, data: dict) -> dict:
     transform = Transform(examples=data["ingest"].outputs["examples"],
-                                         schema=data["schema"].outputs["schema"],
-                                         preprocessing_fn="pipelines.taxi.preprocessing.preprocessing_fn",
-                                         # Raw data is profiled and gated upstream (StatisticsGen, DataGate):
-                                         # Transform's own pre/post statistics would repeat that work.
-                                         disable_statistics=True)
+                          schema=data["schema"].outputs["schema"],
+                          preprocessing_fn=PREPROCESSING_FN,
+                          custom_config={"code_digest": code_digest(_module_of(PREPROCESSING_FN),
+                                                                    "pipelines.taxi.features")},
+                          # Raw data is profiled and gated upstream (StatisticsGen, DataGate):
+                          # Transform's own pre/post statistics would repeat that work.
+                          disable_statistics=True)
     custom_config = {"hidden_units": list(cfg.hidden_units), "learning_rate": cfg.learning_rate,
-                     "batch_size": cfg.batch_size}
+                     "batch_size": cfg.batch_size,
+                     "code_digest": code_digest(_module_of(RUN_FN), "pipelines.taxi.features")}
     source = warm_start_source(cfg)
     if source:
         custom_config["warm_start_from"] = source
-    trainer = Trainer(run_fn="pipelines.taxi.model.run_fn",
-                                     examples=transform.outputs["transformed_examples"],
-                                     transform_graph=transform.outputs["transform_graph"],
-                                     schema=data["schema"].outputs["schema"],
-                                     train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
-                                     eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
-                                     custom_config=custom_config)
+    trainer = Trainer(run_fn=RUN_FN,
+                      examples=transform.outputs["transformed_examples"],
+                      transform_graph=transform.outputs["transform_graph"],
+                      schema=data["schema"].outputs["schema"],
+                      train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+                      eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+                      custom_config=custom_config)
     return {"transform": transform, "trainer": trainer}
 
 
