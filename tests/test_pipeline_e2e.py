@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -150,3 +151,17 @@ def test_killed_run_completes_when_run_again(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "✓ Transform" in again.stdout and "(cached)" in again.stdout
     assert serving.latest(os.path.join(out, "serving"), "taxi") is not None
+
+
+def test_model_removed_from_serving_is_pushed_again_not_answered_from_cache(local_run):
+    root = os.path.join(local_run.output_dir, "serving")
+    shutil.rmtree(os.path.join(root, "taxi"))
+    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    done = {line.split()[1]: line for line in again.stdout.splitlines() if line.strip().startswith("✓")}
+    assert "(cached)" in done["Trainer"], done["Trainer"]
+    assert "(cached)" not in done["Push"], "the cached push's version is gone from serving: push again"
+    after = serving.latest(root, "taxi")
+    records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
+    assert after is not None and after.manifest["model_uri"] == records["Trainer"].output("model")["uri"]
+    assert records["Push"].output("pushed_model")["pushed_version"] == after.version

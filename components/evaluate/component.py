@@ -18,6 +18,8 @@ class Evaluate(base_beam_component.BaseBeamComponent):
 
     `eval_config` holds one unnamed model spec; when a model is in serving it becomes the
     baseline (change thresholds apply), otherwise the absolute thresholds alone decide.
+    `serving_version` (the latest version when the pipeline was built; 0 none, -1 not known) keys the
+    cache only, so a changed serving folder is never answered by a cached evaluation.
     """
 
     SPEC_CLASS = spec.EvaluateSpec
@@ -25,7 +27,8 @@ class Evaluate(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, eval_config: tfma.EvalConfig,
                  serving_dir: Union[str, types.Property], model_name: str,
-                 schema: Optional[types.BaseChannel] = None, example_splits: tuple[str, ...] = ("eval",)):
+                 schema: Optional[types.BaseChannel] = None, example_splits: tuple[str, ...] = ("eval",),
+                 serving_version: int = -1):
         if len(eval_config.model_specs) != 1 or eval_config.model_specs[0].name:
             raise ValueError("Evaluate: eval_config must hold exactly one unnamed model spec (the baseline is "
                              f"added from serving); got {[m.name for m in eval_config.model_specs]}")
@@ -33,7 +36,7 @@ class Evaluate(base_beam_component.BaseBeamComponent):
             examples=examples, model=model, schema=schema,
             eval_config=proto_utils.proto_to_json(eval_config),
             example_splits=json_utils.dumps(list(example_splits)),
-            serving_dir=serving_dir, model_name=model_name,
+            serving_dir=serving_dir, model_name=model_name, serving_version=serving_version,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         ))

@@ -13,6 +13,7 @@ EVAL_CONFIG_KEY = std.EVAL_CONFIG_KEY
 EXAMPLE_SPLITS_KEY = std.EXAMPLE_SPLITS_KEY
 SERVING_DIR_KEY = "serving_dir"
 MODEL_NAME_KEY = "model_name"
+SERVING_VERSION_KEY = "serving_version"
 
 # Custom properties
 BASELINE_VERSION = "baseline_version"
@@ -27,6 +28,8 @@ class EvaluateSpec(ComponentSpec):
         EXAMPLE_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
         SERVING_DIR_KEY: ExecutionParameter(type=str),
         MODEL_NAME_KEY: ExecutionParameter(type=str),
+        # The latest serving version when the pipeline was built: part of the cache key only.
+        SERVING_VERSION_KEY: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),

@@ -45,9 +45,28 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
         result.update(version=version, path=path)
         pushed_model.set_int_custom_property(spec.PUSHED_VERSION, version)
         pushed_model.set_string_custom_property(spec.PUSHED_DESTINATION, path)
-        fileio.makedirs(pushed_model.uri)
-        with fileio.open(os.path.join(pushed_model.uri, serving.MANIFEST_FILE), "w") as f:
-            f.write(json.dumps(serving.read_manifest(os.path.join(path, serving.MANIFEST_FILE)), indent=2))
+        link_or_copy_manifest(pushed_model.uri, path)
     pushed_model.set_int_custom_property(spec.PUSHED, int(result["pushed"]))
     pushed_model.set_string_custom_property(spec.REASON, result["reason"])
     return result
+
+
+def link_or_copy_manifest(artifact_uri: str, version_path: str) -> None:
+    """Makes the PushedModel artifact stand for the published version.
+
+    On a local filesystem the artifact's folder becomes a link to the version folder: if that
+    version is later removed from serving, TFX finds the cached push's output missing and pushes
+    again instead of reporting a model that is no longer served. Elsewhere (gs://) it holds a copy
+    of push.json.
+    """
+    if "://" not in artifact_uri and "://" not in version_path:
+        if os.path.islink(artifact_uri) or os.path.isfile(artifact_uri):
+            os.remove(artifact_uri)
+        elif os.path.isdir(artifact_uri):
+            fileio.rmtree(artifact_uri)
+        os.makedirs(os.path.dirname(artifact_uri), exist_ok=True)
+        os.symlink(os.path.abspath(version_path), artifact_uri, target_is_directory=True)
+        return
+    fileio.makedirs(artifact_uri)
+    with fileio.open(os.path.join(artifact_uri, serving.MANIFEST_FILE), "w") as f:
+        f.write(json.dumps(serving.read_manifest(os.path.join(version_path, serving.MANIFEST_FILE)), indent=2))

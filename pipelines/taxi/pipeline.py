@@ -42,6 +42,16 @@ def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
     return {"statistics": statistics, "validator": validator, "gate": data_gate}
 
 
+def serving_version(cfg: TaxiConfig) -> int:
+    """The latest version in serving now (0: none; -1: not known here, e.g. a Kubeflow runtime parameter)."""
+    if not isinstance(cfg.paths.serving_dir, str) or "://" in cfg.paths.serving_dir:
+        return -1
+    from components.common import serving
+
+    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    return served.version if served else 0
+
+
 def warm_start_source(cfg: TaxiConfig) -> str | None:
     """The serving model to warm start from (its path is part of the Trainer's cache key)."""
     if not cfg.warm_start or not isinstance(cfg.paths.serving_dir, str):
@@ -120,12 +130,15 @@ def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
 
 
 def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
+    """Evaluate against serving, then Push; both keyed on serving's current version so neither is stale."""
+    version = serving_version(cfg)
     evaluate = Evaluate(examples=data["ingest"].outputs["examples"], model=training["trainer"].outputs["model"],
                         eval_config=eval_config(cfg), serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
-                        schema=data["schema"].outputs["schema"])
+                        schema=data["schema"].outputs["schema"], serving_version=version)
     push = Push(model=training["trainer"].outputs["model"], model_blessing=evaluate.outputs["blessing"],
                 evaluation=evaluate.outputs["evaluation"], examples=data["ingest"].outputs["examples"],
-                serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name).with_id("Push")
+                serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
+                serving_version=version).with_id("Push")
     return {"evaluate": evaluate, "push": push}
 
 
