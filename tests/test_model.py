@@ -30,10 +30,7 @@ def test_the_model_still_learns_with_autograph_kept_out_of_keras():
     rng = np.random.default_rng(0)
     inputs = {features.transformed_name(k): rng.normal(size=(n, 1)).astype("float32")
               for k in features.DENSE_FLOAT_FEATURE_KEYS}
-    wide = ([(k, features.BUCKET_COUNT + 1) for k in features.BUCKET_FEATURE_KEYS]
-            + list(zip(features.CATEGORICAL_FEATURE_KEYS, features.CATEGORICAL_MAX_VALUES, strict=False))
-            + [(k, features.VOCAB_SIZE + features.OOV_SIZE) for k in features.VOCAB_FEATURE_KEYS])
-    for key, size in wide:
+    for key, size in model.wide_feature_sizes():
         inputs[features.transformed_name(key)] = rng.integers(0, size, size=(n, 1))
     first = inputs[features.transformed_name(features.DENSE_FLOAT_FEATURE_KEYS[0])]
     labels = (first > 0).astype("float32")

@@ -59,13 +59,18 @@ def steps_per_execution(train_steps: int, eval_steps: int, most: int = 50) -> in
                 if train_steps % d == 0 and eval_steps % d == 0)
 
 
+def wide_feature_sizes() -> list[tuple[str, int]]:
+    """(raw feature key, number of integer ids) for each one-hot input of the wide part."""
+    return ([(k, features.BUCKET_COUNT + 1) for k in features.BUCKET_FEATURE_KEYS]
+            + list(zip(features.CATEGORICAL_FEATURE_KEYS, features.CATEGORICAL_MAX_VALUES, strict=False))
+            + [(k, features.VOCAB_SIZE + features.OOV_SIZE) for k in features.VOCAB_FEATURE_KEYS])
+
+
 def build_keras_model(hp: Hyperparameters, steps_per_call: int = 1) -> tf.keras.Model:
     deep_inputs = {features.transformed_name(k): tf.keras.layers.Input(name=features.transformed_name(k), shape=(1,),
                                                                        dtype=tf.float32)
                    for k in features.DENSE_FLOAT_FEATURE_KEYS}
-    wide_specs = ([(k, features.BUCKET_COUNT + 1) for k in features.BUCKET_FEATURE_KEYS]
-                  + list(zip(features.CATEGORICAL_FEATURE_KEYS, features.CATEGORICAL_MAX_VALUES, strict=False))
-                  + [(k, features.VOCAB_SIZE + features.OOV_SIZE) for k in features.VOCAB_FEATURE_KEYS])
+    wide_specs = wide_feature_sizes()
     wide_inputs = {features.transformed_name(k): tf.keras.layers.Input(name=features.transformed_name(k), shape=(1,),
                                                                        dtype="int64")
                    for k, _ in wide_specs}

@@ -36,34 +36,39 @@ def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
     gate.parse_allow_list(",".join(cfg.allowed_anomalies))  # configuration mistakes fail at build time
     statistics = StatisticsGen(examples=data["ingest"].outputs["examples"])
     validator = ExampleValidator(statistics=statistics.outputs["statistics"],
-                                                schema=data["schema"].outputs["schema"])
+                                 schema=data["schema"].outputs["schema"])
     data_gate = DataGate(anomalies=validator.outputs["anomalies"], statistics=statistics.outputs["statistics"],
                          allowed_anomalies=",".join(cfg.allowed_anomalies)).with_id("DataGate")
     return {"statistics": statistics, "validator": validator, "gate": data_gate}
+
+
+def _latest_served(cfg: TaxiConfig):
+    """The serving folder's newest version at build time; None when nothing is pushed yet or the folder
+    is only known at run time (a Kubeflow runtime parameter)."""
+    if not isinstance(cfg.paths.serving_dir, str):
+        return None
+    from components.common import serving
+
+    return serving.latest(cfg.paths.serving_dir, cfg.model_name)
 
 
 def serving_version(cfg: TaxiConfig) -> int:
     """The latest version in serving now (0: none; -1: not known here, e.g. a Kubeflow runtime parameter)."""
     if not isinstance(cfg.paths.serving_dir, str) or "://" in cfg.paths.serving_dir:
         return -1
-    from components.common import serving
-
-    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    served = _latest_served(cfg)
     return served.version if served else 0
 
 
 def warm_start_source(cfg: TaxiConfig) -> str | None:
     """The serving model to warm start from (its path is part of the Trainer's cache key)."""
-    if not cfg.warm_start or not isinstance(cfg.paths.serving_dir, str):
-        return None
-    from components.common import serving
-
-    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    served = _latest_served(cfg) if cfg.warm_start else None
     return served.path if served else None
 
 
 PREPROCESSING_FN = "pipelines.taxi.preprocessing.preprocessing_fn"
 RUN_FN = "pipelines.taxi.model.run_fn"
+FEATURES_MODULE = "pipelines.taxi.features"
 
 
 def code_digest(*modules: str) -> str:
@@ -82,22 +87,22 @@ def code_digest(*modules: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _module_of(dotted_fn: str) -> str:
-    return dotted_fn.rsplit(".", 1)[0]
+def _code_of(dotted_fn: str) -> str:
+    """The digest of the function's module and the feature definitions it shares."""
+    return code_digest(dotted_fn.rsplit(".", 1)[0], FEATURES_MODULE)
 
 
 def training_stages(cfg: TaxiConfig, data: dict) -> dict:
     transform = Transform(examples=data["ingest"].outputs["examples"],
                           schema=data["schema"].outputs["schema"],
                           preprocessing_fn=PREPROCESSING_FN,
-                          custom_config={"code_digest": code_digest(_module_of(PREPROCESSING_FN),
-                                                                    "pipelines.taxi.features")},
+                          custom_config={"code_digest": _code_of(PREPROCESSING_FN)},
                           # Raw data is profiled and gated upstream (StatisticsGen, DataGate):
                           # Transform's own pre/post statistics would repeat that work.
                           disable_statistics=True)
     custom_config = {"hidden_units": list(cfg.hidden_units), "learning_rate": cfg.learning_rate,
                      "batch_size": cfg.batch_size,
-                     "code_digest": code_digest(_module_of(RUN_FN), "pipelines.taxi.features")}
+                     "code_digest": _code_of(RUN_FN)}
     source = warm_start_source(cfg)
     if source:
         custom_config["warm_start_from"] = source
@@ -170,6 +175,6 @@ def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipelin
         release = release_stages(cfg, data, training)
     nodes = [*data.values(), *validation.values(), *monitoring.values(), *training.values(), *release.values()]
     return Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
-                            components=nodes, enable_cache=cfg.enable_cache,
-                            metadata_connection_config=metadata_connection_config,
-                            beam_pipeline_args=list(cfg.beam_pipeline_args))
+                    components=nodes, enable_cache=cfg.enable_cache,
+                    metadata_connection_config=metadata_connection_config,
+                    beam_pipeline_args=list(cfg.beam_pipeline_args))
