@@ -41,7 +41,7 @@ compile: venv
 	$(BIN)/flywheel compile taxi --output kubeflow/taxi_pipeline.yaml
 
 lint: venv
-	$(BIN)/ruff check components pipelines tests benchmarks
+	$(BIN)/ruff check flywheel components pipelines schemas tests benchmarks notebooks
 
 clean:
 	rm -rf flywheel_output bench_output

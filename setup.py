@@ -2,6 +2,20 @@
 
 from setuptools import find_packages, setup
 
+# The top-level folders are the layout users see; they install under one import name, flywheel.*,
+# so nothing called `components` or `pipelines` lands in site-packages.
+PACKAGE_DIRS = {"flywheel": "flywheel", "flywheel.components": "components", "flywheel.pipelines": "pipelines",
+                "flywheel.schemas": "schemas"}
+
+
+def _packages() -> list[str]:
+    found = ["flywheel"]
+    for name, folder in PACKAGE_DIRS.items():
+        if name != "flywheel":
+            found += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
+    return found
+
+
 setup(
     name="tfx-flywheel",
     version="0.1.0",
@@ -9,10 +23,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["components", "components.*", "pipelines", "pipelines.*", "schemas", "schemas.*"]),
+    packages=_packages(),
+    package_dir=PACKAGE_DIRS,
     package_data={
-        "schemas": ["*/*.pbtxt", "*/*.json"],
-        "components": ["*/testdata/**/*", "*/README.md"],
+        "flywheel.schemas": ["*/*.pbtxt", "*/*.json"],
+        "flywheel.components": ["*/testdata/**/*", "*/README.md"],
     },
     include_package_data=True,
     install_requires=["tfx[kfp]==1.16.0", "dill"],
@@ -21,5 +36,5 @@ setup(
         "test": ["pytest", "jupytext"],
         "notebooks": ["jupytext", "nbclient", "ipykernel"],
     },
-    entry_points={"console_scripts": ["flywheel=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["flywheel=flywheel.cli:main"]},
 )

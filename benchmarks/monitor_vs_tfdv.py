@@ -25,7 +25,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 def make_data(workdir: str, rows: int) -> tuple[str, str]:
-    from pipelines.taxi.config import shipped_data
+    from flywheel.pipelines.taxi.config import shipped_data
 
     table = pcsv.read_csv(shipped_data())
     rng = np.random.default_rng(0)

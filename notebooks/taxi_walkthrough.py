@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,12 +32,12 @@ from IPython.display import HTML, display  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.orchestration.experimental.interactive.interactive_context import InteractiveContext  # noqa: E402
 
-import schemas  # noqa: E402
-from components.data_gate.component import DataGate  # noqa: E402
-from components.evaluate.component import Evaluate  # noqa: E402
-from components.ingest.component import Ingest  # noqa: E402
-from pipelines.taxi import pipeline as taxi  # noqa: E402
-from pipelines.taxi.config import Paths, TaxiConfig, shipped_data  # noqa: E402
+from flywheel import schemas  # noqa: E402
+from flywheel.components.data_gate.component import DataGate  # noqa: E402
+from flywheel.components.evaluate.component import Evaluate  # noqa: E402
+from flywheel.components.ingest.component import Ingest  # noqa: E402
+from flywheel.pipelines.taxi import pipeline as taxi  # noqa: E402
+from flywheel.pipelines.taxi.config import Paths, TaxiConfig, shipped_data  # noqa: E402
 
 SAMPLE_ROWS = int(os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000"))
 TRAIN_STEPS = int(os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "50"))

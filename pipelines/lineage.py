@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any, Optional
 
-from components.common import serving
-from pipelines import run_record
+from flywheel.components.common import serving
+from flywheel.pipelines import run_record
 
 
 def _time(ms: int) -> str:

@@ -11,9 +11,9 @@ import dataclasses
 import os
 from typing import Any, Optional
 
-from components.common import serving
-from components.ingest import inputs
-from components.monitor import drift, profile
+from flywheel.components.common import serving
+from flywheel.components.ingest import inputs
+from flywheel.components.monitor import drift, profile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_
             base = profile.DatasetProfile.from_json(f.read(), baseline)
         current = profile.profile_table(profile.read_table(os.path.join(data_root, f"span-{newest}")),
                                         f"span {newest}")
-        from components.monitor.monitor import thresholds
+        from flywheel.components.monitor.monitor import thresholds
 
         result = drift.compare(base, current, *thresholds(schema_path))
         verdict = {"drift_detected": result["drift_detected"],

@@ -33,7 +33,7 @@ def run_cli(*args: str, output_dir: str | None = None, timeout: int = 900, env: 
 
 
 def shipped_data() -> str:
-    from pipelines.taxi.config import shipped_data as _shipped
+    from flywheel.pipelines.taxi.config import shipped_data as _shipped
 
     return _shipped()
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from pipelines import lock
+from flywheel.pipelines import lock
 from tests.conftest import run_cli
 
 
@@ -85,7 +85,7 @@ def test_second_run_on_a_locked_output_dir_refuses_at_once(loop):
 
 
 def test_a_killed_holder_does_not_block_the_next_run(tmp_path):
-    code = ("import sys, time; from pipelines import lock\n"
+    code = ("import sys, time; from flywheel.pipelines import lock\n"
             "with lock.exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.taxi import features, model
+from flywheel.pipelines.taxi import features, model
 
 
 def test_keras_internals_are_left_to_tensorflow_not_autograph():
@@ -82,8 +82,8 @@ def test_warm_start_loads_serving_weights_only_when_the_vocabularies_match(tmp_p
 def test_warm_start_source_is_the_latest_serving_version_and_part_of_the_trainer_config(tmp_path):
     import json
 
-    from pipelines.taxi import pipeline
-    from pipelines.taxi.config import Paths, TaxiConfig
+    from flywheel.pipelines.taxi import pipeline
+    from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
     paths = Paths.under(str(tmp_path / "out"), data_root=str(tmp_path / "data"))
     for version in (5, 12):
@@ -100,8 +100,8 @@ def test_warm_start_source_is_the_latest_serving_version_and_part_of_the_trainer
 def test_an_edited_preprocessing_or_model_module_changes_the_cache_key(tmp_path, monkeypatch):
     import json
 
-    from pipelines.taxi import pipeline
-    from pipelines.taxi.config import Paths, TaxiConfig
+    from flywheel.pipelines.taxi import pipeline
+    from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
     package = tmp_path / "edited_pkg"
     package.mkdir()
@@ -119,6 +119,7 @@ def test_an_edited_preprocessing_or_model_module_changes_the_cache_key(tmp_path,
     stages = pipeline.training_stages(cfg, pipeline.data_stages(cfg))
     transform_config = json.loads(stages["transform"].exec_properties["custom_config"])
     trainer_config = json.loads(stages["trainer"].exec_properties["custom_config"])
-    assert transform_config["code_digest"] == pipeline.code_digest("pipelines.taxi.preprocessing",
-                                                                   "pipelines.taxi.features")
-    assert trainer_config["code_digest"] == pipeline.code_digest("pipelines.taxi.model", "pipelines.taxi.features")
+    assert transform_config["code_digest"] == pipeline.code_digest("flywheel.pipelines.taxi.preprocessing",
+                                                                   "flywheel.pipelines.taxi.features")
+    assert trainer_config["code_digest"] == pipeline.code_digest("flywheel.pipelines.taxi.model",
+                                                                 "flywheel.pipelines.taxi.features")

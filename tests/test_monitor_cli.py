@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-import schemas
+from flywheel import schemas
 from tests.conftest import run_cli, shipped_data
 
 

@@ -11,8 +11,8 @@ import subprocess
 
 import tensorflow as tf
 
-from components.common import serving
-from pipelines import run_record
+from flywheel.components.common import serving
+from flywheel.pipelines import run_record
 from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, run_cli, shipped_data
 
 EXPECTED_NODES = {"ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",

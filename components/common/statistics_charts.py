@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.common import html_report
+from flywheel.components.common import html_report
 
 
 def feature_name(feature: statistics_pb2.FeatureNameStatistics) -> str:

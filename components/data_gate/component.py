@@ -4,7 +4,7 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
-from components.data_gate import spec
+from flywheel.components.data_gate import spec
 
 
 @component
@@ -15,6 +15,6 @@ def DataGate(  # noqa: N802 - TFX component names are classes
     allowed_anomalies: Parameter[str] = "",
 ) -> None:
     """Passes when every anomaly is in the allow-list ('TYPE', 'feature:TYPE' or 'feature:*', comma-separated)."""
-    from components.data_gate import executor
+    from flywheel.components.data_gate import executor
 
     executor.run_gate(anomalies, statistics, verdict, allowed_anomalies)

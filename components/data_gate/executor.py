@@ -11,7 +11,7 @@ from tfx import types
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components.data_gate import gate, report, spec
+from flywheel.components.data_gate import gate, report, spec
 
 _ANOMALIES_FILE = "SchemaDiff.pb"
 _STATISTICS_FILE = "FeatureStats.pb"

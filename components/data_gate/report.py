@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.common import html_report, statistics_charts
-from components.data_gate import gate
+from flywheel.components.common import html_report, statistics_charts
+from flywheel.components.data_gate import gate
 
 
 def render(verdict: gate.Verdict, statistics: dict[str, statistics_pb2.DatasetFeatureStatisticsList]) -> str:

@@ -10,7 +10,7 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.utils import json_utils, proto_utils
 
-from components.evaluate import executor, spec
+from flywheel.components.evaluate import executor, spec
 
 
 class Evaluate(base_beam_component.BaseBeamComponent):

@@ -11,9 +11,9 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.common import serving
-from components.evaluate import spec
-from components.evaluate import summary as summary_lib
+from flywheel.components.common import serving
+from flywheel.components.evaluate import spec
+from flywheel.components.evaluate import summary as summary_lib
 
 
 def baseline_from_serving(serving_dir: str, model_name: str, work_dir: str

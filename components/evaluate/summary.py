@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import tensorflow_model_analysis as tfma
 
-from components.common import html_report
+from flywheel.components.common import html_report
 
 
 def _value(metric: dict) -> Optional[float]:

@@ -11,7 +11,7 @@ from typing import Sequence
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
-from components.ingest import parsing, spec
+from flywheel.components.ingest import parsing, spec
 
 QUARANTINE_TAG = "__quarantine__"
 READ_TAG = "__read__"

@@ -8,7 +8,7 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 
-from components.ingest import driver, executor, spec
+from flywheel.components.ingest import driver, executor, spec
 
 DEFAULT_SPLITS = (("train", 2), ("eval", 1))
 

@@ -11,7 +11,7 @@ from tfx.orchestration.portable import base_driver as ir_base_driver
 from tfx.orchestration.portable import data_types
 from tfx.proto.orchestration import driver_output_pb2
 
-from components.ingest import inputs, spec
+from flywheel.components.ingest import inputs, spec
 
 
 class IngestDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):

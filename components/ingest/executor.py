@@ -11,7 +11,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.ingest import beam_ingest, inputs, parsing, run, spec
+from flywheel.components.ingest import beam_ingest, inputs, parsing, run, spec
 
 
 def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence, Union
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components.ingest import inputs
+from flywheel.components.ingest import inputs
 
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

@@ -9,7 +9,7 @@ from typing import Callable
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
-from components.ingest import beam_ingest, inputs, parsing, spec
+from flywheel.components.ingest import beam_ingest, inputs, parsing, spec
 
 
 def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOptions, examples_uri: str,
@@ -49,7 +49,7 @@ def write_span_profiles(resolved: inputs.ResolvedInput, examples_uri: str, input
     """
     import pyarrow as pa
 
-    from components.monitor import profile
+    from flywheel.components.monitor import profile
 
     by_span: dict[int, list[str]] = {}
     for path in resolved.files:

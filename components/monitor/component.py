@@ -4,7 +4,7 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
-from components.monitor import spec
+from flywheel.components.monitor import spec
 
 
 @component
@@ -15,6 +15,6 @@ def DriftMonitor(  # noqa: N802 - TFX component names are classes
     schema_path: Parameter[str] = "",
 ) -> None:
     """Compares the newest span of `examples` with the serving model's training profile ('' = none: drift)."""
-    from components.monitor import executor
+    from flywheel.components.monitor import executor
 
     executor.run_drift_monitor(examples, drift_report, baseline_profile, schema_path)

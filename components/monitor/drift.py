@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from components.monitor import profile as profile_lib
-from components.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
+from flywheel.components.monitor import profile as profile_lib
+from flywheel.components.monitor.profile import CategoricalProfile, DatasetProfile, NumericProfile
 
 NUM_BINS = 20
 _EPS = 1e-4

@@ -8,8 +8,8 @@ import os
 from tfx import types
 from tfx.dsl.io import fileio
 
-from components.ingest import spec as ingest_spec
-from components.monitor import drift, monitor, profile, report, spec
+from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.monitor import drift, monitor, profile, report, spec
 
 
 def run_drift_monitor(examples: types.Artifact, drift_report: types.Artifact, baseline_profile: str,

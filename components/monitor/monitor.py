@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from components.monitor import drift, profile, report
+from flywheel.components.monitor import drift, profile, report
 
 
 def thresholds_from_schema(schema_path: str, default: drift.Thresholds
@@ -17,7 +17,7 @@ def thresholds_from_schema(schema_path: str, default: drift.Thresholds
     """Features named in the schema, with TFDV drift_comparator thresholds where the schema sets them."""
     import dataclasses
 
-    from components.ingest import parsing
+    from flywheel.components.ingest import parsing
 
     schema = parsing.load_schema(schema_path)
     names, per_feature = [], {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.common import html_report
+from flywheel.components.common import html_report
 
 
 def _chart(feature: dict[str, Any]) -> str:

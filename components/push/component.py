@@ -23,7 +23,7 @@ def Push(  # noqa: N802 - TFX component names are classes
     known, e.g. a Kubeflow runtime parameter). Only the cache key uses it, so a serving folder that
     changed or was emptied since is never answered by a cached push; the push itself reads the folder.
     """
-    from components.push import executor
+    from flywheel.components.push import executor
 
     executor.run_push(model, model_blessing, evaluation, examples, pushed_model, serving_dir, model_name,
                       num_check_examples)

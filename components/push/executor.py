@@ -8,9 +8,9 @@ import os
 from tfx import types
 from tfx.dsl.io import fileio
 
-from components.common import serving
-from components.ingest import spec as ingest_spec
-from components.push import publish, spec
+from flywheel.components.common import serving
+from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.push import publish, spec
 
 
 def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact, examples: types.Artifact,

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Optional
 
-from components.common import serving
+from flywheel.components.common import serving
 
 TMP_PREFIX = ".push-"
 BASELINE_PROFILE = "baseline_profile.json"
@@ -89,7 +89,7 @@ def clean_stale(model_root: str) -> None:
 
 def merged_profile(paths: list[str]) -> Optional[str]:
     """One profile of the training rows from the per-span profiles (recomputed from their files when several)."""
-    from components.monitor import profile
+    from flywheel.components.monitor import profile
 
     if not paths:
         return None

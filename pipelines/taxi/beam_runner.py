@@ -12,8 +12,8 @@ import dataclasses
 import os
 import shlex
 
-from pipelines.taxi import local_runner
-from pipelines.taxi.config import TaxiConfig
+from flywheel.pipelines.taxi import local_runner
+from flywheel.pipelines.taxi.config import TaxiConfig
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 

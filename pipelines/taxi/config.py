@@ -21,7 +21,7 @@ def shipped_data() -> str:
 
 
 def default_schema() -> str:
-    import schemas
+    from flywheel import schemas
 
     return schemas.schema_path(PIPELINE_NAME)
 

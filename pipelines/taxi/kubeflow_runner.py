@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from pipelines.taxi.config import Paths, TaxiConfig
+from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
 DEFAULT_IMAGE = "ghcr.io/flywheel-ml/flywheel-taxi:0.1.0"
 IMAGE_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this repository inside the image
@@ -32,7 +32,7 @@ def compile_pipeline(output: str, image: str | None = None, pipeline_root: str =
                      cfg: TaxiConfig | None = None) -> str:
     from tfx import v1 as tfx
 
-    from pipelines.taxi.pipeline import create_pipeline
+    from flywheel.pipelines.taxi.pipeline import create_pipeline
 
     cfg = cfg or kubeflow_config(pipeline_root)
     cfg = dataclasses.replace(cfg, beam_pipeline_args=("--direct_running_mode=multi_processing",

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import os
 
-from pipelines.taxi.config import Paths, TaxiConfig
+from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
 
 def config_from_env(**overrides) -> TaxiConfig:
@@ -40,7 +40,7 @@ def build(cfg: TaxiConfig):
     """The pipeline with its SQLite metadata store; fails at build time on a missing schema file."""
     from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
-    from pipelines.taxi.pipeline import create_pipeline
+    from flywheel.pipelines.taxi.pipeline import create_pipeline
 
     if "://" not in cfg.schema_path and not os.path.exists(cfg.schema_path):
         raise FileNotFoundError(f"TaxiConfig.schema_path: file {cfg.schema_path!r} does not exist")

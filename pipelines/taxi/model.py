@@ -12,7 +12,7 @@ import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
-from pipelines.taxi import features  # noqa: E402
+from flywheel.pipelines.taxi import features  # noqa: E402
 
 WARM_START_WEIGHTS = "keras_weights.h5"
 

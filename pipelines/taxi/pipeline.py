@@ -14,14 +14,14 @@ from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import trainer_pb2
 
-from components.data_gate import gate
-from components.data_gate.component import DataGate
-from components.evaluate.component import Evaluate
-from components.ingest.component import Ingest
-from components.monitor.component import DriftMonitor
-from components.push.component import Push
-from pipelines.taxi import features
-from pipelines.taxi.config import TaxiConfig
+from flywheel.components.data_gate import gate
+from flywheel.components.data_gate.component import DataGate
+from flywheel.components.evaluate.component import Evaluate
+from flywheel.components.ingest.component import Ingest
+from flywheel.components.monitor.component import DriftMonitor
+from flywheel.components.push.component import Push
+from flywheel.pipelines.taxi import features
+from flywheel.pipelines.taxi.config import TaxiConfig
 
 
 def data_stages(cfg: TaxiConfig) -> dict:
@@ -47,7 +47,7 @@ def _latest_served(cfg: TaxiConfig):
     is only known at run time (a Kubeflow runtime parameter)."""
     if not isinstance(cfg.paths.serving_dir, str):
         return None
-    from components.common import serving
+    from flywheel.components.common import serving
 
     return serving.latest(cfg.paths.serving_dir, cfg.model_name)
 
@@ -66,9 +66,9 @@ def warm_start_source(cfg: TaxiConfig) -> str | None:
     return served.path if served else None
 
 
-PREPROCESSING_FN = "pipelines.taxi.preprocessing.preprocessing_fn"
-RUN_FN = "pipelines.taxi.model.run_fn"
-FEATURES_MODULE = "pipelines.taxi.features"
+PREPROCESSING_FN = "flywheel.pipelines.taxi.preprocessing.preprocessing_fn"
+RUN_FN = "flywheel.pipelines.taxi.model.run_fn"
+FEATURES_MODULE = "flywheel.pipelines.taxi.features"
 
 
 def code_digest(*modules: str) -> str:

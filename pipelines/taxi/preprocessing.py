@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.taxi import features
+from flywheel.pipelines.taxi import features
 
 
 def _fill_in_missing(x):

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import tensorflow_data_validation as tfdv
 
-import schemas
-from components.data_gate import gate, report
+from flywheel import schemas
+from flywheel.components.data_gate import gate, report
 
 
 def _anomalies(frame: pd.DataFrame):

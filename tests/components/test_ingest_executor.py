@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
-import schemas
-from components.ingest import executor as ingest_executor
-from components.ingest import inputs, parsing, spec
+from flywheel import schemas
+from flywheel.components.ingest import executor as ingest_executor
+from flywheel.components.ingest import inputs, parsing, spec
 from tests.conftest import run_cli
 
 TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")

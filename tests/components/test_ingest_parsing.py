@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-import schemas
-from components.ingest import parsing
+from flywheel import schemas
+from flywheel.components.ingest import parsing
 
 COLUMNS = [
     parsing.Column("fare", parsing.FLOAT, True),
@@ -117,7 +117,7 @@ def test_bad_split_config(text, error):
 def test_typed_rows_become_the_same_tf_example_bytes_whatever_the_column_order():
     import tensorflow as tf
 
-    from components.ingest import beam_ingest
+    from flywheel.components.ingest import beam_ingest
 
     values = {"fare": 12.5, "trip_start_hour": 19, "company": "Café Cab".encode()}
     one = beam_ingest._to_example(values)

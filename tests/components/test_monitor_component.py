@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from components.monitor import executor, profile, spec
+from flywheel.components.monitor import executor, profile, spec
 from tests.components.test_ingest_executor import TESTDATA, _run_executor
 
 

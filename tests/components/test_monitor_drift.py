@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.monitor import drift, profile
+from flywheel.components.monitor import drift, profile
 
 
 def _table(rng, n, loc=0.0, scale=1.0, shares=(0.5, 0.3, 0.2), cats=("a", "b", "c"), missing=0.0):
@@ -72,7 +72,7 @@ def test_columns_that_do_not_match_are_named():
 
 
 def test_auc_by_ranks_matches_known_values():
-    from components.monitor.monitor import auc
+    from flywheel.components.monitor.monitor import auc
 
     labels = np.array([0, 0, 1, 1])
     assert auc(labels, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
@@ -85,7 +85,7 @@ def test_performance_decay_against_reference(tmp_path):
 
     import pyarrow.csv as pcsv
 
-    from components.monitor.monitor import run_monitor
+    from flywheel.components.monitor.monitor import run_monitor
 
     rng = np.random.default_rng(6)
     n = 4000
@@ -116,8 +116,8 @@ def test_merged_profiles_match_the_profile_of_the_union():
 
 
 def test_per_feature_thresholds_come_from_the_schema_drift_comparator():
-    import schemas
-    from components.monitor.monitor import thresholds
+    from flywheel import schemas
+    from flywheel.components.monitor.monitor import thresholds
 
     per_feature, default = thresholds(schemas.schema_path("taxi"))
     assert per_feature["company"].js_categorical == pytest.approx(0.1) and default.js_categorical == 0.05

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from components.common import serving
-from components.push import publish
+from flywheel.components.common import serving
+from flywheel.components.push import publish
 
 
 def _model(tmp_path, content: bytes):

@@ -94,14 +94,14 @@ def _err(message: str) -> None:
 # ---- run -------------------------------------------------------------------------------------------------------
 
 def _taxi_config(args) -> Any:
-    from pipelines.taxi.config import Paths, TaxiConfig
+    from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
     cfg = TaxiConfig(paths=Paths.under(args.output_dir, args.data), span=args.span, num_spans=args.num_spans,
                      allowed_anomalies=tuple(args.allow_anomaly), warm_start=args.warm_start)
     if args.train_steps is not None:
         cfg = dataclasses.replace(cfg, train_steps=args.train_steps)
     if args.engine == "beam":
-        from pipelines.taxi.beam_runner import with_beam_args
+        from flywheel.pipelines.taxi.beam_runner import with_beam_args
 
         cfg = with_beam_args(cfg, tuple(shlex.split(args.beam_pipeline_args)))
     elif args.beam_pipeline_args:
@@ -147,7 +147,7 @@ def summarize(records: dict, cfg) -> tuple[int, dict[str, Any], list[str]]:
             lines.append(f"  push: pushed version {pushed.get('pushed_version')} to {pushed.get('pushed_destination')}")
         else:
             lines.append(f"  push: not pushed ({pushed.get('reason')})")
-    from components.common import serving
+    from flywheel.components.common import serving
 
     served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
     summary["serving_version"] = served.version if served else None
@@ -162,10 +162,10 @@ def summarize(records: dict, cfg) -> tuple[int, dict[str, Any], list[str]]:
 
 
 def cmd_run(args) -> int:
-    from pipelines import quiet, stamp
+    from flywheel.pipelines import quiet, stamp
 
     quiet.quiet_environment(args.verbose)
-    from components.ingest import inputs
+    from flywheel.components.ingest import inputs
 
     try:
         cfg = _taxi_config(args)
@@ -183,7 +183,7 @@ def cmd_run(args) -> int:
         return EXIT_OK
     stamp.clear(cfg.paths.output_dir)
     os.makedirs(cfg.paths.output_dir, exist_ok=True)
-    from pipelines import lock
+    from flywheel.pipelines import lock
 
     try:
         with lock.exclusive(cfg.paths.output_dir):
@@ -202,7 +202,7 @@ def cmd_run(args) -> int:
 
 def _execute(cfg, engine: str, verbose: bool, resolved) -> tuple[int, dict[str, Any]]:
     """Runs the pipeline with progress lines; returns the exit status and the run's summary."""
-    from pipelines import quiet
+    from flywheel.pipelines import quiet
 
     print(f"flywheel: running {cfg.pipeline_name} on the {engine} engine: spans {list(resolved.spans)}, "
           f"{len(resolved.files)} file(s), data {resolved.fingerprint[:12]}; output {cfg.paths.output_dir}", flush=True)
@@ -210,16 +210,16 @@ def _execute(cfg, engine: str, verbose: bool, resolved) -> tuple[int, dict[str, 
     import tfx  # noqa: F401  (imported before install() so absl is configured)
 
     quiet.install(verbose)
-    from pipelines import run_record
+    from flywheel.pipelines import run_record
 
     error: Optional[BaseException] = None
     try:
         if engine == "beam":
-            from pipelines.taxi import beam_runner
+            from flywheel.pipelines.taxi import beam_runner
 
             beam_runner.run(cfg)
         else:
-            from pipelines.taxi import local_runner
+            from flywheel.pipelines.taxi import local_runner
 
             local_runner.run(cfg)
     except Exception as e:  # the runner re-raises a component's error: report it, with the run summary
@@ -243,8 +243,8 @@ def _execute(cfg, engine: str, verbose: bool, resolved) -> tuple[int, dict[str, 
 # ---- simulate / retrain / lineage --------------------------------------------------------------------------------
 
 def cmd_simulate(args) -> int:
-    from pipelines.taxi.config import shipped_data
-    from pipelines.taxi.simulate import SimulationConfig, simulate
+    from flywheel.pipelines.taxi.config import shipped_data
+    from flywheel.pipelines.taxi.simulate import SimulationConfig, simulate
 
     try:
         files = simulate(shipped_data(), args.out, SimulationConfig(args.spans, args.drift_from, args.rows, args.seed))
@@ -257,17 +257,17 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_retrain(args) -> int:
-    from pipelines import lock, quiet, retrain
+    from flywheel.pipelines import lock, quiet, retrain
 
     quiet.quiet_environment(args.verbose)
-    from pipelines.taxi.config import Paths, TaxiConfig
+    from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
     paths = Paths.under(args.output_dir, args.data)
     os.makedirs(paths.output_dir, exist_ok=True)
     try:
         with lock.exclusive(paths.output_dir):
             try:
-                from pipelines.taxi.config import default_schema
+                from flywheel.pipelines.taxi.config import default_schema
 
                 p = retrain.plan(args.data, paths.serving_dir, "taxi", args.window, default_schema())
             except (ValueError, OSError) as e:
@@ -282,7 +282,7 @@ def cmd_retrain(args) -> int:
                              retrain_if_drift=args.if_drift)
             if args.train_steps is not None:
                 cfg = dataclasses.replace(cfg, train_steps=args.train_steps)
-            from components.ingest import inputs
+            from flywheel.components.ingest import inputs
 
             resolved = inputs.resolve_input(args.data, p.span, len(p.window))
             status, summary = _execute(cfg, "local", args.verbose, resolved)
@@ -295,7 +295,7 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-    from pipelines import lineage
+    from flywheel.pipelines import lineage
 
     out = os.path.abspath(args.output_dir)
     try:
@@ -311,10 +311,10 @@ def cmd_lineage(args) -> int:
 # ---- ingest ----------------------------------------------------------------------------------------------------
 
 def cmd_ingest(args) -> int:
-    from pipelines import quiet
+    from flywheel.pipelines import quiet
 
     quiet.quiet_environment(args.verbose)
-    from components.ingest import beam_ingest, inputs, parsing, run
+    from flywheel.components.ingest import beam_ingest, inputs, parsing, run
 
     try:
         resolved = inputs.resolve_input(args.data, args.span, args.num_spans)
@@ -358,7 +358,7 @@ def cmd_ingest(args) -> int:
 # ---- monitor ---------------------------------------------------------------------------------------------------
 
 def cmd_monitor(args) -> int:
-    from components.monitor import monitor
+    from flywheel.components.monitor import monitor
 
     try:
         result = monitor.run_monitor(args.baseline, args.current, schema_path=args.schema, report_dir=args.report,
@@ -380,10 +380,10 @@ def cmd_monitor(args) -> int:
 # ---- compile ---------------------------------------------------------------------------------------------------
 
 def cmd_compile(args) -> int:
-    from pipelines import quiet
+    from flywheel.pipelines import quiet
 
     quiet.quiet_environment(args.verbose)
-    from pipelines.taxi import kubeflow_runner
+    from flywheel.pipelines.taxi import kubeflow_runner
 
     quiet.install(args.verbose)
     path = kubeflow_runner.compile_pipeline(args.output, image=args.image)
