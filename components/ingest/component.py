@@ -44,4 +44,5 @@ class Ingest(base_beam_component.BaseBeamComponent):
             schema=schema,
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=spec.Quarantine),
+            profile=types.Channel(type=spec.DataProfile),
         ))

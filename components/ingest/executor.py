@@ -63,8 +63,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         counts = run.run_ingest(resolved, options, examples.uri, quarantine.uri, self._get_tmp_dir(),
                                 self._make_beam_pipeline)
         record_properties(examples, quarantine, counts, resolved, [n for n, _ in options.splits])
-        profiles = run.write_span_profiles(resolved, examples.uri, exec_properties[spec.INPUT_BASE_KEY])
-        examples.set_string_custom_property(spec.PROFILES, json.dumps({str(k): v for k, v in profiles.items()}))
+        profile = artifact_utils.get_single_instance(output_dict[spec.PROFILE_KEY])
+        profiles = run.write_span_profiles(resolved, profile.uri, exec_properties[spec.INPUT_BASE_KEY])
+        profile.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in sorted(profiles)))
         # A failed execution's outputs are deleted: keep the quarantine beside them.
         kept_dir = os.path.join(os.path.dirname(os.path.dirname(quarantine.uri)), spec.FAILED_QUARANTINE_DIR,
                                 os.path.basename(quarantine.uri))

@@ -38,18 +38,15 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     return counts
 
 
-def profile_name(span: int) -> str:
-    return f"profile-span-{span}.json"
-
-
-def write_span_profiles(resolved: inputs.ResolvedInput, examples_uri: str, input_base: str) -> dict[int, str]:
-    """A compact profile (for the drift monitor) of each span's raw rows, beside the examples.
+def write_span_profiles(resolved: inputs.ResolvedInput, profile_uri: str, input_base: str) -> dict[int, str]:
+    """A compact profile (for the drift monitor) of each span's raw rows, into the DataProfile artifact.
 
     Returns {span: path}; a span whose files pyarrow cannot read as a table gets no profile.
     """
     import pyarrow as pa
 
     from flywheel.components.monitor import profile
+    from flywheel.components.monitor.spec import profile_file
 
     by_span: dict[int, list[str]] = {}
     for path in resolved.files:
@@ -61,7 +58,8 @@ def write_span_profiles(resolved: inputs.ResolvedInput, examples_uri: str, input
             table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote=True)
         except (profile.MonitorError, pa.ArrowInvalid):
             continue
-        path = os.path.join(examples_uri, profile_name(span))
+        fileio.makedirs(profile_uri)
+        path = os.path.join(profile_uri, profile_file(span))
         with fileio.open(path, "w") as f:
             f.write(profile.profile_table(table, f"span {span}").to_json())
         written[span] = path

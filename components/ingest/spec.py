@@ -4,11 +4,14 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from flywheel.components.monitor.spec import PROFILE_KEY, DataProfile
+
 # Inputs
 SCHEMA_KEY = "schema"
 # Outputs
 EXAMPLES_KEY = "examples"
 QUARANTINE_KEY = "quarantine"
+# PROFILE_KEY ("profile", a flywheel.DataProfile) is the monitor's: per-span profiles of the raw rows.
 # Execution properties
 INPUT_BASE_KEY = "input_base"
 SPAN_KEY = "span"
@@ -27,7 +30,6 @@ ROWS_QUARANTINED = "rows_quarantined"
 FINGERPRINT = "data_fingerprint"
 SPANS = "spans"
 INPUT_FILES = "input_files"
-PROFILES = "span_profiles"  # {span: path of a drift-monitor profile of that span's raw rows}
 
 QUARANTINE_FILE = "quarantine.jsonl"
 COUNTS_FILE = "counts.json"
@@ -55,4 +57,5 @@ class IngestSpec(ComponentSpec):
     OUTPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         QUARANTINE_KEY: ChannelParameter(type=Quarantine),
+        PROFILE_KEY: ChannelParameter(type=DataProfile),
     }

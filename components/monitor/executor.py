@@ -8,25 +8,20 @@ import os
 from tfx import types
 from tfx.dsl.io import fileio
 
-from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor import drift, monitor, profile, report, spec
 
 
-def run_drift_monitor(examples: types.Artifact, drift_report: types.Artifact, baseline_profile: str,
+def run_drift_monitor(data_profile: types.Artifact, drift_report: types.Artifact, baseline_profile: str,
                       schema_path: str = "") -> dict:
-    profiles = json.loads(examples.get_string_custom_property(ingest_spec.PROFILES) or "{}")
-    if not profiles:
-        raise profile.MonitorError(f"DriftMonitor: examples {examples.uri} carry no span profiles "
-                                   "(expected the 'span_profiles' property written by Ingest)")
-    newest = max(profiles, key=int)
+    profiles = profile.read_span_profiles(data_profile.uri)
+    newest = max(profiles)
     fileio.makedirs(drift_report.uri)
     if not baseline_profile or not fileio.exists(baseline_profile):
         result = {"drift_detected": True, "reason": "no baseline: no model in serving yet", "span": int(newest)}
     else:
         with fileio.open(baseline_profile, "r") as f:
             base = profile.DatasetProfile.from_json(f.read(), baseline_profile)
-        with fileio.open(profiles[newest], "r") as f:
-            cur = profile.DatasetProfile.from_json(f.read(), profiles[newest])
+        cur = profiles[newest]
         result = drift.compare(base, cur, *monitor.thresholds(schema_path))
         result.update(span=int(newest), baseline=baseline_profile,
                       reason="drift in " + ", ".join(k for k, v in result["features"].items() if v["drift"])

@@ -181,3 +181,23 @@ def merge(profiles: list[DatasetProfile]) -> DatasetProfile:
             columns[name] = CategoricalProfile(sum(c.count for c in parts), sum(c.missing for c in parts), values)
     return DatasetProfile(rows=sum(p.rows for p in profiles), columns=columns,
                           source=" + ".join(p.source for p in profiles))
+
+
+def read_span_profiles(profile_uri: str) -> dict[int, DatasetProfile]:
+    """The per-span profiles of a DataProfile artifact, {span: profile}; raises MonitorError when it has none."""
+    import re
+
+    from tfx.dsl.io import fileio
+
+    found: dict[int, DatasetProfile] = {}
+    names = fileio.listdir(profile_uri) if fileio.isdir(profile_uri) else []
+    for name in names:
+        m = re.fullmatch(r"profile-span-(\d+)\.json", name.rstrip("/"))
+        if m:
+            path = os.path.join(profile_uri, name)
+            with fileio.open(path, "r") as f:
+                found[int(m.group(1))] = DatasetProfile.from_json(f.read(), path)
+    if not found:
+        raise MonitorError(f"monitor: {profile_uri} holds no profile-span-<N>.json files; expected the "
+                           "DataProfile written by flywheel's Ingest")
+    return found

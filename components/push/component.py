@@ -4,6 +4,8 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from flywheel.components.monitor.spec import DataProfile
+
 
 @component
 def Push(  # noqa: N802 - TFX component names are classes
@@ -11,6 +13,7 @@ def Push(  # noqa: N802 - TFX component names are classes
     model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
     evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
     examples: InputArtifact[standard_artifacts.Examples],
+    profile: InputArtifact[DataProfile],
     pushed_model: OutputArtifact[standard_artifacts.PushedModel],
     serving_dir: Parameter[str],
     model_name: Parameter[str],
@@ -19,11 +22,24 @@ def Push(  # noqa: N802 - TFX component names are classes
 ) -> None:
     """Publishes a blessed model to `<serving_dir>/<model_name>/<version>/` with push.json.
 
-    `serving_version` is the latest version in serving when the pipeline was built (0: none, -1: not
-    known, e.g. a Kubeflow runtime parameter). Only the cache key uses it, so a serving folder that
-    changed or was emptied since is never answered by a cached push; the push itself reads the folder.
+    Args:
+      model: the trained model (Format-Serving SavedModel).
+      model_blessing: Evaluate's blessing; an unblessed model is not pushed (the execution still succeeds).
+      evaluation: Evaluate's metrics, copied into push.json.
+      examples: the training examples: eval examples check the serving signature; fingerprint and spans
+        go into push.json.
+      profile: Ingest's per-span profiles (flywheel.DataProfile), merged into the model's
+        `baseline_profile.json`, which the drift monitor compares production data with.
+      serving_dir, model_name: the TF Serving layout `<serving_dir>/<model_name>/<version>/`.
+      num_check_examples: how many eval examples the serving signature must answer before publishing.
+      serving_version: the latest version in serving when the pipeline was built (0: none, -1: not known,
+        e.g. a Kubeflow runtime parameter). Only the cache key uses it, so a serving folder that changed or
+        was emptied since is never answered by a cached push; the push itself reads the folder.
+
+    Outputs:
+      pushed_model: custom properties `pushed` (1/0), `pushed_version`, `pushed_destination`, `reason`.
     """
     from flywheel.components.push import executor
 
-    executor.run_push(model, model_blessing, evaluation, examples, pushed_model, serving_dir, model_name,
+    executor.run_push(model, model_blessing, evaluation, examples, profile, pushed_model, serving_dir, model_name,
                       num_check_examples)

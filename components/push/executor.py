@@ -10,11 +10,13 @@ from tfx.dsl.io import fileio
 
 from flywheel.components.common import serving
 from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.monitor import profile
 from flywheel.components.push import publish, spec
 
 
 def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact, examples: types.Artifact,
-             pushed_model: types.Artifact, serving_dir: str, model_name: str, num_check_examples: int) -> dict:
+             data_profile: types.Artifact, pushed_model: types.Artifact, serving_dir: str, model_name: str,
+             num_check_examples: int) -> dict:
     model_dir = os.path.join(model.uri, "Format-Serving")
     blessed = bool(blessing.get_int_custom_property("blessed"))
     digest = publish.tree_digest(model_dir)
@@ -39,9 +41,9 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
             },
             "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
         }
-        profiles = json.loads(examples.get_string_custom_property(ingest_spec.PROFILES) or "{}")
+        baseline = profile.merge(list(profile.read_span_profiles(data_profile.uri).values()))
         version, path = publish.publish(model_dir, serving_dir, model_name, manifest,
-                                        extra_files={publish.BASELINE_PROFILE: list(profiles.values())})
+                                        extra_files={publish.BASELINE_PROFILE: baseline.to_json()})
         result.update(version=version, path=path)
         pushed_model.set_int_custom_property(spec.PUSHED_VERSION, version)
         pushed_model.set_string_custom_property(spec.PUSHED_DESTINATION, path)

@@ -87,24 +87,11 @@ def clean_stale(model_root: str) -> None:
                 shutil.rmtree(os.path.join(model_root, name), ignore_errors=True)
 
 
-def merged_profile(paths: list[str]) -> Optional[str]:
-    """One profile of the training rows from the per-span profiles (recomputed from their files when several)."""
-    from flywheel.components.monitor import profile
-
-    if not paths:
-        return None
-    if len(paths) == 1:
-        with open(paths[0], encoding="utf-8") as f:
-            return f.read()
-    return profile.merge([profile.DatasetProfile.from_json(open(p, encoding="utf-8").read(), p) for p in paths]
-                         ).to_json()
-
-
 def publish(model_dir: str, serving_dir: str, model_name: str, manifest: dict[str, Any],
-            extra_files: Optional[dict[str, list[str]]] = None) -> tuple[int, str]:
+            extra_files: Optional[dict[str, str]] = None) -> tuple[int, str]:
     """Copies model_dir to `<serving_dir>/<model_name>/<version>/` atomically; returns (version, path).
 
-    extra_files: {name: profile paths} merged into one file of that name (the training baseline profile).
+    extra_files: {name: content} written beside the model (the training baseline profile).
     """
     model_root = os.path.join(serving_dir, model_name)
     os.makedirs(model_root, exist_ok=True)
@@ -112,12 +99,10 @@ def publish(model_dir: str, serving_dir: str, model_name: str, manifest: dict[st
     version = next_version(serving_dir, model_name)
     tmp = os.path.join(model_root, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     shutil.copytree(model_dir, tmp)
-    for name, sources in (extra_files or {}).items():
-        content = merged_profile(sources)
-        if content is not None:
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                f.write(content)
-            manifest = dict(manifest, baseline_profile=name)
+    for name, content in (extra_files or {}).items():
+        with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+            f.write(content)
+        manifest = dict(manifest, baseline_profile=name)
     manifest = dict(manifest, version=version,
                     pushed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     with open(os.path.join(tmp, serving.MANIFEST_FILE), "w", encoding="utf-8") as f:

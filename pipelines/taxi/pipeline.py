@@ -18,6 +18,7 @@ from flywheel.components.data_gate import gate
 from flywheel.components.data_gate.component import DataGate
 from flywheel.components.evaluate.component import Evaluate
 from flywheel.components.ingest.component import Ingest
+from flywheel.components.monitor import spec as monitor_spec
 from flywheel.components.monitor.component import DriftMonitor
 from flywheel.components.push.component import Push
 from flywheel.pipelines.taxi import features
@@ -30,6 +31,22 @@ def data_stages(cfg: TaxiConfig) -> dict:
                     num_spans=cfg.num_spans, split_key_columns=cfg.split_key_columns,
                     quarantine_limit=cfg.quarantine_limit)
     return {"schema": schema, "ingest": ingest}
+
+
+def profile_channel(ingestion, consumer: str):
+    """The ingestion component's per-span profiles; a component without them is a build-time error.
+
+    DriftMonitor and Push read a flywheel.DataProfile that flywheel's Ingest writes. Stock ExampleGens
+    (CsvExampleGen, ImportExampleGen) do not, so the pipeline refuses to build rather than fail at run time.
+    """
+    channel = ingestion.outputs.get(monitor_spec.PROFILE_KEY)
+    if channel is None or channel.type is not monitor_spec.DataProfile:
+        raise ValueError(
+            f"{consumer}: expected the ingestion component to have a {monitor_spec.PROFILE_KEY!r} output of type "
+            f"{monitor_spec.DataProfile.TYPE_NAME}, but {type(ingestion).__name__} ({ingestion.id}) has outputs "
+            f"{sorted(ingestion.outputs)}; use flywheel.components.ingest.component.Ingest, which writes the "
+            "per-span profiles the drift monitor and Push need")
+    return channel
 
 
 def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
@@ -142,6 +159,7 @@ def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
                         schema=data["schema"].outputs["schema"], serving_version=version)
     push = Push(model=training["trainer"].outputs["model"], model_blessing=evaluate.outputs["blessing"],
                 evaluation=evaluate.outputs["evaluation"], examples=data["ingest"].outputs["examples"],
+                profile=profile_channel(data["ingest"], "Push"),
                 serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
                 serving_version=version).with_id("Push")
     return {"evaluate": evaluate, "push": push}
@@ -151,7 +169,7 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
     """The drift monitor (retraining runs only): newest span vs the serving model's training profile."""
     if cfg.monitor_baseline is None:
         return {}
-    return {"monitor": DriftMonitor(examples=data["ingest"].outputs["examples"],
+    return {"monitor": DriftMonitor(profile=profile_channel(data["ingest"], "DriftMonitor"),
                                     baseline_profile=cfg.monitor_baseline,
                                     schema_path=cfg.schema_path).with_id("DriftMonitor")}
 

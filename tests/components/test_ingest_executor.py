@@ -48,19 +48,21 @@ def test_fingerprint_changes_with_content(tmp_path):
 def _run_executor(tmp_path, input_base: str, limit: float = 0.01):
     schema = standard_artifacts.Schema()
     schema.uri = os.path.dirname(schemas.schema_path("taxi"))
-    examples, quarantine = standard_artifacts.Examples(), spec.Quarantine()
+    examples, quarantine, profile = standard_artifacts.Examples(), spec.Quarantine(), spec.DataProfile()
     examples.uri = str(tmp_path / "Ingest" / "examples" / "1")
     quarantine.uri = str(tmp_path / "Ingest" / "quarantine" / "1")
+    profile.uri = str(tmp_path / "Ingest" / "profile" / "1")
     props = {spec.INPUT_BASE_KEY: input_base, spec.SPAN_KEY: -1, spec.NUM_SPANS_KEY: 2,
              spec.SPLIT_KEY_COLUMNS_KEY: "", spec.SPLITS_KEY: "train:2,eval:1", spec.QUARANTINE_LIMIT_KEY: limit}
     context = ingest_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
     ingest_executor.Executor(context).Do({spec.SCHEMA_KEY: [schema]},
-                                         {spec.EXAMPLES_KEY: [examples], spec.QUARANTINE_KEY: [quarantine]}, props)
-    return examples, quarantine
+                                         {spec.EXAMPLES_KEY: [examples], spec.QUARANTINE_KEY: [quarantine],
+                                          spec.PROFILE_KEY: [profile]}, props)
+    return examples, quarantine, profile
 
 
 def test_executor_writes_standard_examples_and_counts(tmp_path):
-    examples, quarantine = _run_executor(tmp_path, TESTDATA)
+    examples, quarantine, _ = _run_executor(tmp_path, TESTDATA)
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
     written = json.loads(examples.get_string_custom_property(spec.ROWS_WRITTEN))
     assert examples.get_int_custom_property(spec.ROWS_READ) == 30 + 30 + 10
@@ -129,7 +131,7 @@ def test_cli_ingest_missing_required_column(tmp_path):
 
 
 def test_gzip_records_are_readable_without_tensorflow(tmp_path):
-    examples, _ = _run_executor(tmp_path, TESTDATA)
+    examples, _, _ = _run_executor(tmp_path, TESTDATA)
     path = os.path.join(examples.uri, "Split-eval", sorted(os.listdir(os.path.join(examples.uri, "Split-eval")))[0])
     with gzip.open(path, "rb") as f:
         assert len(f.read(12)) == 12
