@@ -13,10 +13,14 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import trainer_pb2
+from tfx.types import standard_component_specs as std
 
 from flywheel.components.data_gate import gate
+from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.data_gate.component import DataGate
+from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.evaluate.component import Evaluate
+from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.ingest.component import Ingest
 from flywheel.components.monitor import spec as monitor_spec
 from flywheel.components.monitor.component import DriftMonitor
@@ -27,7 +31,7 @@ from flywheel.pipelines.taxi.config import TaxiConfig
 
 def data_stages(cfg: TaxiConfig) -> dict:
     schema = ImportSchemaGen(schema_file=cfg.schema_path)
-    ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs["schema"], span=cfg.span,
+    ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs[std.SCHEMA_KEY], span=cfg.span,
                     num_spans=cfg.num_spans, split_key_columns=cfg.split_key_columns,
                     quarantine_limit=cfg.quarantine_limit)
     return {"schema": schema, "ingest": ingest}
@@ -51,10 +55,10 @@ def profile_channel(ingestion, consumer: str):
 
 def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
     gate.parse_allow_list(",".join(cfg.allowed_anomalies))  # configuration mistakes fail at build time
-    statistics = StatisticsGen(examples=data["ingest"].outputs["examples"])
-    validator = ExampleValidator(statistics=statistics.outputs["statistics"],
-                                 schema=data["schema"].outputs["schema"])
-    data_gate = DataGate(anomalies=validator.outputs["anomalies"], statistics=statistics.outputs["statistics"],
+    statistics = StatisticsGen(examples=data["ingest"].outputs[ingest_spec.EXAMPLES_KEY])
+    stats = statistics.outputs[std.STATISTICS_KEY]
+    validator = ExampleValidator(statistics=stats, schema=data["schema"].outputs[std.SCHEMA_KEY])
+    data_gate = DataGate(anomalies=validator.outputs[std.ANOMALIES_KEY], statistics=stats,
                          allowed_anomalies=",".join(cfg.allowed_anomalies)).with_id("DataGate")
     return {"statistics": statistics, "validator": validator, "gate": data_gate}
 
@@ -110,8 +114,8 @@ def _code_of(dotted_fn: str) -> str:
 
 
 def training_stages(cfg: TaxiConfig, data: dict) -> dict:
-    transform = Transform(examples=data["ingest"].outputs["examples"],
-                          schema=data["schema"].outputs["schema"],
+    transform = Transform(examples=data["ingest"].outputs[ingest_spec.EXAMPLES_KEY],
+                          schema=data["schema"].outputs[std.SCHEMA_KEY],
                           preprocessing_fn=PREPROCESSING_FN,
                           custom_config={"code_digest": _code_of(PREPROCESSING_FN)},
                           # Raw data is profiled and gated upstream (StatisticsGen, DataGate):
@@ -124,9 +128,9 @@ def training_stages(cfg: TaxiConfig, data: dict) -> dict:
     if source:
         custom_config["warm_start_from"] = source
     trainer = Trainer(run_fn=RUN_FN,
-                      examples=transform.outputs["transformed_examples"],
-                      transform_graph=transform.outputs["transform_graph"],
-                      schema=data["schema"].outputs["schema"],
+                      examples=transform.outputs[std.TRANSFORMED_EXAMPLES_KEY],
+                      transform_graph=transform.outputs[std.TRANSFORM_GRAPH_KEY],
+                      schema=data["schema"].outputs[std.SCHEMA_KEY],
                       train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
                       eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
                       custom_config=custom_config)
@@ -154,11 +158,13 @@ def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
 def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
     """Evaluate against serving, then Push; both keyed on serving's current version so neither is stale."""
     version = serving_version(cfg)
-    evaluate = Evaluate(examples=data["ingest"].outputs["examples"], model=training["trainer"].outputs["model"],
-                        eval_config=eval_config(cfg), serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
-                        schema=data["schema"].outputs["schema"], serving_version=version)
-    push = Push(model=training["trainer"].outputs["model"], model_blessing=evaluate.outputs["blessing"],
-                evaluation=evaluate.outputs["evaluation"], examples=data["ingest"].outputs["examples"],
+    examples = data["ingest"].outputs[ingest_spec.EXAMPLES_KEY]
+    model = training["trainer"].outputs[std.MODEL_KEY]
+    evaluate = Evaluate(examples=examples, model=model, eval_config=eval_config(cfg),
+                        serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
+                        schema=data["schema"].outputs[std.SCHEMA_KEY], serving_version=version)
+    push = Push(model=model, model_blessing=evaluate.outputs[evaluate_spec.BLESSING_KEY],
+                evaluation=evaluate.outputs[evaluate_spec.EVALUATION_KEY], examples=examples,
                 profile=profile_channel(data["ingest"], "Push"),
                 serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
                 serving_version=version).with_id("Push")
@@ -182,10 +188,10 @@ def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipelin
     data = data_stages(cfg)
     validation = validation_stages(cfg, data)
     monitoring = monitor_stages(cfg, data)
-    conditions = [validation["gate"].outputs["verdict"].future()[0].custom_property("passed") == 1]
+    conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0].custom_property(gate_spec.PASSED) == 1]
     if cfg.retrain_if_drift and monitoring:
-        conditions.append(monitoring["monitor"].outputs["drift_report"].future()[0]
-                          .custom_property("drift_detected") == 1)
+        conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
+                          .custom_property(monitor_spec.DRIFT_DETECTED) == 1)
     with contextlib.ExitStack() as guarded:
         for condition in conditions:
             guarded.enter_context(Cond(condition))
