@@ -187,3 +187,14 @@ def test_a_retrain_that_runs_the_pipeline_clears_the_run_stamp(setup, tmp_path, 
     assert result.retrained and result.model_version == 4 and result.previous_version == 3
     assert stamp.load(cfg.paths.output_dir) is None
     assert flywheel.run_pipeline(cfg).status == "finished" and len(setup["runs"]) == 3
+
+
+def test_serving_dir_defaults_under_the_output_dir_and_can_be_shared(tmp_path, monkeypatch):
+    from flywheel.pipelines.taxi import local_runner
+
+    default = api.pipeline_config("taxi", str(tmp_path / "a"), data=str(tmp_path))
+    shared = api.pipeline_config("taxi", str(tmp_path / "b"), data=str(tmp_path), serving_dir=str(tmp_path / "srv"))
+    assert default.paths.serving_dir == str(tmp_path / "a" / "serving")
+    assert shared.paths.serving_dir == str(tmp_path / "srv") and shared.paths.output_dir == str(tmp_path / "b")
+    monkeypatch.setenv("FLYWHEEL_SERVING_DIR", str(tmp_path / "srv"))
+    assert local_runner.config_from_env().paths.serving_dir == str(tmp_path / "srv")
