@@ -1,8 +1,9 @@
 """flywheel: TFX components and pipelines that carry a model through its production life.
 
 Import names: `flywheel.components.*` (the components), `flywheel.pipelines.*` (pipeline builders,
-runners, the retraining job, lineage), `flywheel.schemas` (curated schemas). The command line
-(`flywheel ...`) is a thin adapter over the functions in `flywheel.api`.
+runners, the retraining job, lineage, the registry), `flywheel.schemas` (curated schemas). The library
+(`from flywheel import run_pipeline, retrain, ...`) is `flywheel.api`; the command line (`flywheel ...`)
+is a thin adapter over it.
 """
 
 import os
@@ -17,3 +18,29 @@ try:
     __version__ = version("tfx-flywheel")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
+
+from flywheel.api import (  # noqa: E402  (after the environment is set)
+    CompileError,
+    CompileResult,
+    IngestResult,
+    LineageResult,
+    MonitorResult,
+    RetrainResult,
+    RunResult,
+    SimulateResult,
+    UsageError,
+    compile_pipeline,
+    ingest,
+    lineage,
+    monitor,
+    pipeline_config,
+    retrain,
+    run_pipeline,
+    simulate,
+)
+from flywheel.pipelines.lock import LockedError  # noqa: E402
+from flywheel.pipelines.registry import UnknownPipelineError  # noqa: E402
+
+__all__ = ["CompileError", "CompileResult", "IngestResult", "LineageResult", "LockedError", "MonitorResult",
+           "RetrainResult", "RunResult", "SimulateResult", "UnknownPipelineError", "UsageError", "compile_pipeline",
+           "ingest", "lineage", "monitor", "pipeline_config", "retrain", "run_pipeline", "simulate"]

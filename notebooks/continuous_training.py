@@ -21,45 +21,41 @@
 # looks like what the serving model was trained on, and retrains, evaluates and pushes only if not.
 
 # %%
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
-from IPython.display import HTML, display
+from flywheel.pipelines import quiet
 
-FLYWHEEL = os.path.join(os.path.dirname(sys.executable), "flywheel")
-ROWS = os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000")
-STEPS = os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "200")
+quiet.quiet_environment(verbose=False)  # before TensorFlow is imported: no warnings buried in the cells
+
+from IPython.display import HTML, display  # noqa: E402
+
+import flywheel  # noqa: E402
+
+ROWS = int(os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000"))
+STEPS = int(os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "200"))
 work = tempfile.mkdtemp(prefix="flywheel-loop-")
 incoming, data, out = (os.path.join(work, d) for d in ("incoming", "data", "out"))
-
-
-def flywheel(*args):
-    proc = subprocess.run([FLYWHEEL, *args], capture_output=True, text=True)
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(proc.stderr)
-    return proc.stdout
-
 
 # %% [markdown]
 # ## Three spans of production data, drift from span 3
 
 # %%
-print(flywheel("simulate", "taxi", "--out", incoming, "--spans", "3", "--drift-from", "3", "--rows", ROWS))
+print("\n".join(flywheel.simulate("taxi", incoming, spans=3, drift_from=3, rows=ROWS).lines()))
 os.makedirs(data)
 
 
 def arrive(span):
+    """A span lands; the scheduled job runs (`flywheel retrain taxi --if-drift` calls the same function)."""
     shutil.copytree(os.path.join(incoming, f"span-{span}"), os.path.join(data, f"span-{span}"))
-    line = flywheel("retrain", "taxi", "--data", data, "--output-dir", out, "--if-drift", "--train-steps", STEPS)
-    return json.loads(line.strip().splitlines()[-1])
+    result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS)
+    shown = ("span", "drift_detected", "retrained", "blessed", "pushed", "model_version", "drift_reason")
+    return {k: result.to_dict()[k] for k in shown}
 
 
 # %% [markdown]
-# ## Span 1: nothing in serving yet, so the job trains and pushes
+# ## Span 1: nothing in serving yet (no baseline, which is not drift), so the job trains and pushes
 
 # %%
 first = arrive(1)
@@ -77,13 +73,10 @@ print(second)
 
 # %%
 baseline = os.path.join(out, "serving", "taxi", str(first["model_version"]), "baseline_profile.json")
-shutil.copytree(os.path.join(incoming, "span-3"), os.path.join(work, "peek", "span-3"))
 report_dir = os.path.join(work, "drift_report")
-verdict = json.loads(flywheel("monitor", "--baseline", baseline, "--current", os.path.join(work, "peek", "span-3"),
-                              "--report", report_dir, "--json"))
-print("drift detected:", verdict["drift_detected"], "in",
-      [name for name, f in verdict["features"].items() if f["drift"]])
-display(HTML(open(os.path.join(report_dir, "report.html")).read()))
+verdict = flywheel.monitor(baseline, os.path.join(incoming, "span-3"), report_dir=report_dir)
+print("drift detected:", verdict.drift_detected, "in", verdict.drifted)
+display(HTML(open(verdict.report).read()))
 
 # %% [markdown]
 # ## Span 3 arrives: drift, so the job retrains on the last spans; Push publishes only a blessed model
@@ -96,4 +89,4 @@ print(third)
 # ## Lineage of the model in serving
 
 # %%
-print(flywheel("lineage", "--output-dir", out))
+print("\n".join(flywheel.lineage("taxi", out).lines()))

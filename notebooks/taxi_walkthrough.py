@@ -25,8 +25,9 @@ import json
 import os
 import tempfile
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from flywheel.pipelines import quiet
+
+quiet.quiet_environment(verbose=False)  # before TensorFlow is imported: no warnings buried in the cells
 
 from IPython.display import HTML, display  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
@@ -38,6 +39,8 @@ from flywheel.components.evaluate.component import Evaluate  # noqa: E402
 from flywheel.components.ingest.component import Ingest  # noqa: E402
 from flywheel.pipelines.taxi import pipeline as taxi  # noqa: E402
 from flywheel.pipelines.taxi.config import Paths, TaxiConfig, shipped_data  # noqa: E402
+
+quiet.install(verbose=False)  # a line per component run, TFX's and Beam's logs at ERROR only
 
 SAMPLE_ROWS = int(os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000"))
 TRAIN_STEPS = int(os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "50"))

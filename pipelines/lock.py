@@ -31,7 +31,7 @@ def exclusive(output_dir: str) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise LockedError(f"flywheel: {output_dir} is in use by {holder}; refusing to start a second run "
+        raise LockedError(f"{output_dir} is in use by {holder}; refusing to start a second run "
                           "there (wait for it to finish, or use another --output-dir)") from None
     handle.seek(0)
     handle.truncate()

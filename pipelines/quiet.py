@@ -64,16 +64,23 @@ class ProgressHandler(logging.Handler):
         self._out.flush()
 
 
-def install(verbose: bool) -> ProgressHandler:
-    """Call after importing TFX: routes absl INFO to the progress handler, the rest at ERROR."""
+class _ErrorHandler(logging.StreamHandler):
+    """absl errors, one line each, on stderr."""
+
+
+def install(verbose: bool, out: TextIO | None = None) -> ProgressHandler:
+    """Call after importing TFX: routes absl INFO to a progress handler writing to `out` (default stdout),
+    the rest at ERROR. Calling it again (a notebook running several pipelines) replaces the handlers."""
     from absl import logging as absl_logging
 
-    handler = ProgressHandler()
+    handler = ProgressHandler(out if out is not None else sys.stdout)
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logger = logging.getLogger("absl")
+    for old in [h for h in absl_logger.handlers if isinstance(h, (ProgressHandler, _ErrorHandler))]:
+        absl_logger.removeHandler(old)
     absl_logger.addHandler(handler)
     if not verbose:
-        errors = logging.StreamHandler(sys.stderr)
+        errors = _ErrorHandler(sys.stderr)
         errors.setLevel(logging.ERROR)
         errors.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         absl_logger.addHandler(errors)

@@ -2,7 +2,7 @@
 
 Shares create_pipeline and the output layout with `flywheel run`. A no-drift check with --if-drift
 answers from the monitor library alone (no TensorFlow, no pipeline run): scheduled jobs run often
-and mostly find nothing new.
+and mostly find nothing new. The orchestration (lock, plan, run, summary) is `flywheel.api.retrain`.
 """
 
 from __future__ import annotations
@@ -52,23 +52,30 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_
     return RetrainPlan(newest, window_spans, baseline, served.version if served else None, verdict)
 
 
-def summary_from_records(records: dict, span: int, serving_dir: str, model_name: str) -> dict[str, Any]:
-    monitor = records.get("DriftMonitor")
-    report = monitor.output("drift_report") if monitor else None
+def summary_from_records(records: dict, span: int, serving_dir: str, model_name: str,
+                         drift: dict[str, Any]) -> dict[str, Any]:
+    """The job's answer from a retraining run's ML-Metadata records and the plan's drift decision.
+
+    retrained: the Trainer executed in this run (COMPLETE), not a cache hit; model_version: the newest
+    version in serving after the run.
+    """
+    from flywheel.components.evaluate import spec as evaluate_spec
+    from flywheel.components.push import spec as push_spec
+
     trainer = records.get("Trainer")
-    retrained = bool(trainer and trainer.state in ("COMPLETE", "CACHED") and trainer.output("model"))
+    retrained = bool(trainer and trainer.state == "COMPLETE" and trainer.output("model"))
     evaluate = records.get("Evaluate")
-    blessing = evaluate.output("blessing") if evaluate else None
+    blessing = evaluate.output(evaluate_spec.BLESSING_KEY) if evaluate else None
     push = records.get("Push")
-    pushed = push.output("pushed_model") if push else None
+    pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
     served = serving.latest(serving_dir, model_name)
     return {
         "span": span,
-        "drift_detected": bool(report.get("drift_detected")) if report else None,
+        "drift_detected": drift.get("drift_detected"),
+        "drift_reason": drift.get("reason"),
+        "drift_report": drift.get("report"),
         "retrained": retrained,
         "blessed": bool(blessing.get("blessed")) if blessing else None,
-        "pushed": bool(pushed.get("pushed")) if pushed else False,
+        "pushed": bool(pushed.get(push_spec.PUSHED)) if pushed else False,
         "model_version": served.version if served else None,
-        "drift_reason": report.get("reason") if report else None,
     }
-

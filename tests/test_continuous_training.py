@@ -1,4 +1,5 @@
-"""The retraining loop on small simulated spans: no drift -> no retrain; drift -> retrain; pushed == blessed."""
+"""The retraining loop on small simulated spans: no baseline -> train; no drift -> no retrain; drift -> retrain;
+pushed == blessed; and the job's summary from a run's records."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import sys
 
 import pytest
 
-from flywheel.pipelines import lock
+from flywheel import api
+from flywheel.components.common import serving
+from flywheel.pipelines import lock, retrain
+from flywheel.pipelines.run_record import NodeRecord
 from tests.conftest import run_cli
 
 
@@ -24,14 +28,15 @@ def loop(tmp_path_factory):
                    "--seed", "7")
     assert made.returncode == 0, made.stderr
     data.mkdir()
-    results = []
+    results, versions = [], []
     for span in (1, 2, 3):
         shutil.copytree(sim / f"span-{span}", data / f"span-{span}")
         r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "200",
-                    output_dir=out)
+                    "--json", output_dir=out)
         assert r.returncode == 0, r.stdout + r.stderr
-        results.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    return {"results": results, "out": out, "data": str(data), "sim": str(sim)}
+        results.append(json.loads(r.stdout))  # --json: stdout holds the JSON object and nothing else
+        versions.append(serving.versions(os.path.join(out, "serving"), "taxi"))
+    return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(sim)}
 
 
 def test_simulator_is_deterministic(tmp_path):
@@ -45,23 +50,38 @@ def test_simulator_is_deterministic(tmp_path):
 
 def test_first_span_trains_and_pushes_without_a_baseline(loop):
     first = loop["results"][0]
-    assert first["span"] == 1 and first["drift_detected"] is True and first["retrained"] is True
-    assert first["pushed"] == first["blessed"] is True and first["model_version"]
+    assert first["span"] == 1 and first["drift_detected"] is None and first["drift_reason"].startswith("no baseline")
+    assert first["retrained"] is True and first["status"] == "finished" and first["previous_version"] is None
+    assert first["pushed"] == first["blessed"] is True
+    assert loop["versions"][0] == [first["model_version"]], "the pushed version is the one folder in serving"
 
 
 def test_stable_span_does_not_retrain(loop):
     second = loop["results"][1]
-    assert second == {**second, "span": 2, "drift_detected": False, "retrained": False, "pushed": False,
-                      "model_version": loop["results"][0]["model_version"]}
+    assert second["span"] == 2 and second["drift_detected"] is False and second["status"] == "no_drift"
+    assert second["retrained"] is False and second["pushed"] is False
+    assert loop["versions"][1] == loop["versions"][0], "nothing new in serving"
+    assert second["model_version"] == second["previous_version"] == loop["versions"][0][-1]
 
 
 def test_drifted_span_retrains_and_pushes_only_if_blessed(loop):
     third = loop["results"][2]
     assert third["span"] == 3 and third["drift_detected"] is True and third["retrained"] is True
-    assert third["pushed"] == third["blessed"]
+    assert third["window"] == [1, 2, 3] and third["pushed"] == third["blessed"]
     assert "fare" in third["drift_reason"] and "payment_type" in third["drift_reason"]
-    expected = third["model_version"] if third["pushed"] else loop["results"][0]["model_version"]
-    assert third["model_version"] == expected
+    assert third["previous_version"] == loop["versions"][1][-1]
+    assert third["model_version"] == loop["versions"][2][-1], "model_version is the newest folder in serving"
+    if third["pushed"]:
+        assert third["model_version"] != third["previous_version"] and len(loop["versions"][2]) == 2
+    else:
+        assert loop["versions"][2] == loop["versions"][1]
+
+
+def test_drift_report_is_where_the_result_says(loop):
+    assert all("drift_report" in r for r in loop["results"])
+    report = loop["results"][2]["drift_report"]
+    if report is not None:  # the plan writes a report where it has a baseline to compare with
+        assert os.path.isfile(report) and report.endswith(".html")
 
 
 def test_lineage_names_spans_gate_training_evaluation_push(loop):
@@ -82,6 +102,7 @@ def test_second_run_on_a_locked_output_dir_refuses_at_once(loop):
     with lock.exclusive(loop["out"]):
         r = run_cli("retrain", "taxi", "--data", loop["data"], "--if-drift", output_dir=loop["out"])
     assert r.returncode == 4 and "is in use by pid" in r.stderr and "refusing" in r.stderr
+    assert r.stderr.startswith("flywheel: ") and "flywheel: flywheel:" not in r.stderr and r.stdout == ""
 
 
 def test_a_killed_holder_does_not_block_the_next_run(tmp_path):
@@ -96,3 +117,59 @@ def test_a_killed_holder_does_not_block_the_next_run(tmp_path):
     holder.wait()
     with lock.exclusive(str(tmp_path)):
         assert os.path.exists(tmp_path / lock.LOCK_FILE)
+
+
+# ---- the job's summary and drift decision, as plain functions --------------------------------------------------
+
+def _records(trainer_state: str, blessed: int = 1, pushed: int = 1) -> dict:
+    model = {"model": [{"uri": "/p/Trainer/model/7", "id": 7}]}
+    return {"Trainer": NodeRecord("Trainer", trainer_state, model),
+            "Evaluate": NodeRecord("Evaluate", "COMPLETE", {"blessing": [{"uri": "/b", "blessed": blessed}]}),
+            "Push": NodeRecord("Push", "COMPLETE", {"pushed_model": [{"uri": "/m", "pushed": pushed}]})}
+
+
+DRIFT = {"drift_detected": True, "reason": "fare", "report": "/state/drift/report.html"}
+
+
+@pytest.mark.parametrize("state, retrained", [("COMPLETE", True), ("CACHED", False), ("FAILED", False)])
+def test_retrained_only_when_the_trainer_executed_in_this_run(state, retrained, tmp_path):
+    summary = retrain.summary_from_records(_records(state), 3, str(tmp_path), "taxi", DRIFT)
+    assert summary["retrained"] is retrained
+
+
+def test_summary_carries_the_plans_decision_and_the_newest_served_version(tmp_path):
+    for version in (5, 9):
+        (tmp_path / "taxi" / str(version)).mkdir(parents=True)
+        (tmp_path / "taxi" / str(version) / "push.json").write_text("{}")
+    summary = retrain.summary_from_records(_records("COMPLETE", blessed=0, pushed=0), 3, str(tmp_path), "taxi", DRIFT)
+    assert summary == {"span": 3, "drift_detected": True, "drift_reason": "fare",
+                       "drift_report": "/state/drift/report.html", "retrained": True, "blessed": False,
+                       "pushed": False, "model_version": 9}
+    assert retrain.summary_from_records({}, 3, str(tmp_path / "none"), "taxi", DRIFT)["retrained"] is False
+
+
+@pytest.mark.parametrize("baseline, verdict, expected", [
+    ("", {"drift_detected": True, "reason": "no model in serving"}, None),
+    ("", {"drift_detected": None, "reason": "no baseline: no model in serving"}, None),
+    ("/s/taxi/1/baseline_profile.json", {"drift_detected": False, "reason": "no drift"}, False),
+    ("/s/taxi/1/baseline_profile.json", {"drift_detected": True, "reason": "fare", "report": "/r.html"}, True),
+])
+def test_no_baseline_is_not_drift(baseline, verdict, expected):
+    decision = api._drift_decision(retrain.RetrainPlan(1, (1,), baseline, None, verdict))
+    assert decision["drift_detected"] is expected and "report" in decision
+    assert decision["reason"].startswith("no baseline") == (expected is None)
+
+
+def test_retrain_does_not_add_the_drift_monitor_to_the_pipeline(tmp_path, monkeypatch):
+    (tmp_path / "spans" / "span-1").mkdir(parents=True)
+    (tmp_path / "spans" / "span-1" / "data.csv").write_text("fare\n1.0\n")
+    seen = []
+    monkeypatch.setattr(retrain, "plan", lambda *a: retrain.RetrainPlan(1, (1,), "", None, {
+        "drift_detected": None, "reason": "no baseline", "report": None}))
+    monkeypatch.setattr(api, "_execute", lambda cfg, *a: seen.append(cfg) or api.RunResult(
+        pipeline="taxi", engine="local", status="finished", output_dir="", metadata="", pipeline_root="",
+        serving_dir=""))
+    result = api.retrain("taxi", str(tmp_path / "spans"), str(tmp_path / "out"), if_drift=True, train_steps=5)
+    assert result.drift_detected is None and result.status == "finished" and result.retrained is False
+    assert seen[0].monitor_baseline is None and seen[0].retrain_if_drift is False and seen[0].train_steps == 5
+    assert (seen[0].span, seen[0].num_spans) == (1, 1)

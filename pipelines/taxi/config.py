@@ -15,7 +15,7 @@ def shipped_data() -> str:
 
     spec = importlib.util.find_spec("tfx")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("flywheel: the tfx package is not installed, so its taxi data cannot be found")
+        raise FileNotFoundError("taxi: the tfx package is not installed, so its taxi data cannot be found")
     return os.path.join(list(spec.submodule_search_locations)[0], "examples", "chicago_taxi_pipeline", "data",
                         "simple", "data.csv")
 
@@ -26,9 +26,14 @@ def default_schema() -> str:
     return schemas.schema_path(PIPELINE_NAME)
 
 
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
 @dataclasses.dataclass(frozen=True)
 class Paths:
-    """Where a run reads and writes. Everything a run writes is under output_dir."""
+    """Where a run reads and writes. Everything a run writes is under output_dir, except the serving
+    folder when it is given elsewhere (several pipelines may share one)."""
 
     data_root: Union[str, object]
     output_dir: str
@@ -37,11 +42,12 @@ class Paths:
     metadata_path: str | None = None
 
     @classmethod
-    def under(cls, output_dir: str, data_root: str | None = None) -> "Paths":
-        output_dir = os.path.abspath(output_dir) if "://" not in output_dir else output_dir
+    def under(cls, output_dir: str, data_root: str | None = None, serving_dir: str | None = None) -> "Paths":
+        """Paths below output_dir; serving_dir defaults to <output_dir>/serving."""
+        output_dir = _absolute(output_dir)
         return cls(data_root=data_root or shipped_data(), output_dir=output_dir,
                    pipeline_root=os.path.join(output_dir, "pipeline"),
-                   serving_dir=os.path.join(output_dir, "serving"),
+                   serving_dir=_absolute(serving_dir) if serving_dir else os.path.join(output_dir, "serving"),
                    metadata_path=os.path.join(output_dir, "metadata.sqlite"))
 
 
@@ -88,3 +94,15 @@ class TaxiConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def make_paths(output_dir: str, data_root: str | None = None, serving_dir: str | None = None) -> Paths:
+    """The registry's paths factory: Paths.under."""
+    return Paths.under(output_dir, data_root, serving_dir)
+
+
+def make_config(paths: Paths, train_steps: int | None = None, **options) -> TaxiConfig:
+    """A TaxiConfig from the registry's generic options; train_steps None keeps the default."""
+    if train_steps is not None:
+        options["train_steps"] = train_steps
+    return TaxiConfig(paths=paths, **options)

@@ -3,7 +3,7 @@
 Also the file the TFX CLI takes:
     tfx pipeline create --engine local --pipeline_path pipelines/taxi/local_runner.py
     tfx run create --engine local --pipeline_name taxi
-FLYWHEEL_OUTPUT_DIR, FLYWHEEL_DATA and FLYWHEEL_TRAIN_STEPS override the defaults there.
+FLYWHEEL_OUTPUT_DIR, FLYWHEEL_DATA, FLYWHEEL_SERVING_DIR and FLYWHEEL_TRAIN_STEPS override the defaults there.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
 
 def config_from_env(**overrides) -> TaxiConfig:
-    paths = Paths.under(os.environ.get("FLYWHEEL_OUTPUT_DIR", "flywheel_output"), os.environ.get("FLYWHEEL_DATA"))
+    paths = Paths.under(os.environ.get("FLYWHEEL_OUTPUT_DIR", "flywheel_output"), os.environ.get("FLYWHEEL_DATA"),
+                        os.environ.get("FLYWHEEL_SERVING_DIR"))
     cfg = TaxiConfig(paths=paths)
     if os.environ.get("FLYWHEEL_TRAIN_STEPS"):
         cfg = dataclasses.replace(cfg, train_steps=int(os.environ["FLYWHEEL_TRAIN_STEPS"]))

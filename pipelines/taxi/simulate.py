@@ -50,6 +50,8 @@ def simulate(source: str, out_dir: str, cfg: SimulationConfig) -> list[str]:
     """Writes `<out_dir>/span-1/data.csv ... span-N/data.csv`; returns the files."""
     if cfg.spans < 1 or cfg.rows < 1:
         raise ValueError(f"simulate: spans and rows must be >= 1, got spans={cfg.spans}, rows={cfg.rows}")
+    if cfg.drift_from is not None and not 1 <= cfg.drift_from <= cfg.spans:
+        raise ValueError(f"simulate: drift_from must be a span from 1 to spans={cfg.spans}, got {cfg.drift_from}")
     base = pcsv.read_csv(source)
     files = []
     for span in range(1, cfg.spans + 1):
@@ -64,3 +66,10 @@ def simulate(source: str, out_dir: str, cfg: SimulationConfig) -> list[str]:
         os.replace(path + ".tmp", path)
         files.append(path)
     return files
+
+
+def simulate_spans(out_dir: str, spans: int, drift_from: int | None, rows: int, seed: int) -> list[str]:
+    """simulate() from the taxi data shipped in the tfx wheel (the pipeline registry's simulator)."""
+    from flywheel.pipelines.taxi.config import shipped_data
+
+    return simulate(shipped_data(), out_dir, SimulationConfig(spans, drift_from, rows, seed))

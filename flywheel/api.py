@@ -1,0 +1,565 @@
+"""flywheel's library: run, retrain, ingest, monitor, lineage, compile and simulate, each returning a typed result.
+
+The `flywheel` command line is a thin adapter over these functions; notebooks and tests call them
+directly. Orchestration lives here: the up-to-date stamp, the output directory's lock, progress lines
+(written to the stream the caller passes), and the summaries read back from ML-Metadata.
+
+Errors: `UsageError` for a bad argument or input location, `registry.UnknownPipelineError` for an
+unknown pipeline name, `lock.LockedError` when another process holds the output directory. A component
+that fails, or a data gate that stops the run, is not an exception: it is the result's `status`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import sys
+import time
+from typing import Any, Optional, TextIO
+
+from flywheel.pipelines import lock, quiet, registry, stamp
+
+FINISHED, UP_TO_DATE, STOPPED, FAILED, NO_DRIFT = "finished", "up_to_date", "stopped", "failed", "no_drift"
+
+
+class UsageError(ValueError):
+    """A bad argument or input location; the message names it (no 'flywheel:' prefix)."""
+
+
+class CompileError(RuntimeError):
+    """The Kubeflow compiler failed on a pipeline; the message carries its error in one line."""
+
+
+def _to_dict(result: Any) -> dict[str, Any]:
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.repr}
+
+
+# ---- run -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What a pipeline run did. status: finished | up_to_date (nothing changed, nothing run) | stopped (by
+    the data validation gate) | failed (a component failed: `failed_nodes`, `error`)."""
+
+    pipeline: str
+    engine: str
+    status: str
+    output_dir: str
+    metadata: str
+    pipeline_root: str
+    serving_dir: str
+    serving_version: Optional[int] = None
+    serving_path: Optional[str] = None
+    data: Optional[dict[str, Any]] = None
+    gate_report: Optional[str] = None
+    evaluation_report: Optional[str] = None
+    auc: Optional[float] = None
+    blessed: Optional[bool] = None
+    pushed: Optional[bool] = None
+    pushed_version: Optional[int] = None
+    push_reason: Optional[str] = None
+    states: dict[str, str] = dataclasses.field(default_factory=dict)
+    failed_nodes: tuple[str, ...] = ()
+    error: Optional[str] = None
+    elapsed: float = 0.0
+    finished_at: Optional[str] = None
+    records: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _to_dict(self)
+        out["failed_nodes"] = list(self.failed_nodes)
+        return out
+
+    def lines(self) -> list[str]:
+        """The readable summary: a header, then data, gate, evaluation, push, serving, metadata."""
+        if self.status == UP_TO_DATE:
+            fingerprint = (self.data or {}).get("data_fingerprint") or ""
+            return [f"flywheel: nothing changed since the run of {self.finished_at} (same data {fingerprint[:12]}, "
+                    f"config, code and stack; serving unchanged): {self.serving_dir} version {self.serving_version}. "
+                    "Nothing to do."]
+        header = {FINISHED: "finished", STOPPED: "STOPPED by the data validation gate", FAILED: "FAILED"}[self.status]
+        lines = [f"flywheel: run {header} in {self.elapsed:.1f} s"]
+        if self.data:
+            lines.append(f"  data: spans {self.data.get('spans')}, {self.data.get('rows_read') or 0:,} rows read, "
+                         f"{self.data.get('rows_quarantined')} quarantined ({self.data.get('uri')})")
+        if self.gate_report:
+            passed = self.status != STOPPED
+            lines.append(f"  data gate: {'passed' if passed else 'STOPPED THE RUN'} — report {self.gate_report}")
+        if self.evaluation_report:
+            auc = f"{self.auc:.4f}" if self.auc is not None else "n/a"
+            lines.append(f"  evaluation: AUC {auc}, {'blessed' if self.blessed else 'NOT blessed'} — report "
+                         f"{self.evaluation_report}")
+        if self.pushed is not None:
+            lines.append(f"  push: pushed version {self.pushed_version} to {self.serving_path}" if self.pushed
+                         else f"  push: not pushed ({self.push_reason})")
+        lines.append(f"  serving: {self.serving_path or 'no model in serving'}")
+        lines.append(f"  metadata: {self.metadata}")
+        return lines
+
+
+def pipeline_config(pipeline: str, output_dir: str = "flywheel_output", *, data: Optional[str] = None,
+                    serving_dir: Optional[str] = None, engine: str = "local", beam_pipeline_args: tuple[str, ...] = (),
+                    **options: Any) -> Any:
+    """The registered pipeline's typed config from generic options (train_steps, span, num_spans,
+    allowed_anomalies, warm_start); engine 'beam' adds Beam args (defaults when none are given)."""
+    entry = registry.get(pipeline)
+    if engine not in entry.engines:
+        raise UsageError(f"pipeline {pipeline!r}: unknown engine {engine!r}; engines: {', '.join(entry.engines)}")
+    try:
+        cfg = entry.make_config(paths=entry.make_paths(output_dir, data, serving_dir), **options)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from e
+    if engine == "beam":
+        return entry.with_beam_args(cfg, tuple(beam_pipeline_args))
+    return dataclasses.replace(cfg, beam_pipeline_args=tuple(beam_pipeline_args)) if beam_pipeline_args else cfg
+
+
+def _resolve_input(data_root: str, span: int, num_spans: int):
+    from flywheel.components.ingest import inputs
+
+    try:
+        return inputs.resolve_input(data_root, span, num_spans)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+
+
+def _serving_now(cfg) -> Optional[int]:
+    from flywheel.components.common import serving
+
+    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    return served.version if served else None
+
+
+def run_pipeline(config: Any, engine: str = "local", *, progress: Optional[TextIO] = None,
+                 verbose: bool = False) -> RunResult:
+    """Runs the pipeline `config.pipeline_name` on `engine`, or answers up_to_date from the stamp.
+
+    Holds the output directory's lock throughout (raises lock.LockedError at once when another process
+    holds it). Progress lines go to `progress` (default stdout). TensorFlow is imported only when the
+    pipeline really runs.
+    """
+    entry = registry.get(config.pipeline_name)
+    runner = entry.runner(engine)
+    quiet.quiet_environment(verbose)
+    resolved = _resolve_input(config.paths.data_root, config.span, config.num_spans)
+    output_dir = config.paths.output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    with lock.exclusive(output_dir):
+        run_stamp = stamp.compute(config.to_dict(), resolved.fingerprint, engine, _serving_now(config))
+        previous = stamp.load(output_dir)
+        if stamp.still_valid(previous, run_stamp):
+            names = {f.name for f in dataclasses.fields(RunResult)}
+            saved = {k: v for k, v in previous["summary"].items() if k in names}
+            saved["failed_nodes"] = tuple(saved.get("failed_nodes", ()))
+            return RunResult(**{**saved, "status": UP_TO_DATE, "engine": engine, "elapsed": 0.0})
+        stamp.clear(output_dir)
+        result = _execute(config, entry.name, engine, runner, resolved, progress, verbose)
+        if result.status == FINISHED:
+            stamp.save(output_dir, stamp.compute(config.to_dict(), resolved.fingerprint, engine, _serving_now(config)),
+                       result.to_dict(), _must_exist(result))
+    return result
+
+
+def _must_exist(result: RunResult) -> list[str]:
+    """The files a valid stamp needs: the metadata store, the serving version and every local artifact."""
+    paths = [result.metadata] + ([result.serving_path] if result.serving_path else [])
+    for record in result.records.values():
+        for artifacts in record.outputs.values():
+            paths += [a["uri"] for a in artifacts if a.get("uri") and "://" not in a["uri"]]
+    return sorted(set(paths))
+
+
+def _execute(cfg, pipeline: str, engine: str, runner, resolved, progress: Optional[TextIO], verbose: bool) -> RunResult:
+    out = progress if progress is not None else sys.stdout
+    out.write(f"flywheel: running {pipeline} on the {engine} engine: spans {list(resolved.spans)}, "
+              f"{len(resolved.files)} file(s), data {resolved.fingerprint[:12]}; output {cfg.paths.output_dir}\n")
+    out.flush()
+    started = time.monotonic()
+    import tfx  # noqa: F401  (imported before install() so absl is configured)
+
+    quiet.install(verbose, out)
+    from flywheel.pipelines import run_record
+
+    error: Optional[BaseException] = None
+    try:
+        runner(cfg)
+    except Exception as e:  # the runner re-raises a component's error: it is the result's status, with the summary
+        error = e
+    records = run_record.latest_run(cfg.paths.metadata_path, cfg.pipeline_name)
+    fields = summarize(records, cfg)
+    status = FAILED if error is not None or fields["failed_nodes"] else fields.pop("status")
+    fields.pop("status", None)
+    return RunResult(pipeline=pipeline, engine=engine, status=status, elapsed=round(time.monotonic() - started, 1),
+                     error=f"{type(error).__name__}: {error}" if error is not None else None,
+                     finished_at=datetime.datetime.now().isoformat(timespec="seconds"), records=records, **fields)
+
+
+def summarize(records: dict, cfg) -> dict[str, Any]:
+    """RunResult's fields (and a status: finished or stopped) from the run's ML-Metadata records."""
+    from flywheel.components.data_gate import spec as gate_spec
+    from flywheel.components.evaluate import spec as evaluate_spec
+    from flywheel.components.ingest import spec as ingest_spec
+    from flywheel.components.push import spec as push_spec
+
+    fields: dict[str, Any] = {"output_dir": cfg.paths.output_dir, "metadata": cfg.paths.metadata_path,
+                              "pipeline_root": cfg.paths.pipeline_root,
+                              "serving_dir": os.path.join(cfg.paths.serving_dir, cfg.model_name),
+                              "states": {node: rec.state for node, rec in records.items()},
+                              "failed_nodes": tuple(n for n, r in records.items() if r.state == "FAILED"),
+                              "status": FINISHED}
+    ingest = records.get("Ingest")
+    examples = ingest.output(ingest_spec.EXAMPLES_KEY) if ingest else None
+    if examples:
+        fields["data"] = {k: examples.get(k) for k in (ingest_spec.ROWS_READ, ingest_spec.ROWS_WRITTEN,
+                                                        ingest_spec.ROWS_QUARANTINED, ingest_spec.FINGERPRINT,
+                                                        ingest_spec.SPANS)}
+        fields["data"]["uri"] = examples["uri"]
+    gate = records.get("DataGate")
+    verdict = gate.output(gate_spec.VERDICT_KEY) if gate else None
+    if verdict:
+        fields["gate_report"] = verdict.get("report")
+        if not verdict.get(gate_spec.PASSED):
+            fields["status"] = STOPPED
+    evaluate = records.get("Evaluate")
+    evaluation = evaluate.output(evaluate_spec.EVALUATION_KEY) if evaluate else None
+    if evaluation:
+        fields["evaluation_report"] = evaluation.get("report")
+        fields["auc"] = evaluation.get("auc")
+        fields["blessed"] = bool((evaluate.output(evaluate_spec.BLESSING_KEY) or {}).get("blessed"))
+    push = records.get("Push")
+    pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
+    if pushed:
+        fields["pushed"] = bool(pushed.get(push_spec.PUSHED))
+        fields["pushed_version"] = pushed.get(push_spec.PUSHED_VERSION) if fields["pushed"] else None
+        fields["push_reason"] = pushed.get(push_spec.REASON)
+    from flywheel.components.common import serving
+
+    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    fields["serving_version"] = served.version if served else None
+    fields["serving_path"] = served.path if served else None
+    return fields
+
+
+# ---- retrain -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainResult:
+    """One pass of the scheduled job. drift_detected is None when there was no baseline (nothing in
+    serving, or a model without a training profile): not drift, and the job trains. retrained is true
+    only when the Trainer executed in this run (not a cache hit). status: no_drift (nothing run) or the
+    pipeline run's status."""
+
+    pipeline: str
+    span: int
+    window: tuple[int, ...]
+    drift_detected: Optional[bool]
+    drift_reason: str
+    drift_report: Optional[str]
+    retrained: bool
+    blessed: Optional[bool]
+    pushed: bool
+    model_version: Optional[int]
+    previous_version: Optional[int]
+    status: str
+    run: Optional[RunResult] = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _to_dict(self)
+        out["window"] = list(self.window)
+        return out
+
+    def lines(self) -> list[str]:
+        drift = {None: "no baseline", True: "DRIFT", False: "no drift"}[self.drift_detected]
+        lines = [f"flywheel retrain {self.pipeline}: span {self.span}, window {list(self.window)}: {drift} "
+                 f"({self.drift_reason})" + (f"; report {self.drift_report}" if self.drift_report else "")]
+        if self.status == NO_DRIFT:
+            lines.append(f"  nothing to do: serving keeps version {self.model_version}")
+            return lines
+        lines.append(f"  retrained: {self.retrained}, blessed: {self.blessed}, pushed: {self.pushed}; serving "
+                     f"version {self.model_version} (before: {self.previous_version}); run {self.status}")
+        return lines
+
+
+def _drift_decision(plan) -> dict[str, Any]:
+    """The plan's drift verdict, with drift_detected None (not drift) when there is no baseline."""
+    drift = dict(plan.drift)
+    if not plan.baseline_profile:
+        reason = str(drift.get("reason") or "")
+        drift["drift_detected"] = None
+        drift["reason"] = reason if reason.startswith("no baseline") else f"no baseline ({reason})"
+    drift.setdefault("report", None)
+    return drift
+
+
+def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
+            if_drift: bool = False, window: int = 3, train_steps: Optional[int] = None,
+            progress: Optional[TextIO] = None, verbose: bool = False) -> RetrainResult:
+    """The scheduled job: newest span of `data` -> drift decision -> (with drift, no baseline, or without
+    if_drift) the pipeline on the last `window` spans -> Evaluate against serving -> Push if blessed.
+
+    The drift decision is the plan's, computed once before anything runs; the pipeline does not monitor
+    again. Holds the output directory's lock throughout and invalidates `run`'s up-to-date stamp when it
+    runs the pipeline.
+    """
+    from flywheel.pipelines import retrain as job
+
+    entry = registry.get(pipeline)
+    if window < 1:
+        raise UsageError(f"retrain: window: expected >= 1 span, got {window}")
+    quiet.quiet_environment(verbose)
+    base = pipeline_config(pipeline, output_dir, data=data, serving_dir=serving_dir,
+                           **({"train_steps": train_steps} if train_steps is not None else {}))
+    os.makedirs(base.paths.output_dir, exist_ok=True)
+    with lock.exclusive(base.paths.output_dir):
+        try:
+            plan = job.plan(data, base.paths.serving_dir, base.model_name, window, entry.schema_path())
+        except (ValueError, OSError) as e:
+            raise UsageError(str(e)) from e
+        drift = _drift_decision(plan)
+        common = {"pipeline": pipeline, "span": plan.span, "window": tuple(plan.window),
+                  "drift_detected": drift["drift_detected"], "drift_reason": drift["reason"],
+                  "drift_report": drift["report"], "previous_version": plan.serving_version}
+        if if_drift and drift["drift_detected"] is False:
+            return RetrainResult(**common, retrained=False, blessed=None, pushed=False,
+                                 model_version=plan.serving_version, status=NO_DRIFT)
+        stamp.clear(base.paths.output_dir)
+        cfg = dataclasses.replace(base, span=plan.span, num_spans=len(plan.window))
+        resolved = _resolve_input(data, plan.span, len(plan.window))
+        run = _execute(cfg, pipeline, "local", entry.runner("local"), resolved, progress, verbose)
+        summary = job.summary_from_records(run.records, plan.span, base.paths.serving_dir, base.model_name, drift)
+    return RetrainResult(**{**common, **summary, "status": run.status, "run": run})
+
+
+# ---- ingest, monitor -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    """Rows read, written (per split) and quarantined; error is set when the quarantine limit was exceeded
+    or a required column is missing (the counts are still those of the attempt)."""
+
+    rows_read: int
+    rows_written: dict[str, int]
+    rows_quarantined: int
+    quarantine_path: str
+    examples_path: str
+    fingerprint: str
+    span: int
+    spans: list[int]
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        return [f"flywheel ingest: {self.rows_read:,} rows read, written {self.rows_written}, "
+                f"{self.rows_quarantined} quarantined ({self.quarantine_path}); span {self.span}, "
+                f"fingerprint {self.fingerprint[:12]}; examples in {self.examples_path}"]
+
+
+def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans: int = 1,
+           quarantine_limit: float = 0.01, split_key: tuple[str, ...] = (), verbose: bool = False) -> IngestResult:
+    """Ingests CSV/Parquet into gzip tf.Examples under <output_dir>/examples and a quarantine, without a pipeline."""
+    quiet.quiet_environment(verbose)
+    from flywheel.components.ingest import beam_ingest, parsing, run
+
+    resolved = _resolve_input(data, span, num_spans)
+    try:
+        columns = parsing.columns_from_schema(parsing.load_schema(schema))
+        options = beam_ingest.IngestOptions(columns=tuple(columns), split_key_columns=tuple(split_key),
+                                            quarantine_limit=quarantine_limit)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    quiet.install(verbose, sys.stderr)
+    out = os.path.abspath(output_dir)
+    examples_uri, quarantine_uri = os.path.join(out, "examples"), os.path.join(out, "quarantine")
+    kept_at = os.path.join(quarantine_uri, "quarantine.jsonl")
+    common = {"quarantine_path": kept_at, "examples_path": examples_uri, "fingerprint": resolved.fingerprint,
+              "span": max(resolved.spans), "spans": list(resolved.spans)}
+    try:
+        counts = run.run_ingest(resolved, options, examples_uri, quarantine_uri, os.path.join(out, ".work"))
+    except parsing.IngestError as e:
+        return IngestResult(rows_read=0, rows_written={}, rows_quarantined=0, error=str(e), **common)
+    error = None
+    try:
+        beam_ingest.check_quarantine_limit(counts, options.quarantine_limit, quarantine_uri, kept_at)
+    except parsing.IngestError as e:
+        error = str(e)
+    return IngestResult(rows_read=counts.rows_read, rows_written=dict(counts.rows_written),
+                        rows_quarantined=counts.rows_quarantined, error=error, **common)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorResult:
+    """The drift monitor's verdict: per-feature checks with values and thresholds, row counts, and the
+    report's path when one was written."""
+
+    drift_detected: bool
+    features: dict[str, Any]
+    rows: dict[str, int]
+    report: Optional[str]
+    details: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.details, "drift_detected": self.drift_detected, "features": self.features, "rows": self.rows,
+                "report": self.report}
+
+    @property
+    def drifted(self) -> list[str]:
+        return [name for name, f in self.features.items() if f.get("drift")]
+
+    def lines(self) -> list[str]:
+        return [f"flywheel monitor: {'DRIFT in ' + ', '.join(self.drifted) if self.drifted else 'no drift'} "
+                f"(baseline {self.rows.get('baseline', 0):,} rows, current {self.rows.get('current', 0):,} rows)"
+                + (f"; report {self.report}" if self.report else "")]
+
+
+def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report_dir: Optional[str] = None,
+            save_profile: Optional[str] = None, reference_metrics: Optional[str] = None,
+            label_column: str = "label") -> MonitorResult:
+    """Drift between two datasets (CSV/Parquet file or folder, or a saved profile .json)."""
+    from flywheel.components.monitor import monitor as drift_monitor
+
+    try:
+        found = drift_monitor.run_monitor(baseline, current, schema_path=schema, report_dir=report_dir,
+                                          save_profile=save_profile, reference_metrics=reference_metrics,
+                                          label_column=label_column)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    details = {k: v for k, v in found.items() if k not in ("drift_detected", "features", "rows")}
+    return MonitorResult(drift_detected=bool(found["drift_detected"]), features=found["features"],
+                         rows=found["rows"], report=os.path.join(report_dir, "report.html") if report_dir else None,
+                         details=details)
+
+
+# ---- lineage, compile, simulate ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LineageResult:
+    """What produced a model in serving: its version, path, spans, data fingerprint, and the steps."""
+
+    model_name: str
+    version: int
+    path: str
+    pushed_at: Optional[str]
+    spans: Any
+    data_fingerprint: Optional[str]
+    steps: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        from flywheel.pipelines import lineage as mlmd_lineage
+
+        return mlmd_lineage.render(self.to_dict()).splitlines()
+
+
+def lineage(pipeline: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
+            model: str = "latest", model_name: Optional[str] = None) -> LineageResult:
+    """The lineage of a served model (`model`: latest or a version number) from the output directory's ML-Metadata."""
+    from flywheel.pipelines import lineage as mlmd_lineage
+
+    cfg = pipeline_config(pipeline, output_dir, serving_dir=serving_dir)
+    metadata = cfg.paths.metadata_path
+    if not os.path.isfile(metadata):
+        raise UsageError(f"lineage: no ML-Metadata store at {metadata} (is {cfg.paths.output_dir} the --output-dir "
+                         "of a run?)")
+    if model != "latest" and not model.isdigit():
+        raise UsageError(f"lineage: --model: expected 'latest' or a version number, got {model!r}")
+    try:
+        found = mlmd_lineage.describe(metadata, cfg.paths.serving_dir, model_name or cfg.model_name, model)
+    except (LookupError, OSError) as e:
+        raise UsageError(str(e)) from e
+    return LineageResult(**{f.name: found.get(f.name) for f in dataclasses.fields(LineageResult)})
+
+
+COMPILE_FORMATS = {".yaml": "KFP PipelineSpec", ".yml": "KFP PipelineSpec", ".json": "Vertex AI PipelineJob"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileResult:
+    pipeline: str
+    output: str
+    format: str
+    image: Optional[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        return [f"flywheel: compiled {self.pipeline} for Kubeflow Pipelines ({self.format}): {self.output}"]
+
+
+def _writable_folder(output: str) -> None:
+    """Fails in one line unless output's folder can be created and written (checked by writing there)."""
+    import tempfile
+
+    if os.path.isdir(output):
+        raise UsageError(f"compile: --output {output} is a folder; expected a .yaml, .yml or .json file")
+    folder = os.path.dirname(os.path.abspath(output))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"compile: cannot write {output}: {existing} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flywheel-compile-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"compile: cannot write {output}: {e.strerror or e}") from e
+
+
+def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Optional[str] = None,
+                     verbose: bool = False) -> CompileResult:
+    """Compiles the pipeline for Kubeflow Pipelines: .yaml/.yml a PipelineSpec, .json a Vertex AI PipelineJob."""
+    entry = registry.get(pipeline)
+    output = output or entry.kubeflow_output
+    suffix = os.path.splitext(output)[1].lower()
+    if suffix not in COMPILE_FORMATS:
+        raise UsageError(f"compile: --output {output}: expected a .yaml, .yml or .json file, got "
+                         f"{suffix or 'no extension'!r}")
+    _writable_folder(output)
+    quiet.quiet_environment(verbose)
+    import tfx  # noqa: F401  (imported before install() so absl is configured)
+
+    quiet.install(verbose, sys.stderr)
+    try:
+        path = entry.compile_pipeline(output, image)
+    except OSError as e:
+        raise UsageError(f"compile: cannot write {output}: {e.strerror or e}") from e
+    except Exception as e:  # the KFP/TFX compiler's own error: one line naming it, not a traceback
+        raise CompileError(f"compile: {pipeline} failed to compile: {type(e).__name__}: {e}") from e
+    return CompileResult(pipeline, path, COMPILE_FORMATS[suffix], image)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulateResult:
+    pipeline: str
+    out: str
+    files: list[str]
+    rows: int
+    drift_from: Optional[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        return [f"flywheel simulate: {len(self.files)} spans of {self.rows:,} rows in {self.out}"
+                + (f"; drift from span {self.drift_from}" if self.drift_from else "; no drift")]
+
+
+def simulate(pipeline: str, out: str, *, spans: int = 4, drift_from: Optional[int] = None, rows: int = 5000,
+             seed: int = 0) -> SimulateResult:
+    """Writes `<out>/span-1 .. span-N` of labelled production data, drifting from span `drift_from` (1..spans)."""
+    entry = registry.get(pipeline)
+    try:
+        files = entry.simulator()(out, spans, drift_from, rows, seed)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    return SimulateResult(pipeline, out, files, rows, drift_from)

@@ -1,0 +1,112 @@
+"""The command line's discipline: one-line errors, --json is only JSON, help shows defaults and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from flywheel import api, cli
+from flywheel.pipelines import registry
+from tests.conftest import run_cli
+
+SUBCOMMANDS = ("run", "ingest", "monitor", "simulate", "retrain", "lineage", "compile")
+
+
+def _one_line_error(result, code: int, *needles: str) -> None:
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flywheel: ") and "Traceback" not in result.stderr, result.stderr
+    assert not lines[0].startswith("flywheel: flywheel:")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_shows_every_option_default_and_the_exit_codes(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status" in text and "\n  0  " in text and "\n  2  " in text
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in (sub.formatter_class(command)._get_help_string(action)), action.dest
+
+
+@pytest.mark.parametrize("args", [("run", "penguin"), ("retrain", "penguin", "--data", "x"),
+                                  ("simulate", "penguin", "--out", "x"), ("compile", "penguin"),
+                                  ("lineage", "penguin")])
+def test_unknown_pipeline_is_one_line_listing_the_known_ones(args):
+    _one_line_error(run_cli(*args), 2, "unknown pipeline 'penguin'", "known pipelines: taxi")
+
+
+def test_registry_lookup_and_registration():
+    assert registry.get("taxi").engines == ("local", "beam")
+    with pytest.raises(registry.UnknownPipelineError, match="known pipelines: taxi"):
+        registry.get("penguin")
+    registry.register(registry.PipelineEntry(name="penguin", config="x.y", paths="x.y", runners=(), beam_args="x.y",
+                                             compile="x.y", schema="x.y"))
+    try:
+        assert registry.names() == ("penguin", "taxi")
+        with pytest.raises(api.UsageError, match="unknown engine 'local'"):
+            api.pipeline_config("penguin", "out")
+        with pytest.raises(ValueError, match="no data simulator"):
+            api.simulate("penguin", "out")
+    finally:
+        registry._REGISTRY.pop("penguin")
+
+
+@pytest.mark.parametrize("drift_from", ["5", "0", "-1"])
+def test_simulate_drift_from_outside_the_spans_is_an_error(drift_from, tmp_path):
+    result = run_cli("simulate", "taxi", "--out", str(tmp_path), "--spans", "4", "--drift-from", drift_from)
+    _one_line_error(result, 2, f"got {drift_from}", "spans=4")
+    assert not os.listdir(tmp_path)
+
+
+def test_simulate_json_is_only_json(tmp_path):
+    result = run_cli("simulate", "taxi", "--out", str(tmp_path), "--spans", "2", "--drift-from", "2", "--rows", "50",
+                     "--json")
+    assert result.returncode == 0 and result.stderr == ""
+    out = json.loads(result.stdout)
+    assert out["drift_from"] == 2 and [os.path.relpath(f, tmp_path) for f in out["files"]] == [
+        os.path.join("span-1", "data.csv"), os.path.join("span-2", "data.csv")]
+
+
+def test_lineage_without_metadata_is_a_one_line_error(tmp_path):
+    _one_line_error(run_cli("lineage", "--output-dir", str(tmp_path)), 2, "no ML-Metadata store", str(tmp_path))
+    _one_line_error(run_cli("lineage", "taxi", "--output-dir", str(tmp_path), "--model", "v3"), 2)
+    assert os.listdir(tmp_path) == [], "a lookup writes nothing"
+
+
+def test_lineage_with_metadata_but_nothing_served_is_a_one_line_error(tmp_path):
+    (tmp_path / "metadata.sqlite").write_bytes(b"")
+    _one_line_error(run_cli("lineage", "--output-dir", str(tmp_path), "--serving-dir", str(tmp_path / "shared")),
+                    2, "no model in serving", str(tmp_path / "shared"))
+
+
+@pytest.mark.parametrize("output, needle", [("spec.txt", "expected a .yaml, .yml or .json file, got '.txt'"),
+                                            ("spec", "got 'no extension'"),
+                                            ("blocker/spec.yaml", "is a file, not a folder"),
+                                            ("folder.yaml", "is a folder")])
+def test_compile_to_a_bad_output_is_a_one_line_error(output, needle, tmp_path):
+    (tmp_path / "blocker").write_text("")
+    (tmp_path / "folder.yaml").mkdir()
+    _one_line_error(run_cli("compile", "taxi", "--output", str(tmp_path / output)), 2, needle)
+
+
+def test_run_with_a_missing_data_path_is_one_line_and_prints_no_json(tmp_path):
+    result = run_cli("run", "taxi", "--data", str(tmp_path / "nope"), "--json", output_dir=str(tmp_path / "out"))
+    _one_line_error(result, 2, "nope")
+    assert result.stdout == ""
+
+
+def test_run_json_prints_only_json_on_stdout(local_run):
+    result = run_cli("run", "taxi", "--train-steps", "150", "--json", output_dir=local_run.output_dir)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["status"] == "up_to_date" and out["serving_version"] is not None
+    assert out["serving_path"] == os.path.join(local_run.output_dir, "serving", "taxi", str(out["serving_version"]))
