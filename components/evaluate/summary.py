@@ -205,7 +205,7 @@ def _slice_section(feature: str, values: list[tuple[str, dict[str, Any]]]) -> li
     charted = [(v, m[AUC]) for v, m in values if m.get(AUC) is not None]
     undefined = [v for v, m in values if AUC in m and m[AUC] is None]
     chart = html_report.hbar_chart([f"{v} (n={_count(m.get(EXAMPLE_COUNT))})" for v, m in values
-                                    if m.get(AUC) is not None], [a for _, a in charted])
+                                    if m.get(AUC) is not None], [a for _, a in charted], top=1.0)
     missing = (f'<p class="muted">Not charted (one class only, AUC undefined): '
                f'{html_report.esc(", ".join(undefined))}</p>' if undefined else "")
     return [f"<h2>AUC by {html_report.esc(feature)}</h2>", chart, missing,
