@@ -147,7 +147,8 @@ def blessing_rule(eval_config_json: str, baseline_version: Optional[int], baseli
                     if baseline_version is None:
                         skipped = True
                     else:
-                        rules.append(_change(name, threshold.change_threshold, baseline))
+                        rules.append(_change(name, threshold.change_threshold, baseline)
+                                     + ("" if where == "overall" else f" {where}"))
     text = "blessed when " + " and ".join(rules) if rules else "blessed: no thresholds configured"
     if skipped:
         text += " (no model in serving, so the no-regression threshold does not apply)"
