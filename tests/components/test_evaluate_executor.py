@@ -74,9 +74,10 @@ def _oracle(run):
     labels, payments = [], []
     for record in raw:
         f = tf.train.Example.FromString(record).features.feature
-        fare = f[features.FARE_KEY].float_list.value
-        tips = f[features.LABEL_KEY].float_list.value
-        labels.append(int(bool(fare) and bool(tips) and tips[0] > fare[0] * features.BIG_TIP_SHARE))
+        # As preprocessing_fn computes it: float32, a missing value read as 0.
+        fare = np.float32((list(f[features.FARE_KEY].float_list.value) or [0.0])[0])
+        tips = np.float32((list(f[features.LABEL_KEY].float_list.value) or [0.0])[0])
+        labels.append(int(tips > fare * np.float32(features.BIG_TIP_SHARE)))
         payments.append(f["payment_type"].bytes_list.value[0].decode())
     return np.array(labels), np.array(predictions), payments
 
