@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any, Optional
 
 from flywheel.components.common import serving
@@ -13,59 +14,84 @@ def _time(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000).isoformat(timespec="seconds") if ms else "?"
 
 
-def _node(store, execution) -> str:
-    ctx = [c for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
-    return ctx[0].name.split(".", 1)[-1] if ctx else execution.type
+# Enough hops for Push <- model <- Trainer <- Transform <- examples <- Ingest <- schema <- ImportSchemaGen and the
+# gate (Cond makes DataGate's verdict an input of every guarded node), with room for longer pipelines.
+MAX_HOPS = 40
 
 
-def trace(metadata_path: str, model_uri: str) -> list[dict[str, Any]]:
-    """The executions upstream and downstream of the model artifact at model_uri, in time order."""
+def _is_output(event) -> bool:
+    from ml_metadata.proto import metadata_store_pb2
+
+    return event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+def push_execution(store, served: serving.ServedVersion):
+    """The Push execution that published this version: the first producer of the PushedModel artifact naming it.
+
+    Later runs with nothing new replay that execution from the cache, producing the same artifact again.
+    """
+    from flywheel.components.push import spec as push_spec
+
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
+              if run_record.artifact_props(a).get(push_spec.PUSHED)
+              and (str(run_record.artifact_props(a).get(push_spec.PUSHED_VERSION)) == str(served.version)
+                   or run_record.artifact_props(a).get(push_spec.PUSHED_DESTINATION) == served.path)]
+    events = [e for e in store.get_events_by_artifact_ids([a.id for a in pushed]) if _is_output(e)]
+    executions = store.get_executions_by_id({e.execution_id for e in events})
+    if not executions:
+        raise LookupError(f"lineage: no Push execution in the metadata store published version {served.version} "
+                          f"({served.path})")
+    return min(executions, key=lambda e: (e.create_time_since_epoch, e.id))
+
+
+def upstream(store, execution_id: int):
+    """The lineage subgraph upstream of one execution (its executions, artifacts, events, contexts), from MLMD."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    options = metadata_store_pb2.LineageSubgraphQueryOptions(
+        starting_executions=metadata_store_pb2.LineageSubgraphQueryOptions.StartingNodes(
+            filter_query=f"id = {int(execution_id)}"),
+        max_num_hops=MAX_HOPS, direction=metadata_store_pb2.LineageSubgraphQueryOptions.UPSTREAM)
+    return store.get_lineage_subgraph(options, ["executions", "artifacts", "events", "contexts", "associations"])
+
+
+def trace(metadata_path: str, served: serving.ServedVersion) -> list[dict[str, Any]]:
+    """The executions that produced a served version, one per pipeline node, in time order, up to its Push.
+
+    Everything upstream of the Push that published it, as ML-Metadata's lineage subgraph gives it; a node
+    whose output was also replayed from the cache (in this run or a later one) is shown by the execution that
+    really produced it, and nothing after the Push is included.
+    """
     from ml_metadata.proto import metadata_store_pb2
 
     store = run_record.open_store(metadata_path)
-    models = [a for a in store.get_artifacts_by_uri(model_uri)]
-    if not models:
-        raise LookupError(f"lineage: no artifact with uri {model_uri} in {metadata_path}")
-    inputs = (metadata_store_pb2.Event.INPUT,)
-    outputs = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-    seen: dict[int, Any] = {}
-
-    def producers(artifact_ids):
-        events = [e for e in store.get_events_by_artifact_ids(artifact_ids) if e.type in outputs]
-        return store.get_executions_by_id({e.execution_id for e in events})
-
-    def upstream(artifact_ids):
-        for execution in producers(artifact_ids):
-            if execution.id in seen:
-                continue
-            seen[execution.id] = execution
-            ins = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id]) if e.type in inputs]
-            if ins:
-                upstream(ins)
-
-    model_ids = [m.id for m in models]
-    upstream(model_ids)
-    examples_ids = [e.artifact_id for ex in list(seen.values()) if _node(store, ex) == "Ingest"
-                    for e in store.get_events_by_execution_ids([ex.id]) if e.type in outputs]
-    for start in (model_ids, examples_ids):
-        consumers = [e.execution_id for e in store.get_events_by_artifact_ids(start) if e.type in inputs]
-        frontier = list(store.get_executions_by_id(set(consumers)))
-        while frontier:
-            execution = frontier.pop()
-            if execution.id in seen:
-                continue
-            seen[execution.id] = execution
-            outs = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id]) if e.type in outputs]
-            nxt = [e.execution_id for e in store.get_events_by_artifact_ids(outs) if e.type in inputs]
-            frontier.extend(x for x in store.get_executions_by_id(set(nxt)) if _node(store, x) != "Trainer")
+    push = push_execution(store, served)
+    graph = upstream(store, push.id)
+    node_of_context = {c.id: c.name.split(".", 1)[-1] for c in graph.contexts if c.type == "node"}
+    node_of = {a.execution_id: node_of_context[a.context_id] for a in graph.associations
+               if a.context_id in node_of_context}
+    cutoff = (push.create_time_since_epoch, push.id)
+    chosen: dict[str, Any] = {}
+    for execution in sorted(graph.executions, key=lambda e: (e.create_time_since_epoch, e.id)):
+        if (execution.create_time_since_epoch, execution.id) > cutoff:
+            continue
+        node = node_of.get(execution.id, execution.type)
+        current = chosen.get(node)
+        if current is None or (current.last_known_state == metadata_store_pb2.Execution.CACHED
+                               and execution.last_known_state == metadata_store_pb2.Execution.COMPLETE):
+            chosen[node] = execution
+    artifacts = {a.id: a for a in graph.artifacts}
     steps = []
-    for execution in sorted(seen.values(), key=lambda e: (e.create_time_since_epoch, e.id)):
-        outs = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id]) if e.type in outputs]
-        arts = store.get_artifacts_by_id(outs)
-        steps.append({"node": _node(store, execution), "execution": execution.id,
+    for node, execution in sorted(chosen.items(), key=lambda kv: (kv[1].create_time_since_epoch, kv[1].id)):
+        outs = [artifacts[e.artifact_id] for e in graph.events
+                if e.execution_id == execution.id and _is_output(e) and e.artifact_id in artifacts]
+        if execution.id == push.id:
+            outs = store.get_artifacts_by_id([e.artifact_id for e in store.get_events_by_execution_ids([push.id])
+                                              if _is_output(e)])
+        steps.append({"node": node, "execution": execution.id,
                       "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
                       "time": _time(execution.create_time_since_epoch),
-                      "outputs": [{"uri": a.uri, **run_record.artifact_props(a)} for a in arts]})
+                      "outputs": [{"uri": a.uri, **run_record.artifact_props(a)} for a in outs]})
     return steps
 
 
@@ -79,7 +105,7 @@ def describe(metadata_path: str, serving_dir: str, model_name: str, version: Opt
         if served is None:
             raise LookupError(f"lineage: no model in serving under {serving_dir}/{model_name}")
     else:
-        import os
+
 
         path = os.path.join(serving_dir, model_name, str(version))
         if not os.path.exists(os.path.join(path, serving.MANIFEST_FILE)):
@@ -87,7 +113,7 @@ def describe(metadata_path: str, serving_dir: str, model_name: str, version: Opt
                               f"versions: {serving.versions(serving_dir, model_name)}")
         served = serving.ServedVersion(int(version), path, serving.read_manifest(os.path.join(path,
                                                                                               serving.MANIFEST_FILE)))
-    steps = trace(metadata_path, served.manifest["model_uri"])
+    steps = trace(metadata_path, served)
     return {"model_name": model_name, "version": served.version, "path": served.path,
             "pushed_at": served.manifest.get("pushed_at"), "spans": served.manifest.get("spans"),
             "data_fingerprint": served.manifest.get("data_fingerprint"), "steps": steps}

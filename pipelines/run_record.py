@@ -36,20 +36,35 @@ def open_store(metadata_path: str):
     return metadata_store.MetadataStore(config)
 
 
+def pipeline_runs(store, pipeline_name: str) -> list:
+    """This pipeline's pipeline_run contexts only (TFX makes each a child of its pipeline context), oldest first."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return []
+    runs = [c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"]
+    return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def node_id(store, execution) -> str:
+    """The pipeline node an execution ran for ('Ingest'), from its node context ('taxi.Ingest')."""
+    ctx = [c for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
+    return ctx[0].name.split(".", 1)[-1] if ctx else execution.type
+
+
 def latest_run(metadata_path: str, pipeline_name: str) -> dict[str, NodeRecord]:
-    """The nodes of the newest pipeline run: state (COMPLETE, CACHED, FAILED, ...) and output artifacts."""
+    """The nodes of this pipeline's newest run: state (COMPLETE, CACHED, FAILED, ...) and output artifacts.
+
+    Other pipelines sharing the metadata store are ignored; {} when this pipeline never ran.
+    """
     from ml_metadata.proto import metadata_store_pb2
 
     store = open_store(metadata_path)
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
-    pipeline_ids = {c.id for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name}
-    if not runs or not pipeline_ids:
+    runs = pipeline_runs(store, pipeline_name)
+    if not runs:
         return {}
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
     records: dict[str, NodeRecord] = {}
-    for execution in store.get_executions_by_context(run.id):
-        node_ctx = [c for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
-        node_id = node_ctx[0].name.split(".", 1)[-1] if node_ctx else execution.type
+    for execution in store.get_executions_by_context(runs[-1].id):
+        node = node_id(store, execution)
         outputs: dict[str, list[dict[str, Any]]] = {}
         events = [e for e in store.get_events_by_execution_ids([execution.id])
                   if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
@@ -58,6 +73,5 @@ def latest_run(metadata_path: str, pipeline_name: str) -> dict[str, NodeRecord]:
             key = event.path.steps[0].key if event.path.steps else "output"
             artifact = artifacts[event.artifact_id]
             outputs.setdefault(key, []).append({"uri": artifact.uri, "id": artifact.id, **artifact_props(artifact)})
-        records[node_id] = NodeRecord(node_id, metadata_store_pb2.Execution.State.Name(execution.last_known_state),
-                                      outputs)
+        records[node] = NodeRecord(node, metadata_store_pb2.Execution.State.Name(execution.last_known_state), outputs)
     return records

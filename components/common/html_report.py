@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -60,11 +60,12 @@ def bar_chart(labels: Sequence[str], series: Sequence[Sequence[float]], names: S
     return "".join(parts)
 
 
-def hbar_chart(labels: Sequence[str], values: Sequence[float], width: int = 360, fmt: str = "{:.3f}") -> str:
-    """Horizontal bars with their values, e.g. a metric per slice."""
+def hbar_chart(labels: Sequence[str], values: Sequence[float], width: int = 360, fmt: str = "{:.3f}",
+               top: Optional[float] = None) -> str:
+    """Horizontal bars with their values, e.g. a metric per slice; `top` fixes the full-width value (AUC: 1)."""
     if not labels:
         return '<span class="muted">no data</span>'
-    top = max(abs(v) for v in values) or 1.0
+    top = top or max(abs(v) for v in values) or 1.0
     row_h, label_w = 16, 150
     parts = [f'<svg width="{width + label_w + 60}" height="{row_h * len(labels) + 4}" xmlns="http://www.w3.org/2000/svg">']
     for i, (label, value) in enumerate(zip(labels, values, strict=False)):

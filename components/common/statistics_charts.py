@@ -21,7 +21,9 @@ def feature_card(feature: statistics_pb2.FeatureNameStatistics) -> str:
         chart = '<span class="muted">no histogram</span>'
         if buckets:
             b = buckets[0].buckets
-            chart = html_report.bar_chart([f"{x.low_value:.4g}" for x in b] if b else [], [[x.sample_count for x in b]])
+            # Each bucket labelled by its range, so the axis ends at the maximum, not at the last bucket's start.
+            labels = [f"{x.low_value:.4g}–{x.high_value:.4g}" for x in b]
+            chart = html_report.bar_chart(labels, [[x.sample_count for x in b]])
         info = (f"mean {stats.mean:.4g} · std {stats.std_dev:.4g} · min {stats.min:.4g} · max {stats.max:.4g}"
                 f" · missing {common.num_missing} · zeros {stats.num_zeros}")
     elif feature.HasField("string_stats"):

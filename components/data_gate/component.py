@@ -1,10 +1,11 @@
 """DataGate: the thin component. Its verdict's `passed` property guards downstream stages via tfx.dsl.Cond."""
 
+from tfx import types
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
-from flywheel.components.data_gate import spec
+from flywheel.components.data_gate import gate, spec
 
 
 @component
@@ -18,3 +19,21 @@ def DataGate(  # noqa: N802 - TFX component names are classes
     from flywheel.components.data_gate import executor
 
     executor.run_gate(anomalies, statistics, verdict, allowed_anomalies)
+
+
+class DataGate(DataGate):  # noqa: F811 - the decorator's class, checked at construction; same executor path
+    """Reads ExampleValidator's `anomalies` and StatisticsGen's `statistics`; outputs `verdict` (GateVerdict).
+
+    Args:
+        anomalies: ExampleAnomalies channel.
+        statistics: ExampleStatistics channel.
+        allowed_anomalies: 'TYPE', 'feature:TYPE' or 'feature:*' entries, comma-separated; an unknown anomaly
+            type is a ValueError here, when the pipeline is built.
+    """
+
+    def __init__(self, anomalies: types.BaseChannel, statistics: types.BaseChannel, allowed_anomalies: str = ""):
+        if not isinstance(allowed_anomalies, str):
+            raise TypeError(f"DataGate: allowed_anomalies: expected a comma-separated str, got "
+                            f"{type(allowed_anomalies).__name__} {allowed_anomalies!r}")
+        gate.parse_allow_list(allowed_anomalies)
+        super().__init__(anomalies=anomalies, statistics=statistics, allowed_anomalies=allowed_anomalies)

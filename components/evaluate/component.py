@@ -32,6 +32,13 @@ class Evaluate(base_beam_component.BaseBeamComponent):
         if len(eval_config.model_specs) != 1 or eval_config.model_specs[0].name:
             raise ValueError("Evaluate: eval_config must hold exactly one unnamed model spec (the baseline is "
                              f"added from serving); got {[m.name for m in eval_config.model_specs]}")
+        if not isinstance(model_name, str) or not model_name or "/" in model_name:
+            raise ValueError(f"Evaluate: model_name: expected a non-empty name without '/', got {model_name!r}")
+        if isinstance(serving_dir, str) and not serving_dir:
+            raise ValueError("Evaluate: serving_dir: expected the serving folder (or a runtime parameter), got ''")
+        if isinstance(example_splits, str) or not example_splits:
+            raise ValueError(f"Evaluate: example_splits: expected a non-empty tuple of split names, "
+                             f"got {example_splits!r}")
         super().__init__(spec.EvaluateSpec(
             examples=examples, model=model, schema=schema,
             eval_config=proto_utils.proto_to_json(eval_config),

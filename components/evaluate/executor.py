@@ -66,8 +66,8 @@ def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[s
     evaluation.set_string_custom_property("report", os.path.join(evaluation.uri, spec.REPORT_FILE))
     for target in (evaluation, blessing):
         target.set_int_custom_property(spec.BASELINE_VERSION, summary["baseline_version"] or 0)
-    if "auc" in summary["candidate"]:
-        evaluation.set_float_custom_property("auc", summary["candidate"]["auc"])
+    if summary["candidate"].get(summary_lib.AUC) is not None:
+        evaluation.set_float_custom_property("auc", summary["candidate"][summary_lib.AUC])
 
 
 class Executor(evaluator_executor.Executor):
@@ -78,9 +78,9 @@ class Executor(evaluator_executor.Executor):
         inputs = dict(input_dict)
         if baseline is not None:
             inputs["baseline_model"] = [baseline]
-        super().Do(inputs, output_dict, exec_properties)
+        eval_config = summary_lib.with_report_metrics(exec_properties[spec.EVAL_CONFIG_KEY])
+        super().Do(inputs, output_dict, {**exec_properties, spec.EVAL_CONFIG_KEY: eval_config})
         evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY])
-        summary = summary_lib.build_summary(evaluation.uri, thresholds_of(exec_properties[spec.EVAL_CONFIG_KEY]),
-                                            version)
+        summary = summary_lib.build_summary(evaluation.uri, thresholds_of(eval_config), version, eval_config)
         record(evaluation, blessing, summary)

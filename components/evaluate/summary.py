@@ -5,8 +5,29 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 
 from flywheel.components.common import html_report
+
+AUC = "auc"
+EXAMPLE_COUNT = "example_count"
+MEAN_LABEL = "mean_label"
+POSITIVES = "positives"
+# The metrics the report needs on every slice: its size, and the share of positives (a slice holding one
+# class only has no AUC).
+REPORT_METRICS = ("ExampleCount", "MeanLabel")
+
+
+def with_report_metrics(eval_config_json: str) -> str:
+    """The eval config with ExampleCount and MeanLabel added to its first metrics spec when missing."""
+    config = json_format.Parse(eval_config_json, tfma.EvalConfig())
+    if not config.metrics_specs:
+        config.metrics_specs.add()
+    present = {m.class_name for spec in config.metrics_specs for m in spec.metrics}
+    for class_name in REPORT_METRICS:
+        if class_name not in present:
+            config.metrics_specs[0].metrics.add(class_name=class_name)
+    return json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None)
 
 
 def _value(metric: dict) -> Optional[float]:
@@ -22,9 +43,19 @@ def _slice_name(slice_key) -> str:
     return "Overall" if not slice_key else ", ".join(f"{k}={v}" for k, v in slice_key)
 
 
-def metrics_by_slice(output_path: str, model_name: str) -> dict[str, dict[str, float]]:
+def with_counts(metrics: dict[str, float]) -> dict[str, Any]:
+    """Adds the slice's positive count; AUC becomes None (undefined) when the slice holds one class only."""
+    out: dict[str, Any] = dict(metrics)
+    if EXAMPLE_COUNT in out and MEAN_LABEL in out:
+        out[POSITIVES] = int(round(out[MEAN_LABEL] * out[EXAMPLE_COUNT]))
+        if AUC in out and out[POSITIVES] in (0, int(out[EXAMPLE_COUNT])):
+            out[AUC] = None
+    return out
+
+
+def metrics_by_slice(output_path: str, model_name: str) -> dict[str, dict[str, Any]]:
     result = tfma.load_eval_result(output_path, model_name=model_name)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for slice_key, by_output in result.slicing_metrics:
         metrics = {}
         for by_sub_key in by_output.values():
@@ -33,7 +64,7 @@ def metrics_by_slice(output_path: str, model_name: str) -> dict[str, dict[str, f
                     v = _value(metric)
                     if v is not None:
                         metrics[name] = v
-        out[_slice_name(slice_key)] = metrics
+        out[_slice_name(slice_key)] = with_counts(metrics)
     return out
 
 
@@ -54,7 +85,78 @@ def validation_failures(output_path: str) -> tuple[bool, list[dict[str, Any]]]:
     return result.validation_ok, failures
 
 
-def build_summary(output_path: str, thresholds: dict[str, Any], baseline_version: Optional[int]) -> dict[str, Any]:
+def _where(slicing_specs) -> str:
+    """'overall', 'in every trip_start_hour slice', 'in slice payment_type=Cash' for a threshold's slices."""
+    places = []
+    for s in slicing_specs or [tfma.SlicingSpec()]:
+        if not s.feature_keys and not s.feature_values:
+            places.append("overall")
+        else:
+            keys = [f"in every {k} slice" for k in s.feature_keys]
+            values = [f"in slice {k}={v}" for k, v in sorted(s.feature_values.items())]
+            places.append(" and ".join(keys + values))
+    return " and ".join(places)
+
+
+def _bound(value_threshold) -> list[str]:
+    out = []
+    if value_threshold.HasField("lower_bound"):
+        out.append(f"≥ {value_threshold.lower_bound.value:g}")
+    if value_threshold.HasField("upper_bound"):
+        out.append(f"≤ {value_threshold.upper_bound.value:g}")
+    return out
+
+
+def _change(name: str, change, baseline: str) -> str:
+    higher = change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    parts = []
+    for kind, field in (("absolute", "absolute"), ("relative", "relative")):
+        if not change.HasField(field):
+            continue
+        bound = getattr(change, field).value
+        amount = f"{abs(bound) * 100:g}%" if kind == "relative" else f"{abs(bound):g}"
+        if abs(bound) < 1e-6:
+            parts.append(f"{name} does not {'drop' if higher else 'rise'} against {baseline}")
+        elif (bound < 0) == higher:
+            parts.append(f"{name} {'drops' if higher else 'rises'} by at most {amount} against {baseline}")
+        else:
+            parts.append(f"{name} {'improves' if higher else 'falls'} by at least {amount} against {baseline}")
+    return " and ".join(parts)
+
+
+def blessing_rule(eval_config_json: str, baseline_version: Optional[int], baseline_auc: Optional[float]) -> str:
+    """The blessing thresholds in words, e.g. 'blessed when overall AUC ≥ 0.75 and AUC does not drop against the
+    serving model (version 3, AUC 0.9312)'. Change thresholds apply only when a model is in serving."""
+    config = json_format.Parse(eval_config_json, tfma.EvalConfig())
+    if baseline_version is None:
+        baseline = "the serving model"
+    else:
+        auc = f", AUC {baseline_auc:.4f}" if baseline_auc is not None else ""
+        baseline = f"the serving model (version {baseline_version}{auc})"
+    rules, skipped = [], False
+    for metrics_spec in config.metrics_specs:
+        for metric in metrics_spec.metrics:
+            name = "AUC" if metric.class_name == "AUC" else metric.class_name
+            thresholds = [(None, metric.threshold)] if metric.HasField("threshold") else []
+            thresholds += [(p.slicing_specs, p.threshold) for p in metric.per_slice_thresholds]
+            for slicing_specs, threshold in thresholds:
+                where = _where(slicing_specs)
+                for bound in _bound(threshold.value_threshold):
+                    rules.append(f"{where} {name} {bound}")
+                if threshold.HasField("change_threshold"):
+                    if baseline_version is None:
+                        skipped = True
+                    else:
+                        rules.append(_change(name, threshold.change_threshold, baseline)
+                                     + ("" if where == "overall" else f" {where}"))
+    text = "blessed when " + " and ".join(rules) if rules else "blessed: no thresholds configured"
+    if skipped:
+        text += " (no model in serving, so the no-regression threshold does not apply)"
+    return text
+
+
+def build_summary(output_path: str, thresholds: dict[str, Any], baseline_version: Optional[int],
+                  eval_config_json: Optional[str] = None) -> dict[str, Any]:
     has_baseline = baseline_version is not None
     candidate = metrics_by_slice(output_path, tfma.CANDIDATE_KEY if has_baseline else "")
     ok, failures = validation_failures(output_path)
@@ -69,30 +171,66 @@ def build_summary(output_path: str, thresholds: dict[str, Any], baseline_version
     }
     if has_baseline:
         summary["baseline"] = metrics_by_slice(output_path, tfma.BASELINE_KEY).get("Overall", {})
+    if eval_config_json is not None:
+        summary["blessing_rule"] = blessing_rule(eval_config_json, baseline_version, summary["baseline"].get(AUC))
     return summary
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _count(value: Optional[float]) -> str:
+    return "—" if value is None else f"{int(value):,}"
+
+
+def _slice_rows(slices: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    by_feature: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, metrics in slices.items():
+        feature, _, value = name.partition("=")
+        by_feature.setdefault(feature, []).append((value, metrics))
+    for values in by_feature.values():
+        values.sort(key=lambda kv: (len(kv[0]), kv[0]))
+    return by_feature
+
+
+def _slice_section(feature: str, values: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    rows = []
+    for value, m in values:
+        auc = m.get(AUC)
+        note = ""
+        if AUC in m and auc is None:
+            note = "one class only: AUC undefined"
+        rows.append((value, _count(m.get(EXAMPLE_COUNT)), _count(m.get(POSITIVES)), _fmt(auc) if AUC in m else "—",
+                     _fmt(m.get("binary_accuracy")) if "binary_accuracy" in m else "—", note))
+    charted = [(v, m[AUC]) for v, m in values if m.get(AUC) is not None]
+    undefined = [v for v, m in values if AUC in m and m[AUC] is None]
+    chart = html_report.hbar_chart([f"{v} (n={_count(m.get(EXAMPLE_COUNT))})" for v, m in values
+                                    if m.get(AUC) is not None], [a for _, a in charted], top=1.0)
+    missing = (f'<p class="muted">Not charted (one class only, AUC undefined): '
+               f'{html_report.esc(", ".join(undefined))}</p>' if undefined else "")
+    return [f"<h2>AUC by {html_report.esc(feature)}</h2>", chart, missing,
+            html_report.table([feature, "examples", "positives", "AUC", "accuracy", "note"], rows)]
 
 
 def render(summary: dict[str, Any]) -> str:
     cand, base = summary["candidate"], summary["baseline"]
-    names = sorted(n for n in cand if not n.startswith("__"))
-    rows = [(n, f"{cand[n]:.4f}", f"{base[n]:.4f}" if n in base else "—") for n in names]
+    names = sorted(n for n in cand if not n.startswith("__") and n not in (MEAN_LABEL,))
+    rows = [(n, _count(cand[n]) if n in (EXAMPLE_COUNT, POSITIVES) else _fmt(cand[n]),
+             (_count(base[n]) if n in (EXAMPLE_COUNT, POSITIVES) else _fmt(base[n])) if n in base else "—")
+            for n in names]
     baseline = (f"serving version {summary['baseline_version']}" if summary["baseline_version"] is not None
                 else "none in serving (absolute thresholds only)")
+    rule = summary.get("blessing_rule")
     head = (f"<p>Verdict: {html_report.verdict(summary['blessed'], 'BLESSED', 'NOT BLESSED')}. "
-            f"Baseline: {baseline}. Thresholds: {html_report.esc(summary['thresholds'])}</p>")
-    failure_rows = [(f["slice"], f["metric"], f["model"], f["is_diff"], f"{f['value']:.4f}", f["message"])
-                    for f in summary["failures"]]
-    failures = (html_report.table(["slice", "metric", "model", "diff", "value", "message"], failure_rows)
+            f"Baseline: {html_report.esc(baseline)}.</p>"
+            + (f"<p>Rule: {html_report.esc(rule)}.</p>" if rule else ""))
+    failure_rows = [(f["slice"], f["metric"], "change against baseline" if f["is_diff"] else "value",
+                     f"{f['value']:.4f}", f["message"]) for f in summary["failures"]]
+    failures = (html_report.table(["slice", "metric", "kind", "value", "message"], failure_rows)
                 if summary["failures"] else "<p>All thresholds met.</p>")
     sections = [head, "<h2>Overall metrics</h2>", html_report.table(["metric", "candidate", "baseline"], rows),
                 "<h2>Threshold failures</h2>", failures]
-    by_feature: dict[str, list[tuple[str, float]]] = {}
-    for name, metrics in summary["slices"].items():
-        feature, _, value = name.partition("=")
-        if "auc" in metrics:
-            by_feature.setdefault(feature, []).append((value, metrics["auc"]))
-    for feature, values in sorted(by_feature.items()):
-        values.sort(key=lambda kv: (len(kv[0]), kv[0]))
-        sections.append(f"<h2>AUC by {html_report.esc(feature)}</h2>")
-        sections.append(html_report.hbar_chart([v for v, _ in values], [a for _, a in values]))
+    for feature, values in sorted(_slice_rows(summary["slices"]).items()):
+        sections.extend(_slice_section(feature, values))
     return html_report.page("flywheel model evaluation", sections)

@@ -1,0 +1,97 @@
+"""DataGate's execution on real ExampleValidator/StatisticsGen artifacts: verdict property, verdict.json, report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import tensorflow_data_validation as tfdv
+from tfx.types import artifact_utils, standard_artifacts
+
+from flywheel import schemas
+from flywheel.components.data_gate import executor, spec
+from flywheel.pipelines import run_record
+from tests import tiny_runs
+
+
+def _artifact(kind, record):
+    artifact = kind()
+    artifact.uri = record["uri"]
+    artifact.split_names = record["split_names"]
+    return artifact
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """The anomalies and statistics a tiny real run wrote for clean rows of the shipped data."""
+    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
+    records = run_record.latest_run(os.path.join(out, "metadata.sqlite"), "taxi")
+    return (_artifact(standard_artifacts.ExampleAnomalies, records["ExampleValidator"].output("anomalies")),
+            _artifact(standard_artifacts.ExampleStatistics, records["StatisticsGen"].output("statistics")))
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory):
+    """Anomalies and statistics laid out as ExampleValidator/StatisticsGen write them, for rows paying in Bitcoin."""
+    root = tmp_path_factory.mktemp("dirty")
+    sample = tiny_runs.write_sample(str(root / "data"), 0, rows=200)
+    path = os.path.join(sample, "data.csv")
+    with open(path) as f:
+        text = f.read().replace(",Cash,", ",Bitcoin,", 3)
+    with open(path, "w") as f:
+        f.write(text)
+    stats = tfdv.generate_statistics_from_csv(path)
+    anomalies = tfdv.validate_statistics(stats, tfdv.load_schema_text(schemas.schema_path("taxi")))
+    out = []
+    for kind, name, proto in ((standard_artifacts.ExampleAnomalies, "SchemaDiff.pb", anomalies),
+                              (standard_artifacts.ExampleStatistics, "FeatureStats.pb", stats)):
+        artifact = kind()
+        artifact.uri = str(root / name.split(".")[0])
+        artifact.split_names = artifact_utils.encode_split_names(["eval"])
+        os.makedirs(os.path.join(artifact.uri, "Split-eval"))
+        with open(os.path.join(artifact.uri, "Split-eval", name), "wb") as f:
+            f.write(proto.SerializeToString())
+        out.append(artifact)
+    return tuple(out)
+
+
+def _gate(anomalies, statistics, allow, tmp_path):
+    verdict = spec.GateVerdict()
+    verdict.uri = str(tmp_path / "verdict")
+    executor.run_gate(anomalies, statistics, verdict, allow)
+    with open(os.path.join(verdict.uri, spec.VERDICT_FILE)) as f:
+        decision = json.load(f)
+    with open(os.path.join(verdict.uri, spec.REPORT_FILE), encoding="utf-8") as f:
+        html = f.read()
+    return verdict, decision, html
+
+
+def test_clean_run_passes(clean, tmp_path):
+    verdict, decision, html = _gate(*clean, "", tmp_path)
+    assert verdict.get_int_custom_property(spec.PASSED) == 1
+    assert verdict.get_int_custom_property(spec.NUM_ANOMALIES) == 0 and decision["passed"] is True
+    assert "PASSED" in html and "Statistics, split train" in html and "Statistics, split eval" in html
+
+
+def test_unexpected_value_stops_the_run(dirty, tmp_path):
+    verdict, decision, html = _gate(*dirty, "", tmp_path)
+    assert verdict.get_int_custom_property(spec.PASSED) == 0 and decision["passed"] is False
+    assert [(f["feature"], f["type"]) for f in decision["findings"]] == [
+        ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES")]
+    assert verdict.get_int_custom_property(spec.NUM_BLOCKING) == 1
+    assert "FAILED" in html and "Bitcoin" in html and "blocking" in html
+
+
+@pytest.mark.parametrize("allow,passed", [
+    ("ENUM_TYPE_UNEXPECTED_STRING_VALUES", 1),
+    ("payment_type:ENUM_TYPE_UNEXPECTED_STRING_VALUES", 1),
+    ("payment_type:*", 1),
+    ("company:*", 0),
+    ("trip_start_hour:ENUM_TYPE_UNEXPECTED_STRING_VALUES", 0),
+])
+def test_allow_list(dirty, tmp_path, allow, passed):
+    verdict, decision, _ = _gate(*dirty, allow, tmp_path)
+    assert verdict.get_int_custom_property(spec.PASSED) == passed
+    assert verdict.get_int_custom_property(spec.NUM_ANOMALIES) == 1
+    assert decision["allowed_anomalies"] == [allow]

@@ -1,0 +1,138 @@
+"""Evaluate's executor on a tiny real run's examples and model: blessed, not blessed, against a baseline.
+
+sklearn's roc_auc_score on the model's own predictions is the oracle for the AUC the summary reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import standard_artifacts
+from tfx.utils import json_utils, proto_utils
+
+from flywheel.components.common import serving
+from flywheel.components.evaluate import executor, spec
+from flywheel.components.evaluate import summary as summary_lib
+from flywheel.components.push import publish
+from flywheel.pipelines import run_record
+from flywheel.pipelines.taxi import features, pipeline
+from tests import tiny_runs
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
+    records = run_record.latest_run(os.path.join(out, "metadata.sqlite"), "taxi")
+    examples = records["Ingest"].output("examples")
+    return {"out": out, "examples": examples, "model": records["Trainer"].output("model")["uri"],
+            "schema": records["ImportSchemaGen"].output("schema")["uri"],
+            "versions": serving.versions(os.path.join(out, "serving"), "taxi")}
+
+
+def _evaluate(run, tmp_path, config, served_versions=()):
+    """Runs Evaluate's executor with `served_versions` copied from the tiny run's serving folder as serving."""
+    serving_dir = tmp_path / "serving"
+    for version in served_versions:
+        shutil.copytree(os.path.join(run["out"], "serving", "taxi", str(version)), serving_dir / "taxi" / str(version))
+    examples = standard_artifacts.Examples()
+    examples.uri = run["examples"]["uri"]
+    examples.split_names = run["examples"]["split_names"]
+    model, schema = standard_artifacts.Model(), standard_artifacts.Schema()
+    model.uri, schema.uri = run["model"], run["schema"]
+    evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+    evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
+    context = base_beam_executor.BaseBeamExecutor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="test",
+                                                          beam_pipeline_args=["--direct_num_workers=1"])
+    executor.Executor(context).Do(
+        {spec.EXAMPLES_KEY: [examples], spec.MODEL_KEY: [model], spec.SCHEMA_KEY: [schema]},
+        {spec.EVALUATION_KEY: [evaluation], spec.BLESSING_KEY: [blessing]},
+        {spec.EVAL_CONFIG_KEY: proto_utils.proto_to_json(config), spec.EXAMPLE_SPLITS_KEY: json_utils.dumps(["eval"]),
+         spec.SERVING_DIR_KEY: str(serving_dir), spec.MODEL_NAME_KEY: "taxi", spec.SERVING_VERSION_KEY: 0})
+    with open(os.path.join(evaluation.uri, spec.SUMMARY_FILE)) as f:
+        summary = json.load(f)
+    with open(os.path.join(evaluation.uri, spec.REPORT_FILE), encoding="utf-8") as f:
+        report = f.read()
+    return summary, report, blessing, evaluation
+
+
+def _config(run, min_auc, max_auc_drop=0.0):
+    return pipeline.eval_config(tiny_runs.config(run["out"], run["out"], min_auc=min_auc, max_auc_drop=max_auc_drop))
+
+
+def _oracle(run):
+    """Labels, the model's predictions and payment types for every eval example, straight from the files."""
+    raw = publish.sample_examples(run["examples"]["uri"], "eval", 1_000_000)
+    predictions = publish.check_serving_signature(os.path.join(run["model"], "Format-Serving"), raw)
+    labels, payments = [], []
+    for record in raw:
+        f = tf.train.Example.FromString(record).features.feature
+        # As preprocessing_fn computes it: float32, a missing value read as 0.
+        fare = np.float32((list(f[features.FARE_KEY].float_list.value) or [0.0])[0])
+        tips = np.float32((list(f[features.LABEL_KEY].float_list.value) or [0.0])[0])
+        labels.append(int(tips > fare * np.float32(features.BIG_TIP_SHARE)))
+        payments.append(f["payment_type"].bytes_list.value[0].decode())
+    return np.array(labels), np.array(predictions), payments
+
+
+def test_blessed_without_serving_and_auc_matches_sklearn(run, tmp_path):
+    summary, report, blessing, evaluation = _evaluate(run, tmp_path, _config(run, min_auc=0.01))
+    labels, predictions, payments = _oracle(run)
+    assert summary["blessed"] and blessing.get_int_custom_property("blessed") == 1
+    assert summary["baseline_version"] is None and not summary["failures"]
+    overall = summary["candidate"]
+    assert overall[summary_lib.EXAMPLE_COUNT] == len(labels)
+    assert overall[summary_lib.POSITIVES] == labels.sum()
+    assert overall[summary_lib.AUC] == pytest.approx(roc_auc_score(labels, predictions), abs=0.01)
+    assert evaluation.get_float_custom_property("auc") == pytest.approx(overall[summary_lib.AUC])
+    for payment, count in Counter(payments).items():
+        in_slice = np.array(payments) == payment
+        got = summary["slices"][f"payment_type={payment}"]
+        assert (got[summary_lib.EXAMPLE_COUNT], got[summary_lib.POSITIVES]) == (count, labels[in_slice].sum())
+        if 0 < labels[in_slice].sum() < count:
+            assert got[summary_lib.AUC] == pytest.approx(
+                roc_auc_score(labels[in_slice], predictions[in_slice]), abs=0.02)
+        else:  # one class only: undefined, shown as n/a with the slice's counts
+            assert got[summary_lib.AUC] is None
+            assert f"<td>{payment}</td><td>{count:,}</td><td>{labels[in_slice].sum():,}</td><td>n/a</td>" in report
+    assert "blessed when overall AUC ≥ 0.01 (no model in serving" in summary["blessing_rule"]
+    assert "{" not in report.split("<h2>")[0].split("</style>")[1]  # no raw dict in the verdict
+
+
+def test_not_blessed_below_the_absolute_threshold(run, tmp_path):
+    summary, report, blessing, _ = _evaluate(run, tmp_path, _config(run, min_auc=0.99))
+    assert not summary["blessed"] and blessing.get_int_custom_property("blessed") == 0
+    [failure] = summary["failures"]
+    assert (failure["slice"], failure["metric"], failure["is_diff"]) == ("Overall", "auc", False)
+    assert failure["value"] == pytest.approx(summary["candidate"][summary_lib.AUC])
+    assert "NOT BLESSED" in report and "blessed when overall AUC ≥ 0.99" in report
+
+
+def test_against_serving_no_drop_blesses_an_equal_model(run, tmp_path):
+    same = run["versions"][-1]  # the tiny run pushed this very model
+    summary, report, blessing, _ = _evaluate(run, tmp_path, _config(run, min_auc=0.01), served_versions=[same])
+    assert summary["baseline_version"] == same and blessing.get_int_custom_property("baseline_version") == same
+    assert summary["baseline"][summary_lib.AUC] == pytest.approx(summary["candidate"][summary_lib.AUC])
+    assert summary["blessed"] and blessing.get_int_custom_property("blessed") == 1
+    base_auc = summary["baseline"][summary_lib.AUC]
+    assert (f"AUC does not drop against the serving model (version {same}, AUC {base_auc:.4f})"
+            in summary["blessing_rule"])
+
+
+def test_against_serving_a_required_gain_is_not_met_by_an_equal_model(run, tmp_path):
+    config = _config(run, min_auc=0.01)
+    auc = next(m for m in config.metrics_specs[0].metrics if m.class_name == "AUC")
+    auc.per_slice_thresholds[0].threshold.change_threshold.absolute.value = 0.01
+    same = run["versions"][-1]
+    summary, report, blessing, _ = _evaluate(run, tmp_path, config, served_versions=[same])
+    assert not summary["blessed"] and blessing.get_int_custom_property("blessed") == 0
+    assert [(f["metric"], f["is_diff"]) for f in summary["failures"]] == [("auc", True)]
+    assert "AUC improves by at least 0.01 against the serving model" in summary["blessing_rule"]
+    assert "change against baseline" in report

@@ -1,0 +1,79 @@
+"""The evaluation summary's plain functions: counts and undefined AUC per slice, the blessing rule in words, HTML."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tensorflow_model_analysis as tfma
+from tfx.utils import proto_utils
+
+from flywheel.components.evaluate import summary as summary_lib
+from flywheel.pipelines.taxi import pipeline
+from flywheel.pipelines.taxi.config import Paths, TaxiConfig
+
+
+def _config_json(**overrides) -> str:
+    cfg = TaxiConfig(paths=Paths("/data", "/out", "/out/pipeline", "/out/serving", "/out/m.sqlite"), **overrides)
+    return proto_utils.proto_to_json(pipeline.eval_config(cfg))
+
+
+@pytest.mark.parametrize("count,mean_label,auc,positives", [
+    (27.0, 0.0, None, 0),       # no positives: AUC undefined, not 0
+    (4.0, 1.0, None, 4),        # positives only
+    (10.0, 0.3, 0.8, 3),
+])
+def test_slice_counts_and_undefined_auc(count, mean_label, auc, positives):
+    got = summary_lib.with_counts({"example_count": count, "mean_label": mean_label, "auc": 0.8 if auc else 0.0})
+    assert (got["auc"], got["positives"]) == (auc, positives)
+
+
+def test_report_metrics_are_added_once():
+    config = json.loads(summary_lib.with_report_metrics(_config_json()))
+    names = [m["class_name"] for spec in config["metrics_specs"] for m in spec["metrics"]]
+    assert sorted(names) == ["AUC", "BinaryAccuracy", "ExampleCount", "MeanLabel"]
+    again = json.loads(summary_lib.with_report_metrics(json.dumps(config)))
+    assert again == config
+
+
+@pytest.mark.parametrize("overrides,version,auc,expected", [
+    ({}, 7, 0.9312, "blessed when overall AUC ≥ 0.75 and AUC does not drop against the serving model "
+                    "(version 7, AUC 0.9312)"),
+    ({"min_auc": 0.8, "max_auc_drop": 0.02}, 3, 0.9, "blessed when overall AUC ≥ 0.8 and AUC drops by at most 0.02 "
+                                                     "against the serving model (version 3, AUC 0.9000)"),
+    ({}, None, None, "blessed when overall AUC ≥ 0.75 (no model in serving, so the no-regression threshold "
+                     "does not apply)"),
+])
+def test_blessing_rule_in_words(overrides, version, auc, expected):
+    assert summary_lib.blessing_rule(_config_json(**overrides), version, auc) == expected
+
+
+def test_blessing_rule_for_slices_relative_changes_and_upper_bounds():
+    config = tfma.EvalConfig(model_specs=[tfma.ModelSpec()], metrics_specs=[tfma.MetricsSpec(metrics=[
+        tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec(feature_keys=["payment_type"])],
+            threshold=tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER, relative={"value": -0.05}))),
+        ]),
+        tfma.MetricConfig(class_name="MeanSquaredError", threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(upper_bound={"value": 0.2}))),
+    ])])
+    rule = summary_lib.blessing_rule(proto_utils.proto_to_json(config), 5, 0.9)
+    assert rule == ("blessed when AUC drops by at most 5% against the serving model (version 5, AUC 0.9000) "
+                    "in every payment_type slice and overall MeanSquaredError ≤ 0.2")
+
+
+def test_render_shows_counts_na_and_the_rule_not_a_dict():
+    summary = {"blessed": False, "thresholds": {"AUC": {"value_threshold": {"lower_bound": 0.75}}},
+               "baseline_version": 7, "candidate": {"auc": 0.81, "example_count": 100.0, "positives": 20},
+               "baseline": {"auc": 0.83}, "blessing_rule": "blessed when overall AUC ≥ 0.75",
+               "failures": [{"slice": "Overall", "metric": "auc", "model": "candidate", "is_diff": True,
+                             "value": -0.02, "message": "drop"}],
+               "slices": {"payment_type=Cash": {"example_count": 60.0, "positives": 0, "auc": None},
+                          "payment_type=Credit Card": {"example_count": 40.0, "positives": 20, "auc": 0.7}}}
+    html = summary_lib.render(summary)
+    assert "<td>Cash</td><td>60</td><td>0</td><td>n/a</td>" in html
+    assert "<td>Credit Card</td><td>40</td><td>20</td><td>0.7000</td>" in html
+    assert "Credit Card (n=40)" in html and "Not charted (one class only, AUC undefined): Cash" in html
+    assert "Rule: blessed when overall AUC ≥ 0.75" in html and "lower_bound" not in html
+    assert "NOT BLESSED" in html and "change against baseline" in html and "<script" not in html
