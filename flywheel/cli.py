@@ -314,7 +314,7 @@ def cmd_ingest(args) -> int:
     from flywheel.pipelines import quiet
 
     quiet.quiet_environment(args.verbose)
-    from flywheel.components.ingest import beam_ingest, inputs, parsing, run
+    from flywheel.components.ingest import beam_ingest, inputs, parsing, quarantine, run
 
     try:
         resolved = inputs.resolve_input(args.data, args.span, args.num_spans)
@@ -341,7 +341,7 @@ def cmd_ingest(args) -> int:
         "span": max(resolved.spans), "spans": list(resolved.spans),
     }
     try:
-        beam_ingest.check_quarantine_limit(counts, options.quarantine_limit, quarantine_uri, result["quarantine_path"])
+        quarantine.check_quarantine_limit(counts, options.quarantine_limit, quarantine_uri, result["quarantine_path"])
         status = EXIT_OK
     except parsing.IngestError as e:
         _err(str(e))
