@@ -211,14 +211,16 @@ def _content(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b"\r") else line
 
 
-def _state_after(line: bytes, state: int) -> int:
-    """The RFC 4180 quoting state at the end of a physical line, from the state at its start.
+def _state_after(line: bytes, state: int) -> tuple[int, bool]:
+    """The RFC 4180 quoting state at the end of a physical line, from the state at its start, and whether
+    the line has a bare quote (one inside an unquoted field, which RFC 4180 does not allow).
 
     A quote opens a quoted field only as a field's first character; `""` inside one is a literal quote.
     """
     content = _content(line)
     if _QUOTE not in content:
-        return state if state == _IN_QUOTES else _IN_FIELD
+        return (state if state == _IN_QUOTES else _IN_FIELD), False
+    bare = False
     for ch in content:
         if state == _IN_QUOTES:
             if ch == _QUOTE:
@@ -226,13 +228,15 @@ def _state_after(line: bytes, state: int) -> int:
         elif state == _IN_FIELD:
             if ch == _COMMA:
                 state = _START
+            elif ch == _QUOTE:
+                bare = True
         elif state == _QUOTE_IN_QUOTES and ch == _QUOTE:
             state = _IN_QUOTES
         elif state == _START and ch == _QUOTE:
             state = _IN_QUOTES
         else:
             state = _START if ch == _COMMA else _IN_FIELD
-    return state
+    return state, bare
 
 
 def _physical_lines(stream, path: str) -> Iterator[bytes]:
@@ -273,6 +277,7 @@ class _Lines:
 class _Record:
     lines: list[tuple[int, bytes]]  # (line number, bytes with terminator), one or more
     unclosed: str  # why the quoted field never closed, or '' when the record is complete
+    bare_quote: bool = False  # a quote inside an unquoted field
 
     @property
     def first(self) -> int:
@@ -295,7 +300,7 @@ def _next_record(lines: _Lines) -> _Record | None:
     if first is None:
         return None
     record = [first]
-    state = _state_after(first[1], _START)
+    state, bare = _state_after(first[1], _START)
     while state == _IN_QUOTES:
         if len(record) >= MAX_RECORD_LINES:
             return _Record(record, f"runs past {MAX_RECORD_LINES} lines")
@@ -303,8 +308,9 @@ def _next_record(lines: _Lines) -> _Record | None:
         if following is None:
             return _Record(record, "is not closed before the end of the file")
         record.append(following)
-        state = _state_after(following[1], _IN_QUOTES)
-    return _Record(record, "")
+        state, bare_here = _state_after(following[1], _IN_QUOTES)
+        bare = bare or bare_here
+    return _Record(record, "", bare)
 
 
 def _fields(data: bytes, text: str) -> list[str]:
@@ -343,10 +349,25 @@ def _read_header(path: str, lines: _Lines, columns: Sequence[Column]) -> list[st
     return header
 
 
+def _reads_as_a_row(line: bytes, width: int) -> bool:
+    """Whether one physical line, on its own, splits into a record of `width` fields."""
+    text = line.decode("utf-8", "replace")
+    try:
+        return len(_fields(line, text)) == width
+    except csv.Error:
+        return False
+
+
 def _structural_problem(record: _Record, header: Sequence[str]) -> tuple[str, list[str]]:
     """(why the record is not one well-formed row, '' if it is; its fields)."""
     if record.unclosed:
         return f"unclosed quote: the quoted field opened on line {record.first} {record.unclosed}", []
+    if record.bare_quote:
+        return "malformed CSV: a quote inside an unquoted field (quote the field and double the quote)", []
+    for number, line in record.lines[1:]:
+        if _reads_as_a_row(line, len(header)):
+            return f"stray quote: line {number}, inside the quoted field opened on line {record.first}, " \
+                   f"reads as a complete row", []
     data = record.data
     if b"\0" in data:
         return "row contains a NUL byte", []
