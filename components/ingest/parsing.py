@@ -150,6 +150,30 @@ def _to_float(value: Any) -> float:
     return number
 
 
+def _convert_text(value: str, column: Column) -> Union[int, float, bytes, None]:
+    """convert() for a text cell (every CSV cell): the same rules, on the path that runs for each cell."""
+    text = value.strip(_SPACES)
+    if not text:
+        if column.required:
+            raise ValueError(f"missing required value for {column.kind}")
+        return None
+    if column.kind == BYTES:
+        return value.encode("utf-8")
+    if column.kind == INT:
+        if not _INT_TEXT.fullmatch(text):
+            raise ValueError(f"expected INT, got {value!r}")
+        number = int(text)
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise ValueError(f"value {number} out of range for INT (int64)")
+        return number
+    if not _FLOAT_TEXT.fullmatch(text):
+        raise ValueError(f"expected FLOAT, got {value!r}")
+    result = float(text)
+    if math.isinf(result) or abs(result) > _FLOAT32_MAX:
+        raise ValueError(f"value {text!r} out of range for FLOAT (float32)")
+    return result
+
+
 def convert(value: Any, column: Column) -> Union[int, float, bytes, None]:
     """Converts one cell to the column's type; None for missing. Raises ValueError with the reason.
 
@@ -157,6 +181,8 @@ def convert(value: Any, column: Column) -> Union[int, float, bytes, None]:
     fraction and exponent (`-1.5e3`, `.5`, `2.`); spaces and tabs around them are allowed. Python's own
     float()/int() would also take 'nan', 'inf', '1_000' and non-ASCII digits: those are refused here.
     """
+    if isinstance(value, str):
+        return _convert_text(value, column)
     if _missing(value):
         if column.required:
             nan = " (NaN)" if isinstance(value, float) else ""
@@ -241,7 +267,7 @@ def _state_after(line: bytes, state: int) -> tuple[int, bool]:
 
 def _physical_lines(stream, path: str) -> Iterator[bytes]:
     """The file's physical lines, each with its terminator; the last may have none."""
-    tail = b""
+    pending: list[bytes] = []  # the start of a line that runs past the blocks read so far
     while True:
         try:
             block = stream.read(1 << 20)
@@ -249,12 +275,18 @@ def _physical_lines(stream, path: str) -> Iterator[bytes]:
             raise IngestError(f"ingest: {path}: cannot read the file: {e}") from None
         if not block:
             break
-        parts = (tail + block).split(b"\n")
-        tail = parts.pop()
+        if b"\n" not in block:
+            pending.append(block)
+            continue
+        parts = block.split(b"\n")
+        parts[0] = b"".join(pending) + parts[0]
+        pending = [parts.pop()] if parts[-1] else []
+        if not pending:
+            parts.pop()
         for part in parts:
             yield part + b"\n"
-    if tail:
-        yield tail
+    if pending:
+        yield b"".join(pending)
 
 
 class _Lines:
@@ -351,6 +383,8 @@ def _read_header(path: str, lines: _Lines, columns: Sequence[Column]) -> list[st
 
 def _reads_as_a_row(line: bytes, width: int) -> bool:
     """Whether one physical line, on its own, splits into a record of `width` fields."""
+    if not line.strip():
+        return False
     text = line.decode("utf-8", "replace")
     try:
         return len(_fields(line, text)) == width

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import subprocess
@@ -377,3 +378,18 @@ def test_resolving_and_parsing_input_does_not_import_tensorflow(tmp_path):
     out = json.loads(proc.stdout)
     assert out["rows"] == ["Parsed", "Rejected", "Parsed"]
     assert out["tf"] == []
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7])
+def test_physical_lines_are_whole_whatever_the_read_size(block):
+    data = b"ab\ncd\n\nlong line " + b"x" * 20 + b"\r\nlast"
+
+    class SmallReads:
+        def __init__(self):
+            self._data = io.BytesIO(data)
+
+        def read(self, _size):
+            return self._data.read(block)
+
+    assert list(parsing._physical_lines(SmallReads(), "p")) == [b"ab\n", b"cd\n", b"\n",
+                                                                b"long line " + b"x" * 20 + b"\r\n", b"last"]
