@@ -349,13 +349,14 @@ class IngestResult:
     fingerprint: str
     span: int
     spans: list[int]
+    physical_rows: int = 0
     error: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 
     def lines(self) -> list[str]:
-        return [f"flywheel ingest: {self.rows_read:,} rows read, written {self.rows_written}, "
+        return [f"flywheel ingest: {self.physical_rows:,} physical rows, {self.rows_read:,} rows read, written {self.rows_written}, "
                 f"{self.rows_quarantined} quarantined ({self.quarantine_path}); span {self.span}, "
                 f"fingerprint {self.fingerprint[:12]}; examples in {self.examples_path}"]
 
@@ -364,7 +365,7 @@ def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans
            quarantine_limit: float = 0.01, split_key: tuple[str, ...] = (), verbose: bool = False) -> IngestResult:
     """Ingests CSV/Parquet into gzip tf.Examples under <output_dir>/examples and a quarantine, without a pipeline."""
     quiet.quiet_environment(verbose)
-    from flywheel.components.ingest import beam_ingest, parsing, run
+    from flywheel.components.ingest import beam_ingest, parsing, quarantine, run
 
     resolved = _resolve_input(data, span, num_spans)
     try:
@@ -385,11 +386,12 @@ def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans
         return IngestResult(rows_read=0, rows_written={}, rows_quarantined=0, error=str(e), **common)
     error = None
     try:
-        beam_ingest.check_quarantine_limit(counts, options.quarantine_limit, quarantine_uri, kept_at)
+        quarantine.check_quarantine_limit(counts, options.quarantine_limit, quarantine_uri, kept_at)
     except parsing.IngestError as e:
         error = str(e)
     return IngestResult(rows_read=counts.rows_read, rows_written=dict(counts.rows_written),
-                        rows_quarantined=counts.rows_quarantined, error=error, **common)
+                        rows_quarantined=counts.rows_quarantined, physical_rows=counts.physical_rows, error=error,
+                        **common)
 
 
 @dataclasses.dataclass(frozen=True)

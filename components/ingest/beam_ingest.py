@@ -16,6 +16,7 @@ from flywheel.components.ingest import parsing, spec
 QUARANTINE_TAG = "__quarantine__"
 READ_TAG = "__read__"
 COUNTS_TAG = "__counts__"
+PHYSICAL_TAG = "__physical__"  # data rows the files hold, counted without the parser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,14 +31,19 @@ class IngestOptions:
 
 @dataclasses.dataclass(frozen=True)
 class IngestCounts:
+    """rows_read: rows the parser produced; physical_rows: data rows the files hold, counted apart
+    (CSV: non-blank lines after the header; Parquet: the footer's num_rows). They differ only when a
+    quoted field spans lines (one row, several lines)."""
+
     rows_read: int
     rows_written: dict[str, int]
     rows_quarantined: int
+    physical_rows: int
 
     def check_invariant(self) -> None:
         if self.rows_read != sum(self.rows_written.values()) + self.rows_quarantined:
-            raise AssertionError(f"ingest: rows_read {self.rows_read} != written {self.rows_written} + "
-                                 f"quarantined {self.rows_quarantined}")
+            raise parsing.IngestError(f"ingest: rows_read {self.rows_read} != written {self.rows_written} + "
+                                      f"quarantined {self.rows_quarantined}")
 
 
 def _to_example(values: dict) -> bytes:
@@ -65,14 +71,18 @@ class _ParseFile(beam.DoFn):
     def process(self, path: str):
         opts = self._options
         counts = collections.Counter({READ_TAG: 0, QUARANTINE_TAG: 0, **{name: 0 for name, _ in opts.splits}})
+        covered = 0
         for row in parsing.file_rows(path, opts.columns, opts.split_key_columns, opts.splits):
             counts[READ_TAG] += 1
+            covered += row.lines
             if isinstance(row, parsing.Rejected):
                 counts[QUARANTINE_TAG] += 1
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, json.dumps(row.to_dict(), ensure_ascii=False))
             else:
                 counts[row.split] += 1
                 yield beam.pvalue.TaggedOutput(row.split, _to_example(row.values))
+        counts[PHYSICAL_TAG] = parsing.physical_rows(path)
+        parsing.check_accounted(path, counts[PHYSICAL_TAG], covered)
         yield beam.pvalue.TaggedOutput(COUNTS_TAG, dict(counts))
 
 
@@ -113,32 +123,7 @@ def read_counts(counts_dir: str, split_names: Sequence[str]) -> IngestCounts:
                     merged.update(json.loads(line))
     counts = IngestCounts(rows_read=merged.get(READ_TAG, 0),
                           rows_written={n: merged.get(n, 0) for n in split_names},
-                          rows_quarantined=merged.get(QUARANTINE_TAG, 0))
+                          rows_quarantined=merged.get(QUARANTINE_TAG, 0),
+                          physical_rows=merged.get(PHYSICAL_TAG, 0))
     counts.check_invariant()
     return counts
-
-
-def first_quarantined(quarantine_uri: str, n: int = 3) -> list[dict]:
-    path = os.path.join(quarantine_uri, spec.QUARANTINE_FILE)
-    if not fileio.exists(path):
-        return []
-    rows = []
-    with fileio.open(path, "r") as f:
-        for line in f:
-            rows.append(json.loads(line))
-            if len(rows) >= n:
-                break
-    return rows
-
-
-def check_quarantine_limit(counts: IngestCounts, limit: float, quarantine_uri: str, kept_at: str) -> None:
-    """Raises IngestError (naming the first rows and where all of them are) above the limit."""
-    if counts.rows_read == 0:
-        raise parsing.IngestError("ingest: no data rows in the input (files hold a header only)")
-    share = counts.rows_quarantined / counts.rows_read
-    if share <= limit:
-        return
-    examples = "; ".join(f"{r['file']} line {r['line']}: {r['reason']}" for r in first_quarantined(quarantine_uri))
-    raise parsing.IngestError(
-        f"ingest: {counts.rows_quarantined:,} of {counts.rows_read:,} rows quarantined ({share:.2%}), "
-        f"above the limit of {limit:.2%}. First: {examples}. All quarantined rows: {kept_at}")

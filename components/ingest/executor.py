@@ -11,7 +11,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from flywheel.components.ingest import beam_ingest, inputs, parsing, run, spec
+from flywheel.components.ingest import beam_ingest, inputs, parsing, profiles, quarantine, run, spec
 
 
 def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:
@@ -36,16 +36,17 @@ def ingest_options(exec_properties: dict[str, Any], schema_uri: str) -> beam_ing
                                      quarantine_limit=float(exec_properties[spec.QUARANTINE_LIMIT_KEY]))
 
 
-def record_properties(examples: types.Artifact, quarantine: types.Artifact, counts: beam_ingest.IngestCounts,
+def record_properties(examples: types.Artifact, quarantined: types.Artifact, counts: beam_ingest.IngestCounts,
                       resolved: inputs.ResolvedInput, split_names: list[str]) -> None:
     examples.split_names = artifact_utils.encode_split_names(split_names)
     examples.span = max(resolved.spans)
     examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
     examples.set_string_custom_property("file_format", "tfrecords_gzip")
-    for artifact in (examples, quarantine):
+    for artifact in (examples, quarantined):
         artifact.set_int_custom_property(spec.ROWS_READ, counts.rows_read)
         artifact.set_string_custom_property(spec.ROWS_WRITTEN, json.dumps(counts.rows_written))
         artifact.set_int_custom_property(spec.ROWS_QUARANTINED, counts.rows_quarantined)
+        artifact.set_int_custom_property(spec.PHYSICAL_ROWS, counts.physical_rows)
         artifact.set_string_custom_property(spec.FINGERPRINT, resolved.fingerprint)
         artifact.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in resolved.spans))
     for name, n in counts.rows_written.items():
@@ -56,22 +57,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         examples = artifact_utils.get_single_instance(output_dict[spec.EXAMPLES_KEY])
-        quarantine = artifact_utils.get_single_instance(output_dict[spec.QUARANTINE_KEY])
+        quarantined = artifact_utils.get_single_instance(output_dict[spec.QUARANTINE_KEY])
         schema = artifact_utils.get_single_instance(input_dict[spec.SCHEMA_KEY])
         resolved = resolved_input(exec_properties)
         options = ingest_options(exec_properties, schema.uri)
-        counts = run.run_ingest(resolved, options, examples.uri, quarantine.uri, self._get_tmp_dir(),
+        counts = run.run_ingest(resolved, options, examples.uri, quarantined.uri, self._get_tmp_dir(),
                                 self._make_beam_pipeline)
-        record_properties(examples, quarantine, counts, resolved, [n for n, _ in options.splits])
+        record_properties(examples, quarantined, counts, resolved, [n for n, _ in options.splits])
         profile = artifact_utils.get_single_instance(output_dict[spec.PROFILE_KEY])
-        profiles = run.write_span_profiles(resolved, profile.uri, exec_properties[spec.INPUT_BASE_KEY])
-        profile.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in sorted(profiles)))
+        written = profiles.write_span_profiles(resolved, profile.uri, exec_properties[spec.INPUT_BASE_KEY])
+        profile.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in sorted(written)))
         # A failed execution's outputs are deleted: keep the quarantine beside them.
-        kept_dir = os.path.join(os.path.dirname(os.path.dirname(quarantine.uri)), spec.FAILED_QUARANTINE_DIR,
-                                os.path.basename(quarantine.uri))
+        kept_dir = os.path.join(os.path.dirname(os.path.dirname(quarantined.uri)), spec.FAILED_QUARANTINE_DIR,
+                                os.path.basename(quarantined.uri))
         try:
-            beam_ingest.check_quarantine_limit(counts, options.quarantine_limit, quarantine.uri,
+            quarantine.check_quarantine_limit(counts, options.quarantine_limit, quarantined.uri,
                                                os.path.join(kept_dir, spec.QUARANTINE_FILE))
         except parsing.IngestError:
-            run.preserve_quarantine(quarantine.uri, kept_dir)
+            quarantine.preserve_quarantine(quarantined.uri, kept_dir)
             raise

@@ -3,19 +3,31 @@
 Plain functions with no TensorFlow import, so the command line can fingerprint
 data in milliseconds. Layout: `<input_base>/span-<N>/...` (any depth below the
 span folder); a plain file, or a folder with no `span-N` folders, is span 0.
+
+What is refused, and why (nothing in a data folder is skipped in silence):
+- a file whose name ends in none of SUPPORTED_SUFFIXES (names starting with `.` or `_`, such as
+  `_SUCCESS` markers, Parquet's `_metadata` or `.ipynb_checkpoints`, are not data and are passed over);
+- two folders that name the same span (`span-1` and `span-01`), an entry next to span folders that is
+  not one (`span-x`, `span--1`, a stray file), a span folder with no data file;
+- a dangling symlink, a symlink loop, and one real file or folder reached through two paths: each real
+  file is read at most once, and every path that leads to it is named in the error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gzip
 import hashlib
 import json
 import os
 import re
-from typing import Iterator
+from typing import IO, Iterator
 
-SUPPORTED_SUFFIXES = (".csv", ".parquet")
-_SPAN_DIR = re.compile(r"^span-(\d+)$")
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet",)
+SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+_SPAN_DIR = re.compile(r"span-([0-9]+)")
 
 
 class InputError(ValueError):
@@ -67,6 +79,32 @@ def _listdir(path: str) -> list[str]:
     return os.listdir(path)
 
 
+def _identity(path: str):
+    """What makes two paths the same data: the path itself remotely, (device, inode) on a local disk."""
+    if _is_remote(path):
+        return path
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _check_not_dangling(path: str) -> None:
+    if not _is_remote(path) and os.path.islink(path) and not os.path.exists(path):
+        raise InputError(f"ingest: {path} is a dangling symlink (to {os.readlink(path)!r}); its data is missing")
+
+
+def is_data_name(name: str) -> bool:
+    """False for names that are never data: hidden (`.x`) and marker/metadata files (`_SUCCESS`)."""
+    return not name.startswith((".", "_"))
+
+
+def is_supported(path: str) -> bool:
+    return path.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def is_parquet(path: str) -> bool:
+    return path.lower().endswith(PARQUET_SUFFIXES)
+
+
 def open_binary(path: str):
     """Opens a local or remote (gs://, s3://, ...) file for binary reading."""
     if _is_remote(path):
@@ -76,15 +114,95 @@ def open_binary(path: str):
     return open(path, "rb")
 
 
-def _walk_files(root: str) -> Iterator[str]:
-    for name in sorted(_listdir(root)):
-        if name.startswith((".", "_")):
+@contextlib.contextmanager
+def open_data(path: str) -> Iterator[IO[bytes]]:
+    """A data file's bytes, decompressed when its name says so (`.gz`)."""
+    with open_binary(path) as raw:
+        if path.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
+
+
+def _unsupported(path: str) -> InputError:
+    return InputError(f"ingest: {path}: unsupported file type; expected a name ending in "
+                      f"{', '.join(SUPPORTED_SUFFIXES)} (names starting with '.' or '_' are not data)")
+
+
+class _Walk:
+    """Data files under folders, in a stable order; each real file or folder is visited once."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self._seen: dict = {}  # identity -> the path it was first reached by
+
+    def _claim(self, path: str) -> None:
+        identity = _identity(path)
+        if identity in self._seen:
+            kind = "folder" if _isdir(path) else "file"
+            raise InputError(f"ingest: {path} and {self._seen[identity]} are the same {kind} (a symlink or hard "
+                             f"link); one real file is never read twice: remove one of them")
+        self._seen[identity] = path
+
+    def folder(self, root: str, ancestors: tuple[tuple, ...] = ()) -> None:
+        identity = _identity(root)
+        if identity in ancestors:
+            raise InputError(f"ingest: {root} is a symlink loop: it leads back to a folder above it "
+                             f"({os.path.realpath(root)})")
+        self._claim(root)
+        for name in sorted(_listdir(root)):
+            if not is_data_name(name):
+                continue
+            path = os.path.join(root, name)
+            _check_not_dangling(path)
+            if _isdir(path):
+                self.folder(path, ancestors + (identity,))
+            elif is_supported(name):
+                self._claim(path)
+                self.files.append(path)
+            else:
+                raise _unsupported(path)
+
+
+def _walk_files(root: str) -> list[str]:
+    walk = _Walk()
+    walk.folder(root)
+    return walk.files
+
+
+def span_folders(input_base: str) -> dict[int, str]:
+    """{span: folder name} of a span layout; {} when input_base has no `span-N` folders.
+
+    Raises InputError when two folders name one span (`span-1`, `span-01`), when a `span-…` name is not
+    `span-<digits>`, or when a span layout also holds other entries, which would never be read.
+    """
+    if not _isdir(input_base):
+        return {}
+    names = sorted(n for n in _listdir(input_base) if is_data_name(n))
+    spans: dict[int, str] = {}
+    others = []
+    for name in names:
+        m = _SPAN_DIR.fullmatch(name)
+        if m is None:
+            if name.lower().startswith("span"):
+                raise InputError(f"ingest: {os.path.join(input_base, name)}: not a span folder name; expected "
+                                 f"'span-<N>' with N in digits 0-9 (e.g. span-3)")
+            others.append(name)
             continue
-        path = os.path.join(root, name)
-        if _isdir(path):
-            yield from _walk_files(path)
-        elif name.lower().endswith(SUPPORTED_SUFFIXES):
-            yield path
+        _check_not_dangling(os.path.join(input_base, name))
+        if not _isdir(os.path.join(input_base, name)):
+            raise InputError(f"ingest: {os.path.join(input_base, name)}: a span must be a folder, found a file")
+        span = int(m.group(1))
+        if span in spans:
+            raise InputError(f"ingest: folders {os.path.join(input_base, spans[span])} and "
+                             f"{os.path.join(input_base, name)} are both span {span}; keep one")
+        spans[span] = name
+    if spans and others:
+        raise InputError(f"ingest: {input_base} holds span folders and also {others}, which are not "
+                         f"span-<N> folders and would never be read; move them into a span or rename them "
+                         f"to start with '_' or '.'")
+    return dict(sorted(spans.items()))
 
 
 def span_of(path: str, input_base: str) -> int:
@@ -92,32 +210,32 @@ def span_of(path: str, input_base: str) -> int:
     if not _isdir(input_base):
         return 0
     head = os.path.relpath(path, input_base).split(os.sep)[0]
-    m = _SPAN_DIR.match(head)
+    m = _SPAN_DIR.fullmatch(head)
     return int(m.group(1)) if m else 0
 
 
 def available_spans(input_base: str) -> list[int]:
     """The span numbers under input_base (`span-N` folders); [] when there is no span layout."""
-    if not _isdir(input_base):
-        return []
-    spans = []
-    for name in _listdir(input_base):
-        m = _SPAN_DIR.match(name)
-        if m and _isdir(os.path.join(input_base, name)):
-            spans.append(int(m.group(1)))
-    return sorted(spans)
+    return list(span_folders(input_base))
 
 
 def data_files(input_base: str, spans: tuple[int, ...] | None) -> list[str]:
-    """The CSV/Parquet files of the given spans, in a stable order (span, then path)."""
+    """The data files of the given spans, in a stable order (span, then path); each real file once."""
     if spans is None:
         if not _isdir(input_base):
+            if not is_supported(input_base):
+                raise _unsupported(input_base)
             return [input_base]
-        return list(_walk_files(input_base))
-    files = []
+        return _walk_files(input_base)
+    folders = span_folders(input_base)
+    walk = _Walk()
     for span in spans:
-        files.extend(_walk_files(os.path.join(input_base, f"span-{span}")))
-    return files
+        before = len(walk.files)
+        walk.folder(os.path.join(input_base, folders[span]))
+        if len(walk.files) == before:
+            raise InputError(f"ingest: {os.path.join(input_base, folders[span])}: span {span} holds no "
+                             f"{'/'.join(SUPPORTED_SUFFIXES)} file")
+    return walk.files
 
 
 def fingerprint_files(files: list[str] | tuple[str, ...]) -> str:

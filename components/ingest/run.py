@@ -1,4 +1,4 @@
-"""One ingestion, as used by both the executor and `flywheel ingest`."""
+"""The ingestion run, as used by both the executor and `flywheel ingest`: files -> examples + quarantine + counts."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
         spec.ROWS_READ: counts.rows_read,
         spec.ROWS_WRITTEN: counts.rows_written,
         spec.ROWS_QUARANTINED: counts.rows_quarantined,
+        spec.PHYSICAL_ROWS: counts.physical_rows,
         spec.FINGERPRINT: resolved.fingerprint,
         spec.SPANS: list(resolved.spans),
         spec.INPUT_FILES: list(resolved.files),
@@ -36,39 +37,3 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     with fileio.open(os.path.join(quarantine_uri, spec.COUNTS_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2))
     return counts
-
-
-def write_span_profiles(resolved: inputs.ResolvedInput, profile_uri: str, input_base: str) -> dict[int, str]:
-    """A compact profile (for the drift monitor) of each span's raw rows, into the DataProfile artifact.
-
-    Returns {span: path}; a span whose files pyarrow cannot read as a table gets no profile.
-    """
-    import pyarrow as pa
-
-    from flywheel.components.monitor import profile
-    from flywheel.components.monitor.spec import profile_file
-
-    by_span: dict[int, list[str]] = {}
-    for path in resolved.files:
-        by_span.setdefault(inputs.span_of(path, input_base), []).append(path)
-    written = {}
-    for span, files in sorted(by_span.items()):
-        try:
-            tables = [profile.read_table(f) for f in files]
-            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote=True)
-        except (profile.MonitorError, pa.ArrowInvalid):
-            continue
-        fileio.makedirs(profile_uri)
-        path = os.path.join(profile_uri, profile_file(span))
-        with fileio.open(path, "w") as f:
-            f.write(profile.profile_table(table, f"span {span}").to_json())
-        written[span] = path
-    return written
-
-
-def preserve_quarantine(quarantine_uri: str, destination: str) -> str:
-    """Copies the quarantine somewhere a failed execution's clean-up does not reach."""
-    fileio.makedirs(destination)
-    for name in fileio.listdir(quarantine_uri):
-        fileio.copy(os.path.join(quarantine_uri, name), os.path.join(destination, name), overwrite=True)
-    return os.path.join(destination, spec.QUARANTINE_FILE)

@@ -27,6 +27,7 @@ RESOLVED_INPUT_KEY = "resolved_input"
 ROWS_READ = "rows_read"
 ROWS_WRITTEN = "rows_written"
 ROWS_QUARANTINED = "rows_quarantined"
+PHYSICAL_ROWS = "physical_rows"  # data rows the files hold, counted apart from the parser
 FINGERPRINT = "data_fingerprint"
 SPANS = "spans"
 INPUT_FILES = "input_files"

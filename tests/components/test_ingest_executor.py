@@ -67,6 +67,7 @@ def test_executor_writes_standard_examples_and_counts(tmp_path):
     written = json.loads(examples.get_string_custom_property(spec.ROWS_WRITTEN))
     assert examples.get_int_custom_property(spec.ROWS_READ) == 30 + 30 + 10
     assert examples.get_int_custom_property(spec.ROWS_QUARANTINED) == 0
+    assert examples.get_int_custom_property(spec.PHYSICAL_ROWS) == 70
     assert sum(written.values()) == 70 and written["train"] > written["eval"] > 0
     for split in ("train", "eval"):
         assert _count_records(os.path.join(examples.uri, f"Split-{split}")) == written[split]
@@ -97,6 +98,34 @@ def test_limit_exceeded_fails_and_keeps_the_quarantine(tmp_path):
     kept = tmp_path / "Ingest" / spec.FAILED_QUARANTINE_DIR / "1" / spec.QUARANTINE_FILE
     rows = [json.loads(line) for line in kept.read_text().splitlines()]
     assert len(rows) == 3 and all(r["file"].endswith("part.csv") and r["line"] in (2, 3, 4) for r in rows)
+
+
+def test_an_unclosed_quote_costs_one_row_and_gzip_spans_are_read(tmp_path):
+    lines = open(os.path.join(TESTDATA, "span-1", "part-0.csv"), "rb").read().splitlines(keepends=True)
+    header, body = lines[0], lines[1:]
+    (tmp_path / "data" / "span-1").mkdir(parents=True)
+    (tmp_path / "data" / "span-1" / "part.csv.gz").write_bytes(gzip.compress(b"".join(lines)))
+    (tmp_path / "data" / "span-2").mkdir()
+    broken = body[0].replace(b",Credit Card,", b',"Credit Card,', 1)
+    assert broken != body[0]
+    (tmp_path / "data" / "span-2" / "part.csv").write_bytes(header + body[0] + broken + b"".join(body * 10))
+    examples, quarantine, _ = _run_executor(tmp_path, str(tmp_path / "data"))
+    read, written = examples.get_int_custom_property(spec.ROWS_READ), examples.get_string_custom_property(
+        spec.ROWS_WRITTEN)
+    assert read == 30 + 1 + 1 + 300 == examples.get_int_custom_property(spec.PHYSICAL_ROWS)
+    assert examples.get_int_custom_property(spec.ROWS_QUARANTINED) == 1
+    assert sum(json.loads(written).values()) == read - 1
+    with open(os.path.join(quarantine.uri, spec.QUARANTINE_FILE)) as f:
+        [row] = [json.loads(line) for line in f]
+    assert row["file"].endswith("span-2/part.csv") and row["line"] == 3 and row["lines"] == 1
+    assert row["reason"].startswith("unclosed quote: the quoted field opened on line 3")
+
+
+def test_a_corrupt_parquet_file_fails_the_execution_naming_it(tmp_path):
+    shutil.copytree(TESTDATA, tmp_path / "data")
+    (tmp_path / "data" / "span-2" / "part-2.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(parsing.IngestError, match=r"span-2/part-2.parquet: not a readable Parquet file"):
+        _run_executor(tmp_path, str(tmp_path / "data"))
 
 
 def test_cli_ingest_json(tmp_path):
@@ -130,7 +159,7 @@ def test_cli_ingest_missing_required_column(tmp_path):
     assert "bad.csv: missing required column(s)" in result.stderr and "'fare'" in result.stderr
 
 
-def test_gzip_records_are_readable_without_tensorflow(tmp_path):
+def test_examples_are_plain_gzip_files(tmp_path):
     examples, _, _ = _run_executor(tmp_path, TESTDATA)
     path = os.path.join(examples.uri, "Split-eval", sorted(os.listdir(os.path.join(examples.uri, "Split-eval")))[0])
     with gzip.open(path, "rb") as f:
