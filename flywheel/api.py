@@ -356,7 +356,8 @@ class IngestResult:
         return _to_dict(self)
 
     def lines(self) -> list[str]:
-        return [f"flywheel ingest: {self.physical_rows:,} physical rows, {self.rows_read:,} rows read, written {self.rows_written}, "
+        return [f"flywheel ingest: {self.physical_rows:,} physical rows, {self.rows_read:,} rows read, "
+                f"written {self.rows_written}, "
                 f"{self.rows_quarantined} quarantined ({self.quarantine_path}); span {self.span}, "
                 f"fingerprint {self.fingerprint[:12]}; examples in {self.examples_path}"]
 
