@@ -39,9 +39,10 @@ def is_local(path: str) -> bool:
     return "://" not in path
 
 
-def filesystem(path: str) -> Any:
-    """TFX's filesystem for `path`: the local plugin for local paths, fileio for any scheme."""
-    if is_local(path):
+def filesystem(*paths: str) -> Any:
+    """TFX's filesystem for these paths: `tfx.dsl.io.fileio` when any has a scheme (gs://, s3://, ram://...);
+    for local paths only, the local plugin fileio itself uses without TensorFlow (no TensorFlow import)."""
+    if all(is_local(path) for path in paths):
         from tfx.dsl.io.plugins.local import LocalFilesystem
 
         return LocalFilesystem

@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
-from tfx.dsl.io import fileio
 
 from flywheel.components.common import serving
+from flywheel.components.common.serving import filesystem as _fs
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor import profile
@@ -82,14 +82,14 @@ def link_or_copy_manifest(artifact_uri: str, version_path: str) -> None:
     if serving.is_local(artifact_uri) and serving.is_local(version_path):
         if os.path.islink(artifact_uri):
             os.remove(artifact_uri)
-        elif fileio.isdir(artifact_uri):
-            fileio.rmtree(artifact_uri)
-        elif fileio.exists(artifact_uri):
-            fileio.remove(artifact_uri)
-        fileio.makedirs(os.path.dirname(artifact_uri))
+        elif _fs(artifact_uri).isdir(artifact_uri):
+            _fs(artifact_uri).rmtree(artifact_uri)
+        elif _fs(artifact_uri).exists(artifact_uri):
+            _fs(artifact_uri).remove(artifact_uri)
+        _fs(artifact_uri).makedirs(os.path.dirname(artifact_uri))
         os.symlink(os.path.abspath(version_path), artifact_uri, target_is_directory=True)
         return
-    fileio.makedirs(artifact_uri)
+    _fs(artifact_uri).makedirs(artifact_uri)
     manifest = serving.read_manifest(os.path.join(version_path, serving.MANIFEST_FILE))
-    with fileio.open(os.path.join(artifact_uri, serving.MANIFEST_FILE), "w") as f:
+    with _fs(artifact_uri).open(os.path.join(artifact_uri, serving.MANIFEST_FILE), "w") as f:
         f.write(json.dumps(manifest, indent=2))

@@ -14,8 +14,10 @@
   the copy is written into the version folder with `saved_model.pb` last: TF Serving's rule there is
   that a version exists once its `saved_model.pb` does, and `serving.versions` follows the same rule.
 
-Every file goes through `tfx.dsl.io.fileio`; `os` is used only for what fileio has no call for, on local
-paths only: the flocks and fsync.
+Every file goes through TFX's filesystem layer (`serving.filesystem`): `tfx.dsl.io.fileio` for any URI
+with a scheme, and for local paths the local plugin that fileio itself uses when TensorFlow is absent, so
+a local push imports no TensorFlow. `os` serves only what that layer has no call for, on local paths
+only: the flocks and fsync.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ import time
 import uuid
 from typing import Any, Iterator, Optional
 
-from tfx.dsl.io import fileio
-
 from flywheel.components.common import serving
+from flywheel.components.common.serving import filesystem as _fs
 
 TMP_PREFIX = ".push-"
 LOCK_FILE = ".push.lock"
@@ -55,16 +56,14 @@ class PushError(RuntimeError):
 
 
 def _names(path: str) -> list[str]:
-    if not fileio.isdir(path):
-        return []
-    return [name.rstrip("/") for name in fileio.listdir(path)]
+    return serving.listdir(path)
 
 
 def tree(root: str) -> tuple[list[str], list[str]]:
     """(folders, files) under root, relative, in a fixed order: a folder's files (sorted), then its sub-folders."""
     files, folders = [], []
     for name in sorted(_names(root)):
-        (folders if fileio.isdir(os.path.join(root, name)) else files).append(name)
+        (folders if _fs(root).isdir(os.path.join(root, name)) else files).append(name)
     all_folders, all_files = [], list(files)
     for folder in folders:
         sub_folders, sub_files = tree(os.path.join(root, folder))
@@ -78,7 +77,7 @@ def tree_digest(path: str) -> str:
     digest = hashlib.sha256()
     for rel in tree(path)[1]:
         digest.update(rel.encode("utf-8") + b"\0")
-        with fileio.open(os.path.join(path, rel), "rb") as f:
+        with _fs(path).open(os.path.join(path, rel), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -87,8 +86,8 @@ def tree_digest(path: str) -> str:
 def sample_examples(examples_uri: str, split: str, n: int) -> list[bytes]:
     """The first n serialized tf.Examples of a split (gzip TFRecords)."""
     out: list[bytes] = []
-    for path in sorted(fileio.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))):
-        with fileio.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
+    for path in sorted(_fs(examples_uri).glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))):
+        with _fs(path).open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
             while len(out) < n:
                 header = f.read(12)
                 if len(header) < 12:
@@ -145,7 +144,7 @@ def serving_lock(model_root: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iter
     The lock is an flock: the kernel releases it when the holder exits, killed or not. On object storage
     there is no such lock; the call only logs that pushes there are not serialized.
     """
-    fileio.makedirs(model_root)
+    _fs(model_root).makedirs(model_root)
     if not serving.is_local(model_root):
         logger.info("push: %s is on object storage, which has no lock: concurrent pushes are kept apart by "
                     "exclusive version claims and the blessing's baseline check only", model_root)
@@ -205,7 +204,7 @@ def _lock_folder(path: str) -> Optional[int]:
 
 
 def _write(path: str, content: str) -> None:
-    with fileio.open(path, "w") as f:
+    with _fs(path).open(path, "w") as f:
         f.write(content)
 
 
@@ -218,7 +217,7 @@ def claim_version(model_root: str, now: Optional[float] = None) -> Claim:
         version = max(int(now if now is not None else time.time()), max(taken, default=0) + 1)
         claim = Claim(version, os.path.join(model_root, f"{TMP_PREFIX}{version}-{writer}"),
                       os.path.join(model_root, str(version)))
-        fileio.makedirs(claim.marker)
+        _fs(claim.marker).makedirs(claim.marker)
         claim.handle = _lock_folder(claim.marker)
         _write(os.path.join(claim.marker, WRITER_FILE),
                json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}))
@@ -227,7 +226,7 @@ def claim_version(model_root: str, now: Optional[float] = None) -> Claim:
         if not rivals:
             return claim
         claim.release()
-        fileio.rmtree(claim.marker)
+        _fs(claim.marker).rmtree(claim.marker)
         time.sleep(random.uniform(0.0, 0.02 * (1 + attempt % 10)))
     raise PushError(f"push: could not claim a version in {model_root} in {CLAIM_ATTEMPTS} attempts: other "
                     "writers kept taking the same numbers")
@@ -275,10 +274,10 @@ def clean_stale(model_root: str, stale_after: float = STALE_AFTER_SECONDS) -> li
             continue
         partial = os.path.join(model_root, str(version))
         others = [n for n in names if n != name and marker_version(n) == version]
-        if not others and fileio.exists(partial) and not serving.is_complete(partial):
-            fileio.rmtree(partial)
+        if not others and _fs(partial).exists(partial) and not serving.is_complete(partial):
+            _fs(partial).rmtree(partial)
             removed.append(str(version))
-        fileio.rmtree(marker)
+        _fs(marker).rmtree(marker)
         removed.append(name)
     if removed:
         logger.warning("push: removed %s in %s, left by pushes whose writer is gone", removed, model_root)
@@ -315,37 +314,37 @@ def publish(model_dir: str, serving_dir: str, model_name: str, manifest: dict[st
         raise PushError(f"push: {model_dir} has no {serving.SAVED_MODEL_FILE}; expected a SavedModel, "
                         f"found {files[:10]}")
     model_root = os.path.join(serving_dir, model_name)
-    fileio.makedirs(model_root)
+    _fs(model_root).makedirs(model_root)
     clean_stale(model_root)
     claim = claim_version(model_root, now)
     local = serving.is_local(model_root)
     target = claim.marker if local else claim.final
     try:
         for rel in folders:
-            fileio.makedirs(os.path.join(target, rel))
+            _fs(target).makedirs(os.path.join(target, rel))
         for rel in files:
             if rel != serving.SAVED_MODEL_FILE:
-                fileio.copy(os.path.join(model_dir, rel), os.path.join(target, rel), overwrite=True)
+                _fs(model_dir, target).copy(os.path.join(model_dir, rel), os.path.join(target, rel), overwrite=True)
         for name, content in (extra_files or {}).items():
             _write(os.path.join(target, name), content)
             manifest = dict(manifest, baseline_profile=name)
         manifest = dict(manifest, version=claim.version,
                         pushed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         _write(os.path.join(target, serving.MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True))
-        fileio.copy(os.path.join(model_dir, serving.SAVED_MODEL_FILE),
+        _fs(model_dir, target).copy(os.path.join(model_dir, serving.SAVED_MODEL_FILE),
                     os.path.join(target, serving.SAVED_MODEL_FILE), overwrite=True)
         if local:
-            fileio.remove(os.path.join(target, WRITER_FILE))
+            _fs(target).remove(os.path.join(target, WRITER_FILE))
             _fsync_tree(target)
-            fileio.rename(target, claim.final)
+            _fs(target).rename(target, claim.final)
             _fsync(model_root)
         else:
-            fileio.rmtree(claim.marker)
+            _fs(claim.marker).rmtree(claim.marker)
     except BaseException:
-        if not local and fileio.exists(claim.final) and not serving.is_complete(claim.final):
-            fileio.rmtree(claim.final)
-        if fileio.exists(claim.marker):
-            fileio.rmtree(claim.marker)
+        if not local and _fs(claim.final).exists(claim.final) and not serving.is_complete(claim.final):
+            _fs(claim.final).rmtree(claim.final)
+        if _fs(claim.marker).exists(claim.marker):
+            _fs(claim.marker).rmtree(claim.marker)
         raise
     finally:
         claim.release()

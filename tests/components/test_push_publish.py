@@ -7,6 +7,7 @@ import logging
 import os
 
 import pytest
+from tfx.dsl.io.plugins.local import LocalFilesystem
 
 from flywheel.components.common import serving
 from flywheel.components.push import publish
@@ -98,7 +99,7 @@ def test_a_model_without_saved_model_pb_is_refused(tmp_path):
 
 def test_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     events: list[tuple[str, str]] = []
-    real_fsync, real_rename = os.fsync, publish.fileio.rename
+    real_fsync, real_rename = os.fsync, LocalFilesystem.rename
 
     def fsync(fd):
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -109,7 +110,7 @@ def test_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeypatch):
         return real_rename(src, dst, overwrite)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(publish.fileio, "rename", rename)
+    monkeypatch.setattr(LocalFilesystem, "rename", staticmethod(rename))
     _, path = publish.publish(_model(tmp_path, b"m"), str(tmp_path / "serving"), "taxi", {}, extra_files={"b": "1"})
     renamed = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
     assert len(renamed) == 1
@@ -127,7 +128,7 @@ def test_a_failed_copy_leaves_no_version_and_no_temporary_folder(tmp_path, monke
     def broken_copy(src, dst, overwrite=False):
         raise OSError("disk full")
 
-    monkeypatch.setattr(publish.fileio, "copy", broken_copy)
+    monkeypatch.setattr(LocalFilesystem, "copy", staticmethod(broken_copy))
     with pytest.raises(OSError, match="disk full"):
         publish.publish(_model(tmp_path, b"m"), serving_dir, "taxi", {})
     left = os.listdir(os.path.join(serving_dir, "taxi"))
