@@ -47,16 +47,18 @@ elif job["mode"] == "lock":
 """
 
 
-def _start(job: dict) -> subprocess.Popen:
+def _start(job: dict, log_dir) -> subprocess.Popen:
+    log = open(os.path.join(log_dir, f"worker-{len(os.listdir(log_dir))}.log"), "w")
     proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(job)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout.readline().strip() == "ready"
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    proc.log = log.name
+    assert proc.stdout.readline().strip() == "ready", open(log.name).read()
     return proc
 
 
 def _answer(proc: subprocess.Popen):
     line = proc.stdout.readline()
-    assert line, f"worker {proc.pid} exited with {proc.wait()} before answering"
+    assert line, f"worker {proc.pid} exited with {proc.wait()} before answering: {open(proc.log).read()}"
     return line.strip() if line.strip() == "locked" else json.loads(line)
 
 
@@ -71,9 +73,11 @@ def _model(tmp_path) -> str:
 
 def test_concurrent_publishes_take_distinct_versions_and_each_is_complete(tmp_path):
     model, serving_dir, go = _model(tmp_path), str(tmp_path / "serving"), str(tmp_path / "go")
+    logs = tmp_path / "logs"
+    logs.mkdir()
     now = time.time()  # the same candidate number for every writer: only the claim keeps them apart
     workers = [_start({"mode": "publish", "model": model, "serving_dir": serving_dir, "go": go, "now": now,
-                       "lock": lock, "name": f"w{i}"}) for i, lock in enumerate([False, False, True])]
+                       "lock": lock, "name": f"w{i}"}, logs) for i, lock in enumerate([False, False, True])]
     open(go, "w").close()
     results = [_answer(w) for w in workers]
     assert all(w.wait(timeout=120) == 0 for w in workers)
@@ -94,7 +98,7 @@ def test_concurrent_publishes_take_distinct_versions_and_each_is_complete(tmp_pa
 def test_claims_are_exclusive_without_the_lock(tmp_path):
     root, go = str(tmp_path / "serving" / "taxi"), str(tmp_path / "go")
     os.makedirs(root)
-    workers = [_start({"mode": "claim", "root": root, "go": go, "now": 1000.0, "n": 8}) for _ in range(3)]
+    workers = [_start({"mode": "claim", "root": root, "go": go, "now": 1000.0, "n": 8}, tmp_path) for _ in range(3)]
     open(go, "w").close()
     claimed = [v for w in workers for v in _answer(w)]
     assert all(w.wait(timeout=120) == 0 for w in workers)
@@ -104,7 +108,8 @@ def test_claims_are_exclusive_without_the_lock(tmp_path):
 def test_a_dead_writers_temp_folder_is_cleaned_and_a_live_writers_kept(tmp_path):
     root = tmp_path / "serving" / "taxi"
     root.mkdir(parents=True)
-    dead, live = _start({"mode": "hold", "root": str(root)}), _start({"mode": "hold", "root": str(root)})
+    dead, live = _start({"mode": "hold", "root": str(root)}, tmp_path), _start({"mode": "hold", "root": str(root)},
+                                                                                tmp_path)
     (dead_version, dead_marker), (live_version, live_marker) = _answer(dead), _answer(live)
     try:
         os.kill(dead.pid, signal.SIGKILL)  # a crash mid-push: its marker stays behind
@@ -122,7 +127,7 @@ def test_a_dead_writers_temp_folder_is_cleaned_and_a_live_writers_kept(tmp_path)
 
 def test_the_serving_lock_waits_for_its_holder_and_dies_with_it(tmp_path):
     root = str(tmp_path / "serving" / "taxi")
-    holder = _start({"mode": "lock", "root": root})
+    holder = _start({"mode": "lock", "root": root}, tmp_path)
     assert _answer(holder) == "locked"
     started = time.monotonic()
     with pytest.raises(publish.PushError, match=f"locked by pid {holder.pid} on .*; waited 1 s"):

@@ -37,12 +37,16 @@ import time
 import uuid
 from typing import Any, Iterator, Optional
 
+from tfx.dsl.io.filesystem import NotFoundError
+
 from flywheel.components.common import serving
 from flywheel.components.common.serving import filesystem as _fs
 
 TMP_PREFIX = ".push-"
 LOCK_FILE = ".push.lock"
 WRITER_FILE = "writer.json"
+PRIVATE = "new"
+PRIVATE_STALE_AFTER_SECONDS = 3600.0
 BASELINE_PROFILE = "baseline_profile.json"
 LOCK_TIMEOUT_SECONDS = 3600.0
 STALE_AFTER_SECONDS = 24 * 3600.0
@@ -208,6 +212,24 @@ def _write(path: str, content: str) -> None:
         f.write(content)
 
 
+def _create_marker(claim: Claim, writer: str) -> None:
+    """Creates the claim's marker with its writer.json; on a local filesystem, already locked when it appears.
+
+    Locally the folder is made and locked under a private name (`.push-new-<writer>`, which claims nothing)
+    and renamed to the marker's name: a cleaner can never see the marker before its writer holds it.
+    """
+    info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()})
+    if not serving.is_local(claim.marker):
+        _fs(claim.marker).makedirs(claim.marker)
+        _write(os.path.join(claim.marker, WRITER_FILE), info)
+        return
+    private = os.path.join(os.path.dirname(claim.marker), f"{TMP_PREFIX}{PRIVATE}-{writer}")
+    _fs(private).makedirs(private)
+    claim.handle = _lock_folder(private)
+    _write(os.path.join(private, WRITER_FILE), info)
+    _fs(private).rename(private, claim.marker)
+
+
 def claim_version(model_root: str, now: Optional[float] = None) -> Claim:
     """Claims the next version number exclusively: Unix seconds, above every number already used."""
     writer = uuid.uuid4().hex[:12]
@@ -217,10 +239,7 @@ def claim_version(model_root: str, now: Optional[float] = None) -> Claim:
         version = max(int(now if now is not None else time.time()), max(taken, default=0) + 1)
         claim = Claim(version, os.path.join(model_root, f"{TMP_PREFIX}{version}-{writer}"),
                       os.path.join(model_root, str(version)))
-        _fs(claim.marker).makedirs(claim.marker)
-        claim.handle = _lock_folder(claim.marker)
-        _write(os.path.join(claim.marker, WRITER_FILE),
-               json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}))
+        _create_marker(claim, writer)
         mine = os.path.basename(claim.marker)
         rivals = [n for n in _names(model_root) if n != mine and (n == str(version) or marker_version(n) == version)]
         if not rivals:
@@ -260,6 +279,25 @@ def writer_alive(marker: str, stale_after: float = STALE_AFTER_SECONDS) -> bool:
     return time.time() - started < stale_after
 
 
+def _remove(path: str) -> None:
+    """rmtree that accepts a folder another cleaner removed first."""
+    try:
+        _fs(path).rmtree(path)
+    except NotFoundError:
+        logger.info("push: %s was already removed", path)
+
+
+def _private_leftover(path: str) -> bool:
+    """A `.push-new-<writer>` folder (local only) whose writer died before renaming it to its marker."""
+    if not (serving.is_local(path) and os.path.basename(path).startswith(f"{TMP_PREFIX}{PRIVATE}-")):
+        return False
+    try:
+        old = time.time() - _fs(path).stat(path).st_mtime > PRIVATE_STALE_AFTER_SECONDS
+    except NotFoundError:
+        return False
+    return old and not writer_alive(path)
+
+
 def clean_stale(model_root: str, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
     """Removes the markers of writers that are gone (and, on object storage, their partial versions).
 
@@ -270,14 +308,17 @@ def clean_stale(model_root: str, stale_after: float = STALE_AFTER_SECONDS) -> li
     for name in names:
         version = marker_version(name)
         marker = os.path.join(model_root, name)
+        if _private_leftover(marker):
+            _remove(marker)
+            removed.append(name)
         if version is None or writer_alive(marker, stale_after):
             continue
         partial = os.path.join(model_root, str(version))
         others = [n for n in names if n != name and marker_version(n) == version]
         if not others and _fs(partial).exists(partial) and not serving.is_complete(partial):
-            _fs(partial).rmtree(partial)
+            _remove(partial)
             removed.append(str(version))
-        _fs(marker).rmtree(marker)
+        _remove(marker)
         removed.append(name)
     if removed:
         logger.warning("push: removed %s in %s, left by pushes whose writer is gone", removed, model_root)

@@ -112,8 +112,9 @@ def test_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(LocalFilesystem, "rename", staticmethod(rename))
     _, path = publish.publish(_model(tmp_path, b"m"), str(tmp_path / "serving"), "taxi", {}, extra_files={"b": "1"})
-    renamed = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
-    assert len(renamed) == 1
+    renamed = [i for i, (kind, src) in enumerate(events)
+               if kind == "rename" and publish.marker_version(os.path.basename(src)) is not None]
+    assert len(renamed) == 1, events  # the marker folder becomes the version folder
     tmp = events[renamed[0]][1]
     before = {p for kind, p in events[:renamed[0]] if kind == "fsync"}
     expected = {os.path.join(tmp, rel) for rel in ["saved_model.pb", "push.json", "b", "variables",
@@ -133,3 +134,15 @@ def test_a_failed_copy_leaves_no_version_and_no_temporary_folder(tmp_path, monke
         publish.publish(_model(tmp_path, b"m"), serving_dir, "taxi", {})
     left = os.listdir(os.path.join(serving_dir, "taxi"))
     assert not [n for n in left if n.isdigit() or n.startswith(publish.TMP_PREFIX)], left
+
+
+def test_a_private_folder_of_a_writer_that_died_while_creating_its_marker_is_removed_once_old(tmp_path):
+    root = tmp_path / "serving" / "taxi"
+    private = f"{publish.TMP_PREFIX}{publish.PRIVATE}"
+    old, young = root / f"{private}-old", root / f"{private}-young"
+    old.mkdir(parents=True)
+    young.mkdir()
+    past = os.stat(old).st_mtime - 2 * publish.PRIVATE_STALE_AFTER_SECONDS
+    os.utime(old, (past, past))
+    assert publish.clean_stale(str(root)) == [old.name]
+    assert young.exists(), "it may be a writer between creating its folder and locking it"
