@@ -90,6 +90,7 @@ def test_warm_start_source_is_the_latest_serving_version_and_part_of_the_trainer
         folder = tmp_path / "out" / "serving" / "taxi" / str(version)
         folder.mkdir(parents=True)
         (folder / "push.json").write_text(json.dumps({"version": version}))
+        (folder / "saved_model.pb").write_bytes(b"")
     assert pipeline.warm_start_source(TaxiConfig(paths=paths)) is None
     cfg = TaxiConfig(paths=paths, warm_start=True)
     assert pipeline.warm_start_source(cfg) == str(tmp_path / "out" / "serving" / "taxi" / "12")

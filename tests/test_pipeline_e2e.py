@@ -164,4 +164,4 @@ def test_model_removed_from_serving_is_pushed_again_not_answered_from_cache(loca
     after = serving.latest(root, "taxi")
     records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
     assert after is not None and after.manifest["model_uri"] == records["Trainer"].output("model")["uri"]
-    assert records["Push"].output("pushed_model")["pushed_version"] == after.version
+    assert records["Push"].output("pushed_model")["pushed_version"] == str(after.version)

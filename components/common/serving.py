@@ -1,17 +1,31 @@
 """The serving directory: `<serving_dir>/<model_name>/<version>/` with a push.json manifest.
 
-TF Serving loads numeric version folders only; anything else (a push in progress
-under a temporary name) is invisible to it and to these functions.
+TF Serving loads numeric version folders only; anything else (a push in progress under a temporary
+name) is invisible to it and to these functions. A version counts once both its `push.json` and its
+`saved_model.pb` exist: Push writes `saved_model.pb` last, which is TF Serving's completeness rule on
+object storage where a folder cannot be renamed into place.
+
+Every file is reached through TFX's filesystem layer: its local plugin for local paths (no TensorFlow
+import, so the CLI's up-to-date check stays fast) and `tfx.dsl.io.fileio` (TensorFlow's gfile:
+gs://, s3://, hdfs://, ram://) for the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-from typing import Optional
+from typing import Any, Optional
 
 MANIFEST_FILE = "push.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+
+logger = logging.getLogger(__name__)
+
+
+class ManifestError(ValueError):
+    """A push.json that is not a readable JSON object (truncated by a crash, or edited by hand)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,44 +35,75 @@ class ServedVersion:
     manifest: dict
 
 
-def _fs():
+def is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def filesystem(*paths: str) -> Any:
+    """TFX's filesystem for these paths: `tfx.dsl.io.fileio` when any has a scheme (gs://, s3://, ram://...);
+    for local paths only, the local plugin fileio itself uses without TensorFlow (no TensorFlow import)."""
+    if all(is_local(path) for path in paths):
+        from tfx.dsl.io.plugins.local import LocalFilesystem
+
+        return LocalFilesystem
     from tfx.dsl.io import fileio
 
     return fileio
 
 
-def versions(serving_dir: str, model_name: str) -> list[int]:
-    root = os.path.join(serving_dir, model_name)
-    if "://" not in root and not os.path.isdir(root):
+def listdir(path: str) -> list[str]:
+    """Entry names of a folder ([] when it does not exist), without the trailing '/' gfile adds."""
+    fs = filesystem(path)
+    if not fs.isdir(path):
         return []
-    fileio = _fs() if "://" in root else None
-    names = fileio.listdir(root) if fileio else os.listdir(root)
-    found = []
-    for name in names:
-        name = name.rstrip("/")
-        if name.isdigit() and _exists(os.path.join(root, name, MANIFEST_FILE)):
-            found.append(int(name))
-    return sorted(found)
+    return [name.rstrip("/") for name in fs.listdir(path)]
 
 
-def _exists(path: str) -> bool:
-    if "://" in path:
-        return _fs().exists(path)
-    return os.path.exists(path)
+def numeric_folders(serving_dir: str, model_name: str) -> list[int]:
+    """Every numeric folder, complete or not: no new version may take one of these numbers."""
+    return sorted(int(name) for name in listdir(os.path.join(serving_dir, model_name)) if name.isdigit())
+
+
+def is_complete(version_path: str) -> bool:
+    fs = filesystem(version_path)
+    return fs.exists(os.path.join(version_path, MANIFEST_FILE)) and fs.exists(
+        os.path.join(version_path, SAVED_MODEL_FILE))
+
+
+def versions(serving_dir: str, model_name: str) -> list[int]:
+    """The complete versions, oldest first."""
+    root = os.path.join(serving_dir, model_name)
+    return [v for v in numeric_folders(serving_dir, model_name) if is_complete(os.path.join(root, str(v)))]
 
 
 def read_manifest(path: str) -> dict:
-    if "://" in path:
-        with _fs().open(path, "r") as f:
-            return json.loads(f.read())
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A push.json as a dict; ManifestError naming the file when it is missing, truncated or not an object."""
+    fs = filesystem(path)
+    try:
+        with fs.open(path, "r") as f:
+            text = f.read()
+    except Exception as e:  # each filesystem raises its own not-found and I/O errors; re-raised, named
+        raise ManifestError(f"serving: cannot read {path}: {type(e).__name__}: {e}") from e
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        raise ManifestError(f"serving: {path} is not valid JSON ({e}; {len(text)} characters, "
+                            "truncated by a crash?)") from e
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"serving: {path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def latest(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
-    """The newest complete version in serving, or None when nothing has been pushed."""
-    found = versions(serving_dir, model_name)
-    if not found:
-        return None
-    path = os.path.join(serving_dir, model_name, str(found[-1]))
-    return ServedVersion(found[-1], path, read_manifest(os.path.join(path, MANIFEST_FILE)))
+    """The newest complete version with a readable manifest, or None when there is none.
+
+    A version whose push.json cannot be read is reported (a warning naming the file) and skipped.
+    """
+    root = os.path.join(serving_dir, model_name)
+    for version in reversed(versions(serving_dir, model_name)):
+        path = os.path.join(root, str(version))
+        try:
+            return ServedVersion(version, path, read_manifest(os.path.join(path, MANIFEST_FILE)))
+        except ManifestError as e:
+            logger.warning("%s; version %d skipped", e, version)
+    return None

@@ -22,6 +22,9 @@ def Push(  # noqa: N802 - TFX component names are classes
 ) -> None:
     """Publishes a blessed model to `<serving_dir>/<model_name>/<version>/` with push.json.
 
+    Decide and publish hold the serving folder's lock; versions are claimed exclusively; a model blessed
+    against an older serving version than the latest is not published (see components/push/README.md).
+
     Args:
       model: the trained model (Format-Serving SavedModel).
       model_blessing: Evaluate's blessing; an unblessed model is not pushed (the execution still succeeds).
@@ -37,7 +40,8 @@ def Push(  # noqa: N802 - TFX component names are classes
         was emptied since is never answered by a cached push; the push itself reads the folder.
 
     Outputs:
-      pushed_model: custom properties `pushed` (1/0), `pushed_version`, `pushed_destination`, `reason`.
+      pushed_model: custom properties as the stock Pusher sets them, `pushed` (int 1/0), `pushed_version` and
+        `pushed_destination` (strings, when pushed), plus `reason` (string: why it was or was not pushed).
     """
     from flywheel.components.push import executor
 

@@ -1,14 +1,17 @@
-"""Push's execution as a plain function: decide, check the model on real examples, publish, record."""
+"""Push's execution as plain functions: decide under the serving lock, check the model, publish, record."""
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any, Optional
 
 from tfx import types
-from tfx.dsl.io import fileio
+from tfx.components.evaluator import constants as evaluator_constants
 
 from flywheel.components.common import serving
+from flywheel.components.common.serving import filesystem as _fs
+from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor import profile
 from flywheel.components.push import publish, spec
@@ -18,38 +21,53 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
              data_profile: types.Artifact, pushed_model: types.Artifact, serving_dir: str, model_name: str,
              num_check_examples: int) -> dict:
     model_dir = os.path.join(model.uri, "Format-Serving")
-    blessed = bool(blessing.get_int_custom_property("blessed"))
+    blessed = bool(blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY))
+    baseline_version = blessing.get_int_custom_property(evaluate_spec.BASELINE_VERSION) or None
+    if not blessed:
+        return record(pushed_model, publish.decide(False, "", baseline_version, None), None)
     digest = publish.tree_digest(model_dir)
-    reason = publish.decide(blessed, digest, serving_dir, model_name)
-    result = {"pushed": reason is None, "reason": reason or "blessed and different from serving"}
-    if reason is None:
+    with publish.serving_lock(os.path.join(serving_dir, model_name)):
+        reason = publish.decide(True, digest, baseline_version, serving.latest(serving_dir, model_name))
+        if reason is not None:
+            return record(pushed_model, reason, None)
         predictions = publish.check_serving_signature(
             model_dir, publish.sample_examples(examples.uri, "eval", num_check_examples))
-        manifest = {
-            "model_name": model_name,
-            "model_uri": model.uri,
-            "model_sha256": digest,
-            "data_fingerprint": examples.get_string_custom_property(ingest_spec.FINGERPRINT),
-            "spans": [int(s) for s in examples.get_string_custom_property(ingest_spec.SPANS).split(",") if s],
-            "examples_uri": examples.uri,
-            "evaluation_uri": evaluation.uri,
-            "metrics": json.loads(evaluation.get_string_custom_property("metrics") or "{}"),
-            "blessing": {
-                "blessed": blessed,
-                "blessing_uri": blessing.uri,
-                "baseline_version": blessing.get_int_custom_property("baseline_version") or None,
-            },
-            "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
-        }
+        manifest = build_manifest(model, blessing, evaluation, examples, model_name, digest, baseline_version,
+                                  predictions)
         baseline = profile.merge(list(profile.read_span_profiles(data_profile.uri).values()))
-        version, path = publish.publish(model_dir, serving_dir, model_name, manifest,
-                                        extra_files={publish.BASELINE_PROFILE: baseline.to_json()})
-        result.update(version=version, path=path)
-        pushed_model.set_int_custom_property(spec.PUSHED_VERSION, version)
+        published = publish.publish(model_dir, serving_dir, model_name, manifest,
+                                    extra_files={publish.BASELINE_PROFILE: baseline.to_json()})
+    return record(pushed_model, None, published)
+
+
+def build_manifest(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact,
+                   examples: types.Artifact, model_name: str, digest: str, baseline_version: Optional[int],
+                   predictions: list[float]) -> dict[str, Any]:
+    return {
+        "model_name": model_name,
+        "model_uri": model.uri,
+        "model_sha256": digest,
+        "data_fingerprint": examples.get_string_custom_property(ingest_spec.FINGERPRINT),
+        "spans": [int(s) for s in examples.get_string_custom_property(ingest_spec.SPANS).split(",") if s],
+        "examples_uri": examples.uri,
+        "evaluation_uri": evaluation.uri,
+        "metrics": json.loads(evaluation.get_string_custom_property(evaluate_spec.METRICS_JSON) or "{}"),
+        "blessing": {"blessed": True, "blessing_uri": blessing.uri, "baseline_version": baseline_version},
+        "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
+    }
+
+
+def record(pushed_model: types.Artifact, reason: Optional[str], published: Optional[tuple[int, str]]) -> dict:
+    """Sets the PushedModel's properties the way the stock Pusher does, plus `reason`; returns them."""
+    pushed_model.set_int_custom_property(spec.PUSHED, int(published is not None))
+    pushed_model.set_string_custom_property(spec.REASON, reason or spec.PUSHED_REASON)
+    result: dict[str, Any] = {"pushed": published is not None, "reason": reason or spec.PUSHED_REASON}
+    if published is not None:
+        version, path = published
+        pushed_model.set_string_custom_property(spec.PUSHED_VERSION, str(version))
         pushed_model.set_string_custom_property(spec.PUSHED_DESTINATION, path)
         link_or_copy_manifest(pushed_model.uri, path)
-    pushed_model.set_int_custom_property(spec.PUSHED, int(result["pushed"]))
-    pushed_model.set_string_custom_property(spec.REASON, result["reason"])
+        result.update(version=version, path=path)
     return result
 
 
@@ -59,16 +77,19 @@ def link_or_copy_manifest(artifact_uri: str, version_path: str) -> None:
     On a local filesystem the artifact's folder becomes a link to the version folder: if that
     version is later removed from serving, TFX finds the cached push's output missing and pushes
     again instead of reporting a model that is no longer served. Elsewhere (gs://) it holds a copy
-    of push.json.
+    of push.json. Links exist on local filesystems only, so only they use `os`.
     """
-    if "://" not in artifact_uri and "://" not in version_path:
-        if os.path.islink(artifact_uri) or os.path.isfile(artifact_uri):
+    if serving.is_local(artifact_uri) and serving.is_local(version_path):
+        if os.path.islink(artifact_uri):
             os.remove(artifact_uri)
-        elif os.path.isdir(artifact_uri):
-            fileio.rmtree(artifact_uri)
-        os.makedirs(os.path.dirname(artifact_uri), exist_ok=True)
+        elif _fs(artifact_uri).isdir(artifact_uri):
+            _fs(artifact_uri).rmtree(artifact_uri)
+        elif _fs(artifact_uri).exists(artifact_uri):
+            _fs(artifact_uri).remove(artifact_uri)
+        _fs(artifact_uri).makedirs(os.path.dirname(artifact_uri))
         os.symlink(os.path.abspath(version_path), artifact_uri, target_is_directory=True)
         return
-    fileio.makedirs(artifact_uri)
-    with fileio.open(os.path.join(artifact_uri, serving.MANIFEST_FILE), "w") as f:
-        f.write(json.dumps(serving.read_manifest(os.path.join(version_path, serving.MANIFEST_FILE)), indent=2))
+    _fs(artifact_uri).makedirs(artifact_uri)
+    manifest = serving.read_manifest(os.path.join(version_path, serving.MANIFEST_FILE))
+    with _fs(artifact_uri).open(os.path.join(artifact_uri, serving.MANIFEST_FILE), "w") as f:
+        f.write(json.dumps(manifest, indent=2))

@@ -1,0 +1,129 @@
+"""Push's executor (through the component's own executor class) on the real outputs of the session's taxi run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from tfx.components.pusher import executor as stock_pusher
+from tfx.types import standard_artifacts
+
+from flywheel.components.common import serving
+from flywheel.components.evaluate import spec as evaluate_spec
+from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.monitor.spec import DataProfile
+from flywheel.components.push import publish, spec
+from flywheel.components.push.component import Push
+from flywheel.pipelines import run_record
+
+
+@pytest.fixture(scope="module")
+def run_outputs(local_run) -> dict:
+    """The Trainer, Evaluate and Ingest outputs of a real run (the model was trained, not faked)."""
+    records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
+    return {"model": records["Trainer"].output("model"), "evaluation": records["Evaluate"].output("evaluation"),
+            "examples": records["Ingest"].output(ingest_spec.EXAMPLES_KEY),
+            "profile": records["Ingest"].output(ingest_spec.PROFILE_KEY)}
+
+
+def _artifact(cls, uri: str, **props):
+    artifact = cls()
+    artifact.uri = uri
+    for name, value in props.items():
+        if isinstance(value, int):
+            artifact.set_int_custom_property(name, value)
+        else:
+            artifact.set_string_custom_property(name, value)
+    return artifact
+
+
+def _push(run_outputs, tmp_path, serving_dir: str, blessed: bool, baseline: int = 0,
+          model_uri: str | None = None) -> standard_artifacts.PushedModel:
+    found = run_outputs
+    examples = _artifact(standard_artifacts.Examples, found["examples"]["uri"],
+                         **{k: found["examples"][k] for k in (ingest_spec.FINGERPRINT, ingest_spec.SPANS)})
+    inputs = {
+        spec.MODEL_KEY: [_artifact(standard_artifacts.Model, model_uri or found["model"]["uri"])],
+        spec.BLESSING_KEY: [_artifact(standard_artifacts.ModelBlessing, str(tmp_path / "blessing"),
+                                      blessed=int(blessed), **{evaluate_spec.BASELINE_VERSION: baseline})],
+        spec.EVALUATION_KEY: [_artifact(standard_artifacts.ModelEvaluation, found["evaluation"]["uri"],
+                                        **{evaluate_spec.METRICS_JSON: found["evaluation"]["metrics"]})],
+        spec.EXAMPLES_KEY: [examples],
+        spec.PROFILE_KEY: [_artifact(DataProfile, found["profile"]["uri"])],
+    }
+    pushed = _artifact(standard_artifacts.PushedModel, str(tmp_path / f"pushed-{len(os.listdir(tmp_path))}"))
+    Push.EXECUTOR_SPEC.executor_class().Do(inputs, {spec.PUSHED_MODEL_KEY: [pushed]}, {
+        spec.SERVING_DIR_KEY: serving_dir, spec.MODEL_NAME_KEY: "taxi", spec.NUM_CHECK_EXAMPLES_KEY: 4})
+    return pushed
+
+
+def _props(artifact) -> dict:
+    return {name: (value.WhichOneof("value"), run_record.artifact_props(artifact.mlmd_artifact)[name])
+            for name, value in artifact.mlmd_artifact.custom_properties.items()}
+
+
+def test_a_blessed_model_is_pushed_like_the_stock_pusher_with_a_complete_manifest(run_outputs, tmp_path):
+    import tensorflow as tf
+
+    serving_dir = str(tmp_path / "serving")
+    pushed = _push(run_outputs, tmp_path, serving_dir, blessed=True)
+    served = serving.latest(serving_dir, "taxi")
+    assert served is not None and serving.versions(serving_dir, "taxi") == [served.version]
+    ours = _props(pushed)
+    assert ours[spec.PUSHED] == ("int_value", 1) and ours[spec.REASON][1] == spec.PUSHED_REASON
+    stock = standard_artifacts.PushedModel()
+    stock_pusher.Executor()._MarkPushed(stock, pushed_destination=served.path, pushed_version=str(served.version))
+    assert _props(stock) == {name: ours[name] for name in _props(stock)}, "read the way stock Pusher output is read"
+    model_dir = os.path.join(run_outputs["model"]["uri"], "Format-Serving")
+    manifest = served.manifest
+    assert manifest["model_uri"] == run_outputs["model"]["uri"]
+    assert manifest["model_sha256"] == publish.tree_digest(model_dir)
+    assert manifest["data_fingerprint"] == run_outputs["examples"][ingest_spec.FINGERPRINT]
+    assert manifest["spans"] == [0] and manifest["blessing"]["baseline_version"] is None
+    assert manifest["signature_check"]["examples"] == 4 and manifest["baseline_profile"] == publish.BASELINE_PROFILE
+    assert json.load(open(os.path.join(served.path, publish.BASELINE_PROFILE)))
+    assert os.path.realpath(pushed.uri) == os.path.realpath(served.path)
+    assert not [n for n in os.listdir(os.path.join(serving_dir, "taxi")) if n.startswith(publish.TMP_PREFIX)]
+    loaded = tf.saved_model.load(served.path)
+    examples = publish.sample_examples(run_outputs["examples"]["uri"], "eval", 4)
+    answer = next(iter(loaded.signatures["serving_default"](examples=tf.constant(examples)).values()))
+    assert answer.numpy().reshape(-1).tolist() == pytest.approx(manifest["signature_check"]["predictions"], abs=1e-4)
+
+
+def test_an_unblessed_model_is_not_pushed_and_says_why(run_outputs, tmp_path):
+    serving_dir = str(tmp_path / "serving")
+    pushed = _push(run_outputs, tmp_path, serving_dir, blessed=False)
+    assert _props(pushed) == {spec.PUSHED: ("int_value", 0),
+                              spec.REASON: ("string_value", "model not blessed by evaluation")}
+    assert not os.path.exists(serving_dir)
+
+
+def test_the_model_already_in_serving_is_not_pushed_again(run_outputs, tmp_path):
+    serving_dir = str(tmp_path / "serving")
+    first = _push(run_outputs, tmp_path, serving_dir, blessed=True)
+    version = int(first.get_string_custom_property(spec.PUSHED_VERSION))
+    again = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=version)
+    assert _props(again) == {spec.PUSHED: ("int_value", 0),
+                             spec.REASON: ("string_value", f"identical to serving version {version}")}
+    assert serving.versions(serving_dir, "taxi") == [version]
+
+
+def test_a_model_blessed_against_an_older_version_is_not_published_over_a_newer_one(run_outputs, tmp_path):
+    serving_dir = str(tmp_path / "serving")
+    newer = int(_push(run_outputs, tmp_path, serving_dir, blessed=True).get_string_custom_property(
+        spec.PUSHED_VERSION))
+    other = tmp_path / "other_model"
+    shutil.copytree(os.path.join(run_outputs["model"]["uri"], "Format-Serving"), other / "Format-Serving")
+    (other / "Format-Serving" / "assets").mkdir(exist_ok=True)
+    (other / "Format-Serving" / "assets" / "note.txt").write_text("a different model")
+    stale = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=0, model_uri=str(other))
+    assert stale.get_int_custom_property(spec.PUSHED) == 0
+    assert stale.get_string_custom_property(spec.REASON).startswith(
+        f"blessed against no model in serving, but serving now has version {newer}")
+    assert serving.versions(serving_dir, "taxi") == [newer]
+    current = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=newer, model_uri=str(other))
+    assert current.get_int_custom_property(spec.PUSHED) == 1
+    assert serving.versions(serving_dir, "taxi") == [newer, int(current.get_string_custom_property(
+        spec.PUSHED_VERSION))]
