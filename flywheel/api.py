@@ -232,7 +232,8 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
     pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
     if pushed:
         fields["pushed"] = bool(pushed.get(push_spec.PUSHED))
-        fields["pushed_version"] = pushed.get(push_spec.PUSHED_VERSION) if fields["pushed"] else None
+        version = pushed.get(push_spec.PUSHED_VERSION)  # a string, as the stock Pusher stores it
+        fields["pushed_version"] = int(version) if fields["pushed"] and version is not None else None
         fields["push_reason"] = pushed.get(push_spec.REASON)
     from flywheel.components.common import serving
 

@@ -50,7 +50,7 @@ def test_first_model_lineage_excludes_the_later_run(store):
     [ingest] = [s for s in found["steps"] if s["node"] == "Ingest"]
     assert ingest["outputs"][0]["data_fingerprint"] == found["data_fingerprint"]
     [push] = [s for s in found["steps"] if s["node"] == "Push"]
-    assert push["outputs"][0]["pushed_version"] == first
+    assert push["outputs"][0]["pushed_version"] == str(first)
     times = [s["time"] for s in found["steps"]]
     assert times == sorted(times)
 
@@ -77,5 +77,5 @@ def test_latest_run_filters_by_pipeline(store):
     assert set(other) == {"ImportSchemaGen"}
     assert set(NODES) <= set(taxi)
     _, second = serving.versions(store["serving"], "taxi")
-    assert taxi["Push"].output("pushed_model")["pushed_version"] == second
+    assert taxi["Push"].output("pushed_model")["pushed_version"] == str(second)
     assert run_record.latest_run(store["metadata"], "no_such_pipeline") == {}
