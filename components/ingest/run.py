@@ -14,8 +14,10 @@ from flywheel.components.ingest import beam_ingest, inputs, parsing, spec
 
 def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOptions, examples_uri: str,
                quarantine_uri: str, work_dir: str,
-               make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline) -> beam_ingest.IngestCounts:
-    """Reads the resolved files into examples and quarantine; returns the counts (limit not checked)."""
+               make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline, profile_uri: str = "",
+               input_base: str = "") -> beam_ingest.IngestCounts:
+    """Reads the resolved files into examples and quarantine (and per-span profiles into profile_uri when
+    given); returns the counts (limit not checked)."""
     parsing.check_files(resolved.files, options.columns)
     counts_dir = os.path.join(work_dir, "ingest_counts")
     if fileio.exists(counts_dir):
@@ -23,7 +25,8 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     fileio.makedirs(counts_dir)
     fileio.makedirs(quarantine_uri)
     with make_pipeline() as pipeline:
-        beam_ingest.expand(pipeline, resolved.files, options, examples_uri, quarantine_uri, counts_dir)
+        beam_ingest.expand(pipeline, resolved.files, options, examples_uri, quarantine_uri, counts_dir, profile_uri,
+                           {f: inputs.span_of(f, input_base) for f in resolved.files} if profile_uri else None)
     counts = beam_ingest.read_counts(counts_dir, [n for n, _ in options.splits])
     summary = {
         spec.ROWS_READ: counts.rows_read,
@@ -36,34 +39,6 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     with fileio.open(os.path.join(quarantine_uri, spec.COUNTS_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2))
     return counts
-
-
-def write_span_profiles(resolved: inputs.ResolvedInput, profile_uri: str, input_base: str) -> dict[int, str]:
-    """A compact profile (for the drift monitor) of each span's raw rows, into the DataProfile artifact.
-
-    Returns {span: path}; a span whose files pyarrow cannot read as a table gets no profile.
-    """
-    import pyarrow as pa
-
-    from flywheel.components.monitor import profile
-    from flywheel.components.monitor.spec import profile_file
-
-    by_span: dict[int, list[str]] = {}
-    for path in resolved.files:
-        by_span.setdefault(inputs.span_of(path, input_base), []).append(path)
-    written = {}
-    for span, files in sorted(by_span.items()):
-        try:
-            tables = [profile.read_table(f) for f in files]
-            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote=True)
-        except (profile.MonitorError, pa.ArrowInvalid):
-            continue
-        fileio.makedirs(profile_uri)
-        path = os.path.join(profile_uri, profile_file(span))
-        with fileio.open(path, "w") as f:
-            f.write(profile.profile_table(table, f"span {span}").to_json())
-        written[span] = path
-    return written
 
 
 def preserve_quarantine(quarantine_uri: str, destination: str) -> str:
