@@ -15,6 +15,36 @@ import numpy as np
 from flywheel.components.monitor import drift, profile, report, spec
 
 
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _open(path: str, mode: str):
+    """Local files with open() (no TensorFlow import); other filesystems through tfx.dsl.io."""
+    if _remote(path):
+        from tfx.dsl.io import fileio
+
+        return fileio.open(path, mode)
+    return open(path, mode, encoding="utf-8")
+
+
+def _makedirs(path: str) -> None:
+    if _remote(path):
+        from tfx.dsl.io import fileio
+
+        fileio.makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def _exists(path: str) -> bool:
+    if _remote(path):
+        from tfx.dsl.io import fileio
+
+        return fileio.exists(path)
+    return os.path.exists(path)
+
+
 def load_baseline(path: str, absent_reason: str = "no model in serving"
                   ) -> tuple[Optional[profile.DatasetProfile], str]:
     """The baseline profile, or (None, why) when there is none to compare with (that is not drift).
@@ -24,11 +54,9 @@ def load_baseline(path: str, absent_reason: str = "no model in serving"
     """
     if not path:
         return None, absent_reason
-    from tfx.dsl.io import fileio
-
-    if not fileio.exists(path):
+    if not _exists(path):
         raise profile.MonitorError(f"monitor: baseline profile {path} does not exist")
-    with fileio.open(path, "r") as f:
+    with _open(path, "r") as f:
         text = f.read()
     try:
         return profile.DatasetProfile.from_json(text, path), ""
@@ -38,13 +66,11 @@ def load_baseline(path: str, absent_reason: str = "no model in serving"
 
 def write_report(result: dict[str, Any], out_dir: str) -> str:
     """drift.json and report.html into out_dir (any filesystem tfx.dsl.io supports); returns the HTML's path."""
-    from tfx.dsl.io import fileio
-
-    fileio.makedirs(out_dir)
+    _makedirs(out_dir)
     html_path = os.path.join(out_dir, spec.REPORT_FILE)
-    with fileio.open(os.path.join(out_dir, spec.RESULT_FILE), "w") as f:
+    with _open(os.path.join(out_dir, spec.RESULT_FILE), "w") as f:
         f.write(json.dumps(dict(result, report=html_path), indent=2))
-    with fileio.open(html_path, "w") as f:
+    with _open(html_path, "w") as f:
         f.write(report.render(result))
     return html_path
 
