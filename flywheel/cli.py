@@ -367,6 +367,8 @@ def cmd_monitor(args) -> int:
     except (ValueError, OSError) as e:
         _err(str(e))
         return EXIT_USAGE
+    if "skipped" in result.get("performance", {}):
+        _err(f"performance not computed: {result['performance']['skipped']}")
     if args.json:
         print(json.dumps(result))
     else:
