@@ -273,7 +273,7 @@ def cmd_retrain(args) -> int:
             except (ValueError, OSError) as e:
                 _err(str(e))
                 return EXIT_USAGE
-            if args.if_drift and not p.drift["drift_detected"]:
+            if args.if_drift and p.drift["drift_detected"] is False:
                 print(json.dumps({"span": p.span, "drift_detected": False, "retrained": False, "blessed": None,
                                   "pushed": False, "model_version": p.serving_version,
                                   "drift_reason": p.drift["reason"]}))

@@ -127,3 +127,16 @@ def test_report_without_baseline_and_with_skipped_performance_renders():
               "performance": {"skipped": "no labels"}}
     html = report.render(result)
     assert "NO BASELINE" in html and "this is not drift" in html and "Performance not computed: no labels" in html
+
+
+def test_a_saved_profile_gives_the_column_kinds_without_a_schema(tmp_path):
+    table = pcsv.read_csv(shipped_data())
+    saved = tmp_path / "base.json"
+    assert monitor.run_monitor(shipped_data(), shipped_data(), save_profile=str(saved))["drift_detected"] is False
+    empty = table.set_column(table.column_names.index("company"), "company", pa.nulls(table.num_rows, pa.string()))
+    pcsv.write_csv(empty.slice(0, 2000), str(tmp_path / "cur.csv"))
+    result = monitor.run_monitor(str(saved), str(tmp_path / "cur.csv"))
+    company = result["features"]["company"]
+    missing_before = table.column("company").null_count / table.num_rows
+    assert company["kind"] == "categorical" and company["drift"]
+    assert company["checks"][0]["value"] == pytest.approx(1.0 - missing_before, abs=1e-6)

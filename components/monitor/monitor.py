@@ -181,8 +181,13 @@ def run_monitor(baseline: str, current: str, schema_path: Optional[str] = None, 
     columns = None
     if policy.features is not None:
         columns = [*policy.features, *policy.labels, policy.prediction_column]
-    base = profile.load(baseline, columns, policy.kinds)
-    cur = profile.load(current, columns, policy.kinds)
+    saved_first = current.lower().endswith(".json") and not baseline.lower().endswith(".json")
+    first = profile.load(current if saved_first else baseline, columns, policy.kinds)
+    # Without a schema, the side that is a saved profile says which columns are numeric (an all-empty
+    # column is read by pyarrow as numbers).
+    kinds = policy.kinds or {name: column.kind for name, column in first.columns.items()}
+    second = profile.load(baseline if saved_first else current, columns, kinds)
+    base, cur = (second, first) if saved_first else (first, second)
     perf = performance(current, reference_auc(reference_metrics) if reference_metrics else None, label_column,
                        max_auc_drop, policy.prediction_column)
     extra: dict[str, Any] = {}
