@@ -26,17 +26,17 @@ def _legend() -> str:
             f'<span style="color:{CUR}">■ current</span></div>')
 
 
-def _axes(lo: float, hi: float, top: float, y_label: str) -> list[str]:
+def _axes(lo: float, hi: float, top: float, y_label: str, ticks: Sequence[float] = ()) -> list[str]:
     x0, y0, x1 = _PAD, _H, _PAD + _W
     parts = [f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#999"/>',
              f'<line x1="{x0}" y1="10" x2="{x0}" y2="{y0}" stroke="#999"/>',
              f'<text x="{x0 - 3}" y="14" font-size="10" text-anchor="end">{esc(y_label.format(top))}</text>',
              f'<text x="{x0 - 3}" y="{y0}" font-size="10" text-anchor="end">0</text>']
-    for frac in (0.0, 0.5, 1.0):
-        x = x0 + frac * _W
-        anchor = {0.0: "start", 0.5: "middle", 1.0: "end"}[frac]
+    for value in ticks or (lo, (lo + hi) / 2, hi):
+        x = _x(value, lo, hi)
+        anchor = "start" if x < x0 + 20 else "end" if x > x1 - 20 else "middle"
         parts.append(f'<text x="{x:.1f}" y="{y0 + 13}" font-size="10" text-anchor="{anchor}">'
-                     f'{esc(_fmt(lo + frac * (hi - lo)))}</text>')
+                     f'{esc(_fmt(value))}</text>')
     return parts
 
 
@@ -64,7 +64,7 @@ def distribution_svg(chart: dict[str, Any]) -> str:
         half = (min((b - a for a, b in zip(values, values[1:], strict=False)), default=1.0) or 1.0) * 0.4
         spans = [(v - half, v + half) for v in values]
         lo, hi = min(lo, values[0] - half), max(hi, values[-1] + half)
-        parts = _axes(lo, hi, top, "{:.0%}")
+        parts = _axes(lo, hi, top, "{:.0%}", (values[0], values[len(values) // 2], values[-1]))
     for shares, color, opacity in ((chart["baseline"], BASE, 0.55), (chart["current"], CUR, 0.45)):
         for (a, b), share in zip(spans, shares, strict=True):
             h = share / top * (_H - 12)
