@@ -192,6 +192,9 @@ def categorical_column(column: pa.ChunkedArray | pa.Array, k: int = K) -> Column
 
     if column.type != pa.string():
         column = column.cast(pa.string())
+    # As Ingest types a cell: empty or whitespace-only is missing.
+    blank = pc.equal(pc.utf8_trim_whitespace(column), "")
+    column = pc.if_else(blank, pa.scalar(None, pa.string()), column)
     counts = pc.value_counts(column).to_pylist()
     values = {c["values"]: int(c["counts"]) for c in counts if c["values"] is not None}
     values, sampled = _bottom_k(CATEGORICAL, values, k)

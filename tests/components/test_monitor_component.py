@@ -160,3 +160,18 @@ def test_plan_without_a_baseline_says_so(tmp_path):
     _serve(serving, 4, json.dumps({"format": "flywheel.profile.v1", "rows": 1, "columns": {}}))
     third = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
     assert third.drift["drift_detected"] is None and "older flywheel" in third.drift["reason"]
+
+
+def test_the_cli_profile_of_a_csv_equals_the_profile_of_the_rows_ingest_types():
+    from flywheel.components.monitor import drift
+    from tests.conftest import shipped_data
+
+    policy = drift.Policy.from_schema(SCHEMA)
+    by_arrow = profile.load(shipped_data(), [*policy.features, *policy.labels], policy.kinds)
+    by_ingest = _typed_profile([shipped_data()], "typed")
+    assert by_arrow.columns["company"].missing > 0
+    for name, column in by_ingest.columns.items():
+        got = by_arrow.columns[name]
+        assert (got.kind, got.count, got.missing, got.values) == (column.kind, column.count, column.missing,
+                                                                  column.values), name
+    assert drift.decide(by_ingest, by_arrow, policy)["reason"] == "no drift"
