@@ -169,20 +169,32 @@ def merge_columns(parts: Sequence[ColumnProfile], k: int = K) -> ColumnProfile:
     return out
 
 
-def numeric_column(values: np.ndarray, k: int = K) -> ColumnProfile:
-    """A numeric column from a float64 array (NaN = missing)."""
-    values = np.asarray(values, dtype=np.float64)
-    present = values[~np.isnan(values)] + 0.0
-    out = ColumnProfile(NUMERIC, int(values.size), int(values.size - present.size))
-    if present.size:
-        unique, counts = np.unique(present, return_counts=True)
+def numeric_column(values: np.ndarray | pa.Array | pa.ChunkedArray, k: int = K) -> ColumnProfile:
+    """A numeric column from a float64 array (NaN = missing) or an Arrow array (null or NaN = missing)."""
+    import pyarrow.compute as pc
+
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values
+        if arr.type != pa.float64():
+            arr = pc.cast(arr, pa.float64(), safe=not pa.types.is_integer(arr.type))
+    else:
+        arr = pa.array(np.asarray(values, dtype=np.float64), from_pandas=True)
+    if pa.types.is_floating(values.type if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.float64()):
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
+    present = pc.add(pc.drop_null(arr), 0.0)  # -0.0 and 0.0 are one value
+    out = ColumnProfile(NUMERIC, len(arr), len(arr) - len(present))
+    if len(present):
+        counted = pc.value_counts(present)
+        unique = counted.field("values").to_numpy(zero_copy_only=False)
+        counts = counted.field("counts").to_numpy(zero_copy_only=False)
         sampled = unique.size > k
         if sampled:
             keep = np.argpartition(hash_numbers(unique), k - 1)[:k]
             unique, counts = unique[keep], counts[keep]
-        mean = float(present.mean())
-        out.mean, out.m2 = mean, float(np.square(present - mean).sum())
-        out.minimum, out.maximum = float(present.min()), float(present.max())
+        out.mean = float(pc.mean(present).as_py())
+        out.m2 = float(pc.variance(present, ddof=0).as_py()) * len(present)
+        extremes = pc.min_max(present)
+        out.minimum, out.maximum = float(extremes["min"].as_py()), float(extremes["max"].as_py())
         out.values, out.sampled = dict(zip(unique.tolist(), counts.tolist(), strict=True)), bool(sampled)
     return out
 
@@ -258,11 +270,10 @@ def profile_table(table: pa.Table, source: str = "", kinds: Optional[Mapping[str
             kind = NUMERIC if numeric else CATEGORICAL
         if kind == NUMERIC:
             try:
-                arr = column.cast(pa.float64()).fill_null(float("nan")).to_numpy()
+                cols[name] = numeric_column(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise MonitorError(f"monitor: {source}: column {name!r}: expected numbers, got {column.type} "
                                    f"({e})") from None
-            cols[name] = numeric_column(arr)
         else:
             cols[name] = categorical_column(column)
     return DatasetProfile(rows=table.num_rows, columns=cols, source=source)
