@@ -9,6 +9,7 @@ Usage: python benchmarks/monitor_vs_tfdv.py [--rows N] [--skip-tfdv]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -39,7 +40,7 @@ def make_data(workdir: str, rows: int) -> tuple[str, str]:
     return paths
 
 
-def time_monitor(baseline: str, current: str) -> tuple[float, float, int]:
+def time_monitor(baseline: str, current: str) -> tuple[float, float, int, list[str]]:
     started = time.monotonic()
     proc = subprocess.run([os.path.join(BIN, "flywheel"), "monitor", "--baseline", baseline, "--current", current,
                            "--json"], capture_output=True, text=True)
@@ -47,7 +48,8 @@ def time_monitor(baseline: str, current: str) -> tuple[float, float, int]:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"monitor failed: {proc.stderr}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return elapsed, peak_mb, proc.returncode
+    drifted = [name for name, f in json.loads(proc.stdout)["features"].items() if f["drift"]]
+    return elapsed, peak_mb, proc.returncode, drifted
 
 
 def time_tfdv(baseline: str, current: str) -> float:
@@ -68,10 +70,11 @@ def main() -> None:
     try:
         baseline, current = make_data(workdir, args.rows)
         size = os.path.getsize(baseline) / 1e6
-        wall, peak, status = time_monitor(baseline, current)
+        wall, peak, status, drifted = time_monitor(baseline, current)
         print(f"rows: {args.rows:,} baseline + {args.rows:,} current (CSV, {size:.0f} MB each)")
         print(f"flywheel monitor (whole command): {wall:6.1f} s wall, peak {peak:,.0f} MB, exit {status} "
               f"(targets: <= 6 s, <= 1,500 MB; exit 1 = drift found)")
+        print(f"drifted features: {', '.join(drifted) or 'none'} (expected: fare, the only column changed)")
         if not args.skip_tfdv:
             tfdv_wall = time_tfdv(baseline, current)
             print(f"TFDV generate_statistics_from_csv x2: {tfdv_wall:6.1f} s wall")

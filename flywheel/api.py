@@ -284,6 +284,9 @@ class RetrainResult:
         return lines
 
 
+DRIFT_DIR = "drift"  # <output_dir>/drift/span-<N>/: the retraining job's drift decisions (drift.json, report.html)
+
+
 def _drift_decision(plan) -> dict[str, Any]:
     """The plan's drift verdict, with drift_detected None (not drift) when there is no baseline."""
     drift = dict(plan.drift)
@@ -316,7 +319,8 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     os.makedirs(base.paths.output_dir, exist_ok=True)
     with lock.exclusive(base.paths.output_dir):
         try:
-            plan = job.plan(data, base.paths.serving_dir, base.model_name, window, entry.schema_path())
+            plan = job.plan(data, base.paths.serving_dir, base.model_name, window, entry.schema_path(),
+                            report_dir=os.path.join(base.paths.output_dir, DRIFT_DIR))
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from e
         drift = _drift_decision(plan)

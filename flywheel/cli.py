@@ -216,6 +216,9 @@ def cmd_monitor(args) -> int:
                          save_profile=args.save_profile, reference_metrics=args.reference_metrics,
                          label_column=args.label_column)
     _show(args, result)
+    skipped = (result.details.get("performance") or {}).get("skipped")
+    if skipped:
+        _err(f"performance not computed: {skipped}")
     return EXIT_FAILED if result.drift_detected else EXIT_OK
 
 

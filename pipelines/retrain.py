@@ -13,11 +13,19 @@ from typing import Any, Optional
 
 from flywheel.components.common import serving
 from flywheel.components.ingest import inputs
-from flywheel.components.monitor import drift, profile
+from flywheel.components.monitor import monitor
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrainPlan:
+    """What the scheduled job decided before running anything.
+
+    drift: `monitor.check`'s result (the same shape as `flywheel monitor` and the DriftMonitor's drift.json):
+    `drift_detected` True/False, or None when there is no baseline (not drift: the first model is trained);
+    `reason`; `report` (the HTML report's path, None without report_dir); `features`, `label_drift`, `rows`,
+    and `data` (rows read and quarantined in the newest span, as Ingest types them).
+    """
+
     span: int
     window: tuple[int, ...]
     baseline_profile: str  # '' when no model is in serving
@@ -25,8 +33,14 @@ class RetrainPlan:
     drift: dict[str, Any]
 
 
-def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_path: str = "") -> RetrainPlan:
-    """Newest span, the training window, and the monitor's verdict against the serving model's profile."""
+def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_path: str = "",
+         report_dir: Optional[str] = None) -> RetrainPlan:
+    """Newest span, the training window, and the drift decision against the serving model's training profile.
+
+    The newest span is profiled through Ingest's typed parsing: a bad cell quarantines its row (counted in
+    drift["data"]) instead of failing the check. With report_dir, drift.json and report.html are written in
+    its `span-<N>/` folder (N: the newest span), so each night's decision is kept.
+    """
     spans = inputs.available_spans(data_root)
     if not spans:
         raise inputs.InputError(f"retrain: {data_root} has no span-N folders; the retraining job reads spans")
@@ -36,19 +50,11 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_
     baseline = ""
     if served is not None and served.manifest.get("baseline_profile"):
         baseline = os.path.join(served.path, served.manifest["baseline_profile"])
-    if not baseline:
-        verdict = {"drift_detected": True, "reason": "no model in serving" if served is None else
-                   "the serving model has no training profile"}
-    else:
-        with open(baseline, encoding="utf-8") as f:
-            base = profile.DatasetProfile.from_json(f.read(), baseline)
-        current = profile.profile_table(profile.read_table(os.path.join(data_root, f"span-{newest}")),
-                                        f"span {newest}")
-        from flywheel.components.monitor.monitor import thresholds
-
-        result = drift.compare(base, current, *thresholds(schema_path))
-        verdict = {"drift_detected": result["drift_detected"],
-                   "reason": ", ".join(k for k, v in result["features"].items() if v["drift"]) or "no drift"}
+    absent = "no model in serving" if served is None else f"serving version {served.version} has no training profile"
+    current, data = monitor.profile_span(data_root, newest, schema_path)
+    base, why = monitor.load_baseline(baseline, absent)
+    span_report_dir = os.path.join(report_dir, f"span-{newest}") if report_dir else None
+    verdict = monitor.check(base, current, schema_path, why, span_report_dir, extra={"span": newest, "data": data})
     return RetrainPlan(newest, window_spans, baseline, served.version if served else None, verdict)
 
 

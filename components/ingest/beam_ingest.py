@@ -6,17 +6,20 @@ import collections
 import dataclasses
 import json
 import os
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
 from flywheel.components.ingest import parsing, spec
+from flywheel.components.monitor import profile_beam
+from flywheel.components.monitor.profile import schema_kinds
 
 QUARANTINE_TAG = "__quarantine__"
 READ_TAG = "__read__"
 COUNTS_TAG = "__counts__"
 PHYSICAL_TAG = "__physical__"  # data rows the files hold, counted without the parser
+PROFILE_TAG = "__profile__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,7 @@ class _ParseFile(beam.DoFn):
             else:
                 counts[row.split] += 1
                 yield beam.pvalue.TaggedOutput(row.split, _to_example(row.values))
+                yield beam.pvalue.TaggedOutput(PROFILE_TAG, (path, row.values))
         counts[PHYSICAL_TAG] = parsing.physical_rows(path)
         parsing.check_accounted(path, counts[PHYSICAL_TAG], covered)
         yield beam.pvalue.TaggedOutput(COUNTS_TAG, dict(counts))
@@ -94,13 +98,16 @@ def _sum_counts(per_file) -> dict:
 
 
 def expand(pipeline: beam.Pipeline, files: Sequence[str], options: IngestOptions, examples_uri: str,
-           quarantine_uri: str, counts_dir: str) -> None:
-    """Adds the ingestion to `pipeline`: Split-<name>/ gzip TFRecords, quarantine.jsonl, counts."""
+           quarantine_uri: str, counts_dir: str, profile_uri: str = "",
+           file_spans: Optional[Mapping[str, int]] = None) -> None:
+    """Adds the ingestion to `pipeline`: Split-<name>/ gzip TFRecords, quarantine.jsonl, counts, and (with
+    profile_uri) one profile-span-<N>.json per span of `file_spans` ({file: span}) from the typed rows."""
     split_names = [name for name, _ in options.splits]
     outputs = (pipeline
                | "Files" >> beam.Create(list(files))
                | "Reshuffle" >> beam.Reshuffle()
-               | "Parse" >> beam.ParDo(_ParseFile(options)).with_outputs(QUARANTINE_TAG, COUNTS_TAG, *split_names))
+               | "Parse" >> beam.ParDo(_ParseFile(options)).with_outputs(QUARANTINE_TAG, COUNTS_TAG, PROFILE_TAG,
+                                                                    *split_names))
     for name in split_names:
         (outputs[name]
          | f"Write{name}" >> beam.io.WriteToTFRecord(
@@ -112,6 +119,11 @@ def expand(pipeline: beam.Pipeline, files: Sequence[str], options: IngestOptions
      | "SumCounts" >> beam.CombineGlobally(_sum_counts)
      | "FormatCounts" >> beam.Map(json.dumps)
      | "WriteCounts" >> beam.io.WriteToText(os.path.join(counts_dir, "counts"), shard_name_template=""))
+    if profile_uri:
+        spans = dict(file_spans or {})
+        (outputs[PROFILE_TAG]
+         | "SpanOfRow" >> beam.MapTuple(lambda path, values: (spans[path], values))
+         | "Profile" >> profile_beam.SpanProfiles(schema_kinds(options.columns), spans.values(), profile_uri))
 
 
 def read_counts(counts_dir: str, split_names: Sequence[str]) -> IngestCounts:

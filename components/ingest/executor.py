@@ -11,7 +11,8 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from flywheel.components.ingest import beam_ingest, inputs, parsing, profiles, quarantine, run, spec
+from flywheel.components.ingest import beam_ingest, inputs, parsing, quarantine, run, spec
+from flywheel.components.monitor import profile_beam
 
 
 def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:
@@ -61,12 +62,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         schema = artifact_utils.get_single_instance(input_dict[spec.SCHEMA_KEY])
         resolved = resolved_input(exec_properties)
         options = ingest_options(exec_properties, schema.uri)
-        counts = run.run_ingest(resolved, options, examples.uri, quarantined.uri, self._get_tmp_dir(),
-                                self._make_beam_pipeline)
-        record_properties(examples, quarantined, counts, resolved, [n for n, _ in options.splits])
         profile = artifact_utils.get_single_instance(output_dict[spec.PROFILE_KEY])
-        written = profiles.write_span_profiles(resolved, profile.uri, exec_properties[spec.INPUT_BASE_KEY])
-        profile.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in sorted(written)))
+        counts = run.run_ingest(resolved, options, examples.uri, quarantined.uri, self._get_tmp_dir(),
+                                self._make_beam_pipeline, profile.uri, exec_properties[spec.INPUT_BASE_KEY])
+        record_properties(examples, quarantined, counts, resolved, [n for n, _ in options.splits])
+        profiles = profile_beam.check_span_profiles(profile.uri, resolved.spans)
+        profile.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in sorted(profiles)))
         # A failed execution's outputs are deleted: keep the quarantine beside them.
         kept_dir = os.path.join(os.path.dirname(os.path.dirname(quarantined.uri)), spec.FAILED_QUARANTINE_DIR,
                                 os.path.basename(quarantined.uri))

@@ -14,8 +14,10 @@ from flywheel.components.ingest import beam_ingest, inputs, parsing, spec
 
 def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOptions, examples_uri: str,
                quarantine_uri: str, work_dir: str,
-               make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline) -> beam_ingest.IngestCounts:
-    """Reads the resolved files into examples and quarantine; returns the counts (limit not checked)."""
+               make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline, profile_uri: str = "",
+               input_base: str = "") -> beam_ingest.IngestCounts:
+    """Reads the resolved files into examples and quarantine (and per-span profiles into profile_uri when
+    given); returns the counts (limit not checked)."""
     parsing.check_files(resolved.files, options.columns)
     counts_dir = os.path.join(work_dir, "ingest_counts")
     if fileio.exists(counts_dir):
@@ -23,7 +25,8 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     fileio.makedirs(counts_dir)
     fileio.makedirs(quarantine_uri)
     with make_pipeline() as pipeline:
-        beam_ingest.expand(pipeline, resolved.files, options, examples_uri, quarantine_uri, counts_dir)
+        beam_ingest.expand(pipeline, resolved.files, options, examples_uri, quarantine_uri, counts_dir, profile_uri,
+                           {f: inputs.span_of(f, input_base) for f in resolved.files} if profile_uri else None)
     counts = beam_ingest.read_counts(counts_dir, [n for n, _ in options.splits])
     summary = {
         spec.ROWS_READ: counts.rows_read,

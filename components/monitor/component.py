@@ -1,4 +1,4 @@
-"""DriftMonitor: the thin component. Its report's `drift_detected` property can guard retraining via tfx.dsl.Cond."""
+"""DriftMonitor: the thin component. Its report's `retrain` property guards retraining via tfx.dsl.Cond."""
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -13,15 +13,17 @@ def DriftMonitor(  # noqa: N802 - TFX component names are classes
     baseline_profile: Parameter[str] = "",
     schema_path: Parameter[str] = "",
 ) -> None:
-    """Compares the newest span's profile with the serving model's training profile.
+    """Compares the newest span's profile with the serving model's training profile (`monitor.check`).
 
     Args:
       profile: Ingest's per-span profiles (flywheel.DataProfile); the newest span is the current data.
       baseline_profile: path of the serving model's training profile ('' = no model in serving yet).
-      schema_path: the TFDV schema whose drift_comparator thresholds apply ('' = defaults).
+      schema_path: the TFDV schema: its features, its label sources (not in the SERVING environment; compared
+        as label drift) and its drift_comparator thresholds ('' = every column, default thresholds).
 
     Outputs:
-      drift_report: drift.json + report.html; custom properties `drift_detected` (1/0) and `reason`.
+      drift_report: drift.json + report.html; custom properties `retrain` (1 on drift or no baseline, else 0),
+        `drift_detected` (1/0, absent without a baseline), `reason`, `report` (the HTML's path) and `span`.
     """
     from flywheel.components.monitor import executor
 

@@ -1,4 +1,8 @@
-"""One monitoring pass, as used by `flywheel monitor`: load, compare, write JSON + HTML."""
+"""Monitoring passes over `drift.decide`: the CLI's (`run_monitor`), the component's and the retraining plan's.
+
+All three go through `check`: the same decision, the same result shape, thresholds from the schema,
+drift.json + report.html written beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +11,112 @@ import os
 from typing import Any, Optional
 
 import numpy as np
-import pyarrow as pa
 
-from flywheel.components.monitor import drift, profile, report
-
-
-def thresholds_from_schema(schema_path: str, default: drift.Thresholds
-                           ) -> tuple[list[str], dict[str, drift.Thresholds]]:
-    """Features named in the schema, with TFDV drift_comparator thresholds where the schema sets them."""
-    import dataclasses
-
-    from flywheel.components.ingest import parsing
-
-    schema = parsing.load_schema(schema_path)
-    names, per_feature = [], {}
-    for feature in schema.feature:
-        names.append(feature.name)
-        comparator = feature.drift_comparator
-        changes = {}
-        if comparator.HasField("infinity_norm"):
-            changes["linf"] = comparator.infinity_norm.threshold
-        if comparator.HasField("jensen_shannon_divergence"):
-            changes["js_categorical"] = changes["js_numeric"] = comparator.jensen_shannon_divergence.threshold
-        if changes:
-            per_feature[feature.name] = dataclasses.replace(default, **changes)
-    return names, per_feature
+from flywheel.components.monitor import drift, profile, report, spec
 
 
-def thresholds(schema_path: str) -> tuple[dict[str, drift.Thresholds], drift.Thresholds]:
-    """Per-feature thresholds from the schema's drift_comparator fields, and the defaults."""
-    default = drift.Thresholds()
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _open(path: str, mode: str):
+    """Local files with open() (no TensorFlow import); other filesystems through tfx.dsl.io."""
+    if _remote(path):
+        from tfx.dsl.io import fileio
+
+        return fileio.open(path, mode)
+    return open(path, mode, encoding="utf-8")
+
+
+def _makedirs(path: str) -> None:
+    if _remote(path):
+        from tfx.dsl.io import fileio
+
+        fileio.makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def _exists(path: str) -> bool:
+    if _remote(path):
+        from tfx.dsl.io import fileio
+
+        return fileio.exists(path)
+    return os.path.exists(path)
+
+
+def load_baseline(path: str, absent_reason: str = "no model in serving"
+                  ) -> tuple[Optional[profile.DatasetProfile], str]:
+    """The baseline profile, or (None, why) when there is none to compare with (that is not drift).
+
+    A path that is given but does not exist is an error; a profile in an older format counts as no baseline
+    (the retrained model's push writes a new one).
+    """
+    if not path:
+        return None, absent_reason
+    if not _exists(path):
+        raise profile.MonitorError(f"monitor: baseline profile {path} does not exist")
+    with _open(path, "r") as f:
+        text = f.read()
+    try:
+        return profile.DatasetProfile.from_json(text, path), ""
+    except profile.ProfileFormatError as e:
+        return None, str(e).removeprefix("monitor: ")
+
+
+def write_report(result: dict[str, Any], out_dir: str) -> str:
+    """drift.json and report.html into out_dir (any filesystem tfx.dsl.io supports); returns the HTML's path."""
+    _makedirs(out_dir)
+    html_path = os.path.join(out_dir, spec.REPORT_FILE)
+    with _open(os.path.join(out_dir, spec.RESULT_FILE), "w") as f:
+        f.write(json.dumps(dict(result, report=html_path), indent=2))
+    with _open(html_path, "w") as f:
+        f.write(report.render(result))
+    return html_path
+
+
+def check(baseline: Optional[profile.DatasetProfile], current: profile.DatasetProfile, schema_path: str = "",
+          no_baseline: str = "no model in serving", report_dir: Optional[str] = None,
+          policy: Optional[drift.Policy] = None, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The drift decision (`drift.decide`) with the schema's policy; writes the report when report_dir is given.
+
+    Returns the result without chart data; `report` is the HTML report's path (None without report_dir).
+    """
+    result = drift.decide(baseline, current, policy or drift.Policy.from_schema(schema_path), no_baseline)
+    result.update(extra or {})
+    perf = result.get("performance") or {}
+    if perf.get("drift"):
+        result["drift_detected"] = True
+        result["reason"] += f"; AUC dropped by {perf['drop']:.3f} (more than {perf['threshold']:g})"
+    result["report"] = write_report(result, report_dir) if report_dir else None
+    return drift.without_charts(result)
+
+
+def profile_span(data_root: str, span: int, schema_path: str) -> tuple[profile.DatasetProfile, dict[str, Any]]:
+    """The profile of one span's rows as Ingest types them: quarantined rows are left out and counted."""
+    from flywheel.components.ingest import inputs, parsing
+
     if not schema_path:
-        return {}, default
-    return thresholds_from_schema(schema_path, default)[1], default
+        raise profile.MonitorError("monitor: profiling a span needs the schema Ingest types rows with")
+    columns = parsing.columns_from_schema(parsing.load_schema(schema_path))
+    files = inputs.data_files(data_root, (span,))
+    if not files:
+        raise inputs.InputError(f"monitor: span {span} under {data_root!r} has no data files")
+    builder = profile.Builder(profile.schema_kinds(columns))
+    read, rejected = 0, []
+    for path in files:
+        for row in parsing.file_rows(path, columns, (), (("all", 1),)):
+            read += 1
+            if isinstance(row, parsing.Rejected):
+                rejected.append(row)
+            else:
+                builder.add(row.values)
+    quality = {"rows_read": read, "rows_quarantined": len(rejected),
+               "first_quarantined": [f"{r.file} line {r.line}: {r.reason}" for r in rejected[:3]]}
+    return builder.result(f"span {span}"), quality
 
+
+# ---- performance decay (the CLI, when the current data has labels and predictions) -------------------------
 
 def reference_auc(path: str) -> float:
     """AUC from a metrics JSON: {"auc": x}, or a push.json manifest ({"metrics": {"auc": x}})."""
@@ -67,19 +143,31 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def performance(current: str, reference: Optional[float], label_column: str, max_drop: float
-                ) -> Optional[dict[str, Any]]:
-    """AUC of the `prediction` column against labels in the current data, vs the reference AUC."""
+def performance(current: str, reference: Optional[float], label_column: str, max_drop: float,
+                prediction_column: str = "prediction") -> Optional[dict[str, Any]]:
+    """AUC of the prediction column against the labels in the current data, vs the reference AUC.
+
+    None when nothing asks for it (no reference, no label and prediction columns); {"skipped": why} when a
+    reference was given but the AUC cannot be computed.
+    """
+    import pyarrow as pa
+
     if current.lower().endswith(".json"):
-        return None
-    table = profile.read_table(current)
-    if label_column not in table.column_names or "prediction" not in table.column_names:
-        return None
-    frame = table.select([label_column, "prediction"]).drop_null()
+        why = f"the current data {current} is a saved profile; the AUC needs rows with labels and predictions"
+        return {"skipped": why} if reference is not None else None
+    table = profile.read_table(current, [label_column, prediction_column])
+    absent = [c for c in (label_column, prediction_column) if c not in table.column_names]
+    if absent:
+        why = (f"the current data {current} has no {' or '.join(repr(c) for c in absent)} column "
+               f"(label column {label_column!r}, set with --label-column; predictions in {prediction_column!r})")
+        return {"skipped": why} if reference is not None else None
+    frame = table.select([label_column, prediction_column]).drop_null()
     labels = frame.column(label_column).cast(pa.int64()).to_numpy()
-    value = auc(labels, frame.column("prediction").cast(pa.float64()).to_numpy())
+    value = auc(labels, frame.column(prediction_column).cast(pa.float64()).to_numpy())
     result: dict[str, Any] = {"metric": "auc", "value": round(value, 6), "rows": frame.num_rows}
-    if reference is not None:
+    if not np.isfinite(value):
+        result["skipped"] = f"the labels in {label_column!r} hold one class only: the AUC is undefined"
+    elif reference is not None:
         result.update(reference=reference, threshold=max_drop, drop=round(reference - value, 6),
                       drift=bool(reference - value > max_drop))
     return result
@@ -88,33 +176,25 @@ def performance(current: str, reference: Optional[float], label_column: str, max
 def run_monitor(baseline: str, current: str, schema_path: Optional[str] = None, report_dir: Optional[str] = None,
                 save_profile: Optional[str] = None, reference_metrics: Optional[str] = None,
                 label_column: str = "label", max_auc_drop: float = 0.05) -> dict[str, Any]:
-    default = drift.Thresholds()
-    columns, per_feature = (thresholds_from_schema(schema_path, default) if schema_path else (None, {}))
-    if columns is not None:
-        columns = columns + ["prediction", label_column]
-    base = profile.load(baseline, columns)
-    cur = profile.load(current, columns)
-    if columns is not None:
-        absent = sorted(set(columns) - set(base.columns) - {"prediction", label_column})
-        if absent:
-            raise profile.MonitorError(f"monitor: baseline {baseline} lacks schema column(s) {absent}")
-    result = drift.compare(base, cur, per_feature, default)
+    """`flywheel monitor`: profiles (or loads) both sides, decides, adds performance decay when it can."""
+    policy = drift.Policy.from_schema(schema_path or "", labels=(label_column,))
+    columns = None
+    if policy.features is not None:
+        columns = [*policy.features, *policy.labels, policy.prediction_column]
+    saved_first = current.lower().endswith(".json") and not baseline.lower().endswith(".json")
+    first = profile.load(current if saved_first else baseline, columns, policy.kinds)
+    # Without a schema, the side that is a saved profile says which columns are numeric (an all-empty
+    # column is read by pyarrow as numbers).
+    kinds = policy.kinds or {name: column.kind for name, column in first.columns.items()}
+    second = profile.load(baseline if saved_first else current, columns, kinds)
+    base, cur = (second, first) if saved_first else (first, second)
     perf = performance(current, reference_auc(reference_metrics) if reference_metrics else None, label_column,
-                       max_auc_drop)
+                       max_auc_drop, policy.prediction_column)
+    extra: dict[str, Any] = {}
     if perf is not None:
-        result["performance"] = perf
-        result["drift_detected"] = result["drift_detected"] or bool(perf.get("drift"))
+        extra["performance"] = perf
+    result = check(base, cur, report_dir=report_dir, policy=policy, extra=extra)
     if save_profile:
         with open(save_profile, "w", encoding="utf-8") as f:
             f.write(cur.to_json())
-    if report_dir:
-        os.makedirs(report_dir, exist_ok=True)
-        with open(os.path.join(report_dir, "drift.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.join(report_dir, "report.html"), "w", encoding="utf-8") as f:
-            f.write(report.render(result))
-    for feature in result["features"].values():
-        feature.pop("baseline", None)
-        feature.pop("current", None)
-        feature.pop("severity", None)
     return result

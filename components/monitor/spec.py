@@ -1,36 +1,58 @@
-"""DriftMonitor's keys and its report artifact type."""
+"""DriftMonitor's keys and its artifact types (the report, and the per-span data profiles Ingest writes).
 
-from tfx.types.artifact import Artifact
+The keys import nothing; the artifact types are built on first use (importing TFX imports TensorFlow,
+which `flywheel monitor` and the retraining check never need).
+"""
 
-EXAMPLES_KEY = "examples"
+from typing import Any
+
+PROFILE_KEY = "profile"
 REPORT_KEY = "drift_report"
 BASELINE_PROFILE_KEY = "baseline_profile"
+SCHEMA_PATH_KEY = "schema_path"
 
-DRIFT_DETECTED = "drift_detected"
+# Custom properties of the DriftReport (and keys of drift.json)
+RETRAIN = "retrain"  # 1 when drift was found or there is no baseline: what tfx.dsl.Cond tests
+DRIFT_DETECTED = "drift_detected"  # 1/0; absent when there is no baseline (drift.json: null)
 REASON = "reason"
+REPORT = "report"
+SPAN = "span"
+
 REPORT_FILE = "report.html"
 RESULT_FILE = "drift.json"
 
-
-class DriftReport(Artifact):
-    """drift.json + report.html; `drift_detected` (1/0) is a custom property usable in tfx.dsl.Cond."""
-
-    TYPE_NAME = "flywheel.DriftReport"
-
-
-class DataProfile(Artifact):
-    """Per-span profiles of raw rows (what the drift checks need): one `profile-span-<N>.json` per span.
-
-    Written by Ingest; read by DriftMonitor (the newest span vs the serving model's baseline) and Push (the
-    training window, merged, kept beside the model as its baseline). Custom property `spans`: "1,2,3".
-    """
-
-    TYPE_NAME = "flywheel.DataProfile"
-
-
-PROFILE_KEY = "profile"
 SPANS = "spans"
 
 
 def profile_file(span: int) -> str:
     return f"profile-span-{span}.json"
+
+
+def _artifact_types() -> dict[str, Any]:
+    from tfx.types.artifact import Artifact
+
+    class DriftReport(Artifact):
+        """drift.json + report.html; `retrain` (1/0) is a custom property usable in tfx.dsl.Cond."""
+
+        TYPE_NAME = "flywheel.DriftReport"
+
+    class DataProfile(Artifact):
+        """Per-span profiles of the typed rows (what the drift checks need): one `profile-span-<N>.json` per span.
+
+        Written by Ingest from within its Beam pipeline; read by DriftMonitor (the newest span vs the serving
+        model's baseline) and Push (the training window, merged exactly, kept beside the model as its baseline).
+        Custom property `spans`: "1,2,3".
+        """
+
+        TYPE_NAME = "flywheel.DataProfile"
+
+    for cls in (DriftReport, DataProfile):
+        cls.__qualname__ = cls.__name__  # pickled and looked up as spec.<name>, like a module-level class
+    return {"DriftReport": DriftReport, "DataProfile": DataProfile}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DriftReport", "DataProfile"):
+        globals().update(_artifact_types())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -183,7 +183,8 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
 def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipeline:
     """Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push].
 
-    The bracket runs only when the gate passed and, with retrain_if_drift, when the monitor found drift.
+    The bracket runs only when the gate passed and, with retrain_if_drift, when the monitor says retrain
+    (drift found, or no baseline to compare with).
     """
     data = data_stages(cfg)
     validation = validation_stages(cfg, data)
@@ -191,7 +192,7 @@ def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipelin
     conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0].custom_property(gate_spec.PASSED) == 1]
     if cfg.retrain_if_drift and monitoring:
         conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
-                          .custom_property(monitor_spec.DRIFT_DETECTED) == 1)
+                          .custom_property(monitor_spec.RETRAIN) == 1)
     with contextlib.ExitStack() as guarded:
         for condition in conditions:
             guarded.enter_context(Cond(condition))

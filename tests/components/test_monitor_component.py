@@ -1,12 +1,26 @@
-"""DriftMonitor's executor on real Ingest output: per-span profiles, verdict property, JSON and HTML."""
+"""Profiles from Ingest's Beam pipeline, DriftMonitor's executor on them, and the retraining plan: one decision."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
-from flywheel.components.monitor import executor, profile, spec
+import pytest
+
+from flywheel import schemas
+from flywheel.components.ingest import parsing
+from flywheel.components.monitor import executor, monitor, profile, profile_beam, spec
+from flywheel.pipelines import retrain
 from tests.components.test_ingest_executor import TESTDATA, _run_executor
+
+SCHEMA = schemas.schema_path("taxi")
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    """Ingest's executor (Beam) on the two test spans: its DataProfile artifact."""
+    return _run_executor(tmp_path_factory.mktemp("ingest"), TESTDATA)[2]
 
 
 def _report(tmp_path, name):
@@ -15,33 +29,149 @@ def _report(tmp_path, name):
     return artifact
 
 
-def test_monitor_reads_the_newest_span_profile_written_by_ingest(tmp_path):
-    data_profile = _run_executor(tmp_path, TESTDATA)[2]
-    profiles = {k: os.path.join(data_profile.uri, spec.profile_file(k)) for k in (1, 2)}
-    assert data_profile.get_string_custom_property(spec.SPANS) == "1,2"
-    assert all(os.path.exists(p) for p in profiles.values())
+def _typed_profile(files, source):
+    """The oracle: every row typed by Ingest's parsing, profiled in one pass without Beam."""
+    columns = parsing.columns_from_schema(parsing.load_schema(SCHEMA))
+    builder = profile.Builder(profile.schema_kinds(columns))
+    for path in files:
+        for row in parsing.file_rows(path, columns, (), (("all", 1),)):
+            assert isinstance(row, parsing.Parsed)
+            builder.add(row.values)
+    return builder.result(source)
 
+
+def test_ingest_profiles_each_span_in_beam_from_the_typed_rows(ingested):
+    profiles = profile.read_span_profiles(ingested.uri)
+    assert sorted(profiles) == [1, 2] and ingested.get_string_custom_property(spec.SPANS) == "1,2"
+    span2 = sorted(os.path.join(TESTDATA, "span-2", f) for f in os.listdir(os.path.join(TESTDATA, "span-2")))
+    expected = _typed_profile(span2, "span 2")
+    assert profiles[2].rows == expected.rows == 40
+    for name, column in expected.columns.items():
+        got = profiles[2].columns[name]
+        assert (got.kind, got.count, got.missing, got.values, got.minimum, got.maximum) == \
+            (column.kind, column.count, column.missing, column.values, column.minimum, column.maximum), name
+        assert got.m2 == pytest.approx(column.m2) and (got.mean == pytest.approx(column.mean, nan_ok=True)), name
+    assert profiles[2].columns["pickup_census_tract"].missing == expected.columns["pickup_census_tract"].count
+    assert profiles[2].columns["trip_start_hour"].kind == profile.NUMERIC  # schema INT
+    assert profiles[2].columns["payment_type"].kind == profile.CATEGORICAL  # schema BYTES
+
+
+def test_a_span_without_a_profile_is_an_error(ingested, tmp_path):
+    copy = tmp_path / "profile"
+    shutil.copytree(ingested.uri, copy)
+    os.remove(copy / spec.profile_file(1))
+    with pytest.raises(profile.MonitorError, match=r"no profile for span\(s\) \[1\]"):
+        profile_beam.check_span_profiles(str(copy), (1, 2))
+
+
+def test_a_span_whose_rows_are_all_quarantined_still_gets_a_profile(tmp_path):
+    import apache_beam as beam
+
+    kinds = {"fare": profile.NUMERIC}
+    with beam.Pipeline() as p:
+        rows = p | beam.Create([(1, {"fare": 2.5}), (1, {"fare": 3.5}), (1, {})])
+        _ = rows | profile_beam.SpanProfiles(kinds, [1, 2], str(tmp_path))
+    found = profile_beam.check_span_profiles(str(tmp_path), [1, 2])
+    assert found[2].rows == 0 and found[1].rows == 3 and found[1].columns["fare"].values == {2.5: 1, 3.5: 1}
+    assert found[1].columns["fare"].missing == 1
+
+
+def test_monitor_reads_the_newest_span_and_records_its_verdict(ingested, tmp_path):
+    baseline = os.path.join(ingested.uri, spec.profile_file(2))
     same = _report(tmp_path, "same")
-    result = executor.run_drift_monitor(data_profile, same, profiles[2])
-    assert result["span"] == 2 and result["drift_detected"] is False
-    assert same.get_int_custom_property(spec.DRIFT_DETECTED) == 0
-    assert os.path.exists(os.path.join(same.uri, spec.REPORT_FILE))
+    result = executor.run_drift_monitor(ingested, same, baseline, SCHEMA)
+    assert result["span"] == 2 and result["drift_detected"] is False and result["reason"] == "no drift"
+    assert same.get_int_custom_property(spec.DRIFT_DETECTED) == 0 and same.get_int_custom_property(spec.RETRAIN) == 0
+    assert "tips" in result["label_drift"]["features"] and "tips" not in result["features"]
+    assert os.path.exists(same.get_string_custom_property(spec.REPORT))
+    on_disk = json.loads(open(os.path.join(same.uri, spec.RESULT_FILE)).read())
+    assert on_disk["drift_detected"] is False and "chart" in on_disk["features"]["fare"]
 
-    shifted = profile.DatasetProfile.from_json(open(profiles[2]).read())
+    shifted = profile.DatasetProfile.from_json(open(baseline).read())
     fare = shifted.columns["fare"]
-    fare.quantiles = [q * 3 + 20 for q in fare.quantiles]
-    fare.mean, fare.std = fare.mean * 3 + 20, fare.std * 3
-    baseline = tmp_path / "baseline.json"
-    baseline.write_text(shifted.to_json())
+    fare.values = {v * 3 + 20: c for v, c in fare.values.items()}
+    path = tmp_path / "baseline.json"
+    path.write_text(shifted.to_json())
     drifted = _report(tmp_path, "drifted")
-    result = executor.run_drift_monitor(data_profile, drifted, str(baseline))
-    assert result["features"]["fare"]["drift"] and drifted.get_int_custom_property(spec.DRIFT_DETECTED) == 1
-    assert "fare" in drifted.get_string_custom_property(spec.REASON)
+    result = executor.run_drift_monitor(ingested, drifted, str(path), SCHEMA)
+    assert result["features"]["fare"]["drift"] and drifted.get_int_custom_property(spec.RETRAIN) == 1
+    assert drifted.get_int_custom_property(spec.DRIFT_DETECTED) == 1
+    assert drifted.get_string_custom_property(spec.REASON) == "drift in fare"
 
 
-def test_no_baseline_means_train(tmp_path):
-    data_profile = _run_executor(tmp_path, TESTDATA)[2]
+def test_no_baseline_is_not_drift_but_retrains(ingested, tmp_path):
     report = _report(tmp_path, "none")
-    result = executor.run_drift_monitor(data_profile, report, "")
-    assert result["drift_detected"] is True and "no baseline" in result["reason"]
-    assert json.loads(open(os.path.join(report.uri, spec.RESULT_FILE)).read())["drift_detected"] is True
+    result = executor.run_drift_monitor(ingested, report, "", SCHEMA)
+    assert result["drift_detected"] is None and result["reason"] == "no baseline: no model in serving"
+    assert report.get_int_custom_property(spec.RETRAIN) == 1
+    assert not report.has_custom_property(spec.DRIFT_DETECTED)
+    assert json.loads(open(os.path.join(report.uri, spec.RESULT_FILE)).read())["drift_detected"] is None
+    assert "NO BASELINE" in open(os.path.join(report.uri, spec.REPORT_FILE)).read()
+
+
+# ---- the retraining plan -------------------------------------------------------------------------------------
+
+def _serve(serving_dir, version: int, baseline_text: str | None):
+    folder = serving_dir / "taxi" / str(version)
+    folder.mkdir(parents=True)
+    manifest = {"version": version}
+    if baseline_text is not None:
+        (folder / "baseline_profile.json").write_text(baseline_text)
+        manifest["baseline_profile"] = "baseline_profile.json"
+    (folder / "push.json").write_text(json.dumps(manifest))
+
+
+def test_plan_survives_a_bad_cell_and_makes_the_same_decision_as_the_component(ingested, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(TESTDATA, data)
+    csv = data / "span-2" / "part-0.csv"
+    lines = csv.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[1] = "abc"  # fare
+    lines[3] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    serving = tmp_path / "serving"
+    _serve(serving, 5, open(os.path.join(ingested.uri, spec.profile_file(2))).read())
+
+    plan = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, report_dir=str(tmp_path / "report"))
+    assert (plan.span, plan.window, plan.serving_version) == (2, (1, 2), 5)
+    assert plan.drift["data"]["rows_quarantined"] == 1 and plan.drift["data"]["rows_read"] == 40
+    assert "line 4: column 'fare': expected FLOAT, got 'abc'" in plan.drift["data"]["first_quarantined"][0]
+    assert plan.drift["drift_detected"] is False and plan.drift["rows"]["current"] == 39
+    assert plan.drift["report"] == str(tmp_path / "report" / spec.REPORT_FILE) and os.path.exists(plan.drift["report"])
+
+    component = executor.run_drift_monitor(ingested, _report(tmp_path, "c"), plan.baseline_profile, SCHEMA)
+    same_shape = {k for k in component if k not in ("span", "data")}
+    assert same_shape == {k for k in plan.drift if k not in ("span", "data")}
+    assert component["features"].keys() == plan.drift["features"].keys()
+    cli = monitor.run_monitor(plan.baseline_profile, os.path.join(ingested.uri, spec.profile_file(2)), SCHEMA)
+    assert {k for k in cli if k != "performance"} == same_shape
+    assert cli["features"] == component["features"]
+
+
+def test_plan_without_a_baseline_says_so(tmp_path):
+    serving = tmp_path / "serving"
+    first = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
+    assert first.drift["drift_detected"] is None and first.drift["reason"] == "no baseline: no model in serving"
+    assert first.drift["report"] is None and first.baseline_profile == "" and first.serving_version is None
+    _serve(serving, 3, None)
+    second = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
+    assert second.drift["reason"] == "no baseline: serving version 3 has no training profile"
+    _serve(serving, 4, json.dumps({"format": "flywheel.profile.v1", "rows": 1, "columns": {}}))
+    third = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
+    assert third.drift["drift_detected"] is None and "older flywheel" in third.drift["reason"]
+
+
+def test_the_cli_profile_of_a_csv_equals_the_profile_of_the_rows_ingest_types():
+    from flywheel.components.monitor import drift
+    from tests.conftest import shipped_data
+
+    policy = drift.Policy.from_schema(SCHEMA)
+    by_arrow = profile.load(shipped_data(), [*policy.features, *policy.labels], policy.kinds)
+    by_ingest = _typed_profile([shipped_data()], "typed")
+    assert by_arrow.columns["company"].missing > 0
+    for name, column in by_ingest.columns.items():
+        got = by_arrow.columns[name]
+        assert (got.kind, got.count, got.missing, got.values) == (column.kind, column.count, column.missing,
+                                                                  column.values), name
+    assert drift.decide(by_ingest, by_arrow, policy)["reason"] == "no drift"
