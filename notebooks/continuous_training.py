@@ -32,6 +32,7 @@ quiet.quiet_environment(verbose=False)  # before TensorFlow is imported: no warn
 from IPython.display import HTML, display  # noqa: E402
 
 import flywheel  # noqa: E402
+from flywheel import schemas  # noqa: E402
 
 ROWS = int(os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000"))
 STEPS = int(os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "200"))
@@ -74,7 +75,8 @@ print(second)
 # %%
 baseline = os.path.join(out, "serving", "taxi", str(first["model_version"]), "baseline_profile.json")
 report_dir = os.path.join(work, "drift_report")
-verdict = flywheel.monitor(baseline, os.path.join(incoming, "span-3"), report_dir=report_dir)
+verdict = flywheel.monitor(baseline, os.path.join(incoming, "span-3"), schema=schemas.schema_path("taxi"),
+                           report_dir=report_dir)
 print("drift detected:", verdict.drift_detected, "in", verdict.drifted)
 display(HTML(open(verdict.report).read()))
 

@@ -36,3 +36,24 @@ def test_readme_tables_render_as_tables():
     table_rows_in_text = len([line for line in text.splitlines() if line.startswith("|") and "---" not in line])
     rendered_rows = len([t for t in tokens if t.type == "tr_open"])
     assert rendered_rows == table_rows_in_text
+
+
+def test_command_line_synopsis_names_every_subcommand_and_option():
+    from flywheel import cli
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Command line"):]
+    section = section[:section.index("\n## ", 1)]
+    parser = cli._parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    missing = []
+    for name, sub in subparsers.choices.items():
+        if f"flywheel {name} " not in section:
+            missing.append(name)
+        for action in sub._actions:
+            missing += [f"{name} {o}" for o in action.option_strings if o.startswith("--") and o != "--help"
+                        and o not in section]
+    assert missing == [], f"README's command line section misses {missing}"
+    for code in ("0", "1", "2", "3", "4"):
+        assert f"{code} " in section
