@@ -141,6 +141,7 @@ def test_summary_carries_the_plans_decision_and_the_newest_served_version(tmp_pa
     for version in (5, 9):
         (tmp_path / "taxi" / str(version)).mkdir(parents=True)
         (tmp_path / "taxi" / str(version) / "push.json").write_text("{}")
+        (tmp_path / "taxi" / str(version) / "saved_model.pb").write_bytes(b"")
     summary = retrain.summary_from_records(_records("COMPLETE", blessed=0, pushed=0), 3, str(tmp_path), "taxi", DRIFT)
     assert summary == {"span": 3, "drift_detected": True, "drift_reason": "fare",
                        "drift_report": "/state/drift/report.html", "retrained": True, "blessed": False,
@@ -164,7 +165,7 @@ def test_retrain_does_not_add_the_drift_monitor_to_the_pipeline(tmp_path, monkey
     (tmp_path / "spans" / "span-1").mkdir(parents=True)
     (tmp_path / "spans" / "span-1" / "data.csv").write_text("fare\n1.0\n")
     seen = []
-    monkeypatch.setattr(retrain, "plan", lambda *a: retrain.RetrainPlan(1, (1,), "", None, {
+    monkeypatch.setattr(retrain, "plan", lambda *a, **kw: retrain.RetrainPlan(1, (1,), "", None, {
         "drift_detected": None, "reason": "no baseline", "report": None}))
     monkeypatch.setattr(api, "_execute", lambda cfg, *a: seen.append(cfg) or api.RunResult(
         pipeline="taxi", engine="local", status="finished", output_dir="", metadata="", pipeline_root="",

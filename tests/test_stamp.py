@@ -20,6 +20,8 @@ def _served(serving_dir, version: int) -> str:
     os.makedirs(path)
     with open(os.path.join(path, "push.json"), "w") as f:
         json.dump({"version": version}, f)
+    with open(os.path.join(path, "saved_model.pb"), "wb"):
+        pass  # a version is complete with its manifest and saved_model.pb
     return path
 
 

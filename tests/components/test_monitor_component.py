@@ -119,6 +119,7 @@ def _serve(serving_dir, version: int, baseline_text: str | None):
         (folder / "baseline_profile.json").write_text(baseline_text)
         manifest["baseline_profile"] = "baseline_profile.json"
     (folder / "push.json").write_text(json.dumps(manifest))
+    (folder / "saved_model.pb").write_bytes(b"")  # a version is complete with its manifest and saved_model.pb
 
 
 def test_plan_survives_a_bad_cell_and_makes_the_same_decision_as_the_component(ingested, tmp_path):
@@ -138,7 +139,8 @@ def test_plan_survives_a_bad_cell_and_makes_the_same_decision_as_the_component(i
     assert plan.drift["data"]["rows_quarantined"] == 1 and plan.drift["data"]["rows_read"] == 40
     assert "line 4: column 'fare': expected FLOAT, got 'abc'" in plan.drift["data"]["first_quarantined"][0]
     assert plan.drift["drift_detected"] is False and plan.drift["rows"]["current"] == 39
-    assert plan.drift["report"] == str(tmp_path / "report" / spec.REPORT_FILE) and os.path.exists(plan.drift["report"])
+    assert plan.drift["report"] == str(tmp_path / "report" / "span-2" / spec.REPORT_FILE)
+    assert os.path.exists(plan.drift["report"])
 
     component = executor.run_drift_monitor(ingested, _report(tmp_path, "c"), plan.baseline_profile, SCHEMA)
     same_shape = {k for k in component if k not in ("span", "data")}

@@ -10,6 +10,7 @@ from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.data_gate.component import DataGate
 from flywheel.components.evaluate.component import Evaluate
 from flywheel.components.ingest.component import Ingest
+from flywheel.components.monitor import spec as monitor_spec
 from flywheel.components.monitor.component import DriftMonitor
 from flywheel.components.push.component import Push
 
@@ -28,18 +29,20 @@ def _evaluate(examples=standard_artifacts.Examples, model=standard_artifacts.Mod
     return Evaluate(examples=ch(examples), model=ch(model), **args)
 
 
-def _push(model=standard_artifacts.Model, blessing=standard_artifacts.ModelBlessing, **kw):
+def _push(model=standard_artifacts.Model, blessing=standard_artifacts.ModelBlessing, profile=None, **kw):
     args = {"serving_dir": "/srv", "model_name": "taxi", **kw}
     return Push(model=ch(model), model_blessing=ch(blessing), evaluation=ch(standard_artifacts.ModelEvaluation),
-                examples=ch(standard_artifacts.Examples), **args)
+                examples=ch(standard_artifacts.Examples), profile=ch(profile or monitor_spec.DataProfile), **args)
 
 
 def test_well_wired_components_build_with_their_outputs():
     assert _gate().outputs["verdict"].type is gate_spec.GateVerdict
     assert set(_evaluate().outputs) == {"evaluation", "blessing"}
     assert _push().outputs["pushed_model"].type is standard_artifacts.PushedModel
-    assert set(Ingest(input_base="/data", schema=ch(standard_artifacts.Schema)).outputs) >= {"examples", "quarantine"}
-    assert "drift_report" in DriftMonitor(examples=ch(standard_artifacts.Examples)).outputs
+    ingest = Ingest(input_base="/data", schema=ch(standard_artifacts.Schema))
+    assert set(ingest.outputs) == {"examples", "quarantine", "profile"}
+    assert ingest.outputs["profile"].type is monitor_spec.DataProfile
+    assert "drift_report" in DriftMonitor(profile=ch(monitor_spec.DataProfile)).outputs
 
 
 @pytest.mark.parametrize("build,error,message", [
@@ -73,8 +76,10 @@ def test_well_wired_components_build_with_their_outputs():
      r"Ingest: quarantine_limit must be within \[0, 1\], got 2.0"),
     (lambda: Ingest(input_base="/data", schema=ch(standard_artifacts.Schema), num_spans=0), ValueError,
      r"Ingest: num_spans must be >= 1, got 0"),
-    (lambda: DriftMonitor(examples=ch(standard_artifacts.Schema)), TypeError,
-     r"examples should be a Channel of type .*Examples.* \(got .*Schema"),
+    (lambda: DriftMonitor(profile=ch(standard_artifacts.Examples)), TypeError,
+     r"profile should be a Channel of type .*DataProfile.* \(got .*Examples"),
+    (lambda: _push(profile=standard_artifacts.ExampleStatistics), TypeError,
+     r"profile should be a Channel of type .*DataProfile.* \(got .*ExampleStatistics"),
 ])
 def test_construction_errors(build, error, message):
     with pytest.raises(error, match=message):
@@ -84,4 +89,5 @@ def test_construction_errors(build, error, message):
 def test_push_without_a_blessing_channel_names_the_input():
     with pytest.raises(ValueError, match=r"Push expects input 'model_blessing' to be a Channel of type .*Blessing"):
         Push(model=ch(standard_artifacts.Model), evaluation=ch(standard_artifacts.ModelEvaluation),
-             examples=ch(standard_artifacts.Examples), serving_dir="/srv", model_name="taxi")
+             examples=ch(standard_artifacts.Examples), profile=ch(monitor_spec.DataProfile), serving_dir="/srv",
+             model_name="taxi")
