@@ -55,6 +55,11 @@ def upstream(store, execution_id: int):
     return store.get_lineage_subgraph(options, ["executions", "artifacts", "events", "contexts", "associations"])
 
 
+def _output_key(event) -> str:
+    """The output channel an event wrote (e.g. 'examples', 'profile')."""
+    return event.path.steps[0].key if event.path.steps else ""
+
+
 def trace(metadata_path: str, served: serving.ServedVersion) -> list[dict[str, Any]]:
     """The executions that produced a served version, one per pipeline node, in time order, up to its Push.
 
@@ -83,15 +88,17 @@ def trace(metadata_path: str, served: serving.ServedVersion) -> list[dict[str, A
     artifacts = {a.id: a for a in graph.artifacts}
     steps = []
     for node, execution in sorted(chosen.items(), key=lambda kv: (kv[1].create_time_since_epoch, kv[1].id)):
-        outs = [artifacts[e.artifact_id] for e in graph.events
-                if e.execution_id == execution.id and _is_output(e) and e.artifact_id in artifacts]
+        events = [e for e in graph.events if e.execution_id == execution.id and _is_output(e)
+                  and e.artifact_id in artifacts]
         if execution.id == push.id:
-            outs = store.get_artifacts_by_id([e.artifact_id for e in store.get_events_by_execution_ids([push.id])
-                                              if _is_output(e)])
+            events = [e for e in store.get_events_by_execution_ids([push.id]) if _is_output(e)]
+            artifacts.update({a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])})
+        outputs = [{"key": _output_key(e), "uri": artifacts[e.artifact_id].uri,
+                    **run_record.artifact_props(artifacts[e.artifact_id])} for e in events]
         steps.append({"node": node, "execution": execution.id,
                       "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
                       "time": _time(execution.create_time_since_epoch),
-                      "outputs": [{"uri": a.uri, **run_record.artifact_props(a)} for a in outs]})
+                      "outputs": sorted(outputs, key=lambda o: o["key"])})
     return steps
 
 

@@ -92,7 +92,8 @@ def test_lineage_names_spans_gate_training_evaluation_push(loop):
     for node in ("Ingest", "StatisticsGen", "DataGate", "Transform", "Trainer", "Evaluate", "Push"):
         assert node in nodes, nodes
     ingest = next(s for s in found["steps"] if s["node"] == "Ingest")
-    assert ingest["outputs"][0]["data_fingerprint"] == found["data_fingerprint"]
+    [examples] = [o for o in ingest["outputs"] if o["key"] == "examples"]
+    assert examples["data_fingerprint"] == found["data_fingerprint"]
     assert nodes.index("Ingest") < nodes.index("Trainer") < nodes.index("Push")
     text = run_cli("lineage", "--output-dir", loop["out"]).stdout
     assert f"version {found['version']}" in text and "Trainer" in text

@@ -48,9 +48,10 @@ def test_first_model_lineage_excludes_the_later_run(store):
     ids = {s["execution"] for s in found["steps"]}
     assert ids <= first_run and not ids & second_run
     [ingest] = [s for s in found["steps"] if s["node"] == "Ingest"]
-    assert ingest["outputs"][0]["data_fingerprint"] == found["data_fingerprint"]
+    [examples] = [o for o in ingest["outputs"] if o["key"] == "examples"]
+    assert examples["data_fingerprint"] == found["data_fingerprint"]
     [push] = [s for s in found["steps"] if s["node"] == "Push"]
-    assert push["outputs"][0]["pushed_version"] == str(first)
+    assert [o["pushed_version"] for o in push["outputs"] if o["key"] == "pushed_model"] == [str(first)]
     times = [s["time"] for s in found["steps"]]
     assert times == sorted(times)
 

@@ -12,6 +12,7 @@ import subprocess
 import tensorflow as tf
 
 from flywheel.components.common import serving
+from flywheel.components.push import publish
 from flywheel.pipelines import run_record
 from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, run_cli, shipped_data
 
@@ -58,7 +59,8 @@ def test_pushed_model_loads_predicts_and_has_complete_manifest(local_run):
     out = loaded.signatures["serving_default"](examples=tf.constant(_serialized_examples()))
     values = next(iter(out.values())).numpy().reshape(-1)
     assert len(values) == 5 and ((values >= 0) & (values <= 1)).all()
-    assert not any(n.startswith(".") for n in os.listdir(os.path.dirname(served.path))), "no temp folder left"
+    left = sorted(os.listdir(os.path.dirname(served.path)))
+    assert left == [publish.LOCK_FILE, str(served.version)], "no temp folder left, only the push lock's file"
 
 
 def test_mlmd_holds_every_execution_and_lineage(local_run):
