@@ -88,4 +88,14 @@ def install(verbose: bool, out: TextIO | None = None) -> ProgressHandler:
         logging.getLogger().setLevel(logging.ERROR)
         for name in ("apache_beam", "tensorflow"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        _quiet_tensorflow_logger()
     return handler
+
+
+def _quiet_tensorflow_logger() -> None:
+    """TensorFlow configures its logger on first use and, in an interactive kernel (Jupyter), sets it to INFO,
+    undoing a level set before. Make it configure itself now, then set the level. A pipeline run imports
+    TensorFlow anyway; this only moves the import earlier."""
+    from tensorflow.python.platform import tf_logging
+
+    tf_logging.get_logger().setLevel(logging.ERROR)
