@@ -219,15 +219,15 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
     gate = records.get("DataGate")
     verdict = gate.output(gate_spec.VERDICT_KEY) if gate else None
     if verdict:
-        fields["gate_report"] = verdict.get("report")
+        fields["gate_report"] = verdict.get(gate_spec.REPORT)
         if not verdict.get(gate_spec.PASSED):
             fields["status"] = STOPPED
     evaluate = records.get("Evaluate")
     evaluation = evaluate.output(evaluate_spec.EVALUATION_KEY) if evaluate else None
     if evaluation:
-        fields["evaluation_report"] = evaluation.get("report")
-        fields["auc"] = evaluation.get("auc")
-        fields["blessed"] = bool((evaluate.output(evaluate_spec.BLESSING_KEY) or {}).get("blessed"))
+        fields["evaluation_report"] = evaluation.get(evaluate_spec.REPORT)
+        fields["auc"] = evaluation.get(evaluate_spec.AUC)
+        fields["blessed"] = bool((evaluate.output(evaluate_spec.BLESSING_KEY) or {}).get(evaluate_spec.BLESSED))
     push = records.get("Push")
     pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
     if pushed:

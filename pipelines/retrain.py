@@ -65,11 +65,13 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
     retrained: the Trainer executed in this run (COMPLETE), not a cache hit; model_version: the newest
     version in serving after the run.
     """
+    from tfx.types import standard_component_specs as std
+
     from flywheel.components.evaluate import spec as evaluate_spec
     from flywheel.components.push import spec as push_spec
 
     trainer = records.get("Trainer")
-    retrained = bool(trainer and trainer.state == "COMPLETE" and trainer.output("model"))
+    retrained = bool(trainer and trainer.state == "COMPLETE" and trainer.output(std.MODEL_KEY))
     evaluate = records.get("Evaluate")
     blessing = evaluate.output(evaluate_spec.BLESSING_KEY) if evaluate else None
     push = records.get("Push")
@@ -81,7 +83,7 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
         "drift_reason": drift.get("reason"),
         "drift_report": drift.get("report"),
         "retrained": retrained,
-        "blessed": bool(blessing.get("blessed")) if blessing else None,
+        "blessed": bool(blessing.get(evaluate_spec.BLESSED)) if blessing else None,
         "pushed": bool(pushed.get(push_spec.PUSHED)) if pushed else False,
         "model_version": served.version if served else None,
     }

@@ -29,6 +29,10 @@ class DataGate(DataGate):  # noqa: F811 - the decorator's class, checked at cons
         statistics: ExampleStatistics channel.
         allowed_anomalies: 'TYPE', 'feature:TYPE' or 'feature:*' entries, comma-separated; an unknown anomaly
             type is a ValueError here, when the pipeline is built.
+
+    Outputs:
+        verdict: flywheel.GateVerdict with `verdict.json` and `report.html`; custom properties `passed` (1/0,
+            what tfx.dsl.Cond tests), `num_anomalies`, `num_blocking`, `report`.
     """
 
     def __init__(self, anomalies: types.BaseChannel, statistics: types.BaseChannel, allowed_anomalies: str = ""):

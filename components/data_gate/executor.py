@@ -38,9 +38,9 @@ def run_gate(anomalies: types.Artifact, statistics: types.Artifact, verdict_arti
         f.write(json.dumps(verdict.to_dict(), indent=2))
     with fileio.open(os.path.join(verdict_artifact.uri, spec.REPORT_FILE), "w") as f:
         f.write(report.render(verdict, stats))
-    verdict_artifact.set_string_custom_property("gate", "data_validation")
+    verdict_artifact.set_string_custom_property(spec.GATE, "data_validation")
     verdict_artifact.set_int_custom_property(spec.PASSED, int(verdict.passed))
     verdict_artifact.set_int_custom_property(spec.NUM_ANOMALIES, len(verdict.findings))
     verdict_artifact.set_int_custom_property(spec.NUM_BLOCKING, len(verdict.blocking))
-    verdict_artifact.set_string_custom_property("report", os.path.join(verdict_artifact.uri, spec.REPORT_FILE))
+    verdict_artifact.set_string_custom_property(spec.REPORT, os.path.join(verdict_artifact.uri, spec.REPORT_FILE))
     return verdict

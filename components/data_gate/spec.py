@@ -10,6 +10,8 @@ ALLOWED_ANOMALIES_KEY = "allowed_anomalies"
 PASSED = "passed"
 NUM_ANOMALIES = "num_anomalies"
 NUM_BLOCKING = "num_blocking"
+REPORT = "report"  # path of report.html
+GATE = "gate"  # which gate decided ("data_validation")
 REPORT_FILE = "report.html"
 VERDICT_FILE = "verdict.json"
 

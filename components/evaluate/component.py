@@ -16,10 +16,21 @@ from flywheel.components.evaluate import executor, spec
 class Evaluate(base_beam_component.BaseBeamComponent):
     """TFMA evaluation of `model` on `examples`, against the latest model pushed to `serving_dir`.
 
-    `eval_config` holds one unnamed model spec; when a model is in serving it becomes the
-    baseline (change thresholds apply), otherwise the absolute thresholds alone decide.
-    `serving_version` (the latest version when the pipeline was built; 0 none, -1 not known) keys the
-    cache only, so a changed serving folder is never answered by a cached evaluation.
+    Args:
+      examples: the Examples to evaluate on (`example_splits` of them).
+      model: the candidate Model (Trainer output, Format-Serving).
+      eval_config: a tfma.EvalConfig with one unnamed model spec; when a model is in serving it becomes the
+        baseline (change thresholds apply), otherwise the absolute thresholds alone decide.
+      serving_dir, model_name: where the model in serving is found, `<serving_dir>/<model_name>/<version>/`.
+      schema: optional Schema channel for TFMA.
+      example_splits: the splits evaluated, default ("eval",).
+      serving_version: the latest version when the pipeline was built (0 none, -1 not known); it keys the
+        cache only, so a changed serving folder is never answered by a cached evaluation.
+
+    Outputs:
+      evaluation: ModelEvaluation (TFMA output, `summary.json`, `report.html`); custom properties `metrics`,
+        `auc`, `report`.
+      blessing: ModelBlessing with `blessed` (1/0) and `baseline_version`, as the stock Evaluator writes it.
     """
 
     SPEC_CLASS = spec.EvaluateSpec

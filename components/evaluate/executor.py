@@ -28,7 +28,7 @@ def baseline_from_serving(serving_dir: str, model_name: str, work_dir: str
     if fileio.exists(baseline.uri):
         fileio.rmtree(baseline.uri)
     _copy_tree(served.path, target)
-    baseline.set_int_custom_property("serving_version", served.version)
+    baseline.set_int_custom_property(spec.SERVING_VERSION_KEY, served.version)
     return baseline, served.version
 
 
@@ -63,11 +63,11 @@ def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[s
     with fileio.open(os.path.join(evaluation.uri, spec.REPORT_FILE), "w") as f:
         f.write(summary_lib.render(summary))
     evaluation.set_string_custom_property(spec.METRICS_JSON, json.dumps(summary["candidate"]))
-    evaluation.set_string_custom_property("report", os.path.join(evaluation.uri, spec.REPORT_FILE))
+    evaluation.set_string_custom_property(spec.REPORT, os.path.join(evaluation.uri, spec.REPORT_FILE))
     for target in (evaluation, blessing):
         target.set_int_custom_property(spec.BASELINE_VERSION, summary["baseline_version"] or 0)
     if summary["candidate"].get(summary_lib.AUC) is not None:
-        evaluation.set_float_custom_property("auc", summary["candidate"][summary_lib.AUC])
+        evaluation.set_float_custom_property(spec.AUC, summary["candidate"][summary_lib.AUC])
 
 
 class Executor(evaluator_executor.Executor):

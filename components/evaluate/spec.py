@@ -1,5 +1,6 @@
 """Evaluate's keys and ComponentSpec (the stock Evaluator's, plus where serving is)."""
 
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs as std
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
@@ -18,6 +19,9 @@ SERVING_VERSION_KEY = "serving_version"
 # Custom properties
 BASELINE_VERSION = "baseline_version"
 METRICS_JSON = "metrics"
+REPORT = "report"  # path of report.html
+AUC = "auc"  # the candidate's overall AUC
+BLESSED = evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY  # on the blessing, written as the stock Evaluator does
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 

@@ -14,11 +14,28 @@ DEFAULT_SPLITS = (("train", 2), ("eval", 1))
 
 
 class Ingest(base_beam_component.BaseBeamComponent):
-    """CSV/Parquet files laid out by span -> standard Examples (gzip tf.Example TFRecords) + quarantine.
+    """CSV/CSV.gz/Parquet files laid out by span -> standard Examples (gzip tf.Example TFRecords) + quarantine.
 
-    Rows are typed from the schema; rows that do not parse go to the quarantine with
-    file, line, column and reason. The execution fails when the quarantined share
-    exceeds `quarantine_limit` or a file misses a required column.
+    Rows are typed from the schema; rows that do not parse go to the quarantine with file, line, column
+    and reason, and every physical row is accounted for. The execution fails when the quarantined share
+    exceeds `quarantine_limit`, a file misses a required column, or the input layout is refused (see the
+    component's README).
+
+    Args:
+      input_base: a file, a folder of files, or a folder of `span-N/` folders (local, gs://, s3://), or a
+        runtime parameter.
+      schema: the curated Schema channel (ImportSchemaGen): column types and required columns.
+      span: the last span to read; -1 the latest.
+      num_spans: how many consecutive spans ending at `span` to read (a rolling window).
+      split_key_columns: columns hashed for the deterministic split (default: the whole raw row).
+      splits: (name, hash buckets) pairs, e.g. (("train", 2), ("eval", 1)).
+      quarantine_limit: the largest share of rows that may be quarantined, within [0, 1].
+
+    Outputs:
+      examples: standard Examples, `Split-<name>/` gzip TFRecords; custom properties `rows_read`,
+        `rows_written`, `rows_quarantined`, `physical_rows`, `data_fingerprint`, `spans`.
+      quarantine: flywheel.Quarantine, `quarantine.jsonl` (file, line, column, reason, raw) and `counts.json`.
+      profile: flywheel.DataProfile, one `profile-span-<N>.json` per span, for DriftMonitor and Push.
     """
 
     SPEC_CLASS = spec.IngestSpec
