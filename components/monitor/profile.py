@@ -386,7 +386,7 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        return pa.concat_tables(tables, promote=True)
     except pa.ArrowInvalid as e:
         raise MonitorError(f"monitor: {path}: files have incompatible columns: {e}") from None
 
