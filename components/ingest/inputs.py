@@ -1,8 +1,9 @@
 """Which files an ingestion reads: span resolution and the data fingerprint.
 
-Plain functions with no TensorFlow import, so the command line can fingerprint
-data in milliseconds. Layout: `<input_base>/span-<N>/...` (any depth below the
-span folder); a plain file, or a folder with no `span-N` folders, is span 0.
+Plain functions; every file is reached through TFX's filesystem layer (`common.storage`), so the
+data may be local or on gs://, s3:// or any fileio filesystem, and local data needs no TensorFlow
+import (the command line fingerprints it in milliseconds). Layout: `<input_base>/span-<N>/...` (any
+depth below the span folder); a plain file, or a folder with no `span-N` folders, is span 0.
 
 What is refused, and why (nothing in a data folder is skipped in silence):
 - a file whose name ends in none of SUPPORTED_SUFFIXES (names starting with `.` or `_`, such as
@@ -10,7 +11,8 @@ What is refused, and why (nothing in a data folder is skipped in silence):
 - two folders that name the same span (`span-1` and `span-01`), an entry next to span folders that is
   not one (`span-x`, `span--1`, a stray file), a span folder with no data file;
 - a dangling symlink, a symlink loop, and one real file or folder reached through two paths: each real
-  file is read at most once, and every path that leads to it is named in the error.
+  file is read at most once, and every path that leads to it is named in the error. Links exist only on
+  a local disk: on object storage each object is its own data, and these checks have nothing to find.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import json
 import os
 import re
 from typing import IO, Iterator
+
+from flywheel.components.common import storage
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -51,44 +55,17 @@ class ResolvedInput:
         return cls(spans=tuple(d["spans"]), files=tuple(d["files"]), fingerprint=d["fingerprint"])
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def _isdir(path: str) -> bool:
-    if _is_remote(path):
-        from tfx.dsl.io import fileio
-
-        return fileio.isdir(path)
-    return os.path.isdir(path)
-
-
-def _exists(path: str) -> bool:
-    if _is_remote(path):
-        from tfx.dsl.io import fileio
-
-        return fileio.exists(path)
-    return os.path.exists(path)
-
-
-def _listdir(path: str) -> list[str]:
-    if _is_remote(path):
-        from tfx.dsl.io import fileio
-
-        return [p.rstrip("/") for p in fileio.listdir(path)]
-    return os.listdir(path)
-
-
 def _identity(path: str):
-    """What makes two paths the same data: the path itself remotely, (device, inode) on a local disk."""
-    if _is_remote(path):
+    """What makes two paths the same data: the path itself on object storage, (device, inode) on a local disk
+    (symlinks and hard links exist only there)."""
+    if not storage.is_local(path):
         return path
     st = os.stat(path)
     return st.st_dev, st.st_ino
 
 
 def _check_not_dangling(path: str) -> None:
-    if not _is_remote(path) and os.path.islink(path) and not os.path.exists(path):
+    if storage.is_local(path) and os.path.islink(path) and not os.path.exists(path):
         raise InputError(f"ingest: {path} is a dangling symlink (to {os.readlink(path)!r}); its data is missing")
 
 
@@ -105,13 +82,10 @@ def is_parquet(path: str) -> bool:
     return path.lower().endswith(PARQUET_SUFFIXES)
 
 
-def open_binary(path: str):
-    """Opens a local or remote (gs://, s3://, ...) file for binary reading."""
-    if _is_remote(path):
-        from tfx.dsl.io import fileio
-
-        return fileio.open(path, "rb")
-    return open(path, "rb")
+def open_binary(path: str) -> IO[bytes]:
+    """Opens a data file for binary reading on any filesystem (local, gs://, s3://, ...): seekable, so pyarrow
+    reads Parquet from it."""
+    return storage.open_binary(path)
 
 
 @contextlib.contextmanager
@@ -140,7 +114,7 @@ class _Walk:
     def _claim(self, path: str) -> None:
         identity = _identity(path)
         if identity in self._seen:
-            kind = "folder" if _isdir(path) else "file"
+            kind = "folder" if storage.isdir(path) else "file"
             raise InputError(f"ingest: {path} and {self._seen[identity]} are the same {kind} (a symlink or hard "
                              f"link); one real file is never read twice: remove one of them")
         self._seen[identity] = path
@@ -151,12 +125,12 @@ class _Walk:
             raise InputError(f"ingest: {root} is a symlink loop: it leads back to a folder above it "
                              f"({os.path.realpath(root)})")
         self._claim(root)
-        for name in sorted(_listdir(root)):
+        for name in sorted(storage.listdir(root)):
             if not is_data_name(name):
                 continue
             path = os.path.join(root, name)
             _check_not_dangling(path)
-            if _isdir(path):
+            if storage.isdir(path):
                 self.folder(path, ancestors + (identity,))
             elif is_supported(name):
                 self._claim(path)
@@ -177,9 +151,9 @@ def span_folders(input_base: str) -> dict[int, str]:
     Raises InputError when two folders name one span (`span-1`, `span-01`), when a `span-…` name is not
     `span-<digits>`, or when a span layout also holds other entries, which would never be read.
     """
-    if not _isdir(input_base):
+    if not storage.isdir(input_base):
         return {}
-    names = sorted(n for n in _listdir(input_base) if is_data_name(n))
+    names = sorted(n for n in storage.listdir(input_base) if is_data_name(n))
     spans: dict[int, str] = {}
     others = []
     for name in names:
@@ -191,7 +165,7 @@ def span_folders(input_base: str) -> dict[int, str]:
             others.append(name)
             continue
         _check_not_dangling(os.path.join(input_base, name))
-        if not _isdir(os.path.join(input_base, name)):
+        if not storage.isdir(os.path.join(input_base, name)):
             raise InputError(f"ingest: {os.path.join(input_base, name)}: a span must be a folder, found a file")
         span = int(m.group(1))
         if span in spans:
@@ -207,9 +181,9 @@ def span_folders(input_base: str) -> dict[int, str]:
 
 def span_of(path: str, input_base: str) -> int:
     """The span a resolved file belongs to: N for `<input_base>/span-N/...`, else 0."""
-    if not _isdir(input_base):
+    if not storage.isdir(input_base):
         return 0
-    head = os.path.relpath(path, input_base).split(os.sep)[0]
+    head = storage.relative(path, input_base).split("/")[0]
     m = _SPAN_DIR.fullmatch(head)
     return int(m.group(1)) if m else 0
 
@@ -222,7 +196,7 @@ def available_spans(input_base: str) -> list[int]:
 def data_files(input_base: str, spans: tuple[int, ...] | None) -> list[str]:
     """The data files of the given spans, in a stable order (span, then path); each real file once."""
     if spans is None:
-        if not _isdir(input_base):
+        if not storage.isdir(input_base):
             if not is_supported(input_base):
                 raise _unsupported(input_base)
             return [input_base]
@@ -261,7 +235,7 @@ def resolve_input(input_base: str, span: int = -1, num_spans: int = 1) -> Resolv
       span: the last span to read; -1 means the latest one.
       num_spans: how many consecutive spans ending at `span` to read (a rolling window).
     """
-    if not _exists(input_base):
+    if not storage.exists(input_base):
         raise InputError(f"ingest: input {input_base!r} does not exist")
     if num_spans < 1:
         raise InputError(f"ingest: num_spans must be >= 1, got {num_spans}")

@@ -12,37 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from flywheel.components.common import storage
 from flywheel.components.monitor import drift, profile, report, spec
-
-
-def _remote(path: str) -> bool:
-    return "://" in path
-
-
-def _open(path: str, mode: str):
-    """Local files with open() (no TensorFlow import); other filesystems through tfx.dsl.io."""
-    if _remote(path):
-        from tfx.dsl.io import fileio
-
-        return fileio.open(path, mode)
-    return open(path, mode, encoding="utf-8")
-
-
-def _makedirs(path: str) -> None:
-    if _remote(path):
-        from tfx.dsl.io import fileio
-
-        fileio.makedirs(path)
-    else:
-        os.makedirs(path, exist_ok=True)
-
-
-def _exists(path: str) -> bool:
-    if _remote(path):
-        from tfx.dsl.io import fileio
-
-        return fileio.exists(path)
-    return os.path.exists(path)
 
 
 def load_baseline(path: str, absent_reason: str = "no model in serving"
@@ -54,10 +25,9 @@ def load_baseline(path: str, absent_reason: str = "no model in serving"
     """
     if not path:
         return None, absent_reason
-    if not _exists(path):
+    if not storage.exists(path):
         raise profile.MonitorError(f"monitor: baseline profile {path} does not exist")
-    with _open(path, "r") as f:
-        text = f.read()
+    text = storage.read_text(path)
     try:
         return profile.DatasetProfile.from_json(text, path), ""
     except profile.ProfileFormatError as e:
@@ -66,12 +36,10 @@ def load_baseline(path: str, absent_reason: str = "no model in serving"
 
 def write_report(result: dict[str, Any], out_dir: str) -> str:
     """drift.json and report.html into out_dir (any filesystem tfx.dsl.io supports); returns the HTML's path."""
-    _makedirs(out_dir)
+    storage.makedirs(out_dir)
     html_path = os.path.join(out_dir, spec.REPORT_FILE)
-    with _open(os.path.join(out_dir, spec.RESULT_FILE), "w") as f:
-        f.write(json.dumps(dict(result, report=html_path), indent=2))
-    with _open(html_path, "w") as f:
-        f.write(report.render(result))
+    storage.write_text(os.path.join(out_dir, spec.RESULT_FILE), json.dumps(dict(result, report=html_path), indent=2))
+    storage.write_text(html_path, report.render(result))
     return html_path
 
 
@@ -120,8 +88,7 @@ def profile_span(data_root: str, span: int, schema_path: str) -> tuple[profile.D
 
 def reference_auc(path: str) -> float:
     """AUC from a metrics JSON: {"auc": x}, or a push.json manifest ({"metrics": {"auc": x}})."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = json.loads(storage.read_text(path))
     value = data.get("auc", data.get("metrics", {}).get("auc"))
     if value is None:
         raise profile.MonitorError(f"monitor: {path}: no 'auc' (or 'metrics.auc') in the reference metrics")
@@ -195,6 +162,5 @@ def run_monitor(baseline: str, current: str, schema_path: Optional[str] = None, 
         extra["performance"] = perf
     result = check(base, cur, report_dir=report_dir, policy=policy, extra=extra)
     if save_profile:
-        with open(save_profile, "w", encoding="utf-8") as f:
-            f.write(cur.to_json())
+        storage.write_text(save_profile, cur.to_json())
     return result

@@ -11,7 +11,8 @@ the K smallest of every part that holds it, with all of its occurrences counted 
 CDFs and frequencies are computed from the table when two profiles are compared, so an integer
 column's quantiles are always values the column holds.
 
-No TensorFlow and no Beam here: numpy and pyarrow only (the Beam CombineFn is in `profile_beam`).
+No TensorFlow and no Beam here: numpy and pyarrow only (the Beam CombineFn is in `profile_beam`). Files are
+read through TFX's filesystem layer (`common.storage`): local ones without TensorFlow, gs://, s3://... with it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+
+from flywheel.components.common import storage
 
 K = 8192  # distinct values kept per column (see README: resample noise at 200,000 rows, 1M-row speed)
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -343,41 +346,47 @@ def schema_kinds(columns: Sequence[Any]) -> dict[str, str]:
 # ---- reading data for the CLI -------------------------------------------------------------------------------
 
 def _files(path: str) -> list[str]:
-    if os.path.isdir(path):
-        found = sorted(os.path.join(root, f) for root, _, fs in os.walk(path) for f in fs
-                       if f.lower().endswith((".csv", ".parquet")) and not f.startswith((".", "_")))
+    if storage.isdir(path):
+        found = [f for f in storage.walk_files(path) if os.path.basename(f).lower().endswith((".csv", ".parquet"))
+                 and not os.path.basename(f).startswith((".", "_"))]
         if not found:
             raise MonitorError(f"monitor: {path}: no .csv or .parquet files")
         return found
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise MonitorError(f"monitor: {path}: no such file or directory")
     return [path]
 
 
+def _csv_header(f) -> list[str]:
+    header = [h.strip() for h in next(csv.reader([f.readline().decode("utf-8-sig", errors="replace")]), [])]
+    f.seek(0)
+    return header
+
+
 def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
-    """A CSV/Parquet file or folder as one table (only `columns` when given, those present)."""
+    """A CSV/Parquet file or folder (local, or on any filesystem `common.storage` reaches) as one table (only
+    `columns` when given, those present)."""
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     tables = []
-    for f in _files(path):
+    for name in _files(path):
         try:
-            if f.lower().endswith(".parquet"):
-                names = pq.ParquetFile(f).schema_arrow.names
-                tables.append(pq.read_table(f, columns=[c for c in columns if c in names] if columns else None))
-            else:
-                convert = pcsv.ConvertOptions()
-                if columns:
-                    with open(f, encoding="utf-8-sig", errors="replace") as head:
-                        header = [h.strip() for h in next(csv.reader([head.readline()]), [])]
-                    convert = pcsv.ConvertOptions(include_columns=[c for c in columns if c in header])
-                tables.append(pcsv.read_csv(f, convert_options=convert))
+            with storage.open_binary(name) as f:
+                if name.lower().endswith(".parquet"):
+                    names = pq.ParquetFile(f).schema_arrow.names
+                    tables.append(pq.read_table(f, columns=[c for c in columns if c in names] if columns else None))
+                else:
+                    convert = pcsv.ConvertOptions()
+                    if columns:
+                        convert = pcsv.ConvertOptions(include_columns=[c for c in columns if c in _csv_header(f)])
+                    tables.append(pcsv.read_csv(f, convert_options=convert))
         except (pa.ArrowInvalid, OSError) as e:
-            raise MonitorError(f"monitor: {f}: cannot read: {e}") from None
+            raise MonitorError(f"monitor: {name}: cannot read: {e}") from None
     if len(tables) == 1:
         return tables[0]
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        return pa.concat_tables(tables, promote=True)
     except pa.ArrowInvalid as e:
         raise MonitorError(f"monitor: {path}: files have incompatible columns: {e}") from None
 
@@ -385,9 +394,8 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
 def load(path: str, columns: Optional[Sequence[str]] = None, kinds: Optional[Mapping[str, str]] = None
          ) -> DatasetProfile:
     """A profile from a saved profile (.json), or computed from a CSV/Parquet file or folder."""
-    if path.lower().endswith(".json") and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return DatasetProfile.from_json(f.read(), path)
+    if path.lower().endswith(".json") and storage.exists(path) and not storage.isdir(path):
+        return DatasetProfile.from_json(storage.read_text(path), path)
     return profile_table(read_table(path, columns), path, kinds)
 
 
@@ -395,16 +403,12 @@ def read_span_profiles(profile_uri: str) -> dict[int, DatasetProfile]:
     """The per-span profiles of a DataProfile artifact, {span: profile}; raises MonitorError when it has none."""
     import re
 
-    from tfx.dsl.io import fileio
-
     found: dict[int, DatasetProfile] = {}
-    names = fileio.listdir(profile_uri) if fileio.isdir(profile_uri) else []
-    for name in names:
-        m = re.fullmatch(r"profile-span-(\d+)\.json", name.rstrip("/"))
+    for name in storage.listdir(profile_uri):
+        m = re.fullmatch(r"profile-span-(\d+)\.json", name)
         if m:
             path = os.path.join(profile_uri, name)
-            with fileio.open(path, "r") as f:
-                found[int(m.group(1))] = DatasetProfile.from_json(f.read(), path)
+            found[int(m.group(1))] = DatasetProfile.from_json(storage.read_text(path), path)
     if not found:
         raise MonitorError(f"monitor: {profile_uri} holds no profile-span-<N>.json files; expected the "
                            "DataProfile written by flywheel's Ingest")

@@ -2,8 +2,9 @@
 
 Ingest's parser emits (span, typed row) pairs; `SpanProfiles` combines them per span (partial
 combines on each worker, merged exactly: see `profile`) and writes `profile-span-<N>.json` into the
-DataProfile artifact through tfx.dsl.io.fileio. Every span gets a profile, even one whose rows were
-all quarantined (0 rows), so a span is never silently missing; `check_span_profiles` verifies that.
+DataProfile artifact through TFX's filesystem layer (`common.storage`). Every span gets a profile, even
+one whose rows were all quarantined (0 rows), so a span is never silently missing;
+`check_span_profiles` verifies that.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 import apache_beam as beam
-from tfx.dsl.io import fileio
 
+from flywheel.components.common import storage
 from flywheel.components.monitor import profile, spec
 
 
@@ -42,10 +43,9 @@ class ProfileCombineFn(beam.CombineFn):
 def _write(span_and_profile: tuple[int, profile.DatasetProfile], profile_uri: str) -> str:
     span, result = span_and_profile
     result.source = f"span {span}"
-    fileio.makedirs(profile_uri)
+    storage.makedirs(profile_uri)
     path = os.path.join(profile_uri, spec.profile_file(span))
-    with fileio.open(path, "w") as f:
-        f.write(result.to_json())
+    storage.write_text(path, result.to_json())
     return path
 
 

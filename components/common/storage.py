@@ -1,0 +1,96 @@
+"""Data, artifact and report files on any filesystem TFX's filesystem layer reaches: local, gs://, s3://, ram://.
+
+`serving.filesystem` picks the filesystem for a path: TFX's local plugin for local paths (no TensorFlow
+import, so the command line's fingerprint and drift checks stay fast) and `tfx.dsl.io.fileio` for any URI.
+Text is UTF-8 both ways, whatever the machine's locale. Files opened for reading are seekable Python file
+objects, which pyarrow reads Parquet and CSV from on any of these filesystems.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import IO, Any
+
+from flywheel.components.common.serving import filesystem, is_local, listdir
+
+__all__ = ["exists", "filesystem", "is_local", "isdir", "listdir", "makedirs", "open_binary", "read_text",
+           "relative", "walk_files", "write_text"]
+
+
+class _Readable(io.RawIOBase):
+    """A fileio (TensorFlow gfile) file as a standard raw stream: gfile has no `closed`, which pyarrow needs."""
+
+    def __init__(self, f: Any):
+        super().__init__()
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._f.seek(offset, whence)
+        return self._f.tell()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def exists(path: str) -> bool:
+    return filesystem(path).exists(path)
+
+
+def isdir(path: str) -> bool:
+    return filesystem(path).isdir(path)
+
+
+def makedirs(path: str) -> None:
+    filesystem(path).makedirs(path)
+
+
+def open_binary(path: str, mode: str = "rb") -> IO[bytes]:
+    """A file opened in binary mode ("rb" or "wb"); when reading, a buffered, seekable stream on every filesystem."""
+    f = filesystem(path).open(path, mode)
+    if is_local(path) or "r" not in mode:
+        return f
+    return io.BufferedReader(_Readable(f), buffer_size=1 << 20)
+
+
+def read_text(path: str) -> str:
+    with open_binary(path) as f:
+        return f.read().decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    with open_binary(path, "wb") as f:
+        f.write(text.encode("utf-8"))
+
+
+def walk_files(root: str) -> list[str]:
+    """Every file below a folder, at any depth, as full paths in sorted order."""
+    return sorted(f"{folder.rstrip('/')}/{name.rstrip('/')}"
+                  for folder, _, names in filesystem(root).walk(root) for name in names)
+
+
+def relative(path: str, base: str) -> str:
+    """path relative to base: os.path.relpath locally; for a URI below base, compared as strings (no local
+    working directory is involved)."""
+    if is_local(path) and is_local(base):
+        return os.path.relpath(path, base)
+    prefix = base.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not below {base}")
+    return path[len(prefix):]
