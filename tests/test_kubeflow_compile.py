@@ -140,3 +140,32 @@ def test_vertex_job_keeps_defaults_and_resources_without_the_kubernetes_document
     assert spec["deploymentSpec"]["executors"]["Push_executor"]["container"]["resources"] == (
         EXECUTORS["Push_executor"]["container"]["resources"])
     json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=False)
+
+
+def _readme_rows(heading: str) -> list[list[str]]:
+    text = open(os.path.join(REPO, "kubeflow", "README.md"), encoding="utf-8").read()
+    section = text[text.index(heading):]
+    table = section[section.index("\n|"):section.index("\n\n", section.index("\n|"))]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.strip().splitlines()]
+    return rows[2:]
+
+
+def test_readme_parameter_table_is_the_specs_defaults():
+    defaults = {name: d["defaultValue"] for name, d in SPEC["root"]["inputDefinitions"]["parameters"].items()}
+    documented = {row[0].strip("`"): row[-1].strip("`") for row in _readme_rows("Parameters (each")}
+    assert documented == defaults
+
+
+def test_readme_resources_table_is_task_resources():
+    documented = {}
+    for tasks, cpu, memory in _readme_rows("## Resources"):
+        (cpu_request, cpu_limit), (memory_request, memory_limit) = (map(float, c.split(" / ")) for c in (cpu, memory))
+        for task in tasks.split(", "):
+            documented[task] = kr.Resources(cpu_request, cpu_limit, memory_request, memory_limit)
+    assert documented == dict(kr.TASK_RESOURCES)
+
+
+def test_readme_pvc_table_is_the_platform_config():
+    documented = {row[0].split("`")[1]: (row[1].strip("`"), row[2]) for row in _readme_rows("## 2. Volumes")}
+    assert documented == {kr.DEFAULT_DATA_PVC: (kr.DATA_MOUNT, "Ingest"),
+                          kr.DEFAULT_SERVING_PVC: (kr.SERVING_MOUNT, "Evaluate, Push")}
