@@ -1,41 +1,171 @@
-"""The committed Kubeflow spec is current, parses as a KFP PipelineSpec and runs on open-source KFP."""
+"""The committed Kubeflow spec is current, deterministic, parses as KFP's protos and deploys as it stands:
+parameter defaults, a description, volumes mounted where they are read, resources on every task."""
 
 from __future__ import annotations
 
+import json
 import os
 
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from flywheel.pipelines.taxi import kubeflow_runner as kr
+from flywheel.pipelines.taxi.config import TaxiConfig
 from tests.conftest import REPO, run_cli
 
 COMMITTED = os.path.join(REPO, "kubeflow", "taxi_pipeline.yaml")
-VOLATILE = ("sdkVersion",)  # the only fields allowed to differ between compilations
+TEXT = open(COMMITTED, encoding="utf-8").read()
+SPEC, PLATFORM = yaml.safe_load_all(TEXT)
+EXECUTORS = SPEC["deploymentSpec"]["executors"]
 
 
-def _load(path: str) -> dict:
-    with open(path) as f:
-        spec = yaml.safe_load(f)
-    for key in VOLATILE:
-        spec.pop(key, None)
-    return spec
+@pytest.fixture(scope="module")
+def compiled_twice(tmp_path_factory):
+    paths = [str(tmp_path_factory.mktemp(name) / "taxi_pipeline.yaml") for name in ("first", "second")]
+    return [open(kr.compile_pipeline(path), "rb").read() for path in paths]
 
 
-def test_committed_spec_matches_a_fresh_compile(tmp_path):
+def test_committed_spec_is_byte_identical_to_a_fresh_compile(tmp_path):
     fresh = tmp_path / "taxi_pipeline.yaml"
     result = run_cli("compile", "taxi", "--output", str(fresh))
     assert result.returncode == 0, result.stderr
-    assert _load(str(fresh)) == _load(COMMITTED), "kubeflow/taxi_pipeline.yaml is stale: run `make compile`"
+    assert fresh.read_text(encoding="utf-8") == TEXT, "kubeflow/taxi_pipeline.yaml is stale: run `make compile`"
 
 
-def test_spec_parses_and_has_no_resolver_or_local_paths():
-    spec = json_format.ParseDict(_load(COMMITTED), pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=True)
+def test_compile_is_byte_identical_twice(compiled_twice):
+    first, second = compiled_twice
+    assert first == second
+
+
+def test_both_documents_parse_as_kfp_protos():
+    spec = json_format.ParseDict(SPEC, pipeline_spec_pb2.PipelineSpec())
     assert spec.pipeline_info.name == "taxi"
-    executors = _load(COMMITTED)["deploymentSpec"]["executors"]
-    assert executors and not any("resolver" in e for e in executors.values())
-    assert set(spec.root.input_definitions.parameters) == {"data-root", "serving-dir"}
-    text = open(COMMITTED).read()
-    assert REPO not in text and "/tmp/" not in text and "/home/" not in text
-    guarded = [name for name, task in spec.root.dag.tasks.items() if task.trigger_policy.condition]
+    platform = json_format.ParseDict(PLATFORM, pipeline_spec_pb2.PlatformSpec())
+    assert set(platform.platforms) == {"kubernetes"}
+    assert set(platform.platforms["kubernetes"].deployment_spec.executors) == {
+        "Ingest_executor", "Evaluate_executor", "Push_executor"}
+
+
+def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
+    from kfp import components
+
+    component = components.load_component_from_file(COMMITTED)
+    assert {name: spec.default for name, spec in component.component_spec.inputs.items()} == {
+        "data-root": "/mnt/data/taxi", "serving-dir": "/mnt/serving", "train-args": '{"num_steps": 1000}'}
+    assert component.description == kr.DESCRIPTION
+    assert set(component.platform_spec.platforms["kubernetes"].deployment_spec.executors) == {
+        "Ingest_executor", "Evaluate_executor", "Push_executor"}
+
+
+def test_every_root_parameter_has_a_default_and_a_description():
+    parameters = SPEC["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS}
+    assert parameters[kr.DATA_ROOT]["defaultValue"] == kr.DEFAULT_DATA_ROOT
+    assert parameters[kr.SERVING_DIR]["defaultValue"] == kr.DEFAULT_SERVING_DIR
+    for name, definition in parameters.items():
+        assert definition["isOptional"] is True and definition["description"], name
+        assert f"#  {name}: str [Default: " in TEXT
+
+
+def test_train_args_is_a_run_parameter_defaulting_to_the_configs_train_steps():
+    from tfx.proto import trainer_pb2
+
+    default = SPEC["root"]["inputDefinitions"]["parameters"][kr.TRAIN_ARGS]["defaultValue"]
+    args = json_format.Parse(default, trainer_pb2.TrainArgs())
+    assert args.num_steps == TaxiConfig.__dataclass_fields__["train_steps"].default
+    trainer = SPEC["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]["train_args"]
+    assert trainer == {"componentInputParameter": kr.TRAIN_ARGS}
+
+
+def test_the_pipeline_has_a_real_description():
+    assert SPEC["pipelineInfo"]["description"] == kr.DESCRIPTION
+    assert "TFX pipeline from tfx" not in TEXT
+    assert "# Description: " + kr.DESCRIPTION in TEXT
+
+
+def test_volumes_are_mounted_exactly_where_their_parameter_is_read():
+    mounts = {label: config["pvcMount"] for label, config in
+              PLATFORM["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items()}
+    serving = [{"constant": kr.DEFAULT_SERVING_PVC, "mountPath": kr.SERVING_MOUNT,
+                "pvcNameParameter": {"runtimeValue": {"constant": kr.DEFAULT_SERVING_PVC}}}]
+    data = [{"constant": kr.DEFAULT_DATA_PVC, "mountPath": kr.DATA_MOUNT,
+             "pvcNameParameter": {"runtimeValue": {"constant": kr.DEFAULT_DATA_PVC}}}]
+    assert mounts == {"Evaluate_executor": serving, "Push_executor": serving, "Ingest_executor": data}
+    assert kr.executors_reading(SPEC, kr.SERVING_DIR) == ["Evaluate_executor", "Push_executor"]
+    assert kr.DEFAULT_SERVING_DIR == kr.SERVING_MOUNT and kr.DEFAULT_DATA_ROOT.startswith(kr.DATA_MOUNT + "/")
+
+
+def test_pvc_names_are_compile_options():
+    mounts = kr.platform_spec(SPEC, "nightly-spans", "tf-serving-models")["platforms"]["kubernetes"]
+    executors = mounts["deploymentSpec"]["executors"]
+    assert executors["Push_executor"]["pvcMount"][0]["constant"] == "tf-serving-models"
+    assert executors["Ingest_executor"]["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == (
+        "nightly-spans")
+
+
+def test_every_container_task_has_cpu_and_memory_requests_and_limits():
+    assert len(EXECUTORS) == len(kr.TASK_RESOURCES)
+    for label, executor in EXECUTORS.items():
+        resources = executor["container"]["resources"]
+        assert set(resources) == {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"}, label
+        assert 0 < resources["cpuRequest"] <= resources["cpuLimit"], label
+        assert 0 < resources["memoryRequest"] <= resources["memoryLimit"], label
+    assert EXECUTORS["Trainer_executor"]["container"]["resources"] == {
+        "cpuRequest": 2.0, "cpuLimit": 4.0, "memoryRequest": 4.0, "memoryLimit": 8.0}
+
+
+def test_a_component_without_resources_is_a_compile_error(tmp_path):
+    resources = {k: v for k, v in kr.TASK_RESOURCES.items() if k != "Push"}
+    with pytest.raises(ValueError, match="no resources for Push; add them to TASK_RESOURCES"):
+        kr.compile_pipeline(str(tmp_path / "spec.yaml"), resources=resources)
+    assert not (tmp_path / "spec.yaml").exists()
+
+
+def test_no_resolver_executors_no_machine_paths_and_the_gate_guards_training():
+    assert EXECUTORS and all("container" in e and "resolver" not in e for e in EXECUTORS.values())
+    assert REPO not in TEXT and "/tmp/" not in TEXT and "/home/" not in TEXT and "/work/" not in TEXT
+    guarded = [name for name, task in SPEC["root"]["dag"]["tasks"].items() if task.get("triggerPolicy")]
     assert set(guarded) == {"Transform", "Trainer", "Evaluate", "Push"}
+
+
+def test_vertex_job_keeps_defaults_and_resources_without_the_kubernetes_document(tmp_path):
+    path = kr.compile_pipeline(str(tmp_path / "job.json"))
+    with open(path, encoding="utf-8") as f:
+        job = json.load(f)
+    assert job["displayName"] == "taxi" and "platforms" not in job
+    spec = job["pipelineSpec"]
+    assert spec["root"]["inputDefinitions"]["parameters"] == SPEC["root"]["inputDefinitions"]["parameters"]
+    assert spec["deploymentSpec"]["executors"]["Push_executor"]["container"]["resources"] == (
+        EXECUTORS["Push_executor"]["container"]["resources"])
+    json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=False)
+
+
+def _readme_rows(heading: str) -> list[list[str]]:
+    text = open(os.path.join(REPO, "kubeflow", "README.md"), encoding="utf-8").read()
+    section = text[text.index(heading):]
+    table = section[section.index("\n|"):section.index("\n\n", section.index("\n|"))]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.strip().splitlines()]
+    return rows[2:]
+
+
+def test_readme_parameter_table_is_the_specs_defaults():
+    defaults = {name: d["defaultValue"] for name, d in SPEC["root"]["inputDefinitions"]["parameters"].items()}
+    documented = {row[0].strip("`"): row[-1].strip("`") for row in _readme_rows("Parameters (each")}
+    assert documented == defaults
+
+
+def test_readme_resources_table_is_task_resources():
+    documented = {}
+    for tasks, cpu, memory in _readme_rows("## Resources"):
+        (cpu_request, cpu_limit), (memory_request, memory_limit) = (map(float, c.split(" / ")) for c in (cpu, memory))
+        for task in tasks.split(", "):
+            documented[task] = kr.Resources(cpu_request, cpu_limit, memory_request, memory_limit)
+    assert documented == dict(kr.TASK_RESOURCES)
+
+
+def test_readme_pvc_table_is_the_platform_config():
+    documented = {row[0].split("`")[1]: (row[1].strip("`"), row[2]) for row in _readme_rows("## 2. Volumes")}
+    assert documented == {kr.DEFAULT_DATA_PVC: (kr.DATA_MOUNT, "Ingest"),
+                          kr.DEFAULT_SERVING_PVC: (kr.SERVING_MOUNT, "Evaluate, Push")}
