@@ -524,8 +524,12 @@ def _writable_folder(output: str) -> None:
 
 
 def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Optional[str] = None,
-                     verbose: bool = False) -> CompileResult:
-    """Compiles the pipeline for Kubeflow Pipelines: .yaml/.yml a PipelineSpec, .json a Vertex AI PipelineJob."""
+                     verbose: bool = False, **options: Any) -> CompileResult:
+    """Compiles the pipeline for Kubeflow Pipelines: .yaml/.yml a PipelineSpec, .json a Vertex AI PipelineJob.
+
+    options: the pipeline's compile options, e.g. taxi's `data_pvc` and `serving_pvc` (the PersistentVolumeClaims
+    mounted at the data and serving folders); None values take the pipeline's defaults.
+    """
     entry = registry.get(pipeline)
     output = output or entry.kubeflow_output
     suffix = os.path.splitext(output)[1].lower()
@@ -538,7 +542,7 @@ def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Opti
 
     quiet.install(verbose, sys.stderr)
     try:
-        path = entry.compile_pipeline(output, image)
+        path = entry.compile_pipeline(output, image, **{k: v for k, v in options.items() if v is not None})
     except OSError as e:
         raise UsageError(f"compile: cannot write {output}: {e.strerror or e}") from e
     except Exception as e:  # the KFP/TFX compiler's own error: one line naming it, not a traceback

@@ -21,13 +21,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_LOCKED = 0, 1, 2, 3, 4
 RUN_EXITS = """exit status:
   0  the run finished (or nothing changed since the last one: nothing to do)
   1  a component failed (the error names it)
-  2  bad arguments, unknown pipeline, or a bad input location
+  2  bad arguments, unknown pipeline, a bad input location, or an output directory this user may not write
   3  the data validation gate stopped the run (its report's path is printed)
   4  another flywheel process holds the output directory"""
 RETRAIN_EXITS = """exit status:
   0  done: no drift (nothing run), or the pipeline ran (pushed or not, see "pushed")
   1  a component failed
-  2  bad arguments, unknown pipeline, or no span-N folders in --data
+  2  bad arguments, unknown pipeline, no span-N folders in --data, or an output directory this user may not write
   3  the data validation gate stopped the retraining run
   4  another flywheel process holds the output directory"""
 INGEST_EXITS = """exit status:
@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--image", default=None, help="container image (default: the pipeline's)")
     comp.add_argument("--output", help=".yaml/.yml: PipelineSpec for the KFP UI; .json: Vertex AI PipelineJob "
                                        "(default: the pipeline's spec in kubeflow/)")
+    comp.add_argument("--data-pvc", help="PersistentVolumeClaim mounted at the data root (default: flywheel-data)")
+    comp.add_argument("--serving-pvc", help="PersistentVolumeClaim mounted at the serving folder, shared with TF "
+                                            "Serving (default: flywheel-serving)")
     comp.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     comp.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
     return parser
@@ -236,7 +239,8 @@ def cmd_lineage(args) -> int:
 
 def cmd_compile(args) -> int:
     try:
-        result = api.compile_pipeline(args.pipeline, args.output, image=args.image, verbose=args.verbose)
+        result = api.compile_pipeline(args.pipeline, args.output, image=args.image, verbose=args.verbose,
+                                      data_pvc=args.data_pvc, serving_pvc=args.serving_pvc)
     except api.CompileError as e:
         _err(str(e))
         return EXIT_FAILED
@@ -255,7 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if getattr(args, "pipeline", None) is not None:
             registry.get(args.pipeline)
         return HANDLERS[args.command](args)
-    except (api.UsageError, registry.UnknownPipelineError) as e:
+    except (api.UsageError, registry.UnknownPipelineError, lock.LockPermissionError) as e:
         _err(str(e))
         return EXIT_USAGE
     except lock.LockedError as e:

@@ -29,7 +29,7 @@ class PipelineEntry:
                `paths`, `to_dict()`); `paths` is made by `paths(output_dir, data_root, serving_dir)`.
     runners:   engine -> `run(config)` (each runs create_pipeline(config) to completion).
     beam_args: (config, args) -> the config with Beam pipeline args (defaults when args are empty).
-    compile:   (output, image) -> path of the Kubeflow spec written.
+    compile:   (output, image, **options) -> path of the Kubeflow spec written.
     simulate:  (out_dir, spans, drift_from, rows, seed) -> files written; '' when the pipeline has none.
     schema:    () -> path of the curated schema.
     """
@@ -63,8 +63,9 @@ class PipelineEntry:
     def with_beam_args(self, cfg: Any, args: tuple[str, ...]) -> Any:
         return _resolve(self.beam_args)(cfg, args)
 
-    def compile_pipeline(self, output: str, image: str | None) -> str:
-        return _resolve(self.compile)(output, image=image)
+    def compile_pipeline(self, output: str, image: str | None, **options: Any) -> str:
+        """options: the pipeline's own compile options (e.g. taxi's data_pvc, serving_pvc)."""
+        return _resolve(self.compile)(output, image=image, **options)
 
     def schema_path(self) -> str:
         return _resolve(self.schema)()

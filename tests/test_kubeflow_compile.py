@@ -105,6 +105,19 @@ def test_pvc_names_are_compile_options():
         "nightly-spans")
 
 
+def test_the_command_line_compiles_with_other_pvc_names(tmp_path):
+    output = tmp_path / "spec.yaml"
+    result = run_cli("compile", "taxi", "--output", str(output), "--data-pvc", "nightly-spans",
+                     "--serving-pvc", "tf-serving-models", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == str(output)
+    _, platform = yaml.safe_load_all(output.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {label: [m["constant"] for m in config["pvcMount"]] for label, config in executors.items()} == {
+        "Ingest_executor": ["nightly-spans"], "Evaluate_executor": ["tf-serving-models"],
+        "Push_executor": ["tf-serving-models"]}
+
+
 def test_every_container_task_has_cpu_and_memory_requests_and_limits():
     assert len(EXECUTORS) == len(kr.TASK_RESOURCES)
     for label, executor in EXECUTORS.items():
