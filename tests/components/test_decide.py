@@ -157,10 +157,10 @@ def test_ingest_refuses_data_that_changed_after_the_decision(tmp_path):
 
 def test_every_artifact_type_is_importable_from_its_type_name():
     """TFX's Kubeflow entrypoint turns a custom type's schema title (its TYPE_NAME) into a class path."""
-    import flywheel
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
     from tfx.utils import import_utils
 
+    import flywheel
     from flywheel.components.data_gate import spec as gate_spec
     from flywheel.components.ingest import spec as ingest_spec
     from flywheel.components.monitor import spec as monitor_spec
