@@ -153,13 +153,16 @@ TASKS = SPEC["root"]["dag"]["tasks"]
 DECIDED = "inputs.artifacts['_Decide.decision'].artifacts[0].metadata['retrain'] == 1.0"
 
 
-def test_the_ct_decision_heads_the_pipeline_and_guards_every_other_task():
+def test_the_ct_decision_heads_the_pipeline_and_guards_the_training_branch():
+    """Decide and the gate guard training; the producers of both conditions always run (a condition on a
+    skipped task's output cannot be evaluated), and the data stages are keyed on what Decide read."""
     assert "triggerPolicy" not in TASKS["Decide"] and "dependentTasks" not in TASKS["Decide"]
-    for name, task in TASKS.items():
-        if name != "Decide":
-            condition = task["triggerPolicy"]["condition"]
-            assert condition == f"({DECIDED})" or condition.startswith(f"({DECIDED}) && "), (name, condition)
-            assert "Decide" in task["dependentTasks"], name
+    gate = "inputs.artifacts['_DataGate.verdict'].artifacts[0].metadata['passed'] == 1.0"
+    conditions = {name: task.get("triggerPolicy", {}).get("condition") for name, task in TASKS.items()}
+    assert {name for name, c in conditions.items() if c} == {"Transform", "Trainer", "Evaluate", "Push"}
+    for name in ("Transform", "Trainer", "Evaluate", "Push"):
+        assert conditions[name] == f"({DECIDED}) && ({gate})", name
+        assert {"Decide", "DataGate"} <= set(TASKS[name]["dependentTasks"]), name
 
 
 def test_caching_is_per_task_decide_always_runs():

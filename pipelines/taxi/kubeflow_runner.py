@@ -28,7 +28,7 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-from flywheel.pipelines.taxi.config import Paths, TaxiConfig
+from flywheel.pipelines.taxi.config import UNCACHED_NODES, Paths, TaxiConfig
 
 DEFAULT_IMAGE = "ghcr.io/flywheel-ml/flywheel-taxi:0.1.0"
 IMAGE_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this repository inside the image
@@ -45,7 +45,6 @@ TRAIN_ARGS = "train-args"
 RETRAIN_WINDOW = "retrain-window"
 RETRAIN_IF_DRIFT = "retrain-if-drift"
 DEFAULT_WINDOW = 3
-UNCACHED_TASKS = ("Decide",)
 
 DESCRIPTION = (
     "flywheel taxi, the continuous-training job (schedule it as a recurring run): Decide reads the newest span of "
@@ -176,7 +175,7 @@ def platform_spec(spec: Mapping[str, Any], data_pvc: str, serving_pvc: str) -> d
     return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
 
 
-def set_task_caching(spec: dict, uncached: tuple[str, ...] = UNCACHED_TASKS) -> None:
+def set_task_caching(spec: dict, uncached: tuple[str, ...] = UNCACHED_NODES) -> None:
     """Caching per task: the named tasks are never taken from KFP's cache (the others keep TFX's setting)."""
     tasks = spec["root"]["dag"]["tasks"]
     for name in uncached:

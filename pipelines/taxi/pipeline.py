@@ -207,30 +207,30 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
 
 
 def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipeline:
-    """[Decide ->] {Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push]}.
+    """[Decide ->] Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push].
 
-    With cfg.continuous_training the braces run only when Decide says retrain (new data that drifted, or no
-    model in serving). The bracket runs only when the gate passed and, with a monitor and retrain_if_drift,
-    when the monitor says retrain (drift found, or no baseline to compare with).
+    The bracket runs only when the gate passed; with cfg.continuous_training, only when Decide also says
+    retrain (new data that drifted, or no model in serving); with a monitor and retrain_if_drift, only when
+    the monitor says retrain. The data stages always run: under a decision they are keyed on the span and
+    fingerprint it read, so a run with nothing new takes them from the cache. (Every condition's producer
+    always runs: TFX evaluates all of a node's conditions, so one on a skipped node's output would fail.)
     """
     decision = decision_stages(cfg)
-    with contextlib.ExitStack() as decided:
-        if decision:
-            decided.enter_context(Cond(decision["decide"].outputs[decide_spec.DECISION_KEY].future()[0]
-                                       .custom_property(decide_spec.RETRAIN) == 1))
-        data = data_stages(cfg, decision)
-        validation = validation_stages(cfg, data)
-        monitoring = monitor_stages(cfg, data)
-        conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0]
-                      .custom_property(gate_spec.PASSED) == 1]
-        if cfg.retrain_if_drift and monitoring:
-            conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
-                              .custom_property(monitor_spec.RETRAIN) == 1)
-        with contextlib.ExitStack() as guarded:
-            for condition in conditions:
-                guarded.enter_context(Cond(condition))
-            training = training_stages(cfg, data)
-            release = release_stages(cfg, data, training, decision)
+    data = data_stages(cfg, decision)
+    validation = validation_stages(cfg, data)
+    monitoring = monitor_stages(cfg, data)
+    conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0].custom_property(gate_spec.PASSED) == 1]
+    if decision:
+        conditions.insert(0, decision["decide"].outputs[decide_spec.DECISION_KEY].future()[0]
+                          .custom_property(decide_spec.RETRAIN) == 1)
+    if cfg.retrain_if_drift and monitoring:
+        conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
+                          .custom_property(monitor_spec.RETRAIN) == 1)
+    with contextlib.ExitStack() as guarded:
+        for condition in conditions:
+            guarded.enter_context(Cond(condition))
+        training = training_stages(cfg, data)
+        release = release_stages(cfg, data, training, decision)
     nodes = [*decision.values(), *data.values(), *validation.values(), *monitoring.values(), *training.values(),
              *release.values()]
     return Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
