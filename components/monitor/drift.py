@@ -329,14 +329,16 @@ def decide(baseline: Optional[DatasetProfile], current: DatasetProfile, policy: 
     unlabelled = [n for n in policy.labels if n in baseline.columns and n not in current.columns]
     wanted = (list(policy.features) if policy.features is not None
               else [n for n in baseline.columns if n not in policy.labels and n not in REQUEST_LOG_COLUMNS])
+    prediction = policy.prediction_column
     absent = sorted(set(wanted) - set(baseline.columns))
-    if absent and policy.features is not None:
+    # A request log (it has predictions) holds the features the model takes, not every column of the training data.
+    not_logged = absent if prediction in baseline.columns else []
+    if absent and not not_logged and policy.features is not None:
         raise MonitorError(f"monitor: baseline ({baseline.source}) lacks schema column(s) {absent}; it has "
                            f"{sorted(baseline.columns)}")
     features = [n for n in wanted if n in baseline.columns]
-    prediction = policy.prediction_column
-    # A request log (it has predictions) holds the features the model takes, not every column of the training data.
-    not_logged = sorted(set(features) - set(current.columns)) if prediction in current.columns else []
+    if prediction in current.columns:
+        not_logged = sorted(set(not_logged) | (set(features) - set(current.columns)))
     features = [n for n in features if n not in not_logged]
     if prediction in baseline.columns and prediction in current.columns:
         features.append(prediction)
