@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -113,6 +114,7 @@ def test_flush_interval_and_max_rows_per_file(tmp_path):
 
 
 def test_write_errors_are_counted_and_serving_goes_on(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=request_log.__name__)
     (tmp_path / "span-0").write_text("a file where the span folder should be")
     log = RequestLog(str(tmp_path), clock=lambda: 0.0)
     for i in range(3):
