@@ -23,8 +23,10 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
     CompileError,
     CompileResult,
     IngestResult,
+    JoinResult,
     LineageResult,
     MonitorResult,
+    ReplayResult,
     RetrainResult,
     RunResult,
     SimulateResult,
@@ -32,8 +34,10 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
     compile_pipeline,
     ingest,
     lineage,
+    logs_join,
     monitor,
     pipeline_config,
+    replay,
     retrain,
     run_pipeline,
     simulate,
@@ -61,6 +65,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'flywheel' has no attribute {name!r}")
 
 
-__all__ = ["CompileError", "CompileResult", "IngestResult", "LineageResult", "LockedError", "MonitorResult",
-           "RetrainResult", "RunResult", "SimulateResult", "UnknownPipelineError", "UsageError", "compile_pipeline",
-           "ingest", "lineage", "monitor", "pipeline_config", "retrain", "run_pipeline", "simulate"]
+__all__ = ["CompileError", "CompileResult", "IngestResult", "JoinResult", "LineageResult", "LockedError",
+           "MonitorResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult", "UnknownPipelineError",
+           "UsageError", "compile_pipeline", "ingest", "lineage", "logs_join", "monitor", "pipeline_config", "replay",
+           "retrain", "run_pipeline", "simulate"]
