@@ -43,8 +43,17 @@ def decision_stages(cfg: TaxiConfig) -> dict:
 
 
 def _decided(decision: dict, key: str):
-    """The decision's output `key` as a value for a downstream execution property (None without a decision)."""
-    return decision["decide"].outputs[key].future()[0].value if decision else None
+    """The decision's output `key` as a value for a downstream execution property.
+
+    Only where the data and serving folders are run parameters (Kubeflow): there no custom driver fingerprints
+    the data and serving's version is not known at build time, so Ingest's, Evaluate's and Push's cache keys must
+    hold what Decide read. Elsewhere (None) Ingest's driver fingerprints the data and serving's version is read
+    when the pipeline is built; and TFX's local orchestrators key caches on input artifacts, of which an upstream
+    output used as a property is one, so it would make every run a cache miss.
+    """
+    if not decision or isinstance(decision["decide"].exec_properties[decide_spec.DATA_ROOT_KEY], str):
+        return None
+    return decision["decide"].outputs[key].future()[0].value
 
 
 def data_stages(cfg: TaxiConfig, decision: dict | None = None) -> dict:
@@ -212,7 +221,8 @@ def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipelin
     The bracket runs only when the gate passed; with cfg.continuous_training, only when Decide also says
     retrain (new data that drifted, or no model in serving); with a monitor and retrain_if_drift, only when
     the monitor says retrain. The data stages always run: under a decision they are keyed on the span and
-    fingerprint it read, so a run with nothing new takes them from the cache. (Every condition's producer
+    fingerprint it read (locally: Ingest's driver fingerprints), so a run with nothing new takes them from the
+    cache. (Every condition's producer
     always runs: TFX evaluates all of a node's conditions, so one on a skipped node's output would fail.)
     """
     decision = decision_stages(cfg)
