@@ -575,3 +575,45 @@ def simulate(pipeline: str, out: str, *, spans: int = 4, drift_from: Optional[in
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     return SimulateResult(pipeline, out, files, rows, drift_from)
+
+
+# ---- serve ---------------------------------------------------------------------------------------------------
+
+
+def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
+                request_log: Any = None, poll_seconds: float = 1.0):
+    """The TF Serving-compatible ASGI app over `<serving_dir>/<model>/<version>/` (not started: its lifespan
+    loads the latest version and polls for new ones). UsageError for a missing folder or a bad setting."""
+    from flywheel.components.common import serving as serving_layout
+
+    if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
+        raise UsageError(f"serve: --serving-dir {serving_dir} is not a folder")
+    if max_batch_size < 1:
+        raise UsageError(f"serve: --max-batch-size must be at least 1, got {max_batch_size}")
+    if batch_timeout_ms < 0:
+        raise UsageError(f"serve: --batch-timeout-ms must be >= 0, got {batch_timeout_ms}")
+    from flywheel.serving import models, server
+
+    registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds)
+    return server.create_app(registry_, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                             request_log=request_log)
+
+
+def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
+          max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
+          log_sample: float = 1.0, *, request_log: Any = None) -> None:
+    """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
+
+    request_log: an object with `.log(request_id, model, version, signature, rows, predictions, latency_ms)`,
+    called after each predict response is built. log_dir/log_sample select the request logger writing
+    Parquet spans; without one bound to them, giving log_dir is a UsageError.
+    """
+    if not 0.0 < log_sample <= 1.0:
+        raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
+    if log_dir is not None and request_log is None:
+        raise UsageError(f"serve: --log-dir {log_dir}: no request logger is bound to it in this build")
+    import uvicorn
+
+    app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                      request_log=request_log)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,8 @@
+"""`flywheel serve`: a TF Serving-compatible REST server for the versions Push publishes.
+
+- `models`: the version registry (TF Serving's file-system source: scan, load, warm up, switch, unload).
+- `codec`: TF Serving's JSON request/response formats (row `instances`, columnar `inputs`) and its errors.
+- `batching`: server-side batching of concurrent requests into one TensorFlow call.
+- `server`: the Starlette app (`create_app`) with the REST routes and Prometheus metrics.
+- `warmup`: `assets.extra/tf_serving_warmup_requests`, written by Push and replayed before a version serves.
+"""
