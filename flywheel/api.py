@@ -612,8 +612,24 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
     if log_dir is not None and request_log is None:
         raise UsageError(f"serve: --log-dir {log_dir}: no request logger is bound to it in this build")
+    import signal
+
     import uvicorn
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                       request_log=request_log)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+    def stopped(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (requests in flight finish, the app's shutdown runs),
+    # then re-raises the signal to the handler it found: this one, so the process ends with status 0.
+    previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
