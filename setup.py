@@ -29,7 +29,8 @@ setup(
         "flywheel.components": ["*/testdata/**/*", "*/README.md"],
     },
     include_package_data=True,
-    install_requires=["tfx[kfp]==1.16.0", "dill", "httpx"],
+    install_requires=["tfx[kfp]==1.16.0", "dill", "httpx", "prometheus_client==0.26.0", "starlette==1.7.0",
+                      "uvicorn==0.54.0"],
     extras_require={
         "dev": ["pytest", "jupytext", "ruff"],
         "test": ["pytest", "jupytext"],

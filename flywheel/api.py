@@ -690,3 +690,87 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
         raise UsageError(str(e)) from e
     return JoinResult(output=output, key=key, **{f.name: found[f.name] for f in dataclasses.fields(JoinResult)
                                                   if f.name not in ("output", "key")})
+
+
+# ---- serve ---------------------------------------------------------------------------------------------------
+
+
+def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
+                request_log: Any = None, poll_seconds: float = 1.0):
+    """The TF Serving-compatible ASGI app over `<serving_dir>/<model>/<version>/` (not started: its lifespan
+    loads the latest version and polls for new ones). UsageError for a missing folder or a bad setting."""
+    from flywheel.components.common import serving as serving_layout
+
+    if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
+        raise UsageError(f"serve: --serving-dir {serving_dir} is not a folder")
+    if max_batch_size < 1:
+        raise UsageError(f"serve: --max-batch-size must be at least 1, got {max_batch_size}")
+    if batch_timeout_ms < 0:
+        raise UsageError(f"serve: --batch-timeout-ms must be >= 0, got {batch_timeout_ms}")
+    from flywheel.serving import models, server
+
+    registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds)
+    return server.create_app(registry_, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                             request_log=request_log)
+
+
+def signature_inputs(version_path: str, signature: str = "serving_default") -> dict[str, str]:
+    """{input name: dtype name} of a SavedModel's signature, read from saved_model.pb without loading it."""
+    import tensorflow as tf
+    from tensorflow.python.tools import saved_model_utils
+
+    meta = saved_model_utils.get_meta_graph_def(version_path, "serve")
+    if signature not in meta.signature_def:
+        raise UsageError(f"serve: {version_path} has no signature {signature!r}; it has {sorted(meta.signature_def)}")
+    return {name: tf.dtypes.as_dtype(spec.dtype).name for name, spec in meta.signature_def[signature].inputs.items()}
+
+
+def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
+    """The request logger for `serve --log-dir`: one column per raw input of the latest version's default
+    signature, typed from it (without a version yet, the first logged row's values type the columns)."""
+    from flywheel.components.common import serving as serving_layout
+    from flywheel.serving import request_log
+
+    served = serving_layout.latest(serving_dir, model)
+    features = signature_inputs(served.path) if served is not None else None
+    try:
+        return request_log.RequestLog(log_dir, sample=log_sample, features=features)
+    except ValueError as e:
+        raise UsageError(f"serve: --log-dir {log_dir}: {e}") from e
+
+
+def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
+          max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
+          log_sample: float = 1.0, *, request_log: Any = None) -> None:
+    """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
+
+    log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
+    (`flywheel.serving.request_log.RequestLog`, columns typed from the served model's raw-feature signature);
+    it is closed, everything written, when the server stops. request_log: any object with
+    `.log(request_id, model, version, signature, rows, predictions, latency_ms)` instead.
+    """
+    if not 0.0 < log_sample <= 1.0:
+        raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
+    if log_dir is not None and request_log is None:
+        request_log = _request_log(serving_dir, model, log_dir, log_sample)
+    import signal
+
+    import uvicorn
+
+    app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                      request_log=request_log)
+
+    def stopped(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (requests in flight finish, the app's shutdown runs),
+    # then re-raises the signal to the handler it found: this one, so the process ends with status 0.
+    previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

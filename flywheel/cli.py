@@ -1,4 +1,4 @@
-"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile.
+"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile | serve.
 
 Each subcommand parses its arguments, calls one function of `flywheel.api`, prints the result (with
 --json: only JSON on stdout, progress on stderr) and maps it to an exit status. Nothing here imports
@@ -41,6 +41,9 @@ MONITOR_EXITS = """exit status (like diff):
 SIMPLE_EXITS = """exit status:
   0  done
   2  bad arguments, unknown pipeline, or an error the message names"""
+SERVE_EXITS = """exit status:
+  0  stopped by SIGINT or SIGTERM
+  2  bad arguments or a serving folder that does not exist"""
 COMPILE_EXITS = """exit status:
   0  compiled
   1  the compiler failed (the message says why)
@@ -187,6 +190,17 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--pipeline", default=registry.DEFAULT, help="pipeline whose schema and label the join uses")
     join.add_argument("--label-column", help="label column of the labels (default: the schema's label)")
     join.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    srv = command("serve", "serve a model's versions over TF Serving's REST API", SERVE_EXITS)
+    srv.add_argument("--serving-dir", required=True, help="serving folder holding <model>/<version>/")
+    srv.add_argument("--model", default="taxi", help="model name: the folder under --serving-dir and the URL's name")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument("--port", type=int, default=8501, help="port (TF Serving's REST port by default)")
+    srv.add_argument("--log-dir", help="write sampled requests and predictions here as Parquet spans")
+    srv.add_argument("--log-sample", type=float, default=1.0, help="share of requests logged, in (0, 1]")
+    srv.add_argument("--max-batch-size", type=int, default=512, help="most rows in one TensorFlow call")
+    srv.add_argument("--batch-timeout-ms", type=float, default=0.0,
+                     help="how long a batch waits for more requests before it runs")
     return parser
 
 
@@ -296,13 +310,18 @@ def cmd_logs(args) -> int:
     result = api.logs_join(args.logs, args.labels, args.key, args.output, pipeline=args.pipeline,
                            label_column=args.label_column)
     _show(args, result)
+
+def cmd_serve(args) -> int:
+    print(f"flywheel: serving {args.model} from {args.serving_dir} on http://{args.host}:{args.port}", file=sys.stderr)
+    api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
+              batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample)
     return EXIT_OK
 
 
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
     "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile, "replay": cmd_replay,
-    "logs": cmd_logs}
+    "logs": cmd_logs, "serve": cmd_serve}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -175,7 +175,7 @@ def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
         change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
                                                      absolute={"value": -cfg.max_auc_drop - 1e-9}))
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_XF,
+        model_specs=[tfma.ModelSpec(signature_name="serving_examples", label_key=features.LABEL_XF,
                                     preprocessing_function_names=["transform_features"])],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in features.SLICE_FEATURE_KEYS],
         metrics_specs=[tfma.MetricsSpec(metrics=[
