@@ -15,6 +15,9 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+# The container command of every task in the compiled spec (KubeflowV2DagRunnerConfig's default_commands).
+COMMAND = ("python", "-m", "flywheel.kfp_executor")
+
 # schema title (the artifact's TYPE_NAME, as TFX's compiler writes it) -> importable class path
 CLASS_PATHS = {
     "system.HTML": "flywheel.components.common.ui_artifacts.HTML",

@@ -1,6 +1,6 @@
 """Compiles the taxi pipeline for Kubeflow Pipelines (v2) with KubeflowV2DagRunner, ready to deploy.
 
-The run parameters (`data-root`, `serving-dir`, `train-args`) are TFX RuntimeParameters, set per run in
+The run parameters (`data-root`, `serving-dir`, `train-args`, `model-name`) are TFX RuntimeParameters, set per run in
 the KFP UI; the spec gives each its default and a description. What TFX's compiler does not write, this
 module adds to the compiled spec, deterministically:
 - root parameter defaults and descriptions, and the pipeline's description;
@@ -19,7 +19,8 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-from flywheel.pipelines.taxi.config import Paths, TaxiConfig
+from flywheel.kfp_executor import COMMAND
+from flywheel.pipelines.taxi.config import PIPELINE_NAME, Paths, TaxiConfig
 
 DEFAULT_IMAGE = "ghcr.io/flywheel-ml/flywheel-taxi:0.1.0"
 IMAGE_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this repository inside the image
@@ -33,6 +34,7 @@ DEFAULT_SERVING_PVC = "flywheel-serving"
 DATA_ROOT = "data-root"
 SERVING_DIR = "serving-dir"
 TRAIN_ARGS = "train-args"
+MODEL_NAME = "model-name"
 
 DESCRIPTION = (
     "flywheel taxi: ingest the newest span of Chicago taxi trips (CSV or Parquet, with a quarantine for bad rows), "
@@ -46,6 +48,8 @@ PARAMETER_DESCRIPTIONS = {
     SERVING_DIR: f"Where blessed models are published as <serving-dir>/taxi/<version>/; a path under "
                  f"{SERVING_MOUNT} (the serving volume, shared with TF Serving).",
     TRAIN_ARGS: 'The Trainer\'s TrainArgs as JSON, e.g. {"num_steps": 1000}.',
+    MODEL_NAME: "The served model's name: Evaluate compares with the latest version under "
+                "<serving-dir>/<model-name>/ and Push publishes there; a non-empty name without '/'.",
 }
 
 
@@ -78,8 +82,10 @@ def kubeflow_config(pipeline_root: str = "") -> TaxiConfig:
 
     data_root = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT, ptype=str, default=DEFAULT_DATA_ROOT)
     serving_dir = tfx.dsl.experimental.RuntimeParameter(name=SERVING_DIR, ptype=str, default=DEFAULT_SERVING_DIR)
+    model_name = tfx.dsl.experimental.RuntimeParameter(name=MODEL_NAME, ptype=str, default=PIPELINE_NAME)
     paths = Paths(data_root=data_root, output_dir=pipeline_root, pipeline_root=pipeline_root, serving_dir=serving_dir)
-    return TaxiConfig(paths=paths, schema_path=os.path.join(IMAGE_ROOT, "schemas", "taxi", "schema.pbtxt"))
+    return TaxiConfig(paths=paths, model_name=model_name,
+                      schema_path=os.path.join(IMAGE_ROOT, "schemas", "taxi", "schema.pbtxt"))
 
 
 def _component(pipeline, component_id: str):
@@ -202,6 +208,7 @@ def compile_pipeline(output: str, image: Optional[str] = None, pipeline_root: st
     set_resources(pipeline, TASK_RESOURCES if resources is None else resources)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image or DEFAULT_IMAGE,
+                                                                     default_commands=list(COMMAND),
                                                                      use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, write_out=False)
     finish_spec(job["pipelineSpec"], runtime_parameter_defaults(pipeline))
