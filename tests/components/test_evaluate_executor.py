@@ -161,3 +161,19 @@ def test_a_bad_model_name_from_a_run_parameter_fails_before_evaluating(run, tmp_
     with pytest.raises(ValueError, match=r"Evaluate: model_name: expected a non-empty name without '/', got 'a/b'"):
         _evaluate(run, tmp_path, _config(run, min_auc=0.01), model_name="a/b")
     assert not (tmp_path / "evaluation").exists()
+
+
+def test_the_tiny_run_recorded_the_gate_and_evaluation_reports_as_types_the_kfp_ui_renders(run):
+    """TFX's local runner made the value artifacts' files; ML-Metadata names their types as KFP's UI looks for."""
+    metadata = os.path.join(run["out"], "metadata.sqlite")
+    records = run_record.latest_run(metadata, "taxi")
+    store = run_record.open_store(metadata)
+    for node, title in (("DataGate", "flywheel data validation gate"), ("Evaluate", "flywheel model evaluation")):
+        html, markdown = records[node].output(spec.REPORT_HTML_KEY), records[node].output(spec.SUMMARY_KEY)
+        artifacts = store.get_artifacts_by_id([html["id"], markdown["id"]])
+        names = {t.id: t.name for t in store.get_artifact_types_by_id([a.type_id for a in artifacts])}
+        assert [names[a.type_id] for a in artifacts] == ["system.HTML", "system.Markdown"], node
+        with open(html["uri"], encoding="utf-8") as f:
+            assert f"<title>{title}</title>" in f.read(), node
+        with open(markdown["uri"], encoding="utf-8") as f:
+            assert f.read().startswith(f"## {'Data validation gate' if node == 'DataGate' else 'Model evaluation'}: ")
