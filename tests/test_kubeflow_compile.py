@@ -53,7 +53,8 @@ def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
 
     component = components.load_component_from_file(COMMITTED)
     assert {name: spec.default for name, spec in component.component_spec.inputs.items()} == {
-        "data-root": "/mnt/data/taxi", "serving-dir": "/mnt/serving", "train-args": '{"num_steps": 1000}'}
+        "data-root": "/mnt/data/taxi", "serving-dir": "/mnt/serving", "train-args": '{"num_steps": 1000}',
+        "model-name": "taxi"}
     assert component.description == kr.DESCRIPTION
     assert set(component.platform_spec.platforms["kubernetes"].deployment_spec.executors) == {
         "Ingest_executor", "Evaluate_executor", "Push_executor"}
@@ -61,7 +62,7 @@ def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
 
 def test_every_root_parameter_has_a_default_and_a_description():
     parameters = SPEC["root"]["inputDefinitions"]["parameters"]
-    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS}
+    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS, kr.MODEL_NAME}
     assert parameters[kr.DATA_ROOT]["defaultValue"] == kr.DEFAULT_DATA_ROOT
     assert parameters[kr.SERVING_DIR]["defaultValue"] == kr.DEFAULT_SERVING_DIR
     for name, definition in parameters.items():
@@ -77,6 +78,43 @@ def test_train_args_is_a_run_parameter_defaulting_to_the_configs_train_steps():
     assert args.num_steps == TaxiConfig.__dataclass_fields__["train_steps"].default
     trainer = SPEC["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]["train_args"]
     assert trainer == {"componentInputParameter": kr.TRAIN_ARGS}
+
+
+def test_model_name_is_a_run_parameter_that_evaluate_and_push_take():
+    parameter = SPEC["root"]["inputDefinitions"]["parameters"][kr.MODEL_NAME]
+    assert parameter["defaultValue"] == "taxi" and parameter["parameterType"] == "STRING"
+    assert parameter["description"] == kr.PARAMETER_DESCRIPTIONS[kr.MODEL_NAME]
+    takers = {name for name, task in SPEC["root"]["dag"]["tasks"].items()
+              if task.get("inputs", {}).get("parameters", {}).get("model_name") == {
+                  "componentInputParameter": kr.MODEL_NAME}}
+    assert takers == {"Evaluate", "Push"}
+    assert "taxi" not in json.dumps([task["inputs"]["parameters"]["model_name"] for task in
+                                     (SPEC["root"]["dag"]["tasks"][t] for t in takers)])
+
+
+def test_every_executor_runs_flywheels_entrypoint():
+    from flywheel import kfp_executor
+
+    assert kfp_executor.COMMAND == ("python", "-m", "flywheel.kfp_executor")
+    for label, executor in EXECUTORS.items():
+        assert executor["container"]["command"] == list(kfp_executor.COMMAND), label
+        assert executor["container"]["args"][:3] == ["--executor_class_path", executor["container"]["args"][1],
+                                                     "--json_serialized_invocation_args"], label
+
+
+def _artifact_title(definition: dict) -> str:
+    return yaml.safe_load(definition["artifactType"]["instanceSchema"])["title"]
+
+
+def test_gate_and_evaluation_reports_are_outputs_the_kfp_ui_renders():
+    for component in ("DataGate", "Evaluate"):
+        outputs = SPEC["components"][component]["outputDefinitions"]["artifacts"]
+        assert _artifact_title(outputs["report_html"]) == "system.HTML", component
+        assert _artifact_title(outputs["summary"]) == "system.Markdown", component
+    assert _artifact_title(SPEC["components"]["DataGate"]["outputDefinitions"]["artifacts"]["verdict"]) == (
+        "flywheel.GateVerdict")  # our own artifacts stay as they are
+    assert {_artifact_title(a) for a in SPEC["components"]["Evaluate"]["outputDefinitions"]["artifacts"].values()} == {
+        "tfx.ModelEvaluation", "tfx.ModelBlessing", "system.HTML", "system.Markdown"}
 
 
 def test_the_pipeline_has_a_real_description():
