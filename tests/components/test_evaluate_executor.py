@@ -170,9 +170,9 @@ def test_the_tiny_run_recorded_the_gate_and_evaluation_reports_as_types_the_kfp_
     store = run_record.open_store(metadata)
     for node, title in (("DataGate", "flywheel data validation gate"), ("Evaluate", "flywheel model evaluation")):
         html, markdown = records[node].output(spec.REPORT_HTML_KEY), records[node].output(spec.SUMMARY_KEY)
-        artifacts = store.get_artifacts_by_id([html["id"], markdown["id"]])
-        names = {t.id: t.name for t in store.get_artifact_types_by_id([a.type_id for a in artifacts])}
-        assert [names[a.type_id] for a in artifacts] == ["system.HTML", "system.Markdown"], node
+        artifacts = {a.id: a for a in store.get_artifacts_by_id([html["id"], markdown["id"]])}
+        names = {t.id: t.name for t in store.get_artifact_types_by_id([a.type_id for a in artifacts.values()])}
+        assert [names[artifacts[a["id"]].type_id] for a in (html, markdown)] == ["system.HTML", "system.Markdown"], node
         with open(html["uri"], encoding="utf-8") as f:
             assert f"<title>{title}</title>" in f.read(), node
         with open(markdown["uri"], encoding="utf-8") as f:
