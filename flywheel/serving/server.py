@@ -207,7 +207,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
 
     async def metrics_route(request: Request) -> Response:
         metrics.loaded.labels(registry.model).set(len(registry.loaded_versions()))
-        if request_log is not None:
+        if hasattr(request_log, "counters"):
             for name, value in request_log.counters().items():
                 metrics.request_log.labels(name).set(value)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -220,7 +220,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         finally:
             registry.stop()
             batcher.close()
-            if request_log is not None:
+            if hasattr(request_log, "close"):
                 request_log.close()  # everything logged so far is written: SIGTERM loses nothing
 
     app = Starlette(routes=[Route(METRICS_PATH, metrics_route, methods=["GET"]),
