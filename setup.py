@@ -9,7 +9,7 @@ PACKAGE_DIRS = {"flywheel": "flywheel", "flywheel.components": "components", "fl
 
 
 def _packages() -> list[str]:
-    found = ["flywheel"]
+    found = ["flywheel"] + [f"flywheel.{sub}" for sub in find_packages("flywheel")]
     for name, folder in PACKAGE_DIRS.items():
         if name != "flywheel":
             found += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]

@@ -152,6 +152,19 @@ def _parser() -> argparse.ArgumentParser:
                                             "Serving (default: flywheel-serving)")
     comp.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     comp.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
+
+    pred = command("predict", "score a span with the served model through Beam (batch inference)", PREDICT_EXITS)
+    _pipeline_arg(pred)
+    pred.add_argument("--data", required=True, help="CSV/Parquet file, folder, or folder of span-N folders")
+    pred.add_argument("--span", type=int, default=-1, help="span to score (-1: latest)")
+    pred.add_argument("--serving-dir", required=True, help="serving folder: <serving-dir>/<model>/<version>/")
+    pred.add_argument("--version", type=int, help="model version to score with (default: the latest)")
+    pred.add_argument("--output", required=True, help="new or empty folder: predictions/*.parquet, "
+                                                      "quarantine.jsonl, counts.json")
+    pred.add_argument("--engine", choices=("local", "beam"), default="local",
+                      help="local: DirectRunner in this process; beam: DirectRunner multi-processing")
+    pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    pred.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
     return parser
 
 
@@ -249,9 +262,26 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+PREDICT_EXITS = """exit status:
+  0  scored (bad rows quarantined)
+  1  a file was refused (unreadable, a required column missing) or rows did not add up
+  2  bad arguments, unknown pipeline, a bad input location, an unknown model or version, or a non-empty --output"""
+
+
+def cmd_predict(args) -> int:
+    result = api.predict(args.pipeline, args.data, args.serving_dir, args.output,
+                         span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
+                         verbose=args.verbose)
+    _show(args, result)
+    if result.error:
+        _err(result.error)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
-    "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile}
+    "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile, "predict": cmd_predict}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

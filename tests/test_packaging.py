@@ -32,6 +32,7 @@ def test_wheel_has_only_the_flywheel_package_at_top_level(wheel):
         assert f"flywheel/{package}/__init__.py" in names
     assert "flywheel/schemas/taxi/schema.pbtxt" in names
     assert "flywheel/components/ingest/README.md" in names
+    assert "flywheel/batch/predict.py" in names
     entry_points = wheel.read("tfx_flywheel-0.1.0.dist-info/entry_points.txt").decode()
     assert "flywheel = flywheel.cli:main" in entry_points
 
