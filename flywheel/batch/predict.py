@@ -19,7 +19,7 @@ import collections
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import apache_beam as beam
 
@@ -32,8 +32,9 @@ PREDICTIONS_DIR = "predictions"
 READ, SCORED, QUARANTINED, PHYSICAL = "rows_in", "rows_scored", "rows_quarantined", "physical_rows"
 _QUARANTINE_TAG, _COUNTS_TAG, _SCORED_TAG = "quarantine", "counts", "scored"
 _ONE_SPLIT = (("all", 1),)  # Ingest's parser assigns a split; batch inference has one
-# ((file, {column: values}), [serialized tf.Example]): RunInference types its output after its input's key.
-_KEYED_BATCH = Tuple[Tuple[str, Dict[str, List[Any]]], List[bytes]]
+# ((file, pyarrow.RecordBatch of the typed rows), [serialized tf.Example]): RunInference types its output after
+# its input's key.
+_KEYED_BATCH = Tuple[Tuple[str, Any], List[bytes]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +47,21 @@ class PredictOptions:
 
 
 class _ParseFile(beam.DoFn):
-    """One file: bounded batches of typed rows with their tf.Examples, quarantine records, then its counts."""
+    """One file: bounded batches of typed rows (an Arrow record batch each) with their serialized tf.Examples,
+    quarantine records, then the file's counts."""
 
     def __init__(self, options: PredictOptions):
         self._options = options
+        self._encoder = None
+
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+
+    def _emit(self, path: str, batch: rows.Batch):
+        record_batch = batch.record_batch()
+        return (path, record_batch), rows.to_examples(record_batch, self._encoder)
 
     def process(self, path: str):
         columns = self._options.columns
@@ -68,10 +80,10 @@ class _ParseFile(beam.DoFn):
                 continue
             batch.add(row.values)
             if len(batch) >= self._options.batch_size:
-                yield (path, batch.values), batch.examples
+                yield self._emit(path, batch)
                 batch = rows.Batch(columns)
         if len(batch):
-            yield (path, batch.values), batch.examples
+            yield self._emit(path, batch)
         counts[PHYSICAL] = parsing.physical_rows(path)
         parsing.check_accounted(path, counts[PHYSICAL], covered)
         yield beam.pvalue.TaggedOutput(_COUNTS_TAG, (path, dict(counts)))
@@ -88,12 +100,14 @@ class _ToTable(beam.DoFn):
         self._schema = rows.arrow_schema(self._options.columns)
 
     def process(self, scored):
+        import numpy as np
         import pyarrow as pa
 
-        (path, values), logs = scored
+        (path, batch), logs = scored
         predictions = rows.scores(logs, self._options.model.output)
-        data = {**values, rows.PREDICTION: predictions, rows.MODEL_VERSION: [self._options.model.version] * len(logs)}
-        yield pa.Table.from_pydict(data, schema=self._schema)
+        arrays = [*batch.columns, pa.array(predictions, pa.float64()),
+                  pa.array(np.full(len(predictions), self._options.model.version, dtype=np.int64))]
+        yield pa.Table.from_batches([pa.RecordBatch.from_arrays(arrays, schema=self._schema)])
         yield beam.pvalue.TaggedOutput(_SCORED_TAG, (path, len(predictions)))
 
 
@@ -122,6 +136,9 @@ def inference_spec(model: served.ServedModel):
     spec = model_spec_pb2.InferenceSpecType()
     spec.saved_model_spec.CopyFrom(model_spec_pb2.SavedModelSpec(
         model_path=model.path, tag=[served.SERVE_TAG], signature_name=[model.signature]))
+    # Each element is already a batch of rows: one model call each, never several held together.
+    spec.batch_parameters.min_batch_size = 1
+    spec.batch_parameters.max_batch_size = 1
     return spec
 
 

@@ -11,7 +11,7 @@ as in Ingest.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -39,8 +39,7 @@ def arrow_schema(columns: Sequence[parsing.Column]):
     """The predictions' Parquet schema: the input columns, then `prediction` (float64) and `model_version`."""
     import pyarrow as pa
 
-    kinds = {parsing.INT: pa.int64(), parsing.FLOAT: pa.float64(), parsing.BYTES: pa.string()}
-    return pa.schema([pa.field(c.name, kinds[c.kind]) for c in columns]
+    return pa.schema(list(input_schema(columns))
                      + [pa.field(PREDICTION, pa.float64(), nullable=False),
                         pa.field(MODEL_VERSION, pa.int64(), nullable=False)])
 
@@ -58,58 +57,80 @@ def utf8_problem(values: dict, columns: Sequence[parsing.Column]) -> tuple[str, 
     return None
 
 
+def input_schema(columns: Sequence[parsing.Column]):
+    """The input columns' Arrow schema (the predictions' schema without the two output columns)."""
+    import pyarrow as pa
+
+    kinds = {parsing.INT: pa.int64(), parsing.FLOAT: pa.float64(), parsing.BYTES: pa.string()}
+    return pa.schema([pa.field(c.name, kinds[c.kind]) for c in columns])
+
+
 class Batch:
-    """Up to `size` typed rows, kept column by column, with their serialized tf.Examples: the unit that goes
-    through RunInference. Bounded: the caller emits it when full and starts a new one."""
+    """Up to a caller's limit of typed rows, kept column by column: the unit that goes through RunInference.
+    Bounded: the caller emits it when full (`record_batch()`) and starts a new one."""
 
     def __init__(self, columns: Sequence[parsing.Column]):
-        from tensorflow.core.example import example_pb2
-
-        self._example = example_pb2.Example
         self.names = [c.name for c in columns]
         self.bytes_columns = {c.name for c in columns if c.kind == parsing.BYTES}
+        self._schema = input_schema(columns)
         self.values: dict[str, list] = {name: [] for name in self.names}
-        self.examples: list[bytes] = []
+        self.size = 0
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return self.size
 
     def add(self, values: dict) -> None:
         for name in self.names:
             value = values.get(name)
             self.values[name].append(value.decode("utf-8") if name in self.bytes_columns and value is not None
                                      else value)
-        self.examples.append(self.to_example(values))
+        self.size += 1
 
-    def to_example(self, values: dict) -> bytes:
-        """The row as Ingest writes it: one value per feature, floats as float32, missing values absent."""
-        example = self._example()
-        feature = example.features.feature
-        for name, value in values.items():
-            if isinstance(value, bytes):
-                feature[name].bytes_list.value.append(value)
-            elif isinstance(value, int):
-                feature[name].int64_list.value.append(value)
-            else:
-                feature[name].float_list.value.append(value)
-        return example.SerializeToString(deterministic=True)
+    def record_batch(self):
+        import pyarrow as pa
+
+        return pa.RecordBatch.from_pydict(self.values, schema=self._schema)
 
 
-def scores(logs: Iterable, output: str) -> list[float]:
-    """The one score per row in RunInference's PredictionLogs (`predict_log.response.outputs[output]`)."""
-    import numpy as np
+def to_examples(batch, encoder) -> list[bytes]:
+    """A record batch of typed rows as serialized tf.Examples, encoded by tfx-bsl (C++): each value a
+    one-element list (floats as float32, text as bytes, as Ingest writes them); a missing value, no value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    result = []
-    for log in logs:
-        tensor = log.predict_log.response.outputs[output]
-        if tensor.tensor_content:
-            from tensorflow.python.framework import tensor_util
-
-            values = tensor_util.MakeNdarray(tensor).ravel()
+    lists = []
+    for column in batch.columns:
+        if pa.types.is_floating(column.type):
+            column = pc.cast(column, pa.float32(), safe=False)
+        elif pa.types.is_string(column.type):
+            column = column.cast(pa.binary())
+        valid = pc.invert(column.is_null()) if column.null_count else None
+        if valid is None:
+            offsets = pa.array(range(len(column) + 1), pa.int32())
+            lists.append(pa.ListArray.from_arrays(offsets, column))
         else:
-            values = np.asarray(tensor.float_val or tensor.double_val or tensor.int64_val)
-        if values.size != 1:
-            raise PredictError(f"predict: model output {output!r} has {values.size} values per row; "
-                                      f"batch inference writes one score per row")
-        result.append(float(values[0]))
-    return result
+            counts = pc.cast(valid, pa.int32()).to_numpy(zero_copy_only=False)
+            offsets = pa.array([0, *counts.cumsum()], pa.int32())
+            lists.append(pa.ListArray.from_arrays(offsets, column.drop_null(), mask=column.is_null()))
+    return encoder.encode(pa.RecordBatch.from_arrays(lists, batch.schema.names))
+
+
+def scores(logs: Sequence, output: str):
+    """The one score per row in RunInference's PredictionLogs (`predict_log.response.outputs[output]`), as a
+    float64 array; PredictError when the output holds more (or fewer) than one value per row."""
+    import numpy as np
+    from tensorflow.python.framework import tensor_util
+
+    tensors = [log.predict_log.response.outputs[output] for log in logs]
+    first = tensors[0] if tensors else None
+    if first is not None and all(len(t.float_val) == 1 for t in tensors):  # one float32 per row, the usual case
+        values = np.array([t.float_val[0] for t in tensors])
+    elif first is not None and first.tensor_content and all(t.dtype == first.dtype for t in tensors):
+        dtype = tensor_util.MakeNdarray(first).dtype  # every row's tensor packed the same way: one read
+        values = np.frombuffer(b"".join(t.tensor_content for t in tensors), dtype=dtype)
+    else:
+        values = np.concatenate([tensor_util.MakeNdarray(t).ravel() for t in tensors]) if tensors else np.zeros(0)
+    if values.size != len(tensors):
+        raise PredictError(f"predict: model output {output!r} has {values.size} values for {len(tensors)} rows; "
+                           f"batch inference writes one score per row")
+    return values.astype(np.float64)
