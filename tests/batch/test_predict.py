@@ -26,7 +26,7 @@ from flywheel.components.ingest import parsing
 from flywheel.pipelines.taxi import features
 from flywheel.schemas import schema_path
 from tests import tiny_runs
-from tests.conftest import run_cli
+from tests.conftest import run_cli, shipped_data
 
 SCHEMA = parsing.load_schema(schema_path("taxi"))
 TYPES = {f.name: f.type for f in SCHEMA.feature}
@@ -223,3 +223,16 @@ def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path)
     wrong = run_cli("predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--version", "1",
                     "--output", str(tmp_path / "new"))
     assert wrong.returncode == 2 and "has no version 1" in wrong.stderr
+
+
+def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tmp_path):
+    """The header reads, then the gzip stream ends early: the error comes from inside the Beam pipeline."""
+    import gzip
+
+    with open(shipped_data(), "rb") as f:
+        compressed = gzip.compress(f.read())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(compressed[: len(compressed) * 3 // 4])
+    result = api.predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
+    assert result.error is not None and result.error.startswith(f"ingest: {path}: cannot read the file")
+    assert "Traceback" not in result.error and "[while running" not in result.error
