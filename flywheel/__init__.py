@@ -26,6 +26,7 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
     JoinResult,
     LineageResult,
     MonitorResult,
+    PredictResult,
     ReplayResult,
     RetrainResult,
     RunResult,
@@ -37,15 +38,17 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
     logs_join,
     monitor,
     pipeline_config,
+    predict,
     replay,
     retrain,
     run_pipeline,
+    serve,
     simulate,
 )
 from flywheel.pipelines.lock import LockedError  # noqa: E402
 from flywheel.pipelines.registry import UnknownPipelineError  # noqa: E402
 
 __all__ = ["CompileError", "CompileResult", "IngestResult", "JoinResult", "LineageResult", "LockedError",
-           "MonitorResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult", "UnknownPipelineError",
-           "UsageError", "compile_pipeline", "ingest", "lineage", "logs_join", "monitor", "pipeline_config", "replay",
-           "retrain", "run_pipeline", "simulate"]
+           "MonitorResult", "PredictResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult",
+           "UnknownPipelineError", "UsageError", "compile_pipeline", "ingest", "lineage", "logs_join", "monitor",
+           "pipeline_config", "predict", "replay", "retrain", "run_pipeline", "serve", "simulate"]

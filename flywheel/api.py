@@ -774,3 +774,108 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# ---- predict -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictResult:
+    """A batch inference: which model version scored which rows, where the predictions and the quarantine
+    are, and the counts (rows_in == rows_scored + rows_quarantined, checked per file). error is set when a
+    file was refused or rows did not add up (the counts are then those known before the failure: zero)."""
+
+    pipeline: str
+    engine: str
+    model_name: str
+    model_version: int
+    model_path: str
+    signature: str
+    spans: list[int]
+    files: int
+    output: str
+    predictions: str
+    quarantine_path: str
+    counts_path: str
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_quarantined: int = 0
+    physical_rows: int = 0
+    elapsed: float = 0.0
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        return [f"flywheel predict: {self.rows_in:,} rows in, {self.rows_scored:,} scored, {self.rows_quarantined:,} "
+                f"quarantined ({self.quarantine_path}); model {self.model_name} version {self.model_version} "
+                f"(signature {self.signature}); spans {self.spans}, {self.files} file(s), {self.elapsed:.1f} s; "
+                f"predictions in {self.predictions}"]
+
+
+def _data_error(error: BaseException) -> Optional[str]:
+    """The one-line message of a data error raised inside the Beam pipeline (a worker process sends it back
+    inside a traceback's text), or None when the error is not one of ours."""
+    text = str(error)
+    for marker in ("PredictError: ", "IngestError: "):
+        if marker in text:
+            text = text[text.rindex(marker) + len(marker):]
+            break
+    else:
+        from flywheel.batch.served import PredictError
+        from flywheel.components.ingest.parsing import IngestError
+
+        if not isinstance(error, (PredictError, IngestError)):
+            return None
+    return text.splitlines()[0].split(" [while running")[0].strip()
+
+
+def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optional[int] = None,
+            version: Optional[int] = None, engine: str = "local", *, batch_size: int = 1024,
+            verbose: bool = False) -> PredictResult:
+    """Scores a span (`data`: file, folder or folder of span-N folders; latest span unless `span`) with the
+    served model (latest version unless `version`) through Beam: Parquet under `output`/predictions/ with the
+    input columns, `prediction` and `model_version`; bad rows in `output`/quarantine.jsonl; counts.json.
+
+    UsageError for bad arguments (engine, data location, unknown model or version, a non-empty output)."""
+    entry = registry.get(pipeline)
+    quiet.quiet_environment(verbose)
+    from flywheel.batch import predict as batch_predict
+    from flywheel.batch import rows, served
+    from flywheel.components.ingest import parsing
+
+    try:
+        args = batch_predict.beam_args(engine)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if batch_size < 1:
+        raise UsageError(f"predict: batch_size: expected >= 1, got {batch_size}")
+    resolved = _resolve_input(data, -1 if span is None else span, 1)
+    out = output if "://" in output else os.path.abspath(output)
+    model_name = entry.make_config(paths=entry.make_paths(out, data, serving_dir)).model_name
+    try:
+        model = served.resolve(serving_dir, model_name, version)
+        columns = rows.serving_columns(parsing.load_schema(entry.schema_path()))
+        batch_predict.check_output(out)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    quiet.install(verbose, sys.stderr)
+    options = batch_predict.PredictOptions(columns=columns, model=model, batch_size=batch_size)
+    common = {"pipeline": pipeline, "engine": engine, "model_name": model.name, "model_version": model.version,
+              "model_path": model.path, "signature": model.signature, "spans": list(resolved.spans),
+              "files": len(resolved.files), "output": out,
+              "predictions": os.path.join(out, batch_predict.PREDICTIONS_DIR),
+              "quarantine_path": os.path.join(out, batch_predict.QUARANTINE_FILE),
+              "counts_path": os.path.join(out, batch_predict.COUNTS_FILE)}
+    started = time.monotonic()
+    try:
+        counts = batch_predict.run(resolved.files, options, out, args)
+    except Exception as e:  # a data error comes back from a Beam worker wrapped: reported in one line, else raised
+        message = _data_error(e)
+        if message is None:
+            raise
+        return PredictResult(**common, elapsed=round(time.monotonic() - started, 1), error=message)
+    return PredictResult(**common, rows_in=counts[batch_predict.READ], rows_scored=counts[batch_predict.SCORED],
+                         rows_quarantined=counts[batch_predict.QUARANTINED],
+                         physical_rows=counts[batch_predict.PHYSICAL], elapsed=round(time.monotonic() - started, 1))

@@ -44,12 +44,14 @@ SIMPLE_EXITS = """exit status:
 SERVE_EXITS = """exit status:
   0  stopped by SIGINT or SIGTERM
   2  bad arguments or a serving folder that does not exist"""
+PREDICT_EXITS = """exit status:
+  0  scored (bad rows quarantined)
+  1  a file was refused (unreadable, a required column missing) or rows did not add up
+  2  bad arguments, unknown pipeline, a bad input location, an unknown model or version, or a non-empty --output"""
 COMPILE_EXITS = """exit status:
   0  compiled
   1  the compiler failed (the message says why)
   2  bad arguments, unknown pipeline, or an output path that cannot be written (.yaml, .yml or .json)"""
-
-
 REPLAY_EXITS = """exit status:
   0  every request answered 2xx
   1  some requests failed (counted by status)
@@ -201,6 +203,19 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-batch-size", type=int, default=512, help="most rows in one TensorFlow call")
     srv.add_argument("--batch-timeout-ms", type=float, default=0.0,
                      help="how long a batch waits for more requests before it runs")
+
+    pred = command("predict", "score a span with the served model through Beam (batch inference)", PREDICT_EXITS)
+    _pipeline_arg(pred)
+    pred.add_argument("--data", required=True, help="CSV/Parquet file, folder, or folder of span-N folders")
+    pred.add_argument("--span", type=int, default=-1, help="span to score (-1: latest)")
+    pred.add_argument("--serving-dir", required=True, help="serving folder: <serving-dir>/<model>/<version>/")
+    pred.add_argument("--version", type=int, help="model version to score with (default: the latest)")
+    pred.add_argument("--output", required=True, help="new or empty folder: predictions/*.parquet, "
+                                                      "quarantine.jsonl, counts.json")
+    pred.add_argument("--engine", choices=("local", "beam"), default="local",
+                      help="local: DirectRunner in this process; beam: DirectRunner multi-processing")
+    pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    pred.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
     return parser
 
 
@@ -310,6 +325,8 @@ def cmd_logs(args) -> int:
     result = api.logs_join(args.logs, args.labels, args.key, args.output, pipeline=args.pipeline,
                            label_column=args.label_column)
     _show(args, result)
+    return EXIT_OK
+
 
 def cmd_serve(args) -> int:
     print(f"flywheel: serving {args.model} from {args.serving_dir} on http://{args.host}:{args.port}", file=sys.stderr)
@@ -318,10 +335,21 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args) -> int:
+    result = api.predict(args.pipeline, args.data, args.serving_dir, args.output,
+                         span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
+                         verbose=args.verbose)
+    _show(args, result)
+    if result.error:
+        _err(result.error)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
     "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile, "replay": cmd_replay,
-    "logs": cmd_logs, "serve": cmd_serve}
+    "logs": cmd_logs, "serve": cmd_serve, "predict": cmd_predict}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

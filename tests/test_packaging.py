@@ -35,6 +35,7 @@ def test_wheel_has_only_the_flywheel_package_at_top_level(wheel):
     for folder, _, files in os.walk(os.path.join(REPO, "flywheel")):  # every subpackage of flywheel/ too
         if "__init__.py" in files:
             assert os.path.relpath(os.path.join(folder, "__init__.py"), REPO) in names, folder
+    assert "flywheel/batch/predict.py" in names
     entry_points = wheel.read("tfx_flywheel-0.1.0.dist-info/entry_points.txt").decode()
     assert "flywheel = flywheel.cli:main" in entry_points
 

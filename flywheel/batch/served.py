@@ -1,0 +1,99 @@
+"""Which model batch inference scores with: a version in the TF Serving layout and its tf.Example signature.
+
+`<serving_dir>/<model>/<version>/` as Push writes it (`flywheel.components.common.serving`): the latest
+complete version, or the one asked for. The signature is found by inspecting the SavedModel, never by
+name: the one whose only input is a string tensor called `examples` (serialized tf.Examples, what
+BulkInferrer and TFMA feed) and which has a single output, the score. `saved_model.pb` is read as a
+proto through TFX's filesystem layer (gs:// too); the model itself is loaded later, by RunInference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+from flywheel.components.common import serving
+
+EXAMPLES_INPUT = "examples"
+SERVE_TAG = "serve"
+
+
+class PredictError(ValueError):
+    """Batch inference cannot go on: no such model or version, no examples signature, or rows unaccounted for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """A model version to score with: where it is, its examples signature and that signature's output."""
+
+    name: str
+    version: int
+    path: str
+    signature: str
+    output: str
+
+
+def _served_models(serving_dir: str) -> list[str]:
+    return sorted(name for name in serving.listdir(serving_dir) if serving.versions(serving_dir, name))
+
+
+def _read_saved_model(path: str):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(path, serving.SAVED_MODEL_FILE)
+    with serving.filesystem(pb).open(pb, "rb") as f:
+        data = f.read()
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(data)
+    return proto
+
+
+def examples_signature(path: str) -> tuple[str, str]:
+    """(signature name, output name) of the model's examples signature; PredictError naming every signature
+    when there is no such signature or more than one."""
+    from tensorflow.core.framework import types_pb2
+
+    proto = _read_saved_model(path)
+    graphs = [g for g in proto.meta_graphs if SERVE_TAG in g.meta_info_def.tags]
+    if not graphs:
+        raise PredictError(f"predict: {path}: no meta graph tagged {SERVE_TAG!r}; tags found: "
+                           f"{[list(g.meta_info_def.tags) for g in proto.meta_graphs]}")
+    signatures = graphs[0].signature_def
+    found = []
+    for name, signature in sorted(signatures.items()):
+        inputs = signature.inputs
+        if (len(inputs) == 1 and EXAMPLES_INPUT in inputs and inputs[EXAMPLES_INPUT].dtype == types_pb2.DT_STRING
+                and len(signature.outputs) == 1):
+            found.append((name, next(iter(signature.outputs))))
+    if len(found) != 1:
+        described = "; ".join(f"{name}({', '.join(sorted(s.inputs))}) -> {', '.join(sorted(s.outputs))}"
+                              for name, s in sorted(signatures.items()) if not name.startswith("__"))
+        problem = "no signature" if not found else f"{len(found)} signatures ({', '.join(n for n, _ in found)})"
+        raise PredictError(f"predict: {path}: expected one signature taking a string tensor {EXAMPLES_INPUT!r} "
+                           f"(serialized tf.Examples) with one output, found {problem}; signatures: {described}")
+    return found[0]
+
+
+def resolve(serving_dir: str, model_name: str, version: Optional[int] = None) -> ServedModel:
+    """The version to score with: `version`, or the latest complete one. PredictError names the versions (or
+    models) that exist when the one asked for does not."""
+    versions = serving.versions(serving_dir, model_name)
+    if not versions:
+        models = _served_models(serving_dir)
+        raise PredictError(f"predict: no model {model_name!r} in serving folder {serving_dir} (expected "
+                           f"<serving_dir>/{model_name}/<version>/saved_model.pb); models there: "
+                           f"{', '.join(models) if models else 'none'}")
+    if version is None:
+        latest = serving.latest(serving_dir, model_name)
+        if latest is None:
+            raise PredictError(f"predict: model {model_name!r} in {serving_dir}: no version has a readable "
+                               f"{serving.MANIFEST_FILE}; versions: {', '.join(map(str, versions))}")
+        version, path = latest.version, latest.path
+    elif version not in versions:
+        raise PredictError(f"predict: model {model_name!r} has no version {version} in {serving_dir}; versions: "
+                           f"{', '.join(map(str, versions))}")
+    else:
+        path = os.path.join(serving_dir, model_name, str(version))
+    signature, output = examples_signature(path)
+    return ServedModel(name=model_name, version=version, path=path, signature=signature, output=output)

@@ -1,0 +1,238 @@
+"""`flywheel predict` on a tiny real pushed model: predictions, quarantine, counts, versions, errors, the CLI.
+
+The oracle for the predictions is the served SavedModel's own examples signature, called in this process on
+tf.Examples built here from the CSV with the schema's types (not with the code under test).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+from flywheel import api
+from flywheel.batch import predict as batch_predict
+from flywheel.batch import served
+from flywheel.components.common import serving
+from flywheel.components.ingest import parsing
+from flywheel.pipelines.taxi import features
+from flywheel.schemas import schema_path
+from tests import tiny_runs
+from tests.conftest import run_cli, shipped_data
+
+SCHEMA = parsing.load_schema(schema_path("taxi"))
+TYPES = {f.name: f.type for f in SCHEMA.feature}
+
+
+@pytest.fixture(scope="module")
+def serving_dir(tmp_path_factory) -> str:
+    """Two pushed versions of the taxi model, from two tiny real runs (shared by the session)."""
+    return os.path.join(tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny"))), "serving")
+
+
+def _versions(serving_dir: str) -> list[int]:
+    return serving.versions(serving_dir, "taxi")
+
+
+def _example(row: dict) -> bytes:
+    feature = {}
+    for name, text in row.items():
+        if name not in TYPES or text == "":
+            continue
+        if TYPES[name] == 2:  # INT
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(text)]))
+        elif TYPES[name] == 3:  # FLOAT
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(text)]))
+        else:
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _model_scores(version_path: str, signature: str, csv_path: str) -> dict[tuple, float]:
+    """{(trip_start_timestamp, fare, trip_miles): score} from the SavedModel's signature, called in-process."""
+    with open(csv_path, newline="") as f:
+        records = list(csv.DictReader(f))
+    fn = tf.saved_model.load(version_path).signatures[signature]
+    (output,) = fn(examples=tf.constant([_example(r) for r in records])).values()
+    return {_key(r["trip_start_timestamp"], r["fare"], r["trip_miles"]): float(s)
+            for r, s in zip(records, output.numpy().ravel(), strict=True)}
+
+
+def _key(timestamp, fare, miles) -> tuple:
+    return int(timestamp), round(float(fare), 4), round(float(miles), 4)
+
+
+def _predictions(result: api.PredictResult) -> pa.Table:
+    return ds.dataset(result.predictions, format="parquet").to_table()
+
+
+def test_predictions_equal_the_served_models_signature_and_parquet_has_the_schema(serving_dir, tmp_path):
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 2 * tiny_runs.ROWS, rows=300)
+    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"))
+    assert result.error is None
+    assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (300, 300, 0)
+    latest = max(_versions(serving_dir))
+    assert result.model_version == latest
+
+    table = _predictions(result)
+    assert table.num_rows == 300
+    names = [f.name for f in SCHEMA.feature]
+    assert table.schema.names == names + ["prediction", "model_version"]
+    assert table.schema.field("fare").type == pa.float64()
+    assert table.schema.field("trip_start_hour").type == pa.int64()
+    assert table.schema.field("payment_type").type == pa.string()
+    assert table.schema.field("prediction").type == pa.float64()
+    assert set(table.column("model_version").to_pylist()) == {latest}
+    for part in os.listdir(result.predictions):
+        assert pq.read_schema(os.path.join(result.predictions, part)) == table.schema
+
+    expected = _model_scores(result.model_path, result.signature, os.path.join(data, "data.csv"))
+    rows = table.select(["trip_start_timestamp", "fare", "trip_miles", "prediction"]).to_pylist()
+    got = {_key(r["trip_start_timestamp"], r["fare"], r["trip_miles"]): r["prediction"] for r in rows}
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
+    assert len(set(expected.values())) > 10  # a model that scores every row the same would not test much
+
+    with open(result.counts_path) as f:
+        counts = json.load(f)
+    assert counts["rows_in"] == counts["rows_scored"] + counts["rows_quarantined"] == 300
+    assert counts["files"][0]["file"] == os.path.join(data, "data.csv")
+
+
+def _bad_rows_folder(root) -> tuple[str, str]:
+    """A CSV without the label column (not needed to score) holding three bad rows, and a Parquet file."""
+    folder = root / "bad"
+    sample = tiny_runs.write_sample(str(root / "sample"), 0, rows=20)
+    with open(os.path.join(sample, "data.csv"), newline="") as f:
+        records = list(csv.DictReader(f))
+    header = [h for h in records[0] if h != features.LABEL_KEY]
+    folder.mkdir()
+    path = str(folder / "a.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records[:10])
+    lines = open(path).read().splitlines()
+    lines[3] = lines[3].replace(records[2]["fare"], "N/A", 1)  # data line 3: fare is not a FLOAT
+    lines[5] = ",".join(["" if h == "trip_start_hour" else v for h, v in zip(header, next(csv.reader([lines[5]])),
+                                                                             strict=True)])
+    lines[7] = lines[7] + ",extra"  # one field too many
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items()} for r in records[10:]]).cast(pa.schema(
+        [pa.field(k, pa.string()) for k in records[0]])), str(folder / "b.parquet"))
+    return str(folder), path
+
+
+def test_bad_rows_are_quarantined_with_line_and_column_and_counts_add_up(serving_dir, tmp_path):
+    data, bad_csv = _bad_rows_folder(tmp_path)
+    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"))
+    assert result.error is None
+    assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (20, 17, 3)
+    with open(result.quarantine_path) as f:
+        quarantined = sorted((json.loads(line) for line in f), key=lambda r: r["line"])
+    assert [(r["file"], r["line"], r["column"]) for r in quarantined] == [
+        (bad_csv, 4, "fare"), (bad_csv, 6, "trip_start_hour"), (bad_csv, 8, None)]
+    assert "expected FLOAT, got 'N/A'" in quarantined[0]["reason"]
+    assert "missing required value" in quarantined[1]["reason"]
+    assert "expected" in quarantined[2]["reason"] and "fields" in quarantined[2]["reason"]
+    table = _predictions(result)
+    assert table.num_rows == 17
+    assert table.column("tips").null_count == 7  # absent from the CSV, present in the Parquet file
+    with open(result.counts_path) as f:
+        files = {c["file"]: c for c in json.load(f)["files"]}
+    assert files[bad_csv]["rows_in"] == 10 and files[bad_csv]["rows_quarantined"] == 3
+    assert files[os.path.join(data, "b.parquet")]["rows_scored"] == 10
+
+
+def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_path):
+    sample = tiny_runs.write_sample(str(tmp_path / "sample"), 0, rows=5)
+    with open(os.path.join(sample, "data.csv"), newline="") as f:
+        records = list(csv.DictReader(f))
+    path = tmp_path / "no_fare.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, [h for h in records[0] if h != "fare"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    result = api.predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
+    assert result.error is not None and str(path) in result.error and "'fare'" in result.error
+    assert result.rows_scored == 0
+
+
+def test_version_picks_that_version(serving_dir, tmp_path):
+    older = min(_versions(serving_dir))
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=50)
+    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"), version=older)
+    assert result.model_version == older and result.model_path == os.path.join(serving_dir, "taxi", str(older))
+    assert set(_predictions(result).column("model_version").to_pylist()) == {older}
+    expected = _model_scores(result.model_path, result.signature, os.path.join(data, "data.csv"))
+    got = sorted(_predictions(result).column("prediction").to_pylist())
+    np.testing.assert_allclose(got, sorted(expected.values()), rtol=1e-6)
+
+
+def test_unknown_version_or_model_names_what_exists(serving_dir, tmp_path):
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=5)
+    versions = _versions(serving_dir)
+    with pytest.raises(api.UsageError, match=f"no version 7 .*versions: {versions[0]}, {versions[1]}"):
+        api.predict("taxi", data, serving_dir, str(tmp_path / "a"), version=7)
+    other = tmp_path / "serving"
+    shutil.copytree(os.path.join(serving_dir, "taxi", str(versions[0])), other / "chicago" / "3")
+    with pytest.raises(api.UsageError, match="no model 'taxi' in serving folder .*; models there: chicago"):
+        api.predict("taxi", data, str(other), str(tmp_path / "b"))
+    with pytest.raises(api.UsageError, match="models there: none"):
+        api.predict("taxi", data, str(tmp_path / "empty"), str(tmp_path / "c"))
+    assert not os.path.exists(tmp_path / "a")
+
+
+def test_a_non_empty_output_is_refused(serving_dir, tmp_path):
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=5)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.parquet").write_bytes(b"x")
+    with pytest.raises(api.UsageError, match="already exists and is not an empty folder"):
+        api.predict("taxi", data, serving_dir, str(tmp_path / "out"))
+
+
+def test_counts_that_do_not_add_up_fail_naming_the_file():
+    counts = {"rows_in": 10, "rows_quarantined": 2, "physical_rows": 10}
+    with pytest.raises(served.PredictError, match="data/part-1.csv: 10 rows read but 7 scored \\+ 2 quarantined"):
+        batch_predict._check_file(("data/part-1.csv", {"counts": [counts], "scored": [3, 4]}))
+    assert batch_predict._check_file(("f.csv", {"counts": [counts], "scored": [8]}))["rows_scored"] == 8
+
+
+def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path):
+    spans = tmp_path / "spans"
+    tiny_runs.write_sample(str(spans / "span-1"), 0, rows=40)
+    tiny_runs.write_sample(str(spans / "span-2"), 40, rows=60)
+    out = tmp_path / "out"
+    result = run_cli("predict", "taxi", "--data", str(spans), "--span", "1", "--serving-dir", serving_dir,
+                     "--output", str(out), "--engine", "beam", "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["spans"] == [1] and printed["rows_scored"] == 40 and printed["engine"] == "beam"
+    assert ds.dataset(str(out / "predictions"), format="parquet").count_rows() == 40
+    again = run_cli("predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--output", str(out))
+    assert again.returncode == 2 and again.stderr.startswith("flywheel: predict: output ")
+    wrong = run_cli("predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--version", "1",
+                    "--output", str(tmp_path / "new"))
+    assert wrong.returncode == 2 and "has no version 1" in wrong.stderr
+
+
+def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tmp_path):
+    """The header reads, then the gzip stream ends early: the error comes from inside the Beam pipeline."""
+    import gzip
+
+    with open(shipped_data(), "rb") as f:
+        compressed = gzip.compress(f.read())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(compressed[: len(compressed) * 3 // 4])
+    result = api.predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
+    assert result.error is not None and result.error.startswith(f"ingest: {path}: cannot read the file")
+    assert "Traceback" not in result.error and "[while running" not in result.error

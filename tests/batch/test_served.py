@@ -1,0 +1,45 @@
+"""The examples signature is found by inspecting the SavedModel, whatever it is called."""
+
+from __future__ import annotations
+
+import pytest
+import tensorflow as tf
+
+from flywheel.batch import served
+
+
+class _Model(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def score_examples(self, serialized):
+        return {"outputs": tf.reshape(tf.cast(tf.strings.length(serialized), tf.float32), [-1, 1])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform(self, serialized):
+        n = tf.strings.length(serialized)
+        return {"a_xf": n, "b_xf": n}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="fare"),
+                                  tf.TensorSpec([None], tf.string, name="payment_type")])
+    def raw(self, fare, payment_type):
+        return {"outputs": fare}
+
+
+def _save(path, **signatures) -> str:
+    model = _Model()
+    tf.saved_model.save(model, str(path), signatures={name: getattr(model, fn) for name, fn in signatures.items()})
+    return str(path)
+
+
+def test_the_examples_signature_is_found_by_its_input_not_its_name(tmp_path):
+    after = _save(tmp_path / "after", serving_default="raw", serving_examples="score_examples",
+                  transform_features="transform")
+    assert served.examples_signature(after) == ("serving_examples", "outputs")
+    before = _save(tmp_path / "before", serving_default="score_examples", transform_features="transform")
+    assert served.examples_signature(before) == ("serving_default", "outputs")
+
+
+def test_no_examples_signature_names_the_signatures_there(tmp_path):
+    path = _save(tmp_path / "m", serving_default="raw", transform_features="transform")
+    with pytest.raises(served.PredictError, match=r"found no signature; signatures: serving_default\(fare, "
+                                                  r"payment_type\) -> outputs; transform_features\(examples\)"):
+        served.examples_signature(path)
