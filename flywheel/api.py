@@ -20,7 +20,8 @@ from typing import Any, Optional, TextIO
 
 from flywheel.pipelines import lock, quiet, registry, stamp
 
-FINISHED, UP_TO_DATE, STOPPED, FAILED, NO_DRIFT = "finished", "up_to_date", "stopped", "failed", "no_drift"
+FINISHED, UP_TO_DATE, STOPPED, FAILED = "finished", "up_to_date", "stopped", "failed"
+NO_DRIFT, NOTHING_NEW = "no_drift", "nothing_new"  # the retraining decision's "nothing to run" verdicts
 
 
 class UsageError(ValueError):
@@ -250,8 +251,9 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
 class RetrainResult:
     """One pass of the scheduled job. drift_detected is None when there was no baseline (nothing in
     serving, or a model without a training profile): not drift, and the job trains. retrained is true
-    only when the Trainer executed in this run (not a cache hit). status: no_drift (nothing run) or the
-    pipeline run's status."""
+    only when the Trainer executed in this run (not a cache hit). status: nothing_new (serving was trained
+    on exactly this data; nothing run), no_drift (with if_drift; nothing run) or the pipeline run's status.
+    decision: the decision in words."""
 
     pipeline: str
     span: int
@@ -265,6 +267,7 @@ class RetrainResult:
     model_version: Optional[int]
     previous_version: Optional[int]
     status: str
+    decision: str = ""
     run: Optional[RunResult] = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,6 +279,9 @@ class RetrainResult:
         drift = {None: "no baseline", True: "DRIFT", False: "no drift"}[self.drift_detected]
         lines = [f"flywheel retrain {self.pipeline}: span {self.span}, window {list(self.window)}: {drift} "
                  f"({self.drift_reason})" + (f"; report {self.drift_report}" if self.drift_report else "")]
+        if self.status == NOTHING_NEW:
+            return [f"flywheel retrain {self.pipeline}: span {self.span}, window {list(self.window)}: "
+                    f"{self.decision}", f"  nothing to do: serving keeps version {self.model_version}"]
         if self.status == NO_DRIFT:
             lines.append(f"  nothing to do: serving keeps version {self.model_version}")
             return lines
@@ -287,26 +293,16 @@ class RetrainResult:
 DRIFT_DIR = "drift"  # <output_dir>/drift/span-<N>/: the retraining job's drift decisions (drift.json, report.html)
 
 
-def _drift_decision(plan) -> dict[str, Any]:
-    """The plan's drift verdict, with drift_detected None (not drift) when there is no baseline."""
-    drift = dict(plan.drift)
-    if not plan.baseline_profile:
-        reason = str(drift.get("reason") or "")
-        drift["drift_detected"] = None
-        drift["reason"] = reason if reason.startswith("no baseline") else f"no baseline ({reason})"
-    drift.setdefault("report", None)
-    return drift
-
-
 def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
             if_drift: bool = False, window: int = 3, train_steps: Optional[int] = None,
             progress: Optional[TextIO] = None, verbose: bool = False) -> RetrainResult:
-    """The scheduled job: newest span of `data` -> drift decision -> (with drift, no baseline, or without
-    if_drift) the pipeline on the last `window` spans -> Evaluate against serving -> Push if blessed.
+    """The scheduled job: newest span of `data` -> the continuous-training decision -> (new data that drifted,
+    no baseline, or new data without if_drift) the pipeline on the last `window` spans -> Evaluate against
+    serving -> Push if blessed.
 
-    The drift decision is the plan's, computed once before anything runs; the pipeline does not monitor
-    again. Holds the output directory's lock throughout and invalidates `run`'s up-to-date stamp when it
-    runs the pipeline.
+    The decision is `flywheel.pipelines.retrain.plan`'s (the compiled Kubeflow pipeline's Decide task takes the
+    same one), computed once before anything runs; the pipeline does not monitor again. Holds the output
+    directory's lock throughout and invalidates `run`'s up-to-date stamp when it runs the pipeline.
     """
     from flywheel.pipelines import retrain as job
 
@@ -320,16 +316,17 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     with lock.exclusive(base.paths.output_dir):
         try:
             plan = job.plan(data, base.paths.serving_dir, base.model_name, window, entry.schema_path(),
-                            report_dir=os.path.join(base.paths.output_dir, DRIFT_DIR))
+                            report_dir=os.path.join(base.paths.output_dir, DRIFT_DIR), if_drift=if_drift)
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from e
-        drift = _drift_decision(plan)
+        drift = plan.drift_decision
         common = {"pipeline": pipeline, "span": plan.span, "window": tuple(plan.window),
                   "drift_detected": drift["drift_detected"], "drift_reason": drift["reason"],
-                  "drift_report": drift["report"], "previous_version": plan.serving_version}
-        if if_drift and drift["drift_detected"] is False:
+                  "drift_report": drift["report"], "previous_version": plan.serving_version,
+                  "decision": plan.reason}
+        if not plan.retrain:
             return RetrainResult(**common, retrained=False, blessed=None, pushed=False,
-                                 model_version=plan.serving_version, status=NO_DRIFT)
+                                 model_version=plan.serving_version, status=plan.verdict)
         stamp.clear(base.paths.output_dir)
         cfg = dataclasses.replace(base, span=plan.span, num_spans=len(plan.window))
         resolved = _resolve_input(data, plan.span, len(plan.window))

@@ -25,7 +25,7 @@ RUN_EXITS = """exit status:
   3  the data validation gate stopped the run (its report's path is printed)
   4  another flywheel process holds the output directory"""
 RETRAIN_EXITS = """exit status:
-  0  done: no drift (nothing run), or the pipeline ran (pushed or not, see "pushed")
+  0  done: nothing new or no drift (nothing run), or the pipeline ran (pushed or not, see "pushed")
   1  a component failed
   2  bad arguments, unknown pipeline, no span-N folders in --data, or an output directory this user may not write
   3  the data validation gate stopped the retraining run
@@ -170,7 +170,8 @@ def _progress(args):
     return sys.stderr if args.json else sys.stdout
 
 
-_RUN_EXIT = {"finished": EXIT_OK, "up_to_date": EXIT_OK, "no_drift": EXIT_OK, "stopped": EXIT_STOPPED,
+_RUN_EXIT = {"finished": EXIT_OK, "up_to_date": EXIT_OK, "no_drift": EXIT_OK, "nothing_new": EXIT_OK,
+             "stopped": EXIT_STOPPED,
              "failed": EXIT_FAILED}
 
 

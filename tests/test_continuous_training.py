@@ -157,7 +157,7 @@ def test_summary_carries_the_plans_decision_and_the_newest_served_version(tmp_pa
     ("/s/taxi/1/baseline_profile.json", {"drift_detected": True, "reason": "fare", "report": "/r.html"}, True),
 ])
 def test_no_baseline_is_not_drift(baseline, verdict, expected):
-    decision = api._drift_decision(retrain.RetrainPlan(1, (1,), baseline, None, verdict))
+    decision = retrain.RetrainPlan(1, (1,), baseline, None, verdict).drift_decision
     assert decision["drift_detected"] is expected and "report" in decision
     assert decision["reason"].startswith("no baseline") == (expected is None)
 

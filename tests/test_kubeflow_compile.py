@@ -45,7 +45,7 @@ def test_both_documents_parse_as_kfp_protos():
     platform = json_format.ParseDict(PLATFORM, pipeline_spec_pb2.PlatformSpec())
     assert set(platform.platforms) == {"kubernetes"}
     assert set(platform.platforms["kubernetes"].deployment_spec.executors) == {
-        "Ingest_executor", "Evaluate_executor", "Push_executor"}
+        "Decide_executor", "Ingest_executor", "Evaluate_executor", "Push_executor"}
 
 
 def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
@@ -53,20 +53,24 @@ def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
 
     component = components.load_component_from_file(COMMITTED)
     assert {name: spec.default for name, spec in component.component_spec.inputs.items()} == {
-        "data-root": "/mnt/data/taxi", "serving-dir": "/mnt/serving", "train-args": '{"num_steps": 1000}'}
+        "data-root": "/mnt/data/taxi", "serving-dir": "/mnt/serving", "train-args": '{"num_steps": 1000}',
+        "retrain-window": 3, "retrain-if-drift": 1}
     assert component.description == kr.DESCRIPTION
     assert set(component.platform_spec.platforms["kubernetes"].deployment_spec.executors) == {
-        "Ingest_executor", "Evaluate_executor", "Push_executor"}
+        "Decide_executor", "Ingest_executor", "Evaluate_executor", "Push_executor"}
 
 
 def test_every_root_parameter_has_a_default_and_a_description():
     parameters = SPEC["root"]["inputDefinitions"]["parameters"]
-    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS}
+    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS, kr.RETRAIN_WINDOW, kr.RETRAIN_IF_DRIFT}
+    assert parameters[kr.RETRAIN_WINDOW]["defaultValue"] == kr.DEFAULT_WINDOW
+    assert parameters[kr.RETRAIN_IF_DRIFT]["defaultValue"] == 1
     assert parameters[kr.DATA_ROOT]["defaultValue"] == kr.DEFAULT_DATA_ROOT
     assert parameters[kr.SERVING_DIR]["defaultValue"] == kr.DEFAULT_SERVING_DIR
     for name, definition in parameters.items():
         assert definition["isOptional"] is True and definition["description"], name
-        assert f"#  {name}: str [Default: " in TEXT
+        kind = {"STRING": "str", "NUMBER_INTEGER": "int"}[definition["parameterType"]]
+        assert f"#  {name}: {kind} [Default: " in TEXT
 
 
 def test_train_args_is_a_run_parameter_defaulting_to_the_configs_train_steps():
@@ -92,8 +96,9 @@ def test_volumes_are_mounted_exactly_where_their_parameter_is_read():
                 "pvcNameParameter": {"runtimeValue": {"constant": kr.DEFAULT_SERVING_PVC}}}]
     data = [{"constant": kr.DEFAULT_DATA_PVC, "mountPath": kr.DATA_MOUNT,
              "pvcNameParameter": {"runtimeValue": {"constant": kr.DEFAULT_DATA_PVC}}}]
-    assert mounts == {"Evaluate_executor": serving, "Push_executor": serving, "Ingest_executor": data}
-    assert kr.executors_reading(SPEC, kr.SERVING_DIR) == ["Evaluate_executor", "Push_executor"]
+    assert mounts == {"Evaluate_executor": serving, "Push_executor": serving, "Ingest_executor": data,
+                      "Decide_executor": data + serving}
+    assert kr.executors_reading(SPEC, kr.SERVING_DIR) == ["Decide_executor", "Evaluate_executor", "Push_executor"]
     assert kr.DEFAULT_SERVING_DIR == kr.SERVING_MOUNT and kr.DEFAULT_DATA_ROOT.startswith(kr.DATA_MOUNT + "/")
 
 
@@ -115,7 +120,7 @@ def test_the_command_line_compiles_with_other_pvc_names(tmp_path):
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert {label: [m["constant"] for m in config["pvcMount"]] for label, config in executors.items()} == {
         "Ingest_executor": ["nightly-spans"], "Evaluate_executor": ["tf-serving-models"],
-        "Push_executor": ["tf-serving-models"]}
+        "Push_executor": ["tf-serving-models"], "Decide_executor": ["nightly-spans", "tf-serving-models"]}
 
 
 def test_every_container_task_has_cpu_and_memory_requests_and_limits():
@@ -139,8 +144,58 @@ def test_a_component_without_resources_is_a_compile_error(tmp_path):
 def test_no_resolver_executors_no_machine_paths_and_the_gate_guards_training():
     assert EXECUTORS and all("container" in e and "resolver" not in e for e in EXECUTORS.values())
     assert REPO not in TEXT and "/tmp/" not in TEXT and "/home/" not in TEXT and "/work/" not in TEXT
-    guarded = [name for name, task in SPEC["root"]["dag"]["tasks"].items() if task.get("triggerPolicy")]
-    assert set(guarded) == {"Transform", "Trainer", "Evaluate", "Push"}
+    gate = "inputs.artifacts['_DataGate.verdict'].artifacts[0].metadata['passed'] == 1.0"
+    gated = [name for name, task in TASKS.items() if gate in task.get("triggerPolicy", {}).get("condition", "")]
+    assert set(gated) == {"Transform", "Trainer", "Evaluate", "Push"}
+
+
+TASKS = SPEC["root"]["dag"]["tasks"]
+DECIDED = "inputs.artifacts['_Decide.decision'].artifacts[0].metadata['retrain'] == 1.0"
+
+
+def test_the_ct_decision_heads_the_pipeline_and_guards_every_other_task():
+    assert "triggerPolicy" not in TASKS["Decide"] and "dependentTasks" not in TASKS["Decide"]
+    for name, task in TASKS.items():
+        if name != "Decide":
+            condition = task["triggerPolicy"]["condition"]
+            assert condition == f"({DECIDED})" or condition.startswith(f"({DECIDED}) && "), (name, condition)
+            assert "Decide" in task["dependentTasks"], name
+
+
+def test_caching_is_per_task_decide_always_runs():
+    assert "cachingOptions" not in TASKS["Decide"]
+    assert all(task["cachingOptions"] == {"enableCache": True} for name, task in TASKS.items() if name != "Decide")
+
+
+def test_what_was_decided_keys_ingest_evaluate_and_push():
+    """Ingest's cache key holds the span and the data fingerprint Decide read; Evaluate's and Push's the version
+    in serving at run time, so new data or a new serving model is a new execution, not a cache hit."""
+    def decided(output):
+        return {"taskOutputParameter": {"producerTask": "Decide", "outputParameterKey": output}}
+
+    ingest = TASKS["Ingest"]["inputs"]["parameters"]
+    assert ingest["span"] == decided("span") and ingest["expected_fingerprint"] == decided("fingerprint")
+    assert ingest["num_spans"] == {"componentInputParameter": kr.RETRAIN_WINDOW}
+    for name in ("Evaluate", "Push"):
+        assert TASKS[name]["inputs"]["parameters"]["serving_version"] == decided("serving_version"), name
+    outputs = SPEC["components"]["Decide"]["outputDefinitions"]["parameters"]
+    assert outputs == {"span": {"parameterType": "NUMBER_INTEGER"}, "fingerprint": {"parameterType": "STRING"},
+                       "serving_version": {"parameterType": "NUMBER_INTEGER"}}
+    decide = TASKS["Decide"]["inputs"]["parameters"]
+    assert decide["window"] == {"componentInputParameter": kr.RETRAIN_WINDOW}
+    assert decide["if_drift"] == {"componentInputParameter": kr.RETRAIN_IF_DRIFT}
+
+
+def test_every_output_parameter_reference_names_a_task_of_the_dag():
+    references = [(name, p["taskOutputParameter"]) for name, task in TASKS.items()
+                  for p in task.get("inputs", {}).get("parameters", {}).values() if "taskOutputParameter" in p]
+    assert references
+    for name, reference in references:
+        assert reference["producerTask"] in TASKS, (name, reference)
+    broken = {"root": {"dag": {"tasks": {"A": {}, "B": {"inputs": {"parameters": {"x": {"taskOutputParameter": {
+        "producerTask": "C_task", "outputParameterKey": "x"}}}}}}}}}
+    with pytest.raises(ValueError, match="task B input 'x' reads an output parameter of 'C_task', which is not a task"):
+        kr.fix_output_parameter_producers(broken)
 
 
 def test_vertex_job_keeps_defaults_and_resources_without_the_kubernetes_document(tmp_path):
@@ -166,7 +221,7 @@ def _readme_rows(heading: str) -> list[list[str]]:
 def test_readme_parameter_table_is_the_specs_defaults():
     defaults = {name: d["defaultValue"] for name, d in SPEC["root"]["inputDefinitions"]["parameters"].items()}
     documented = {row[0].strip("`"): row[-1].strip("`") for row in _readme_rows("Parameters (each")}
-    assert documented == defaults
+    assert documented == {name: str(default) for name, default in defaults.items()}
 
 
 def test_readme_resources_table_is_task_resources():
@@ -180,5 +235,5 @@ def test_readme_resources_table_is_task_resources():
 
 def test_readme_pvc_table_is_the_platform_config():
     documented = {row[0].split("`")[1]: (row[1].strip("`"), row[2]) for row in _readme_rows("## 2. Volumes")}
-    assert documented == {kr.DEFAULT_DATA_PVC: (kr.DATA_MOUNT, "Ingest"),
-                          kr.DEFAULT_SERVING_PVC: (kr.SERVING_MOUNT, "Evaluate, Push")}
+    assert documented == {kr.DEFAULT_DATA_PVC: (kr.DATA_MOUNT, "Decide, Ingest"),
+                          kr.DEFAULT_SERVING_PVC: (kr.SERVING_MOUNT, "Decide, Evaluate, Push")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -30,6 +30,10 @@ class Ingest(base_beam_component.BaseBeamComponent):
       split_key_columns: columns hashed for the deterministic split (default: the whole raw row).
       splits: (name, hash buckets) pairs, e.g. (("train", 2), ("eval", 1)).
       quarantine_limit: the largest share of rows that may be quarantined, within [0, 1].
+      expected_fingerprint: the data fingerprint the spans must have (e.g. a continuous-training decision's
+        output, `decide.outputs["fingerprint"].future()[0].value`); a mismatch fails the execution. It is part
+        of the cache key, so new data is a new execution even where no custom driver runs (Kubeflow).
+      span and num_spans may be run parameters or, for span, an upstream Integer's `.future()[0].value`.
 
     Outputs:
       examples: standard Examples, `Split-<name>/` gzip TFRecords; custom properties `rows_read`,
@@ -42,12 +46,13 @@ class Ingest(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = driver.IngestDriver
 
-    def __init__(self, input_base: Union[str, types.Property], schema: types.BaseChannel, span: int = -1,
-                 num_spans: int = 1, split_key_columns: Sequence[str] = (),
-                 splits: Sequence[tuple[str, int]] = DEFAULT_SPLITS, quarantine_limit: float = 0.01):
+    def __init__(self, input_base: Union[str, types.Property], schema: types.BaseChannel,
+                 span: Union[int, types.Property] = -1, num_spans: Union[int, types.Property] = 1,
+                 split_key_columns: Sequence[str] = (), splits: Sequence[tuple[str, int]] = DEFAULT_SPLITS,
+                 quarantine_limit: float = 0.01, expected_fingerprint: Optional[Union[str, types.Property]] = None):
         if not 0.0 <= quarantine_limit <= 1.0:
             raise ValueError(f"Ingest: quarantine_limit must be within [0, 1], got {quarantine_limit}")
-        if num_spans < 1:
+        if isinstance(num_spans, int) and num_spans < 1:
             raise ValueError(f"Ingest: num_spans must be >= 1, got {num_spans}")
         if not splits or any(b < 1 for _, b in splits):
             raise ValueError(f"Ingest: splits must be (name, buckets >= 1) pairs, got {list(splits)}")
@@ -58,6 +63,7 @@ class Ingest(base_beam_component.BaseBeamComponent):
             split_key_columns=",".join(split_key_columns),
             splits=",".join(f"{n}:{b}" for n, b in splits),
             quarantine_limit=quarantine_limit,
+            expected_fingerprint=expected_fingerprint,
             schema=schema,
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=spec.Quarantine),

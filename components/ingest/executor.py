@@ -23,6 +23,16 @@ def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:
                                 exec_properties[spec.NUM_SPANS_KEY])
 
 
+def check_expected_fingerprint(resolved: inputs.ResolvedInput, exec_properties: dict[str, Any]) -> None:
+    """The data must be what the decision upstream read: a span rewritten in between fails the run."""
+    expected = exec_properties.get(spec.EXPECTED_FINGERPRINT_KEY) or ""
+    if expected and expected != resolved.fingerprint:
+        raise parsing.IngestError(
+            f"ingest: {spec.EXPECTED_FINGERPRINT_KEY}: expected data fingerprint {expected[:12]}…, but spans "
+            f"{list(resolved.spans)} under {exec_properties[spec.INPUT_BASE_KEY]} now have "
+            f"{resolved.fingerprint[:12]}… (the data changed after it was decided on); rerun to decide again")
+
+
 def ingest_options(exec_properties: dict[str, Any], schema_uri: str) -> beam_ingest.IngestOptions:
     schema = parsing.load_schema(io_utils.get_only_uri_in_dir(schema_uri))
     columns = parsing.columns_from_schema(schema)
@@ -61,6 +71,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantined = artifact_utils.get_single_instance(output_dict[spec.QUARANTINE_KEY])
         schema = artifact_utils.get_single_instance(input_dict[spec.SCHEMA_KEY])
         resolved = resolved_input(exec_properties)
+        check_expected_fingerprint(resolved, exec_properties)
         options = ingest_options(exec_properties, schema.uri)
         profile = artifact_utils.get_single_instance(output_dict[spec.PROFILE_KEY])
         counts = run.run_ingest(resolved, options, examples.uri, quarantined.uri, self._get_tmp_dir(),

@@ -19,6 +19,8 @@ NUM_SPANS_KEY = "num_spans"
 SPLIT_KEY_COLUMNS_KEY = "split_key_columns"
 SPLITS_KEY = "splits"
 QUARANTINE_LIMIT_KEY = "quarantine_limit"
+# The fingerprint the data must have ('' or absent: any), e.g. the one a continuous-training decision read.
+EXPECTED_FINGERPRINT_KEY = "expected_fingerprint"
 # Written by the driver: the resolved input, so that changed data is a new execution.
 INPUT_FINGERPRINT_KEY = "input_fingerprint"
 RESOLVED_INPUT_KEY = "resolved_input"
@@ -51,6 +53,7 @@ class IngestSpec(ComponentSpec):
         SPLIT_KEY_COLUMNS_KEY: ExecutionParameter(type=str),
         SPLITS_KEY: ExecutionParameter(type=str),
         QUARANTINE_LIMIT_KEY: ExecutionParameter(type=float),
+        EXPECTED_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
         INPUT_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
         RESOLVED_INPUT_KEY: ExecutionParameter(type=str, optional=True),
     }

@@ -67,7 +67,7 @@ def profile_span(data_root: str, span: int, schema_path: str) -> tuple[profile.D
     if not schema_path:
         raise profile.MonitorError("monitor: profiling a span needs the schema Ingest types rows with")
     columns = parsing.columns_from_schema(parsing.load_schema(schema_path))
-    files = inputs.data_files(data_root, (span,))
+    files = inputs.data_files(data_root, (span,) if inputs.available_spans(data_root) else None)
     if not files:
         raise inputs.InputError(f"monitor: span {span} under {data_root!r} has no data files")
     builder = profile.Builder(profile.schema_kinds(columns))

@@ -74,6 +74,9 @@ class TaxiConfig:
     max_auc_drop: float = 0.0
     monitor_baseline: str | None = None  # retraining: the serving model's training profile ('' = none yet)
     retrain_if_drift: bool = False
+    # The head of the pipeline decides (Decide: new data? drifted?) and the rest runs only when it says retrain;
+    # num_spans is the training window, retrain_if_drift whether new data must also have drifted.
+    continuous_training: bool = False
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
 

@@ -1,9 +1,18 @@
 """Compiles the taxi pipeline for Kubeflow Pipelines (v2) with KubeflowV2DagRunner, ready to deploy.
 
-The run parameters (`data-root`, `serving-dir`, `train-args`) are TFX RuntimeParameters, set per run in
-the KFP UI; the spec gives each its default and a description. What TFX's compiler does not write, this
-module adds to the compiled spec, deterministically:
+The compiled pipeline is the continuous-training job: its head task, Decide, reads the newest span, the
+serving model's push.json and the drift monitor (`flywheel.pipelines.retrain.plan`, the decision
+`flywheel retrain` takes) on every run, uncached; everything else runs only when it says retrain, and is
+keyed on what it decided (Ingest on the span and its data fingerprint, Evaluate and Push on the version in
+serving), so a recurring run with new drifted data trains and pushes, one with nothing new trains nothing,
+and a rerun of the same data reuses what KFP's cache holds.
+
+The run parameters (`data-root`, `serving-dir`, `train-args`, `retrain-window`, `retrain-if-drift`) are TFX
+RuntimeParameters, set per run in the KFP UI; the spec gives each its default and a description. What TFX's
+compiler does not write, this module adds to the compiled spec, deterministically:
 - root parameter defaults and descriptions, and the pipeline's description;
+- caching off for Decide (it must look at the data every run), and task-output-parameter references that
+  name the producing task as KFP resolves them (TFX 1.16 writes `<task>_task`);
 - the Kubernetes platform config (the YAML's second document): the data volume mounted into the tasks
   that read `data-root`, the serving volume into the tasks that read `serving-dir`.
 CPU and memory per task go in through TFX (`with_platform_config`), so they land in each executor's
@@ -33,12 +42,18 @@ DEFAULT_SERVING_PVC = "flywheel-serving"
 DATA_ROOT = "data-root"
 SERVING_DIR = "serving-dir"
 TRAIN_ARGS = "train-args"
+RETRAIN_WINDOW = "retrain-window"
+RETRAIN_IF_DRIFT = "retrain-if-drift"
+DEFAULT_WINDOW = 3
+UNCACHED_TASKS = ("Decide",)
 
 DESCRIPTION = (
-    "flywheel taxi: ingest the newest span of Chicago taxi trips (CSV or Parquet, with a quarantine for bad rows), "
-    "compute statistics, validate them against the schema and stop at the data gate when anomalies are found; "
-    "otherwise transform, train a Keras model, evaluate it with TFMA against the model in serving and push it, "
-    "atomically and versioned, to <serving-dir>/taxi/<version>/ when it is blessed.")
+    "flywheel taxi, the continuous-training job (schedule it as a recurring run): Decide reads the newest span of "
+    "Chicago taxi trips, the serving model's push.json and the drift monitor, and the rest runs only when there is "
+    "new data that drifted (or no model in serving): ingest the last <retrain-window> spans (CSV or Parquet, with a "
+    "quarantine for bad rows), compute statistics, validate them against the schema and stop at the data gate when "
+    "anomalies are found; otherwise transform, train a Keras model, evaluate it with TFMA against the model in "
+    "serving and push it, atomically and versioned, to <serving-dir>/taxi/<version>/ when it is blessed.")
 
 PARAMETER_DESCRIPTIONS = {
     DATA_ROOT: f"CSV/Parquet file, folder, or folder of span-N/ folders; a path under {DATA_MOUNT} (the data "
@@ -46,6 +61,9 @@ PARAMETER_DESCRIPTIONS = {
     SERVING_DIR: f"Where blessed models are published as <serving-dir>/taxi/<version>/; a path under "
                  f"{SERVING_MOUNT} (the serving volume, shared with TF Serving).",
     TRAIN_ARGS: 'The Trainer\'s TrainArgs as JSON, e.g. {"num_steps": 1000}.',
+    RETRAIN_WINDOW: "How many spans, ending at the newest, the model is trained on.",
+    RETRAIN_IF_DRIFT: "1: retrain only when the newest span drifted from the serving model's training data (or "
+                      "nothing is in serving); 0: retrain on any new data.",
 }
 
 
@@ -61,6 +79,7 @@ class Resources:
 
 # Sized for the taxi data (about 15,000 rows a span); Beam steps use every core they are given.
 TASK_RESOURCES: Mapping[str, Resources] = {
+    "Decide": Resources(0.5, 1, 1, 2),
     "ImportSchemaGen": Resources(0.25, 1, 0.5, 1),
     "Ingest": Resources(1, 2, 2, 4),
     "StatisticsGen": Resources(1, 2, 2, 4),
@@ -76,10 +95,14 @@ TASK_RESOURCES: Mapping[str, Resources] = {
 def kubeflow_config(pipeline_root: str = "") -> TaxiConfig:
     from tfx import v1 as tfx
 
-    data_root = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT, ptype=str, default=DEFAULT_DATA_ROOT)
-    serving_dir = tfx.dsl.experimental.RuntimeParameter(name=SERVING_DIR, ptype=str, default=DEFAULT_SERVING_DIR)
+    parameter = tfx.dsl.experimental.RuntimeParameter
+    data_root = parameter(name=DATA_ROOT, ptype=str, default=DEFAULT_DATA_ROOT)
+    serving_dir = parameter(name=SERVING_DIR, ptype=str, default=DEFAULT_SERVING_DIR)
     paths = Paths(data_root=data_root, output_dir=pipeline_root, pipeline_root=pipeline_root, serving_dir=serving_dir)
-    return TaxiConfig(paths=paths, schema_path=os.path.join(IMAGE_ROOT, "schemas", "taxi", "schema.pbtxt"))
+    return TaxiConfig(paths=paths, schema_path=os.path.join(IMAGE_ROOT, "schemas", "taxi", "schema.pbtxt"),
+                      continuous_training=True,
+                      num_spans=parameter(name=RETRAIN_WINDOW, ptype=int, default=DEFAULT_WINDOW),
+                      retrain_if_drift=parameter(name=RETRAIN_IF_DRIFT, ptype=int, default=1))
 
 
 def _component(pipeline, component_id: str):
@@ -153,8 +176,39 @@ def platform_spec(spec: Mapping[str, Any], data_pvc: str, serving_pvc: str) -> d
     return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
 
 
+def set_task_caching(spec: dict, uncached: tuple[str, ...] = UNCACHED_TASKS) -> None:
+    """Caching per task: the named tasks are never taken from KFP's cache (the others keep TFX's setting)."""
+    tasks = spec["root"]["dag"]["tasks"]
+    for name in uncached:
+        if name not in tasks:
+            raise ValueError(f"kubeflow: no task {name!r} to run uncached; tasks: {sorted(tasks)}")
+        tasks[name].pop("cachingOptions", None)
+
+
+def fix_output_parameter_producers(spec: dict) -> None:
+    """Task-output-parameter references name the producing task as it is in the DAG.
+
+    TFX 1.16 writes `producerTask: <id>_task` for an execution property set from an upstream output's value
+    (`channel.future()[0].value`), but KFP looks the producer up by the task's name, `<id>`.
+    """
+    tasks = spec["root"]["dag"]["tasks"]
+    for name, task in tasks.items():
+        for key, parameter in task.get("inputs", {}).get("parameters", {}).items():
+            reference = parameter.get("taskOutputParameter")
+            if reference is None or reference["producerTask"] in tasks:
+                continue
+            producer = reference["producerTask"].removesuffix("_task")
+            if producer not in tasks:
+                raise ValueError(f"kubeflow: task {name} input {key!r} reads an output parameter of "
+                                 f"{reference['producerTask']!r}, which is not a task; tasks: {sorted(tasks)}")
+            reference["producerTask"] = producer
+
+
 def finish_spec(spec: dict, defaults: Mapping[str, Any]) -> None:
-    """Adds the description and each root parameter's default and description, in place."""
+    """Adds the description and each root parameter's default and description, per-task caching and
+    resolvable output-parameter references, in place."""
+    set_task_caching(spec)
+    fix_output_parameter_producers(spec)
     spec["pipelineInfo"]["description"] = DESCRIPTION
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     missing = sorted(set(parameters) - set(defaults))

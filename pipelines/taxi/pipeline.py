@@ -18,6 +18,8 @@ from tfx.types import standard_component_specs as std
 from flywheel.components.data_gate import gate
 from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.data_gate.component import DataGate
+from flywheel.components.decide import spec as decide_spec
+from flywheel.components.decide.component import Decide
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.evaluate.component import Evaluate
 from flywheel.components.ingest import spec as ingest_spec
@@ -29,11 +31,31 @@ from flywheel.pipelines.taxi import features
 from flywheel.pipelines.taxi.config import TaxiConfig
 
 
-def data_stages(cfg: TaxiConfig) -> dict:
+def decision_stages(cfg: TaxiConfig) -> dict:
+    """The continuous-training head (cfg.continuous_training): Decide, which is never taken from a cache."""
+    if not cfg.continuous_training:
+        return {}
+    decide = Decide(data_root=cfg.paths.data_root, serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
+                    window=cfg.num_spans, schema_path=cfg.schema_path,
+                    if_drift=int(cfg.retrain_if_drift) if isinstance(cfg.retrain_if_drift, bool)
+                    else cfg.retrain_if_drift).with_id("Decide")
+    return {"decide": decide}
+
+
+def _decided(decision: dict, key: str):
+    """The decision's output `key` as a value for a downstream execution property (None without a decision)."""
+    return decision["decide"].outputs[key].future()[0].value if decision else None
+
+
+def data_stages(cfg: TaxiConfig, decision: dict | None = None) -> dict:
+    """ImportSchemaGen and Ingest; under a decision, Ingest reads the span it decided on and checks its data."""
+    decision = decision or {}
     schema = ImportSchemaGen(schema_file=cfg.schema_path)
-    ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs[std.SCHEMA_KEY], span=cfg.span,
-                    num_spans=cfg.num_spans, split_key_columns=cfg.split_key_columns,
-                    quarantine_limit=cfg.quarantine_limit)
+    span = _decided(decision, decide_spec.SPAN_KEY)
+    ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs[std.SCHEMA_KEY],
+                    span=cfg.span if span is None else span, num_spans=cfg.num_spans,
+                    split_key_columns=cfg.split_key_columns, quarantine_limit=cfg.quarantine_limit,
+                    expected_fingerprint=_decided(decision, decide_spec.FINGERPRINT_KEY))
     return {"schema": schema, "ingest": ingest}
 
 
@@ -155,9 +177,11 @@ def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
         ])])
 
 
-def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
-    """Evaluate against serving, then Push; both keyed on serving's current version so neither is stale."""
-    version = serving_version(cfg)
+def release_stages(cfg: TaxiConfig, data: dict, training: dict, decision: dict | None = None) -> dict:
+    """Evaluate against serving, then Push; both keyed on serving's current version so neither is stale
+    (under a decision, the version it found in serving at run time)."""
+    decided = _decided(decision or {}, decide_spec.SERVING_VERSION_KEY)
+    version = serving_version(cfg) if decided is None else decided
     examples = data["ingest"].outputs[ingest_spec.EXAMPLES_KEY]
     model = training["trainer"].outputs[std.MODEL_KEY]
     evaluate = Evaluate(examples=examples, model=model, eval_config=eval_config(cfg),
@@ -172,8 +196,10 @@ def release_stages(cfg: TaxiConfig, data: dict, training: dict) -> dict:
 
 
 def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
-    """The drift monitor (retraining runs only): newest span vs the serving model's training profile."""
-    if cfg.monitor_baseline is None:
+    """The drift monitor (retraining runs only): newest span vs the serving model's training profile.
+
+    Not under a continuous-training decision: Decide has already compared the newest span with serving's."""
+    if cfg.monitor_baseline is None or cfg.continuous_training:
         return {}
     return {"monitor": DriftMonitor(profile=profile_channel(data["ingest"], "DriftMonitor"),
                                     baseline_profile=cfg.monitor_baseline,
@@ -181,24 +207,32 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
 
 
 def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipeline:
-    """Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push].
+    """[Decide ->] {Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push]}.
 
-    The bracket runs only when the gate passed and, with retrain_if_drift, when the monitor says retrain
-    (drift found, or no baseline to compare with).
+    With cfg.continuous_training the braces run only when Decide says retrain (new data that drifted, or no
+    model in serving). The bracket runs only when the gate passed and, with a monitor and retrain_if_drift,
+    when the monitor says retrain (drift found, or no baseline to compare with).
     """
-    data = data_stages(cfg)
-    validation = validation_stages(cfg, data)
-    monitoring = monitor_stages(cfg, data)
-    conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0].custom_property(gate_spec.PASSED) == 1]
-    if cfg.retrain_if_drift and monitoring:
-        conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
-                          .custom_property(monitor_spec.RETRAIN) == 1)
-    with contextlib.ExitStack() as guarded:
-        for condition in conditions:
-            guarded.enter_context(Cond(condition))
-        training = training_stages(cfg, data)
-        release = release_stages(cfg, data, training)
-    nodes = [*data.values(), *validation.values(), *monitoring.values(), *training.values(), *release.values()]
+    decision = decision_stages(cfg)
+    with contextlib.ExitStack() as decided:
+        if decision:
+            decided.enter_context(Cond(decision["decide"].outputs[decide_spec.DECISION_KEY].future()[0]
+                                       .custom_property(decide_spec.RETRAIN) == 1))
+        data = data_stages(cfg, decision)
+        validation = validation_stages(cfg, data)
+        monitoring = monitor_stages(cfg, data)
+        conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0]
+                      .custom_property(gate_spec.PASSED) == 1]
+        if cfg.retrain_if_drift and monitoring:
+            conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
+                              .custom_property(monitor_spec.RETRAIN) == 1)
+        with contextlib.ExitStack() as guarded:
+            for condition in conditions:
+                guarded.enter_context(Cond(condition))
+            training = training_stages(cfg, data)
+            release = release_stages(cfg, data, training, decision)
+    nodes = [*decision.values(), *data.values(), *validation.values(), *monitoring.values(), *training.values(),
+             *release.values()]
     return Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,
                     components=nodes, enable_cache=cfg.enable_cache,
                     metadata_connection_config=metadata_connection_config,

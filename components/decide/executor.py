@@ -1,0 +1,61 @@
+"""Decide's execution: `flywheel.pipelines.retrain.plan` (the decision `flywheel retrain` takes), recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from tfx import types
+
+from flywheel.components.common import storage
+from flywheel.components.decide import spec
+from flywheel.pipelines import retrain
+
+
+def decision_record(plan: retrain.RetrainPlan) -> dict[str, Any]:
+    """decision.json: the verdict, why, and what the training branch reads."""
+    drift = plan.drift_decision
+    return {
+        spec.RETRAIN: plan.retrain,
+        spec.VERDICT: plan.verdict,
+        spec.REASON: plan.reason,
+        spec.NEW_DATA: plan.new_data,
+        spec.DRIFT_DETECTED: drift["drift_detected"],
+        "drift_reason": drift["reason"],
+        spec.REPORT: drift.get("report"),
+        "span": plan.span,
+        "window": list(plan.window),
+        "fingerprint": plan.fingerprint,
+        spec.SERVING_VERSION: plan.serving_version,
+        "baseline_profile": plan.baseline_profile,
+    }
+
+
+def record(decision: types.Artifact, result: dict[str, Any]) -> None:
+    """The decision as custom properties; `retrain` (1/0) is what the training branch's condition tests."""
+    decision.set_int_custom_property(spec.RETRAIN, int(result[spec.RETRAIN]))
+    decision.set_string_custom_property(spec.VERDICT, result[spec.VERDICT])
+    decision.set_string_custom_property(spec.REASON, result[spec.REASON])
+    decision.set_int_custom_property(spec.NEW_DATA, int(result[spec.NEW_DATA]))
+    if result[spec.DRIFT_DETECTED] is not None:
+        decision.set_int_custom_property(spec.DRIFT_DETECTED, int(result[spec.DRIFT_DETECTED]))
+    decision.set_string_custom_property(spec.SPANS, ",".join(str(s) for s in result["window"]))
+    decision.set_int_custom_property(spec.SERVING_VERSION, result[spec.SERVING_VERSION] or 0)
+    if result[spec.REPORT]:
+        decision.set_string_custom_property(spec.REPORT, result[spec.REPORT])
+
+
+def run_decide(decision: types.Artifact, span: types.Artifact, fingerprint: types.Artifact,
+               serving_version: types.Artifact, data_root: str, serving_dir: str, model_name: str, window: int,
+               if_drift: bool, schema_path: str) -> dict[str, Any]:
+    plan = retrain.plan(data_root, serving_dir, model_name, window, schema_path, report_dir=decision.uri,
+                        if_drift=if_drift)
+    result = decision_record(plan)
+    storage.makedirs(decision.uri)
+    storage.write_text(os.path.join(decision.uri, spec.DECISION_FILE), json.dumps(result, indent=2))
+    record(decision, result)
+    span.value = plan.span
+    fingerprint.value = plan.fingerprint
+    serving_version.value = plan.serving_version or 0
+    return result
