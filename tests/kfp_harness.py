@@ -18,10 +18,10 @@ component/launcher_v2.go; TFX's kubeflow_v2_run_executor and kubeflow_v2_entrypo
 - caching: a task with `cachingOptions.enableCache` gets cache.go's key (input parameter values, input artifact
   names, output artifact specs without URIs, output parameter types, command + args, image, PVC names); a hit
   reuses the earlier outputs (same artifact names and URIs) without running the process;
-- volumes: each `pvcMount` of the Kubernetes platform config, and the image root, are local folders; a task's
-  input strings have a mount path replaced by its folder only when its executor mounts it, so a task without
-  the mount sees a path that does not exist, as on a cluster. A task that creates a mount path it does not
-  mount (it would write to the pod's own disk, lost when it ends) fails the run.
+- volumes: each `pvcMount` of the Kubernetes platform config, and the image root, are local folders; in a task's
+  command line (the ExecutorInput JSON included) a mount path is replaced by its folder only when its executor
+  mounts it, so a task without the mount sees a path that does not exist, as on a cluster. A task that creates
+  a mount path it does not mount (it would write to the pod's own disk, lost when it ends) fails the run.
 
 What it does not prove: the image (dependencies, non-root user), object storage (the pipeline root is a local
 folder), KFP's API server, MLMD, Argo, parallel tasks, retries, resources, and the pod's environment.
@@ -267,6 +267,7 @@ class TaskResult:
     reason: str = ""
     artifacts: dict[str, dict] = dataclasses.field(default_factory=dict)  # key -> RuntimeArtifact as a dict
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)  # output parameter values
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)  # input parameter values, as on the cluster
     fingerprint: str = ""
     task_dir: str = ""
 
@@ -465,14 +466,14 @@ class Cluster:
             if fingerprint in self.cache:
                 hit = self.cache[fingerprint]
                 return TaskResult(name, CACHED, time.monotonic() - started, f"cache hit of {hit.task_dir}",
-                                  hit.artifacts, hit.parameters, fingerprint, hit.task_dir)
+                                  hit.artifacts, hit.parameters, hit.inputs, fingerprint, hit.task_dir)
         mapping = {mount: self.volumes[mount] for mount, _ in pvcs}
         mapping[self.image_root[0]] = self.image_root[1]
-        local_input = json_format.ParseDict(_map_paths(json_format.MessageToDict(executor_input), mapping),
-                                            pb.ExecutorInput())
-        self._execute(name, local_input, component, container, task_dir, {m for m, _ in pvcs})
-        artifacts, parameters = self._collect(name, local_input, component, f"{run_id}/{name}")
-        result = TaskResult(name, RAN, time.monotonic() - started, "", artifacts, parameters, fingerprint, task_dir)
+        self._execute(name, executor_input, component, container, task_dir, mapping)
+        artifacts, parameters = self._collect(name, executor_input, component, f"{run_id}/{name}")
+        inputs = {k: _value(v) for k, v in executor_input.inputs.parameter_values.items()}
+        result = TaskResult(name, RAN, time.monotonic() - started, "", artifacts, parameters, inputs, fingerprint,
+                            task_dir)
         if fingerprint:
             self.cache[fingerprint] = result
         return result
@@ -530,14 +531,15 @@ class Cluster:
 
     def _execute(self, name: str, executor_input: pb.ExecutorInput, component: pb.ComponentSpec,
                  container: pb.PipelineDeploymentConfig.PipelineContainerSpec, task_dir: str,
-                 mounted: set[str]) -> None:
+                 mapping: Mapping[str, str]) -> None:
+        """Runs the container's command as a process, its mounted paths (and the image root) made local."""
         for parameter in executor_input.outputs.parameters.values():  # launcher prepareOutputFolders
             os.makedirs(os.path.dirname(parameter.output_file), exist_ok=True)
         for artifacts in executor_input.outputs.artifacts.values():
             for artifact in artifacts.artifacts:
                 os.makedirs(os.path.dirname(artifact.uri), exist_ok=True)
         args = [self.replace_args.get(arg, arg) for arg in container.args]
-        argv = substitute(name, [*container.command, *args], executor_input, component)
+        argv = _map_paths(substitute(name, [*container.command, *args], executor_input, component), mapping)
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         self.executions += 1
@@ -546,7 +548,7 @@ class Cluster:
             proc = subprocess.run(argv, stdout=out, stderr=err, cwd=task_dir, timeout=self.timeout,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         for mount in self.volumes:
-            if mount not in mounted and os.path.exists(mount):
+            if mount not in mapping and os.path.exists(mount):
                 raise TaskFailed(f"task {name} created {mount}, a volume its executor does not mount: on a cluster "
                                  "it wrote to the pod's own disk")
         if proc.returncode != 0:
@@ -646,8 +648,8 @@ def cache_key(executor_input: pb.ExecutorInput, component: pb.ComponentSpec,
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def night_table(nights: Mapping[str, RunResult]) -> str:
-    """A markdown table: one row per task, one column per night, each cell ran/cached/skipped and seconds."""
+def night_table(nights: Mapping[str, RunResult], seconds: bool = True) -> str:
+    """A markdown table: a row per task, a column per night, each cell ran/cached/skipped (and seconds)."""
     tasks: list[str] = []
     for result in nights.values():
         tasks += [name for name in result.tasks if name not in tasks]
@@ -656,8 +658,9 @@ def night_table(nights: Mapping[str, RunResult]) -> str:
         cells = []
         for result in nights.values():
             task = result.tasks.get(name)
-            cells.append("—" if task is None else task.state if task.state == SKIPPED
-                         else f"{task.state} {task.seconds:.0f} s")
+            cells.append("" if task is None else f"{task.state} {task.seconds:.0f} s"
+                         if seconds and task.state == RAN else task.state)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| **run** | " + " | ".join(f"{r.seconds:.0f} s" for r in nights.values()) + " |")
+    if seconds:
+        lines.append("| run | " + " | ".join(f"{r.seconds:.0f} s" for r in nights.values()) + " |")
     return "\n".join(lines)

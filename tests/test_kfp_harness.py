@@ -25,17 +25,26 @@ ROWS = 300
 VERDICT = "inputs.artifacts['_DataGate.verdict'].artifacts[0].metadata['passed']"
 
 
-# --- the taxi spec, night 1 -------------------------------------------------------------------------------------
+# --- the taxi spec: recurring nights ----------------------------------------------------------------------------
+
+# Beam's DirectRunner in the spec starts a worker process per core, each importing TensorFlow: on two shared cores
+# that costs more than these few hundred rows. The processes run in_memory; the cache keys keep the spec's flags.
+IN_MEMORY = {"--direct_running_mode=multi_processing": "--direct_running_mode=in_memory",
+             "--direct_num_workers=0": "--direct_num_workers=1"}
+
 
 @dataclasses.dataclass
 class Site:
     """A KFP installation for the taxi spec: the spec, the cluster (volumes, pipeline root, cache), the runs."""
 
-    spec_path: str
+    root: str
     data: str
     serving: str
     cluster: h.Cluster
     nights: dict[str, h.RunResult]
+
+    def versions(self) -> list[str]:
+        return sorted(v for v in os.listdir(os.path.join(self.serving, "taxi")) if v.isdigit())
 
 
 def compile_for_test(folder: str) -> str:
@@ -44,61 +53,111 @@ def compile_for_test(folder: str) -> str:
     return kr.compile_pipeline(os.path.join(folder, "taxi_pipeline.yaml"), cfg=cfg)
 
 
-def make_site(root: str) -> Site:
+def make_site(root: str, log=None) -> Site:
+    """Span-1 on the data volume (span-2, drifted, kept aside for night 2), an empty serving volume."""
     import flywheel
 
     spec_path = compile_for_test(root)
     data, serving = os.path.join(root, "data-volume"), os.path.join(root, "serving-volume")
-    flywheel.simulate("taxi", os.path.join(data, "taxi"), spans=1, rows=ROWS, seed=1)
+    flywheel.simulate("taxi", os.path.join(root, "simulated"), spans=2, drift_from=2, rows=ROWS, seed=1)
+    os.makedirs(os.path.join(data, "taxi"))
+    os.rename(os.path.join(root, "simulated", "span-1"), os.path.join(data, "taxi", "span-1"))
     os.makedirs(serving)
     cluster = h.Cluster(spec_path, os.path.join(root, "pipeline-root"),
                         volumes={kr.DATA_MOUNT: data, kr.SERVING_MOUNT: serving}, image_root=(kr.IMAGE_ROOT, REPO),
-                        log=lambda line: print(line, file=sys.stderr))
-    return Site(spec_path, data, serving, cluster, {})
+                        log=log, replace_args=IN_MEMORY)
+    return Site(root, data, serving, cluster, {})
+
+
+def night(site: Site, number: int) -> h.RunResult:
+    """Night N with the spec's defaults for data-root and serving-dir (the volumes) and a few train steps."""
+    if number == 2:
+        os.rename(os.path.join(site.root, "simulated", "span-2"), os.path.join(site.data, "taxi", "span-2"))
+    result = site.cluster.run({kr.TRAIN_ARGS: TRAIN_ARGS}, run_id=f"night-{number}")
+    site.nights[f"night {number}"] = result
+    return result
+
+
+def recurring_nights(root: str, log=None) -> str:
+    """Nights 1 (span-1), 2 (a new, drifted span-2) and 3 (nothing new) of the compiled spec; their table."""
+    site = make_site(root, log)
+    for number in (1, 2, 3):
+        night(site, number)
+    return h.night_table(site.nights)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Site:
-    """Night 1: span-1 on the data volume, an empty serving volume, the spec's default data-root/serving-dir."""
-    site = make_site(str(tmp_path_factory.mktemp("kfp")))
-    site.nights["night 1"] = site.cluster.run({kr.TRAIN_ARGS: TRAIN_ARGS}, run_id="night-1")
+    site = make_site(str(tmp_path_factory.mktemp("kfp")), log=lambda line: print(line, file=sys.stderr))
+    night(site, 1)
     return site
 
 
+@pytest.fixture(scope="module")
+def nights(site) -> Site:
+    night(site, 2)
+    night(site, 3)
+    print("\n" + h.night_table(site.nights), file=sys.stderr)
+    return site
+
+
+def _decision(result: h.RunResult) -> dict:
+    return result.tasks["Decide"].artifacts["decision"]["metadata"]
+
+
 def test_night_1_runs_every_task_and_pushes_to_the_serving_volume(site):
-    night = site.nights["night 1"]
-    assert set(night.names(h.RAN)) == set(site.cluster.spec.pipeline.root.dag.tasks)
-    assert night.names(h.CACHED) == [] and night.names(h.SKIPPED) == []
-    versions = os.listdir(os.path.join(site.serving, "taxi"))
-    assert len(versions) == 1 and versions[0].isdigit(), versions
-    model = os.path.join(site.serving, "taxi", versions[0])
+    first = site.nights["night 1"]
+    assert set(first.names(h.RAN)) == set(site.cluster.spec.pipeline.root.dag.tasks)
+    assert _decision(first)["verdict"] == "retrain" and first.tasks["Decide"].parameters["serving_version"] == 0
+    (version,) = site.versions()
+    model = os.path.join(site.serving, "taxi", version)
     assert os.path.isfile(os.path.join(model, "saved_model.pb"))
     with open(os.path.join(model, "push.json"), encoding="utf-8") as f:
-        push = json.load(f)
-    assert str(push["version"]) == versions[0]
-    pushed = night.tasks["Push"].artifacts["pushed_model"]
-    assert pushed["uri"].startswith(os.path.join(site.cluster.pipeline_root, "taxi", "night-1", "Push"))
+        assert str(json.load(f)["version"]) == version
+    pushed = first.tasks["Push"].artifacts["pushed_model"]
+    assert pushed["uri"] == os.path.join(site.cluster.pipeline_root, "taxi", "night-1", "Push", "pushed_model")
 
 
-def test_night_1_read_the_data_volume_and_the_image_root(site):
-    night = site.nights["night 1"]
-    ingest = night.tasks["Ingest"].artifacts["examples"]
-    assert ingest["uri"] == os.path.join(site.cluster.pipeline_root, "taxi", "night-1", "Ingest", "examples")
-    assert ingest["name"] == "night-1/Ingest/examples"
-    with open(os.path.join(night.tasks["ImportSchemaGen"].artifacts["schema"]["uri"], "schema.pbtxt")) as f:
+def test_night_1_read_the_data_volume_the_image_root_and_the_decided_span(site):
+    first = site.nights["night 1"]
+    examples = first.tasks["Ingest"].artifacts["examples"]
+    assert examples["name"] == "night-1/Ingest/examples" and examples["metadata"]["span"] == 1.0
+    assert first.tasks["Decide"].parameters["span"] == 1
+    with open(os.path.join(first.tasks["ImportSchemaGen"].artifacts["schema"]["uri"], "schema.pbtxt")) as f:
         with open(os.path.join(REPO, "schemas", "taxi", "schema.pbtxt")) as g:
             assert f.read() == g.read()
-    assert night.tasks["DataGate"].artifacts["verdict"]["metadata"]["passed"] == 1.0
+    assert first.tasks["DataGate"].artifacts["verdict"]["metadata"]["passed"] == 1.0
 
 
-def test_a_rerun_with_nothing_changed_reuses_every_cached_task(site):
-    tasks = site.cluster.spec.pipeline.root.dag.tasks
-    cacheable = {name for name, task in tasks.items() if task.caching_options.enable_cache}
-    started = site.cluster.executions
-    rerun = site.cluster.run({kr.TRAIN_ARGS: TRAIN_ARGS}, run_id="night-1-rerun")
-    assert set(rerun.names(h.CACHED)) == cacheable
-    assert site.cluster.executions - started == len(tasks) - len(cacheable)
-    assert rerun.tasks["Push"].artifacts == site.nights["night 1"].tasks["Push"].artifacts
+def test_night_2_a_new_drifted_span_retrains_and_pushes_a_second_version(nights):
+    second = nights.nights["night 2"]
+    assert _decision(second)["verdict"] == "retrain" and _decision(second)["drift_detected"] == 1.0
+    assert second.tasks["Decide"].parameters["span"] == 2
+    assert second.names(h.CACHED) == ["ImportSchemaGen"]  # its inputs did not change; Ingest's span did
+    assert set(second.names(h.RAN)) == set(nights.cluster.spec.pipeline.root.dag.tasks) - {"ImportSchemaGen"}
+    first_version, second_version = nights.versions()
+    assert second.tasks["Decide"].parameters["serving_version"] == int(first_version)
+    assert second.tasks["Evaluate"].inputs["serving_version"] == second.tasks["Push"].inputs["serving_version"] == (
+        int(first_version))
+    assert int(second_version) > int(first_version)
+    with open(os.path.join(nights.serving, "taxi", second_version, "push.json"), encoding="utf-8") as f:
+        assert str(json.load(f)["version"]) == second_version
+
+
+def test_night_3_with_nothing_new_runs_the_decision_and_trains_nothing(nights):
+    third = nights.nights["night 3"]
+    assert third.names(h.RAN) == ["Decide"] and third.names(h.CACHED) == []
+    assert _decision(third)["verdict"] == "nothing_new" and _decision(third)["retrain"] == 0.0
+    assert all(task.reason.startswith("condition false") for name, task in third.tasks.items() if name != "Decide")
+    assert len(nights.versions()) == 2
+
+
+def test_the_night_table_shows_each_tasks_state(nights):
+    table = h.night_table(nights.nights, seconds=False).splitlines()
+    assert table[0] == "| task | night 1 | night 2 | night 3 |"
+    assert "| Decide | ran | ran | ran |" in table
+    assert "| ImportSchemaGen | ran | cached | skipped |" in table
+    assert "| Trainer | ran | ran | skipped |" in table
 
 
 # --- CEL ------------------------------------------------------------------------------------------------------
@@ -122,8 +181,9 @@ def test_cel_evaluates_tfx_expressions(expression, passed, expected):
     assert h.evaluate_condition(expression, _inputs(passed)) is expected
 
 
-def test_cel_evaluates_the_conditions_of_the_compiled_spec(site):
-    conditions = {task.trigger_policy.condition for task in site.cluster.spec.pipeline.root.dag.tasks.values()
+def test_cel_evaluates_the_conditions_of_the_compiled_spec(tmp_path):
+    spec = h.load_spec(compile_for_test(str(tmp_path)))
+    conditions = {task.trigger_policy.condition for task in spec.pipeline.root.dag.tasks.values()
                   if task.trigger_policy.condition}
     assert conditions
     for condition in conditions:
@@ -326,3 +386,10 @@ def test_an_unknown_placeholder_fails(tmp_path):
     assert argv == ["2", str(tmp_path / "t" / "out"), f"--y={tmp_path / 't' / 'kfp_outputs' / 'y'}"]
     with pytest.raises(h.HarnessError, match=r"task Ingest: unknown placeholder \{\{\$.pipeline_job_name\}\}"):
         h.substitute("Ingest", ["{{$.pipeline_job_name}}"], executor_input, component)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        print(recurring_nights(folder, log=lambda line: print(line, file=sys.stderr)))
