@@ -147,7 +147,9 @@ def test_night_3_with_nothing_new_runs_the_decision_and_trains_nothing(nights):
     third = nights.nights["night 3"]
     assert third.names(h.RAN) == ["Decide"] and third.names(h.CACHED) == []
     assert _decision(third)["verdict"] == "nothing_new" and _decision(third)["retrain"] == 0.0
-    assert all(task.reason.startswith("condition false") for name, task in third.tasks.items() if name != "Decide")
+    assert set(third.names(h.SKIPPED)) == set(nights.cluster.spec.pipeline.root.dag.tasks) - {"Decide"}
+    assert third.tasks["ImportSchemaGen"].reason.startswith("condition false: (inputs.artifacts['_Decide.decision']")
+    assert third.tasks["Ingest"].reason == "upstream ImportSchemaGen skipped"
     assert len(nights.versions()) == 2
 
 
