@@ -9,10 +9,9 @@ PACKAGE_DIRS = {"flywheel": "flywheel", "flywheel.components": "components", "fl
 
 
 def _packages() -> list[str]:
-    found = ["flywheel"]
+    found = []
     for name, folder in PACKAGE_DIRS.items():
-        if name != "flywheel":
-            found += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
+        found += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
     return found
 
 
@@ -30,7 +29,8 @@ setup(
         "flywheel.components": ["*/testdata/**/*", "*/README.md"],
     },
     include_package_data=True,
-    install_requires=["tfx[kfp]==1.16.0", "dill"],
+    install_requires=["tfx[kfp]==1.16.0", "dill", "httpx", "prometheus_client==0.26.0", "starlette==1.7.0",
+                      "uvicorn==0.54.0"],
     extras_require={
         "dev": ["pytest", "jupytext", "ruff"],
         "test": ["pytest", "jupytext"],

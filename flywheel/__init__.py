@@ -23,8 +23,10 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
     CompileError,
     CompileResult,
     IngestResult,
+    JoinResult,
     LineageResult,
     MonitorResult,
+    ReplayResult,
     RetrainResult,
     RunResult,
     SimulateResult,
@@ -32,8 +34,10 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
     compile_pipeline,
     ingest,
     lineage,
+    logs_join,
     monitor,
     pipeline_config,
+    replay,
     retrain,
     run_pipeline,
     simulate,
@@ -41,26 +45,7 @@ from flywheel.api import (  # noqa: E402  (after the environment is set)
 from flywheel.pipelines.lock import LockedError  # noqa: E402
 from flywheel.pipelines.registry import UnknownPipelineError  # noqa: E402
 
-# flywheel's artifact types by their TYPE_NAME, `flywheel.<Name>`: TFX's Kubeflow container entrypoint
-# imports a custom artifact class from its type name (the compiled spec's schema title), so each must be an
-# attribute of this package. Resolved on first use: importing them imports TFX.
-ARTIFACT_TYPES = {
-    "DataProfile": "flywheel.components.monitor.spec",
-    "DriftReport": "flywheel.components.monitor.spec",
-    "GateVerdict": "flywheel.components.data_gate.spec",
-    "Quarantine": "flywheel.components.ingest.spec",
-    "RetrainDecision": "flywheel.components.decide.spec",
-}
-
-
-def __getattr__(name: str):
-    if name in ARTIFACT_TYPES:
-        import importlib
-
-        return getattr(importlib.import_module(ARTIFACT_TYPES[name]), name)
-    raise AttributeError(f"module 'flywheel' has no attribute {name!r}")
-
-
-__all__ = ["CompileError", "CompileResult", "IngestResult", "LineageResult", "LockedError", "MonitorResult",
-           "RetrainResult", "RunResult", "SimulateResult", "UnknownPipelineError", "UsageError", "compile_pipeline",
-           "ingest", "lineage", "monitor", "pipeline_config", "retrain", "run_pipeline", "simulate"]
+__all__ = ["CompileError", "CompileResult", "IngestResult", "JoinResult", "LineageResult", "LockedError",
+           "MonitorResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult", "UnknownPipelineError",
+           "UsageError", "compile_pipeline", "ingest", "lineage", "logs_join", "monitor", "pipeline_config", "replay",
+           "retrain", "run_pipeline", "simulate"]

@@ -424,14 +424,16 @@ class MonitorResult:
 
 def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report_dir: Optional[str] = None,
             save_profile: Optional[str] = None, reference_metrics: Optional[str] = None,
-            label_column: str = "label") -> MonitorResult:
-    """Drift between two datasets (CSV/Parquet file or folder, or a saved profile .json)."""
+            label_column: str = "label", reference_predictions: Optional[str] = None) -> MonitorResult:
+    """Drift between two datasets (CSV/Parquet file or folder, or a saved profile .json); reference_predictions:
+    data with a `prediction` column (a request-log span) that stands for the baseline's predictions."""
     from flywheel.components.monitor import monitor as drift_monitor
 
     try:
         found = drift_monitor.run_monitor(baseline, current, schema_path=schema, report_dir=report_dir,
                                           save_profile=save_profile, reference_metrics=reference_metrics,
-                                          label_column=label_column)
+                                          label_column=label_column,
+                                          reference_predictions=reference_predictions)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     details = {k: v for k, v in found.items() if k not in ("drift_detected", "features", "rows")}
@@ -572,3 +574,203 @@ def simulate(pipeline: str, out: str, *, spans: int = 4, drift_from: Optional[in
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     return SimulateResult(pipeline, out, files, rows, drift_from)
+
+
+# ---- request logs: replay, join ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayResult:
+    """A replay's counts: rows read, skipped (as Ingest would quarantine them, or lacking a model input) and
+    sent; requests sent, ok (2xx), failed and by status (HTTP code, or the client's error name); the achieved
+    rate (requests/s) and latency percentiles (ms)."""
+
+    url: str
+    features: list[str]
+    rows_read: int
+    rows_skipped: int
+    rows_sent: int
+    requests_sent: int
+    ok: int
+    failed: int
+    by_status: dict[str, int]
+    achieved_rate: float
+    elapsed_s: float
+    latency_ms: dict[str, float]
+    first_skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        latency = ", ".join(f"{k} {v:.1f}" for k, v in self.latency_ms.items())
+        return [f"flywheel replay: {self.requests_sent:,} requests ({self.rows_sent:,} rows) to {self.url} in "
+                f"{self.elapsed_s:.1f} s, {self.achieved_rate:,.1f} requests/s: {self.ok:,} ok, {self.failed:,} "
+                f"failed {self.by_status}; latency ms {latency}; {self.rows_skipped:,} of {self.rows_read:,} rows "
+                "skipped" + (f" (first: {self.first_skipped[0]})" if self.first_skipped else "")]
+
+
+def replay(pipeline: str, data: str, url: str, *, rate: Optional[float] = None, id_column: Optional[str] = None,
+           batch: int = 1, concurrency: int = 8, features: Optional[tuple[str, ...]] = None) -> ReplayResult:
+    """Sends the latest span of `data` (rows typed by the pipeline's schema, label left out) to a TF Serving REST
+    endpoint (`url`, e.g. http://127.0.0.1:8501/v1/models/taxi) as `:predict` requests."""
+    from flywheel.serving import replay as replay_mod
+
+    entry = registry.get(pipeline)
+    try:
+        found = replay_mod.replay(data, url, entry.schema_path(), features=features, rate=rate, id_column=id_column,
+                                  batch=batch, concurrency=concurrency)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    return ReplayResult(**{f.name: found[f.name] for f in dataclasses.fields(ReplayResult)})
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinResult:
+    """A join's counts (see flywheel.serving.join): rows joined, unmatched logs and labels, duplicates, rows
+    without key or label value, per span; the first unmatched keys."""
+
+    output: str
+    key: str
+    log_rows: int
+    label_rows: int
+    joined_rows: int
+    unmatched_logs: int
+    unmatched_labels: int
+    duplicate_logs: int
+    duplicate_labels: int
+    conflicting_labels: int
+    logs_without_key: int
+    labels_without_key: int
+    labels_without_value: int
+    spans: dict[int, dict[str, Any]]
+    first_unmatched_logs: list[str] = dataclasses.field(default_factory=list)
+    first_unmatched_labels: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        return [f"flywheel logs join: {self.joined_rows:,} of {self.log_rows:,} logged rows joined by {self.key!r} "
+                f"into {self.output} (spans {sorted(s for s, v in self.spans.items() if v['joined'])}); "
+                f"{self.unmatched_logs:,} logged rows without a label, {self.unmatched_labels:,} labels without a "
+                f"logged row, duplicates: {self.duplicate_logs:,} logged, {self.duplicate_labels:,} labels "
+                f"({self.conflicting_labels:,} conflicting)"]
+
+
+def _binary_label(pipeline: str):
+    """The pipeline's binary label rule for the join (taxi: tips > 20% of the fare), or None."""
+    from flywheel.serving import join as join_mod
+
+    if pipeline != "taxi":
+        return None
+    from flywheel.pipelines.taxi import features
+
+    return join_mod.BinaryLabel("label", features.LABEL_KEY, features.FARE_KEY, features.BIG_TIP_SHARE)
+
+
+def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = "taxi",
+              label_column: Optional[str] = None) -> JoinResult:
+    """Joins labels that arrived later to a request log by `key` into `<output>/span-N/` (the log's spans) that
+    Ingest, `flywheel retrain --data` and `flywheel monitor` read; nothing is written when the joined rows would
+    lack a column the pipeline's schema requires."""
+    from flywheel.components.ingest import parsing
+    from flywheel.components.monitor import drift
+    from flywheel.serving import join as join_mod
+
+    entry = registry.get(pipeline)
+    schema = entry.schema_path()
+    labels_in_schema = drift.Policy.from_schema(schema).labels
+    label = label_column or (labels_in_schema[0] if labels_in_schema else "label")
+    required = [c.name for c in parsing.columns_from_schema(parsing.load_schema(schema)) if c.required]
+    try:
+        found = join_mod.join(logs, labels, key, output, label_column=label, required=required,
+                              binary_label=_binary_label(pipeline))
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    return JoinResult(output=output, key=key, **{f.name: found[f.name] for f in dataclasses.fields(JoinResult)
+                                                  if f.name not in ("output", "key")})
+
+
+# ---- serve ---------------------------------------------------------------------------------------------------
+
+
+def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
+                request_log: Any = None, poll_seconds: float = 1.0):
+    """The TF Serving-compatible ASGI app over `<serving_dir>/<model>/<version>/` (not started: its lifespan
+    loads the latest version and polls for new ones). UsageError for a missing folder or a bad setting."""
+    from flywheel.components.common import serving as serving_layout
+
+    if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
+        raise UsageError(f"serve: --serving-dir {serving_dir} is not a folder")
+    if max_batch_size < 1:
+        raise UsageError(f"serve: --max-batch-size must be at least 1, got {max_batch_size}")
+    if batch_timeout_ms < 0:
+        raise UsageError(f"serve: --batch-timeout-ms must be >= 0, got {batch_timeout_ms}")
+    from flywheel.serving import models, server
+
+    registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds)
+    return server.create_app(registry_, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                             request_log=request_log)
+
+
+def signature_inputs(version_path: str, signature: str = "serving_default") -> dict[str, str]:
+    """{input name: dtype name} of a SavedModel's signature, read from saved_model.pb without loading it."""
+    import tensorflow as tf
+    from tensorflow.python.tools import saved_model_utils
+
+    meta = saved_model_utils.get_meta_graph_def(version_path, "serve")
+    if signature not in meta.signature_def:
+        raise UsageError(f"serve: {version_path} has no signature {signature!r}; it has {sorted(meta.signature_def)}")
+    return {name: tf.dtypes.as_dtype(spec.dtype).name for name, spec in meta.signature_def[signature].inputs.items()}
+
+
+def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
+    """The request logger for `serve --log-dir`: one column per raw input of the latest version's default
+    signature, typed from it (without a version yet, the first logged row's values type the columns)."""
+    from flywheel.components.common import serving as serving_layout
+    from flywheel.serving import request_log
+
+    served = serving_layout.latest(serving_dir, model)
+    features = signature_inputs(served.path) if served is not None else None
+    try:
+        return request_log.RequestLog(log_dir, sample=log_sample, features=features)
+    except ValueError as e:
+        raise UsageError(f"serve: --log-dir {log_dir}: {e}") from e
+
+
+def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
+          max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
+          log_sample: float = 1.0, *, request_log: Any = None) -> None:
+    """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
+
+    log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
+    (`flywheel.serving.request_log.RequestLog`, columns typed from the served model's raw-feature signature);
+    it is closed, everything written, when the server stops. request_log: any object with
+    `.log(request_id, model, version, signature, rows, predictions, latency_ms)` instead.
+    """
+    if not 0.0 < log_sample <= 1.0:
+        raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
+    if log_dir is not None and request_log is None:
+        request_log = _request_log(serving_dir, model, log_dir, log_sample)
+    import signal
+
+    import uvicorn
+
+    app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                      request_log=request_log)
+
+    def stopped(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (requests in flight finish, the app's shutdown runs),
+    # then re-raises the signal to the handler it found: this one, so the process ends with status 0.
+    previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

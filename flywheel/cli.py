@@ -1,4 +1,4 @@
-"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile.
+"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile | serve.
 
 Each subcommand parses its arguments, calls one function of `flywheel.api`, prints the result (with
 --json: only JSON on stdout, progress on stderr) and maps it to an exit status. Nothing here imports
@@ -41,10 +41,22 @@ MONITOR_EXITS = """exit status (like diff):
 SIMPLE_EXITS = """exit status:
   0  done
   2  bad arguments, unknown pipeline, or an error the message names"""
+SERVE_EXITS = """exit status:
+  0  stopped by SIGINT or SIGTERM
+  2  bad arguments or a serving folder that does not exist"""
 COMPILE_EXITS = """exit status:
   0  compiled
   1  the compiler failed (the message says why)
   2  bad arguments, unknown pipeline, or an output path that cannot be written (.yaml, .yml or .json)"""
+
+
+REPLAY_EXITS = """exit status:
+  0  every request answered 2xx
+  1  some requests failed (counted by status)
+  2  bad arguments, unreadable data, or a server that does not describe its model"""
+JOIN_EXITS = """exit status:
+  0  joined (unmatched rows and duplicates are counted in the result)
+  2  bad arguments, missing key or label column, or joined rows that would lack a column Ingest requires"""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -112,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     mon.add_argument("--save-profile", help="also write the current data's profile here (.json)")
     mon.add_argument("--reference-metrics", help="JSON with the reference AUC: {\"auc\": x} or a push.json")
     mon.add_argument("--label-column", default="label", help="binary label column for performance decay")
+    mon.add_argument("--reference-predictions", help="data with a 'prediction' column (a request-log span) standing "
+                                                     "for the baseline's predictions, for prediction drift")
     mon.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     sim = command("simulate", "write labelled production spans, with drift, from the pipeline's data", SIMPLE_EXITS)
@@ -152,6 +166,41 @@ def _parser() -> argparse.ArgumentParser:
                                             "Serving (default: flywheel-serving)")
     comp.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     comp.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
+
+    rep = command("replay", "send a span's rows (without the label) to a TF Serving REST endpoint", REPLAY_EXITS)
+    _pipeline_arg(rep)
+    rep.add_argument("--data", required=True, help="span folder, file, or folder of span-N folders (latest span)")
+    rep.add_argument("--url", required=True, help="model URL, e.g. http://127.0.0.1:8501/v1/models/taxi")
+    rep.add_argument("--rate", type=float, help="target requests per second (default: as fast as answered)")
+    rep.add_argument("--id-column", help="column sent as X-Request-Id, one row per request (for joining labels)")
+    rep.add_argument("--batch", type=int, default=1, help="rows per request")
+    rep.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    rep.add_argument("--features", help="comma-separated model inputs (default: from <url>/metadata)")
+    rep.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    logs = sub.add_parser("logs", help="request logs", description="request logs", formatter_class=_Formatter)
+    logs_sub = logs.add_subparsers(dest="logs_command", required=True, metavar="SUBCOMMAND")
+    join = logs_sub.add_parser("join", help="join labels that arrived later to logged predictions",
+                               description="join labels that arrived later to logged predictions", epilog=JOIN_EXITS,
+                               formatter_class=_Formatter)
+    join.add_argument("--logs", required=True, help="request log folder (span-N folders)")
+    join.add_argument("--labels", required=True, help="CSV/Parquet file or folder with the key and label columns")
+    join.add_argument("--key", required=True, help="column matching labels to logged rows (request_id or a feature)")
+    join.add_argument("--output", required=True, help="folder for the joined span-N folders")
+    join.add_argument("--pipeline", default=registry.DEFAULT, help="pipeline whose schema and label the join uses")
+    join.add_argument("--label-column", help="label column of the labels (default: the schema's label)")
+    join.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    srv = command("serve", "serve a model's versions over TF Serving's REST API", SERVE_EXITS)
+    srv.add_argument("--serving-dir", required=True, help="serving folder holding <model>/<version>/")
+    srv.add_argument("--model", default="taxi", help="model name: the folder under --serving-dir and the URL's name")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument("--port", type=int, default=8501, help="port (TF Serving's REST port by default)")
+    srv.add_argument("--log-dir", help="write sampled requests and predictions here as Parquet spans")
+    srv.add_argument("--log-sample", type=float, default=1.0, help="share of requests logged, in (0, 1]")
+    srv.add_argument("--max-batch-size", type=int, default=512, help="most rows in one TensorFlow call")
+    srv.add_argument("--batch-timeout-ms", type=float, default=0.0,
+                     help="how long a batch waits for more requests before it runs")
     return parser
 
 
@@ -218,7 +267,7 @@ def cmd_ingest(args) -> int:
 def cmd_monitor(args) -> int:
     result = api.monitor(args.baseline, args.current, schema=args.schema, report_dir=args.report,
                          save_profile=args.save_profile, reference_metrics=args.reference_metrics,
-                         label_column=args.label_column)
+                         label_column=args.label_column, reference_predictions=args.reference_predictions)
     _show(args, result)
     skipped = (result.details.get("performance") or {}).get("skipped")
     if skipped:
@@ -249,9 +298,30 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+def cmd_replay(args) -> int:
+    features = tuple(f for f in (args.features or "").split(",") if f) or None
+    result = api.replay(args.pipeline, args.data, args.url, rate=args.rate, id_column=args.id_column,
+                        batch=args.batch, concurrency=args.concurrency, features=features)
+    _show(args, result)
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    result = api.logs_join(args.logs, args.labels, args.key, args.output, pipeline=args.pipeline,
+                           label_column=args.label_column)
+    _show(args, result)
+
+def cmd_serve(args) -> int:
+    print(f"flywheel: serving {args.model} from {args.serving_dir} on http://{args.host}:{args.port}", file=sys.stderr)
+    api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
+              batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample)
+    return EXIT_OK
+
+
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
-    "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile}
+    "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile, "replay": cmd_replay,
+    "logs": cmd_logs, "serve": cmd_serve}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

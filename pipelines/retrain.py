@@ -72,7 +72,7 @@ class RetrainPlan:
         if self.verdict == NOTHING_NEW:
             return drift["reason"]
         if self.verdict == NO_DRIFT:
-            return f"new data in span {self.span}, no drift ({drift['reason']}): serving keeps version " \
+            return f"new data in span {self.span} did not drift ({drift['reason']}): serving keeps version " \
                    f"{self.serving_version}"
         why = {None: "no baseline", True: "drift", False: "new data"}[drift["drift_detected"]]
         return f"retrain on spans {list(self.window)}: {why} ({drift['reason']})"

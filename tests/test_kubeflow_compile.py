@@ -54,7 +54,7 @@ def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
     component = components.load_component_from_file(COMMITTED)
     assert {name: spec.default for name, spec in component.component_spec.inputs.items()} == {
         "data-root": "/mnt/data/taxi", "serving-dir": "/mnt/serving", "train-args": '{"num_steps": 1000}',
-        "retrain-window": 3, "retrain-if-drift": 1}
+        "model-name": "taxi", "retrain-window": 3, "retrain-if-drift": 1}
     assert component.description == kr.DESCRIPTION
     assert set(component.platform_spec.platforms["kubernetes"].deployment_spec.executors) == {
         "Decide_executor", "Ingest_executor", "Evaluate_executor", "Push_executor"}
@@ -62,7 +62,8 @@ def test_kfp_loads_the_file_with_its_defaults_description_and_platform_config():
 
 def test_every_root_parameter_has_a_default_and_a_description():
     parameters = SPEC["root"]["inputDefinitions"]["parameters"]
-    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS, kr.RETRAIN_WINDOW, kr.RETRAIN_IF_DRIFT}
+    assert set(parameters) == {kr.DATA_ROOT, kr.SERVING_DIR, kr.TRAIN_ARGS, kr.RETRAIN_WINDOW, kr.RETRAIN_IF_DRIFT,
+                               kr.MODEL_NAME}
     assert parameters[kr.RETRAIN_WINDOW]["defaultValue"] == kr.DEFAULT_WINDOW
     assert parameters[kr.RETRAIN_IF_DRIFT]["defaultValue"] == 1
     assert parameters[kr.DATA_ROOT]["defaultValue"] == kr.DEFAULT_DATA_ROOT
@@ -81,6 +82,43 @@ def test_train_args_is_a_run_parameter_defaulting_to_the_configs_train_steps():
     assert args.num_steps == TaxiConfig.__dataclass_fields__["train_steps"].default
     trainer = SPEC["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]["train_args"]
     assert trainer == {"componentInputParameter": kr.TRAIN_ARGS}
+
+
+def test_model_name_is_a_run_parameter_that_evaluate_and_push_take():
+    parameter = SPEC["root"]["inputDefinitions"]["parameters"][kr.MODEL_NAME]
+    assert parameter["defaultValue"] == "taxi" and parameter["parameterType"] == "STRING"
+    assert parameter["description"] == kr.PARAMETER_DESCRIPTIONS[kr.MODEL_NAME]
+    takers = {name for name, task in SPEC["root"]["dag"]["tasks"].items()
+              if task.get("inputs", {}).get("parameters", {}).get("model_name") == {
+                  "componentInputParameter": kr.MODEL_NAME}}
+    assert takers == {"Decide", "Evaluate", "Push"}
+    assert "taxi" not in json.dumps([task["inputs"]["parameters"]["model_name"] for task in
+                                     (SPEC["root"]["dag"]["tasks"][t] for t in takers)])
+
+
+def test_every_executor_runs_flywheels_entrypoint():
+    from flywheel import kfp_executor
+
+    assert kfp_executor.COMMAND == ("python", "-m", "flywheel.kfp_executor")
+    for label, executor in EXECUTORS.items():
+        assert executor["container"]["command"] == list(kfp_executor.COMMAND), label
+        assert executor["container"]["args"][:3] == ["--executor_class_path", executor["container"]["args"][1],
+                                                     "--json_serialized_invocation_args"], label
+
+
+def _artifact_title(definition: dict) -> str:
+    return yaml.safe_load(definition["artifactType"]["instanceSchema"])["title"]
+
+
+def test_gate_and_evaluation_reports_are_outputs_the_kfp_ui_renders():
+    for component in ("DataGate", "Evaluate"):
+        outputs = SPEC["components"][component]["outputDefinitions"]["artifacts"]
+        assert _artifact_title(outputs["report_html"]) == "system.HTML", component
+        assert _artifact_title(outputs["summary"]) == "system.Markdown", component
+    assert _artifact_title(SPEC["components"]["DataGate"]["outputDefinitions"]["artifacts"]["verdict"]) == (
+        "flywheel.GateVerdict")  # our own artifacts stay as they are
+    assert {_artifact_title(a) for a in SPEC["components"]["Evaluate"]["outputDefinitions"]["artifacts"].values()} == {
+        "tfx.ModelEvaluation", "tfx.ModelBlessing", "system.HTML", "system.Markdown"}
 
 
 def test_the_pipeline_has_a_real_description():
@@ -153,13 +191,16 @@ TASKS = SPEC["root"]["dag"]["tasks"]
 DECIDED = "inputs.artifacts['_Decide.decision'].artifacts[0].metadata['retrain'] == 1.0"
 
 
-def test_the_ct_decision_heads_the_pipeline_and_guards_every_other_task():
+def test_the_ct_decision_heads_the_pipeline_and_guards_the_training_branch():
+    """Decide and the gate guard training; the producers of both conditions always run (a condition on a
+    skipped task's output cannot be evaluated), and the data stages are keyed on what Decide read."""
     assert "triggerPolicy" not in TASKS["Decide"] and "dependentTasks" not in TASKS["Decide"]
-    for name, task in TASKS.items():
-        if name != "Decide":
-            condition = task["triggerPolicy"]["condition"]
-            assert condition == f"({DECIDED})" or condition.startswith(f"({DECIDED}) && "), (name, condition)
-            assert "Decide" in task["dependentTasks"], name
+    gate = "inputs.artifacts['_DataGate.verdict'].artifacts[0].metadata['passed'] == 1.0"
+    conditions = {name: task.get("triggerPolicy", {}).get("condition") for name, task in TASKS.items()}
+    assert {name for name, c in conditions.items() if c} == {"Transform", "Trainer", "Evaluate", "Push"}
+    for name in ("Transform", "Trainer", "Evaluate", "Push"):
+        assert conditions[name] == f"({DECIDED}) && ({gate})", name
+        assert {"Decide", "DataGate"} <= set(TASKS[name]["dependentTasks"]), name
 
 
 def test_caching_is_per_task_decide_always_runs():
@@ -237,3 +278,19 @@ def test_readme_pvc_table_is_the_platform_config():
     documented = {row[0].split("`")[1]: (row[1].strip("`"), row[2]) for row in _readme_rows("## 2. Volumes")}
     assert documented == {kr.DEFAULT_DATA_PVC: (kr.DATA_MOUNT, "Decide, Ingest"),
                           kr.DEFAULT_SERVING_PVC: (kr.SERVING_MOUNT, "Decide, Evaluate, Push")}
+
+
+def test_every_custom_artifact_title_in_the_spec_resolves_to_its_class_in_the_entrypoint():
+    """TFX's entrypoint imports an unknown schema title as a class path: each of ours must be registered."""
+    import re
+
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.utils import import_utils
+
+    from flywheel import kfp_executor
+
+    titles = set(re.findall(r"title: ([\w.]+)", TEXT)) - set(compiler_utils.TITLE_TO_CLASS_PATH)
+    assert {"flywheel.RetrainDecision", "flywheel.Quarantine", "system.HTML"} <= titles
+    assert titles <= set(kfp_executor.CLASS_PATHS), titles - set(kfp_executor.CLASS_PATHS)
+    for title in titles:
+        assert import_utils.import_class_by_path(kfp_executor.CLASS_PATHS[title]).TYPE_NAME == title

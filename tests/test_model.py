@@ -124,3 +124,58 @@ def test_an_edited_preprocessing_or_model_module_changes_the_cache_key(tmp_path,
                                                                    "flywheel.pipelines.taxi.features")
     assert trainer_config["code_digest"] == pipeline.code_digest("flywheel.pipelines.taxi.model",
                                                                  "flywheel.pipelines.taxi.features")
+
+
+ISSUE_ROW = {"trip_miles": 1.2, "fare": 8.5, "trip_seconds": 600, "pickup_latitude": 41.9, "pickup_longitude": -87.6,
+             "trip_start_hour": 14, "trip_start_day": 3, "trip_start_month": 5, "payment_type": "Cash"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The SavedModel the tiny runs' Trainer exported and Push published."""
+    import os
+
+    import tensorflow as tf
+
+    from flywheel.components.common import serving
+    from tests import tiny_runs
+
+    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
+    return tf.saved_model.load(serving.latest(os.path.join(out, "serving"), "taxi").path)
+
+
+def test_serving_default_takes_the_nine_raw_features_by_name_as_the_schema_types_them(exported):
+    import tensorflow as tf
+
+    specs = exported.signatures[model.RAW_SIGNATURE].structured_input_signature[1]
+    assert sorted(specs) == sorted(ISSUE_ROW) and features.LABEL_KEY not in specs
+    assert {k: s.dtype for k, s in specs.items()} == {
+        **{k: tf.float32 for k in ("trip_miles", "fare", "pickup_latitude", "pickup_longitude")},
+        **{k: tf.int64 for k in ("trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month")},
+        "payment_type": tf.string}
+    assert all(s.shape.as_list() == [None] for s in specs.values())
+    assert set(exported.signatures) >= {model.RAW_SIGNATURE, model.EXAMPLES_SIGNATURE, model.TRANSFORM_SIGNATURE}
+
+
+def test_the_raw_and_examples_signatures_give_the_same_prediction_for_the_issue_row(exported):
+    import tensorflow as tf
+
+    specs = exported.signatures[model.RAW_SIGNATURE].structured_input_signature[1]
+    raw = exported.signatures[model.RAW_SIGNATURE](
+        **{k: tf.constant([v], dtype=specs[k].dtype) for k, v in ISSUE_ROW.items()})[model.OUTPUT_KEY].numpy()
+    feature = {}
+    for key, value in ISSUE_ROW.items():
+        if specs[key].dtype == tf.string:
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif specs[key].dtype == tf.int64:
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        else:
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    example = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    serialized = exported.signatures[model.EXAMPLES_SIGNATURE](examples=tf.constant([example]))[model.OUTPUT_KEY]
+    assert raw.shape == (1, 1) and 0.0 <= raw[0, 0] <= 1.0
+    np.testing.assert_allclose(raw, serialized.numpy(), atol=1e-6)
+    other = dict(ISSUE_ROW, fare=80.0, trip_miles=20.0, payment_type="Credit Card")
+    changed = exported.signatures[model.RAW_SIGNATURE](
+        **{k: tf.constant([v], dtype=specs[k].dtype) for k, v in other.items()})[model.OUTPUT_KEY].numpy()
+    assert not np.allclose(raw, changed), "the prediction does not depend on the features sent"

@@ -32,6 +32,9 @@ def test_wheel_has_only_the_flywheel_package_at_top_level(wheel):
         assert f"flywheel/{package}/__init__.py" in names
     assert "flywheel/schemas/taxi/schema.pbtxt" in names
     assert "flywheel/components/ingest/README.md" in names
+    for folder, _, files in os.walk(os.path.join(REPO, "flywheel")):  # every subpackage of flywheel/ too
+        if "__init__.py" in files:
+            assert os.path.relpath(os.path.join(folder, "__init__.py"), REPO) in names, folder
     entry_points = wheel.read("tfx_flywheel-0.1.0.dist-info/entry_points.txt").decode()
     assert "flywheel = flywheel.cli:main" in entry_points
 

@@ -30,3 +30,26 @@ def test_ingest_declares_its_profile_as_an_output_channel(tmp_path):
     assert profile.type is monitor_spec.DataProfile
     assert nodes["DriftMonitor"].inputs["profile"] is profile
     assert nodes["Push"].inputs["profile"] is profile
+
+
+def test_under_continuous_training_decide_runs_every_time_and_guards_the_rest(tmp_path):
+    """Local and Beam runs compile the pipeline with caching off for Decide alone; every other node is under
+    its condition and reads what it decided."""
+    from flywheel.pipelines.taxi import local_runner
+    from tests import tiny_runs
+
+    cfg = tiny_runs.config(str(tmp_path / "out"), str(tmp_path), continuous_training=True)
+    pipeline = local_runner.build(cfg)
+    ids = [c.id for c in pipeline.components]
+    assert ids[0] == "Decide" and "DriftMonitor" not in ids
+    ir = local_runner.compile_ir(pipeline)
+    caching = {n.pipeline_node.node_info.id: n.pipeline_node.execution_options.caching_options.enable_cache
+               for n in ir.nodes}
+    assert caching.pop("Decide") is False and caching and all(caching.values())
+    guarded = {n.pipeline_node.node_info.id for n in ir.nodes if len(n.pipeline_node.inputs.conditionals) == 2}
+    assert guarded == {"Transform", "Trainer", "Evaluate", "Push"}
+    ingest = next(c for c in pipeline.components if c.id == "Ingest")
+    # locally Ingest's driver fingerprints the data: Decide's outputs would make every run a cache miss
+    assert ingest.exec_properties["span"] == -1 and ingest.exec_properties.get("expected_fingerprint") is None
+    plain = local_runner.compile_ir(local_runner.build(tiny_runs.config(str(tmp_path / "o2"), str(tmp_path))))
+    assert all(n.pipeline_node.execution_options.caching_options.enable_cache for n in plain.nodes)

@@ -56,7 +56,7 @@ def test_pushed_model_loads_predicts_and_has_complete_manifest(local_run):
     assert m["version"] == served.version and m["spans"] == [0] and m["blessing"]["blessed"] is True
     assert m["metrics"]["auc"] >= 0.75 and m["metrics"]["example_count"] > 4000
     loaded = tf.saved_model.load(served.path)
-    out = loaded.signatures["serving_default"](examples=tf.constant(_serialized_examples()))
+    out = loaded.signatures["serving_examples"](examples=tf.constant(_serialized_examples()))
     values = next(iter(out.values())).numpy().reshape(-1)
     assert len(values) == 5 and ((values >= 0) & (values <= 1)).all()
     left = sorted(os.listdir(os.path.dirname(served.path)))

@@ -5,6 +5,7 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from flywheel.components.common import ui_artifacts
 from flywheel.components.data_gate import gate, spec
 
 
@@ -13,16 +14,19 @@ def DataGate(  # noqa: N802 - TFX component names are classes
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     verdict: OutputArtifact[spec.GateVerdict],
+    report_html: OutputArtifact[ui_artifacts.HTML],
+    summary: OutputArtifact[ui_artifacts.Markdown],
     allowed_anomalies: Parameter[str] = "",
 ) -> None:
     """Passes when every anomaly is in the allow-list ('TYPE', 'feature:TYPE' or 'feature:*', comma-separated)."""
     from flywheel.components.data_gate import executor
 
-    executor.run_gate(anomalies, statistics, verdict, allowed_anomalies)
+    executor.run_gate(anomalies, statistics, verdict, allowed_anomalies, report_html, summary)
 
 
 class DataGate(DataGate):  # noqa: F811 - the decorator's class, checked at construction; same executor path
-    """Reads ExampleValidator's `anomalies` and StatisticsGen's `statistics`; outputs `verdict` (GateVerdict).
+    """Reads ExampleValidator's `anomalies` and StatisticsGen's `statistics`; outputs `verdict` (GateVerdict),
+    `report_html` and `summary` (what the KFP UI shows).
 
     Args:
         anomalies: ExampleAnomalies channel.
@@ -33,6 +37,8 @@ class DataGate(DataGate):  # noqa: F811 - the decorator's class, checked at cons
     Outputs:
         verdict: flywheel.GateVerdict with `verdict.json` and `report.html`; custom properties `passed` (1/0,
             what tfx.dsl.Cond tests), `num_anomalies`, `num_blocking`, `report`.
+        report_html: the same report as a system.HTML artifact (the file at its uri), shown in the KFP UI.
+        summary: the verdict and the anomalies table as a system.Markdown artifact, shown in the KFP UI.
     """
 
     def __init__(self, anomalies: types.BaseChannel, statistics: types.BaseChannel, allowed_anomalies: str = ""):

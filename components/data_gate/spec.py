@@ -5,6 +5,8 @@ from tfx.types.artifact import Artifact
 ANOMALIES_KEY = "anomalies"
 STATISTICS_KEY = "statistics"
 VERDICT_KEY = "verdict"
+REPORT_HTML_KEY = "report_html"  # the report as a system.HTML artifact, which the KFP UI shows
+SUMMARY_KEY = "summary"  # verdict and anomalies as a system.Markdown artifact, which the KFP UI shows
 ALLOWED_ANOMALIES_KEY = "allowed_anomalies"
 
 PASSED = "passed"

@@ -4,6 +4,7 @@ from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from flywheel.components.common import ui_artifacts
 from flywheel.components.decide import spec
 
 
@@ -13,6 +14,8 @@ def Decide(  # noqa: N802 - TFX component names are classes
     span: OutputArtifact[standard_artifacts.Integer],
     fingerprint: OutputArtifact[standard_artifacts.String],
     serving_version: OutputArtifact[standard_artifacts.Integer],
+    report_html: OutputArtifact[ui_artifacts.HTML],
+    summary: OutputArtifact[ui_artifacts.Markdown],
     data_root: Parameter[str],
     serving_dir: Parameter[str],
     model_name: Parameter[str] = "taxi",
@@ -39,8 +42,10 @@ def Decide(  # noqa: N802 - TFX component names are classes
         `drift_detected` (absent with no baseline), `spans`, `serving_version`, `report`.
       span, fingerprint: what Ingest must read (its `span` and the fingerprint it checks).
       serving_version: the version in serving (0: none), which Evaluate and Push are keyed on.
+      report_html, summary: system.HTML / system.Markdown for the KFP UI: the drift report (or the decision,
+        when drift was not checked) and the decision with the drift table.
     """
     from flywheel.components.decide import executor
 
     executor.run_decide(decision, span, fingerprint, serving_version, data_root, serving_dir, model_name,
-                        window, bool(if_drift), schema_path)
+                        window, bool(if_drift), schema_path, report_html, summary)

@@ -8,8 +8,9 @@ from typing import Any
 
 from tfx import types
 
-from flywheel.components.common import storage
+from flywheel.components.common import html_report, storage, ui_artifacts
 from flywheel.components.decide import spec
+from flywheel.components.monitor import report
 from flywheel.pipelines import retrain
 
 
@@ -46,15 +47,42 @@ def record(decision: types.Artifact, result: dict[str, Any]) -> None:
         decision.set_string_custom_property(spec.REPORT, result[spec.REPORT])
 
 
+def render_markdown(plan: retrain.RetrainPlan) -> str:
+    """The decision for the KFP UI: verdict and reason, then the drift monitor's table when it was checked."""
+    word = {retrain.RETRAIN: "retrain", retrain.NO_DRIFT: "no retraining (no drift)",
+            retrain.NOTHING_NEW: "no retraining (nothing new)"}[plan.verdict]
+    served = f"version {plan.serving_version}" if plan.serving_version is not None else "no model"
+    lines = [f"# Continuous training: {word}", "", plan.reason + ".", "",
+             f"Newest span {plan.span}; training window {list(plan.window)}; in serving: {served}.", ""]
+    if plan.drift.get("features") is not None or plan.drift.get("rows"):
+        lines.append(report.render_markdown(plan.drift_decision))
+    return "\n".join(lines)
+
+
+def render_html(plan: retrain.RetrainPlan) -> str:
+    """The drift report (with its charts) when drift was checked; otherwise a page with the decision."""
+    if plan.drift.get("report"):
+        return storage.read_text(plan.drift["report"])
+    served = f"version {plan.serving_version}" if plan.serving_version is not None else "no model"
+    body = html_report.table(["verdict", "reason", "newest span", "training window", "in serving"],
+                             [(plan.verdict, plan.reason, plan.span, list(plan.window), served)])
+    return html_report.page("Continuous-training decision", [html_report.card("Decision", body)])
+
+
 def run_decide(decision: types.Artifact, span: types.Artifact, fingerprint: types.Artifact,
                serving_version: types.Artifact, data_root: str, serving_dir: str, model_name: str, window: int,
-               if_drift: bool, schema_path: str) -> dict[str, Any]:
+               if_drift: bool, schema_path: str, report_html: types.Artifact | None = None,
+               summary: types.Artifact | None = None) -> dict[str, Any]:
     plan = retrain.plan(data_root, serving_dir, model_name, window, schema_path, report_dir=decision.uri,
                         if_drift=if_drift)
     result = decision_record(plan)
     storage.makedirs(decision.uri)
     storage.write_text(os.path.join(decision.uri, spec.DECISION_FILE), json.dumps(result, indent=2))
     record(decision, result)
+    if report_html is not None:
+        ui_artifacts.write_html(report_html, render_html(plan))
+    if summary is not None:
+        ui_artifacts.write_markdown(summary, render_markdown(plan))
     span.value = plan.span
     fingerprint.value = plan.fingerprint
     serving_version.value = plan.serving_version or 0

@@ -4,6 +4,8 @@ from tfx.types.artifact import Artifact
 
 # Outputs
 DECISION_KEY = "decision"
+REPORT_HTML_KEY = "report_html"  # system.HTML: the drift report (or the decision, when drift was not checked)
+SUMMARY_KEY = "summary"  # system.Markdown: the decision and the drift table
 SPAN_KEY = "span"  # Integer: the newest span (Ingest's `span`)
 FINGERPRINT_KEY = "fingerprint"  # String: the training window's data fingerprint (Ingest checks it)
 SERVING_VERSION_KEY = "serving_version"  # Integer: the version in serving now, 0 when none (Evaluate, Push)

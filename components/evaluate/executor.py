@@ -11,9 +11,15 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
-from flywheel.components.common import serving
+from flywheel.components.common import serving, ui_artifacts
 from flywheel.components.evaluate import spec
 from flywheel.components.evaluate import summary as summary_lib
+
+
+def check_model_name(model_name: object, where: str = "Evaluate: model_name") -> None:
+    """A model name becomes a folder under the serving dir: a non-empty str without '/'."""
+    if not isinstance(model_name, str) or not model_name or "/" in model_name:
+        raise ValueError(f"{where}: expected a non-empty name without '/', got {model_name!r}")
 
 
 def baseline_from_serving(serving_dir: str, model_name: str, work_dir: str
@@ -56,12 +62,20 @@ def thresholds_of(eval_config_json: str) -> dict[str, Any]:
     return out
 
 
-def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[str, Any]) -> None:
+def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[str, Any],
+           report_html: Optional[types.Artifact] = None, markdown: Optional[types.Artifact] = None) -> None:
+    """summary.json, report.html and the custom properties; the report again as report_html and a Markdown
+    summary as markdown (the artifacts the KFP UI shows), when given."""
     fileio.makedirs(evaluation.uri)
     with fileio.open(os.path.join(evaluation.uri, spec.SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2, default=str))
+    html = summary_lib.render(summary)
     with fileio.open(os.path.join(evaluation.uri, spec.REPORT_FILE), "w") as f:
-        f.write(summary_lib.render(summary))
+        f.write(html)
+    if report_html is not None:
+        ui_artifacts.write_html(report_html, html)
+    if markdown is not None:
+        ui_artifacts.write_markdown(markdown, summary_lib.render_markdown(summary))
     evaluation.set_string_custom_property(spec.METRICS_JSON, json.dumps(summary["candidate"]))
     evaluation.set_string_custom_property(spec.REPORT, os.path.join(evaluation.uri, spec.REPORT_FILE))
     for target in (evaluation, blessing):
@@ -73,6 +87,7 @@ def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[s
 class Executor(evaluator_executor.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
+        check_model_name(exec_properties[spec.MODEL_NAME_KEY])  # a run parameter is known only now
         baseline, version = baseline_from_serving(exec_properties[spec.SERVING_DIR_KEY],
                                                   exec_properties[spec.MODEL_NAME_KEY], self._get_tmp_dir())
         inputs = dict(input_dict)
@@ -83,4 +98,5 @@ class Executor(evaluator_executor.Executor):
         evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY])
         summary = summary_lib.build_summary(evaluation.uri, thresholds_of(eval_config), version, eval_config)
-        record(evaluation, blessing, summary)
+        record(evaluation, blessing, summary, artifact_utils.get_single_instance(output_dict[spec.REPORT_HTML_KEY]),
+               artifact_utils.get_single_instance(output_dict[spec.SUMMARY_KEY]))

@@ -5,11 +5,15 @@ from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs as std
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from flywheel.components.common import ui_artifacts
+
 EXAMPLES_KEY = std.EXAMPLES_KEY
 MODEL_KEY = std.MODEL_KEY
 SCHEMA_KEY = std.SCHEMA_KEY
 EVALUATION_KEY = std.EVALUATION_KEY
 BLESSING_KEY = std.BLESSING_KEY
+REPORT_HTML_KEY = "report_html"  # report.html as a system.HTML artifact, which the KFP UI shows
+SUMMARY_KEY = "summary"  # the verdict and why, as a system.Markdown artifact, which the KFP UI shows
 EVAL_CONFIG_KEY = std.EVAL_CONFIG_KEY
 EXAMPLE_SPLITS_KEY = std.EXAMPLE_SPLITS_KEY
 SERVING_DIR_KEY = "serving_dir"
@@ -31,7 +35,7 @@ class EvaluateSpec(ComponentSpec):
         EVAL_CONFIG_KEY: ExecutionParameter(type=str),
         EXAMPLE_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
         SERVING_DIR_KEY: ExecutionParameter(type=str),
-        MODEL_NAME_KEY: ExecutionParameter(type=str),
+        MODEL_NAME_KEY: ExecutionParameter(type=str),  # a str or a RuntimeParameter (a Kubeflow run parameter)
         # The latest serving version when the pipeline was built: part of the cache key only.
         SERVING_VERSION_KEY: ExecutionParameter(type=int, optional=True),
     }
@@ -43,4 +47,6 @@ class EvaluateSpec(ComponentSpec):
     OUTPUTS = {
         EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        REPORT_HTML_KEY: ChannelParameter(type=ui_artifacts.HTML),
+        SUMMARY_KEY: ChannelParameter(type=ui_artifacts.Markdown),
     }

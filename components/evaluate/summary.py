@@ -7,7 +7,7 @@ from typing import Any, Optional
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
-from flywheel.components.common import html_report
+from flywheel.components.common import html_report, markdown
 
 AUC = "auc"
 EXAMPLE_COUNT = "example_count"
@@ -234,3 +234,51 @@ def render(summary: dict[str, Any]) -> str:
     for feature, values in sorted(_slice_rows(summary["slices"]).items()):
         sections.extend(_slice_section(feature, values))
     return html_report.page("flywheel model evaluation", sections)
+
+
+def _lower_bound(threshold: dict[str, Any]) -> Optional[float]:
+    """The value threshold's lower bound from a threshold as thresholds_of keeps it (either JSON key style)."""
+    value = threshold.get("value_threshold", threshold.get("valueThreshold", {}))
+    bound = value.get("lower_bound", value.get("lowerBound"))
+    return float(bound["value"] if isinstance(bound, dict) else bound) if bound is not None else None
+
+
+def _auc_line(summary: dict[str, Any]) -> str:
+    auc = summary["candidate"].get(AUC)
+    line = f"Overall AUC: **{_fmt(auc)}**"
+    lower = _lower_bound(summary["thresholds"].get("AUC", {}))
+    if lower is not None:
+        line += f", required ≥ {lower:g}"
+    base = summary["baseline"].get(AUC)
+    if summary["baseline_version"] is not None and base is not None:
+        change = f", change {auc - base:+.4f}" if auc is not None else ""
+        line += f"; serving model (version {summary['baseline_version']}) {_fmt(base)}{change}"
+    return line + "."
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """Blessed or not and why, overall AUC against its thresholds, the baseline and a table of slices, as
+    Markdown (what the KFP UI shows beside the HTML report)."""
+    baseline = (f"serving version {summary['baseline_version']}" if summary["baseline_version"] is not None
+                else "none in serving (absolute thresholds only)")
+    lines = [f"## Model evaluation: {'BLESSED' if summary['blessed'] else 'NOT BLESSED'}", ""]
+    if summary.get("blessing_rule"):
+        lines += [summary["blessing_rule"][0].upper() + summary["blessing_rule"][1:] + ".", ""]
+    lines += [_auc_line(summary), "", f"Baseline: {baseline}.", ""]
+    if summary["failures"]:
+        lines += ["### Why not blessed", "", markdown.table(
+            ["slice", "metric", "kind", "value", "message"],
+            [(f["slice"], f["metric"], "change against baseline" if f["is_diff"] else "value", f"{f['value']:.4f}",
+              f["message"]) for f in summary["failures"]]), ""]
+    else:
+        lines += ["All thresholds met.", ""]
+    rows = [(f"{feature}={value}", _count(m.get(EXAMPLE_COUNT)), _count(m.get(POSITIVES)),
+             _fmt(m.get(AUC)) if AUC in m else "—",
+             _fmt(m.get("binary_accuracy")) if "binary_accuracy" in m else "—")
+            for feature, values in sorted(_slice_rows(summary["slices"]).items()) for value, m in values]
+    if rows:
+        lines += ["### Slices", "", markdown.table(["slice", "examples", "positives", "AUC", "accuracy"], rows),
+                  ""]
+        if any(AUC in m and m[AUC] is None for m in summary["slices"].values()):
+            lines += ["AUC n/a: the slice holds one class only, so its AUC is undefined (not 0).", ""]
+    return "\n".join(lines)

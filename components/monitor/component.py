@@ -3,6 +3,7 @@
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 
+from flywheel.components.common import ui_artifacts
 from flywheel.components.monitor import spec
 
 
@@ -10,6 +11,8 @@ from flywheel.components.monitor import spec
 def DriftMonitor(  # noqa: N802 - TFX component names are classes
     profile: InputArtifact[spec.DataProfile],
     drift_report: OutputArtifact[spec.DriftReport],
+    report_html: OutputArtifact[ui_artifacts.HTML],
+    summary: OutputArtifact[ui_artifacts.Markdown],
     baseline_profile: Parameter[str] = "",
     schema_path: Parameter[str] = "",
 ) -> None:
@@ -24,7 +27,10 @@ def DriftMonitor(  # noqa: N802 - TFX component names are classes
     Outputs:
       drift_report: drift.json + report.html; custom properties `retrain` (1 on drift or no baseline, else 0),
         `drift_detected` (1/0, absent without a baseline), `reason`, `report` (the HTML's path) and `span`.
+      report_html: the same report as a system.HTML artifact (the file at its uri), shown in the KFP UI.
+      summary: the verdict, its reason and a table of the features as a system.Markdown artifact, shown in the
+        KFP UI.
     """
     from flywheel.components.monitor import executor
 
-    executor.run_drift_monitor(profile, drift_report, baseline_profile, schema_path)
+    executor.run_drift_monitor(profile, drift_report, baseline_profile, schema_path, report_html, summary)

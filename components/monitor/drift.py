@@ -35,6 +35,9 @@ _PSI_FLOOR = 1e-4
 _CHART_BINS = 30
 _CHART_CATEGORIES = 15
 SERVING = "SERVING"
+# The columns of a request log (flywheel.serving.request_log) that describe the request, not the data: never
+# compared as features (a request log's `prediction` column is compared as prediction drift).
+REQUEST_LOG_COLUMNS = ("request_id", "row_index", "time", "model", "model_version", "signature_name", "latency_ms")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Policy:
 
     default: Thresholds = Thresholds()
     per_feature: Mapping[str, Thresholds] = dataclasses.field(default_factory=dict)
-    features: Optional[tuple[str, ...]] = None  # None: every baseline column that is not a label
+    features: Optional[tuple[str, ...]] = None  # None: every baseline column that is not a label or request column
     labels: tuple[str, ...] = ()
     prediction_column: str = "prediction"
     schema: str = ""
@@ -322,16 +325,23 @@ def decide(baseline: Optional[DatasetProfile], current: DatasetProfile, policy: 
     }
     if baseline is None:
         return result
-    labels = [n for n in policy.labels if n in baseline.columns]
+    labels = [n for n in policy.labels if n in baseline.columns and n in current.columns]
+    unlabelled = [n for n in policy.labels if n in baseline.columns and n not in current.columns]
     wanted = (list(policy.features) if policy.features is not None
-              else [n for n in baseline.columns if n not in labels])
+              else [n for n in baseline.columns if n not in policy.labels and n not in REQUEST_LOG_COLUMNS])
+    prediction = policy.prediction_column
     absent = sorted(set(wanted) - set(baseline.columns))
-    if absent and policy.features is not None:
+    # A request log (it has predictions) holds the features the model takes, not every column of the training data.
+    not_logged = absent if prediction in baseline.columns else []
+    if absent and not not_logged and policy.features is not None:
         raise MonitorError(f"monitor: baseline ({baseline.source}) lacks schema column(s) {absent}; it has "
                            f"{sorted(baseline.columns)}")
     features = [n for n in wanted if n in baseline.columns]
-    if policy.prediction_column in baseline.columns and policy.prediction_column in current.columns:
-        features.append(policy.prediction_column)
+    if prediction in current.columns:
+        not_logged = sorted(set(not_logged) | (set(features) - set(current.columns)))
+    features = [n for n in features if n not in not_logged]
+    if prediction in baseline.columns and prediction in current.columns:
+        features.append(prediction)
     missing = sorted(set(features + labels) - set(current.columns))
     if missing:
         raise MonitorError(f"monitor: current data ({current.source}) lacks column(s) {missing} present in the "
@@ -346,11 +356,19 @@ def decide(baseline: Optional[DatasetProfile], current: DatasetProfile, policy: 
         drift_detected=bool(drifted), reason=_reason(drifted, label_drifted),
         rows={"baseline": baseline.rows, "current": current.rows}, baseline=baseline.source,
         features=_by_severity(found),
-        label_drift={"drift_detected": bool(label_drifted), "features": _by_severity(label_found)},
+        label_drift={"drift_detected": bool(label_drifted) if labels or not unlabelled else None,
+                     "features": _by_severity(label_found)},
         ignored_columns=sorted((set(current.columns) | set(baseline.columns)) - set(compared) - set(labels)),
     )
-    if policy.prediction_column in found:
-        result["prediction"] = found[policy.prediction_column]
+    if not_logged:
+        result["not_logged"] = not_logged
+    if unlabelled:  # serving data (a request log) has no label yet: that is not an error, and not drift
+        result["label_drift"]["skipped"] = f"the current data has no label column {unlabelled}"
+    if prediction in found:
+        result["prediction"] = found[prediction]
+    elif prediction in current.columns:
+        result["prediction"] = {"skipped": f"the baseline ({baseline.source}) has no {prediction!r} column: give a "
+                                           "reference with predictions (a request-log span) to compare them"}
     return result
 
 

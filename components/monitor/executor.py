@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from tfx import types
 
-from flywheel.components.monitor import monitor, profile, spec
+from flywheel.components.monitor import monitor, profile, report, spec
 
 
 def record(drift_report: types.Artifact, result: dict) -> None:
@@ -18,11 +20,15 @@ def record(drift_report: types.Artifact, result: dict) -> None:
 
 
 def run_drift_monitor(data_profile: types.Artifact, drift_report: types.Artifact, baseline_profile: str,
-                      schema_path: str = "") -> dict:
+                      schema_path: str = "", report_html: Optional[types.Artifact] = None,
+                      summary: Optional[types.Artifact] = None) -> dict:
+    """Decides and records the verdict; with report_html and summary, also the two artifacts the KFP UI shows."""
     profiles = profile.read_span_profiles(data_profile.uri)
     newest = max(profiles)
     baseline, why = monitor.load_baseline(baseline_profile)
     result = monitor.check(baseline, profiles[newest], schema_path, why, drift_report.uri,
                            extra={spec.SPAN: int(newest)})
     record(drift_report, result)
+    if report_html is not None or summary is not None:
+        report.write_ui_artifacts(result, report_html, summary)
     return result

@@ -142,8 +142,14 @@ def performance(current: str, reference: Optional[float], label_column: str, max
 
 def run_monitor(baseline: str, current: str, schema_path: Optional[str] = None, report_dir: Optional[str] = None,
                 save_profile: Optional[str] = None, reference_metrics: Optional[str] = None,
-                label_column: str = "label", max_auc_drop: float = 0.05) -> dict[str, Any]:
-    """`flywheel monitor`: profiles (or loads) both sides, decides, adds performance decay when it can."""
+                label_column: str = "label", max_auc_drop: float = 0.05,
+                reference_predictions: Optional[str] = None) -> dict[str, Any]:
+    """`flywheel monitor`: profiles (or loads) both sides, decides, adds performance decay when it can.
+
+    reference_predictions: data with a prediction column (a request-log span from when the model was deployed,
+    or its saved profile) whose predictions stand for the baseline's, for prediction drift against a training
+    profile, which has none.
+    """
     policy = drift.Policy.from_schema(schema_path or "", labels=(label_column,))
     columns = None
     if policy.features is not None:
@@ -155,6 +161,13 @@ def run_monitor(baseline: str, current: str, schema_path: Optional[str] = None, 
     kinds = policy.kinds or {name: column.kind for name, column in first.columns.items()}
     second = profile.load(baseline if saved_first else current, columns, kinds)
     base, cur = (second, first) if saved_first else (first, second)
+    if reference_predictions:
+        name = policy.prediction_column
+        reference = profile.load(reference_predictions, [name], {name: profile.NUMERIC})
+        if name not in reference.columns:
+            raise profile.MonitorError(f"monitor: reference predictions {reference_predictions} have no {name!r} "
+                                       f"column; they have {sorted(reference.columns)}")
+        base.columns[name] = reference.columns[name]
     perf = performance(current, reference_auc(reference_metrics) if reference_metrics else None, label_column,
                        max_auc_drop, policy.prediction_column)
     extra: dict[str, Any] = {}

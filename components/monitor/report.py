@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from flywheel.components.common import html_report
+from flywheel.components.common import html_report, markdown, storage
 from flywheel.components.common.html_report import esc
 
 BASE, CUR = "#4c78a8", "#f58518"
@@ -199,3 +199,57 @@ def render(result: dict[str, Any], title: str = "flywheel drift report") -> str:
     if result.get("ignored_columns"):
         sections.append(f'<p class="muted">Not compared: {esc(", ".join(result["ignored_columns"]))}</p>')
     return html_report.page(title, sections)
+
+
+def _verdict_word(result: dict[str, Any]) -> str:
+    if result["drift_detected"] is None:
+        return "NO BASELINE"
+    return "DRIFT DETECTED" if result["drift_detected"] else "NO DRIFT"
+
+
+def _evidence(feature: dict[str, Any]) -> str:
+    crossed = [(c["metric"], c["value"], c.get("rule") or f"drift when > {c['threshold']}")
+               for c in feature["checks"] if c["drift"]]
+    return ("; ".join(f"{metric} {value:.4f} ({rule})" for metric, value, rule in crossed)
+            or "every check below its threshold")
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The verdict, its reason, the row counts and a table of the features (worst first) as Markdown, for the
+    KFP UI; the charts are in the HTML report."""
+    rows = result["rows"]
+    lines = [f"## Drift monitor: {_verdict_word(result)}", "", result["reason"][0].upper() + result["reason"][1:] + ".",
+             ""]
+    if result.get("span") is not None:
+        lines += [f"Current data: span {result['span']}.", ""]
+    if result["drift_detected"] is None:
+        lines += [f"No baseline to compare with: this is not drift, and the model is (re)trained. Current data: "
+                  f"{rows['current']:,} rows.", ""]
+        return "\n".join(lines)
+    features = result["features"]
+    lines += [f"Baseline {rows['baseline']:,} rows, current {rows['current']:,} rows; "
+              f"{sum(f['drift'] for f in features.values())} of {len(features)} features drifted.", "",
+              markdown.table(["feature", "kind", "verdict", "checks over their threshold"],
+                             [(name, f["kind"], "**drift**" if f["drift"] else "ok", _evidence(f))
+                              for name, f in features.items()]), ""]
+    labels = result.get("label_drift", {}).get("features", {})
+    if labels:
+        state = "label drift" if result["label_drift"]["drift_detected"] else "no label drift"
+        lines += [f"Label columns (reported apart, they do not decide): {state}.", "",
+                  markdown.table(["label column", "kind", "verdict", "checks over their threshold"],
+                                 [(name, f["kind"], "**drift**" if f["drift"] else "ok", _evidence(f))
+                                  for name, f in labels.items()]), ""]
+    return "\n".join(lines)
+
+
+def write_ui_artifacts(verdict: dict[str, Any], html_artifact: Any, markdown_artifact: Any) -> None:
+    """The drift report as the two artifacts the KFP UI shows: the HTML report `monitor.check` wrote (at
+    verdict["report"], with its charts) into a system.HTML artifact, and `render_markdown(verdict)` into a
+    system.Markdown one. `verdict` is what `monitor.check(..., report_dir=...)` returned."""
+    from flywheel.components.common import ui_artifacts
+
+    if not verdict.get("report"):
+        raise ValueError("drift monitor: the verdict has no HTML report to show (monitor.check was called without "
+                         f"report_dir); reason {verdict.get('reason')!r}")
+    ui_artifacts.write_html(html_artifact, storage.read_text(verdict["report"]))
+    ui_artifacts.write_markdown(markdown_artifact, render_markdown(verdict))

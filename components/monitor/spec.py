@@ -8,6 +8,8 @@ from typing import Any
 
 PROFILE_KEY = "profile"
 REPORT_KEY = "drift_report"
+REPORT_HTML_KEY = "report_html"  # report.html as a system.HTML artifact, which the KFP UI shows
+SUMMARY_KEY = "summary"  # the verdict and the features as a system.Markdown artifact, which the KFP UI shows
 BASELINE_PROFILE_KEY = "baseline_profile"
 SCHEMA_PATH_KEY = "schema_path"
 

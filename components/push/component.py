@@ -33,7 +33,8 @@ def Push(  # noqa: N802 - TFX component names are classes
         go into push.json.
       profile: Ingest's per-span profiles (flywheel.DataProfile), merged into the model's
         `baseline_profile.json`, which the drift monitor compares production data with.
-      serving_dir, model_name: the TF Serving layout `<serving_dir>/<model_name>/<version>/`.
+      serving_dir, model_name: the TF Serving layout `<serving_dir>/<model_name>/<version>/`; either may be a
+        RuntimeParameter (a Kubeflow run parameter, as `serving-dir` and `model-name` in the compiled taxi spec).
       num_check_examples: how many eval examples the serving signature must answer before publishing.
       serving_version: the latest version in serving when the pipeline was built (0: none, -1: not known,
         e.g. a Kubeflow runtime parameter). Only the cache key uses it, so a serving folder that changed or

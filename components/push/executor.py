@@ -15,6 +15,7 @@ from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor import profile
 from flywheel.components.push import publish, spec
+from flywheel.serving import warmup
 
 
 def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact, examples: types.Artifact,
@@ -30,13 +31,15 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
         reason = publish.decide(True, digest, baseline_version, serving.latest(serving_dir, model_name))
         if reason is not None:
             return record(pushed_model, reason, None)
-        predictions = publish.check_serving_signature(
-            model_dir, publish.sample_examples(examples.uri, "eval", num_check_examples))
+        sample = publish.sample_examples(examples.uri, "eval", num_check_examples)
+        predictions = publish.check_serving_signature(model_dir, sample)
+        requests = warmup.to_tfrecord(warmup.predict_logs(model_dir, sample, model_name))
         manifest = build_manifest(model, blessing, evaluation, examples, model_name, digest, baseline_version,
                                   predictions)
         baseline = profile.merge(list(profile.read_span_profiles(data_profile.uri).values()))
         published = publish.publish(model_dir, serving_dir, model_name, manifest,
-                                    extra_files={publish.BASELINE_PROFILE: baseline.to_json()})
+                                    extra_files={publish.BASELINE_PROFILE: baseline.to_json()},
+                                    binary_files={warmup.WARMUP_PATH: requests})
     return record(pushed_model, None, published)
 
 

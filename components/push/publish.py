@@ -51,6 +51,8 @@ BASELINE_PROFILE = "baseline_profile.json"
 LOCK_TIMEOUT_SECONDS = 3600.0
 STALE_AFTER_SECONDS = 24 * 3600.0
 CLAIM_ATTEMPTS = 100
+DEFAULT_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "serving_examples"
 
 logger = logging.getLogger(__name__)
 
@@ -105,19 +107,22 @@ def sample_examples(examples_uri: str, split: str, n: int) -> list[bytes]:
 
 
 def check_serving_signature(model_dir: str, examples: list[bytes]) -> list[float]:
-    """Loads the SavedModel and runs `serving_default` on real examples; returns the predictions."""
+    """Loads the SavedModel and runs `serving_examples` on real examples; returns the predictions.
+
+    The model must also have `serving_default` (what TF Serving answers when a request names no signature).
+    """
     import tensorflow as tf
 
     if not examples:
         raise PushError(f"push: no examples to check the model with (model {model_dir})")
     loaded = tf.saved_model.load(model_dir)
-    if "serving_default" not in loaded.signatures:
-        raise PushError(f"push: model {model_dir} has no 'serving_default' signature; "
-                        f"has {list(loaded.signatures.keys())}")
-    outputs = loaded.signatures["serving_default"](examples=tf.constant(examples))
+    missing = [name for name in (DEFAULT_SIGNATURE, EXAMPLES_SIGNATURE) if name not in loaded.signatures]
+    if missing:
+        raise PushError(f"push: model {model_dir} has no {missing} signature; has {list(loaded.signatures.keys())}")
+    outputs = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(examples))
     values = next(iter(outputs.values())).numpy().reshape(-1).tolist()
     if len(values) != len(examples) or not all(0.0 <= v <= 1.0 for v in values):
-        raise PushError(f"push: serving_default of {model_dir} answered {values[:8]} for {len(examples)} "
+        raise PushError(f"push: {EXAMPLES_SIGNATURE} of {model_dir} answered {values[:8]} for {len(examples)} "
                         "examples; expected one probability in [0, 1] per example")
     return values
 
@@ -344,11 +349,14 @@ def _fsync_tree(root: str) -> None:
 
 
 def publish(model_dir: str, serving_dir: str, model_name: str, manifest: dict[str, Any],
-            extra_files: Optional[dict[str, str]] = None, now: Optional[float] = None) -> tuple[int, str]:
+            extra_files: Optional[dict[str, str]] = None, now: Optional[float] = None,
+            binary_files: Optional[dict[str, bytes]] = None) -> tuple[int, str]:
     """Copies model_dir to `<serving_dir>/<model_name>/<version>/`; returns (version, path).
 
     Hold `serving_lock` around the decision and this call. extra_files: {name: content} written beside
-    the model (the training baseline profile); the manifest is written after them, `saved_model.pb` last.
+    the model (the training baseline profile); binary_files: {relative path: bytes} written into it (TF
+    Serving's `assets.extra/tf_serving_warmup_requests`); the manifest is written after them,
+    `saved_model.pb` last.
     """
     folders, files = tree(model_dir)
     if serving.SAVED_MODEL_FILE not in files:
@@ -369,6 +377,10 @@ def publish(model_dir: str, serving_dir: str, model_name: str, manifest: dict[st
         for name, content in (extra_files or {}).items():
             _write(os.path.join(target, name), content)
             manifest = dict(manifest, baseline_profile=name)
+        for rel, content in (binary_files or {}).items():
+            _fs(target).makedirs(os.path.dirname(os.path.join(target, rel)))
+            with _fs(target).open(os.path.join(target, rel), "wb") as f:
+                f.write(content)
         manifest = dict(manifest, version=claim.version,
                         pushed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         _write(os.path.join(target, serving.MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True))

@@ -27,7 +27,7 @@ def run(cfg: TaxiConfig) -> None:
 
     if not cfg.beam_pipeline_args:
         cfg = with_beam_args(cfg)
-    BeamDagRunner().run(local_runner.build(cfg))
+    BeamDagRunner().run_with_ir(local_runner.compile_ir(local_runner.build(cfg)))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ keyed on what it decided (Ingest on the span and its data fingerprint, Evaluate 
 serving), so a recurring run with new drifted data trains and pushes, one with nothing new trains nothing,
 and a rerun of the same data reuses what KFP's cache holds.
 
-The run parameters (`data-root`, `serving-dir`, `train-args`, `retrain-window`, `retrain-if-drift`) are TFX
-RuntimeParameters, set per run in the KFP UI; the spec gives each its default and a description. What TFX's
-compiler does not write, this module adds to the compiled spec, deterministically:
+The run parameters (`data-root`, `serving-dir`, `model-name`, `train-args`, `retrain-window`,
+`retrain-if-drift`) are TFX RuntimeParameters, set per run in the KFP UI; the spec gives each its default
+and a description. What TFX's compiler does not write, this module adds to the compiled spec, deterministically:
 - root parameter defaults and descriptions, and the pipeline's description;
 - caching off for Decide (it must look at the data every run), and task-output-parameter references that
   name the producing task as KFP resolves them (TFX 1.16 writes `<task>_task`);
@@ -28,7 +28,8 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-from flywheel.pipelines.taxi.config import Paths, TaxiConfig
+from flywheel.kfp_executor import COMMAND
+from flywheel.pipelines.taxi.config import PIPELINE_NAME, UNCACHED_NODES, Paths, TaxiConfig
 
 DEFAULT_IMAGE = "ghcr.io/flywheel-ml/flywheel-taxi:0.1.0"
 IMAGE_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this repository inside the image
@@ -42,10 +43,10 @@ DEFAULT_SERVING_PVC = "flywheel-serving"
 DATA_ROOT = "data-root"
 SERVING_DIR = "serving-dir"
 TRAIN_ARGS = "train-args"
+MODEL_NAME = "model-name"
 RETRAIN_WINDOW = "retrain-window"
 RETRAIN_IF_DRIFT = "retrain-if-drift"
 DEFAULT_WINDOW = 3
-UNCACHED_TASKS = ("Decide",)
 
 DESCRIPTION = (
     "flywheel taxi, the continuous-training job (schedule it as a recurring run): Decide reads the newest span of "
@@ -53,14 +54,16 @@ DESCRIPTION = (
     "new data that drifted (or no model in serving): ingest the last <retrain-window> spans (CSV or Parquet, with a "
     "quarantine for bad rows), compute statistics, validate them against the schema and stop at the data gate when "
     "anomalies are found; otherwise transform, train a Keras model, evaluate it with TFMA against the model in "
-    "serving and push it, atomically and versioned, to <serving-dir>/taxi/<version>/ when it is blessed.")
+    "serving and push it, atomically and versioned, to <serving-dir>/<model-name>/<version>/ when it is blessed.")
 
 PARAMETER_DESCRIPTIONS = {
     DATA_ROOT: f"CSV/Parquet file, folder, or folder of span-N/ folders; a path under {DATA_MOUNT} (the data "
                "volume) or a gs:// or s3:// URI.",
-    SERVING_DIR: f"Where blessed models are published as <serving-dir>/taxi/<version>/; a path under "
+    SERVING_DIR: f"Where blessed models are published as <serving-dir>/<model-name>/<version>/; a path under "
                  f"{SERVING_MOUNT} (the serving volume, shared with TF Serving).",
     TRAIN_ARGS: 'The Trainer\'s TrainArgs as JSON, e.g. {"num_steps": 1000}.',
+    MODEL_NAME: "The served model's name: Evaluate compares with the latest version under "
+                "<serving-dir>/<model-name>/ and Push publishes there; a non-empty name without '/'.",
     RETRAIN_WINDOW: "How many spans, ending at the newest, the model is trained on.",
     RETRAIN_IF_DRIFT: "1: retrain only when the newest span drifted from the serving model's training data (or "
                       "nothing is in serving); 0: retrain on any new data.",
@@ -98,9 +101,10 @@ def kubeflow_config(pipeline_root: str = "") -> TaxiConfig:
     parameter = tfx.dsl.experimental.RuntimeParameter
     data_root = parameter(name=DATA_ROOT, ptype=str, default=DEFAULT_DATA_ROOT)
     serving_dir = parameter(name=SERVING_DIR, ptype=str, default=DEFAULT_SERVING_DIR)
+    model_name = parameter(name=MODEL_NAME, ptype=str, default=PIPELINE_NAME)
     paths = Paths(data_root=data_root, output_dir=pipeline_root, pipeline_root=pipeline_root, serving_dir=serving_dir)
-    return TaxiConfig(paths=paths, schema_path=os.path.join(IMAGE_ROOT, "schemas", "taxi", "schema.pbtxt"),
-                      continuous_training=True,
+    return TaxiConfig(paths=paths, model_name=model_name, continuous_training=True,
+                      schema_path=os.path.join(IMAGE_ROOT, "schemas", "taxi", "schema.pbtxt"),
                       num_spans=parameter(name=RETRAIN_WINDOW, ptype=int, default=DEFAULT_WINDOW),
                       retrain_if_drift=parameter(name=RETRAIN_IF_DRIFT, ptype=int, default=1))
 
@@ -176,7 +180,7 @@ def platform_spec(spec: Mapping[str, Any], data_pvc: str, serving_pvc: str) -> d
     return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
 
 
-def set_task_caching(spec: dict, uncached: tuple[str, ...] = UNCACHED_TASKS) -> None:
+def set_task_caching(spec: dict, uncached: tuple[str, ...] = UNCACHED_NODES) -> None:
     """Caching per task: the named tasks are never taken from KFP's cache (the others keep TFX's setting)."""
     tasks = spec["root"]["dag"]["tasks"]
     for name in uncached:
@@ -256,6 +260,7 @@ def compile_pipeline(output: str, image: Optional[str] = None, pipeline_root: st
     set_resources(pipeline, TASK_RESOURCES if resources is None else resources)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image or DEFAULT_IMAGE,
+                                                                     default_commands=list(COMMAND),
                                                                      use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, write_out=False)
     finish_spec(job["pipelineSpec"], runtime_parameter_defaults(pipeline))

@@ -49,10 +49,26 @@ def build(cfg: TaxiConfig):
     return create_pipeline(cfg, sqlite_metadata_connection_config(cfg.paths.metadata_path))
 
 
+def compile_ir(pipeline):
+    """The pipeline's IR, with caching off for the nodes that must look every run (UNCACHED_NODES: Decide).
+
+    TFX's DSL sets caching for the whole pipeline; the IR holds it per node.
+    """
+    from tfx.dsl.compiler import compiler
+
+    from flywheel.pipelines.taxi.config import UNCACHED_NODES
+
+    ir = compiler.Compiler().compile(pipeline)
+    for node in ir.nodes:
+        if node.pipeline_node.node_info.id in UNCACHED_NODES:
+            node.pipeline_node.execution_options.caching_options.enable_cache = False
+    return ir
+
+
 def run(cfg: TaxiConfig) -> None:
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    LocalDagRunner().run(build(cfg))
+    LocalDagRunner().run_with_ir(compile_ir(build(cfg)))
 
 
 if __name__ == "__main__":

@@ -87,22 +87,56 @@ def build_keras_model(hp: Hyperparameters, steps_per_call: int = 1) -> tf.keras.
     return model
 
 
+RAW_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "serving_examples"
+TRANSFORM_SIGNATURE = "transform_features"
+OUTPUT_KEY = "outputs"
+# The raw features the model reads, in the order the raw signature lists them (the label is not one).
+RAW_FEATURE_KEYS = (features.DENSE_FLOAT_FEATURE_KEYS + features.BUCKET_FEATURE_KEYS
+                    + features.CATEGORICAL_FEATURE_KEYS + features.VOCAB_FEATURE_KEYS)
+
+
+def raw_input_specs(raw_feature_spec: dict) -> dict[str, tf.TensorSpec]:
+    """The raw signature's inputs: one [None] tensor per model feature, typed as the schema types it (no label)."""
+    return {key: tf.TensorSpec(shape=[None], dtype=raw_feature_spec[key].dtype, name=key)
+            for key in RAW_FEATURE_KEYS}
+
+
+def _as_parsed(raw_feature_spec: dict, key: str, column: tf.Tensor):
+    """A [None] column in the form tf.io.parse_example gives the Transform layer: dense [None, 1] for a
+    FixedLenFeature, a SparseTensor with one value per row for a VarLenFeature."""
+    if isinstance(raw_feature_spec[key], tf.io.FixedLenFeature):
+        return tf.expand_dims(column, 1)
+    rows = tf.shape(column, out_type=tf.int64)[0]
+    indices = tf.stack([tf.range(rows), tf.zeros([rows], tf.int64)], axis=1)
+    return tf.SparseTensor(indices, column, tf.stack([rows, tf.constant(1, tf.int64)]))
+
+
 def _serving_signatures(model, tf_transform_output):
+    """serving_default: the nine raw features by name (what JSON clients send); serving_examples: serialized
+    tf.Examples (TFMA, batch inference); transform_features: the Transform layer alone (TFMA's preprocessing)."""
     model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    input_specs = raw_input_specs(raw_spec)
+
+    @tf.function(input_signature=[input_specs])
+    def serve_raw_fn(inputs):
+        parsed = {key: _as_parsed(raw_spec, key, inputs[key]) for key in RAW_FEATURE_KEYS}
+        return {OUTPUT_KEY: model(model.tft_layer(parsed))}
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
     def serve_tf_examples_fn(serialized):
-        raw_spec = tf_transform_output.raw_feature_spec()
-        raw_spec.pop(features.LABEL_KEY)
-        transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
-        return {"outputs": model(transformed)}
+        example_spec = {key: raw_spec[key] for key in RAW_FEATURE_KEYS}
+        transformed = model.tft_layer(tf.io.parse_example(serialized, example_spec))
+        return {OUTPUT_KEY: model(transformed)}
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
     def transform_features_fn(serialized):
-        raw = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
+        raw = tf.io.parse_example(serialized, raw_spec)
         return model.tft_layer(raw)
 
-    return {"serving_default": serve_tf_examples_fn, "transform_features": transform_features_fn}
+    return {RAW_SIGNATURE: serve_raw_fn.get_concrete_function(),
+            EXAMPLES_SIGNATURE: serve_tf_examples_fn, TRANSFORM_SIGNATURE: transform_features_fn}
 
 
 def _warm_start(model, fn_args) -> None:

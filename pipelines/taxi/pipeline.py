@@ -43,8 +43,17 @@ def decision_stages(cfg: TaxiConfig) -> dict:
 
 
 def _decided(decision: dict, key: str):
-    """The decision's output `key` as a value for a downstream execution property (None without a decision)."""
-    return decision["decide"].outputs[key].future()[0].value if decision else None
+    """The decision's output `key` as a value for a downstream execution property.
+
+    Only where the data and serving folders are run parameters (Kubeflow): there no custom driver fingerprints
+    the data and serving's version is not known at build time, so Ingest's, Evaluate's and Push's cache keys must
+    hold what Decide read. Elsewhere (None) Ingest's driver fingerprints the data and serving's version is read
+    when the pipeline is built; and TFX's local orchestrators key caches on input artifacts, of which an upstream
+    output used as a property is one, so it would make every run a cache miss.
+    """
+    if not decision or isinstance(decision["decide"].exec_properties[decide_spec.DATA_ROOT_KEY], str):
+        return None
+    return decision["decide"].outputs[key].future()[0].value
 
 
 def data_stages(cfg: TaxiConfig, decision: dict | None = None) -> dict:
@@ -166,7 +175,7 @@ def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
         change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
                                                      absolute={"value": -cfg.max_auc_drop - 1e-9}))
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_XF,
+        model_specs=[tfma.ModelSpec(signature_name="serving_examples", label_key=features.LABEL_XF,
                                     preprocessing_function_names=["transform_features"])],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in features.SLICE_FEATURE_KEYS],
         metrics_specs=[tfma.MetricsSpec(metrics=[
@@ -207,30 +216,31 @@ def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
 
 
 def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipeline:
-    """[Decide ->] {Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push]}.
+    """[Decide ->] Ingest -> validate (gate) [-> monitor] -> [Transform -> Trainer -> Evaluate -> Push].
 
-    With cfg.continuous_training the braces run only when Decide says retrain (new data that drifted, or no
-    model in serving). The bracket runs only when the gate passed and, with a monitor and retrain_if_drift,
-    when the monitor says retrain (drift found, or no baseline to compare with).
+    The bracket runs only when the gate passed; with cfg.continuous_training, only when Decide also says
+    retrain (new data that drifted, or no model in serving); with a monitor and retrain_if_drift, only when
+    the monitor says retrain. The data stages always run: under a decision they are keyed on the span and
+    fingerprint it read (locally: Ingest's driver fingerprints), so a run with nothing new takes them from the
+    cache. (Every condition's producer
+    always runs: TFX evaluates all of a node's conditions, so one on a skipped node's output would fail.)
     """
     decision = decision_stages(cfg)
-    with contextlib.ExitStack() as decided:
-        if decision:
-            decided.enter_context(Cond(decision["decide"].outputs[decide_spec.DECISION_KEY].future()[0]
-                                       .custom_property(decide_spec.RETRAIN) == 1))
-        data = data_stages(cfg, decision)
-        validation = validation_stages(cfg, data)
-        monitoring = monitor_stages(cfg, data)
-        conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0]
-                      .custom_property(gate_spec.PASSED) == 1]
-        if cfg.retrain_if_drift and monitoring:
-            conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
-                              .custom_property(monitor_spec.RETRAIN) == 1)
-        with contextlib.ExitStack() as guarded:
-            for condition in conditions:
-                guarded.enter_context(Cond(condition))
-            training = training_stages(cfg, data)
-            release = release_stages(cfg, data, training, decision)
+    data = data_stages(cfg, decision)
+    validation = validation_stages(cfg, data)
+    monitoring = monitor_stages(cfg, data)
+    conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0].custom_property(gate_spec.PASSED) == 1]
+    if decision:
+        conditions.insert(0, decision["decide"].outputs[decide_spec.DECISION_KEY].future()[0]
+                          .custom_property(decide_spec.RETRAIN) == 1)
+    if cfg.retrain_if_drift and monitoring:
+        conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
+                          .custom_property(monitor_spec.RETRAIN) == 1)
+    with contextlib.ExitStack() as guarded:
+        for condition in conditions:
+            guarded.enter_context(Cond(condition))
+        training = training_stages(cfg, data)
+        release = release_stages(cfg, data, training, decision)
     nodes = [*decision.values(), *data.values(), *validation.values(), *monitoring.values(), *training.values(),
              *release.values()]
     return Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.paths.pipeline_root,

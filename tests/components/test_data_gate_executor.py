@@ -1,4 +1,5 @@
-"""DataGate's execution on real ExampleValidator/StatisticsGen artifacts: verdict property, verdict.json, report."""
+"""DataGate's execution on real ExampleValidator/StatisticsGen artifacts: verdict property, verdict.json, report,
+and the system.HTML/system.Markdown artifacts the KFP UI shows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tensorflow_data_validation as tfdv
 from tfx.types import artifact_utils, standard_artifacts
 
 from flywheel import schemas
+from flywheel.components.common import ui_artifacts
 from flywheel.components.data_gate import executor, spec
 from flywheel.pipelines import run_record
 from tests import tiny_runs
@@ -57,30 +59,44 @@ def dirty(tmp_path_factory):
 
 
 def _gate(anomalies, statistics, allow, tmp_path):
-    verdict = spec.GateVerdict()
+    verdict, report_html, summary = spec.GateVerdict(), ui_artifacts.HTML(), ui_artifacts.Markdown()
     verdict.uri = str(tmp_path / "verdict")
-    executor.run_gate(anomalies, statistics, verdict, allow)
+    # as TFX lays out a value artifact: a file named `value` in a folder the executor has to create
+    report_html.uri = str(tmp_path / "report_html" / "7" / "value")
+    summary.uri = str(tmp_path / "summary" / "7" / "value")
+    executor.run_gate(anomalies, statistics, verdict, allow, report_html, summary)
     with open(os.path.join(verdict.uri, spec.VERDICT_FILE)) as f:
         decision = json.load(f)
     with open(os.path.join(verdict.uri, spec.REPORT_FILE), encoding="utf-8") as f:
         html = f.read()
-    return verdict, decision, html
+    with open(report_html.uri, encoding="utf-8") as f:
+        assert f.read() == html  # the KFP UI shows the very report
+    with open(summary.uri, encoding="utf-8") as f:
+        markdown = f.read()
+    return verdict, decision, html, markdown
 
 
 def test_clean_run_passes(clean, tmp_path):
-    verdict, decision, html = _gate(*clean, "", tmp_path)
+    verdict, decision, html, markdown = _gate(*clean, "", tmp_path)
     assert verdict.get_int_custom_property(spec.PASSED) == 1
     assert verdict.get_int_custom_property(spec.NUM_ANOMALIES) == 0 and decision["passed"] is True
     assert "PASSED" in html and "Statistics, split train" in html and "Statistics, split eval" in html
+    assert markdown.startswith("## Data validation gate: PASSED\n")
+    assert "No anomalies: the data matches the schema." in markdown and "|" not in markdown
 
 
 def test_unexpected_value_stops_the_run(dirty, tmp_path):
-    verdict, decision, html = _gate(*dirty, "", tmp_path)
+    verdict, decision, html, markdown = _gate(*dirty, "", tmp_path)
     assert verdict.get_int_custom_property(spec.PASSED) == 0 and decision["passed"] is False
     assert [(f["feature"], f["type"]) for f in decision["findings"]] == [
         ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES")]
     assert verdict.get_int_custom_property(spec.NUM_BLOCKING) == 1
     assert "FAILED" in html and "Bitcoin" in html and "blocking" in html
+    assert markdown.startswith("## Data validation gate: FAILED\n")
+    assert "Stopped: 1 anomalies not in the allow-list. Anomalies: 1, blocking: 1. Allow-list: (empty)." in markdown
+    [row] = [line for line in markdown.splitlines() if line.startswith("| eval ")]
+    assert row.startswith("| eval | payment_type | ENUM_TYPE_UNEXPECTED_STRING_VALUES | ") and "Bitcoin" in row
+    assert row.endswith(" | **blocking** |")
 
 
 @pytest.mark.parametrize("allow,passed", [
@@ -91,7 +107,9 @@ def test_unexpected_value_stops_the_run(dirty, tmp_path):
     ("trip_start_hour:ENUM_TYPE_UNEXPECTED_STRING_VALUES", 0),
 ])
 def test_allow_list(dirty, tmp_path, allow, passed):
-    verdict, decision, _ = _gate(*dirty, allow, tmp_path)
+    verdict, decision, _, markdown = _gate(*dirty, allow, tmp_path)
     assert verdict.get_int_custom_property(spec.PASSED) == passed
     assert verdict.get_int_custom_property(spec.NUM_ANOMALIES) == 1
     assert decision["allowed_anomalies"] == [allow]
+    assert f"Allow-list: `{allow}`." in markdown
+    assert markdown.rstrip().endswith(" | allowed |" if passed else " | **blocking** |")

@@ -39,6 +39,14 @@ def _span_profile(data, span: int) -> profile.DatasetProfile:
     return monitor.profile_span(str(data), span, SCHEMA)[0]
 
 
+def _ui(tmp_path):
+    from flywheel.components.common import ui_artifacts
+
+    html, markdown = ui_artifacts.HTML(), ui_artifacts.Markdown()
+    html.uri, markdown.uri = str(tmp_path / "ui" / "report.html"), str(tmp_path / "ui" / "summary.md")
+    return html, markdown
+
+
 def _outputs(tmp_path):
     decision = spec.RetrainDecision()
     decision.uri = str(tmp_path / "decision")
@@ -80,7 +88,7 @@ def test_new_data_without_drift_waits_only_when_asked_to(tmp_path):
     _serve(serving, 1, inputs.resolve_input(str(data), 1, 1).fingerprint, _span_profile(data, 2))
     gated = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=True)
     assert gated.new_data and gated.drift_decision["drift_detected"] is False and gated.verdict == retrain.NO_DRIFT
-    assert not gated.retrain and "no drift" in gated.reason and "keeps version 1" in gated.reason
+    assert not gated.retrain and gated.reason == "new data in span 2 did not drift (no drift): serving keeps version 1"
     eager = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=False)
     assert eager.retrain and eager.reason.startswith("retrain on spans [1, 2]: new data")
 
@@ -138,11 +146,31 @@ def test_decide_says_nothing_new_when_serving_has_this_data(tmp_path):
     serving = tmp_path / "serving"
     _serve(serving, 7, inputs.resolve_input(TESTDATA, 2, 2).fingerprint)
     decision, (span, fingerprint, serving_version) = _outputs(tmp_path)
+    html, markdown = _ui(tmp_path)
     executor.run_decide(decision, span, fingerprint, serving_version, TESTDATA, str(serving), "taxi", 2, False,
-                        SCHEMA)
+                        SCHEMA, html, markdown)
     assert decision.get_int_custom_property(spec.RETRAIN) == 0
     assert decision.get_string_custom_property(spec.VERDICT) == "nothing_new"
     assert serving_version.read() == 7
+    page, summary = (tmp_path / "ui" / "report.html").read_text(), (tmp_path / "ui" / "summary.md").read_text()
+    assert "nothing_new" in page and "serving version 7 was trained on spans [1, 2]" in page
+    assert summary.startswith("# Continuous training: no retraining (nothing new)") and "Drift monitor" not in summary
+
+
+def test_decide_shows_the_drift_report_in_the_kfp_ui_when_drift_was_checked(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(TESTDATA, data)
+    serving = tmp_path / "serving"
+    _serve(serving, 1, "older data", _span_profile(data, 2))
+    decision, (span, fingerprint, serving_version) = _outputs(tmp_path)
+    html, markdown = _ui(tmp_path)
+    result = executor.run_decide(decision, span, fingerprint, serving_version, str(data), str(serving), "taxi", 2,
+                                 True, SCHEMA, html, markdown)
+    assert result["verdict"] == "no_drift" and result["report"].endswith("span-2/report.html")
+    assert (tmp_path / "ui" / "report.html").read_text() == open(result["report"]).read()
+    summary = (tmp_path / "ui" / "summary.md").read_text()
+    assert summary.startswith("# Continuous training: no retraining (no drift)")
+    assert "## Drift monitor: NO DRIFT" in summary and "| fare | numeric | ok |" in summary
 
 
 def test_ingest_refuses_data_that_changed_after_the_decision(tmp_path):
@@ -154,22 +182,3 @@ def test_ingest_refuses_data_that_changed_after_the_decision(tmp_path):
     with pytest.raises(parsing.IngestError, match=r"expected data fingerprint 000000000000…, but spans \[1, 2\]"):
         ingest_executor.check_expected_fingerprint(resolved, props)
 
-
-def test_every_artifact_type_is_importable_from_its_type_name():
-    """TFX's Kubeflow entrypoint turns a custom type's schema title (its TYPE_NAME) into a class path."""
-    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
-    from tfx.utils import import_utils
-
-    import flywheel
-    from flywheel.components.data_gate import spec as gate_spec
-    from flywheel.components.ingest import spec as ingest_spec
-    from flywheel.components.monitor import spec as monitor_spec
-
-    classes = [spec.RetrainDecision, gate_spec.GateVerdict, ingest_spec.Quarantine, monitor_spec.DataProfile,
-               monitor_spec.DriftReport]
-    assert sorted(c.TYPE_NAME.removeprefix("flywheel.") for c in classes) == sorted(flywheel.ARTIFACT_TYPES)
-    for cls in classes:
-        from kfp.pipeline_spec import pipeline_spec_pb2
-
-        schema = pipeline_spec_pb2.ArtifactTypeSchema(instance_schema=f"title: {cls.TYPE_NAME}\ntype: object\n")
-        assert import_utils.import_class_by_path(entry._retrieve_class_path(schema)) is cls  # noqa: SLF001

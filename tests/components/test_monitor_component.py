@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 from flywheel import schemas
+from flywheel.components.common import ui_artifacts
 from flywheel.components.ingest import parsing
-from flywheel.components.monitor import executor, monitor, profile, profile_beam, spec
+from flywheel.components.monitor import executor, monitor, profile, profile_beam, report, spec
 from flywheel.pipelines import retrain
 from tests.components.test_ingest_executor import TESTDATA, _run_executor
 
@@ -27,6 +28,12 @@ def _report(tmp_path, name):
     artifact = spec.DriftReport()
     artifact.uri = str(tmp_path / name)
     return artifact
+
+
+def _ui_artifacts(tmp_path, name):
+    html, markdown = ui_artifacts.HTML(), ui_artifacts.Markdown()
+    html.uri, markdown.uri = str(tmp_path / name / "report_html" / "value"), str(tmp_path / name / "summary" / "value")
+    return html, markdown
 
 
 def _typed_profile(files, source):
@@ -93,20 +100,52 @@ def test_monitor_reads_the_newest_span_and_records_its_verdict(ingested, tmp_pat
     path = tmp_path / "baseline.json"
     path.write_text(shifted.to_json())
     drifted = _report(tmp_path, "drifted")
-    result = executor.run_drift_monitor(ingested, drifted, str(path), SCHEMA)
+    html, markdown = _ui_artifacts(tmp_path, "drifted")
+    result = executor.run_drift_monitor(ingested, drifted, str(path), SCHEMA, html, markdown)
     assert result["features"]["fare"]["drift"] and drifted.get_int_custom_property(spec.RETRAIN) == 1
     assert drifted.get_int_custom_property(spec.DRIFT_DETECTED) == 1
     assert drifted.get_string_custom_property(spec.REASON) == "drift in fare"
+    with open(html.uri, encoding="utf-8") as f:  # the report with its charts, as the KFP UI shows it
+        assert f.read() == open(drifted.get_string_custom_property(spec.REPORT), encoding="utf-8").read()
+    with open(markdown.uri, encoding="utf-8") as f:
+        text = f.read()
+    assert text.startswith("## Drift monitor: DRIFT DETECTED\n\nDrift in fare.\n\nCurrent data: span 2.")
+    features = result["features"]
+    assert f"1 of {len(features)} features drifted." in text
+    [fare] = [line for line in text.splitlines() if line.startswith("| fare |")]
+    crossed = [c for c in features["fare"]["checks"] if c["drift"]]
+    assert fare.startswith("| fare | numeric | **drift** | ") and crossed
+    assert all(f"{c['metric']} {c['value']:.4f} (" in fare for c in crossed)
+    assert "| trip_miles | numeric | ok | every check below its threshold |" in text
+    assert "Label columns (reported apart, they do not decide)" in text and "| tips |" in text
 
 
 def test_no_baseline_is_not_drift_but_retrains(ingested, tmp_path):
     report = _report(tmp_path, "none")
-    result = executor.run_drift_monitor(ingested, report, "", SCHEMA)
+    html, markdown = _ui_artifacts(tmp_path, "none")
+    result = executor.run_drift_monitor(ingested, report, "", SCHEMA, html, markdown)
     assert result["drift_detected"] is None and result["reason"] == "no baseline: no model in serving"
     assert report.get_int_custom_property(spec.RETRAIN) == 1
     assert not report.has_custom_property(spec.DRIFT_DETECTED)
     assert json.loads(open(os.path.join(report.uri, spec.RESULT_FILE)).read())["drift_detected"] is None
     assert "NO BASELINE" in open(os.path.join(report.uri, spec.REPORT_FILE)).read()
+    assert "NO BASELINE" in open(html.uri, encoding="utf-8").read()
+    text = open(markdown.uri, encoding="utf-8").read()
+    assert text.startswith("## Drift monitor: NO BASELINE\n\nNo baseline: no model in serving.\n")
+    assert "this is not drift, and the model is (re)trained" in text and "|" not in text
+
+
+def test_ui_artifacts_need_the_report_monitor_check_wrote(ingested, tmp_path):
+    """The drift report's charts are only in the HTML check wrote: a verdict without one is an error, not a bare
+    page (the function the retraining decision also calls)."""
+    profiles = profile.read_span_profiles(ingested.uri)
+    verdict = monitor.check(profiles[1], profiles[2], SCHEMA, report_dir=None)
+    html, markdown = _ui_artifacts(tmp_path, "no-report")
+    with pytest.raises(ValueError, match=r"drift monitor: the verdict has no HTML report to show .*report_dir"):
+        report.write_ui_artifacts(verdict, html, markdown)
+    with pytest.raises(TypeError, match=r"ui_artifacts: expected a system.HTML artifact, got Markdown"):
+        report.write_ui_artifacts(monitor.check(profiles[1], profiles[2], SCHEMA, report_dir=str(tmp_path / "r")),
+                                  markdown, html)
 
 
 # ---- the retraining plan -------------------------------------------------------------------------------------

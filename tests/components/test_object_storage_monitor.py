@@ -11,6 +11,7 @@ import apache_beam as beam
 import pytest
 
 from flywheel import schemas
+from flywheel.components.common import ui_artifacts
 from flywheel.components.ingest import inputs, parsing
 from flywheel.components.monitor import executor, monitor, profile, profile_beam, spec
 from flywheel.pipelines import retrain
@@ -123,7 +124,11 @@ def test_span_profiles_and_the_drift_monitor_on_object_storage(local, remote):
         profile_beam.check_span_profiles(profile_uri, [1, 4])
     data_profile, report = spec.DataProfile(), spec.DriftReport()
     data_profile.uri, report.uri = profile_uri, f"{remote}/DriftMonitor/drift_report/8"
+    html, markdown = ui_artifacts.HTML(), ui_artifacts.Markdown()
+    html.uri, markdown.uri = f"{remote}/DriftMonitor/report_html/8", f"{remote}/DriftMonitor/summary/8"
     result = executor.run_drift_monitor(data_profile, report, f"{remote}/serving/taxi/1/baseline_profile.json",
-                                        f"{remote}/schema.pbtxt")
+                                        f"{remote}/schema.pbtxt", html, markdown)
     assert result[spec.SPAN] == 3 and report.get_string_custom_property(spec.REPORT) == f"{report.uri}/report.html"
     assert json.loads(ram_filesystem.read(f"{report.uri}/{spec.RESULT_FILE}"))["reason"] == result["reason"]
+    assert ram_filesystem.read(html.uri) == ram_filesystem.read(f"{report.uri}/report.html")
+    assert ram_filesystem.read(markdown.uri).decode("utf-8").startswith("## Drift monitor: ")

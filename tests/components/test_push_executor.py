@@ -88,7 +88,7 @@ def test_a_blessed_model_is_pushed_like_the_stock_pusher_with_a_complete_manifes
     assert not [n for n in os.listdir(os.path.join(serving_dir, "taxi")) if n.startswith(publish.TMP_PREFIX)]
     loaded = tf.saved_model.load(served.path)
     examples = publish.sample_examples(run_outputs["examples"]["uri"], "eval", 4)
-    answer = next(iter(loaded.signatures["serving_default"](examples=tf.constant(examples)).values()))
+    answer = next(iter(loaded.signatures["serving_examples"](examples=tf.constant(examples)).values()))
     assert answer.numpy().reshape(-1).tolist() == pytest.approx(manifest["signature_check"]["predictions"], abs=1e-4)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import tensorflow_model_analysis as tfma
+from tfx.orchestration import data_types
 from tfx.types import channel_utils, standard_artifacts
 
+from flywheel.components.common import ui_artifacts
 from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.data_gate.component import DataGate
 from flywheel.components.evaluate.component import Evaluate
@@ -37,12 +39,29 @@ def _push(model=standard_artifacts.Model, blessing=standard_artifacts.ModelBless
 
 def test_well_wired_components_build_with_their_outputs():
     assert _gate().outputs["verdict"].type is gate_spec.GateVerdict
-    assert set(_evaluate().outputs) == {"evaluation", "blessing"}
+    assert set(_evaluate().outputs) == {"evaluation", "blessing", "report_html", "summary"}
     assert _push().outputs["pushed_model"].type is standard_artifacts.PushedModel
     ingest = Ingest(input_base="/data", schema=ch(standard_artifacts.Schema))
     assert set(ingest.outputs) == {"examples", "quarantine", "profile"}
     assert ingest.outputs["profile"].type is monitor_spec.DataProfile
     assert "drift_report" in DriftMonitor(profile=ch(monitor_spec.DataProfile)).outputs
+
+
+def test_gate_evaluate_and_monitor_declare_the_reports_the_kfp_ui_renders():
+    for component in (_gate(), _evaluate(), DriftMonitor(profile=ch(monitor_spec.DataProfile))):
+        outputs = component.outputs
+        assert outputs["report_html"].type is ui_artifacts.HTML and outputs["summary"].type is ui_artifacts.Markdown
+    assert (ui_artifacts.HTML.TYPE_NAME, ui_artifacts.Markdown.TYPE_NAME) == ("system.HTML", "system.Markdown")
+
+
+def _model_name_parameter(default="taxi", ptype=str):
+    return data_types.RuntimeParameter(name="model-name", ptype=ptype, default=default)
+
+
+def test_evaluate_and_push_take_the_model_name_as_a_run_parameter():
+    parameter = _model_name_parameter()
+    assert _evaluate(model_name=parameter).exec_properties["model_name"] is parameter
+    assert _push(model_name=parameter).exec_properties["model_name"] is parameter
 
 
 @pytest.mark.parametrize("build,error,message", [
@@ -61,6 +80,11 @@ def test_well_wired_components_build_with_their_outputs():
     (lambda: _evaluate(eval_config=tfma.EvalConfig(model_specs=[tfma.ModelSpec(name="candidate")])), ValueError,
      r"Evaluate: eval_config must hold exactly one unnamed model spec .*\['candidate'\]"),
     (lambda: _evaluate(model_name=""), ValueError, r"Evaluate: model_name: expected a non-empty name"),
+    (lambda: _evaluate(model_name=_model_name_parameter("a/b")), ValueError,
+     r"Evaluate: model_name \(runtime parameter 'model-name', its default\): expected a non-empty name without '/', "
+     r"got 'a/b'"),
+    (lambda: _evaluate(model_name=_model_name_parameter(3, int)), TypeError,
+     r"Evaluate: model_name: expected a str runtime parameter, got 'model-name' of type int"),
     (lambda: _evaluate(serving_dir=""), ValueError, r"Evaluate: serving_dir: expected the serving folder"),
     (lambda: _evaluate(example_splits=()), ValueError, r"Evaluate: example_splits: expected a non-empty tuple"),
     (lambda: _evaluate(example_splits="eval"), ValueError, r"Evaluate: example_splits: .*got 'eval'"),

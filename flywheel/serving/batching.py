@@ -1,0 +1,127 @@
+"""Server-side batching: concurrent requests for one version and signature run as one TensorFlow call.
+
+Like TF Serving's batching (batching_parameters: max_batch_size, batch_timeout_micros,
+num_batch_threads), a batch closes when it holds `max_batch_size` rows or `batch_timeout_ms` after its
+first request arrived, and at most `num_batch_threads` batches run at once; requests that arrive while
+those run wait and go together in the next batch, so under concurrency the TensorFlow calls grow in
+size instead of in number. A request larger than `max_batch_size` runs alone as one call (TF Serving
+rejects it unless large-batch splitting is on). Rows are split back by request, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+from flywheel.serving.models import Servable, Signature
+
+
+@dataclasses.dataclass
+class _Task:
+    columns: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+
+
+@dataclasses.dataclass
+class _Queue:
+    servable: Servable
+    signature: Signature
+    tasks: list = dataclasses.field(default_factory=list)
+    rows: int = 0
+    timer: Optional[asyncio.TimerHandle] = None
+
+
+class Batcher:
+    """Batches `submit` calls made on one event loop; `run(signature, columns)` makes the TensorFlow call."""
+
+    def __init__(self, run: Callable[[Signature, dict[str, np.ndarray]], dict[str, np.ndarray]],
+                 max_batch_size: int = 512, batch_timeout_ms: float = 0.0, num_batch_threads: int = 2,
+                 on_batch: Optional[Callable[[Servable, Signature, int], None]] = None):
+        if max_batch_size < 1:
+            raise ValueError(f"serve: max_batch_size must be at least 1, got {max_batch_size}")
+        if batch_timeout_ms < 0:
+            raise ValueError(f"serve: batch_timeout_ms must be >= 0, got {batch_timeout_ms}")
+        self.max_batch_size, self.batch_timeout = max_batch_size, batch_timeout_ms / 1000.0
+        self._run, self._on_batch = run, on_batch
+        self._executor = concurrent.futures.ThreadPoolExecutor(num_batch_threads, thread_name_prefix="serve-batch")
+        self._slots = num_batch_threads
+        self._running = 0
+        self._queues: dict[tuple[int, int, str], _Queue] = {}
+        self.calls = 0
+
+    async def submit(self, servable: Servable, signature: Signature, columns: dict[str, np.ndarray],
+                     rows: int) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        key = (id(servable), servable.version, signature.name)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(servable, signature)
+        task = _Task(columns, rows, loop.create_future())
+        queue.tasks.append(task)
+        queue.rows += rows
+        if queue.rows >= self.max_batch_size:
+            self._dispatch(key, loop)
+        elif queue.timer is None:
+            if self.batch_timeout:
+                queue.timer = loop.call_later(self.batch_timeout, self._dispatch, key, loop)
+            else:
+                self._dispatch(key, loop)
+        return await task.future
+
+    def _take(self, queue: _Queue) -> list[_Task]:
+        taken, rows = [], 0
+        while queue.tasks and (not taken or rows + queue.tasks[0].rows <= self.max_batch_size):
+            task = queue.tasks.pop(0)
+            taken.append(task)
+            rows += task.rows
+        queue.rows -= rows
+        return taken
+
+    def _dispatch(self, key: tuple, loop: asyncio.AbstractEventLoop) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            return
+        if queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
+        if self._running >= self._slots or not queue.tasks:
+            return
+        tasks = self._take(queue)
+        if not queue.tasks:
+            del self._queues[key]
+        self._running += 1
+        self.calls += 1
+        columns = (tasks[0].columns if len(tasks) == 1 else
+                   {name: np.concatenate([t.columns[name] for t in tasks]) for name in tasks[0].columns})
+        future = loop.run_in_executor(self._executor, self._run, queue.signature, columns)
+        future.add_done_callback(lambda done: self._finish(done, tasks, queue, loop))
+
+    def _finish(self, done: asyncio.Future, tasks: list[_Task], queue: _Queue, loop) -> None:
+        self._running -= 1
+        error = done.exception()
+        if error is None:
+            outputs = done.result()
+            if self._on_batch is not None:
+                self._on_batch(queue.servable, queue.signature, sum(t.rows for t in tasks))
+            start = 0
+            for task in tasks:
+                if not task.future.done():
+                    task.future.set_result({name: value[start:start + task.rows] for name, value in outputs.items()})
+                start += task.rows
+        else:
+            for task in tasks:
+                if not task.future.done():
+                    task.future.set_exception(error)
+        for key in list(self._queues):
+            if self._running >= self._slots:
+                break
+            self._dispatch(key, loop)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+

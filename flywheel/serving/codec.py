@@ -1,0 +1,236 @@
+"""TF Serving's JSON formats (tensorflow_serving/util/json_tensor.cc), for signatures with [None] inputs.
+
+Requests: `{"signature_name": s, "instances": [...]}` (row format: one object per row with every input
+by name, or plain values when the signature has one input) or `{"inputs": {name: [...]}}` (columnar).
+JSON numbers go to float inputs, JSON integers to integer inputs, strings (or `{"b64": ...}`) to
+string inputs; NaN and Infinity are accepted as TF Serving accepts them. Every error is TF Serving's
+InvalidArgument (HTTP 400) with its wording, and names the input: a missing or unknown feature is
+named on its own (TF Serving lists only the expected keys).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import json
+from typing import Any
+
+import numpy as np
+
+from flywheel.serving.models import InvalidArgument, Signature
+
+ROW, COLUMNAR = "row", "columnar"
+
+
+def _debug(value: Any) -> str:
+    text = json.dumps(value, allow_nan=True)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "Bool"
+    if isinstance(value, (int, float)):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, list):
+        return "Array"
+    return "Object"
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _type_name(dtype: Any) -> str:
+    """TensorFlow's DataTypeString, as TF Serving prints it: DT_FLOAT -> float, DT_INT64 -> int64."""
+    from tensorflow.core.framework import types_pb2
+
+    return types_pb2.DataType.Name(dtype.as_datatype_enum).removeprefix("DT_").lower()
+
+
+def _type_error(value: Any, dtype: Any) -> InvalidArgument:
+    return InvalidArgument(f"JSON Value: {_debug(value)} Type: {_json_type(value)} is not of expected type: "
+                           f"{_type_name(dtype)}")
+
+
+def _scalar(value: Any, dtype: Any) -> Any:
+    """One JSON value as a value of the input's dtype (TF Serving's rules), or InvalidArgument."""
+    if dtype.is_floating:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(value, dtype)
+        return float(value)
+    if dtype.is_integer:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(value, dtype)
+        if not dtype.min <= value <= dtype.max:
+            raise InvalidArgument(f"JSON Value: {value} out of range for {_type_name(dtype)}")
+        return value
+    if dtype.is_bool:
+        if not isinstance(value, bool):
+            raise _type_error(value, dtype)
+        return value
+    if dtype.name == "string":
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        if _is_b64(value) and isinstance(value["b64"], str):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgument("Unable to base64 decode") from None
+        raise _type_error(value, dtype)
+    raise InvalidArgument(f"Conversion of JSON Value: {_debug(value)} to type: {_type_name(dtype)}")
+
+
+def _column(values: list, name: str, signature: Signature, where: str) -> np.ndarray:
+    spec = signature.inputs[name]
+    out = []
+    for i, value in enumerate(values):
+        if isinstance(value, list):
+            raise InvalidArgument(f"Failed to process element: {i} key: {name} of {where}. Error: JSON Value: "
+                                  f"{_debug(value)} is a list, but input {name} takes one value per row "
+                                  f"(shape {list(spec.shape)})")
+        try:
+            out.append(_scalar(value, spec.dtype))
+        except InvalidArgument as e:
+            raise InvalidArgument(f"Failed to process element: {i} key: {name} of {where}. Error: {e}") from None
+    return np.array(out, dtype=object if spec.dtype.name == "string" else spec.dtype.as_numpy_dtype)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise InvalidArgument("JSON Parse error: The document is empty")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"JSON Parse error: {e}") from None
+
+
+def signature_name(doc: Any) -> str:
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"JSON Value: {_debug(doc)} Type: {_json_type(doc)} is not of expected type: object")
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise InvalidArgument(f"JSON Value: {_debug(doc)} not formatted correctly. 'signature_name' key must be "
+                              "a string value.")
+    return name
+
+
+def _rows_from_instances(instances: list, signature: Signature) -> tuple[dict[str, np.ndarray], list[dict]]:
+    names = list(signature.inputs)
+    objects = isinstance(instances[0], dict) and not _is_b64(instances[0])
+    if not objects:
+        if len(names) > 1:
+            raise InvalidArgument("instances is a plain list, but expecting list of objects as multiple input "
+                                  "tensors required as per tensorinfo_map")
+        for i, item in enumerate(instances):
+            if isinstance(item, dict) and not _is_b64(item):
+                raise InvalidArgument(f"Expecting value/list but got object at item {i} of input list")
+        column = _column(instances, names[0], signature, "'instances' list")
+        return {names[0]: column}, [{names[0]: v} for v in instances]
+    expected = set(names)
+    for i, item in enumerate(instances):
+        if not isinstance(item, dict) or _is_b64(item):
+            raise InvalidArgument(f"Expecting object but got list at item {i} of input list")
+        if set(item) != expected:
+            missing, unknown = sorted(expected - set(item)), sorted(set(item) - expected)
+            detail = "; ".join(part for part in (f"missing: {', '.join(missing)}" if missing else "",
+                                                 f"unknown: {', '.join(unknown)}" if unknown else "") if part)
+            raise InvalidArgument(f"Failed to process element: {i} of 'instances' list. JSON object: {_debug(item)} "
+                                  f"keys must be equal to: {','.join(sorted(names))} ({detail})")
+    columns = {name: _column([item[name] for item in instances], name, signature, "'instances' list")
+               for name in names}
+    return columns, instances
+
+
+def _rows_from_inputs(inputs: Any, signature: Signature) -> tuple[dict[str, np.ndarray], list[dict]]:
+    names = list(signature.inputs)
+    if not isinstance(inputs, dict) or _is_b64(inputs):
+        if len(names) > 1:
+            raise InvalidArgument("inputs is a plain value/list, but expecting an object as multiple input tensors "
+                                  "required as per tensorinfo_map")
+        inputs = {names[0]: inputs}
+    for name in names:
+        if name not in inputs:
+            raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise InvalidArgument(f"JSON object: does not have named input: {unknown[0]}")
+    columns = {}
+    for name in names:
+        values = inputs[name]
+        if not isinstance(values, list):
+            raise InvalidArgument(f"Input {name} of 'inputs' object: expected a list of one value per row "
+                                  f"(shape {list(signature.inputs[name].shape)}), got {_debug(values)}")
+        columns[name] = _column(values, name, signature, "'inputs' object")
+    sizes = {name: len(col) for name, col in columns.items()}
+    usual = collections.Counter(sizes.values()).most_common(1)[0][0]
+    odd = [name for name in names if sizes[name] != usual]
+    if odd:
+        raise InvalidArgument(f"Expecting tensor size: {usual} but got: {sizes[odd[0]]} (input {odd[0]}; the other "
+                              f"inputs have {usual} rows)")
+    if not usual:
+        raise InvalidArgument("No values in 'inputs' object")
+    rows = [{name: inputs[name][i] for name in names} for i in range(sizes[names[0]])]
+    return columns, rows
+
+
+def parse_predict(doc: dict, signature: Signature) -> tuple[str, dict[str, np.ndarray], list[dict]]:
+    """(format, {input: column}, rows as sent) of a predict request body."""
+    if "instances" in doc and "inputs" in doc:
+        raise InvalidArgument(f"JSON Value: {_debug(doc)} Not formatted correctly expecting only one of 'inputs' "
+                              "or 'instances' keys to exist ")
+    if "instances" in doc:
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise InvalidArgument(f"JSON Value: {_debug(doc)} Expecting 'instances' to be an list/array")
+        if not instances:
+            raise InvalidArgument(f"JSON Value: {_debug(doc)} No values in 'instances' array")
+        return (ROW, *_rows_from_instances(instances, signature))
+    if "inputs" in doc:
+        return (COLUMNAR, *_rows_from_inputs(doc["inputs"], signature))
+    raise InvalidArgument("Missing 'inputs' or 'instances' key")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def _tolist(array: np.ndarray, name: str) -> list:
+    if array.dtype == object:
+        flat = [_json_value(v) if not name.endswith("_bytes") else {"b64": base64.b64encode(v).decode("ascii")}
+                for v in array.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(array.shape).tolist()
+    return array.tolist()
+
+
+def row_predictions(outputs: dict[str, np.ndarray]) -> list:
+    """Per-row predictions: the output's rows when there is one output, else one object per row."""
+    if len(outputs) == 1:
+        name, array = next(iter(outputs.items()))
+        return _tolist(array, name)
+    lists = {name: _tolist(array, name) for name, array in outputs.items()}
+    rows = len(next(iter(lists.values())))
+    return [{name: values[i] for name, values in lists.items()} for i in range(rows)]
+
+
+def format_response(fmt: str, outputs: dict[str, np.ndarray]) -> dict:
+    if fmt == ROW:
+        return {"predictions": row_predictions(outputs)}
+    if len(outputs) == 1:
+        name, array = next(iter(outputs.items()))
+        return {"outputs": _tolist(array, name)}
+    return {"outputs": {name: _tolist(array, name) for name, array in outputs.items()}}
+
+
+def dumps(payload: Any) -> bytes:
+    return json.dumps(payload, allow_nan=True, separators=(",", ":")).encode("utf-8")

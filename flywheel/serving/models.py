@@ -1,0 +1,275 @@
+"""The version registry: TF Serving's file-system source and its "latest" version policy, in-process.
+
+`<serving_dir>/<model>/<version>/` folders count once complete (push.json and saved_model.pb, the rule
+`components/common/serving.py` states). A poll (every `poll_seconds` in a background thread, and once
+at start) loads the newest complete version that has not failed, replays its warmup file, and only then
+makes it the one that answers; versions beyond the newest `num_versions` loaded ones, and versions
+whose folder is gone, are unloaded. A version that fails to load or warm up is never served: it is
+reported in the model status (state END with the error) and the older version keeps serving. Requests
+hold a reference to the `Servable` they resolved, so a switch or an unload never fails one in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any, Callable, Optional
+
+from flywheel.components.common import serving
+from flywheel.serving import warmup
+
+logger = logging.getLogger(__name__)
+
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+class ServingError(Exception):
+    """An error answered as TF Serving answers it: `{"error": message}` with `status` (TF Serving's code)."""
+
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServingError):
+    status = 400
+
+
+class NotFound(ServingError):
+    status = 404
+
+
+class Unimplemented(ServingError):
+    status = 501
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: Any  # tf.DType
+    shape: tuple  # None for an unknown dimension
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    function: Any = dataclasses.field(repr=False, compare=False)
+
+
+@dataclasses.dataclass
+class Servable:
+    """One loaded version: its signatures (callable) and its SignatureDefs (for the metadata API)."""
+
+    model: str
+    version: int
+    path: str
+    signatures: dict[str, Signature]
+    signature_defs: dict[str, Any] = dataclasses.field(repr=False)
+    saved_model: Any = dataclasses.field(repr=False, default=None)
+
+    def signature(self, name: str) -> Signature:
+        key = name or warmup.DEFAULT_SIGNATURE
+        if key not in self.signatures:
+            raise InvalidArgument(f'Serving signature name: "{key}" not found in signature def')
+        return self.signatures[key]
+
+
+@dataclasses.dataclass
+class VersionState:
+    version: int
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+    def to_json(self) -> dict:
+        return {"version": str(self.version), "state": self.state,
+                "status": {"error_code": self.error_code, "error_message": self.error_message}}
+
+
+def _spec(name: str, info: Any) -> TensorSpec:
+    import tensorflow as tf
+
+    dims = tuple(None if d.size == -1 else d.size for d in info.tensor_shape.dim)
+    return TensorSpec(name, tf.as_dtype(info.dtype), dims)
+
+
+def load_servable(model: str, version: int, path: str) -> Servable:
+    """Loads a SavedModel version and its SignatureDefs (read from saved_model.pb, as TF Serving reports them)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(path, serving.SAVED_MODEL_FILE), "rb") as f:
+        proto.ParseFromString(f.read())
+    meta_graph = next((m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags), None)
+    if meta_graph is None:
+        raise ValueError(f"serve: {path}/{serving.SAVED_MODEL_FILE} has no meta graph tagged 'serve'")
+    defs = {name: sig for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
+    loaded = tf.saved_model.load(path)
+    signatures = {}
+    for name, sig in defs.items():
+        signatures[name] = Signature(name, sig.method_name,
+                                     {k: _spec(k, v) for k, v in sorted(sig.inputs.items())},
+                                     {k: _spec(k, v) for k, v in sorted(sig.outputs.items())},
+                                     loaded.signatures[name])
+    return Servable(model, version, path, signatures, defs, loaded)
+
+
+def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any]:
+    """One TensorFlow call: {input: numpy array} -> {output: numpy array}."""
+    import tensorflow as tf
+
+    tensors = {name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in signature.inputs.items()}
+    return {name: value.numpy() for name, value in signature.function(**tensors).items()}
+
+
+def warm_up(servable: Servable) -> int:
+    """Replays the version's warmup requests (TF Serving's file); returns how many ran."""
+    path = os.path.join(servable.path, warmup.WARMUP_PATH)
+    count = 0
+    for log in warmup.read(servable.path):
+        name, inputs = warmup.request_inputs(log, path)
+        if name not in servable.signatures:
+            raise warmup.WarmupError(f"warmup: record {count + 1} of {path} names signature {name!r}; the model has "
+                                     f"{sorted(servable.signatures)}")
+        run_signature(servable.signatures[name], inputs)
+        count += 1
+    return count
+
+
+class ModelRegistry:
+    """The loaded versions of one model, kept in step with its serving folder."""
+
+    def __init__(self, serving_dir: str, model: str, num_versions: int = 1, poll_seconds: float = 1.0,
+                 labels: Optional[dict[str, int]] = None,
+                 loader: Callable[[str, int, str], Servable] = load_servable,
+                 on_change: Optional[Callable[[], None]] = None):
+        if num_versions < 1:
+            raise ValueError(f"serve: num_versions must be at least 1, got {num_versions}")
+        self.serving_dir, self.model, self.num_versions = serving_dir, model, num_versions
+        self.poll_seconds, self.labels = poll_seconds, dict(labels or {})
+        self._loader, self._on_change = loader, on_change
+        self._lock = threading.Lock()
+        self._loaded: dict[int, Servable] = {}
+        self._states: dict[int, VersionState] = {}
+        self._failed: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # ---- polling ---------------------------------------------------------------------------------------------
+
+    def _set(self, version: int, state: str, code: str = "OK", message: str = "") -> None:
+        with self._lock:
+            self._states[version] = VersionState(version, state, code, message)
+
+    def _load(self, version: int) -> bool:
+        path = os.path.join(self.serving_dir, self.model, str(version))
+        self._set(version, LOADING)
+        try:
+            servable = self._loader(self.model, version, path)
+            warmed = warm_up(servable)
+        except Exception as e:  # any load or warmup failure keeps the version out of service, named in status
+            message = f"{type(e).__name__}: {e}"
+            logger.error("serve: %s version %d not loaded: %s", self.model, version, message)
+            with self._lock:
+                self._failed.add(version)
+            self._set(version, END, "UNKNOWN", message)
+            return False
+        with self._lock:
+            self._loaded[version] = servable
+            self._states[version] = VersionState(version, AVAILABLE)
+        logger.info("serve: %s version %d available (%d warmup requests replayed)", self.model, version, warmed)
+        return True
+
+    def poll(self) -> None:
+        """One pass of the file-system source: load what should serve, then unload what should not."""
+        present = serving.versions(self.serving_dir, self.model)
+        with self._lock:
+            self._failed &= set(present)
+            loaded = set(self._loaded)
+        aspired: list[int] = []
+        for version in sorted(present, reverse=True):
+            if len(aspired) >= self.num_versions:
+                break
+            if version in self._failed:
+                continue
+            if version in loaded or self._load(version):
+                aspired.append(version)
+        changed = False
+        for version in sorted(loaded - set(aspired)):
+            self._set(version, UNLOADING)
+            with self._lock:
+                self._loaded.pop(version, None)
+                self._states[version] = VersionState(version, END)
+            logger.info("serve: %s version %d unloaded", self.model, version)
+            changed = True
+        if changed or set(aspired) - loaded:
+            if self._on_change is not None:
+                self._on_change()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll()
+            except Exception:  # a failing scan (storage unreachable) must not stop serving the loaded versions
+                logger.exception("serve: scanning %s failed; serving the versions already loaded",
+                                 os.path.join(self.serving_dir, self.model))
+
+    def start(self) -> None:
+        """Polls once (the server answers once the first version is loaded), then keeps polling in a thread."""
+        self.poll()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"serve-{self.model}-versions", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    # ---- lookups ---------------------------------------------------------------------------------------------
+
+    def loaded_versions(self) -> list[int]:
+        with self._lock:
+            return sorted(self._loaded)
+
+    def _label_version(self, label: str) -> int:
+        if label not in self.labels:
+            raise InvalidArgument(f"Unrecognized servable version label: {label}")
+        return self.labels[label]
+
+    def get(self, model: str, version: Optional[int] = None, label: Optional[str] = None) -> Servable:
+        """The servable a request names (latest when neither version nor label); TF Serving's errors."""
+        if label is not None:
+            version = self._label_version(label)
+        with self._lock:
+            if model == self.model:
+                if version is None and self._loaded:
+                    return self._loaded[max(self._loaded)]
+                if version in self._loaded:
+                    return self._loaded[version]
+        request = f"Latest({model})" if version is None else f"Specific({model}, {version})"
+        raise NotFound(f"Servable not found for request: {request}")
+
+    def status(self, model: str, version: Optional[int] = None, label: Optional[str] = None) -> list[dict]:
+        """GetModelStatus: every known version (newest first), or the one named."""
+        if label is not None:
+            version = self._label_version(label)
+        with self._lock:
+            states = dict(self._states) if model == self.model else {}
+        if version is not None:
+            if version not in states:
+                raise NotFound(f"Could not find version {version} of model {model}")
+            return [states[version].to_json()]
+        if not states:
+            raise NotFound(f"Could not find any versions of model {model}")
+        return [states[v].to_json() for v in sorted(states, reverse=True)]

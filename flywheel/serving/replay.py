@@ -1,0 +1,175 @@
+"""Replaying a span as traffic: its rows, read the way Ingest reads them and without the label, sent as TF
+Serving REST `:predict` requests (`{"instances": [...]}`) at a target rate, several at a time.
+
+Rows are typed by the pipeline's schema through Ingest's own parser, so a row Ingest would quarantine is
+skipped and counted, never sent. Only the model's input features are sent: those the server's
+`GET <url>/metadata` lists for its default signature (TF Serving's metadata API), or the ones given. A row
+that lacks one of them is skipped and counted (the server would answer 400). With an id column, each request
+carries one row and `X-Request-Id: <the row's id>`, which the server logs, so labels that arrive later join
+to the logged prediction by that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class ReplayError(ValueError):
+    """A replay that cannot start: bad arguments, unreadable data, a server that does not describe its model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    rows: list[dict[str, Any]]
+    request_id: Optional[str]
+
+
+def model_inputs(url: str, timeout: float = 10.0) -> list[str]:
+    """The input names of the model's default signature, from TF Serving's `GET <url>/metadata`."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/metadata", timeout=timeout)
+        response.raise_for_status()
+        inputs = response.json()["metadata"]["signature_def"]["signature_def"][DEFAULT_SIGNATURE]["inputs"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        first_line = (str(e).splitlines() or [""])[0]
+        raise ReplayError(f"replay: cannot read the model's inputs from {url}/metadata ({type(e).__name__}: "
+                          f"{first_line}); "
+                          "give them with --features") from None
+    return sorted(inputs)
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def read_batches(data: str, schema_path: str, features: Sequence[str], id_column: Optional[str], batch: int,
+                 counts: dict[str, Any]) -> Iterator[Batch]:
+    """Requests' rows from the latest span of `data` (a span folder, a file, or a folder of span-N folders).
+
+    counts gets rows_read, rows_skipped and the first skip reasons as it goes.
+    """
+    from flywheel.components.ingest import inputs, parsing
+    from flywheel.components.monitor import drift
+
+    try:
+        columns = [c for c in parsing.columns_from_schema(parsing.load_schema(schema_path))
+                   if c.name != id_column]
+        labels = drift.Policy.from_schema(schema_path).labels
+        resolved = inputs.resolve_input(data)
+    except (ValueError, OSError) as e:
+        raise ReplayError(str(e).replace("ingest:", "replay:", 1)) from e
+    unknown = sorted(set(features) - {c.name for c in columns if c.name not in labels})
+    if unknown:
+        raise ReplayError(f"replay: features {unknown} are not serving features of the schema {schema_path} "
+                          f"(labels: {list(labels)})")
+    if id_column:
+        columns.append(parsing.Column(id_column, parsing.BYTES, True))
+    pending: list[dict[str, Any]] = []
+    for path in resolved.files:
+        try:
+            parsed = parsing.file_rows(path, columns, (), (("all", 1),))
+            for number, row in enumerate(parsed, start=1):
+                counts["rows_read"] += 1
+                reason = row.reason if isinstance(row, parsing.Rejected) else None
+                if reason is None:
+                    lacking = [f for f in features if f not in row.values]
+                    reason = f"no value for feature(s) {lacking}" if lacking else None
+                if reason is not None:
+                    counts["rows_skipped"] += 1
+                    if len(counts["first_skipped"]) < 3:
+                        counts["first_skipped"].append(f"{path} row {number}: {reason}")
+                    continue
+                pending.append({f: _text(row.values[f]) for f in features})
+                if id_column:
+                    yield Batch(pending, _text(row.values[id_column]))
+                    pending = []
+                elif len(pending) >= batch:
+                    yield Batch(pending, None)
+                    pending = []
+        except parsing.IngestError as e:
+            raise ReplayError(str(e).replace("ingest:", "replay:", 1)) from e
+    if pending:
+        yield Batch(pending, None)
+
+
+async def _send(batches: Iterator[Batch], url: str, rate: Optional[float], concurrency: int,
+                timeout: float) -> dict[str, Any]:
+    import httpx
+
+    endpoint = f"{url.rstrip('/')}:predict"
+    by_status: dict[str, int] = {}
+    latencies: list[float] = []
+    rows_sent = 0
+    slots = itertools.count()
+    started = time.monotonic()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal rows_sent
+        while True:
+            item = next(batches, None)  # no await until the slot is taken: one reader at a time
+            slot = next(slots)
+            if item is None:
+                return
+            if rate:
+                delay = started + slot / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            headers = {"X-Request-Id": item.request_id} if item.request_id is not None else {}
+            sent = time.monotonic()
+            try:
+                response = await client.post(endpoint, json={"instances": item.rows}, headers=headers)
+                status = str(response.status_code)
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            latencies.append((time.monotonic() - sent) * 1000.0)
+            by_status[status] = by_status.get(status, 0) + 1
+            rows_sent += len(item.rows)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    sent = sum(by_status.values())
+    ok = sum(n for s, n in by_status.items() if s.isdigit() and 200 <= int(s) < 300)
+    percentiles = {}
+    if latencies:
+        values = np.percentile(np.array(latencies), [50, 90, 99])
+        percentiles = {"p50": round(float(values[0]), 3), "p90": round(float(values[1]), 3),
+                       "p99": round(float(values[2]), 3), "max": round(max(latencies), 3)}
+    return {"requests_sent": sent, "ok": ok, "failed": sent - ok, "by_status": dict(sorted(by_status.items())),
+            "rows_sent": rows_sent, "elapsed_s": round(elapsed, 3),
+            "achieved_rate": round(sent / elapsed, 2) if elapsed > 0 else 0.0, "latency_ms": percentiles}
+
+
+def replay(data: str, url: str, schema_path: str, *, features: Optional[Sequence[str]] = None,
+           rate: Optional[float] = None, id_column: Optional[str] = None, batch: int = 1, concurrency: int = 8,
+           timeout: float = 30.0) -> dict[str, Any]:
+    """Sends the rows of `data`'s latest span to `url` (e.g. http://127.0.0.1:8501/v1/models/taxi); returns counts
+    (rows read, skipped, sent; requests ok, failed and by status), the achieved rate (requests/s) and latency
+    percentiles (ms)."""
+    if rate is not None and rate <= 0:
+        raise ReplayError(f"replay: rate: expected requests per second > 0, got {rate}")
+    if batch < 1 or concurrency < 1:
+        raise ReplayError(f"replay: batch and concurrency: expected >= 1, got {batch} and {concurrency}")
+    if id_column and batch != 1:
+        raise ReplayError(f"replay: --id-column sends one row per request (its id is the request id); got batch "
+                          f"{batch}")
+    names = list(features) if features else model_inputs(url)
+    counts: dict[str, Any] = {"rows_read": 0, "rows_skipped": 0, "first_skipped": []}
+    batches = read_batches(data, schema_path, names, id_column, batch, counts)
+    first = next(batches, None)  # reads the header: a missing file or column fails before any request
+    if first is None:
+        raise ReplayError(f"replay: {data} holds no row that can be sent ({counts['rows_skipped']} skipped: "
+                          f"{counts['first_skipped']})")
+    sent = asyncio.run(_send(itertools.chain([first], batches), url, rate, concurrency, timeout))
+    return {**counts, **sent, "features": names, "url": url}

@@ -1,0 +1,392 @@
+"""Request logs: what production sent and what the model answered, as Parquet spans Ingest and the monitor read.
+
+`RequestLog.log(...)` is called by the server after it has answered; it only puts the request on a bounded
+queue (never blocks, never raises on I/O). A background thread turns requests into rows, one row per
+instance, and writes them in batches:
+
+    <log_dir>/span-<N>/part-<UTC time>-<writer>-<seq>.parquet
+
+- **Span.** N = the request's UTC time (from `clock`) // `span_seconds`; with the default 86,400 s, N is the
+  UTC day counted from 1970-01-01 (2026-11-27 is span-20784), so consecutive days are consecutive spans and
+  `--num-spans 3` / `retrain --window 3` read the last three days.
+- **Columns.** `request_id`, `row_index` (the instance's position in its request), `time` (UTC, microseconds),
+  `model`, `model_version`, `signature_name`, one column per input feature, `prediction` (float64; a list of
+  float64 for a multi-output model), `latency_ms`. Feature columns are fixed when the log is created:
+  `features` ({name: INT|FLOAT|BYTES}, e.g. `features_from_schema(schema, names)`); without it, from the
+  first logged row (numbers as FLOAT, text as BYTES). Keys a row has beyond them are not logged; a feature a
+  row lacks, or a value of the wrong type, is null (counted in `invalid_values`). So every file of a log has
+  the same column types.
+- **Whole files only.** On a local disk a file is written under a hidden temporary name (`.part-...tmp`,
+  which Ingest and the monitor pass over), fsynced, then renamed into place; on object storage (gs://, s3://,
+  through `tfx.dsl.io.fileio`) the object is written once under its final name, which appears only when
+  complete.
+- **What can be lost.** Rows are written `flush_interval_s` (default 5 s) after the first row of a batch
+  arrives, or as soon as `max_rows_per_file` rows are waiting. A killed server (SIGKILL, OOM) loses at most
+  the requests of the last flush interval plus a file being written; `close()` (the server calls it on
+  shutdown and SIGTERM) writes everything first. A full queue (`max_pending_requests`), a full disk or any
+  write error never reaches serving: the rows are dropped and counted (`dropped_rows`, `write_errors`, for
+  the server's metrics) and the first error of a run of failures is logged, then its end.
+- **Sampling** is per request and deterministic: a request is kept when the hash of its id falls below
+  `sample`, so a replay of the same ids samples the same requests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel.components.common import serving
+from flywheel.components.monitor.drift import REQUEST_LOG_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
+REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = REQUEST_LOG_COLUMNS
+PREDICTION = "prediction"
+SPAN_SECONDS = 86_400
+_ARROW = {INT: pa.int64(), FLOAT: pa.float64(), BYTES: pa.string()}
+_DTYPE_KINDS = {"int8": INT, "int16": INT, "int32": INT, "int64": INT, "uint8": INT, "uint16": INT, "uint32": INT,
+                "float16": FLOAT, "float32": FLOAT, "float64": FLOAT, "double": FLOAT, "string": BYTES, "str": BYTES,
+                "bytes": BYTES, "DT_INT64": INT, "DT_INT32": INT, "DT_FLOAT": FLOAT, "DT_DOUBLE": FLOAT,
+                "DT_STRING": BYTES}
+
+
+def feature_kind(kind: str) -> str:
+    """INT, FLOAT or BYTES from Ingest's kinds or a dtype name (int64, float32, string, DT_FLOAT...)."""
+    if kind in _ARROW:
+        return kind
+    if kind in _DTYPE_KINDS:
+        return _DTYPE_KINDS[kind]
+    raise ValueError(f"request log: feature kind {kind!r}: expected INT, FLOAT, BYTES or a dtype name "
+                     f"({', '.join(sorted(_DTYPE_KINDS))})")
+
+
+def features_from_schema(schema_path: str, names: Optional[Sequence[str]] = None) -> dict[str, str]:
+    """{name: INT|FLOAT|BYTES} of a TFDV schema's serving features (`names` only, in that order, when given)."""
+    from flywheel.components.ingest import parsing
+    from flywheel.components.monitor import drift
+
+    kinds = {c.name: c.kind for c in parsing.columns_from_schema(parsing.load_schema(schema_path))}
+    policy = drift.Policy.from_schema(schema_path)
+    serving_features = [n for n in kinds if n not in policy.labels]
+    unknown = [n for n in names or () if n not in serving_features]
+    if unknown:
+        raise ValueError(f"request log: features {unknown} are not serving features of {schema_path}; it has "
+                         f"{serving_features}")
+    return {n: kinds[n] for n in (names if names is not None else serving_features)}
+
+
+def sampled(request_id: str, share: float) -> bool:
+    """True when the request is in the sample: the first 8 bytes of sha256(id), as a fraction, below `share`."""
+    if share >= 1.0:
+        return True
+    if share <= 0.0:
+        return False
+    digest = hashlib.sha256(request_id.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < share
+
+
+def span_of(timestamp: float, span_seconds: int = SPAN_SECONDS) -> int:
+    """The span a request's UTC Unix time falls in: whole `span_seconds` windows since 1970-01-01."""
+    return int(timestamp // span_seconds)
+
+
+class _Flush:
+    def __init__(self, stop: bool):
+        self.stop = stop
+        self.done = threading.Event()
+
+
+def _scalar(value: Any) -> Any:
+    """A one-element list (a [1]-shaped feature in an `instances` row) as its element."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _typed(value: Any, kind: str) -> Any:
+    """The value as the column stores it, or raises ValueError."""
+    value = _scalar(value)
+    if value is None:
+        return None
+    if kind == BYTES:
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(value)
+    if kind == INT:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return float(value)
+
+
+class _Batch:
+    """The rows of one span waiting to be written, column by column."""
+
+    def __init__(self, names: Sequence[str]):
+        self.columns: dict[str, list] = {n: [] for n in names}
+        self.rows = 0
+
+
+class RequestLog:
+    """Logs requests to `<log_dir>/span-N/*.parquet` off the response path (see the module docstring).
+
+    Counters (read them for metrics): `logged_rows` (written), `dropped_rows` (lost: queue full, write errors,
+    after close), `write_errors` (files that could not be written), `invalid_values` (cells stored as null),
+    `files_written`.
+    """
+
+    def __init__(self, log_dir: str, *, features: Optional[Mapping[str, str]] = None, sample: float = 1.0,
+                 flush_interval_s: float = 5.0, max_rows_per_file: int = 100_000, span_seconds: int = SPAN_SECONDS,
+                 max_pending_requests: int = 10_000, clock: Callable[[], float] = time.time):
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"request log: sample: expected a share from 0 to 1, got {sample}")
+        if flush_interval_s <= 0 or max_rows_per_file < 1 or span_seconds < 1 or max_pending_requests < 1:
+            raise ValueError(f"request log: expected flush_interval_s > 0, max_rows_per_file, span_seconds and "
+                             f"max_pending_requests >= 1; got {flush_interval_s}, {max_rows_per_file}, "
+                             f"{span_seconds}, {max_pending_requests}")
+        self.log_dir = log_dir
+        self.sample = sample
+        self.flush_interval_s = flush_interval_s
+        self.max_rows_per_file = max_rows_per_file
+        self.span_seconds = span_seconds
+        self._clock = clock
+        self._features: Optional[dict[str, str]] = None
+        if features is not None:
+            self._set_features({name: feature_kind(kind) for name, kind in features.items()})
+        self._prediction_list: Optional[bool] = None
+        self.logged_rows = self.dropped_rows = self.write_errors = self.invalid_values = self.files_written = 0
+        self._failing = False
+        self._lock = threading.Lock()
+        self._closed = False
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending_requests)
+        self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._seq = 0
+        self._thread = threading.Thread(target=self._run, name="flywheel-request-log", daemon=True)
+        self._thread.start()
+
+    # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
+
+    def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict],
+            predictions: list, latency_ms: float) -> None:
+        """Queues one answered request (rows: its instances as {feature: value}; one prediction per row)."""
+        if not sampled(request_id, self.sample):
+            return
+        item = (self._clock(), request_id, model, version, signature, rows, predictions, latency_ms)
+        with self._lock:
+            if self._closed:
+                self._lose(len(rows), "the request log is closed")
+                return
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._lose(len(rows), f"the queue of {self._queue.maxsize:,} requests waiting to be written is full")
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Writes every request logged so far; True when done within `timeout` seconds (None: wait)."""
+        if self._closed:  # close() wrote everything
+            return True
+        marker = _Flush(stop=False)
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Writes everything logged so far and stops the writer; later `log` calls are counted as dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        marker = _Flush(stop=True)
+        self._queue.put(marker)
+        marker.done.wait(timeout)
+        self._thread.join(timeout)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {"logged_rows": self.logged_rows, "dropped_rows": self.dropped_rows,
+                    "write_errors": self.write_errors, "invalid_values": self.invalid_values,
+                    "files_written": self.files_written}
+
+    # ---- the writer thread ------------------------------------------------------------------------------------
+
+    def _lose(self, rows: int, why: str, error: bool = False) -> None:
+        """Counts lost rows (the caller holds the lock or is the writer); logs the first of a run of losses."""
+        self.dropped_rows += rows
+        self.write_errors += int(error)
+        if not self._failing:
+            self._failing = True
+            logger.error("request log %s: %d row(s) not logged: %s (serving goes on; further losses are only "
+                         "counted in dropped_rows until a file is written again)", self.log_dir, rows, why)
+
+    def _set_features(self, features: dict[str, str]) -> None:
+        clash = sorted(set(features) & {*REQUEST_LOG_COLUMNS, PREDICTION})
+        if clash:
+            raise ValueError(f"request log: feature name(s) {clash} are request-log columns; rename the feature(s)")
+        self._features = features
+
+    def _run(self) -> None:
+        batches: dict[int, _Batch] = {}
+        due: Optional[float] = None
+        while True:
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if isinstance(item, _Flush) or item is None:
+                self._write_all(batches)
+                due = None
+                if item is not None:
+                    item.done.set()
+                    if item.stop:
+                        return
+                continue
+            span = self._add(batches, item)
+            if span is None:
+                continue
+            due = due if due is not None else time.monotonic() + self.flush_interval_s
+            if batches[span].rows >= self.max_rows_per_file:
+                self._write(span, batches.pop(span))
+                due = None if not batches else due
+
+    def _add(self, batches: dict[int, _Batch], item: tuple) -> Optional[int]:
+        at, request_id, model, version, signature, rows, predictions, latency_ms = item
+        if not rows:
+            return None
+        if len(predictions) != len(rows):
+            with self._lock:
+                self._lose(len(rows), f"request {request_id!r}: {len(predictions)} prediction(s) for {len(rows)} "
+                                      "row(s)")
+            return None
+        if self._features is None:
+            self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
+                                for name, v in rows[0].items()})
+        span = span_of(at, self.span_seconds)
+        batch = batches.get(span)
+        if batch is None:
+            batch = batches[span] = _Batch([*REQUEST_LOG_COLUMNS, *self._features, PREDICTION])
+        when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+        invalid = 0
+        cols = batch.columns
+        for index, (row, prediction) in enumerate(zip(rows, predictions, strict=True)):
+            cols[REQUEST_ID].append(request_id)
+            cols[ROW_INDEX].append(index)
+            cols[TIME].append(when)
+            cols[MODEL].append(model)
+            cols[MODEL_VERSION].append(version)
+            cols[SIGNATURE_NAME].append(signature)
+            cols[LATENCY_MS].append(float(latency_ms))
+            for name, kind in self._features.items():
+                try:
+                    cols[name].append(_typed(row.get(name), kind))
+                except ValueError:
+                    cols[name].append(None)
+                    invalid += 1
+            value, bad = self._prediction(prediction)
+            cols[PREDICTION].append(value)
+            invalid += bad
+        batch.rows += len(rows)
+        if invalid:
+            with self._lock:
+                self.invalid_values += invalid
+        return span
+
+    def _prediction(self, value: Any) -> tuple[Any, int]:
+        """(the stored prediction, 1 when it had to be stored as null)."""
+        value = _scalar(value)
+        is_list = isinstance(value, (list, tuple))
+        if self._prediction_list is None:
+            self._prediction_list = is_list
+        try:
+            if is_list != self._prediction_list:
+                raise ValueError(value)
+            return ([float(v) for v in value] if is_list else float(value)), 0
+        except (TypeError, ValueError):
+            return None, 1
+
+    def _schema(self) -> pa.Schema:
+        assert self._features is not None
+        prediction = pa.list_(pa.float64()) if self._prediction_list else pa.float64()
+        return pa.schema([(REQUEST_ID, pa.string()), (ROW_INDEX, pa.int32()),
+                          (TIME, pa.timestamp("us", tz="UTC")), (MODEL, pa.string()), (MODEL_VERSION, pa.int64()),
+                          (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()),
+                          *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
+
+    def _write_all(self, batches: dict[int, _Batch]) -> None:
+        for span in sorted(batches):
+            self._write(span, batches[span])
+        batches.clear()
+
+    def _write(self, span: int, batch: _Batch) -> None:
+        if not batch.rows:
+            return
+        self._seq += 1
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = os.path.join(self.log_dir, f"span-{span}")
+        name = f"part-{stamp}-{self._writer}-{self._seq:06d}.parquet"
+        try:
+            schema = self._schema()
+            table = pa.table({n: pa.array(batch.columns[n], type=schema.field(n).type) for n in schema.names},
+                             schema=schema)
+            sink = io.BytesIO()
+            pq.write_table(table, sink)
+            write_whole(folder, name, sink.getvalue())
+        except Exception as e:  # every filesystem raises its own errors (OSError, TensorFlow's on gs://): counted
+            with self._lock:
+                self._lose(batch.rows, f"cannot write {os.path.join(folder, name)}: {type(e).__name__}: {e}",
+                           error=True)
+            return
+        with self._lock:
+            self.logged_rows += batch.rows
+            self.files_written += 1
+            if self._failing:
+                self._failing = False
+                logger.warning("request log %s: writing again (%d row(s) lost so far)", self.log_dir,
+                               self.dropped_rows)
+
+
+def write_whole(folder: str, name: str, data: bytes) -> str:
+    """Writes `folder/name` so that it appears whole or not at all; returns its path.
+
+    Local: a hidden temporary file, fsynced, renamed into place (the folder fsynced after; `os` only for the
+    fsyncs, which the filesystem layer has no call for). Object storage:
+    the object is written once under its final name (it becomes visible when the upload completes).
+    """
+    fs = serving.filesystem(folder)
+    fs.makedirs(folder)
+    final = os.path.join(folder, name)
+    if not serving.is_local(folder):
+        with fs.open(final, "wb") as f:
+            f.write(data)
+        return final
+    temporary = os.path.join(folder, f".{name}.tmp")
+    try:
+        with fs.open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fs.rename(temporary, final, overwrite=True)
+    finally:
+        if fs.exists(temporary):
+            fs.remove(temporary)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return final

@@ -1,0 +1,239 @@
+"""The REST server: TF Serving's routes on Starlette, answered from a `ModelRegistry` through a `Batcher`.
+
+Routes (paths matched with TF Serving's own regular expressions, case-insensitive):
+- GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status (GetModelStatusResponse JSON)
+- GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   signature defs (GetModelMetadataResponse JSON)
+- POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict    row (`instances`) or columnar (`inputs`)
+- POST ...:classify, ...:regress                            TF Serving's method check (see `_classify_regress`)
+- GET  /monitoring/prometheus/metrics                       Prometheus text format
+
+Errors are `{"error": message}` with TF Serving's status codes. A body above `max_body_bytes` is
+refused with 413 before it is read (TF Serving's HTTP server sets no limit of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import uuid
+from typing import Any, Optional, Protocol
+
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from flywheel.serving import codec
+from flywheel.serving.batching import Batcher
+from flywheel.serving.models import (
+    PREDICT_METHOD,
+    InvalidArgument,
+    ModelRegistry,
+    Servable,
+    ServingError,
+    run_signature,
+)
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_PATH = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?")
+METRICS_PATH = "/monitoring/prometheus/metrics"
+REQUEST_ID_HEADER = "X-Request-Id"
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+CLASSIFY_METHOD, REGRESS_METHOD = "tensorflow/serving/classify", "tensorflow/serving/regress"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class RequestLog(Protocol):
+    """Receives every answered predict request, after its response is built. `log` must not block."""
+
+    def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict], predictions: list,
+            latency_ms: float) -> None: ...
+
+
+class BodyTooLarge(ServingError):
+    status = 413
+
+
+class Metrics:
+    """The server's Prometheus metrics, in their own registry (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("model", "version", "signature")
+        self.requests = Counter("flywheel_serving_requests", "Requests answered, by API.", (*labels, "api"),
+                                registry=self.registry)
+        self.errors = Counter("flywheel_serving_request_errors", "Requests answered with an error, by HTTP status.",
+                              (*labels, "api", "code"), registry=self.registry)
+        self.latency = Histogram("flywheel_serving_request_latency_seconds", "Time from request read to response "
+                                 "built.", (*labels, "api"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_rows = Histogram("flywheel_serving_batch_rows", "Rows per TensorFlow call.", labels,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+                                    registry=self.registry)
+        self.loaded = Gauge("flywheel_serving_versions_loaded", "Versions loaded and serving.", ("model",),
+                            registry=self.registry)
+        self.request_log = Gauge("flywheel_serving_request_log", "The request log's counters: logged_rows, "
+                                 "dropped_rows (lost: queue full, write error, after close), write_errors, "
+                                 "invalid_values, files_written.", ("counter",), registry=self.registry)
+
+    def batch(self, servable: Servable, signature: Any, rows: int) -> None:
+        self.batch_rows.labels(servable.model, str(servable.version), signature.name).observe(rows)
+
+
+def _error(exc: ServingError, request_id: str) -> Response:
+    return Response(codec.dumps({"error": exc.message}), status_code=exc.status, media_type="application/json",
+                    headers={REQUEST_ID_HEADER: request_id})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"Request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_path(pattern: re.Pattern, path: str, method: str) -> Optional[tuple]:
+    match = pattern.fullmatch(path)
+    if match is None:
+        return None
+    name, version, label, last = match.groups()
+    return name, int(version) if version else None, label, last
+
+
+def _metadata(servable: Servable) -> dict:
+    defs = {name: json_format.MessageToDict(sig, preserving_proto_field_name=True,
+                                             including_default_value_fields=True)
+            for name, sig in servable.signature_defs.items()}
+    return {"model_spec": {"name": servable.model, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": {"signature_def": defs}}}
+
+
+def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
+               num_batch_threads: int = 2, request_log: Optional[RequestLog] = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+    """The ASGI app. Its lifespan starts the registry (first poll, then the background scan) and stops it."""
+    metrics = Metrics()
+    batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
+
+    async def predict(request: Request, request_id: str, ctx: dict, version: Optional[int], label: Optional[str],
+                      started: float) -> Response:
+        model = ctx["model"]
+        body = await _read_body(request, max_body_bytes)
+        servable = registry.get(model, version, label)
+        ctx["version"] = str(servable.version)
+        doc = codec.parse_json(body)
+        signature = servable.signature(codec.signature_name(doc))
+        ctx["signature"] = signature.name
+        labels = (model, str(servable.version), signature.name)
+        fmt, columns, rows = codec.parse_predict(doc, signature)
+        outputs = await batcher.submit(servable, signature, columns, len(rows))
+        payload = codec.format_response(fmt, outputs)
+        latency = time.perf_counter() - started
+        metrics.requests.labels(*labels, "predict").inc()
+        metrics.latency.labels(*labels, "predict").observe(latency)
+        background = None
+        if request_log is not None:
+            predictions = codec.row_predictions(outputs) if fmt == codec.COLUMNAR else payload["predictions"]
+            background = BackgroundTask(_log, request_log, request_id, model, servable.version, signature.name, rows,
+                                        predictions, latency * 1000.0)
+        return Response(codec.dumps(payload), media_type="application/json", background=background,
+                        headers={REQUEST_ID_HEADER: request_id})
+
+    async def classify_regress(request: Request, model: str, version: Optional[int], label: Optional[str],
+                               method: str) -> Response:
+        body = await _read_body(request, max_body_bytes)
+        servable = registry.get(model, version, label)
+        doc = codec.parse_json(body)
+        signature = servable.signature(codec.signature_name(doc))
+        wanted, verb = (CLASSIFY_METHOD, "classification") if method == "classify" else (REGRESS_METHOD, "regression")
+        if signature.method_name != wanted:
+            raise InvalidArgument(f"Expected {verb} signature method_name to be {wanted}. Was: {signature.method_name}")
+        raise ServingError(f"{method} signatures are not served by flywheel serve: signature {signature.name!r} "
+                           f"({signature.method_name}); export a predict signature ({PREDICT_METHOD})")
+
+    async def models_route(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        path, method = request.url.path, request.method
+        ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
+        try:
+            if method == "POST":
+                parsed = _parse_path(PREDICTION_PATH, path, method)
+                if parsed is None:
+                    raise InvalidArgument(f"Malformed request: {method} {path}")
+                ctx["model"], version, label, verb = parsed
+                ctx["api"] = verb.lower()
+                if ctx["api"] == "predict":
+                    return await predict(request, request_id, ctx, version, label, started)
+                return await classify_regress(request, ctx["model"], version, label, ctx["api"])
+            parsed = _parse_path(STATUS_PATH, path, method)
+            if parsed is None:
+                raise InvalidArgument(f"Malformed request: {method} {path}")
+            model, version, label, sub = parsed
+            ctx["model"], ctx["api"] = model or "", "metadata" if sub else "status"
+            if not model:
+                raise InvalidArgument("Missing model name in request.")
+            if sub:
+                payload = _metadata(registry.get(model, version, label))
+            else:
+                payload = {"model_version_status": registry.status(model, version, label)}
+            return Response(codec.dumps(payload), media_type="application/json",
+                            headers={REQUEST_ID_HEADER: request_id})
+        except ServingError as e:
+            error = e
+        except Exception as e:  # TensorFlow's own errors: its InvalidArgument is the caller's, the rest are ours
+            import tensorflow as tf
+
+            if isinstance(e, tf.errors.InvalidArgumentError):
+                error = InvalidArgument(e.message)
+            else:
+                logger.exception("serve: %s %s failed", method, path)
+                error = ServingError(f"{type(e).__name__}: {e}")
+        metrics.errors.labels(ctx["model"], ctx["version"], ctx["signature"], ctx["api"], str(error.status)).inc()
+        return _error(error, request_id)
+
+    async def metrics_route(request: Request) -> Response:
+        metrics.loaded.labels(registry.model).set(len(registry.loaded_versions()))
+        if request_log is not None:
+            for name, value in request_log.counters().items():
+                metrics.request_log.labels(name).set(value)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        registry.start()
+        try:
+            yield
+        finally:
+            registry.stop()
+            batcher.close()
+            if request_log is not None:
+                request_log.close()  # everything logged so far is written: SIGTERM loses nothing
+
+    app = Starlette(routes=[Route(METRICS_PATH, metrics_route, methods=["GET"]),
+                            Route("/v1/{rest:path}", models_route, methods=["GET", "POST"])],
+                    lifespan=lifespan)
+    app.state.registry, app.state.batcher, app.state.metrics = registry, batcher, metrics
+    return app
+
+
+async def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
+               predictions: list, latency_ms: float) -> None:
+    """Runs after the response is sent; a failing logger is reported, never the request's failure."""
+    try:
+        request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
+    except Exception:  # the logger's own errors are its business; serving goes on
+        logger.exception("serve: request log failed for request %s", request_id)

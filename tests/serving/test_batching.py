@@ -1,0 +1,52 @@
+"""Server-side batching: concurrent requests share TensorFlow calls, and each gets its own rows back."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from starlette.testclient import TestClient
+
+from flywheel.serving import models, server
+from tests.serving.conftest import ISSUE_ROW, MODEL
+
+
+def _rows(n: int, offset: float) -> list[dict]:
+    return [{**ISSUE_ROW, "fare": offset + i, "trip_miles": 0.5 + i} for i in range(n)]
+
+
+def _concurrent_predictions(client: TestClient, requests: list[list[dict]]) -> list:
+    def send(rows):
+        response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": rows})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]
+
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+def test_concurrent_requests_run_in_fewer_tensorflow_calls_with_their_own_answers(serving_dir):
+    requests = [_rows(3, 5.0 * k) for k in range(16)]
+    alone = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    alone.poll()
+    servable = alone.get(MODEL)
+    expected = [models.run_signature(servable.signature(""), {k: [r[k] for r in rows] for k in ISSUE_ROW})["outputs"]
+                .tolist() for rows in requests]
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    app = server.create_app(registry, max_batch_size=64, batch_timeout_ms=200.0, num_batch_threads=1)
+    with TestClient(app) as client:
+        answers = _concurrent_predictions(client, requests)
+        calls = app.state.batcher.calls
+        text = client.get("/monitoring/prometheus/metrics").text
+    assert calls <= 4, f"{len(requests)} concurrent requests took {calls} TensorFlow calls"
+    for got, want in zip(answers, expected, strict=True):
+        assert [round(g[0], 5) for g in got] == [round(w[0], 5) for w in want]
+    assert 'flywheel_serving_batch_rows_sum{model="taxi",signature="serving_default",version="1"} 48.0' in text
+
+
+def test_a_full_batch_runs_without_waiting_and_large_requests_run_alone(serving_dir):
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    app = server.create_app(registry, max_batch_size=4, batch_timeout_ms=60_000.0, num_batch_threads=1)
+    with TestClient(app) as client:
+        answers = _concurrent_predictions(client, [_rows(4, 1.0), _rows(9, 2.0)])
+    assert [len(a) for a in answers] == [4, 9]
+    assert app.state.batcher.calls == 2

@@ -1,0 +1,198 @@
+"""RequestLog: one Parquet row per instance under span-N/, whole files only, sampling by id, losses counted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from flywheel import schemas
+from flywheel.components.ingest import inputs, parsing
+from flywheel.serving import request_log
+from flywheel.serving.request_log import RequestLog
+
+FEATURES = {"trip_miles": "FLOAT", "fare": "FLOAT", "trip_start_hour": "INT", "payment_type": "BYTES"}
+ROW = {"trip_miles": 1.2, "fare": 8, "trip_start_hour": 14, "payment_type": "Cash"}
+DAY = 86_400
+
+
+def _files(log_dir) -> list[str]:
+    return sorted(os.path.join(d, f) for d, _, names in os.walk(log_dir) for f in names)
+
+
+def test_rows_columns_and_spans(tmp_path):
+    now = [20_000 * DAY + 10.0]
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: now[0])
+    log.log("r1", "taxi", 7, "serving_default", [ROW, {**ROW, "fare": 9.5, "extra": "not a column"}], [0.1, [0.9]],
+            2.5)
+    now[0] += DAY  # the next UTC day is the next span
+    log.log("r2", "taxi", 7, "serving_default", [ROW], [0.3], 1.0)
+    log.close()
+    assert sorted(os.listdir(tmp_path)) == ["span-20000", "span-20001"]
+    table = pq.read_table(str(tmp_path / "span-20000"))
+    assert table.column_names == ["request_id", "row_index", "time", "model", "model_version", "signature_name",
+                                  "latency_ms", "trip_miles", "fare", "trip_start_hour", "payment_type", "prediction"]
+    assert table.to_pydict()["request_id"] == ["r1", "r1"] and table.column("row_index").to_pylist() == [0, 1]
+    assert table.column("fare").to_pylist() == [8.0, 9.5] and table.column("prediction").to_pylist() == [0.1, 0.9]
+    assert str(table.schema.field("time").type) == "timestamp[us, tz=UTC]"
+    assert table.column("time")[0].as_py().timestamp() == 20_000 * DAY + 10.0
+    assert str(table.schema.field("trip_start_hour").type) == "int64"
+    assert log.counters() == {"logged_rows": 3, "dropped_rows": 0, "write_errors": 0, "invalid_values": 0,
+                              "files_written": 2}
+
+
+def test_types_are_stable_across_files_and_bad_values_are_null(tmp_path):
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
+    log.log("a", "taxi", 1, "serving_default", [ROW], [0.5], 1.0)
+    log.flush()
+    log.log("b", "taxi", 1, "serving_default", [{**ROW, "trip_start_hour": 14.5, "fare": "x"}], [0.5], 1.0)
+    log.close()
+    files = _files(tmp_path)
+    assert len(files) == 2
+    assert pq.read_schema(files[0]) == pq.read_schema(files[1])
+    second = pq.read_table(files[1]).to_pylist()[0]
+    assert second["trip_start_hour"] is None and second["fare"] is None
+    assert log.invalid_values == 2
+
+
+def test_features_from_the_schema_and_ingest_reads_the_log(tmp_path):
+    features = request_log.features_from_schema(schemas.schema_path("taxi"), list(FEATURES))
+    assert features == FEATURES
+    with pytest.raises(ValueError, match=r"\['tips'\] are not serving features"):
+        request_log.features_from_schema(schemas.schema_path("taxi"), ["tips"])
+    log = RequestLog(str(tmp_path), features=features, clock=lambda: 3 * DAY)
+    log.log("a", "taxi", 1, "serving_default", [ROW] * 3, [0.1, 0.2, 0.3], 1.0)
+    log.close()
+    resolved = inputs.resolve_input(str(tmp_path))
+    assert resolved.spans == (3,)
+    columns = [parsing.Column(n, k, True) for n, k in FEATURES.items()]
+    rows = list(parsing.file_rows(resolved.files[0], columns, (), (("all", 1),)))
+    assert [r.values for r in rows] == [{"trip_miles": 1.2, "fare": 8.0, "trip_start_hour": 14,
+                                         "payment_type": b"Cash"}] * 3
+
+
+def test_features_inferred_from_the_first_row(tmp_path):
+    log = RequestLog(str(tmp_path), clock=lambda: 0.0)
+    log.log("a", "m", 1, "s", [{"x": 1, "c": "k"}], [0.5], 1.0)
+    log.log("b", "m", 1, "s", [{"x": 2.5, "c": "k", "new": 3}], [0.5], 1.0)
+    log.close()
+    table = pq.read_table(str(tmp_path / "span-0"))
+    assert table.column("x").to_pylist() == [1.0, 2.5] and "new" not in table.column_names
+
+
+def test_sampling_is_deterministic_by_request_id(tmp_path):
+    ids = [f"req-{i}" for i in range(2000)]
+    kept = [i for i in ids if request_log.sampled(i, 0.25)]
+    assert 400 < len(kept) < 600
+    assert kept == [i for i in ids if request_log.sampled(i, 0.25)]
+    log = RequestLog(str(tmp_path), sample=0.25, clock=lambda: 0.0)
+    for i in ids:
+        log.log(i, "m", 1, "s", [{"x": 1.0}], [0.5], 1.0)
+    log.close()
+    assert pq.read_table(str(tmp_path / "span-0")).column("request_id").to_pylist() == kept
+
+
+def test_flush_interval_and_max_rows_per_file(tmp_path):
+    log = RequestLog(str(tmp_path), flush_interval_s=0.2, max_rows_per_file=4, clock=lambda: 0.0)
+    log.log("a", "m", 1, "s", [{"x": 1.0}] * 5, [0.5] * 5, 1.0)  # over max_rows_per_file: written at once
+    deadline = time.monotonic() + 10
+    while not _files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(_files(tmp_path)) == 1
+    log.log("b", "m", 1, "s", [{"x": 1.0}], [0.5], 1.0)
+    time.sleep(1.0)  # the flush interval passes without flush() or close()
+    assert len(_files(tmp_path)) == 2
+    log.close()
+    assert log.logged_rows == 6
+
+
+def test_write_errors_are_counted_and_serving_goes_on(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=request_log.__name__)
+    (tmp_path / "span-0").write_text("a file where the span folder should be")
+    log = RequestLog(str(tmp_path), clock=lambda: 0.0)
+    for i in range(3):
+        log.log(f"r{i}", "m", 1, "s", [{"x": 1.0}] * 2, [0.5] * 2, 1.0)
+        log.flush()
+    assert log.counters()["write_errors"] == 3 and log.dropped_rows == 6 and log.logged_rows == 0
+    assert sum("not logged" in r.message for r in caplog.records) == 1, "logged once per run of failures"
+    os.remove(tmp_path / "span-0")
+    log.log("ok", "m", 1, "s", [{"x": 1.0}], [0.5], 1.0)
+    log.close()
+    assert log.logged_rows == 1 and any("writing again" in r.message for r in caplog.records)
+    log.log("late", "m", 1, "s", [{"x": 1.0}], [0.5], 1.0)
+    assert log.dropped_rows == 7, "a request logged after close is counted as dropped"
+
+
+def test_full_queue_drops_without_blocking(tmp_path):
+    log = RequestLog(str(tmp_path), max_pending_requests=1, clock=lambda: 0.0)
+    started = time.monotonic()
+    for i in range(2000):
+        log.log(f"r{i}", "m", 1, "s", [{"x": 1.0}], [0.5], 1.0)
+    assert time.monotonic() - started < 2.0
+    log.close()
+    assert log.dropped_rows > 0 and log.dropped_rows + log.logged_rows == 2000
+
+
+def test_a_disk_that_fills_mid_file_leaves_no_partial_file(tmp_path):
+    """A real write error (the file-size limit, as a full disk fails a write): nothing partial is left."""
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from flywheel.serving.request_log import RequestLog
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        log = RequestLog({str(tmp_path)!r}, clock=lambda: 0.0)
+        log.log("small", "m", 1, "s", [{{"x": 1.0}}], [0.5], 1.0)
+        log.flush()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        log.log("big", "m", 1, "s", [{{"x": float(i)}} for i in range(50_000)], [0.5] * 50_000, 1.0)
+        log.close()
+        print(log.counters())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'logged_rows': 1, 'dropped_rows': 50000, 'write_errors': 1" in out.stdout
+    files = _files(tmp_path)
+    assert len(files) == 1 and pq.read_table(files[0]).num_rows == 1
+
+
+def test_a_killed_server_loses_at_most_the_last_flush_interval(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time
+        from flywheel.serving.request_log import RequestLog
+        log = RequestLog({str(tmp_path)!r}, flush_interval_s=0.3)
+        i = 0
+        while True:
+            log.log(f"r{{i}}", "m", 1, "s", [{{"x": float(i)}}], [0.5], 1.0)
+            if i == 0:
+                print("started", flush=True)
+            i += 1
+            time.sleep(0.001)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(3.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    files = _files(tmp_path)
+    assert files and all(os.path.basename(f).startswith("part-") for f in files), files
+    logged = [x for f in files for x in pq.read_table(f).column("x").to_pylist()]  # every file is whole
+    assert logged == [float(i) for i in range(len(logged))], "no gap: only the tail after the last flush is lost"
+    newest = max(pq.read_table(f).column("time").to_pylist()[-1] for f in files)
+    assert newest.timestamp() > time.time() - 3.0 + 0.3 - 1.0, "files kept coming every flush interval"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sample": 1.5}, "sample: expected a share from 0 to 1, got 1.5"),
+    ({"flush_interval_s": 0}, "expected flush_interval_s > 0"),
+    ({"features": {"request_id": "BYTES"}}, r"\['request_id'\] are request-log columns"),
+    ({"features": {"x": "complex64"}}, "feature kind 'complex64': expected INT, FLOAT, BYTES"),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RequestLog(str(tmp_path), **kwargs)

@@ -1,0 +1,188 @@
+"""The REST server against a real pushed taxi model: TF Serving's routes, formats, errors and status codes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+from starlette.testclient import TestClient
+
+from flywheel.serving import models, server
+from tests.serving.conftest import ISSUE_ROW, MODEL, add_version
+
+RAW_INPUTS = sorted(ISSUE_ROW)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, pushed_version):
+    """One running app over version 1, for the tests that only read."""
+    folder = str(tmp_path_factory.mktemp("shared") / "serving")
+    add_version(folder, pushed_version, 1)
+    with _client(folder) as running:
+        yield running
+
+
+def _client(serving_dir: str, **kwargs) -> TestClient:
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=kwargs.pop("poll_seconds", 3600.0))
+    return TestClient(server.create_app(registry, **kwargs))
+
+
+def _example(row: dict) -> bytes:
+    import tensorflow as tf
+
+    feature = {}
+    for key, value in row.items():
+        if isinstance(value, str):
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif key in ("trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month"):
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        else:
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_model_status_and_metadata_follow_tf_serving(client):
+    status = client.get(f"/v1/models/{MODEL}")
+    assert status.status_code == 200
+    assert status.json() == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert client.get(f"/v1/models/{MODEL}/versions/1").json() == status.json()
+    meta = client.get(f"/v1/models/{MODEL}/metadata").json()
+    assert meta["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+    defs = meta["metadata"]["signature_def"]["signature_def"]
+    assert {"serving_default", "serving_examples", "transform_features"} <= set(defs)
+    raw = defs["serving_default"]
+    assert sorted(raw["inputs"]) == RAW_INPUTS
+    assert raw["inputs"]["payment_type"]["dtype"] == "DT_STRING"
+    assert raw["inputs"]["trip_seconds"]["dtype"] == "DT_INT64"
+    assert raw["inputs"]["fare"]["dtype"] == "DT_FLOAT"
+    assert raw["inputs"]["fare"]["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
+    assert raw["method_name"] == "tensorflow/serving/predict"
+    assert list(defs["serving_examples"]["inputs"]) == ["examples"]
+    assert client.get(f"/v1/models/{MODEL}/versions/1/metadata").json() == meta
+
+
+def test_the_issue_row_is_answered_in_row_and_columnar_format_like_the_examples_signature(client):
+    row = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW, ISSUE_ROW]})
+    assert row.status_code == 200, row.text
+    predictions = row.json()["predictions"]
+    assert len(predictions) == 2 and len(predictions[0]) == 1 and 0.0 <= predictions[0][0] <= 1.0
+    columnar = client.post(f"/v1/models/{MODEL}/versions/1:predict",
+                           json={"inputs": {k: [v, v] for k, v in ISSUE_ROW.items()}})
+    assert columnar.status_code == 200, columnar.text
+    assert columnar.json() == {"outputs": predictions}
+    serialized = base64.b64encode(_example(ISSUE_ROW)).decode()
+    examples = client.post(f"/v1/models/{MODEL}:predict",
+                           json={"signature_name": "serving_examples", "instances": [{"b64": serialized}]})
+    assert examples.status_code == 200, examples.text
+    assert examples.json()["predictions"][0][0] == pytest.approx(predictions[0][0], abs=1e-6)
+
+
+BAD_REQUESTS = [
+    ("{not json", "JSON Parse error"),
+    ("", "JSON Parse error: The document is empty"),
+    (json.dumps({"instances": [{k: v for k, v in ISSUE_ROW.items() if k != "trip_miles"}]}), r"missing: trip_miles"),
+    (json.dumps({"instances": [{**ISSUE_ROW, "tolls": 1.0}]}), r"unknown: tolls"),
+    (json.dumps({"instances": [{**ISSUE_ROW, "fare": "8.5"}]}),
+     r"element: 0 key: fare of 'instances' list.*\"8.5\" Type: String is not of expected type: float"),
+    (json.dumps({"instances": [{**ISSUE_ROW, "trip_seconds": 600.5}]}),
+     r"key: trip_seconds .*is not of expected type: int64"),
+    (json.dumps({"instances": [{**ISSUE_ROW, "payment_type": 3}]}), r"key: payment_type .*expected type: string"),
+    (json.dumps({"instances": [{**ISSUE_ROW, "fare": [8.5, 9.0]}]}), r"key: fare .*is a list"),
+    (json.dumps({"inputs": {k: [v] for k, v in ISSUE_ROW.items() if k != "fare"}}),
+     r"Missing named input: fare in 'inputs' object."),
+    (json.dumps({"inputs": {**{k: [v] for k, v in ISSUE_ROW.items()}, "fare": [1.0, 2.0]}}),
+     r"Expecting tensor size: 1 but got: 2 \(input fare"),
+    (json.dumps({"instances": [ISSUE_ROW], "inputs": {}}), "expecting only one of 'inputs' or 'instances'"),
+    (json.dumps({"instances": []}), "No values in 'instances' array"),
+    (json.dumps({"rows": [ISSUE_ROW]}), "Missing 'inputs' or 'instances' key"),
+    (json.dumps({"signature_name": "nope", "instances": [ISSUE_ROW]}),
+     'Serving signature name: "nope" not found in signature def'),
+    (json.dumps({"signature_name": 3, "instances": [ISSUE_ROW]}), "'signature_name' key must be a string value"),
+    (json.dumps({"signature_name": "serving_examples", "instances": [{"b64": "%%%"}]}), "Unable to base64 decode"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD_REQUESTS)
+def test_bad_predict_requests_get_400_naming_the_problem(client, body, message):
+    response = client.post(f"/v1/models/{MODEL}:predict", content=body, headers={"X-Request-Id": "bad-1"})
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"}
+    assert response.headers["X-Request-Id"] == "bad-1"
+    assert re.search(message, response.json()["error"]), response.json()["error"]
+
+
+@pytest.mark.parametrize("method,path,status,message", [
+    ("POST", "/v1/models/other:predict", 404, "Servable not found for request: Latest(other)"),
+    ("POST", f"/v1/models/{MODEL}/versions/7:predict", 404, f"Servable not found for request: Specific({MODEL}, 7)"),
+    ("GET", f"/v1/models/{MODEL}/versions/7", 404, f"Could not find version 7 of model {MODEL}"),
+    ("GET", "/v1/models/other", 404, "Could not find any versions of model other"),
+    ("GET", "/v1/models/other/metadata", 404, "Servable not found for request: Latest(other)"),
+    ("POST", f"/v1/models/{MODEL}/labels/canary:predict", 400, "Unrecognized servable version label: canary"),
+    ("GET", f"/v1/models/{MODEL}/labels/canary", 400, "Unrecognized servable version label: canary"),
+    ("POST", f"/v1/models/{MODEL}:explain", 400, f"Malformed request: POST /v1/models/{MODEL}:explain"),
+    ("POST", f"/v1/models/{MODEL}:classify", 400, "Expected classification signature method_name to be "
+                                                  "tensorflow/serving/classify. Was: tensorflow/serving/predict"),
+    ("POST", f"/v1/models/{MODEL}:regress", 400, "Expected regression signature method_name to be "
+                                                 "tensorflow/serving/regress. Was: tensorflow/serving/predict"),
+])
+def test_unknown_models_versions_labels_and_methods_answer_as_tf_serving(client, method, path, status, message):
+    response = client.request(method, path, json={"examples": [ISSUE_ROW]} if method == "POST" else None)
+    assert response.status_code == status, response.text
+    assert response.json() == {"error": message}
+
+
+def test_labels_name_versions(serving_dir):
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0, labels={"stable": 1})
+    with TestClient(server.create_app(registry)) as client:
+        assert client.get(f"/v1/models/{MODEL}/labels/stable").json()["model_version_status"][0]["version"] == "1"
+        response = client.post(f"/v1/models/{MODEL}/labels/stable:predict", json={"instances": [ISSUE_ROW]})
+        assert response.status_code == 200
+
+
+def test_a_body_above_the_limit_is_refused_with_413(serving_dir):
+    with _client(serving_dir, max_body_bytes=2000) as client:
+        small = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]})
+        assert small.status_code == 200
+        big = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW] * 20})
+        assert big.status_code == 413
+        assert "exceeds the limit of 2000 bytes" in big.json()["error"]
+
+
+def test_metrics_count_requests_errors_and_latency_by_model_version_and_signature(serving_dir):
+    with _client(serving_dir) as client:
+        for _ in range(3):
+            assert client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]}).status_code == 200
+        assert client.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"fare": 1.0}]}).status_code == 400
+        text = client.get("/monitoring/prometheus/metrics").text
+    labels = f'model="{MODEL}",signature="serving_default",version="1"'
+    assert f'flywheel_serving_requests_total{{api="predict",{labels}}} 3.0' in text
+    assert f'flywheel_serving_request_errors_total{{api="predict",code="400",{labels}}} 1.0' in text
+    assert f'flywheel_serving_request_latency_seconds_count{{api="predict",{labels}}} 3.0' in text
+    assert f'flywheel_serving_versions_loaded{{model="{MODEL}"}} 1.0' in text
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def log(self, request_id, model, version, signature, rows, predictions, latency_ms):
+        self.calls.append((request_id, model, version, signature, rows, predictions, latency_ms))
+
+
+def test_the_request_log_gets_each_answered_request_with_its_id(serving_dir):
+    recorder = _Recorder()
+    with _client(serving_dir, request_log=recorder) as client:
+        given = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]},
+                            headers={"X-Request-Id": "abc-123"})
+        generated = client.post(f"/v1/models/{MODEL}:predict", json={"inputs": {k: [v] for k, v in ISSUE_ROW.items()}})
+        client.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"fare": 1.0}]})
+    assert given.headers["X-Request-Id"] == "abc-123"
+    assert len(generated.headers["X-Request-Id"]) == 32
+    assert [c[0] for c in recorder.calls] == ["abc-123", generated.headers["X-Request-Id"]]
+    request_id, model, version, signature, rows, predictions, latency_ms = recorder.calls[0]
+    assert (model, version, signature, rows) == (MODEL, 1, "serving_default", [ISSUE_ROW])
+    assert predictions == given.json()["predictions"] and latency_ms > 0
+    assert recorder.calls[1][4] == [ISSUE_ROW] and recorder.calls[1][5] == generated.json()["outputs"]
