@@ -1,0 +1,407 @@
+"""The compiled Kubeflow spec run the way KFP v2 runs it (tests/kfp_harness.py), and the harness's own pieces.
+
+The night runs execute the CURRENT spec, compiled into a temporary folder by `compile_pipeline`, each task's own
+container command as a separate process; the unit tests run small specs written here, whose tasks are
+`python -c` scripts, so that each rule of the harness is shown to fail when it should.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from flywheel.pipelines.taxi import kubeflow_runner as kr
+from tests import kfp_harness as h
+from tests.conftest import REPO
+
+TRAIN_ARGS = json.dumps({"num_steps": 20})
+ROWS = 300
+
+VERDICT = "inputs.artifacts['_DataGate.verdict'].artifacts[0].metadata['passed']"
+
+
+# --- the taxi spec: recurring nights ----------------------------------------------------------------------------
+
+# Beam's DirectRunner in the spec starts a worker process per core, each importing TensorFlow: on two shared cores
+# that costs more than these few hundred rows. The processes run in_memory; the cache keys keep the spec's flags.
+IN_MEMORY = {"--direct_running_mode=multi_processing": "--direct_running_mode=in_memory",
+             "--direct_num_workers=0": "--direct_num_workers=1"}
+
+
+@dataclasses.dataclass
+class Site:
+    """A KFP installation for the taxi spec: the spec, the cluster (volumes, pipeline root, cache), the runs."""
+
+    root: str
+    data: str
+    serving: str
+    cluster: h.Cluster
+    nights: dict[str, h.RunResult]
+
+    def versions(self) -> list[str]:
+        return sorted(v for v in os.listdir(os.path.join(self.serving, "taxi")) if v.isdigit())
+
+
+def compile_for_test(folder: str) -> str:
+    """The current spec, blessing any model (min AUC 0.01, any drop) so that a few train steps push."""
+    cfg = dataclasses.replace(kr.kubeflow_config(), min_auc=0.01, max_auc_drop=1.0, eval_steps=5)
+    return kr.compile_pipeline(os.path.join(folder, "taxi_pipeline.yaml"), cfg=cfg)
+
+
+def make_site(root: str, log=None) -> Site:
+    """Span-1 on the data volume (span-2, drifted, kept aside for night 2), an empty serving volume."""
+    import flywheel
+
+    spec_path = compile_for_test(root)
+    data, serving = os.path.join(root, "data-volume"), os.path.join(root, "serving-volume")
+    flywheel.simulate("taxi", os.path.join(root, "simulated"), spans=2, drift_from=2, rows=ROWS, seed=1)
+    os.makedirs(os.path.join(data, "taxi"))
+    os.rename(os.path.join(root, "simulated", "span-1"), os.path.join(data, "taxi", "span-1"))
+    os.makedirs(serving)
+    cluster = h.Cluster(spec_path, os.path.join(root, "pipeline-root"),
+                        volumes={kr.DATA_MOUNT: data, kr.SERVING_MOUNT: serving}, image_root=(kr.IMAGE_ROOT, REPO),
+                        log=log, replace_args=IN_MEMORY)
+    return Site(root, data, serving, cluster, {})
+
+
+def night(site: Site, number: int) -> h.RunResult:
+    """Night N with the spec's defaults for data-root and serving-dir (the volumes) and a few train steps."""
+    if number == 2:
+        os.rename(os.path.join(site.root, "simulated", "span-2"), os.path.join(site.data, "taxi", "span-2"))
+    result = site.cluster.run({kr.TRAIN_ARGS: TRAIN_ARGS}, run_id=f"night-{number}")
+    site.nights[f"night {number}"] = result
+    return result
+
+
+def recurring_nights(root: str, log=None) -> str:
+    """Nights 1 (span-1), 2 (a new, drifted span-2) and 3 (nothing new) of the compiled spec; their table."""
+    site = make_site(root, log)
+    for number in (1, 2, 3):
+        night(site, number)
+    return h.night_table(site.nights)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Site:
+    site = make_site(str(tmp_path_factory.mktemp("kfp")), log=lambda line: print(line, file=sys.stderr))
+    night(site, 1)
+    return site
+
+
+@pytest.fixture(scope="module")
+def nights(site) -> Site:
+    night(site, 2)
+    night(site, 3)
+    print("\n" + h.night_table(site.nights), file=sys.stderr)
+    return site
+
+
+def _decision(result: h.RunResult) -> dict:
+    return result.tasks["Decide"].artifacts["decision"]["metadata"]
+
+
+def test_night_1_runs_every_task_and_pushes_to_the_serving_volume(site):
+    first = site.nights["night 1"]
+    assert set(first.names(h.RAN)) == set(site.cluster.spec.pipeline.root.dag.tasks)
+    assert _decision(first)["verdict"] == "retrain" and first.tasks["Decide"].parameters["serving_version"] == 0
+    (version,) = site.versions()
+    model = os.path.join(site.serving, "taxi", version)
+    assert os.path.isfile(os.path.join(model, "saved_model.pb"))
+    with open(os.path.join(model, "push.json"), encoding="utf-8") as f:
+        assert str(json.load(f)["version"]) == version
+    pushed = first.tasks["Push"].artifacts["pushed_model"]
+    assert pushed["uri"] == os.path.join(site.cluster.pipeline_root, "taxi", "night-1", "Push", "pushed_model")
+
+
+def test_night_1_read_the_data_volume_the_image_root_and_the_decided_span(site):
+    first = site.nights["night 1"]
+    examples = first.tasks["Ingest"].artifacts["examples"]
+    assert examples["name"] == "night-1/Ingest/examples" and examples["metadata"]["span"] == 1.0
+    assert first.tasks["Decide"].parameters["span"] == 1
+    with open(os.path.join(first.tasks["ImportSchemaGen"].artifacts["schema"]["uri"], "schema.pbtxt")) as f:
+        with open(os.path.join(REPO, "schemas", "taxi", "schema.pbtxt")) as g:
+            assert f.read() == g.read()
+    assert first.tasks["DataGate"].artifacts["verdict"]["metadata"]["passed"] == 1.0
+
+
+def test_night_2_a_new_drifted_span_retrains_and_pushes_a_second_version(nights):
+    second = nights.nights["night 2"]
+    assert _decision(second)["verdict"] == "retrain" and _decision(second)["drift_detected"] == 1.0
+    assert second.tasks["Decide"].parameters["span"] == 2
+    assert set(second.names(h.RAN)) == set(nights.cluster.spec.pipeline.root.dag.tasks)
+    first_version, second_version = nights.versions()
+    assert second.tasks["Decide"].parameters["serving_version"] == int(first_version)
+    assert second.tasks["Evaluate"].inputs["serving_version"] == second.tasks["Push"].inputs["serving_version"] == (
+        int(first_version))
+    assert int(second_version) > int(first_version)
+    with open(os.path.join(nights.serving, "taxi", second_version, "push.json"), encoding="utf-8") as f:
+        assert str(json.load(f)["version"]) == second_version
+
+
+def test_night_3_with_nothing_new_runs_the_decision_and_trains_nothing(nights):
+    third = nights.nights["night 3"]
+    assert third.names(h.RAN) == ["Decide"] and third.names(h.CACHED) == []
+    assert _decision(third)["verdict"] == "nothing_new" and _decision(third)["retrain"] == 0.0
+    assert set(third.names(h.SKIPPED)) == set(nights.cluster.spec.pipeline.root.dag.tasks) - {"Decide"}
+    assert third.tasks["ImportSchemaGen"].reason.startswith("condition false: (inputs.artifacts['_Decide.decision']")
+    assert third.tasks["Ingest"].reason == "upstream ImportSchemaGen skipped"
+    assert len(nights.versions()) == 2
+
+
+def test_on_night_2_no_task_under_the_decision_is_a_cache_hit(nights):
+    """KFP names an input artifact by its MLMD id, and TFX makes the condition's artifact (Decide's decision, new
+    every run: Decide is uncached) an input of every task under it, so their cache keys change every night."""
+    first, second = nights.nights["night 1"], nights.nights["night 2"]
+    assert second.names(h.CACHED) == []
+    schema_task = nights.cluster.spec.pipeline.root.dag.tasks["ImportSchemaGen"]
+    assert list(schema_task.inputs.artifacts) == ["_Decide.decision"]
+    assert first.tasks["ImportSchemaGen"].inputs == second.tasks["ImportSchemaGen"].inputs
+    assert first.tasks["ImportSchemaGen"].fingerprint != second.tasks["ImportSchemaGen"].fingerprint
+
+
+def test_the_night_table_shows_each_tasks_state(nights):
+    table = h.night_table(nights.nights, seconds=False).splitlines()
+    assert table[0] == "| task | night 1 | night 2 | night 3 |"
+    assert "| Decide | ran | ran | ran |" in table
+    assert "| ImportSchemaGen | ran | ran | skipped |" in table
+    assert "| Trainer | ran | ran | skipped |" in table
+
+
+# --- CEL ------------------------------------------------------------------------------------------------------
+
+def _inputs(passed, uri="/root/verdict"):
+    return {"_DataGate.verdict": [{"uri": uri, "metadata": {"passed": passed}}]}
+
+
+@pytest.mark.parametrize("expression, passed, expected", [
+    (f"({VERDICT} == 1.0)", 1.0, True),
+    (f"({VERDICT} == 1.0)", 0.0, False),
+    (f"int({VERDICT}) == 1", 1.0, True),
+    (f"int({VERDICT}) == 1", 0.0, False),
+    (f"!(({VERDICT} == 1.0))", 0.0, True),
+    (f"(({VERDICT} > 0.5) && (inputs.artifacts['_DataGate.verdict'].artifacts[0].uri == '/root/verdict'))", 1.0,
+     True),
+    (f"(({VERDICT} < 0.5) || (({VERDICT} + 1.0) == 3.0))", 2.0, True),
+    (f"(({VERDICT} == 1.0)) && (({VERDICT} == 1.0))", 0.0, False),
+])
+def test_cel_evaluates_tfx_expressions(expression, passed, expected):
+    assert h.evaluate_condition(expression, _inputs(passed)) is expected
+
+
+def test_cel_evaluates_the_conditions_of_the_compiled_spec(tmp_path):
+    spec = h.load_spec(compile_for_test(str(tmp_path)))
+    conditions = {task.trigger_policy.condition for task in spec.pipeline.root.dag.tasks.values()
+                  if task.trigger_policy.condition}
+    assert conditions
+    for condition in conditions:
+        inputs = {key: [{"uri": "/v", "metadata": {"passed": 1.0, "retrain": 1.0}}]
+                  for key in ("_DataGate.verdict", "_Decide.decision")}
+        assert h.evaluate_condition(condition, inputs) is True, condition
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("inputs.parameter_values['x'] == 1.0", "expected artifacts, got 'parameter_values'"),
+    (f"size({VERDICT}) > 0", "unsupported 'size'"),
+    (f"{VERDICT} >= 1.0", "expected a value, got '='|unsupported text"),
+    (f"{VERDICT} != 1.0", "unsupported text"),
+    (f"{VERDICT}", "evaluates to 1.0, not a boolean"),
+    (f"{VERDICT} == 'yes'", "cannot compare 1.0 == 'yes'"),
+    ("inputs.artifacts['_DataGate.verdict'].artifacts[0].metadata['blessed'] == 1.0", "has no metadata 'blessed'"),
+    ("inputs.artifacts['model'].artifacts[0].uri == ''", "no input artifact 'model'"),
+    ("inputs.artifacts['_DataGate.verdict'].artifacts[1].uri == ''", "no index 1"),
+])
+def test_cel_fails_loudly_outside_tfx_grammar(expression, message):
+    with pytest.raises(h.ConditionError, match=message):
+        h.evaluate_condition(expression, _inputs(1.0))
+
+
+# --- small specs whose tasks are python -c scripts --------------------------------------------------------------
+
+STEP = """
+import json, os, sys
+executor_input = json.loads(sys.argv[1])
+with open(sys.argv[2], "a") as log:
+    log.write(sys.argv[3] + "\\n")
+for path in sys.argv[4:]:
+    if not os.path.isdir(path):
+        sys.exit(f"{path}: no such directory")
+x = executor_input["inputs"].get("parameterValues", {}).get("x", 1.0)
+outputs = executor_input["outputs"]
+output = {"artifacts": {key: {"artifacts": [{"metadata": {"passed": x}}]} for key in outputs.get("artifacts", {})},
+          "parameterValues": {key: x for key in outputs.get("parameters", {})}}
+with open(outputs["outputFile"], "w") as f:
+    json.dump(output, f)
+"""
+
+
+def small_spec(folder, tasks, platform=None) -> str:
+    """A PipelineSpec of STEP tasks. tasks: name -> dict(inputs=TaskInputsSpec dict, cache=bool, condition=str,
+    after=[names], reads=[paths the script checks], container=dict(command, args) instead of STEP); each task
+    has output artifact `out`, output parameter `y`."""
+    components, executors, dag = {}, {}, {}
+    log = os.path.join(folder, "executions.log")
+    for name, task in tasks.items():
+        inputs = task.get("inputs", {})
+        components[name] = {
+            "executorLabel": f"{name}_executor",
+            "inputDefinitions": {
+                "parameters": {k: {"parameterType": "NUMBER_DOUBLE"} for k in inputs.get("parameters", {})},
+                "artifacts": {k: {"artifactType": {"schemaTitle": "system.Artifact"}}
+                              for k in inputs.get("artifacts", {})}},
+            "outputDefinitions": {"artifacts": {"out": {"artifactType": {"schemaTitle": "system.Artifact"}}},
+                                  "parameters": {"y": {"parameterType": "NUMBER_DOUBLE"}}}}
+        executors[f"{name}_executor"] = {"container": {
+            "image": "python:3.10", **task.get("container", {
+                "command": ["python", "-c", STEP], "args": ["{{$}}", log, name, *task.get("reads", [])]})}}
+        dag[name] = {"componentRef": {"name": name}, "taskInfo": {"name": name}, "inputs": inputs,
+                     "dependentTasks": task.get("after", []),
+                     "cachingOptions": {"enableCache": task.get("cache", True)}}
+        if task.get("condition"):
+            dag[name]["triggerPolicy"] = {"condition": task["condition"]}
+    spec = {"pipelineInfo": {"name": "small"}, "schemaVersion": "2.1.0", "components": components,
+            "deploymentSpec": {"executors": executors},
+            "root": {"dag": {"tasks": dag}, "inputDefinitions": {"parameters": {
+                "x": {"parameterType": "NUMBER_DOUBLE", "defaultValue": 1.0}}}}}
+    path = os.path.join(folder, "small.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump_all([spec] + ([platform] if platform else []), f)
+    return path
+
+
+def executions(folder) -> list[str]:
+    with open(os.path.join(folder, "executions.log")) as f:
+        return f.read().split()
+
+
+def cluster(folder, spec_path, volumes=None) -> h.Cluster:
+    return h.Cluster(spec_path, os.path.join(folder, "root"), volumes or {},
+                     image_root=(kr.IMAGE_ROOT, REPO))
+
+
+FROM_RUN = {"parameters": {"x": {"componentInputParameter": "x"}}}
+
+
+def test_a_task_reading_a_missing_producer_fails_naming_it(tmp_path):
+    spec = small_spec(str(tmp_path), {
+        "Decide": {"inputs": FROM_RUN},
+        "Ingest": {"inputs": {"parameters": {"x": {"taskOutputParameter": {
+            "producerTask": "Decide_task", "outputParameterKey": "y"}}}}, "after": ["Decide"]}})
+    with pytest.raises(h.HarnessError, match="task Ingest: depends on or reads from Decide_task, which is not a task "
+                                             r"of the DAG \(tasks: \['Decide', 'Ingest'\]\)"):
+        cluster(str(tmp_path), spec).run()
+    assert not os.path.exists(tmp_path / "executions.log")
+
+
+def test_output_parameters_flow_and_a_false_condition_skips_the_task_and_what_follows(tmp_path):
+    verdict = "inputs.artifacts['verdict'].artifacts[0].metadata['passed']"
+    spec = small_spec(str(tmp_path), {
+        "Gate": {"inputs": FROM_RUN},
+        "Copy": {"inputs": {"parameters": {"x": {"taskOutputParameter": {"producerTask": "Gate",
+                                                                         "outputParameterKey": "y"}}}},
+                 "after": ["Gate"]},
+        "Train": {"inputs": {"artifacts": {"verdict": {"taskOutputArtifact": {"producerTask": "Gate",
+                                                                              "outputArtifactKey": "out"}}}},
+                  "after": ["Gate"], "condition": f"({verdict} == 1.0)"},
+        "Push": {"inputs": {"artifacts": {"model": {"taskOutputArtifact": {"producerTask": "Train",
+                                                                           "outputArtifactKey": "out"}}}},
+                 "after": ["Train"]}})
+    site = cluster(str(tmp_path), spec)
+    passed = site.run({"x": 1.0})
+    assert passed.states() == {"Gate": "ran", "Copy": "ran", "Train": "ran", "Push": "ran"}
+    assert passed.tasks["Copy"].parameters == {"y": 1.0}
+    assert passed.tasks["Train"].artifacts["out"]["metadata"] == {"passed": 1.0}
+    failed = site.run({"x": 0.0})
+    assert failed.states() == {"Gate": "ran", "Copy": "ran", "Train": "skipped", "Push": "skipped"}
+    assert failed.tasks["Train"].reason.startswith("condition false")
+    assert failed.tasks["Push"].reason == "upstream Train skipped"
+    assert executions(tmp_path) == ["Gate", "Copy", "Train", "Push", "Gate", "Copy"]
+
+
+def test_a_cached_task_is_not_rerun_until_an_input_changes(tmp_path):
+    spec = small_spec(str(tmp_path), {
+        "Decide": {"inputs": FROM_RUN, "cache": False},
+        "Ingest": {"inputs": FROM_RUN},
+        "Train": {"inputs": {"artifacts": {"examples": {"taskOutputArtifact": {"producerTask": "Ingest",
+                                                                               "outputArtifactKey": "out"}}}},
+                  "after": ["Ingest"]}})
+    site = cluster(str(tmp_path), spec)
+    first = site.run({"x": 1.0}, run_id="first")
+    second = site.run({"x": 1.0}, run_id="second")
+    assert second.states() == {"Decide": "ran", "Ingest": "cached", "Train": "cached"}
+    assert second.tasks["Train"].artifacts == first.tasks["Train"].artifacts
+    assert second.tasks["Ingest"].fingerprint == first.tasks["Ingest"].fingerprint
+    changed = site.run({"x": 2.0}, run_id="third")
+    assert changed.states() == {"Decide": "ran", "Ingest": "ran", "Train": "ran"}
+    assert changed.tasks["Train"].artifacts["out"]["uri"].endswith(os.path.join("small", "third", "Train", "out"))
+    assert executions(tmp_path) == ["Decide", "Ingest", "Train", "Decide", "Decide", "Ingest", "Train"]
+
+
+def test_the_cache_key_is_kfp_cachekeys_fields(tmp_path):
+    spec = h.load_spec(small_spec(str(tmp_path), {"Ingest": {"inputs": FROM_RUN}}))
+    component = spec.pipeline.components["Ingest"]
+    container = spec.deployment.executors["Ingest_executor"].container
+    executor_input = h.pb.ExecutorInput()
+    executor_input.inputs.parameter_values["x"].number_value = 1.0
+    h.Cluster._provision_outputs(executor_input, component, str(tmp_path / "a"))
+    key = h.cache_key(executor_input, component, container, ["pvc"])
+    h.Cluster._provision_outputs(moved := h.pb.ExecutorInput(), component, str(tmp_path / "b"))
+    moved.inputs.parameter_values["x"].number_value = 1.0
+    assert h.cache_key(moved, component, container, ["pvc", "pvc"]) == key  # output URIs and PVC order: not in it
+    assert h.cache_key(moved, component, container, ["other-pvc"]) != key
+    moved.inputs.parameter_values["x"].number_value = 2.0
+    assert h.cache_key(moved, component, container, ["pvc"]) != key
+    container.image = "python:3.11"
+    executor_input.inputs.parameter_values["x"].number_value = 1.0
+    assert h.cache_key(executor_input, component, container, ["pvc"]) != key
+
+
+def _mount(path, pvc="serving"):
+    return {"pvcMount": [{"mountPath": path, "pvcNameParameter": {"runtimeValue": {"constant": pvc}}}]}
+
+
+def test_an_executor_without_the_mount_cannot_see_the_volume(tmp_path):
+    mount = str(tmp_path / "mnt" / "serving")  # the cluster's path: does not exist here
+    local = tmp_path / "serving-volume"
+    local.mkdir()
+    reads = {"inputs": {"parameters": {"x": {"componentInputParameter": "x"}}}, "reads": [mount + "/"]}
+    platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {"Push_executor": _mount(mount)}}}}}
+    spec = small_spec(str(tmp_path), {"Push": {**reads, "cache": False},
+                                      "Evaluate": {**reads, "cache": False, "after": ["Push"]}}, platform)
+    site = cluster(str(tmp_path), spec, volumes={mount: str(local)})
+    with pytest.raises(h.TaskFailed, match=rf"task Evaluate exited 1; stderr ends:\n{mount}/: no such directory"):
+        site.run()
+    assert executions(tmp_path) == ["Push", "Evaluate"]
+
+
+def test_a_task_that_writes_to_a_volume_it_does_not_mount_fails(tmp_path):
+    mount = str(tmp_path / "mnt" / "serving")
+    writer = {"command": ["python", "-c", "import os, sys; os.makedirs(sys.argv[1])"], "args": [mount + "/taxi"]}
+    spec = small_spec(str(tmp_path), {"Push": {"inputs": FROM_RUN, "container": writer}})
+    site = cluster(str(tmp_path), spec, volumes={mount: str(tmp_path / "serving-volume")})
+    with pytest.raises(h.TaskFailed, match=f"task Push created {mount}, a volume its executor does not mount"):
+        site.run()
+
+
+def test_an_unknown_placeholder_fails(tmp_path):
+    spec = h.load_spec(small_spec(str(tmp_path), {"Ingest": {"inputs": FROM_RUN}}))
+    component = spec.pipeline.components["Ingest"]
+    executor_input = h.pb.ExecutorInput()
+    executor_input.inputs.parameter_values["x"].number_value = 2.0
+    h.Cluster._provision_outputs(executor_input, component, str(tmp_path / "t"))
+    argv = h.substitute("Ingest", ["{{$.inputs.parameters['x']}}", "{{$.outputs.artifacts['out'].uri}}",
+                                   "--y={{$.outputs.parameters['y'].output_file}}"], executor_input, component)
+    assert argv == ["2", str(tmp_path / "t" / "out"), f"--y={tmp_path / 't' / 'kfp_outputs' / 'y'}"]
+    with pytest.raises(h.HarnessError, match=r"task Ingest: unknown placeholder \{\{\$.pipeline_job_name\}\}"):
+        h.substitute("Ingest", ["{{$.pipeline_job_name}}"], executor_input, component)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        print(recurring_nights(folder, log=lambda line: print(line, file=sys.stderr)))
