@@ -139,16 +139,19 @@ def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any
     than the whole graph for one row. Inputs are converted to the SignatureDef's dtypes, so the flat
     call gets exactly the tensors the keyword call would have passed on.
     """
+    import numpy as np
     import tensorflow as tf
 
     function, specs = signature.function, signature.inputs
     args = []
     for name in signature.flat_inputs:
-        tensor = tf.constant(inputs[name], dtype=specs[name].dtype)
-        if not tensor.shape.is_compatible_with(specs[name].shape):
-            raise InvalidArgument(f"input {name} of signature {signature.name}: shape {tensor.shape.as_list()} is "
-                                  f"not compatible with {list(specs[name].shape)}")
-        args.append(tensor)
+        value, spec = inputs[name], specs[name]
+        shape = np.shape(value)
+        if len(shape) != len(spec.shape) or any(want is not None and want != got
+                                                for want, got in zip(spec.shape, shape, strict=True)):
+            raise InvalidArgument(f"input {name} of signature {signature.name}: shape {list(shape)} is not compatible "
+                                  f"with {[-1 if d is None else d for d in spec.shape]}")
+        args.append(tf.constant(value, dtype=spec.dtype))
     outputs = function._call_flat(args, function.captured_inputs)
     return {name: value.numpy() for name, value in outputs.items()}
 
