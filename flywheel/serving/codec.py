@@ -14,6 +14,7 @@ import base64
 import binascii
 import collections
 import functools
+import itertools
 import json
 import operator
 from typing import Any
@@ -110,7 +111,7 @@ def _fast_column(values: list, dtype: Any) -> Any:
             return np.array(values, dtype=dtype.as_numpy_dtype)
         return None
     if dtype.name == "string" and types == {str}:
-        return np.array([value.encode("utf-8") for value in values], dtype=object)
+        return np.array(list(map(str.encode, values)), dtype=object)
     return None
 
 
@@ -184,13 +185,11 @@ def _rows_from_instances(instances: list, signature: Signature) -> tuple[dict[st
         column = _column(instances, names[0], signature, "'instances' list")
         return {names[0]: column}, [{names[0]: v} for v in instances]
     expected = set(names)
-    if set(map(type, instances)) != {dict} or not all(set(keys) == expected
-                                                      for keys in set(map(tuple, instances))):
+    objects_only = set(map(type, instances)) == {dict}
+    if not (objects_only and all(map(operator.eq, map(dict.keys, instances), itertools.repeat(expected)))):
         _check_objects(instances, names)
-    getter = operator.itemgetter(*names)
-    values = zip(*map(getter, instances), strict=True) if len(names) > 1 else [list(map(getter, instances))]
-    columns = {name: _column(list(column), name, signature, "'instances' list")
-               for name, column in zip(names, values, strict=True)}
+    columns = {name: _column(list(map(operator.itemgetter(name), instances)), name, signature, "'instances' list")
+               for name in names}
     return columns, instances
 
 
