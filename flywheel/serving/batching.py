@@ -6,6 +6,12 @@ first request arrived, and at most `num_batch_threads` batches run at once; requ
 those run wait and go together in the next batch, so under concurrency the TensorFlow calls grow in
 size instead of in number. A request larger than `max_batch_size` runs alone as one call (TF Serving
 rejects it unless large-batch splitting is on). Rows are split back by request, in order.
+
+With no timeout (TF Serving's batch_timeout_micros=0) an idle batcher never waits: the requests that
+reach it in one turn of the event loop form a batch at once. When that is a single request and nothing
+else runs, it runs on the event loop's own thread, sparing the two thread hops (to a batch thread and
+back) that cost about as much as the TensorFlow call of one row; requests that arrive meanwhile queue
+up and run together in the batch threads once it returns.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class Batcher:
         self._running = 0
         self._queues: dict[tuple[int, int, str], _Queue] = {}
         self.calls = 0
+        self.inline_calls = 0  # calls run on the event loop's thread (an idle batcher with no timeout)
 
     async def submit(self, servable: Servable, signature: Signature, columns: dict[str, np.ndarray],
                      rows: int) -> dict[str, np.ndarray]:
@@ -69,9 +76,34 @@ class Batcher:
         elif queue.timer is None:
             if self.batch_timeout:
                 queue.timer = loop.call_later(self.batch_timeout, self._dispatch, key, loop)
+            elif self._running == 0:  # idle: the requests this turn of the loop reads join in first
+                queue.timer = loop.call_soon(self._start_idle, key, loop)
             else:
                 self._dispatch(key, loop)
         return await task.future
+
+    def _start_idle(self, key: tuple, loop: asyncio.AbstractEventLoop) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            return
+        queue.timer = None
+        if self._running == 0 and len(self._queues) == 1 and len(queue.tasks) == 1:
+            self._run_inline(key, queue)
+        else:
+            self._dispatch(key, loop)
+
+    def _run_inline(self, key: tuple, queue: _Queue) -> None:
+        """Runs the queue's only task now, on this thread: nothing runs and nothing else is waiting."""
+        tasks = self._take(queue)
+        del self._queues[key]
+        self.calls += 1
+        self.inline_calls += 1
+        try:
+            outputs = self._run(queue.signature, tasks[0].columns)
+        except Exception as e:  # the request's own failure, answered to it as a batch thread's would be
+            self._complete(tasks, queue, None, e)
+        else:
+            self._complete(tasks, queue, outputs, None)
 
     def _take(self, queue: _Queue) -> list[_Task]:
         taken, rows = [], 0
@@ -104,8 +136,14 @@ class Batcher:
     def _finish(self, done: asyncio.Future, tasks: list[_Task], queue: _Queue, loop) -> None:
         self._running -= 1
         error = done.exception()
+        self._complete(tasks, queue, None if error else done.result(), error)
+        for key in list(self._queues):
+            if self._running >= self._slots:
+                break
+            self._dispatch(key, loop)
+
+    def _complete(self, tasks: list[_Task], queue: _Queue, outputs: Optional[dict], error: Optional[BaseException]):
         if error is None:
-            outputs = done.result()
             if self._on_batch is not None:
                 self._on_batch(queue.servable, queue.signature, sum(t.rows for t in tasks))
             start = 0
@@ -117,10 +155,6 @@ class Batcher:
             for task in tasks:
                 if not task.future.done():
                     task.future.set_exception(error)
-        for key in list(self._queues):
-            if self._running >= self._slots:
-                break
-            self._dispatch(key, loop)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

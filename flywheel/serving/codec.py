@@ -13,10 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import functools
+import itertools
 import json
+import operator
 from typing import Any
 
 import numpy as np
+import orjson
 
 from flywheel.serving.models import InvalidArgument, Signature
 
@@ -86,8 +90,36 @@ def _scalar(value: Any, dtype: Any) -> Any:
     raise InvalidArgument(f"Conversion of JSON Value: {_debug(value)} to type: {_type_name(dtype)}")
 
 
+_FLOAT_TYPES, _INT_TYPES = frozenset((float, int)), frozenset((int,))
+
+
+@functools.lru_cache(maxsize=None)
+def _int_limits(numpy_dtype: Any) -> tuple[int, int]:
+    limits = np.iinfo(numpy_dtype)
+    return int(limits.min), int(limits.max)
+
+
+def _fast_column(values: list, dtype: Any) -> Any:
+    """The column when every value already has the JSON type the input takes (the common case, checked by
+    the values' types in one pass), else None: the caller then converts value by value, naming any error."""
+    types = set(map(type, values))
+    if dtype.is_floating and types <= _FLOAT_TYPES:
+        return np.array(values, dtype=dtype.as_numpy_dtype)
+    if dtype.is_integer and types <= _INT_TYPES:
+        low, high = _int_limits(dtype.as_numpy_dtype)
+        if low <= min(values) and max(values) <= high:
+            return np.array(values, dtype=dtype.as_numpy_dtype)
+        return None
+    if dtype.name == "string" and types == {str}:
+        return np.array(list(map(str.encode, values)), dtype=object)
+    return None
+
+
 def _column(values: list, name: str, signature: Signature, where: str) -> np.ndarray:
     spec = signature.inputs[name]
+    column = _fast_column(values, spec.dtype)
+    if column is not None:
+        return column
     out = []
     for i, value in enumerate(values):
         if isinstance(value, list):
@@ -102,8 +134,14 @@ def _column(values: list, name: str, signature: Signature, where: str) -> np.nda
 
 
 def parse_json(body: bytes) -> Any:
+    """The request document. orjson parses standard JSON; what it refuses goes to the standard library's
+    parser, which also takes NaN and Infinity as TF Serving does, and names the error."""
     if not body.strip():
         raise InvalidArgument("JSON Parse error: The document is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -120,6 +158,20 @@ def signature_name(doc: Any) -> str:
     return name
 
 
+def _check_objects(instances: list, names: list[str]) -> None:
+    """Raises InvalidArgument for the first row that is not an object with exactly the inputs' keys."""
+    expected = set(names)
+    for i, item in enumerate(instances):
+        if not isinstance(item, dict) or _is_b64(item):
+            raise InvalidArgument(f"Expecting object but got list at item {i} of input list")
+        if set(item) != expected:
+            missing, unknown = sorted(expected - set(item)), sorted(set(item) - expected)
+            detail = "; ".join(part for part in (f"missing: {', '.join(missing)}" if missing else "",
+                                                 f"unknown: {', '.join(unknown)}" if unknown else "") if part)
+            raise InvalidArgument(f"Failed to process element: {i} of 'instances' list. JSON object: {_debug(item)} "
+                                  f"keys must be equal to: {','.join(sorted(names))} ({detail})")
+
+
 def _rows_from_instances(instances: list, signature: Signature) -> tuple[dict[str, np.ndarray], list[dict]]:
     names = list(signature.inputs)
     objects = isinstance(instances[0], dict) and not _is_b64(instances[0])
@@ -133,16 +185,10 @@ def _rows_from_instances(instances: list, signature: Signature) -> tuple[dict[st
         column = _column(instances, names[0], signature, "'instances' list")
         return {names[0]: column}, [{names[0]: v} for v in instances]
     expected = set(names)
-    for i, item in enumerate(instances):
-        if not isinstance(item, dict) or _is_b64(item):
-            raise InvalidArgument(f"Expecting object but got list at item {i} of input list")
-        if set(item) != expected:
-            missing, unknown = sorted(expected - set(item)), sorted(set(item) - expected)
-            detail = "; ".join(part for part in (f"missing: {', '.join(missing)}" if missing else "",
-                                                 f"unknown: {', '.join(unknown)}" if unknown else "") if part)
-            raise InvalidArgument(f"Failed to process element: {i} of 'instances' list. JSON object: {_debug(item)} "
-                                  f"keys must be equal to: {','.join(sorted(names))} ({detail})")
-    columns = {name: _column([item[name] for item in instances], name, signature, "'instances' list")
+    objects_only = set(map(type, instances)) == {dict}
+    if not (objects_only and all(map(operator.eq, map(dict.keys, instances), itertools.repeat(expected)))):
+        _check_objects(instances, names)
+    columns = {name: _column(list(map(operator.itemgetter(name), instances)), name, signature, "'instances' list")
                for name in names}
     return columns, instances
 
@@ -230,6 +276,19 @@ def format_response(fmt: str, outputs: dict[str, np.ndarray]) -> dict:
         name, array = next(iter(outputs.items()))
         return {"outputs": _tolist(array, name)}
     return {"outputs": {name: _tolist(array, name) for name, array in outputs.items()}}
+
+
+def _finite(outputs: dict[str, np.ndarray]) -> bool:
+    for array in outputs.values():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            return False
+    return True
+
+
+def encode_response(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
+    """A predict answer's JSON: orjson's, unless an output holds NaN or Infinity, which orjson would turn
+    into null; TF Serving writes them as NaN and Infinity, as `dumps` does."""
+    return orjson.dumps(payload) if _finite(outputs) else dumps(payload)
 
 
 def dumps(payload: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""The REST server: TF Serving's routes on Starlette, answered from a `ModelRegistry` through a `Batcher`.
+"""The REST server: TF Serving's routes as plain ASGI, answered from a `ModelRegistry` through a `Batcher`.
 
 Routes (paths matched with TF Serving's own regular expressions, case-insensitive):
 - GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status (GetModelStatusResponse JSON)
@@ -14,16 +14,16 @@ refused with 413 before it is read (TF Serving's HTTP server sets no limit of it
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
 import uuid
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -52,10 +52,15 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 
 
 class RequestLog(Protocol):
-    """Receives every answered predict request, after its response is built. `log` must not block."""
+    """Receives every answered predict request, after its response is sent. `log` must not block; `counters`
+    feeds the metrics route; `close` runs when the server stops and must write everything logged."""
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict], predictions: list,
             latency_ms: float) -> None: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
 
 
 class BodyTooLarge(ServingError):
@@ -82,30 +87,60 @@ class Metrics:
         self.request_log = Gauge("flywheel_serving_request_log", "The request log's counters: logged_rows, "
                                  "dropped_rows (lost: queue full, write error, after close), write_errors, "
                                  "invalid_values, files_written.", ("counter",), registry=self.registry)
+        self._predict: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def predict_children(self, model: str, version: str, signature: str) -> tuple[Any, Any]:
+        """The requests counter and latency histogram of one (model, version, signature), made once."""
+        key = (model, version, signature)
+        children = self._predict.get(key)
+        if children is None:
+            children = self._predict[key] = (self.requests.labels(*key, "predict"),
+                                             self.latency.labels(*key, "predict"))
+        return children
 
     def batch(self, servable: Servable, signature: Any, rows: int) -> None:
         self.batch_rows.labels(servable.model, str(servable.version), signature.name).observe(rows)
 
 
-def _error(exc: ServingError, request_id: str) -> Response:
-    return Response(codec.dumps({"error": exc.message}), status_code=exc.status, media_type="application/json",
-                    headers={REQUEST_ID_HEADER: request_id})
+class _Answer:
+    """One response's status, JSON body and request id, and what to run once it is sent."""
+
+    __slots__ = ("status", "body", "request_id", "after")
+
+    def __init__(self, status: int, body: bytes, request_id: str, after: Optional[Callable[[], None]] = None):
+        self.status, self.body, self.request_id, self.after = status, body, request_id, after
+
+    async def send(self, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(self.body)).encode("latin-1")),
+                                (b"x-request-id", self.request_id.encode("latin-1"))]})
+        await send({"type": "http.response.body", "body": self.body})
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+def _error(exc: ServingError, request_id: str) -> _Answer:
+    return _Answer(exc.status, codec.dumps({"error": exc.message}), request_id)
+
+
+async def _read_body(receive: Callable, declared: Optional[bytes], limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"Request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: nothing more will come
+            break
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _parse_path(pattern: re.Pattern, path: str, method: str) -> Optional[tuple]:
+def _parse_path(pattern: re.Pattern, path: str) -> Optional[tuple]:
     match = pattern.fullmatch(path)
     if match is None:
         return None
@@ -121,40 +156,59 @@ def _metadata(servable: Servable) -> dict:
             "metadata": {"signature_def": {"signature_def": defs}}}
 
 
+class ServingApp:
+    """The ASGI app. TF Serving's /v1 routes are answered here, as plain ASGI: the hot predict path does no
+    framework work (routing, request and response objects) beyond reading the body and sending the answer.
+    Everything else (the metrics route, the lifespan that starts and stops the registry) is Starlette's."""
+
+    def __init__(self, v1: Callable, starlette: Starlette):
+        self._v1, self._starlette = v1, starlette
+        self.state = starlette.state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            answer = await self._v1(scope, receive)
+            await answer.send(send)
+            if answer.after is not None:
+                answer.after()
+        else:
+            await self._starlette(scope, receive, send)
+
+
 def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
                num_batch_threads: int = 2, request_log: Optional[RequestLog] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> ServingApp:
     """The ASGI app. Its lifespan starts the registry (first poll, then the background scan) and stops it."""
     metrics = Metrics()
     batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
 
-    async def predict(request: Request, request_id: str, ctx: dict, version: Optional[int], label: Optional[str],
-                      started: float) -> Response:
+    async def predict(receive: Callable, declared: Optional[bytes], request_id: str, ctx: dict,
+                      version: Optional[int], label: Optional[str], started: float) -> _Answer:
         model = ctx["model"]
-        body = await _read_body(request, max_body_bytes)
+        body = await _read_body(receive, declared, max_body_bytes)
         servable = registry.get(model, version, label)
         ctx["version"] = str(servable.version)
         doc = codec.parse_json(body)
         signature = servable.signature(codec.signature_name(doc))
         ctx["signature"] = signature.name
-        labels = (model, str(servable.version), signature.name)
         fmt, columns, rows = codec.parse_predict(doc, signature)
         outputs = await batcher.submit(servable, signature, columns, len(rows))
         payload = codec.format_response(fmt, outputs)
+        data = codec.encode_response(payload, outputs)
         latency = time.perf_counter() - started
-        metrics.requests.labels(*labels, "predict").inc()
-        metrics.latency.labels(*labels, "predict").observe(latency)
-        background = None
+        requests, latencies = metrics.predict_children(model, ctx["version"], signature.name)
+        requests.inc()
+        latencies.observe(latency)
+        after = None
         if request_log is not None:
             predictions = codec.row_predictions(outputs) if fmt == codec.COLUMNAR else payload["predictions"]
-            background = BackgroundTask(_log, request_log, request_id, model, servable.version, signature.name, rows,
-                                        predictions, latency * 1000.0)
-        return Response(codec.dumps(payload), media_type="application/json", background=background,
-                        headers={REQUEST_ID_HEADER: request_id})
+            after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
+                                      predictions, latency * 1000.0)
+        return _Answer(200, data, request_id, after)
 
-    async def classify_regress(request: Request, model: str, version: Optional[int], label: Optional[str],
-                               method: str) -> Response:
-        body = await _read_body(request, max_body_bytes)
+    async def classify_regress(receive: Callable, declared: Optional[bytes], model: str, version: Optional[int],
+                               label: Optional[str], method: str) -> _Answer:
+        body = await _read_body(receive, declared, max_body_bytes)
         servable = registry.get(model, version, label)
         doc = codec.parse_json(body)
         signature = servable.signature(codec.signature_name(doc))
@@ -164,22 +218,28 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         raise ServingError(f"{method} signatures are not served by flywheel serve: signature {signature.name!r} "
                            f"({signature.method_name}); export a predict signature ({PREDICT_METHOD})")
 
-    async def models_route(request: Request) -> Response:
+    async def v1(scope: dict, receive: Callable) -> _Answer:
         started = time.perf_counter()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        path, method = request.url.path, request.method
+        path, method = scope["path"], scope["method"]
+        request_id, declared = None, None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+        request_id = request_id or uuid.uuid4().hex
         ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
         try:
             if method == "POST":
-                parsed = _parse_path(PREDICTION_PATH, path, method)
+                parsed = _parse_path(PREDICTION_PATH, path)
                 if parsed is None:
                     raise InvalidArgument(f"Malformed request: {method} {path}")
                 ctx["model"], version, label, verb = parsed
                 ctx["api"] = verb.lower()
                 if ctx["api"] == "predict":
-                    return await predict(request, request_id, ctx, version, label, started)
-                return await classify_regress(request, ctx["model"], version, label, ctx["api"])
-            parsed = _parse_path(STATUS_PATH, path, method)
+                    return await predict(receive, declared, request_id, ctx, version, label, started)
+                return await classify_regress(receive, declared, ctx["model"], version, label, ctx["api"])
+            parsed = _parse_path(STATUS_PATH, path) if method == "GET" else None
             if parsed is None:
                 raise InvalidArgument(f"Malformed request: {method} {path}")
             model, version, label, sub = parsed
@@ -190,8 +250,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 payload = _metadata(registry.get(model, version, label))
             else:
                 payload = {"model_version_status": registry.status(model, version, label)}
-            return Response(codec.dumps(payload), media_type="application/json",
-                            headers={REQUEST_ID_HEADER: request_id})
+            return _Answer(200, codec.dumps(payload), request_id)
         except ServingError as e:
             error = e
         except Exception as e:  # TensorFlow's own errors: its InvalidArgument is the caller's, the rest are ours
@@ -223,15 +282,13 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             if hasattr(request_log, "close"):
                 request_log.close()  # everything logged so far is written: SIGTERM loses nothing
 
-    app = Starlette(routes=[Route(METRICS_PATH, metrics_route, methods=["GET"]),
-                            Route("/v1/{rest:path}", models_route, methods=["GET", "POST"])],
-                    lifespan=lifespan)
-    app.state.registry, app.state.batcher, app.state.metrics = registry, batcher, metrics
-    return app
+    starlette = Starlette(routes=[Route(METRICS_PATH, metrics_route, methods=["GET"])], lifespan=lifespan)
+    starlette.state.registry, starlette.state.batcher, starlette.state.metrics = registry, batcher, metrics
+    return ServingApp(v1, starlette)
 
 
-async def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
-               predictions: list, latency_ms: float) -> None:
+def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
+         predictions: list, latency_ms: float) -> None:
     """Runs after the response is sent; a failing logger is reported, never the request's failure."""
     try:
         request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)

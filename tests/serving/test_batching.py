@@ -6,7 +6,7 @@ import concurrent.futures
 
 from starlette.testclient import TestClient
 
-from flywheel.serving import models, server
+from flywheel.serving import batching, models, server
 from tests.serving.conftest import ISSUE_ROW, MODEL
 
 
@@ -50,3 +50,41 @@ def test_a_full_batch_runs_without_waiting_and_large_requests_run_alone(serving_
         answers = _concurrent_predictions(client, [_rows(4, 1.0), _rows(9, 2.0)])
     assert [len(a) for a in answers] == [4, 9]
     assert app.state.batcher.calls == 2
+
+
+def test_with_no_timeout_a_lone_request_runs_on_the_loop_and_a_burst_runs_as_one_batch_thread_call(serving_dir):
+    import asyncio
+    import threading
+
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    registry.poll()
+    servable = registry.get(MODEL)
+    signature = servable.signature("")
+    threads = []
+
+    def run(sig, columns):
+        threads.append(threading.current_thread().name)
+        return models.run_signature(sig, columns)
+
+    def columns(rows):
+        return {k: [r[k] for r in rows] for k in ISSUE_ROW}
+
+    async def scenario():
+        batcher = batching.Batcher(run, max_batch_size=64, batch_timeout_ms=0.0, num_batch_threads=2)
+        try:
+            lone = await batcher.submit(servable, signature, columns(_rows(2, 1.0)), 2)
+            loop_thread = threading.current_thread().name
+            burst = await asyncio.gather(*[batcher.submit(servable, signature, columns(_rows(1, 3.0 * k)), 1)
+                                           for k in range(16)])
+            return batcher, lone, loop_thread, burst
+        finally:
+            batcher.close()
+
+    batcher, lone, loop_thread, burst = asyncio.run(scenario())
+    assert threads[0] == loop_thread, "an idle batcher runs a lone request without a thread hop"
+    assert batcher.inline_calls == 1 and batcher.calls == 2, (batcher.inline_calls, batcher.calls)
+    assert threads[1].startswith("serve-batch"), "requests that arrive together run in a batch thread, as one call"
+    assert lone["outputs"].shape == (2, 1)
+    for k, answer in enumerate(burst):
+        alone = models.run_signature(signature, columns(_rows(1, 3.0 * k)))["outputs"]
+        assert answer["outputs"].shape == (1, 1) and abs(float(answer["outputs"][0, 0]) - float(alone[0, 0])) < 1e-5

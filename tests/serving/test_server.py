@@ -171,6 +171,12 @@ class _Recorder:
     def log(self, request_id, model, version, signature, rows, predictions, latency_ms):
         self.calls.append((request_id, model, version, signature, rows, predictions, latency_ms))
 
+    def counters(self):
+        return {"logged_rows": sum(len(call[4]) for call in self.calls)}
+
+    def close(self):
+        self.closed = True
+
 
 def test_the_request_log_gets_each_answered_request_with_its_id(serving_dir):
     recorder = _Recorder()
@@ -179,6 +185,9 @@ def test_the_request_log_gets_each_answered_request_with_its_id(serving_dir):
                             headers={"X-Request-Id": "abc-123"})
         generated = client.post(f"/v1/models/{MODEL}:predict", json={"inputs": {k: [v] for k, v in ISSUE_ROW.items()}})
         client.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"fare": 1.0}]})
+        text = client.get("/monitoring/prometheus/metrics").text
+    assert recorder.closed, "the request log is closed when the server stops"
+    assert 'flywheel_serving_request_log{counter="logged_rows"} 2.0' in text
     assert given.headers["X-Request-Id"] == "abc-123"
     assert len(generated.headers["X-Request-Id"]) == 32
     assert [c[0] for c in recorder.calls] == ["abc-123", generated.headers["X-Request-Id"]]
@@ -186,3 +195,37 @@ def test_the_request_log_gets_each_answered_request_with_its_id(serving_dir):
     assert (model, version, signature, rows) == (MODEL, 1, "serving_default", [ISSUE_ROW])
     assert predictions == given.json()["predictions"] and latency_ms > 0
     assert recorder.calls[1][4] == [ISSUE_ROW] and recorder.calls[1][5] == generated.json()["outputs"]
+
+
+def test_nan_and_infinity_are_read_and_written_as_tf_serving_does(client):
+    body = json.dumps({"instances": [{**ISSUE_ROW, "fare": float("nan")}, {**ISSUE_ROW, "trip_miles": float("inf")}]})
+    assert "NaN" in body and "Infinity" in body
+    response = client.post(f"/v1/models/{MODEL}:predict", content=body)
+    assert response.status_code == 200, response.text
+    assert len(json.loads(response.text)["predictions"]) == 2
+    import numpy as np
+
+    from flywheel.serving import codec
+
+    outputs = {"outputs": np.array([[0.5], [np.nan], [np.inf]], dtype=np.float32)}
+    assert codec.encode_response(codec.format_response(codec.ROW, outputs), outputs) == \
+        b'{"predictions":[[0.5],[NaN],[Infinity]]}'
+    finite = {"outputs": np.array([[0.25]], dtype=np.float32)}
+    assert codec.encode_response(codec.format_response(codec.COLUMNAR, finite), finite) == b'{"outputs":[[0.25]]}'
+
+
+def test_the_flat_call_answers_as_the_keyword_call_of_each_signature(client):
+    import tensorflow as tf
+
+    servable = client.app.state.registry.get(MODEL)
+    raw = servable.signature("")
+    assert raw.flat_inputs == tuple(RAW_INPUTS)
+    columns = {k: [v, v] for k, v in ISSUE_ROW.items()}
+    keyword = raw.function(**{k: tf.constant(v, dtype=raw.inputs[k].dtype) for k, v in columns.items()})
+    assert models.run_signature(raw, columns)["outputs"].tolist() == keyword["outputs"].numpy().tolist()
+    examples = servable.signature("serving_examples")
+    flat = models.run_signature(examples, {"examples": [_example(ISSUE_ROW)]})["outputs"]
+    assert flat.tolist() == examples.function(examples=tf.constant([_example(ISSUE_ROW)]))["outputs"].numpy().tolist()
+    wrong_shape = r"input fare of signature serving_default: shape \[1, 2\] is not compatible with \[-1\]"
+    with pytest.raises(models.InvalidArgument, match=wrong_shape):
+        models.run_signature(raw, {**columns, "fare": [[1.0, 2.0]]})
