@@ -84,6 +84,13 @@ def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[s
         evaluation.set_float_custom_property(spec.AUC, summary["candidate"][summary_lib.AUC])
 
 
+def forget_baseline_model_id(blessing: types.Artifact) -> None:
+    """Drops the `baseline_model_id` TFX's Evaluator records: our baseline is the serving folder's model, not an
+    ML-Metadata artifact, so the id is 0, and TFX's Kubeflow entrypoint, which looks that id up to rename it
+    (`refactor_model_blessing`), fails with KeyError. The baseline's version is recorded as `baseline_version`."""
+    blessing.mlmd_artifact.custom_properties.pop("baseline_model_id", None)
+
+
 class Executor(evaluator_executor.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
@@ -97,6 +104,7 @@ class Executor(evaluator_executor.Executor):
         super().Do(inputs, output_dict, {**exec_properties, spec.EVAL_CONFIG_KEY: eval_config})
         evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY])
+        forget_baseline_model_id(blessing)
         summary = summary_lib.build_summary(evaluation.uri, thresholds_of(eval_config), version, eval_config)
         record(evaluation, blessing, summary, artifact_utils.get_single_instance(output_dict[spec.REPORT_HTML_KEY]),
                artifact_utils.get_single_instance(output_dict[spec.SUMMARY_KEY]))

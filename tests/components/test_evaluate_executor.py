@@ -177,3 +177,19 @@ def test_the_tiny_run_recorded_the_gate_and_evaluation_reports_as_types_the_kfp_
             assert f"<title>{title}</title>" in f.read(), node
         with open(markdown["uri"], encoding="utf-8") as f:
             assert f.read().startswith(f"## {'Data validation gate' if node == 'DataGate' else 'Model evaluation'}: ")
+
+
+def test_the_blessing_passes_tfxs_kubeflow_entrypoint_without_an_mlmd_baseline():
+    """TFX's Evaluator records the baseline model's MLMD id; ours comes from the serving folder (id 0), which
+    TFX's Kubeflow entrypoint cannot rename. Evaluate drops it (the version is `baseline_version`)."""
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
+
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property("baseline_model_id", 0)
+    blessing.set_int_custom_property("current_model_id", 7)
+    with pytest.raises(KeyError):
+        entry.refactor_model_blessing(blessing, {7: "pipelines/p/artifacts/7"})
+    executor.forget_baseline_model_id(blessing)
+    entry.refactor_model_blessing(blessing, {7: "pipelines/p/artifacts/7"})
+    assert not blessing.has_custom_property("baseline_model_id")
+    assert blessing.get_string_custom_property("current_model_id") == "pipelines/p/artifacts/7"
