@@ -157,7 +157,7 @@ def test_the_night_table_shows_each_tasks_state(nights):
 
 # --- CEL ------------------------------------------------------------------------------------------------------
 
-def _inputs(passed, uri="/root/verdict"):
+def _inputs(passed, uri="/pipeline-root/verdict"):
     return {"_DataGate.verdict": [{"uri": uri, "metadata": {"passed": passed}}]}
 
 
@@ -167,7 +167,7 @@ def _inputs(passed, uri="/root/verdict"):
     (f"int({VERDICT}) == 1", 1.0, True),
     (f"int({VERDICT}) == 1", 0.0, False),
     (f"!(({VERDICT} == 1.0))", 0.0, True),
-    (f"(({VERDICT} > 0.5) && (inputs.artifacts['_DataGate.verdict'].artifacts[0].uri == '/root/verdict'))", 1.0,
+    (f"(({VERDICT} > 0.5) && (inputs.artifacts['_DataGate.verdict'].artifacts[0].uri == '/pipeline-root/verdict'))", 1.0,
      True),
     (f"(({VERDICT} < 0.5) || (({VERDICT} + 1.0) == 3.0))", 2.0, True),
     (f"(({VERDICT} == 1.0)) && (({VERDICT} == 1.0))", 0.0, False),
