@@ -717,12 +717,14 @@ def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 
 def signature_inputs(version_path: str, signature: str = "serving_default") -> dict[str, str]:
     """{input name: dtype name} of a SavedModel's signature, read from saved_model.pb without loading it."""
     import tensorflow as tf
-    from tensorflow.python.tools import saved_model_utils
 
-    meta = saved_model_utils.get_meta_graph_def(version_path, "serve")
-    if signature not in meta.signature_def:
-        raise UsageError(f"serve: {version_path} has no signature {signature!r}; it has {sorted(meta.signature_def)}")
-    return {name: tf.dtypes.as_dtype(spec.dtype).name for name, spec in meta.signature_def[signature].inputs.items()}
+    from flywheel.components.common import serving as serving_layout
+
+    graphs = [g for g in serving_layout.read_saved_model(version_path).meta_graphs if "serve" in g.meta_info_def.tags]
+    signatures = graphs[0].signature_def if graphs else {}
+    if signature not in signatures:
+        raise UsageError(f"serve: {version_path} has no signature {signature!r}; it has {sorted(signatures)}")
+    return {name: tf.dtypes.as_dtype(spec.dtype).name for name, spec in signatures[signature].inputs.items()}
 
 
 def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):

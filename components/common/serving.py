@@ -76,6 +76,19 @@ def versions(serving_dir: str, model_name: str) -> list[int]:
     return [v for v in numeric_folders(serving_dir, model_name) if is_complete(os.path.join(root, str(v)))]
 
 
+def read_saved_model(version_path: str) -> Any:
+    """The SavedModel proto of `<version_path>/saved_model.pb`, read through the filesystem layer (gs:// too)
+    without loading the model: its signatures' names, inputs and outputs."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(version_path, SAVED_MODEL_FILE)
+    with filesystem(path).open(path, "rb") as f:
+        data = f.read()
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(data)
+    return proto
+
+
 def read_manifest(path: str) -> dict:
     """A push.json as a dict; ManifestError naming the file when it is missing, truncated or not an object."""
     fs = filesystem(path)

@@ -38,23 +38,12 @@ def _served_models(serving_dir: str) -> list[str]:
     return sorted(name for name in serving.listdir(serving_dir) if serving.versions(serving_dir, name))
 
 
-def _read_saved_model(path: str):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    pb = os.path.join(path, serving.SAVED_MODEL_FILE)
-    with serving.filesystem(pb).open(pb, "rb") as f:
-        data = f.read()
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString(data)
-    return proto
-
-
 def examples_signature(path: str) -> tuple[str, str]:
     """(signature name, output name) of the model's examples signature; PredictError naming every signature
     when there is no such signature or more than one."""
     from tensorflow.core.framework import types_pb2
 
-    proto = _read_saved_model(path)
+    proto = serving.read_saved_model(path)
     graphs = [g for g in proto.meta_graphs if SERVE_TAG in g.meta_info_def.tags]
     if not graphs:
         raise PredictError(f"predict: {path}: no meta graph tagged {SERVE_TAG!r}; tags found: "
