@@ -167,8 +167,8 @@ def _inputs(passed, uri="/pipeline-root/verdict"):
     (f"int({VERDICT}) == 1", 1.0, True),
     (f"int({VERDICT}) == 1", 0.0, False),
     (f"!(({VERDICT} == 1.0))", 0.0, True),
-    (f"(({VERDICT} > 0.5) && (inputs.artifacts['_DataGate.verdict'].artifacts[0].uri == '/pipeline-root/verdict'))", 1.0,
-     True),
+    (f"(({VERDICT} > 0.5) && "
+     f"(inputs.artifacts['_DataGate.verdict'].artifacts[0].uri == '/pipeline-root/verdict'))", 1.0, True),
     (f"(({VERDICT} < 0.5) || (({VERDICT} + 1.0) == 3.0))", 2.0, True),
     (f"(({VERDICT} == 1.0)) && (({VERDICT} == 1.0))", 0.0, False),
 ])
