@@ -18,6 +18,7 @@ def Push(  # noqa: N802 - TFX component names are classes
     serving_dir: Parameter[str],
     model_name: Parameter[str],
     num_check_examples: Parameter[int] = 8,
+    num_profile_examples: Parameter[int] = 10_000,
     serving_version: Parameter[int] = -1,
 ) -> None:
     """Publishes a blessed model to `<serving_dir>/<model_name>/<version>/` with push.json.
@@ -36,6 +37,8 @@ def Push(  # noqa: N802 - TFX component names are classes
       serving_dir, model_name: the TF Serving layout `<serving_dir>/<model_name>/<version>/`; either may be a
         RuntimeParameter (a Kubeflow run parameter, as `serving-dir` and `model-name` in the compiled taxi spec).
       num_check_examples: how many eval examples the serving signature must answer before publishing.
+      num_profile_examples: how many eval examples the model scores for the `prediction` column of
+        `baseline_profile.json`, which the monitor compares a request log's predictions with (0: none).
       serving_version: the latest version in serving when the pipeline was built (0: none, -1: not known,
         e.g. a Kubeflow runtime parameter). Only the cache key uses it, so a serving folder that changed or
         was emptied since is never answered by a cached push; the push itself reads the folder.
@@ -47,4 +50,4 @@ def Push(  # noqa: N802 - TFX component names are classes
     from flywheel.components.push import executor
 
     executor.run_push(model, model_blessing, evaluation, examples, profile, pushed_model, serving_dir, model_name,
-                      num_check_examples)
+                      num_check_examples, num_profile_examples)

@@ -14,13 +14,18 @@ from flywheel.components.common.serving import filesystem as _fs
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor import profile
+from flywheel.components.monitor.drift import Policy
 from flywheel.components.push import publish, spec
 from flywheel.serving import warmup
+
+PREDICTION = Policy.prediction_column
 
 
 def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact, examples: types.Artifact,
              data_profile: types.Artifact, pushed_model: types.Artifact, serving_dir: str, model_name: str,
-             num_check_examples: int) -> dict:
+             num_check_examples: int, num_profile_examples: int = 0) -> dict:
+    """num_profile_examples: how many eval examples the model scores for the baseline profile's `prediction`
+    column (what the monitor compares a request log's predictions with); 0: none."""
     model_dir = os.path.join(model.uri, "Format-Serving")
     blessed = bool(blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY))
     baseline_version = blessing.get_int_custom_property(evaluate_spec.BASELINE_VERSION) or None
@@ -31,16 +36,28 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
         reason = publish.decide(True, digest, baseline_version, serving.latest(serving_dir, model_name))
         if reason is not None:
             return record(pushed_model, reason, None)
-        sample = publish.sample_examples(examples.uri, "eval", num_check_examples)
-        predictions = publish.check_serving_signature(model_dir, sample)
-        requests = warmup.to_tfrecord(warmup.predict_logs(model_dir, sample, model_name))
+        sample = publish.sample_examples(examples.uri, "eval", max(num_check_examples, num_profile_examples))
+        scores = publish.check_serving_signature(model_dir, sample)
+        checked = sample[:num_check_examples]
+        requests = warmup.to_tfrecord(warmup.predict_logs(model_dir, checked, model_name))
         manifest = build_manifest(model, blessing, evaluation, examples, model_name, digest, baseline_version,
-                                  predictions)
-        baseline = profile.merge(list(profile.read_span_profiles(data_profile.uri).values()))
+                                  scores[:num_check_examples])
+        baseline = baseline_profile(data_profile.uri, scores[:num_profile_examples])
         published = publish.publish(model_dir, serving_dir, model_name, manifest,
                                     extra_files={publish.BASELINE_PROFILE: baseline.to_json()},
                                     binary_files={warmup.WARMUP_PATH: requests})
     return record(pushed_model, None, published)
+
+
+def baseline_profile(profile_uri: str, scores: list[float]) -> profile.DatasetProfile:
+    """The training spans' merged profile plus, from the model's scores on eval examples, a `prediction` column:
+    the monitor compares a request log's predictions with it (prediction drift without a reference log)."""
+    import numpy as np
+
+    baseline = profile.merge(list(profile.read_span_profiles(profile_uri).values()))
+    if scores:
+        baseline.columns[PREDICTION] = profile.numeric_column(np.asarray(scores, dtype=np.float64))
+    return baseline
 
 
 def build_manifest(model: types.Artifact, blessing: types.Artifact, evaluation: types.Artifact,

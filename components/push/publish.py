@@ -106,8 +106,8 @@ def sample_examples(examples_uri: str, split: str, n: int) -> list[bytes]:
     return out
 
 
-def check_serving_signature(model_dir: str, examples: list[bytes]) -> list[float]:
-    """Loads the SavedModel and runs `serving_examples` on real examples; returns the predictions.
+def check_serving_signature(model_dir: str, examples: list[bytes], batch_size: int = 1024) -> list[float]:
+    """Loads the SavedModel and runs `serving_examples` on real examples (in batches); returns the predictions.
 
     The model must also have `serving_default` (what TF Serving answers when a request names no signature).
     """
@@ -119,11 +119,15 @@ def check_serving_signature(model_dir: str, examples: list[bytes]) -> list[float
     missing = [name for name in (DEFAULT_SIGNATURE, EXAMPLES_SIGNATURE) if name not in loaded.signatures]
     if missing:
         raise PushError(f"push: model {model_dir} has no {missing} signature; has {list(loaded.signatures.keys())}")
-    outputs = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(examples))
-    values = next(iter(outputs.values())).numpy().reshape(-1).tolist()
-    if len(values) != len(examples) or not all(0.0 <= v <= 1.0 for v in values):
-        raise PushError(f"push: {EXAMPLES_SIGNATURE} of {model_dir} answered {values[:8]} for {len(examples)} "
-                        "examples; expected one probability in [0, 1] per example")
+    values: list[float] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        outputs = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(chunk))
+        answered = next(iter(outputs.values())).numpy().reshape(-1).tolist()
+        if len(answered) != len(chunk) or not all(0.0 <= v <= 1.0 for v in answered):
+            raise PushError(f"push: {EXAMPLES_SIGNATURE} of {model_dir} answered {answered[:8]} for {len(chunk)} "
+                            "examples; expected one probability in [0, 1] per example")
+        values.extend(answered)
     return values
 
 

@@ -13,6 +13,7 @@ PUSHED_MODEL_KEY = "pushed_model"
 SERVING_DIR_KEY = "serving_dir"
 MODEL_NAME_KEY = "model_name"
 NUM_CHECK_EXAMPLES_KEY = "num_check_examples"
+NUM_PROFILE_EXAMPLES_KEY = "num_profile_examples"
 SERVING_VERSION_KEY = "serving_version"
 
 PUSHED = "pushed"

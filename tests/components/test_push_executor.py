@@ -55,8 +55,12 @@ def _push(run_outputs, tmp_path, serving_dir: str, blessed: bool, baseline: int 
     }
     pushed = _artifact(standard_artifacts.PushedModel, str(tmp_path / f"pushed-{len(os.listdir(tmp_path))}"))
     Push.EXECUTOR_SPEC.executor_class().Do(inputs, {spec.PUSHED_MODEL_KEY: [pushed]}, {
-        spec.SERVING_DIR_KEY: serving_dir, spec.MODEL_NAME_KEY: "taxi", spec.NUM_CHECK_EXAMPLES_KEY: 4})
+        spec.SERVING_DIR_KEY: serving_dir, spec.MODEL_NAME_KEY: "taxi", spec.NUM_CHECK_EXAMPLES_KEY: 4,
+        spec.NUM_PROFILE_EXAMPLES_KEY: PROFILED})
     return pushed
+
+
+PROFILED = 50
 
 
 def _props(artifact) -> dict:
@@ -90,6 +94,34 @@ def test_a_blessed_model_is_pushed_like_the_stock_pusher_with_a_complete_manifes
     examples = publish.sample_examples(run_outputs["examples"]["uri"], "eval", 4)
     answer = next(iter(loaded.signatures["serving_examples"](examples=tf.constant(examples)).values()))
     assert answer.numpy().reshape(-1).tolist() == pytest.approx(manifest["signature_check"]["predictions"], abs=1e-4)
+
+
+def test_the_baseline_profile_holds_the_models_scores_on_eval_examples_for_prediction_drift(run_outputs, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from flywheel.components.monitor import monitor, profile
+
+    serving_dir = str(tmp_path / "serving")
+    _push(run_outputs, tmp_path, serving_dir, blessed=True)
+    served = serving.latest(serving_dir, "taxi")
+    baseline_path = os.path.join(served.path, publish.BASELINE_PROFILE)
+    column = profile.load(baseline_path).columns["prediction"]
+    examples = publish.sample_examples(run_outputs["examples"]["uri"], "eval", PROFILED)
+    scores = next(iter(tf.saved_model.load(served.path).signatures["serving_examples"](
+        examples=tf.constant(examples)).values())).numpy().reshape(-1)
+    assert column.kind == profile.NUMERIC and column.count == len(examples) == PROFILED and column.missing == 0
+    assert column.mean == pytest.approx(float(scores.mean()), abs=1e-5)
+
+    # A request-log span whose predictions are the same scores: no prediction drift; all ones: drift.
+    for name, predictions, drifted in [("same", scores, False), ("shifted", np.ones(len(scores)), True)]:
+        span = tmp_path / name / "span-1"
+        span.mkdir(parents=True)
+        pq.write_table(pa.table({"prediction": predictions.astype(np.float64)}), str(span / "part-0.parquet"))
+        found = monitor.run_monitor(baseline_path, str(span), schema_path=None)
+        assert found["prediction"]["drift"] is drifted, found["prediction"]
 
 
 def test_an_unblessed_model_is_not_pushed_and_says_why(run_outputs, tmp_path):
