@@ -632,6 +632,7 @@ class JoinResult:
 
     output: str
     key: str
+    log_key: str
     log_rows: int
     label_rows: int
     joined_rows: int
@@ -651,27 +652,18 @@ class JoinResult:
         return _to_dict(self)
 
     def lines(self) -> list[str]:
-        return [f"flywheel logs join: {self.joined_rows:,} of {self.log_rows:,} logged rows joined by {self.key!r} "
+        on = repr(self.key) if self.log_key == self.key else f"labels' {self.key!r} = log's {self.log_key!r}"
+        return [f"flywheel logs join: {self.joined_rows:,} of {self.log_rows:,} logged rows joined by {on} "
                 f"into {self.output} (spans {sorted(s for s, v in self.spans.items() if v['joined'])}); "
                 f"{self.unmatched_logs:,} logged rows without a label, {self.unmatched_labels:,} labels without a "
                 f"logged row, duplicates: {self.duplicate_logs:,} logged, {self.duplicate_labels:,} labels "
                 f"({self.conflicting_labels:,} conflicting)"]
 
 
-def _binary_label(pipeline: str):
-    """The pipeline's binary label rule for the join (taxi: tips > 20% of the fare), or None."""
-    from flywheel.serving import join as join_mod
-
-    if pipeline != "taxi":
-        return None
-    from flywheel.pipelines.taxi import features
-
-    return join_mod.BinaryLabel("label", features.LABEL_KEY, features.FARE_KEY, features.BIG_TIP_SHARE)
-
-
 def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = "taxi",
-              label_column: Optional[str] = None) -> JoinResult:
-    """Joins labels that arrived later to a request log by `key` into `<output>/span-N/` (the log's spans) that
+              label_column: Optional[str] = None, log_key: Optional[str] = None) -> JoinResult:
+    """Joins labels that arrived later to a request log by `key` (the labels' column; matched with the log's
+    `log_key`, by default `key` when the log has it, else `request_id`) into `<output>/span-N/` (the log's spans) that
     Ingest, `flywheel retrain --data` and `flywheel monitor` read; nothing is written when the joined rows would
     lack a column the pipeline's schema requires."""
     from flywheel.components.ingest import parsing
@@ -685,7 +677,7 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
     required = [c.name for c in parsing.columns_from_schema(parsing.load_schema(schema)) if c.required]
     try:
         found = join_mod.join(logs, labels, key, output, label_column=label, required=required,
-                              binary_label=_binary_label(pipeline))
+                              binary_label=entry.label_rule(), log_key=log_key)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     return JoinResult(output=output, key=key, **{f.name: found[f.name] for f in dataclasses.fields(JoinResult)

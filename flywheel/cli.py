@@ -187,7 +187,10 @@ def _parser() -> argparse.ArgumentParser:
                                formatter_class=_Formatter)
     join.add_argument("--logs", required=True, help="request log folder (span-N folders)")
     join.add_argument("--labels", required=True, help="CSV/Parquet file or folder with the key and label columns")
-    join.add_argument("--key", required=True, help="column matching labels to logged rows (request_id or a feature)")
+    join.add_argument("--key", required=True, help="the labels' column matching logged rows (request_id, a feature, "
+                      "or the id the client sent as X-Request-Id)")
+    join.add_argument("--log-key", help="the log's column matched with --key (default: --key when the log has it, "
+                      "else request_id)")
     join.add_argument("--output", required=True, help="folder for the joined span-N folders")
     join.add_argument("--pipeline", default=registry.DEFAULT, help="pipeline whose schema and label the join uses")
     join.add_argument("--label-column", help="label column of the labels (default: the schema's label)")
@@ -323,7 +326,7 @@ def cmd_replay(args) -> int:
 
 def cmd_logs(args) -> int:
     result = api.logs_join(args.logs, args.labels, args.key, args.output, pipeline=args.pipeline,
-                           label_column=args.label_column)
+                           label_column=args.label_column, log_key=args.log_key)
     _show(args, result)
     return EXIT_OK
 

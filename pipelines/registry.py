@@ -32,6 +32,8 @@ class PipelineEntry:
     compile:   (output, image, **options) -> path of the Kubeflow spec written.
     simulate:  (out_dir, spans, drift_from, rows, seed) -> files written; '' when the pipeline has none.
     schema:    () -> path of the curated schema.
+    binary_label: () -> the join's rule for the binary training label from the raw one
+               (flywheel.serving.join.BinaryLabel); '' when the raw label is the training label.
     """
 
     name: str
@@ -43,6 +45,7 @@ class PipelineEntry:
     schema: str
     simulate: str = ""
     kubeflow_output: str = ""
+    binary_label: str = ""
 
     def make_config(self, **options: Any) -> Any:
         return _resolve(self.config)(**options)
@@ -70,6 +73,9 @@ class PipelineEntry:
     def schema_path(self) -> str:
         return _resolve(self.schema)()
 
+    def label_rule(self) -> Any:
+        return _resolve(self.binary_label)() if self.binary_label else None
+
     def simulator(self) -> Callable[..., list[str]]:
         if not self.simulate:
             raise ValueError(f"pipeline {self.name!r} has no data simulator")
@@ -87,6 +93,7 @@ TAXI = PipelineEntry(
     schema="flywheel.pipelines.taxi.config.default_schema",
     simulate="flywheel.pipelines.taxi.simulate.simulate_spans",
     kubeflow_output="kubeflow/taxi_pipeline.yaml",
+    binary_label="flywheel.pipelines.taxi.features.binary_label",
 )
 
 _REGISTRY: dict[str, PipelineEntry] = {TAXI.name: TAXI}

@@ -76,6 +76,18 @@ def test_simulate_json_is_only_json(tmp_path):
         os.path.join("span-1", "data.csv"), os.path.join("span-2", "data.csv")]
 
 
+def test_simulated_rows_carry_a_unique_trip_id_that_ingest_passes_over(tmp_path):
+    import pyarrow.csv as pcsv
+
+    from flywheel.pipelines.taxi import config
+
+    files = api.simulate("taxi", str(tmp_path / "data"), spans=2, drift_from=2, rows=40).files
+    ids = [pcsv.read_csv(f).column("trip_id").to_pylist() for f in files]
+    assert ids == [[f"{span}-{row}" for row in range(40)] for span in (1, 2)]
+    ingested = api.ingest(str(tmp_path / "data"), config.default_schema(), str(tmp_path / "out"), num_spans=2)
+    assert ingested.error is None and ingested.rows_read == 80 and ingested.rows_quarantined == 0
+
+
 def test_lineage_without_metadata_is_a_one_line_error(tmp_path):
     _one_line_error(run_cli("lineage", "--output-dir", str(tmp_path)), 2, "no ML-Metadata store", str(tmp_path))
     _one_line_error(run_cli("lineage", "taxi", "--output-dir", str(tmp_path), "--model", "v3"), 2)

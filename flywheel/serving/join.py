@@ -2,13 +2,17 @@
 
     <logs>/span-N/*.parquet  +  <labels> (CSV/Parquet files, any layout)  ->  <output>/span-N/joined.parquet
 
-A log row and a label row match when their `key` values are equal (compared as text, so an id read as a
-number from a CSV matches the same id logged as a string): the request id (`request_id`, set from
-`X-Request-Id`), or any column both sides have. Output spans keep the log's span numbers and hold the
-log's columns (features, prediction, request columns), the label file's other columns (the label, and any
-column the log lacks, e.g. the rest of the original record) and, with a binary-label rule, the pipeline's
-binary label (`label`), so `flywheel monitor --reference-metrics` computes the AUC on it. Ingest reads them
-as any span (it reads the schema's columns and passes over the others).
+A log row and a label row match when the log's `log_key` value equals the labels' `key` value (compared as
+text, so an id read as a number from a CSV matches the same id logged as a string). `log_key` defaults to
+`key` when the log has that column, else to `request_id` (set from the `X-Request-Id` a client sent, e.g. a
+trip id that the labels carry as `trip_id`): so `--key trip_id` joins labels keyed by the id the client
+sent, and `--key request_id` or a column both sides have works as well.
+
+Output spans keep the log's span numbers and hold the log's columns (features, prediction, request columns),
+the label file's other columns (the label, and any column the log lacks, e.g. the rest of the original record)
+and, with a binary-label rule, the pipeline's binary label (`label`), so `flywheel monitor --reference-
+metrics` computes the AUC on it. Ingest reads them as any span (it reads the schema's columns and passes over
+the others).
 
 Nothing is lost in silence; the result counts, and names the first keys of:
 - log rows without a label (`unmatched_logs`, per span too) and labels without a log row (`unmatched_labels`);
@@ -32,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flywheel.serving.request_log import PREDICTION, TIME, write_whole
+from flywheel.serving.request_log import PREDICTION, REQUEST_ID, TIME, write_whole
 
 OUTPUT_FILE = "joined.parquet"
 _SHOWN = 5
@@ -85,9 +89,19 @@ def _log_spans(logs: str) -> dict[int, str]:
     return {span: os.path.join(logs, name) for span, name in spans.items()}
 
 
+def _log_key(tables: dict[int, pa.Table], key: str, log_key: Optional[str]) -> str:
+    if log_key:
+        return log_key
+    if all(key in t.column_names for t in tables.values()):
+        return key
+    return REQUEST_ID
+
+
 def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "tips",
-         required: Sequence[str] = (), binary_label: Optional[BinaryLabel] = None) -> dict[str, Any]:
-    """Joins `labels` to the request log under `logs` by `key` into `<output>/span-N/`; returns the counts.
+         required: Sequence[str] = (), binary_label: Optional[BinaryLabel] = None,
+         log_key: Optional[str] = None) -> dict[str, Any]:
+    """Joins `labels` to the request log under `logs` by `key` into `<output>/span-N/`; returns the counts
+    (and `log_key`, the log column matched).
 
     required: columns every output row must have (Ingest's required schema columns): when the log and the
     labels together lack one, nothing is written and JoinError names it.
@@ -95,9 +109,13 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
     spans = _log_spans(logs)
     tables = {span: _read(folder, "logs") for span, folder in spans.items()}
     label_table = _read(labels, "labels")
-    for what, table in [("labels", label_table), *((f"log span {s}", t) for s, t in tables.items())]:
-        if key not in table.column_names:
-            raise JoinError(f"logs join: {what}: no key column {key!r}; it has {table.column_names}")
+    if key not in label_table.column_names:
+        raise JoinError(f"logs join: labels: no key column {key!r}; they have {label_table.column_names}")
+    log_key = _log_key(tables, key, log_key)
+    for span, table in tables.items():
+        if log_key not in table.column_names:
+            raise JoinError(f"logs join: log span {span}: no key column {log_key!r} (to match the labels' {key!r}); "
+                            f"it has {table.column_names}")
     if label_column not in label_table.column_names:
         raise JoinError(f"logs join: labels: no label column {label_column!r}; they have {label_table.column_names}")
     log_columns = list(dict.fromkeys(c for t in tables.values() for c in t.column_names))
@@ -133,7 +151,7 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
     for span, table in tables.items():
         counts["log_rows"] += table.num_rows
         times = table.column(TIME).to_pylist() if TIME in table.column_names else [None] * table.num_rows
-        for index, k in enumerate(_keys(table, key)):
+        for index, k in enumerate(_keys(table, log_key)):
             if k is None:
                 counts["logs_without_key"] += 1
                 continue
@@ -179,4 +197,5 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
     counts["unmatched_labels"] = len(unlabelled)
     counts["first_unmatched_labels"] = unlabelled[:_SHOWN]
     counts["has_prediction"] = PREDICTION in log_columns
+    counts["log_key"] = log_key
     return counts

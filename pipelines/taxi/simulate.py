@@ -5,6 +5,10 @@ From span `drift_from` on, several things move at once: fares rise 35% and trips
 later (a categorical-like integer), and the tipping behaviour itself changes (card riders tip half as
 much: the relation between features and label shifts). Labelled (`tips` is there), deterministic for
 a seed. numpy + pyarrow only.
+
+Every row has a unique `trip_id` (`<span>-<row>`, first column), the key a production system would log
+its requests under (`flywheel replay --id-column trip_id` sends it as `X-Request-Id`) and join the labels
+that arrive later by (`flywheel logs join --key trip_id`). It is not a schema column: Ingest passes over it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+
+ID_COLUMN = "trip_id"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,7 @@ def simulate(source: str, out_dir: str, cfg: SimulationConfig) -> list[str]:
         table = base.take(pa.array(rng.integers(0, base.num_rows, cfg.rows)))
         if cfg.drift_from is not None and span >= cfg.drift_from:
             table = _drift(table, rng)
+        table = table.add_column(0, ID_COLUMN, pa.array([f"{span}-{row}" for row in range(table.num_rows)]))
         folder = os.path.join(out_dir, f"span-{span}")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, "data.csv")

@@ -110,16 +110,35 @@ def test_join_refuses_labels_that_leave_out_a_required_column(tmp_path, logged):
     assert not os.path.exists(tmp_path / "joined"), "nothing written"
 
 
-@pytest.mark.parametrize("key, labels_table, message", [
-    ("trip_id", {"trip_id": ["x"], "tips": [1.0]}, r"log span 100: no key column 'trip_id'"),
-    ("request_id", {"request_id": ["x"], "tip": [1.0]}, r"labels: no label column 'tips'"),
+@pytest.mark.parametrize("key, log_key, labels_table, message", [
+    ("trip_id", "trip_id", {"trip_id": ["x"], "tips": [1.0]},
+     r"log span 100: no key column 'trip_id' \(to match the labels' 'trip_id'\)"),
+    ("trip_id", None, {"request_id": ["x"], "tips": [1.0]}, r"labels: no key column 'trip_id'"),
+    ("request_id", None, {"request_id": ["x"], "tip": [1.0]}, r"labels: no label column 'tips'"),
 ])
-def test_join_bad_input(tmp_path, logged, key, labels_table, message):
+def test_join_bad_input(tmp_path, logged, key, log_key, labels_table, message):
     folder = tmp_path / "labels"
     folder.mkdir()
     pcsv.write_csv(pa.table(labels_table), str(folder / "labels.csv"))
     with pytest.raises(flywheel.UsageError, match=message):
-        flywheel.logs_join(logged[0], str(folder), key, str(tmp_path / "joined"))
+        flywheel.logs_join(logged[0], str(folder), key, str(tmp_path / "joined"), log_key=log_key)
+
+
+def test_labels_keyed_by_the_id_the_client_sent_join_on_the_logged_request_id(tmp_path, logged):
+    logs, records = logged
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    rows = [dict(records[i], trip_id=f"trip-{i}") for i in range(20)]
+    pcsv.write_csv(pa.Table.from_pylist(rows), str(folder / "labels.csv"))
+    result = flywheel.logs_join(logs, str(folder), "trip_id", str(tmp_path / "joined"))
+    assert result.log_key == "request_id" and result.joined_rows == 20 and result.unmatched_labels == 0
+    assert "labels' 'trip_id' = log's 'request_id'" in result.lines()[0]
+    joined = pq.read_table(str(tmp_path / "joined")).to_pylist()
+    assert all(r["trip_id"] == r["request_id"] for r in joined) and len(joined) == 20
+    out = run_cli("logs", "join", "--logs", logs, "--labels", str(folder), "--key", "trip_id", "--log-key",
+                  "request_id", "--output", str(tmp_path / "again"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["joined_rows"] == 20
 
 
 def test_join_cli_json(tmp_path, logged):
