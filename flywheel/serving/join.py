@@ -10,9 +10,9 @@ sent, and `--key request_id` or a column both sides have works as well.
 
 Output spans keep the log's span numbers and hold the log's columns (features, prediction, request columns),
 the label file's other columns (the label, and any column the log lacks, e.g. the rest of the original record)
-and, with a binary-label rule, the pipeline's binary label (`label`), so `flywheel monitor --reference-
-metrics` computes the AUC on it. Ingest reads them as any span (it reads the schema's columns and passes over
-the others).
+and, with a binary-label rule, the pipeline's binary label (`label`), so `flywheel monitor --reference-metrics`
+computes the AUC on it. Ingest reads them as any span (it reads the schema's columns and passes over the
+others).
 
 Nothing is lost in silence; the result counts, and names the first keys of:
 - log rows without a label (`unmatched_logs`, per span too) and labels without a log row (`unmatched_labels`);
