@@ -279,7 +279,7 @@ def promote(serving_dir: str, model: str, reason: str = "", evidence: Optional[d
         state = _running(state, model, PROMOTE)
         decision = Decision(_now(), PROMOTE, state.candidate, reason,
                             dict(evidence or {}, previous_stable=state.stable, mode=state.mode))
-        return dataclasses.replace(state, stable=state.candidate, candidate=None, mode=None, percent=0.0,
+        return dataclasses.replace(state, stable=state.candidate, candidate=None, mode=None, percent=0.0, started=None,
                                    decisions=state.decisions + (decision,),
                                    rolled_back=tuple(v for v in state.rolled_back if v != state.candidate))
 
@@ -296,7 +296,7 @@ def rollback(serving_dir: str, model: str, reason: str = "", evidence: Optional[
         decision = Decision(_now(), ROLLBACK, state.candidate, reason,
                             dict(evidence or {}, stable=state.stable, mode=state.mode))
         rolled = tuple(sorted(set(state.rolled_back) | {state.candidate}))
-        return dataclasses.replace(state, candidate=None, mode=None, percent=0.0,
+        return dataclasses.replace(state, candidate=None, mode=None, percent=0.0, started=None,
                                    decisions=state.decisions + (decision,), rolled_back=rolled)
 
     return _update(serving_dir, model, change)
