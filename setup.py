@@ -34,8 +34,8 @@ setup(
     install_requires=["tfx[kfp]==1.16.0", "dill", "httpx", "prometheus_client==0.26.0", "starlette==1.7.0",
                       "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "orjson==3.13.0"],
     extras_require={
-        "dev": ["pytest", "jupytext", "ruff"],
-        "test": ["pytest", "jupytext"],
+        "dev": ["pytest", "jupytext", "ruff", "jsonschema"],
+        "test": ["pytest", "jupytext", "jsonschema"],
         "notebooks": ["jupytext", "nbclient", "ipykernel"],
     },
     entry_points={"console_scripts": ["flywheel=flywheel.cli:main"]},

@@ -129,7 +129,7 @@ def _resolve_input(data_root: str, span: int, num_spans: int):
 def _serving_now(cfg) -> Optional[int]:
     from flywheel.components.common import serving
 
-    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    served = serving.current(cfg.paths.serving_dir, cfg.model_name)
     return served.version if served else None
 
 
@@ -238,7 +238,7 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
         fields["push_reason"] = pushed.get(push_spec.REASON)
     from flywheel.components.common import serving
 
-    served = serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    served = serving.current(cfg.paths.serving_dir, cfg.model_name)
     fields["serving_version"] = served.version if served else None
     fields["serving_path"] = served.path if served else None
     return fields
@@ -253,7 +253,8 @@ class RetrainResult:
     serving, or a model without a training profile): not drift, and the job trains. retrained is true
     only when the Trainer executed in this run (not a cache hit). status: nothing_new (serving was trained
     on exactly this data; nothing run), no_drift (with if_drift; nothing run) or the pipeline run's status.
-    decision: the decision in words."""
+    decision: the decision in words. release: how a pushed version was released (direct, canary:P, shadow,
+    blue-green); rollout: the model's rollout state after the job, in words (None: it has none)."""
 
     pipeline: str
     span: int
@@ -268,6 +269,8 @@ class RetrainResult:
     previous_version: Optional[int]
     status: str
     decision: str = ""
+    release: str = "direct"
+    rollout: Optional[str] = None
     run: Optional[RunResult] = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,6 +290,8 @@ class RetrainResult:
             return lines
         lines.append(f"  retrained: {self.retrained}, blessed: {self.blessed}, pushed: {self.pushed}; serving "
                      f"version {self.model_version} (before: {self.previous_version}); run {self.status}")
+        if self.rollout:
+            lines.append(f"  release {self.release}: {self.rollout}")
         return lines
 
 
@@ -294,7 +299,7 @@ DRIFT_DIR = "drift"  # <output_dir>/drift/span-<N>/: the retraining job's drift 
 
 
 def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
-            if_drift: bool = False, window: int = 3, train_steps: Optional[int] = None,
+            if_drift: bool = False, window: int = 3, train_steps: Optional[int] = None, release: str = "direct",
             progress: Optional[TextIO] = None, verbose: bool = False) -> RetrainResult:
     """The scheduled job: newest span of `data` -> the continuous-training decision -> (new data that drifted,
     no baseline, or new data without if_drift) the pipeline on the last `window` spans -> Evaluate against
@@ -303,12 +308,22 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     The decision is `flywheel.pipelines.retrain.plan`'s (the compiled Kubeflow pipeline's Decide task takes the
     same one), computed once before anything runs; the pipeline does not monitor again. Holds the output
     directory's lock throughout and invalidates `run`'s up-to-date stamp when it runs the pipeline.
+
+    release: direct (the pushed version serves at once), or canary:P, shadow, blue-green: the pushed version
+    becomes the candidate of a new rollout (`flywheel.rollout`), the version served now staying stable; the
+    state is pinned before the pipeline runs (`retrain.prepare_release`), so Push never makes it served in
+    between, and the decision is recorded in the run's ML-Metadata store.
     """
     from flywheel.pipelines import retrain as job
+    from flywheel.rollout import state as rollout_state
 
     entry = registry.get(pipeline)
     if window < 1:
         raise UsageError(f"retrain: window: expected >= 1 span, got {window}")
+    try:
+        rollout_state.parse_release(release)
+    except rollout_state.RolloutError as e:
+        raise UsageError(f"retrain: {e}") from e
     quiet.quiet_environment(verbose)
     base = pipeline_config(pipeline, output_dir, data=data, serving_dir=serving_dir,
                            **({"train_steps": train_steps} if train_steps is not None else {}))
@@ -327,12 +342,20 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
         if not plan.retrain:
             return RetrainResult(**common, retrained=False, blessed=None, pushed=False,
                                  model_version=plan.serving_version, status=plan.verdict)
+        try:
+            pinned = job.prepare_release(base.paths.serving_dir, base.model_name, release)
+        except (ValueError, OSError) as e:
+            raise UsageError(str(e)) from e
         stamp.clear(base.paths.output_dir)
         cfg = dataclasses.replace(base, span=plan.span, num_spans=len(plan.window))
         resolved = _resolve_input(data, plan.span, len(plan.window))
         run = _execute(cfg, pipeline, "local", entry.runner("local"), resolved, progress, verbose)
+        after = job.finish_release(base.paths.serving_dir, base.model_name, release,
+                                   run.pushed_version if run.pushed else None, pinned,
+                                   f"retrain {plan.reason}", cfg.paths.metadata_path)
         summary = job.summary_from_records(run.records, plan.span, base.paths.serving_dir, base.model_name, drift)
-    return RetrainResult(**{**common, **summary, "status": run.status, "run": run})
+    return RetrainResult(**{**common, **summary, "status": run.status, "run": run, "release": release,
+                            "rollout": after.describe() if after is not None else None})
 
 
 # ---- ingest, monitor -----------------------------------------------------------------------------------------
@@ -447,7 +470,8 @@ def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report
 
 @dataclasses.dataclass(frozen=True)
 class LineageResult:
-    """What produced a model in serving: its version, path, spans, data fingerprint, and the steps."""
+    """What produced a model in serving: its version, path, spans, data fingerprint, the steps, and the rollout
+    decisions recorded for the model (oldest first)."""
 
     model_name: str
     version: int
@@ -456,6 +480,7 @@ class LineageResult:
     spans: Any
     data_fingerprint: Optional[str]
     steps: list[dict[str, Any]]
+    rollouts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -725,7 +750,7 @@ def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
     from flywheel.components.common import serving as serving_layout
     from flywheel.serving import request_log
 
-    served = serving_layout.latest(serving_dir, model)
+    served = serving_layout.current(serving_dir, model)
     features = signature_inputs(served.path) if served is not None else None
     try:
         return request_log.RequestLog(log_dir, sample=log_sample, features=features)
@@ -873,3 +898,184 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     return PredictResult(**common, rows_in=counts[batch_predict.READ], rows_scored=counts[batch_predict.SCORED],
                          rows_quarantined=counts[batch_predict.QUARANTINED],
                          physical_rows=counts[batch_predict.PHYSICAL], elapsed=round(time.monotonic() - started, 1))
+
+
+# ---- rollout -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutResult:
+    """A rollout command's outcome: the state after it (rollout.json's content; None when the model has none),
+    what a server must do (`routes`), the version served by default, the TF Serving mirror, and where the
+    decision was recorded in ML-Metadata (metadata None: not recorded, state and models.config only)."""
+
+    action: str
+    model: str
+    serving_dir: str
+    serving_version: Optional[int]
+    state: Optional[dict[str, Any]] = None
+    routes: Optional[dict[str, Any]] = None
+    models_config: Optional[str] = None
+    metadata: Optional[str] = None
+    execution_id: Optional[int] = None
+    pushed_model_id: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        head = f"flywheel rollout {self.action}: {self.model} in {self.serving_dir}"
+        if self.state is None:
+            served = f"version {self.serving_version}" if self.serving_version is not None else "nothing"
+            return [f"{head}: no rollout state; the newest version serves: {served}"]
+        from flywheel.rollout import state as rollout_state
+
+        found = rollout_state.RolloutState.from_dict(self.state)
+        lines = [f"{head}: {found.describe()} (generation {found.generation})",
+                 f"  served by default: version {self.serving_version}"
+                 + (f"; rolled back: {list(found.rolled_back)}" if found.rolled_back else "")]
+        for decision in found.decisions[-5:]:
+            lines.append(f"  {decision.time}  {decision.action:<8} version {decision.version}"
+                         + (f": {decision.reason}" if decision.reason else ""))
+        if self.models_config:
+            lines.append(f"  TF Serving config: {self.models_config}")
+        if self.action != "status":
+            lines.append(f"  ML-Metadata: execution {self.execution_id} in {self.metadata}"
+                         + (f", linked to PushedModel {self.pushed_model_id}" if self.pushed_model_id else "")
+                         if self.metadata else "  ML-Metadata: not recorded (no --metadata): state and models.config "
+                                               "only")
+        return lines
+
+
+def _serving_folder(serving_dir: str, command: str) -> None:
+    from flywheel.components.common import serving as serving_layout
+
+    if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
+        raise UsageError(f"rollout {command}: --serving-dir {serving_dir} is not a folder")
+
+
+def _rollout_result(action: str, serving_dir: str, model: str, metadata: Optional[str] = None,
+                    recorded: tuple[Optional[int], Optional[int]] = (None, None)) -> RolloutResult:
+    from flywheel.components.common import serving as serving_layout
+    from flywheel.rollout import manifests
+    from flywheel.rollout import state as rollout_state
+
+    try:
+        found = rollout_state.load(serving_dir, model)
+        served = serving_layout.current(serving_dir, model)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    config = os.path.join(serving_dir, manifests.CONFIG_FILE)
+    return RolloutResult(action=action, model=model, serving_dir=serving_dir,
+                         serving_version=served.version if served else None,
+                         state=found.to_dict() if found else None,
+                         routes=rollout_state.routes(found).to_dict() if found else None,
+                         models_config=config if found and serving_layout.filesystem(config).exists(config) else None,
+                         metadata=metadata if recorded[0] is not None else None, execution_id=recorded[0],
+                         pushed_model_id=recorded[1])
+
+
+def _rollout_change(action: str, serving_dir: str, model: str, metadata: Optional[str], change) -> RolloutResult:
+    from flywheel.rollout import mlmd
+    from flywheel.rollout import state as rollout_state
+
+    _serving_folder(serving_dir, action)
+    if metadata is not None and not os.path.isfile(metadata):
+        raise UsageError(f"rollout {action}: --metadata {metadata}: expected the ML-Metadata store of a pipeline "
+                         "run (metadata.sqlite), found no file")
+    try:
+        after = change()
+        recorded = mlmd.record(metadata, after, after.decisions[-1]) if metadata else (None, None)
+    except rollout_state.RolloutError as e:
+        raise UsageError(str(e)) from e
+    return _rollout_result(action, serving_dir, model, metadata, recorded)
+
+
+def rollout_start(serving_dir: str, model: str = "taxi", *, version: int, mode: str, percent: Optional[float] = None,
+                  reason: str = "", metadata: Optional[str] = None) -> RolloutResult:
+    """Starts rolling out `version` (canary with `percent`, shadow or blue_green) against the stable version
+    (`flywheel.rollout.state.start`); with `metadata`, the decision is also recorded in that ML-Metadata store."""
+    from flywheel.rollout import state as rollout_state
+
+    return _rollout_change("start", serving_dir, model, metadata, lambda: rollout_state.start(
+        serving_dir, model, version, mode, percent, reason))
+
+
+def rollout_promote(serving_dir: str, model: str = "taxi", *, reason: str = "",
+                    metadata: Optional[str] = None) -> RolloutResult:
+    """The running rollout's candidate becomes stable."""
+    from flywheel.rollout import state as rollout_state
+
+    return _rollout_change("promote", serving_dir, model, metadata,
+                           lambda: rollout_state.promote(serving_dir, model, reason))
+
+
+def rollout_rollback(serving_dir: str, model: str = "taxi", *, reason: str = "",
+                     metadata: Optional[str] = None) -> RolloutResult:
+    """The running rollout's candidate stops taking traffic and is never served by default again."""
+    from flywheel.rollout import state as rollout_state
+
+    return _rollout_change("rollback", serving_dir, model, metadata,
+                           lambda: rollout_state.rollback(serving_dir, model, reason))
+
+
+def rollout_status(serving_dir: str, model: str = "taxi") -> RolloutResult:
+    """The model's rollout state and the version served by default (nothing is written)."""
+    _serving_folder(serving_dir, "status")
+    return _rollout_result("status", serving_dir, model)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestsResult:
+    """The production manifests written from a rollout state: TF Serving's models.config and KServe
+    InferenceServices (file paths), and what they do not cover (notes)."""
+
+    model: str
+    output: str
+    files: list[str]
+    storage_uri: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        return ([f"flywheel rollout manifests: {self.model} -> {self.output}"] + [f"  {f}" for f in self.files]
+                + [f"  note: {n}" for n in self.notes])
+
+
+def rollout_manifests(serving_dir: str, output: str, model: str = "taxi", *,
+                      storage_uri: Optional[str] = None) -> ManifestsResult:
+    """Writes `models.config` (TF Serving) and `<model>-stable.yaml` / `<model>-candidate.yaml` (KServe
+    InferenceService) into `output` from the model's rollout state. storage_uri: a template for a version's
+    storage URI (`{model}`, `{version}`; default `manifests.DEFAULT_STORAGE_URI`)."""
+    import yaml
+
+    from flywheel.components.common import storage
+    from flywheel.rollout import manifests
+    from flywheel.rollout import state as rollout_state
+
+    _serving_folder(serving_dir, "manifests")
+    template = storage_uri or manifests.DEFAULT_STORAGE_URI
+    try:
+        found = rollout_state.load(serving_dir, model)
+        if found is None:
+            raise rollout_state.RolloutError(
+                f"rollout manifests: {model} has no rollout state in {serving_dir} (start a rollout first)")
+        services = manifests.kserve_manifests(found, template)
+        config = manifests.models_config(serving_dir)
+    except (rollout_state.RolloutError, KeyError, IndexError) as e:
+        raise UsageError(str(e)) from e
+    storage.makedirs(output)
+    files = [os.path.join(output, manifests.CONFIG_FILE)]
+    storage.write_text(files[0], config)
+    for name, service in services.items():
+        files.append(os.path.join(output, name))
+        storage.write_text(files[-1], yaml.safe_dump(service, sort_keys=False))
+    notes = []
+    if found.mode == rollout_state.SHADOW:
+        notes.append("KServe has no shadow mode: only the stable InferenceService is written; run the shadow with "
+                     "`flywheel serve`")
+    notes.append("TF Serving: run with --model_config_file and --allow_version_labels_for_unavailable_models "
+                 "(a label may name a version still loading)")
+    return ManifestsResult(model=model, output=output, files=files, storage_uri=template, notes=notes)

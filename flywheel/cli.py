@@ -1,4 +1,4 @@
-"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile | serve.
+"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile | serve | rollout ...
 
 Each subcommand parses its arguments, calls one function of `flywheel.api`, prints the result (with
 --json: only JSON on stdout, progress on stderr) and maps it to an exit status. Nothing here imports
@@ -56,6 +56,10 @@ REPLAY_EXITS = """exit status:
   0  every request answered 2xx
   1  some requests failed (counted by status)
   2  bad arguments, unreadable data, or a server that does not describe its model"""
+ROLLOUT_EXITS = """exit status:
+  0  done (status: the state was read)
+  2  bad arguments, or a rollout rule the message names (one rollout at a time, a candidate that is not a
+     complete version or is the stable one, promote/rollback with no rollout running)"""
 JOIN_EXITS = """exit status:
   0  joined (unmatched rows and duplicates are counted in the result)
   2  bad arguments, missing key or label column, or joined rows that would lack a column Ingest requires"""
@@ -147,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     ret.add_argument("--if-drift", action="store_true", help="retrain only on drift (or with no baseline yet)")
     ret.add_argument("--window", type=int, default=3, help="train on the last W spans")
     ret.add_argument("--train-steps", type=int, help="training steps (default: the pipeline config's)")
+    ret.add_argument("--release", default="direct", metavar="canary:P|shadow|blue-green|direct",
+                     help="how a pushed version is released: direct (it serves at once) or as the candidate of a "
+                          "rollout against the version served now")
     ret.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
     ret.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
 
@@ -207,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--batch-timeout-ms", type=float, default=0.0,
                      help="how long a batch waits for more requests before it runs")
 
+    _rollout_parser(sub)
+
     pred = command("predict", "score a span with the served model through Beam (batch inference)", PREDICT_EXITS)
     _pipeline_arg(pred)
     pred.add_argument("--data", required=True, help="CSV/Parquet file, folder, or folder of span-N folders")
@@ -220,6 +229,43 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     pred.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
     return parser
+
+
+def _rollout_parser(sub) -> None:
+    rollout = sub.add_parser("rollout", help="progressive delivery: canary, shadow and blue/green rollouts",
+                             description="progressive delivery: canary, shadow and blue/green rollouts",
+                             formatter_class=_Formatter)
+    commands = rollout.add_subparsers(dest="rollout_command", required=True, metavar="SUBCOMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text, description=help_text, epilog=ROLLOUT_EXITS,
+                                     formatter_class=_Formatter)
+        parser.add_argument("--serving-dir", required=True, help="serving folder holding <model>/<version>/")
+        parser.add_argument("--model", default="taxi", help="model name: the folder under --serving-dir")
+        return parser
+
+    def recorded(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--reason", default="", help="why, recorded with the decision")
+        parser.add_argument("--metadata", help="ML-Metadata store (a run's metadata.sqlite) to record the decision "
+                                               "in (default: not recorded)")
+        parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    start = command("start", "start rolling out a version against the stable one")
+    start.add_argument("--version", type=int, required=True, help="the candidate: a complete version in serving")
+    how = start.add_mutually_exclusive_group(required=True)
+    how.add_argument("--canary-percent", type=float, help="canary: the candidate answers this share, in (0, 100)")
+    how.add_argument("--shadow", action="store_true", help="shadow: the candidate sees copies, never answers")
+    how.add_argument("--blue-green", action="store_true", help="blue/green: the candidate answers everything")
+    recorded(start)
+    status = command("status", "the rollout state and the version served by default")
+    status.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    recorded(command("promote", "the candidate becomes stable"))
+    recorded(command("rollback", "the candidate stops taking traffic (never served by default again)"))
+    manifests = command("manifests", "write TF Serving's models.config and KServe InferenceServices from the state")
+    manifests.add_argument("--output", required=True, help="folder for models.config and <model>-*.yaml")
+    manifests.add_argument("--storage-uri", help="a version's storage URI for KServe, {model} and {version} "
+                                                 "replaced (default: pvc://flywheel-serving/kserve/{model}-{version})")
+    manifests.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def _err(message: str) -> None:
@@ -264,7 +310,7 @@ def cmd_run(args) -> int:
 def cmd_retrain(args) -> int:
     result = api.retrain(args.pipeline, args.data, args.output_dir, serving_dir=args.serving_dir,
                          if_drift=args.if_drift, window=args.window, train_steps=args.train_steps,
-                         progress=_progress(args), verbose=args.verbose)
+                         release=args.release, progress=_progress(args), verbose=args.verbose)
     _show(args, result)
     if result.run is not None:
         _report_run(result.run)
@@ -349,10 +395,28 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
+def cmd_rollout(args) -> int:
+    where = {"serving_dir": args.serving_dir, "model": args.model}
+    name = args.rollout_command
+    if name == "status":
+        result = api.rollout_status(**where)
+    elif name == "manifests":
+        result = api.rollout_manifests(args.serving_dir, args.output, args.model, storage_uri=args.storage_uri)
+    elif name == "start":
+        mode = "canary" if args.canary_percent is not None else "shadow" if args.shadow else "blue_green"
+        result = api.rollout_start(**where, version=args.version, mode=mode, percent=args.canary_percent,
+                                   reason=args.reason, metadata=args.metadata)
+    else:
+        change = api.rollout_promote if name == "promote" else api.rollout_rollback
+        result = change(**where, reason=args.reason, metadata=args.metadata)
+    _show(args, result)
+    return EXIT_OK
+
+
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
     "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile, "replay": cmd_replay,
-    "logs": cmd_logs, "serve": cmd_serve, "predict": cmd_predict}
+    "logs": cmd_logs, "serve": cmd_serve, "predict": cmd_predict, "rollout": cmd_rollout}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -1,4 +1,5 @@
-"""What produced a model in serving, from ML-Metadata: data -> validation -> training -> evaluation -> push."""
+"""What produced a model in serving, from ML-Metadata: data -> validation -> training -> evaluation -> push, and the
+rollout decisions (`flywheel.rollout.mlmd`) that say which version served when and why."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ _SHOW = ("spans", "data_fingerprint", "rows_read", "rows_quarantined", "passed",
 
 def describe(metadata_path: str, serving_dir: str, model_name: str, version: Optional[str]) -> dict[str, Any]:
     if version in (None, "latest"):
-        served = serving.latest(serving_dir, model_name)
+        served = serving.current(serving_dir, model_name)
         if served is None:
             raise LookupError(f"lineage: no model in serving under {serving_dir}/{model_name}")
     else:
@@ -120,10 +121,13 @@ def describe(metadata_path: str, serving_dir: str, model_name: str, version: Opt
                               f"versions: {serving.versions(serving_dir, model_name)}")
         served = serving.ServedVersion(int(version), path, serving.read_manifest(os.path.join(path,
                                                                                               serving.MANIFEST_FILE)))
+    from flywheel.rollout import mlmd
+
     steps = trace(metadata_path, served)
     return {"model_name": model_name, "version": served.version, "path": served.path,
             "pushed_at": served.manifest.get("pushed_at"), "spans": served.manifest.get("spans"),
-            "data_fingerprint": served.manifest.get("data_fingerprint"), "steps": steps}
+            "data_fingerprint": served.manifest.get("data_fingerprint"), "steps": steps,
+            "rollouts": mlmd.decisions(metadata_path, model_name)}
 
 
 def render(lineage: dict[str, Any]) -> str:
@@ -133,4 +137,11 @@ def render(lineage: dict[str, Any]) -> str:
         facts = {k: v for o in step["outputs"] for k, v in o.items() if k in _SHOW}
         shown = ", ".join(f"{k}={v}" for k, v in facts.items())
         lines.append(f"  {step['time']}  {step['node']:<17} {step['state']:<9} {shown}")
+    if lineage.get("rollouts"):
+        lines.append(f"rollouts of {lineage['model_name']} (which version served when, and why):")
+    for decision in lineage.get("rollouts") or ():
+        lines.append(f"  {decision['time']}  {decision['action']:<8} version {decision['version']} (stable "
+                     f"{decision['stable']}, candidate {decision['candidate']}, {decision['mode'] or 'no rollout'}"
+                     f"{' ' + format(decision['percent'], 'g') + '%' if decision['mode'] == 'canary' else ''})"
+                     + (f": {decision['reason']}" if decision['reason'] else ""))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from flywheel.components.common import serving
 from flywheel.components.ingest import inputs
 from flywheel.components.monitor import monitor
+from flywheel.rollout import state as rollout_state
 
 RETRAIN, NO_DRIFT, NOTHING_NEW = "retrain", "no_drift", "nothing_new"
 
@@ -92,7 +93,7 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_
         raise inputs.InputError(f"retrain: window: expected >= 1 span, got {window}")
     resolved = inputs.resolve_input(data_root, -1, window)
     newest = max(resolved.spans)
-    served = serving.latest(serving_dir, model_name)
+    served = serving.current(serving_dir, model_name)
     version = served.version if served else None
     baseline = ""
     if served is not None and served.manifest.get("baseline_profile"):
@@ -115,8 +116,8 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
                          drift: dict[str, Any]) -> dict[str, Any]:
     """The job's answer from a retraining run's ML-Metadata records and the plan's drift decision.
 
-    retrained: the Trainer executed in this run (COMPLETE), not a cache hit; model_version: the newest
-    version in serving after the run.
+    retrained: the Trainer executed in this run (COMPLETE), not a cache hit; model_version: the version served by
+    default after the run (`serving.current`: the stable one while a rollout releases the new one).
     """
     from tfx.types import standard_component_specs as std
 
@@ -129,7 +130,7 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
     blessing = evaluate.output(evaluate_spec.BLESSING_KEY) if evaluate else None
     push = records.get("Push")
     pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
-    served = serving.latest(serving_dir, model_name)
+    served = serving.current(serving_dir, model_name)
     return {
         "span": span,
         "drift_detected": drift.get("drift_detected"),
@@ -140,3 +141,39 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
         "pushed": bool(pushed.get(push_spec.PUSHED)) if pushed else False,
         "model_version": served.version if served else None,
     }
+
+
+def prepare_release(serving_dir: str, model_name: str, release: str) -> Optional[rollout_state.RolloutState]:
+    """Before the pipeline runs, so that Push never makes the new version served by default in between: with a
+    rollout release (canary:P, shadow, blue-green), pins the version served now as stable in rollout.json.
+
+    Returns the model's rollout state (None when it has none: a direct release, or nothing in serving yet).
+    RolloutError when a rollout is already running (one at a time) or `release` is not a release.
+    """
+    mode, _ = rollout_state.parse_release(release)
+    found = rollout_state.load(serving_dir, model_name)
+    if found is not None and found.running:
+        raise rollout_state.RolloutError(f"retrain --release {release}: a rollout of {model_name} is running "
+                                         f"({found.describe()}): promote or roll it back before releasing another")
+    return found if mode == rollout_state.DIRECT else rollout_state.pin(serving_dir, model_name)
+
+
+def finish_release(serving_dir: str, model_name: str, release: str, pushed_version: Optional[int],
+                   pinned: Optional[rollout_state.RolloutState], reason: str = "",
+                   metadata_path: Optional[str] = None) -> Optional[rollout_state.RolloutState]:
+    """After a run that pushed `pushed_version`: a rollout release starts a rollout with it as the candidate;
+    a direct release with a rollout state makes it stable at once. Without a state before the run (`pinned`
+    None: a direct release as today, or the first model, which has no stable to compare with) nothing is
+    written and the newest version serves. With metadata_path, the decision is recorded in ML-Metadata."""
+    from flywheel.rollout import mlmd
+
+    mode, percent = rollout_state.parse_release(release)
+    if pushed_version is None or pinned is None:
+        return rollout_state.load(serving_dir, model_name)
+    if mode == rollout_state.DIRECT:
+        after = rollout_state.release(serving_dir, model_name, pushed_version, reason)
+    else:
+        after = rollout_state.start(serving_dir, model_name, pushed_version, mode, percent, reason)
+    if metadata_path:
+        mlmd.record(metadata_path, after, after.decisions[-1])
+    return after

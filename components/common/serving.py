@@ -3,7 +3,8 @@
 TF Serving loads numeric version folders only; anything else (a push in progress under a temporary
 name) is invisible to it and to these functions. A version counts once both its `push.json` and its
 `saved_model.pb` exist: Push writes `saved_model.pb` last, which is TF Serving's completeness rule on
-object storage where a folder cannot be renamed into place.
+object storage where a folder cannot be renamed into place. `rollout.json` beside the versions (the rollout
+state) is not numeric either: once it exists, `current` (what serves by default) is its stable version.
 
 Every file is reached through TFX's filesystem layer: its local plugin for local paths (no TensorFlow
 import, so the CLI's up-to-date check stays fast) and `tfx.dsl.io.fileio` (TensorFlow's gfile:
@@ -20,6 +21,7 @@ from typing import Any, Optional
 
 MANIFEST_FILE = "push.json"
 SAVED_MODEL_FILE = "saved_model.pb"
+ROLLOUT_FILE = "rollout.json"  # <serving_dir>/<model>/rollout.json: the rollout state (flywheel.rollout.state)
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +122,21 @@ def latest(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
         except ManifestError as e:
             logger.warning("%s; version %d skipped", e, version)
     return None
+
+
+def current(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
+    """The version that serves by default: the stable version of the model's rollout state (`rollout.json`)
+    when it has one, else the newest complete version (`latest`); None when nothing is in serving.
+
+    A version pushed while a rollout state exists is not served by default until a rollout promotes it.
+    ManifestError when rollout.json is unreadable or its stable version is not a complete version.
+    """
+    state_path = os.path.join(serving_dir, model_name, ROLLOUT_FILE)
+    if not filesystem(state_path).exists(state_path):
+        return latest(serving_dir, model_name)
+    stable = read_manifest(state_path).get("stable")
+    path = os.path.join(serving_dir, model_name, str(stable))
+    if not isinstance(stable, int) or not is_complete(path):
+        raise ManifestError(f"serving: {state_path} pins stable version {stable!r}, expected a complete version "
+                            f"in {serving_dir}/{model_name}; complete versions: {versions(serving_dir, model_name)}")
+    return ServedVersion(stable, path, read_manifest(os.path.join(path, MANIFEST_FILE)))

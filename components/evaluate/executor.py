@@ -24,8 +24,9 @@ def check_model_name(model_name: object, where: str = "Evaluate: model_name") ->
 
 def baseline_from_serving(serving_dir: str, model_name: str, work_dir: str
                           ) -> tuple[Optional[types.Artifact], Optional[int]]:
-    """A Model artifact holding a copy of the latest pushed SavedModel (or None, None if none)."""
-    served = serving.latest(serving_dir, model_name)
+    """A Model artifact holding a copy of the SavedModel served by default (`serving.current`: the newest pushed
+    one, or the stable version of a rollout), or None, None if none."""
+    served = serving.current(serving_dir, model_name)
     if served is None:
         return None, None
     baseline = standard_artifacts.Model()

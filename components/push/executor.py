@@ -33,7 +33,7 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
         return record(pushed_model, publish.decide(False, "", baseline_version, None), None)
     digest = publish.tree_digest(model_dir)
     with publish.serving_lock(os.path.join(serving_dir, model_name)):
-        reason = publish.decide(True, digest, baseline_version, serving.latest(serving_dir, model_name))
+        reason = publish.decide(True, digest, baseline_version, serving.current(serving_dir, model_name))
         if reason is not None:
             return record(pushed_model, reason, None)
         sample = publish.sample_examples(examples.uri, "eval", max(num_check_examples, num_profile_examples))

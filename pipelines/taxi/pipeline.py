@@ -95,13 +95,13 @@ def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
 
 
 def _latest_served(cfg: TaxiConfig):
-    """The serving folder's newest version at build time; None when nothing is pushed yet or the folder
-    is only known at run time (a Kubeflow runtime parameter)."""
+    """The version served by default at build time (`serving.current`: the newest, or a rollout's stable one);
+    None when nothing is pushed yet or the folder is only known at run time (a Kubeflow runtime parameter)."""
     if not isinstance(cfg.paths.serving_dir, str):
         return None
     from flywheel.components.common import serving
 
-    return serving.latest(cfg.paths.serving_dir, cfg.model_name)
+    return serving.current(cfg.paths.serving_dir, cfg.model_name)
 
 
 def serving_version(cfg: TaxiConfig) -> int:

@@ -1,0 +1,114 @@
+"""Rollout decisions in the pipeline's ML-Metadata store, where `flywheel lineage` reads them.
+
+Each decision is an Execution of type `flywheel.Rollout` (properties: model, action, version, stable,
+candidate, mode, percent, reason, evidence as JSON, time, generation), with an INPUT event from the PushedModel
+artifact that published the decision's version when the store has it (a version pushed by another pipeline's
+store has none: the execution is recorded without the link).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+from flywheel.rollout import state as rollout_state
+
+ROLLOUT_TYPE = "flywheel.Rollout"
+_PROPERTIES = {"model": "STRING", "action": "STRING", "version": "INT", "stable": "INT", "candidate": "INT",
+               "mode": "STRING", "percent": "DOUBLE", "reason": "STRING", "evidence": "STRING", "time": "STRING",
+               "generation": "INT"}
+
+
+def _open(metadata_path: str, writable: bool):
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = (metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE if writable
+                                     else metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+    return metadata_store.MetadataStore(config)
+
+
+def _type_id(store) -> int:
+    from ml_metadata.proto import metadata_store_pb2
+
+    execution_type = metadata_store_pb2.ExecutionType(name=ROLLOUT_TYPE)
+    for name, kind in _PROPERTIES.items():
+        execution_type.properties[name] = getattr(metadata_store_pb2, kind)
+    return store.put_execution_type(execution_type, can_add_fields=True)
+
+
+def pushed_model(store, version: int):
+    """The PushedModel artifact that published `version` (the first one, as lineage does), or None."""
+    from flywheel.components.push import spec as push_spec
+    from flywheel.pipelines import run_record
+
+    found = [a for a in store.get_artifacts_by_type("PushedModel")
+             if run_record.artifact_props(a).get(push_spec.PUSHED)
+             and str(run_record.artifact_props(a).get(push_spec.PUSHED_VERSION)) == str(version)]
+    return min(found, key=lambda a: a.id) if found else None
+
+
+def record(metadata_path: str, state: rollout_state.RolloutState, decision: rollout_state.Decision
+           ) -> tuple[int, Optional[int]]:
+    """Records one decision of `state`; returns (execution id, linked PushedModel artifact id or None).
+
+    The store must exist (a pipeline run made it): a rollout never creates a metadata store of its own.
+    """
+    from ml_metadata.proto import metadata_store_pb2
+
+    if not os.path.isfile(metadata_path):
+        raise rollout_state.RolloutError(f"rollout: --metadata {metadata_path}: expected the ML-Metadata store of a "
+                                         "pipeline run (metadata.sqlite), found no file")
+    store = _open(metadata_path, writable=True)
+    execution = metadata_store_pb2.Execution(type_id=_type_id(store),
+                                             last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    values = {"model": state.model, "action": decision.action, "version": decision.version, "stable": state.stable,
+              "candidate": state.candidate, "mode": state.mode or decision.evidence.get("mode"),
+              "percent": state.percent, "reason": decision.reason,
+              "evidence": json.dumps(decision.evidence, sort_keys=True, default=str), "time": decision.time,
+              "generation": state.generation}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind = _PROPERTIES[name]
+        field = {"STRING": "string_value", "INT": "int_value", "DOUBLE": "double_value"}[kind]
+        setattr(execution.properties[name], field, value)
+    artifact = pushed_model(store, decision.version)
+    links = []
+    if artifact is not None:
+        event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)
+        event.path.steps.add().key = "pushed_model"
+        links.append((artifact, event))
+    execution_id, _, _ = store.put_execution(execution, links, [])
+    return execution_id, artifact.id if artifact is not None else None
+
+
+def decisions(metadata_path: str, model: str) -> list[dict[str, Any]]:
+    """Every recorded decision for `model`, oldest first, with the PushedModel it is linked to (uri, or None)."""
+    store = _open(metadata_path, writable=False)
+    try:
+        executions = store.get_executions_by_type(ROLLOUT_TYPE)
+    except Exception as e:  # MLMD raises its own NotFoundError when no rollout was ever recorded in this store
+        if type(e).__name__ != "NotFoundError":
+            raise
+        return []
+    mine = [e for e in executions if e.properties["model"].string_value == model]
+    events = store.get_events_by_execution_ids([e.id for e in mine]) if mine else []
+    artifact_of = {e.execution_id: e.artifact_id for e in events}
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(sorted(set(artifact_of.values())))} if events else {}
+    out = []
+    for execution in sorted(mine, key=lambda e: e.id):
+        props = execution.properties
+        linked = artifacts.get(artifact_of.get(execution.id))
+        out.append({"execution": execution.id, "time": props["time"].string_value,
+                    "action": props["action"].string_value, "version": props["version"].int_value,
+                    "stable": props["stable"].int_value,
+                    "candidate": props["candidate"].int_value if "candidate" in props else None,
+                    "mode": props["mode"].string_value if "mode" in props else None,
+                    "percent": props["percent"].double_value, "reason": props["reason"].string_value,
+                    "evidence": json.loads(props["evidence"].string_value or "{}"),
+                    "pushed_model": linked.uri if linked is not None else None})
+    return out

@@ -1,0 +1,363 @@
+"""The rollout state of a served model: `<serving_dir>/<model>/rollout.json`, beside its version folders.
+
+One file says which version is stable (served by default), which one is the candidate, how the candidate
+takes traffic (canary share, shadow copies, blue/green switch) and every decision taken, with its evidence.
+`rollout.json` is not a numeric folder, so TF Serving and `serving.versions` pass over it; once it exists,
+`serving.current` (what serves) is its stable version, not the newest folder.
+
+Every write holds Push's serving lock (`publish.serving_lock`), so a Push and a rollout command never
+interleave, and is atomic: locally a temporary file, fsynced and renamed over the old one; on object
+storage (gs://, s3://) a single object write, which readers see whole or not at all. Each write increments
+`generation`, so a server polling the file can tell a change, and rewrites the TF Serving mirror
+`<serving_dir>/models.config` (`flywheel.rollout.manifests`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import uuid
+from typing import Any, Callable, Optional
+
+from flywheel.components.common import serving
+
+SCHEMA_VERSION = 1
+STATE_FILE = serving.ROLLOUT_FILE
+CANARY, SHADOW, BLUE_GREEN = "canary", "shadow", "blue_green"
+MODES = (CANARY, SHADOW, BLUE_GREEN)
+START, PROMOTE, ROLLBACK, ANALYZE = "start", "promote", "rollback", "analyze"
+ACTIONS = (START, PROMOTE, ROLLBACK, ANALYZE)
+DIRECT = "direct"
+
+
+class RolloutError(ValueError):
+    """A rollout command that breaks a rule (the message names the rule, what was expected and what was found)."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One decision: when, what (start | promote | rollback | analyze), on which version, why, and the evidence."""
+
+    time: str
+    action: str
+    version: int
+    reason: str = ""
+    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "action": self.action, "version": self.version, "reason": self.reason,
+                "evidence": dict(self.evidence)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Decision":
+        if data.get("action") not in ACTIONS:
+            raise RolloutError(f"rollout: decision action: expected one of {list(ACTIONS)}, got {data.get('action')!r}")
+        return cls(time=str(data["time"]), action=data["action"], version=int(data["version"]),
+                   reason=str(data.get("reason") or ""), evidence=dict(data.get("evidence") or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutState:
+    """stable: the version served by default; candidate: the version being rolled out (None: no rollout runs);
+    mode: canary | shadow | blue_green (None without a candidate); percent: the candidate's share of answered
+    requests (canary: P, blue_green: 100, shadow: 0, its answers are never returned); rolled_back: versions
+    that are never served by default again (their folders stay on disk)."""
+
+    model: str
+    stable: int
+    candidate: Optional[int] = None
+    mode: Optional[str] = None
+    percent: float = 0.0
+    started: Optional[str] = None
+    generation: int = 0
+    decisions: tuple[Decision, ...] = ()
+    rolled_back: tuple[int, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def running(self) -> bool:
+        return self.candidate is not None
+
+    def describe(self) -> str:
+        """The rollout in words: 'canary 10% of version 7 against stable 5' or 'no rollout: stable 5'."""
+        if not self.running:
+            return f"no rollout: stable {self.stable}"
+        how = {CANARY: f"canary {self.percent:g}%", SHADOW: "shadow", BLUE_GREEN: "blue/green"}[self.mode]
+        return f"{how} of version {self.candidate} against stable {self.stable}, started {self.started}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "model": self.model, "stable": self.stable,
+                "candidate": self.candidate, "mode": self.mode, "percent": self.percent, "started": self.started,
+                "generation": self.generation, "decisions": [d.to_dict() for d in self.decisions],
+                "rolled_back": list(self.rolled_back)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = STATE_FILE) -> "RolloutState":
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RolloutError(f"rollout: {where}: schema_version: expected {SCHEMA_VERSION}, got {version!r}")
+        try:
+            state = cls(model=str(data["model"]), stable=int(data["stable"]),
+                        candidate=None if data.get("candidate") is None else int(data["candidate"]),
+                        mode=data.get("mode"), percent=float(data.get("percent") or 0.0),
+                        started=data.get("started"), generation=int(data["generation"]),
+                        decisions=tuple(Decision.from_dict(d) for d in data.get("decisions") or ()),
+                        rolled_back=tuple(int(v) for v in data.get("rolled_back") or ()))
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, RolloutError):
+                raise RolloutError(f"{e} (in {where})") from e
+            raise RolloutError(f"rollout: {where}: expected the rollout state's fields (model, stable, generation, "
+                               f"...): {type(e).__name__}: {e}") from e
+        if (state.mode is None) != (state.candidate is None) or (state.mode is not None and state.mode not in MODES):
+            raise RolloutError(f"rollout: {where}: mode {state.mode!r} with candidate {state.candidate!r}: expected "
+                               f"a mode in {list(MODES)} exactly when there is a candidate")
+        return state
+
+
+@dataclasses.dataclass(frozen=True)
+class Routes:
+    """What a server must do for a state: load `load`, answer by default with `stable` except for the candidate's
+    `candidate_percent` share of requests; with `mirror`, send the candidate a copy of every request and never
+    return its answer. labels: TF Serving's version labels (stable, and canary while a candidate runs)."""
+
+    stable: int
+    candidate: Optional[int]
+    mode: Optional[str]
+    candidate_percent: float
+    mirror: bool
+    load: tuple[int, ...]
+    labels: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def routes(state: RolloutState) -> Routes:
+    if not state.running:
+        return Routes(state.stable, None, None, 0.0, False, (state.stable,), {"stable": state.stable})
+    return Routes(state.stable, state.candidate, state.mode, 0.0 if state.mode == SHADOW else state.percent,
+                  state.mode == SHADOW, (state.stable, state.candidate),
+                  {"stable": state.stable, "canary": state.candidate})
+
+
+def state_path(serving_dir: str, model: str) -> str:
+    return os.path.join(serving_dir, model, STATE_FILE)
+
+
+def load(serving_dir: str, model: str) -> Optional[RolloutState]:
+    """The model's rollout state, or None when it has none (the newest version serves)."""
+    path = state_path(serving_dir, model)
+    if not serving.filesystem(path).exists(path):
+        return None
+    try:
+        data = serving.read_manifest(path)
+    except serving.ManifestError as e:
+        raise RolloutError(str(e).replace("serving:", "rollout:", 1)) from e
+    state = RolloutState.from_dict(data, path)
+    if state.model != model:
+        raise RolloutError(f"rollout: {path}: model: expected {model!r}, got {state.model!r}")
+    return state
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes a whole file that readers see whole or not at all: locally a fsynced temporary file renamed over
+    `path`; on object storage one object write (an object appears whole)."""
+    fs = serving.filesystem(path)
+    if not serving.is_local(path):
+        with fs.open(path, "w") as f:
+            f.write(text)
+        return
+    folder = os.path.dirname(path) or "."
+    fs.makedirs(folder)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        fs.rename(temporary, path, overwrite=True)
+    finally:
+        if fs.exists(temporary):
+            fs.remove(temporary)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _update(serving_dir: str, model: str,
+            change: Callable[[Optional[RolloutState]], RolloutState]) -> RolloutState:
+    """Reads, changes and writes the state under Push's serving lock; rewrites models.config from it."""
+    from flywheel.components.push import publish
+    from flywheel.rollout import manifests
+
+    with publish.serving_lock(os.path.join(serving_dir, model)):
+        before = load(serving_dir, model)
+        after = change(before)
+        after = dataclasses.replace(after, generation=(before.generation if before else 0) + 1)
+        write_atomic(state_path(serving_dir, model), json.dumps(after.to_dict(), indent=2) + "\n")
+        manifests.write_models_config(serving_dir)
+    return after
+
+
+def _check_version(serving_dir: str, model: str, version: int) -> None:
+    path = os.path.join(serving_dir, model, str(version))
+    if not serving.is_complete(path):
+        raise RolloutError(f"rollout: version {version}: expected a complete version in {serving_dir}/{model} "
+                           f"({serving.MANIFEST_FILE} and {serving.SAVED_MODEL_FILE}); complete versions: "
+                           f"{serving.versions(serving_dir, model)}")
+
+
+def _served_now(serving_dir: str, model: str) -> int:
+    served = serving.latest(serving_dir, model)
+    if served is None:
+        raise RolloutError(f"rollout: no model in serving under {serving_dir}/{model}: a rollout needs a stable "
+                           "version to compare the candidate with (push one first)")
+    return served.version
+
+
+def check_mode(mode: str, percent: Optional[float]) -> float:
+    """The candidate's share for a mode: canary needs 0 < percent < 100; shadow and blue_green take none."""
+    if mode not in MODES:
+        raise RolloutError(f"rollout: mode: expected one of {list(MODES)}, got {mode!r}")
+    if mode == CANARY:
+        if percent is None or not 0.0 < float(percent) < 100.0:
+            raise RolloutError(f"rollout: canary percent: expected a number in (0, 100), got {percent!r}")
+        return float(percent)
+    if percent is not None:
+        raise RolloutError(f"rollout: {mode} takes no percent (it sends the candidate "
+                           f"{'a copy of every request' if mode == SHADOW else 'all requests'}), got {percent!r}")
+    return 0.0 if mode == SHADOW else 100.0
+
+
+def start(serving_dir: str, model: str, version: int, mode: str, percent: Optional[float] = None, reason: str = "",
+          evidence: Optional[dict[str, Any]] = None) -> RolloutState:
+    """Starts rolling out `version` as the candidate. The first start (no rollout.json) pins the version served
+    now (the newest) as stable. One rollout at a time."""
+    share = check_mode(mode, percent)
+    version = int(version)
+
+    def change(state: Optional[RolloutState]) -> RolloutState:
+        if state is not None and state.running:
+            raise RolloutError(f"rollout: {model}: a rollout is already running ({state.describe()}): promote or "
+                               "roll it back before starting another")
+        stable = state.stable if state is not None else _served_now(serving_dir, model)
+        _check_version(serving_dir, model, version)
+        if version == stable:
+            raise RolloutError(f"rollout: candidate version {version}: expected a version other than the stable "
+                               f"one, got the stable version {stable}")
+        now = _now()
+        decision = Decision(now, START, version, reason, dict(evidence or {}, mode=mode, percent=share,
+                                                                 stable=stable))
+        base = state if state is not None else RolloutState(model=model, stable=stable)
+        return dataclasses.replace(base, candidate=version, mode=mode, percent=share, started=now,
+                                   decisions=base.decisions + (decision,))
+
+    return _update(serving_dir, model, change)
+
+
+def _running(state: Optional[RolloutState], model: str, action: str) -> RolloutState:
+    if state is None or not state.running:
+        now = "no rollout state" if state is None else state.describe()
+        raise RolloutError(f"rollout: {model}: cannot {action}: expected a running rollout, found {now} "
+                           "(start one with `flywheel rollout start`)")
+    return state
+
+
+def promote(serving_dir: str, model: str, reason: str = "", evidence: Optional[dict[str, Any]] = None
+            ) -> RolloutState:
+    """The candidate becomes stable; no rollout runs afterwards."""
+
+    def change(state: Optional[RolloutState]) -> RolloutState:
+        state = _running(state, model, PROMOTE)
+        decision = Decision(_now(), PROMOTE, state.candidate, reason,
+                            dict(evidence or {}, previous_stable=state.stable, mode=state.mode))
+        return dataclasses.replace(state, stable=state.candidate, candidate=None, mode=None, percent=0.0, started=None,
+                                   decisions=state.decisions + (decision,),
+                                   rolled_back=tuple(v for v in state.rolled_back if v != state.candidate))
+
+    return _update(serving_dir, model, change)
+
+
+def rollback(serving_dir: str, model: str, reason: str = "", evidence: Optional[dict[str, Any]] = None
+             ) -> RolloutState:
+    """The candidate stops taking traffic and is recorded in rolled_back (its folder stays, never served by
+    default again); stable is unchanged."""
+
+    def change(state: Optional[RolloutState]) -> RolloutState:
+        state = _running(state, model, ROLLBACK)
+        decision = Decision(_now(), ROLLBACK, state.candidate, reason,
+                            dict(evidence or {}, stable=state.stable, mode=state.mode))
+        rolled = tuple(sorted(set(state.rolled_back) | {state.candidate}))
+        return dataclasses.replace(state, candidate=None, mode=None, percent=0.0, started=None,
+                                   decisions=state.decisions + (decision,), rolled_back=rolled)
+
+    return _update(serving_dir, model, change)
+
+
+def record_analysis(serving_dir: str, model: str, reason: str, evidence: dict[str, Any]) -> RolloutState:
+    """Appends an `analyze` decision (an analysis that kept the rollout waiting) to the running rollout."""
+
+    def change(state: Optional[RolloutState]) -> RolloutState:
+        state = _running(state, model, ANALYZE)
+        return dataclasses.replace(state, decisions=state.decisions + (
+            Decision(_now(), ANALYZE, state.candidate, reason, dict(evidence)),))
+
+    return _update(serving_dir, model, change)
+
+
+def pin(serving_dir: str, model: str) -> Optional[RolloutState]:
+    """Makes sure a rollout state exists, pinning the version served now as stable (no decision is recorded):
+    from then on a newly pushed version is not served by default until a rollout promotes it. None when
+    nothing is in serving (there is nothing to pin: the first model is released directly)."""
+    existing = load(serving_dir, model)
+    if existing is not None:
+        return existing
+    if serving.latest(serving_dir, model) is None:
+        return None
+    return _update(serving_dir, model, lambda state: state if state is not None
+                   else RolloutState(model=model, stable=_served_now(serving_dir, model)))
+
+
+def release(serving_dir: str, model: str, version: int, reason: str = "",
+            evidence: Optional[dict[str, Any]] = None) -> RolloutState:
+    """A direct release with a rollout state: `version` becomes stable at once (a `promote` decision). Refused
+    while a rollout runs."""
+    version = int(version)
+
+    def change(state: Optional[RolloutState]) -> RolloutState:
+        if state is not None and state.running:
+            raise RolloutError(f"rollout: {model}: cannot release version {version} directly while a rollout is "
+                               f"running ({state.describe()}): promote or roll it back first")
+        _check_version(serving_dir, model, version)
+        base = state if state is not None else RolloutState(model=model, stable=version)
+        decision = Decision(_now(), PROMOTE, version, reason or "direct release",
+                            dict(evidence or {}, previous_stable=base.stable, mode=DIRECT))
+        return dataclasses.replace(base, stable=version, decisions=base.decisions + (decision,),
+                                   rolled_back=tuple(v for v in base.rolled_back if v != version))
+
+    return _update(serving_dir, model, change)
+
+
+def parse_release(text: str) -> tuple[str, Optional[float]]:
+    """`--release`: 'canary:P', 'shadow', 'blue-green' or 'direct' -> (mode, percent); mode 'direct' is today's
+    behaviour (the pushed version serves at once)."""
+    name, _, value = text.partition(":")
+    name = name.strip().replace("-", "_")
+    if name == CANARY:
+        try:
+            percent = float(value)
+        except ValueError:
+            raise RolloutError(f"--release {text}: expected canary:P with P a number in (0, 100)") from None
+        check_mode(CANARY, percent)
+        return CANARY, percent
+    if name in (SHADOW, BLUE_GREEN, DIRECT) and not value:
+        return name, None
+    raise RolloutError(f"--release: expected canary:P, shadow, blue-green or direct, got {text!r}")

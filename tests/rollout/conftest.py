@@ -1,0 +1,75 @@
+"""Serving folders for rollout tests: a small real SavedModel published as versions the way Push lays them out,
+and the session's tiny taxi runs (real pushed versions and their ML-Metadata store) where lineage matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from flywheel.components.common import serving
+from tests import tiny_runs
+
+MODEL = "taxi"
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory) -> str:
+    """A real SavedModel (one dense unit behind a serving_default signature), saved once per session."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable([[0.5], [-0.25]])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+        def serve(self, x):
+            return {"prediction": tf.sigmoid(tf.matmul(x, self.w))}
+
+    path = str(tmp_path_factory.mktemp("saved_model") / "model")
+    tiny = Tiny()
+    tf.saved_model.save(tiny, path, signatures={"serving_default": tiny.serve})
+    return path
+
+
+def add_version(serving_dir: str, source: str, version: int, manifest: dict | None = None) -> str:
+    """Publishes a copy of `source` as <serving_dir>/taxi/<version> the way Push does: renamed into place whole,
+    push.json beside saved_model.pb (a manifest is written unless the source has one)."""
+    root = os.path.join(serving_dir, MODEL)
+    os.makedirs(root, exist_ok=True)
+    staging = os.path.join(root, f".push-{version}-test")
+    shutil.copytree(source, staging)
+    if manifest is not None or not os.path.exists(os.path.join(staging, serving.MANIFEST_FILE)):
+        with open(os.path.join(staging, serving.MANIFEST_FILE), "w") as f:
+            json.dump({"model_name": MODEL, "version": version, **(manifest or {})}, f)
+    final = os.path.join(root, str(version))
+    os.rename(staging, final)
+    return final
+
+
+@pytest.fixture
+def serving_dir(tmp_path, saved_model) -> str:
+    """A serving folder with versions 1 and 2 of the small SavedModel."""
+    folder = str(tmp_path / "serving")
+    for version in (1, 2):
+        add_version(folder, saved_model, version)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_out(tmp_path_factory) -> str:
+    """The session's two tiny taxi runs (both pushed): output folder with metadata.sqlite and serving/."""
+    return tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture
+def run_copy(tmp_path, tiny_out) -> str:
+    """A copy of the tiny runs' metadata store and serving folder (rollouts write to both), as an output dir."""
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    shutil.copy(os.path.join(tiny_out, "metadata.sqlite"), os.path.join(out, "metadata.sqlite"))
+    shutil.copytree(os.path.join(tiny_out, "serving"), os.path.join(out, "serving"), symlinks=False)
+    return out

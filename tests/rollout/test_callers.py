@@ -1,0 +1,89 @@
+"""Once a rollout state exists, "the model in serving" is its stable version for every caller that means what
+serves: the retraining decision, Evaluate's baseline, Push's check, the up-to-date stamp, warm start, lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from flywheel import api
+from flywheel.components.common import serving
+from flywheel.components.evaluate import executor as evaluate_executor
+from flywheel.components.evaluate import spec as evaluate_spec
+from flywheel.components.ingest import inputs
+from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.push import spec as push_spec
+from flywheel.pipelines import registry, retrain, run_record
+from flywheel.pipelines.taxi import pipeline as taxi_pipeline
+from flywheel.rollout import state
+from tests import tiny_runs
+from tests.components.test_push_executor import _push
+from tests.rollout.conftest import MODEL, add_version
+
+
+def _pin_older(serving_dir: str) -> None:
+    """Versions 1 and 2 in serving; the rollout state pins 1 as stable (2 was rolled back)."""
+    state.start(serving_dir, MODEL, 1, state.CANARY, 10)
+    state.promote(serving_dir, MODEL)
+    assert serving.latest(serving_dir, MODEL).version == 2 and serving.current(serving_dir, MODEL).version == 1
+
+
+def test_evaluate_compares_against_the_stable_version(serving_dir, tmp_path):
+    _pin_older(serving_dir)
+    baseline, version = evaluate_executor.baseline_from_serving(serving_dir, MODEL, str(tmp_path / "work"))
+    assert version == 1 and baseline.get_int_custom_property(evaluate_spec.SERVING_VERSION_KEY) == 1
+
+
+def test_the_retraining_decision_reads_the_stable_versions_manifest(tmp_path, saved_model):
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, 50)
+    fingerprint = inputs.resolve_input(data, -1, 1).fingerprint
+    serving_dir = str(tmp_path / "serving")
+    add_version(serving_dir, saved_model, 1, {"data_fingerprint": fingerprint})
+    add_version(serving_dir, saved_model, 2, {"data_fingerprint": "another"})
+    schema = registry.get("taxi").schema_path()
+    plan = retrain.plan(data, serving_dir, MODEL, 1, schema)
+    assert (plan.verdict, plan.serving_version, plan.new_data) == (retrain.RETRAIN, 2, True)
+    _pin_older(serving_dir)
+    plan = retrain.plan(data, serving_dir, MODEL, 1, schema)
+    assert (plan.verdict, plan.serving_version) == (retrain.NOTHING_NEW, 1) and "serving version 1" in plan.reason
+
+
+def test_the_pipelines_serving_version_warm_start_and_stamp_follow_the_stable_version(serving_dir, tmp_path):
+    cfg = tiny_runs.config(str(tmp_path / "out"), str(tmp_path / "data"), warm_start=True)
+    cfg = cfg.__class__(**{**cfg.__dict__, "paths": cfg.paths.__class__(**{**cfg.paths.__dict__,
+                                                                           "serving_dir": serving_dir})})
+    assert taxi_pipeline.serving_version(cfg) == 2
+    _pin_older(serving_dir)
+    assert taxi_pipeline.serving_version(cfg) == 1
+    assert taxi_pipeline.warm_start_source(cfg) == os.path.join(serving_dir, MODEL, "1")
+    assert api._serving_now(cfg) == 1
+
+
+def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_default(tiny_out, tmp_path):
+    records = run_record.latest_run(os.path.join(tiny_out, "metadata.sqlite"), "taxi")
+    outputs = {"model": records["Trainer"].output("model"), "evaluation": records["Evaluate"].output("evaluation"),
+               "examples": records["Ingest"].output(ingest_spec.EXAMPLES_KEY),
+               "profile": records["Ingest"].output(ingest_spec.PROFILE_KEY)}
+    older, newer = serving.versions(os.path.join(tiny_out, "serving"), MODEL)
+    serving_dir = str(tmp_path / "serving")
+    add_version(serving_dir, os.path.join(tiny_out, "serving", MODEL, str(older)), 1)
+    add_version(serving_dir, os.path.join(tiny_out, "serving", MODEL, str(newer)), 2)
+    _pin_older(serving_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    pushed = _push(outputs, work, serving_dir, blessed=True, baseline=1)
+    assert pushed.get_int_custom_property(push_spec.PUSHED) == 1, pushed.get_string_custom_property(push_spec.REASON)
+    version = int(pushed.get_string_custom_property(push_spec.PUSHED_VERSION))
+    assert version > 2 and serving.latest(serving_dir, MODEL).version == version
+    assert serving.current(serving_dir, MODEL).version == 1
+
+
+def test_lineage_of_the_model_in_serving_is_the_stable_versions(run_copy):
+    serving_dir = os.path.join(run_copy, "serving")
+    first, second = serving.versions(serving_dir, MODEL)
+    state.start(serving_dir, MODEL, first, state.CANARY, 50)
+    state.promote(serving_dir, MODEL)
+    found = api.lineage("taxi", run_copy)
+    assert found.version == first
+    with open(os.path.join(serving_dir, MODEL, str(first), serving.MANIFEST_FILE)) as f:
+        assert found.data_fingerprint == json.load(f)["data_fingerprint"]
