@@ -12,6 +12,7 @@ to the logged prediction by that id.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import itertools
 import time
@@ -151,6 +152,17 @@ async def _send(batches: Iterator[Batch], url: str, rate: Optional[float], concu
             "achieved_rate": round(sent / elapsed, 2) if elapsed > 0 else 0.0, "latency_ms": percentiles}
 
 
+def _run(coroutine):
+    """asyncio.run, also from a thread whose event loop is already running (a Jupyter cell): then the replay
+    runs on its own loop in a worker thread, and this call waits for it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def replay(data: str, url: str, schema_path: str, *, features: Optional[Sequence[str]] = None,
            rate: Optional[float] = None, id_column: Optional[str] = None, batch: int = 1, concurrency: int = 8,
            timeout: float = 30.0) -> dict[str, Any]:
@@ -171,5 +183,5 @@ def replay(data: str, url: str, schema_path: str, *, features: Optional[Sequence
     if first is None:
         raise ReplayError(f"replay: {data} holds no row that can be sent ({counts['rows_skipped']} skipped: "
                           f"{counts['first_skipped']})")
-    sent = asyncio.run(_send(itertools.chain([first], batches), url, rate, concurrency, timeout))
+    sent = _run(_send(itertools.chain([first], batches), url, rate, concurrency, timeout))
     return {**counts, **sent, "features": names, "url": url}

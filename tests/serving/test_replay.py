@@ -95,6 +95,19 @@ def test_replay_sends_rows_with_ids_without_the_label(server, span):
     assert set(result.latency_ms) == {"p50", "p90", "p99", "max"}
 
 
+def test_replay_runs_from_inside_a_running_event_loop_as_in_a_notebook(server, span):
+    import asyncio
+
+    url, requests = server
+    data, _ = span
+
+    async def cell():
+        return flywheel.replay("taxi", data, url, id_column="trip_id", concurrency=2)
+
+    result = asyncio.run(cell())
+    assert result.requests_sent == result.rows_sent == 39 and result.ok == 38
+
+
 def test_replay_batches_and_holds_the_rate(server, span):
     url, requests = server
     data, _ = span
