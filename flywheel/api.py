@@ -881,3 +881,33 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     return PredictResult(**common, rows_in=counts[batch_predict.READ], rows_scored=counts[batch_predict.SCORED],
                          rows_quarantined=counts[batch_predict.QUARANTINED],
                          physical_rows=counts[batch_predict.PHYSICAL], elapsed=round(time.monotonic() - started, 1))
+
+
+# ---- rollout analysis ----------------------------------------------------------------------------------------
+
+
+def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional[str] = None, config: Any = None,
+                    report_dir: Optional[str] = None):
+    """`flywheel rollout analyze`: the rollout in progress (its stable and candidate versions and start time, from
+    `flywheel.rollout.state`) judged on the request log under `log_dir` (rows logged after the start; `labels`:
+    the log with labels joined) -> `flywheel.rollout.analysis.AnalysisResult` (promote | rollback | wait, reasons,
+    evidence); analysis.json and report.html into `report_dir` when given. config: an `AnalysisConfig`, the path
+    of a JSON/YAML file of thresholds, or None (the defaults)."""
+    from flywheel.rollout import analysis
+    from flywheel.rollout import state as rollout_state
+
+    try:
+        if config is None or isinstance(config, analysis.AnalysisConfig):
+            rule = config or analysis.AnalysisConfig()
+        else:
+            rule = analysis.AnalysisConfig.load(str(config))
+        current = rollout_state.load(serving_dir, model)
+        if current is None or current.candidate is None:
+            raise UsageError(f"rollout analyze: no rollout in progress for {model!r} in {serving_dir}: start one "
+                             "with `flywheel rollout start`")
+        return analysis.analyze(log_dir, current.stable, current.candidate, since=current.started, labels=labels,
+                                config=rule, model=model, report_dir=report_dir)
+    except UsageError:
+        raise
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
