@@ -319,37 +319,51 @@ def _row_flags(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     return failed, client
 
 
+def _numpy(values: pa.Array | pa.ChunkedArray, dtype: Any, fill: Any) -> np.ndarray:
+    """An Arrow column as a numpy array of `dtype`, nulls as `fill`."""
+    values = pc.fill_null(values, fill)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
 def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np.ndarray]:
     """One side's evidence and its successful rows' predictions."""
     if table.num_rows == 0:
         return SideStats(version, 0, 0, 0, 0, 0, None, None, {}, {}), np.array([], dtype=np.float64)
     failed, client = _row_flags(table)
-    shadow = (pc.fill_null(pc.equal(table.column(ROLE), SHADOW), False) if ROLE in table.column_names
-              else pa.array(np.zeros(table.num_rows, dtype=bool)))
-    ids = table.column(REQUEST_ID).combine_chunks()
-    rows = pa.table({"id": pc.fill_null(pc.cast(ids, pa.string()), ""), "failed": failed, "client": client,
-                     "shadow": shadow, "latency": pc.cast(table.column(LATENCY_MS), pa.float64())})
-    requests = rows.group_by("id").aggregate([("failed", "max"), ("client", "max"), ("shadow", "max"),
-                                              ("latency", "max")])
-    req_failed = requests.column("failed_max").to_numpy().astype(bool)
-    req_client = requests.column("client_max").to_numpy().astype(bool) & ~req_failed
-    ok = ~req_failed & ~req_client
-    latency = requests.column("latency_max").to_numpy().astype(np.float64)[ok]
+    row_failed, row_client = _numpy(failed, bool, False), _numpy(client, bool, False)
+    row_shadow = (_numpy(pc.equal(table.column(ROLE), SHADOW), bool, False) if ROLE in table.column_names
+                  else np.zeros(table.num_rows, dtype=bool))
+    row_latency = _numpy(pc.cast(table.column(LATENCY_MS), pa.float64()), np.float64, math.nan)
+    ids = _numpy(pc.cast(table.column(REQUEST_ID), pa.string()), object, "")
+    _, request_of_row = np.unique(ids.astype(str), return_inverse=True)
+    n = int(request_of_row.max()) + 1
+
+    def per_request(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(n, dtype=bool)
+        np.logical_or.at(out, request_of_row, values)
+        return out
+
+    req_failed = per_request(row_failed)
+    req_client = per_request(row_client) & ~req_failed
+    latency = np.full(n, -math.inf)
+    np.maximum.at(latency, request_of_row, np.where(np.isnan(row_latency), -math.inf, row_latency))
+    latency = latency[~req_failed & ~req_client]
     latency = latency[np.isfinite(latency)]
-    n = requests.num_rows
     latency_ms = ({f"p{q}": round(float(np.percentile(latency, q)), 3) for q in LATENCY_PERCENTILES}
                   if latency.size else {})
-    answered = pc.invert(pc.or_(failed, client))
-    values = _predictions(table, where).filter(answered).drop_null().to_numpy()
+    answered = pa.array(~row_failed & ~row_client)
+    values = _numpy(_predictions(table, where).filter(answered), np.float64, math.nan)
     values = values[np.isfinite(values)]
     summary = ({"count": int(values.size), "mean": round(float(values.mean()), 6),
                 "std": round(float(values.std()), 6), "min": round(float(values.min()), 6),
                 "max": round(float(values.max()), 6)} if values.size else {"count": 0})
     stats = SideStats(version=version, requests=n, rows=table.num_rows,
-                      shadow_requests=int(requests.column("shadow_max").to_numpy().sum()),
-                      model_errors=int(req_failed.sum()), client_errors=int(req_client.sum()),
-                      error_rate=round(float(req_failed.sum()) / n, 6), client_error_rate=round(
-                          float(req_client.sum()) / n, 6), latency_ms=latency_ms, predictions=summary)
+                      shadow_requests=int(per_request(row_shadow).sum()), model_errors=int(req_failed.sum()),
+                      client_errors=int(req_client.sum()), error_rate=round(float(req_failed.sum()) / n, 6),
+                      client_error_rate=round(float(req_client.sum()) / n, 6), latency_ms=latency_ms,
+                      predictions=summary)
     return stats, values
 
 
@@ -360,8 +374,8 @@ def _labelled_auc(table: pa.Table, label: str, where: str) -> tuple[int, Optiona
     failed, client = _row_flags(table)
     frame = pa.table({"label": pc.cast(table.column(label), pa.float64()), "score": _predictions(table, where)})
     frame = frame.filter(pc.invert(pc.or_(failed, client))).drop_null()
-    labels = frame.column("label").to_numpy()
-    scores = frame.column("score").to_numpy()
+    labels = _numpy(frame.column("label"), np.float64, math.nan)
+    scores = _numpy(frame.column("score"), np.float64, math.nan)
     value = auc_of(labels.astype(np.int64), scores) if frame.num_rows else float("nan")
     return frame.num_rows, (round(value, 6) if math.isfinite(value) else None)
 
