@@ -83,12 +83,14 @@ def _latency_card(result: "AnalysisResult") -> str:
         return html_report.card("latency", '<p class="muted">no successful requests on one side</p>')
     chart = html_report.bar_chart(labels, [[s[k] for k in labels], [c[k] for k in labels]],
                                   names=("stable", "candidate"))
-    return html_report.card("latency percentiles (ms, successful requests)", _legend(result) + chart)
+    values = "; ".join(f"{k}: stable {s[k]:.2f}, candidate {c[k]:.2f}" for k in labels)
+    return html_report.card("latency percentiles (ms, successful requests)",
+                            _legend(result) + chart + f'<div class="muted">{esc(values)} ms</div>')
 
 
 def _errors_card(result: "AnalysisResult") -> str:
     s, c = result.stable, result.candidate
-    labels = ["model errors (5xx)", "client errors (4xx)"]
+    labels = ["5xx model", "4xx client"]
     chart = html_report.bar_chart(labels, [[s.error_rate or 0.0, s.client_error_rate or 0.0],
                                            [c.error_rate or 0.0, c.client_error_rate or 0.0]],
                                   names=("stable", "candidate"))

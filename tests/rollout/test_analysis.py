@@ -195,6 +195,9 @@ def test_a_candidate_answering_errors_is_rolled_back_naming_the_error_rate(tmp_p
     assert 0.05 < result.stable.client_error_rate < 0.15 and result.stable.client_errors > 10
     assert not any("status" in note for note in result.notes)
     assert result.candidate.predictions["count"] == result.candidate.rows - 2 * result.candidate.model_errors
+    assert result.lines()[:2] == ["flywheel rollout analyze: ROLLBACK candidate 2 vs stable 1 (200 vs 200 requests)",
+                                  f"  - {result.reasons[0]}"]
+    assert json.loads(json.dumps(result.to_dict()))["checks"][0]["passed"] is False
 
 
 def test_a_constant_output_candidate_is_rolled_back_naming_the_prediction_distribution(tmp_path, servables,
