@@ -1079,3 +1079,32 @@ def rollout_manifests(serving_dir: str, output: str, model: str = "taxi", *,
     notes.append("TF Serving: run with --model_config_file and --allow_version_labels_for_unavailable_models "
                  "(a label may name a version still loading)")
     return ManifestsResult(model=model, output=output, files=files, storage_uri=template, notes=notes)
+
+# ---- rollout analysis ----------------------------------------------------------------------------------------
+
+
+def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional[str] = None, config: Any = None,
+                    report_dir: Optional[str] = None):
+    """`flywheel rollout analyze`: the rollout in progress (its stable and candidate versions and start time, from
+    `flywheel.rollout.state`) judged on the request log under `log_dir` (rows logged after the start; `labels`:
+    the log with labels joined) -> `flywheel.rollout.analysis.AnalysisResult` (promote | rollback | wait, reasons,
+    evidence); analysis.json and report.html into `report_dir` when given. config: an `AnalysisConfig`, the path
+    of a JSON/YAML file of thresholds, or None (the defaults)."""
+    from flywheel.rollout import analysis
+    from flywheel.rollout import state as rollout_state
+
+    try:
+        if config is None or isinstance(config, analysis.AnalysisConfig):
+            rule = config or analysis.AnalysisConfig()
+        else:
+            rule = analysis.AnalysisConfig.load(str(config))
+        current = rollout_state.load(serving_dir, model)
+        if current is None or current.candidate is None:
+            raise UsageError(f"rollout analyze: no rollout in progress for {model!r} in {serving_dir}: start one "
+                             "with `flywheel rollout start`")
+        return analysis.analyze(log_dir, current.stable, current.candidate, since=current.started, labels=labels,
+                                config=rule, model=model, report_dir=report_dir)
+    except UsageError:
+        raise
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e

@@ -1,0 +1,538 @@
+"""Rollout analysis: the candidate version against the stable one on logged traffic, one decision with its evidence.
+
+    analyze(log_dir, stable, candidate, since=..., labels=..., config=AnalysisConfig()) -> AnalysisResult
+
+Input is a request log (`flywheel.serving.request_log`: `span-N/*.parquet`, one row per instance with
+`request_id`, `time`, `model_version`, `prediction`, `latency_ms`, ...) and, optionally, the same log with
+labels joined (`flywheel logs join` output: the log's columns plus the label). Rows are grouped by
+`model_version`; rows of other versions, and rows logged at or before `since`, are left out and counted.
+When the log has them, three columns written by the rollout routing are read:
+
+- `status` — the HTTP status of the answer (200 on success). A log without it counts every row as 200
+  (the result's notes say so): the request log written before rollouts only held answered requests.
+- `error` — the error text, or null.
+- `rollout_role` — "stable" | "canary" | "shadow" | null; only used to count shadow requests, whose answers
+  were logged but never returned to a client.
+
+Per side: requests (distinct `request_id`), rows, model errors (a request with status >= 500, or an error
+that is not a 4xx), client errors (4xx, reported apart: bad input is not the model's failure), latency p50/p90/p99
+of the successful requests (status < 400, one value per request), the predictions' summary and, with labels, the
+AUC (`components/monitor/monitor.auc`).
+
+Checks, each with its value and threshold from `AnalysisConfig`:
+- `error_rate`: candidate's model-error rate minus stable's, at most `max_error_rate_increase`.
+- `latency_p99`: candidate's p99 over stable's, at most `max_p99_latency_ratio` (a slower p99 within
+  `min_p99_latency_increase_ms` of stable's passes: a fraction of a millisecond is not a regression).
+- `prediction_drift`: the drift monitor's own numeric test (`components/monitor/drift.compare_column` on
+  profiles of both sides' predictions: KS, PSI, Jensen–Shannon, Wasserstein), with the monitor's thresholds
+  (`prediction_drift`, default `drift.Thresholds()`).
+- `constant_output`: candidate's prediction standard deviation over stable's, at least `min_prediction_std_ratio`
+  (a candidate that answers the same value for every row while stable's answers vary).
+- `auc`: stable's AUC minus candidate's, at most `max_auc_drop`; only when both sides have at least
+  `min_labelled_rows` labelled rows holding both classes (otherwise not evaluated, and a note says why).
+
+Decision: `wait` while either side has fewer than `min_requests` requests; else `rollback` when any check
+fails (the reasons name each failed check with its value and threshold); else `promote`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flywheel.components.common import storage
+from flywheel.components.monitor import drift, profile
+from flywheel.components.monitor.monitor import auc as auc_of
+
+STATUS, ERROR, ROLE = "status", "error", "rollout_role"
+REQUEST_ID, TIME, MODEL, MODEL_VERSION, PREDICTION, LATENCY_MS = (
+    "request_id", "time", "model", "model_version", "prediction", "latency_ms")
+SHADOW = "shadow"
+PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+RESULT_FILE, REPORT_FILE = "analysis.json", "report.html"
+LATENCY_PERCENTILES = (50, 90, 99)
+
+
+class AnalysisError(ValueError):
+    """Input the analysis cannot use: a missing log folder, a bad config, a log without the columns it needs."""
+
+
+# ---- the decision rule's thresholds -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+    """The decision rule's thresholds (see the module docstring); `load(path)` reads them from JSON or YAML."""
+
+    min_requests: int = 100
+    max_error_rate_increase: float = 0.01
+    max_p99_latency_ratio: float = 1.5
+    min_p99_latency_increase_ms: float = 10.0
+    min_prediction_std_ratio: float = 0.1
+    max_auc_drop: float = 0.02
+    min_labelled_rows: int = 100
+    label_column: str = "label"
+    prediction_drift: drift.Thresholds = drift.Thresholds()
+
+    def __post_init__(self) -> None:
+        for name in ("min_requests", "min_labelled_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise AnalysisError(f"rollout analysis: config {name}: expected an integer >= 1, got {value!r}")
+        for name in ("max_error_rate_increase", "max_p99_latency_ratio", "min_p99_latency_increase_ms",
+                     "min_prediction_std_ratio", "max_auc_drop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise AnalysisError(f"rollout analysis: config {name}: expected a number >= 0, got {value!r}")
+        if not isinstance(self.label_column, str) or not self.label_column:
+            raise AnalysisError(f"rollout analysis: config label_column: expected a column name, got "
+                                f"{self.label_column!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "AnalysisConfig":
+        """From {field: value}; unknown keys are an error naming the known ones."""
+        if not isinstance(data, Mapping):
+            raise AnalysisError(f"rollout analysis: {source}: expected a mapping of thresholds, got "
+                                f"{type(data).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise AnalysisError(f"rollout analysis: {source}: unknown key(s) {unknown}; expected some of {known}")
+        values = dict(data)
+        if "prediction_drift" in values:
+            thresholds = values["prediction_drift"]
+            names = [f.name for f in dataclasses.fields(drift.Thresholds)]
+            if not isinstance(thresholds, Mapping) or set(thresholds) - set(names):
+                raise AnalysisError(f"rollout analysis: {source}: prediction_drift: expected a mapping with keys "
+                                    f"among {names}, got {thresholds!r}")
+            values["prediction_drift"] = drift.Thresholds(**{k: float(v) for k, v in thresholds.items()})
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str) -> "AnalysisConfig":
+        """A config file: .json, or .yaml/.yml."""
+        if not storage.exists(path) or storage.isdir(path):
+            raise AnalysisError(f"rollout analysis: config {path}: no such file")
+        text = storage.read_text(path)
+        if path.lower().endswith((".yaml", ".yml")):
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise AnalysisError(f"rollout analysis: config {path}: not YAML ({e})") from None
+        elif path.lower().endswith(".json"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise AnalysisError(f"rollout analysis: config {path}: not JSON ({e})") from None
+        else:
+            raise AnalysisError(f"rollout analysis: config {path}: expected a .json, .yaml or .yml file")
+        return cls.from_dict(data if data is not None else {}, path)
+
+
+# ---- the result -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One check of the rule: passed True/False, or None when it could not be evaluated (`rule` says why)."""
+
+    name: str
+    passed: Optional[bool]
+    value: Optional[float]
+    threshold: Optional[float]
+    rule: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def reason(self) -> str:
+        return f"{self.name}: {self.detail} ({self.rule})"
+
+
+@dataclasses.dataclass(frozen=True)
+class SideStats:
+    """One version's traffic: counts, error rates, latency percentiles (ms), prediction summary, AUC."""
+
+    version: int
+    requests: int
+    rows: int
+    shadow_requests: int
+    model_errors: int
+    client_errors: int
+    error_rate: Optional[float]
+    client_error_rate: Optional[float]
+    latency_ms: dict[str, float]
+    predictions: dict[str, float]
+    labelled_rows: int = 0
+    auc: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisResult:
+    """The decision (promote | rollback | wait), its reasons, every check and both sides' evidence."""
+
+    decision: str
+    reasons: tuple[str, ...]
+    stable: SideStats
+    candidate: SideStats
+    checks: tuple[Check, ...]
+    config: AnalysisConfig
+    log_dir: str
+    since: Optional[str] = None
+    labels: Optional[str] = None
+    notes: tuple[str, ...] = ()
+    report: Optional[str] = None
+    prediction_drift: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "reasons": list(self.reasons), "stable": self.stable.to_dict(),
+                "candidate": self.candidate.to_dict(), "checks": [c.to_dict() for c in self.checks],
+                "prediction_drift": {k: v for k, v in self.prediction_drift.items() if k != "chart"},
+                "config": self.config.to_dict(), "log_dir": self.log_dir, "since": self.since,
+                "labels": self.labels, "notes": list(self.notes), "report": self.report}
+
+    def lines(self) -> list[str]:
+        s, c = self.stable, self.candidate
+        out = [f"flywheel rollout analyze: {self.decision.upper()} candidate {c.version} vs stable {s.version} "
+               f"({c.requests:,} vs {s.requests:,} requests)"]
+        out += [f"  - {reason}" for reason in self.reasons]
+        out += [f"  note: {note}" for note in self.notes]
+        if self.report:
+            out.append(f"  report: {self.report}")
+        return out
+
+
+# ---- reading the log ------------------------------------------------------------------------------------------
+
+_COLUMNS = (REQUEST_ID, TIME, MODEL, MODEL_VERSION, PREDICTION, LATENCY_MS, STATUS, ERROR, ROLE)
+
+
+def _since(since: Union[None, str, datetime.datetime]) -> Optional[datetime.datetime]:
+    if since is None or isinstance(since, datetime.datetime):
+        found = since
+    else:
+        try:
+            found = datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise AnalysisError(f"rollout analysis: since: expected an ISO 8601 time (2026-11-27T10:00:00Z), got "
+                                f"{since!r}") from None
+    if found is not None and found.tzinfo is None:
+        found = found.replace(tzinfo=datetime.timezone.utc)
+    return found
+
+
+def read_log(path: str, what: str, extra: Sequence[str] = ()) -> pa.Table:
+    """The request-log columns the analysis uses (those present) from every Parquet/CSV file under `path`; an
+    existing folder with no files yet is an empty log."""
+    if not storage.exists(path):
+        raise AnalysisError(f"rollout analysis: {what} {path}: no such folder")
+    if storage.isdir(path) and not [f for f in storage.walk_files(path)
+                                    if f.lower().endswith((".parquet", ".csv"))
+                                    and not os.path.basename(f).startswith((".", "_"))]:
+        return pa.table({})
+    try:
+        table = profile.read_table(path, [*_COLUMNS, *extra])
+    except profile.MonitorError as e:
+        raise AnalysisError(f"rollout analysis: {what} {str(e).removeprefix('monitor: ')}") from None
+    needed = [REQUEST_ID, MODEL_VERSION, PREDICTION, LATENCY_MS, *extra]
+    absent = [c for c in needed if c not in table.column_names]
+    if absent:
+        raise AnalysisError(f"rollout analysis: {what} {path}: no column(s) {absent}; expected a request log "
+                            f"(flywheel serve --log-dir) with {needed}, got {table.column_names}")
+    return table
+
+
+def _select(table: pa.Table, versions: Sequence[int], model: Optional[str],
+            since: Optional[datetime.datetime]) -> tuple[dict[int, pa.Table], dict[str, int]]:
+    """{version: its rows} and the counts of rows left out (other models, other versions, before `since`)."""
+    left_out = {"other_model": 0, "other_version": 0, "before_since": 0}
+    if table.num_rows == 0:
+        return {v: pa.table({}) for v in versions}, left_out
+    if model is not None and MODEL in table.column_names:
+        keep = pc.fill_null(pc.equal(table.column(MODEL), model), False)
+        left_out["other_model"] = table.num_rows - (pc.sum(keep).as_py() or 0)
+        table = table.filter(keep)
+    if since is not None:
+        if TIME not in table.column_names:
+            raise AnalysisError("rollout analysis: a start time was given but the log has no 'time' column")
+        times = table.column(TIME)
+        if not pa.types.is_timestamp(times.type):
+            times = pc.cast(times, pa.timestamp("us", tz="UTC"))
+        elif times.type.tz is None:
+            times = pc.assume_timezone(times, "UTC")
+        keep = pc.fill_null(pc.greater(times, pa.scalar(since, pa.timestamp("us", tz="UTC"))), False)
+        left_out["before_since"] = table.num_rows - (pc.sum(keep).as_py() or 0)
+        table = table.filter(keep)
+    version_column = pc.cast(table.column(MODEL_VERSION), pa.int64())
+    sides = {}
+    for version in versions:
+        keep = pc.fill_null(pc.equal(version_column, version), False)
+        sides[version] = table.filter(keep)
+    left_out["other_version"] = table.num_rows - sum(t.num_rows for t in sides.values())
+    return sides, left_out
+
+
+def _predictions(table: pa.Table, where: str) -> pa.ChunkedArray:
+    """The prediction column as float64 (a list of one value per row unwrapped); raises for multi-output."""
+    column = table.column(PREDICTION)
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        extremes = pc.min_max(pc.list_value_length(column))
+        if extremes["max"].as_py() not in (None, 1) or extremes["min"].as_py() not in (None, 1):
+            raise AnalysisError(f"rollout analysis: {where}: column 'prediction' holds lists of several values "
+                                "(a multi-output model); the analysis compares one score per row")
+        column = pc.list_element(column, 0)
+    try:
+        return pc.cast(column, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise AnalysisError(f"rollout analysis: {where}: column 'prediction': expected numbers, got {column.type} "
+                            f"({e})") from None
+
+
+def _row_flags(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """(model error, client error) per row: status >= 500 or an error that is not a 4xx; a 4xx."""
+    n = table.num_rows
+    status = (pc.fill_null(pc.cast(table.column(STATUS), pa.int64()), 200) if STATUS in table.column_names
+              else pa.array(np.full(n, 200, dtype=np.int64)))
+    client = pc.and_(pc.greater_equal(status, 400), pc.less(status, 500))
+    failed = pc.greater_equal(status, 500)
+    if ERROR in table.column_names:
+        has_error = pc.is_valid(table.column(ERROR))
+        failed = pc.or_(failed, pc.and_(has_error, pc.invert(client)))
+    return failed, client
+
+
+def _numpy(values: pa.Array | pa.ChunkedArray, dtype: Any, fill: Any) -> np.ndarray:
+    """An Arrow column as a numpy array of `dtype`, nulls as `fill`."""
+    values = pc.fill_null(values, fill)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np.ndarray]:
+    """One side's evidence and its successful rows' predictions."""
+    if table.num_rows == 0:
+        return SideStats(version, 0, 0, 0, 0, 0, None, None, {}, {}), np.array([], dtype=np.float64)
+    failed, client = _row_flags(table)
+    row_failed, row_client = _numpy(failed, bool, False), _numpy(client, bool, False)
+    row_shadow = (_numpy(pc.equal(table.column(ROLE), SHADOW), bool, False) if ROLE in table.column_names
+                  else np.zeros(table.num_rows, dtype=bool))
+    row_latency = _numpy(pc.cast(table.column(LATENCY_MS), pa.float64()), np.float64, math.nan)
+    ids = _numpy(pc.cast(table.column(REQUEST_ID), pa.string()), object, "")
+    _, request_of_row = np.unique(ids.astype(str), return_inverse=True)
+    n = int(request_of_row.max()) + 1
+
+    def per_request(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(n, dtype=bool)
+        np.logical_or.at(out, request_of_row, values)
+        return out
+
+    req_failed = per_request(row_failed)
+    req_client = per_request(row_client) & ~req_failed
+    latency = np.full(n, -math.inf)
+    np.maximum.at(latency, request_of_row, np.where(np.isnan(row_latency), -math.inf, row_latency))
+    latency = latency[~req_failed & ~req_client]
+    latency = latency[np.isfinite(latency)]
+    latency_ms = ({f"p{q}": round(float(np.percentile(latency, q)), 3) for q in LATENCY_PERCENTILES}
+                  if latency.size else {})
+    answered = pa.array(~row_failed & ~row_client)
+    values = _numpy(_predictions(table, where).filter(answered), np.float64, math.nan)
+    values = values[np.isfinite(values)]
+    summary = ({"count": int(values.size), "mean": round(float(values.mean()), 6),
+                "std": round(float(values.std()), 6), "min": round(float(values.min()), 6),
+                "max": round(float(values.max()), 6)} if values.size else {"count": 0})
+    stats = SideStats(version=version, requests=n, rows=table.num_rows,
+                      shadow_requests=int(per_request(row_shadow).sum()), model_errors=int(req_failed.sum()),
+                      client_errors=int(req_client.sum()), error_rate=round(float(req_failed.sum()) / n, 6),
+                      client_error_rate=round(float(req_client.sum()) / n, 6), latency_ms=latency_ms,
+                      predictions=summary)
+    return stats, values
+
+
+def _labelled_auc(table: pa.Table, label: str, where: str) -> tuple[int, Optional[float]]:
+    """(labelled rows with a prediction, AUC or None when a class is absent)."""
+    if table.num_rows == 0:
+        return 0, None
+    failed, client = _row_flags(table)
+    frame = pa.table({"label": pc.cast(table.column(label), pa.float64()), "score": _predictions(table, where)})
+    frame = frame.filter(pc.invert(pc.or_(failed, client))).drop_null()
+    labels = _numpy(frame.column("label"), np.float64, math.nan)
+    scores = _numpy(frame.column("score"), np.float64, math.nan)
+    value = auc_of(labels.astype(np.int64), scores) if frame.num_rows else float("nan")
+    return frame.num_rows, (round(value, 6) if math.isfinite(value) else None)
+
+
+# ---- checks ----------------------------------------------------------------------------------------------------
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.2%}"
+
+
+def error_rate_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
+    if s.error_rate is None or c.error_rate is None:
+        return Check("error_rate", None, None, cfg.max_error_rate_increase, "needs requests on both sides",
+                     "no requests on one side")
+    increase = c.error_rate - s.error_rate
+    return Check("error_rate", increase <= cfg.max_error_rate_increase + 1e-12, round(increase, 6),
+                 cfg.max_error_rate_increase,
+                 f"fails when the candidate's model-error rate exceeds stable's by more than "
+                 f"{cfg.max_error_rate_increase:.2%}",
+                 f"candidate {_pct(c.error_rate)} ({c.model_errors:,} of {c.requests:,} requests) vs stable "
+                 f"{_pct(s.error_rate)} ({s.model_errors:,} of {s.requests:,}); 4xx client errors apart: candidate "
+                 f"{_pct(c.client_error_rate)}, stable {_pct(s.client_error_rate)}")
+
+
+def latency_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
+    rule = (f"fails when the candidate's p99 is more than {cfg.max_p99_latency_ratio:g}x stable's and more than "
+            f"{cfg.min_p99_latency_increase_ms:g} ms above it")
+    if "p99" not in s.latency_ms or "p99" not in c.latency_ms:
+        return Check("latency_p99", None, None, cfg.max_p99_latency_ratio, rule,
+                     "no successful requests on one side: latency not compared")
+    sp, cp = s.latency_ms["p99"], c.latency_ms["p99"]
+    ratio = cp / sp if sp > 0 else (math.inf if cp > 0 else 1.0)
+    slower = ratio > cfg.max_p99_latency_ratio and cp - sp > cfg.min_p99_latency_increase_ms
+    return Check("latency_p99", not slower, round(ratio, 4) if math.isfinite(ratio) else None,
+                 cfg.max_p99_latency_ratio, rule,
+                 f"p99 candidate {cp:.2f} ms vs stable {sp:.2f} ms (ratio {ratio:.2f})")
+
+
+def drift_check(found: dict[str, Any], cfg: AnalysisConfig) -> Check:
+    rule = "fails when any of the drift monitor's numeric checks crosses its threshold (the monitor's thresholds)"
+    checks = found.get("checks") or []
+    compared = [c for c in checks if c["metric"] != "missing_rate_change"]
+    if not compared:
+        return Check("prediction_drift", None, None, None, rule, "no predictions on one side: not compared")
+    crossed = [c for c in compared if c["drift"]]
+    worst = max(crossed or compared, key=lambda c: c["value"] / c["threshold"] if c["threshold"] else 0.0)
+    shown = crossed or [worst]
+    words = "; ".join(f"{c['metric']} {c['value']:.4f} (threshold {c['threshold']:g})" for c in shown)
+    return Check("prediction_drift", not crossed, worst["value"], worst["threshold"], rule,
+                 ("prediction distribution changed: " if crossed else "largest relative to its threshold: ") + words)
+
+
+def constant_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
+    rule = (f"fails when the candidate's prediction spread (std) is below {cfg.min_prediction_std_ratio:g} of "
+            "stable's")
+    s_std, c_std = s.predictions.get("std"), c.predictions.get("std")
+    if s_std is None or c_std is None:
+        return Check("constant_output", None, None, cfg.min_prediction_std_ratio, rule,
+                     "no predictions on one side: not compared")
+    if s_std <= 0:
+        return Check("constant_output", None, None, cfg.min_prediction_std_ratio, rule,
+                     "stable's predictions are constant too: nothing to compare the spread with")
+    ratio = c_std / s_std
+    return Check("constant_output", ratio >= cfg.min_prediction_std_ratio, round(ratio, 6),
+                 cfg.min_prediction_std_ratio, rule,
+                 f"prediction std candidate {c_std:.4g} vs stable {s_std:.4g} (ratio {ratio:.3g}); candidate "
+                 f"range {c.predictions['min']:.4g}..{c.predictions['max']:.4g}")
+
+
+def auc_check(s: SideStats, c: SideStats, cfg: AnalysisConfig, labels: Optional[str]) -> Check:
+    rule = f"fails when the candidate's AUC is more than {cfg.max_auc_drop:g} below stable's"
+    if labels is None:
+        return Check("auc", None, None, cfg.max_auc_drop, rule, "no joined labels given")
+    short = [f"{name} {side.labelled_rows:,}" for name, side in (("stable", s), ("candidate", c))
+             if side.labelled_rows < cfg.min_labelled_rows]
+    if short:
+        return Check("auc", None, None, cfg.max_auc_drop, rule,
+                     f"too few labelled rows to compare ({', '.join(short)}; at least {cfg.min_labelled_rows:,} "
+                     "per side)")
+    if s.auc is None or c.auc is None:
+        return Check("auc", None, None, cfg.max_auc_drop, rule,
+                     "the labels of one side hold one class only: its AUC is undefined")
+    drop = s.auc - c.auc
+    return Check("auc", drop <= cfg.max_auc_drop + 1e-12, round(drop, 6), cfg.max_auc_drop, rule,
+                 f"AUC candidate {c.auc:.4f} ({c.labelled_rows:,} labelled rows) vs stable {s.auc:.4f} "
+                 f"({s.labelled_rows:,}): drop {drop:.4f}")
+
+
+# ---- the analysis ---------------------------------------------------------------------------------------------
+
+def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str, datetime.datetime] = None,
+            labels: Optional[str] = None, config: AnalysisConfig = AnalysisConfig(), model: Optional[str] = None,
+            report_dir: Optional[str] = None) -> AnalysisResult:
+    """Candidate vs stable on the request log under `log_dir` (rows after `since`, of `model` when given);
+    `labels`: the log with labels joined. Writes analysis.json and report.html into `report_dir` when given."""
+    if int(stable) == int(candidate):
+        raise AnalysisError(f"rollout analysis: stable and candidate are the same version ({stable})")
+    stable, candidate = int(stable), int(candidate)
+    start = _since(since)
+    log = read_log(log_dir, "request log")
+    notes = []
+    if log.num_rows and STATUS not in log.column_names:
+        notes.append("the log has no 'status' column (written before rollout routing): every logged row counts as "
+                     "status 200")
+    if log.num_rows and ROLE not in log.column_names:
+        notes.append("the log has no 'rollout_role' column: shadow requests cannot be told apart")
+    sides, left_out = _select(log, (stable, candidate), model, start)
+    for key, words in (("other_version", "of other versions"), ("other_model", f"of models other than {model!r}"),
+                       ("before_since", f"logged at or before {start.isoformat() if start else ''}")):
+        if left_out[key]:
+            notes.append(f"{left_out[key]:,} rows {words} left out")
+    s, s_values = side_stats(stable, sides[stable], f"stable version {stable}")
+    c, c_values = side_stats(candidate, sides[candidate], f"candidate version {candidate}")
+    if c.shadow_requests:
+        notes.append(f"{c.shadow_requests:,} candidate requests were shadow copies: answered and logged, never "
+                     "returned to a client")
+    if labels is not None:
+        labelled, _ = _select(read_log(labels, "labels", (config.label_column,)), (stable, candidate), model, start)
+        rows_s, auc_s = _labelled_auc(labelled[stable], config.label_column, f"labels, stable version {stable}")
+        rows_c, auc_c = _labelled_auc(labelled[candidate], config.label_column,
+                                      f"labels, candidate version {candidate}")
+        s = dataclasses.replace(s, labelled_rows=rows_s, auc=auc_s)
+        c = dataclasses.replace(c, labelled_rows=rows_c, auc=auc_c)
+    found: dict[str, Any] = {}
+    if s_values.size and c_values.size:
+        found = drift.compare_column(PREDICTION, profile.numeric_column(s_values), profile.numeric_column(c_values),
+                                     config.prediction_drift)
+    checks = (error_rate_check(s, c, config), latency_check(s, c, config), drift_check(found, config),
+              constant_check(s, c, config), auc_check(s, c, config, labels))
+    few = [f"{name} version {side.version} has {side.requests:,}" for name, side in (("stable", s), ("candidate", c))
+           if side.requests < config.min_requests]
+    if few:
+        decision = WAIT
+        reasons = (f"min_requests: {' and '.join(few)} requests, fewer than the {config.min_requests:,} per side "
+                   "needed to decide",)
+    else:
+        failed = [ch for ch in checks if ch.passed is False]
+        decision = ROLLBACK if failed else PROMOTE
+        reasons = tuple(ch.reason() for ch in failed) or (
+            "every check passed: " + ", ".join(ch.name for ch in checks if ch.passed)
+            + (f" (not evaluated: {', '.join(ch.name for ch in checks if ch.passed is None)})"
+               if any(ch.passed is None for ch in checks) else ""),)
+    result = AnalysisResult(decision=decision, reasons=reasons, stable=s, candidate=c, checks=checks, config=config,
+                            log_dir=log_dir, since=start.isoformat() if start else None, labels=labels,
+                            notes=tuple(notes), prediction_drift=found)
+    if report_dir:
+        result = write_report(result, report_dir)
+    return result
+
+
+def write_report(result: AnalysisResult, out_dir: str) -> AnalysisResult:
+    """analysis.json and report.html into out_dir; returns the result with `report` set to the HTML's path."""
+    from flywheel.rollout import report
+
+    storage.makedirs(out_dir)
+    html_path = os.path.join(out_dir, REPORT_FILE)
+    result = dataclasses.replace(result, report=html_path)
+    storage.write_text(os.path.join(out_dir, RESULT_FILE), json.dumps(result.to_dict(), indent=2))
+    storage.write_text(html_path, report.render(result))
+    return result

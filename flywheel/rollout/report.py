@@ -1,0 +1,123 @@
+"""The rollout analysis as a self-contained HTML page (inline SVG, no scripts): decision, checks, charts, evidence.
+
+The prediction charts are the drift monitor's own (`components/monitor/report`): both sides' predictions overlaid
+on a robust range beside their CDFs with the Kolmogorov–Smirnov gap marked; stable is drawn where the monitor
+draws its baseline, the candidate where it draws the current data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from flywheel.components.common import html_report
+from flywheel.components.common.html_report import esc
+from flywheel.components.monitor import report as monitor_report
+
+if TYPE_CHECKING:
+    from flywheel.rollout.analysis import AnalysisResult, Check, SideStats
+
+_DECISION_CLASS = {"promote": "pass", "rollback": "fail", "wait": "muted"}
+
+
+def _legend(result: "AnalysisResult") -> str:
+    return (f'<div class="muted"><span style="color:{monitor_report.BASE}">■ stable v{result.stable.version}</span> '
+            f'<span style="color:{monitor_report.CUR}">■ candidate v{result.candidate.version}</span></div>')
+
+
+def _verdict(check: "Check") -> str:
+    if check.passed is None:
+        return '<span class="muted">not evaluated</span>'
+    return html_report.verdict(check.passed, "pass", "FAIL")
+
+
+def _num(value: Optional[float], fmt: str = "{:.4g}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def _checks(result: "AnalysisResult") -> str:
+    return html_report.table(
+        ["check", "value", "threshold", "evidence", "rule", "verdict"],
+        [(c.name, _num(c.value), _num(c.threshold, "{:g}"), c.detail, c.rule, _verdict(c)) for c in result.checks],
+        raw_columns=(5,))
+
+
+def _side_rows(side: "SideStats") -> list[str]:
+    lat, pred = side.latency_ms, side.predictions
+    return [str(side.version), f"{side.requests:,}", f"{side.rows:,}", f"{side.shadow_requests:,}",
+            f"{side.model_errors:,} ({_num(side.error_rate, '{:.2%}')})",
+            f"{side.client_errors:,} ({_num(side.client_error_rate, '{:.2%}')})",
+            " / ".join(_num(lat.get(f"p{q}"), "{:.2f}") for q in (50, 90, 99)),
+            _num(pred.get("mean")), _num(pred.get("std")),
+            f"{_num(pred.get('min'))} .. {_num(pred.get('max'))}",
+            f"{_num(side.auc, '{:.4f}')} ({side.labelled_rows:,} labelled)"]
+
+
+def _sides(result: "AnalysisResult") -> str:
+    headers = ["", "version", "requests", "rows", "shadow requests", "model errors (5xx)", "client errors (4xx)",
+               "latency p50 / p90 / p99 ms", "prediction mean", "prediction std", "prediction range", "AUC"]
+    return html_report.table(headers, [["stable", *_side_rows(result.stable)],
+                                       ["candidate", *_side_rows(result.candidate)]])
+
+
+def _prediction_card(result: "AnalysisResult") -> str:
+    found = result.prediction_drift
+    chart = found.get("chart") if found else None
+    if not chart:
+        return html_report.card("predictions", '<p class="muted">no predictions on one side: not compared</p>')
+    ks = next((c["value"] for c in found["checks"] if c["metric"] == "ks_statistic"), None)
+    lo, hi = chart["range"]
+    body = (_legend(result) + monitor_report.distribution_svg(chart) + monitor_report.cdf_svg(chart, ks)
+            + f'<div class="muted">range {lo:.4g} to {hi:.4g} (1st–99th percentile of either side). Left: share of '
+              "predictions per bin; right: cumulative share.</div>"
+            + html_report.table(["metric", "value", "rule", "verdict"],
+                                [(c["metric"], f"{c['value']:.4f}", c["rule"],
+                                  html_report.verdict(not c["drift"], "ok", "drift")) for c in found["checks"]],
+                                raw_columns=(3,)))
+    return html_report.card(f"predictions — {'DRIFT' if found['drift'] else 'same distribution'}", body)
+
+
+def _latency_card(result: "AnalysisResult") -> str:
+    s, c = result.stable.latency_ms, result.candidate.latency_ms
+    labels = [k for k in ("p50", "p90", "p99") if k in s and k in c]
+    if not labels:
+        return html_report.card("latency", '<p class="muted">no successful requests on one side</p>')
+    chart = html_report.bar_chart(labels, [[s[k] for k in labels], [c[k] for k in labels]],
+                                  names=("stable", "candidate"))
+    values = "; ".join(f"{k}: stable {s[k]:.2f}, candidate {c[k]:.2f}" for k in labels)
+    return html_report.card("latency percentiles (ms, successful requests)",
+                            _legend(result) + chart + f'<div class="muted">{esc(values)} ms</div>')
+
+
+def _errors_card(result: "AnalysisResult") -> str:
+    s, c = result.stable, result.candidate
+    labels = ["5xx model", "4xx client"]
+    chart = html_report.bar_chart(labels, [[s.error_rate or 0.0, s.client_error_rate or 0.0],
+                                           [c.error_rate or 0.0, c.client_error_rate or 0.0]],
+                                  names=("stable", "candidate"))
+    return html_report.card("error rates (share of requests)", _legend(result) + chart
+                            + f'<div class="muted">model errors: stable {_num(s.error_rate, "{:.2%}")}, candidate '
+                              f'{_num(c.error_rate, "{:.2%}")}; client errors: stable '
+                              f'{_num(s.client_error_rate, "{:.2%}")}, candidate '
+                              f'{_num(c.client_error_rate, "{:.2%}")}</div>')
+
+
+def render(result: "AnalysisResult", title: str = "flywheel rollout analysis") -> str:
+    decision = (f'<p><span class="{_DECISION_CLASS[result.decision]}" style="font-size:18px">'
+                f"{esc(result.decision.upper())}</span> — candidate version {result.candidate.version} vs stable "
+                f"version {result.stable.version}</p>")
+    reasons = "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in result.reasons) + "</ul>"
+    scope = (f'<p class="muted">log {esc(result.log_dir)}'
+             + (f"; rows logged after {esc(result.since)}" if result.since else "; every logged row")
+             + (f"; labels {esc(result.labels)}" if result.labels else "") + "</p>")
+    sections = [decision + reasons + scope,
+                "<h2>Checks</h2>" + _checks(result)
+                + f'<p class="muted">The rule waits until each side has {result.config.min_requests:,} requests, then '
+                  "rolls back when any check fails and promotes otherwise.</p>",
+                "<h2>Traffic</h2>" + _sides(result),
+                '<h2>Charts</h2><div class="cards">' + _prediction_card(result) + _latency_card(result)
+                + _errors_card(result) + "</div>"]
+    if result.notes:
+        sections.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in result.notes) + "</ul>")
+    sections.append("<h2>Thresholds</h2>" + html_report.table(
+        ["setting", "value"], [(k, v) for k, v in result.config.to_dict().items()]))
+    return html_report.page(title, sections)

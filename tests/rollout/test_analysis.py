@@ -1,0 +1,379 @@
+"""Rollout analysis on real request logs: RequestLog fed by real predictions of the tiny pushed taxi models.
+
+Stable is the first tiny run's pushed model. The good candidate is the same model under another version number:
+the second tiny run's model (retrained for 20 steps on other rows) answers with a different prediction distribution,
+which the monitor's drift test rightly flags. The constant candidate is a SavedModel with the same signature that
+answers 0.3 for every row. The columns the rollout routing adds (status, error, rollout_role) are written with
+pyarrow in the log's own layout.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from typing import Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from flywheel import schemas
+from flywheel.components.common import serving
+from flywheel.components.monitor import drift
+from flywheel.components.monitor.monitor import auc
+from flywheel.rollout import analysis
+from flywheel.rollout.analysis import AnalysisConfig, AnalysisError, analyze
+from flywheel.serving import join, models
+from flywheel.serving.request_log import RequestLog, features_from_schema
+from tests import tiny_runs
+from tests.conftest import shipped_data
+
+MODEL = "taxi"
+FEATURES = ["trip_miles", "fare", "trip_seconds", "pickup_latitude", "pickup_longitude", "trip_start_hour",
+            "trip_start_day", "trip_start_month", "payment_type"]
+STABLE, CANDIDATE = 1, 2
+T0 = 1_800_000_000.0  # the logs' clock: 2027-01-15T08:00:00Z
+
+
+_CONSTANT_MODEL = """
+import sys
+import tensorflow as tf
+
+ints = ("trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month")
+specs = {name: tf.TensorSpec([None], tf.string if name == "payment_type" else tf.int64 if name in ints else tf.float32,
+                             name=name) for name in sys.argv[2:]}
+
+
+class Constant(tf.Module):
+    @tf.function(input_signature=[specs])
+    def serve(self, features):
+        return {"outputs": tf.fill([tf.shape(features["fare"])[0], 1], tf.constant(0.3, tf.float32))}
+
+
+module = Constant()
+tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.serve})
+"""
+
+
+def _constant_model(path: str) -> str:
+    """A SavedModel taking the taxi model's nine raw features and answering 0.3 for every row (saved by a child
+    process: tracing and saving a tf.function here, after the session's pipeline runs, crashed the interpreter at
+    exit)."""
+    subprocess.run([sys.executable, "-c", _CONSTANT_MODEL, path, *FEATURES], check=True, capture_output=True,
+                   timeout=300)
+    return path
+
+
+@pytest.fixture(scope="module")
+def servables(tmp_path_factory) -> Iterator[dict[str, models.Servable]]:
+    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
+    folder = os.path.join(out, "serving")
+    first, second = serving.versions(folder, MODEL)[-2:]
+    constant = _constant_model(str(tmp_path_factory.mktemp("constant") / "model"))
+    loaded = {"stable": models.load_servable(MODEL, first, os.path.join(folder, MODEL, str(first))),
+              "retrained": models.load_servable(MODEL, second, os.path.join(folder, MODEL, str(second))),
+              "constant": models.load_servable(MODEL, 3, constant)}
+    yield loaded
+    loaded.clear()
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    """Taxi rows with every model feature present, in a fixed random order, with a trip id and the raw label."""
+    table = pcsv.read_csv(shipped_data())
+    for name in FEATURES:
+        table = table.filter(pc.is_valid(table.column(name)))
+    order = np.random.default_rng(0).permutation(table.num_rows)
+    rows = table.take(order).to_pylist()
+    for i, row in enumerate(rows):
+        row["trip_id"] = f"trip-{i}"
+    return rows
+
+
+def _predict(servable: models.Servable, rows: list[dict]) -> list[float]:
+    outputs = models.run_signature(servable.signature("serving_default"),
+                                   {name: [row[name] for row in rows] for name in FEATURES})
+    (values,) = outputs.values()
+    return np.asarray(values, dtype=np.float64).reshape(len(rows), -1)[:, 0].tolist()
+
+
+def _traffic(log_dir: str, records: list[dict], routes: list[tuple[int, models.Servable]], *, rows_per_request: int = 2,
+             start: float = T0, latency_ms: Optional[dict[int, float]] = None) -> str:
+    """Real requests through the models: request i goes to routes[i % len(routes)], logged by RequestLog with a
+    clock one second per request from `start`; request ids are the first row's trip id.
+
+    The logged latency is set, not measured (a measured p99 on a test machine shared with other work is noise):
+    the version's base (`latency_ms`, default 2 ms) spread over 1x..2x across requests."""
+    now = [start]
+    log = RequestLog(log_dir, features=features_from_schema(schemas.schema_path("taxi"), FEATURES),
+                     clock=lambda: now[0])
+    requests = 0
+    for begin in range(0, len(records), rows_per_request):
+        version, servable = routes[requests % len(routes)]
+        rows = records[begin:begin + rows_per_request]
+        latency = (latency_ms or {}).get(version, 2.0) * (1.0 + (requests % 20) / 19.0)
+        log.log(rows[0]["trip_id"], MODEL, version, "serving_default", [{f: r[f] for f in FEATURES} for r in rows],
+                _predict(servable, rows), latency)
+        requests += 1
+        now[0] += 1.0
+    log.close()
+    assert log.counters()["dropped_rows"] == 0
+    return log_dir
+
+
+def _rewrite(log_dir: str, change) -> None:
+    """Rewrites every file of the log in place, same layout (span-N/part-*.parquet), through `change(table)`."""
+    for folder, _, names in os.walk(log_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            table = change(pq.read_table(path))
+            os.remove(path)
+            pq.write_table(table, os.path.join(folder, name.replace("part-", "part-routed-")))
+
+
+def _with_routing_columns(failing_share: float = 0.0, client_error_share: float = 0.0, shadow: bool = False):
+    """Adds status, error and rollout_role: a share of the candidate's requests failed with a 500 (no prediction),
+    a share of stable's answered 400; `shadow`: the candidate's rows are shadow copies."""
+
+    def change(table: pa.Table) -> pa.Table:
+        versions = table.column("model_version").to_pylist()
+        ids = table.column("request_id").to_pylist()
+        bucket = [int(i.split("-")[1]) % 100 / 100.0 for i in ids]
+        status = [500 if v == CANDIDATE and b < failing_share else 400 if v == STABLE and b < client_error_share
+                  else 200 for v, b in zip(versions, bucket, strict=True)]
+        error = [None if s == 200 else "Internal: model failed" if s == 500 else "input fare: expected a number"
+                 for s in status]
+        role = [("shadow" if shadow else "canary") if v == CANDIDATE else "stable" for v in versions]
+        prediction = [None if s != 200 else p for s, p in zip(status, table.column("prediction").to_pylist(),
+                                                              strict=True)]
+        table = table.set_column(table.column_names.index("prediction"), "prediction",
+                                 pa.array(prediction, pa.float64()))
+        return (table.append_column("status", pa.array(status, pa.int32()))
+                .append_column("error", pa.array(error, pa.string()))
+                .append_column("rollout_role", pa.array(role, pa.string())))
+
+    return change
+
+
+def test_a_good_candidate_is_promoted(tmp_path, servables, records):
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["stable"])])
+    result = analyze(log, STABLE, CANDIDATE, report_dir=str(tmp_path / "report"))
+
+    assert result.decision == analysis.PROMOTE, result.lines()
+    assert (result.stable.requests, result.stable.rows) == (200, 400)
+    assert (result.candidate.requests, result.candidate.rows) == (200, 400)
+    assert result.stable.error_rate == result.candidate.error_rate == 0.0
+    assert {c.name: c.passed for c in result.checks} == {"error_rate": True, "latency_p99": True,
+                                                          "prediction_drift": True, "constant_output": True,
+                                                          "auc": None}
+    assert result.stable.predictions["std"] > 0 and 0 < result.candidate.predictions["mean"] < 1
+    assert "every check passed" in result.reasons[0]
+    assert any("no 'status' column" in note and "status 200" in note for note in result.notes)
+    drift_checks = {c["metric"] for c in result.prediction_drift["checks"]}
+    assert {"ks_statistic", "psi", "jensen_shannon", "wasserstein_normalized"} <= drift_checks
+    assert all(c["threshold"] == getattr(drift.Thresholds(), {"ks_statistic": "ks", "psi": "psi",
+                                                               "jensen_shannon": "js_numeric",
+                                                               "wasserstein_normalized": "wasserstein",
+                                                               "missing_rate_change": "missing"}[c["metric"]])
+               for c in result.prediction_drift["checks"]), "the monitor's thresholds"
+
+    written = json.loads((tmp_path / "report" / "analysis.json").read_text())
+    assert written["decision"] == "promote" and written["candidate"]["requests"] == 200
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "PROMOTE" in page and page.count("<svg") >= 4 and "<script" not in page
+    assert result.report == str(tmp_path / "report" / "report.html")
+
+
+def test_a_candidate_answering_errors_is_rolled_back_naming_the_error_rate(tmp_path, servables, records):
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["stable"])])
+    _rewrite(log, _with_routing_columns(failing_share=0.2, client_error_share=0.1))
+    result = analyze(log, STABLE, CANDIDATE)
+
+    assert result.decision == analysis.ROLLBACK
+    assert len(result.reasons) == 1 and result.reasons[0].startswith("error_rate: candidate 2"), result.reasons
+    check = result.check("error_rate")
+    assert check.passed is False and check.threshold == 0.01
+    assert check.value == pytest.approx(result.candidate.error_rate - result.stable.error_rate)
+    assert 0.15 < result.candidate.error_rate < 0.25 and result.candidate.model_errors > 30
+    # 4xx answers are client errors, reported apart: stable has them but no model errors.
+    assert result.stable.error_rate == 0.0 and result.stable.model_errors == 0
+    assert 0.05 < result.stable.client_error_rate < 0.15 and result.stable.client_errors > 10
+    assert not any("status" in note for note in result.notes)
+    assert result.candidate.predictions["count"] == result.candidate.rows - 2 * result.candidate.model_errors
+    assert result.lines()[:2] == ["flywheel rollout analyze: ROLLBACK candidate 2 vs stable 1 (200 vs 200 requests)",
+                                  f"  - {result.reasons[0]}"]
+    assert json.loads(json.dumps(result.to_dict()))["checks"][0]["passed"] is False
+
+
+def test_a_constant_output_candidate_is_rolled_back_naming_the_prediction_distribution(tmp_path, servables,
+                                                                                       records):
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["constant"])])
+    result = analyze(log, STABLE, CANDIDATE, report_dir=str(tmp_path / "report"))
+
+    assert result.decision == analysis.ROLLBACK
+    failed = {c.name for c in result.checks if c.passed is False}
+    assert failed == {"prediction_drift", "constant_output"}, result.reasons
+    assert any(r.startswith("prediction_drift: prediction distribution changed: ks_statistic") for r in result.reasons)
+    constant = result.check("constant_output")
+    assert constant.value == 0.0 and constant.threshold == 0.1 and "candidate range 0.3..0.3" in constant.detail
+    assert result.candidate.predictions["std"] == 0.0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "ROLLBACK" in page and "FAIL" in page and "prediction distribution changed" in page
+
+
+def test_too_few_requests_means_wait(tmp_path, servables, records):
+    log = _traffic(str(tmp_path / "log"), records[:300], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["constant"])])
+    result = analyze(log, STABLE, CANDIDATE)
+
+    assert (result.stable.requests, result.candidate.requests) == (75, 75)
+    assert result.decision == analysis.WAIT
+    assert result.reasons == ("min_requests: stable version 1 has 75 and candidate version 2 has 75 requests, fewer "
+                              "than the 100 per side needed to decide",)
+    assert result.check("constant_output").passed is False, "the evidence is there, the rule waits"
+    assert analyze(log, STABLE, CANDIDATE, config=AnalysisConfig(min_requests=50)).decision == analysis.ROLLBACK
+
+    empty = tmp_path / "no-traffic-yet"
+    empty.mkdir()
+    waiting = analyze(str(empty), STABLE, CANDIDATE)
+    assert waiting.decision == analysis.WAIT and waiting.candidate.requests == 0
+    assert {c.passed for c in waiting.checks} == {None}
+
+
+def test_joined_labels_put_each_side_s_auc_in_the_evidence(tmp_path, servables, records):
+    sample = records[:1200]
+    log = _traffic(str(tmp_path / "log"), sample, [(STABLE, servables["stable"]), (CANDIDATE, servables["constant"])],
+                   rows_per_request=1)
+    labels = tmp_path / "labels.csv"
+    pcsv.write_csv(pa.table({"request_id": [r["trip_id"] for r in sample], "tips": [r["tips"] for r in sample]}),
+                   str(labels))
+    joined = str(tmp_path / "joined")
+    counts = join.join(log, str(labels), "request_id", joined, label_column="tips",
+                       binary_label=join.BinaryLabel("label", "tips", "fare", 0.2))
+    assert counts["joined_rows"] == 1200
+
+    result = analyze(log, STABLE, CANDIDATE, labels=joined)
+
+    stable_rows = [r for i, r in enumerate(sample) if i % 2 == 0]
+    stable_scores = _predict(servables["stable"], stable_rows)
+    expected = auc(np.array([int(r["tips"] > 0.2 * r["fare"]) for r in stable_rows]), np.array(stable_scores))
+    assert result.stable.labelled_rows == result.candidate.labelled_rows == 600
+    assert result.stable.auc == pytest.approx(expected, abs=1e-5)
+    assert result.candidate.auc == 0.5, "a constant score ranks nothing"
+    check = result.check("auc")
+    assert check.passed is (result.stable.auc - 0.5 <= 0.02)
+    assert check.value == pytest.approx(result.stable.auc - 0.5, abs=1e-6)
+    assert result.to_dict()["stable"]["auc"] == result.stable.auc
+
+    short = analyze(log, STABLE, CANDIDATE, labels=joined, config=AnalysisConfig(min_labelled_rows=1000))
+    assert short.check("auc").passed is None and "too few labelled rows" in short.check("auc").detail
+
+
+def test_shadow_requests_are_counted_and_rows_before_the_start_left_out(tmp_path, servables, records):
+    log = str(tmp_path / "log")
+    # Before the rollout started, version 2 answered constants (an earlier, rolled-back attempt)...
+    _traffic(log, records[:400], [(STABLE, servables["stable"]), (CANDIDATE, servables["constant"])], start=T0)
+    # ...then a good version 2 ran as a shadow beside stable.
+    started = T0 + 3600
+    _traffic(log, records[400:1200], [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])],
+             start=started + 1)
+    _rewrite(log, _with_routing_columns(shadow=True))
+
+    since = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat()
+    result = analyze(log, STABLE, CANDIDATE, since=since)
+    assert result.decision == analysis.PROMOTE, result.reasons
+    assert result.candidate.shadow_requests == result.candidate.requests == 200
+    assert result.stable.shadow_requests == 0
+    assert "400 rows logged at or before 2027-01-15T09:00:00+00:00 left out" in " ".join(result.notes)
+    assert any("shadow copies" in n for n in result.notes)
+
+    everything = analyze(log, STABLE, CANDIDATE)
+    assert everything.decision == analysis.ROLLBACK and everything.candidate.requests == 300
+
+
+def test_a_slower_candidate_is_rolled_back_naming_the_p99_latency(tmp_path, servables, records):
+    routes = [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])]
+    slow = analyze(_traffic(str(tmp_path / "slow"), records[:800], routes, latency_ms={STABLE: 2.0, CANDIDATE: 40.0}),
+                   STABLE, CANDIDATE)
+    assert slow.decision == analysis.ROLLBACK and len(slow.reasons) == 1
+    assert slow.reasons[0].startswith("latency_p99: p99 candidate 80.00 ms vs stable 3.90 ms (ratio 20.5")
+    assert slow.check("latency_p99").value == pytest.approx(20.5, rel=0.01)
+    assert slow.candidate.latency_ms["p50"] == pytest.approx(60.0, rel=0.05)
+    # Twice as slow but 2 ms more is not a regression (min_p99_latency_increase_ms, 10 ms by default)...
+    close = analyze(_traffic(str(tmp_path / "close"), records[:800], routes, latency_ms={CANDIDATE: 4.0}),
+                    STABLE, CANDIDATE)
+    assert close.decision == analysis.PROMOTE and close.check("latency_p99").value == pytest.approx(2.05, rel=0.01)
+    # ...unless the rule says so.
+    strict = analyze(str(tmp_path / "close"), STABLE, CANDIDATE, config=AnalysisConfig(min_p99_latency_increase_ms=1))
+    assert strict.decision == analysis.ROLLBACK and strict.check("latency_p99").passed is False
+
+
+def test_a_retrained_candidate_with_another_prediction_distribution_is_rolled_back(tmp_path, servables, records):
+    """The second tiny run's model (20 steps on other rows) answers differently: the monitor's test says so."""
+    log = _traffic(str(tmp_path / "log"), records[:900], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["retrained"]),
+                                                          (7, servables["constant"])])
+    result = analyze(log, STABLE, CANDIDATE, model=MODEL, config=AnalysisConfig(min_requests=50))
+    assert result.candidate.requests == 150 and "300 rows of other versions left out" in result.notes
+    assert result.decision == analysis.ROLLBACK and [c.name for c in result.checks if c.passed is False] == [
+        "prediction_drift"], result.reasons
+    loose = AnalysisConfig(min_requests=50, prediction_drift=drift.Thresholds(ks=1, psi=10, js_numeric=1,
+                                                                              wasserstein=10))
+    assert analyze(log, STABLE, CANDIDATE, config=loose).decision == analysis.PROMOTE
+    assert analyze(log, STABLE, CANDIDATE, model="other").stable.requests == 0
+
+
+# ---- config and bad input -------------------------------------------------------------------------------------
+
+def test_config_loads_from_json_and_yaml(tmp_path):
+    (tmp_path / "rule.json").write_text(json.dumps({"min_requests": 500, "max_auc_drop": 0.01,
+                                                    "prediction_drift": {"ks": 0.2}}))
+    (tmp_path / "rule.yaml").write_text("min_requests: 500\nmax_auc_drop: 0.01\nprediction_drift:\n  ks: 0.2\n")
+    expected = AnalysisConfig(min_requests=500, max_auc_drop=0.01,
+                              prediction_drift=drift.Thresholds(ks=0.2))
+    assert AnalysisConfig.load(str(tmp_path / "rule.json")) == expected
+    assert AnalysisConfig.load(str(tmp_path / "rule.yaml")) == expected
+    (tmp_path / "empty.yml").write_text("")
+    assert AnalysisConfig.load(str(tmp_path / "empty.yml")) == AnalysisConfig()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("typo.json", '{"min_request": 5}', r"unknown key\(s\) \['min_request'\]; expected some of \['min_requests'"),
+    ("zero.json", '{"min_requests": 0}', r"min_requests: expected an integer >= 1, got 0"),
+    ("text.yaml", "max_p99_latency_ratio: fast", r"max_p99_latency_ratio: expected a number >= 0, got 'fast'"),
+    ("drift.json", '{"prediction_drift": {"kss": 1}}', r"prediction_drift: expected a mapping with keys among"),
+    ("list.yaml", "- 1\n- 2", r"list.yaml: expected a mapping of thresholds, got list"),
+    ("broken.json", "{", r"broken.json: not JSON"),
+    ("rule.toml", "x = 1", r"expected a .json, .yaml or .yml file"),
+])
+def test_bad_config_files_are_named(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(AnalysisError, match=message):
+        AnalysisConfig.load(str(tmp_path / name))
+
+
+def test_bad_inputs_are_named(tmp_path):
+    with pytest.raises(AnalysisError, match=r"request log .*/absent: no such folder"):
+        analyze(str(tmp_path / "absent"), STABLE, CANDIDATE)
+    with pytest.raises(AnalysisError, match="stable and candidate are the same version"):
+        analyze(str(tmp_path), 3, 3)
+    with pytest.raises(AnalysisError, match=r"since: expected an ISO 8601 time .* got 'yesterday'"):
+        analyze(str(tmp_path), STABLE, CANDIDATE, since="yesterday")
+    span = tmp_path / "log" / "span-1"
+    span.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["a"], "model_version": [1], "latency_ms": [1.0]}), str(span / "p.parquet"))
+    with pytest.raises(AnalysisError, match=r"no column\(s\) \['prediction'\]; expected a request log"):
+        analyze(str(tmp_path / "log"), STABLE, CANDIDATE)
+    pq.write_table(pa.table({"request_id": ["a"], "model_version": [1], "latency_ms": [1.0],
+                             "prediction": pa.array([[0.1, 0.9]], pa.list_(pa.float64()))}), str(span / "p.parquet"))
+    with pytest.raises(AnalysisError, match="stable version 1: column 'prediction' holds lists of several values"):
+        analyze(str(tmp_path / "log"), STABLE, CANDIDATE)
