@@ -1083,14 +1083,45 @@ def rollout_manifests(serving_dir: str, output: str, model: str = "taxi", *,
 # ---- rollout analysis ----------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class AnalyzeResult:
+    """`rollout analyze`: the analysis (decision, reasons, checks, evidence) and what was done with it: `applied`
+    is promote | rollback | wait when the decision was applied to the rollout state (None: --dry-run), `state`
+    the rollout state after it."""
+
+    analysis: Any
+    applied: Optional[str]
+    state: Optional[dict[str, Any]]
+    metadata: Optional[str] = None
+
+    @property
+    def decision(self) -> str:
+        return self.analysis.decision
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.analysis.to_dict(), "applied": self.applied, "state": self.state, "metadata": self.metadata}
+
+    def lines(self) -> list[str]:
+        done = {"promote": "applied: the candidate is now stable",
+                "rollback": "applied: rolled back, the candidate no longer takes traffic",
+                "wait": "applied: recorded, the rollout keeps running",
+                None: "not applied (--dry-run)"}[self.applied]
+        return self.analysis.lines() + [f"  {done}"]
+
+
 def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional[str] = None, config: Any = None,
-                    report_dir: Optional[str] = None):
+                    report_dir: Optional[str] = None, *, apply: bool = True,
+                    metadata: Optional[str] = None) -> AnalyzeResult:
     """`flywheel rollout analyze`: the rollout in progress (its stable and candidate versions and start time, from
     `flywheel.rollout.state`) judged on the request log under `log_dir` (rows logged after the start; `labels`:
     the log with labels joined) -> `flywheel.rollout.analysis.AnalysisResult` (promote | rollback | wait, reasons,
     evidence); analysis.json and report.html into `report_dir` when given. config: an `AnalysisConfig`, the path
-    of a JSON/YAML file of thresholds, or None (the defaults)."""
-    from flywheel.rollout import analysis
+    of a JSON/YAML file of thresholds, or None (the defaults).
+
+    apply: the decision is carried out at once — promote, rollback (by itself, when the rule says so), or an
+    `analyze` decision recorded while waiting — with the reasons and the checks as its evidence in rollout.json
+    (and in ML-Metadata with `metadata`)."""
+    from flywheel.rollout import analysis, mlmd
     from flywheel.rollout import state as rollout_state
 
     try:
@@ -1102,8 +1133,20 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
         if current is None or current.candidate is None:
             raise UsageError(f"rollout analyze: no rollout in progress for {model!r} in {serving_dir}: start one "
                              "with `flywheel rollout start`")
-        return analysis.analyze(log_dir, current.stable, current.candidate, since=current.started, labels=labels,
-                                config=rule, model=model, report_dir=report_dir)
+        found = analysis.analyze(log_dir, current.stable, current.candidate, since=current.started, labels=labels,
+                                 config=rule, model=model, report_dir=report_dir)
+        if not apply:
+            return AnalyzeResult(found, None, current.to_dict())
+        reason = "; ".join(found.reasons) or f"analysis: {found.decision}"
+        evidence = {"decision": found.decision, "checks": [c.to_dict() for c in found.checks],
+                    "requests": {"stable": found.stable.requests, "candidate": found.candidate.requests},
+                    "report": found.report}
+        change = {"promote": rollout_state.promote, "rollback": rollout_state.rollback}.get(
+            found.decision, rollout_state.record_analysis)
+        after = change(serving_dir, model, reason, evidence)
+        if metadata:
+            mlmd.record(metadata, after, after.decisions[-1])
+        return AnalyzeResult(found, found.decision, after.to_dict(), metadata)
     except UsageError:
         raise
     except (ValueError, OSError) as e:

@@ -57,7 +57,9 @@ REPLAY_EXITS = """exit status:
   1  some requests failed (counted by status)
   2  bad arguments, unreadable data, or a server that does not describe its model"""
 ROLLOUT_EXITS = """exit status:
-  0  done (status: the state was read)
+  0  done (status: the state was read; analyze: the candidate is to be promoted)
+  1  analyze: the candidate is to be rolled back
+  3  analyze: not enough traffic yet, keep waiting
   2  bad arguments, or a rollout rule the message names (one rollout at a time, a candidate that is not a
      complete version or is the stable one, promote/rollback with no rollout running)"""
 JOIN_EXITS = """exit status:
@@ -261,6 +263,14 @@ def _rollout_parser(sub) -> None:
     status.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     recorded(command("promote", "the candidate becomes stable"))
     recorded(command("rollback", "the candidate stops taking traffic (never served by default again)"))
+    analyze = command("analyze", "judge the candidate against stable on logged traffic; promote, roll back or wait")
+    analyze.add_argument("--log-dir", required=True, help="the request log of `flywheel serve --log-dir`")
+    analyze.add_argument("--labels", help="the log with labels joined (`flywheel logs join` output): adds the AUC")
+    analyze.add_argument("--config", help="JSON/YAML file of the decision rule's thresholds (default: built in)")
+    analyze.add_argument("--report-dir", help="folder for analysis.json and report.html")
+    analyze.add_argument("--dry-run", action="store_true", help="report the decision without applying it")
+    analyze.add_argument("--metadata", help="ML-Metadata store (a run's metadata.sqlite) to record the decision in")
+    analyze.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     manifests = command("manifests", "write TF Serving's models.config and KServe InferenceServices from the state")
     manifests.add_argument("--output", required=True, help="folder for models.config and <model>-*.yaml")
     manifests.add_argument("--storage-uri", help="a version's storage URI for KServe, {model} and {version} "
@@ -400,6 +410,12 @@ def cmd_rollout(args) -> int:
     name = args.rollout_command
     if name == "status":
         result = api.rollout_status(**where)
+    elif name == "analyze":
+        result = api.rollout_analyze(args.serving_dir, args.model, args.log_dir, labels=args.labels,
+                                     config=args.config, report_dir=args.report_dir, apply=not args.dry_run,
+                                     metadata=args.metadata)
+        _show(args, result)
+        return {"promote": EXIT_OK, "rollback": EXIT_FAILED}.get(result.decision, EXIT_STOPPED)
     elif name == "manifests":
         result = api.rollout_manifests(args.serving_dir, args.output, args.model, storage_uri=args.storage_uri)
     elif name == "start":

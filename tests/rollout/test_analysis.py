@@ -377,3 +377,59 @@ def test_bad_inputs_are_named(tmp_path):
                              "prediction": pa.array([[0.1, 0.9]], pa.list_(pa.float64()))}), str(span / "p.parquet"))
     with pytest.raises(AnalysisError, match="stable version 1: column 'prediction' holds lists of several values"):
         analyze(str(tmp_path / "log"), STABLE, CANDIDATE)
+
+
+@pytest.fixture
+def canary(tmp_path, saved_model) -> str:
+    """A serving folder where version 1 is stable and version 2 runs as a 10% canary (real rollout state)."""
+    from flywheel.rollout import state
+    from tests.rollout.conftest import add_version
+
+    folder = str(tmp_path / "serving")
+    add_version(folder, saved_model, STABLE)
+    state.pin(folder, MODEL)
+    add_version(folder, saved_model, CANDIDATE)
+    state.start(folder, MODEL, CANDIDATE, state.CANARY, 10, reason="retrained")
+    return folder
+
+
+def test_rollout_analyze_rolls_a_bad_candidate_back_by_itself_with_the_evidence(tmp_path, canary, servables,
+                                                                               records):
+    from flywheel.rollout import state
+    from tests.conftest import run_cli
+
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["constant"])])
+    out = run_cli("rollout", "analyze", "--serving-dir", canary, "--log-dir", log, "--report-dir",
+                  str(tmp_path / "report"), "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert result["decision"] == result["applied"] == "rollback"
+    after = state.load(canary, MODEL)
+    assert after.candidate is None and after.stable == STABLE and CANDIDATE in after.rolled_back
+    decision = after.decisions[-1]
+    assert decision.action == "rollback" and "constant_output" in decision.reason
+    assert {c["name"]: c["passed"] for c in decision.evidence["checks"]}["prediction_drift"] is False
+    assert decision.evidence["report"] == str(tmp_path / "report" / "report.html")
+
+
+def test_rollout_analyze_promotes_a_good_candidate_and_records_waiting(tmp_path, canary, servables, records):
+    from flywheel import api
+    from flywheel.rollout import state
+
+    few = _traffic(str(tmp_path / "few"), records[:100], [(STABLE, servables["stable"]),
+                                                         (CANDIDATE, servables["stable"])])
+    dry = api.rollout_analyze(canary, MODEL, few, apply=False)
+    assert dry.applied is None and state.load(canary, MODEL).decisions[-1].action == "start"
+    waited = api.rollout_analyze(canary, MODEL, few)
+    assert waited.applied == "wait" and state.load(canary, MODEL).decisions[-1].action == "analyze"
+    assert state.load(canary, MODEL).candidate == CANDIDATE, "still running"
+
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["stable"])])
+    promoted = api.rollout_analyze(canary, MODEL, log)
+    assert promoted.applied == "promote" and "applied: the candidate is now stable" in promoted.lines()[-1]
+    after = state.load(canary, MODEL)
+    assert after.stable == CANDIDATE and after.candidate is None
+    with pytest.raises(api.UsageError, match="no rollout in progress"):
+        api.rollout_analyze(canary, MODEL, log)
