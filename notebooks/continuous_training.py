@@ -152,18 +152,20 @@ display(HTML(open(verdict.report).read()))
 
 # %% [markdown]
 # ## The labels arrive later, joined to the logged requests by trip id
-# The original records (with `tips`) keyed by `trip_id`, matched with the logged `request_id`.
+# The original records (with `tips`) keyed by `trip_id`, matched with the logged `request_id`. The joined
+# span (numbered by the day it was logged) lands in the data folder, beside the spans trained on before.
 
 # %%
-joined = os.path.join(work, "joined")
-print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", joined).lines()))
+print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", data).lines()))
+print("spans:", sorted(os.listdir(data)))
 
 # %% [markdown]
 # ## The job retrains on what production sent; Push publishes only a blessed model
 
 # %%
-result = flywheel.retrain("taxi", joined, out, if_drift=True, train_steps=STEPS)
-third = {k: result.to_dict()[k] for k in ("drift_detected", "retrained", "blessed", "pushed", "model_version")}
+result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS)
+third = {k: result.to_dict()[k] for k in ("window", "drift_detected", "retrained", "blessed", "pushed",
+                                          "model_version")}
 print(third)
 
 # %% [markdown]

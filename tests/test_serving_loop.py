@@ -85,8 +85,9 @@ def loop(tmp_path_factory):
         _wait("the replayed rows in the log (one flush interval)", lambda: _logged_rows(logs) >= ROWS, proc, 60)
         found["monitor"] = api.monitor(os.path.join(first.path, publish.BASELINE_PROFILE), logs,
                                        schema=schemas.schema_path("taxi"), report_dir=str(root / "drift"))
-        found["join"] = api.logs_join(logs, str(sim / "span-2"), "trip_id", str(root / "joined"))
-        found["retrain"] = api.retrain("taxi", str(root / "joined"), str(root / "out"), serving_dir=serving_dir,
+        # The joined span (numbered by its UTC day) lands in the data folder, beside the span trained on before.
+        found["join"] = api.logs_join(logs, str(sim / "span-2"), "trip_id", str(root / "data"))
+        found["retrain"] = api.retrain("taxi", str(root / "data"), str(root / "out"), serving_dir=serving_dir,
                                        if_drift=True, train_steps=STEPS)
         new = found["retrain"].model_version
         found["picked_up"] = _wait("the retrained version", lambda: new in _available(base) and _available(base),
@@ -145,6 +146,7 @@ def test_labels_that_arrive_later_join_the_logged_requests(loop):
 def test_retrain_on_the_joined_spans_pushes_a_version_the_running_server_picks_up(loop):
     retrained = loop["retrain"]
     assert retrained.drift_detected is True and retrained.retrained and retrained.pushed, retrained.lines()
+    assert retrained.window[0] == 1 and retrained.span == retrained.window[-1] > 1, "span 1 and the joined span"
     assert retrained.previous_version == loop["first"] and retrained.model_version != loop["first"]
     assert retrained.model_version in loop["picked_up"]
     assert loop["pid_after"] == loop["pid"], "the same server process, not a restart"
