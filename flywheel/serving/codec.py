@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 
-from flywheel.serving.models import InvalidArgument, Signature
+from flywheel.serving.models import InvalidArgument, Signature, TensorSpec
 
 ROW, COLUMNAR = "row", "columnar"
 
@@ -98,17 +98,23 @@ def _int_limits(numpy_dtype: Any) -> tuple[int, int]:
     return int(limits.min), int(limits.max)
 
 
-def _fast_column(values: Sequence, dtype: Any) -> Any:
+def _fast_column(values: Sequence, spec: TensorSpec) -> Any:
     """The column when every value already has the JSON type the input takes (the common case, checked by
-    the values' types in one pass), else None: the caller then converts value by value, naming any error."""
+    the values' types in one pass; integer ranges by numpy), else None: the caller then converts value by
+    value, naming any error."""
     types = set(map(type, values))
+    dtype = spec.dtype
     if dtype.is_floating and types <= _FLOAT_TYPES:
-        return np.array(values, dtype=dtype.as_numpy_dtype)
+        return np.array(values, dtype=spec.numpy_dtype)
     if dtype.is_integer and types <= _INT_TYPES:
-        low, high = _int_limits(dtype.as_numpy_dtype)
-        if low <= min(values) and max(values) <= high:
-            return np.array(values, dtype=dtype.as_numpy_dtype)
-        return None
+        try:
+            column = np.array(values, dtype=np.int64)
+        except OverflowError:  # beyond int64: named value by value
+            return None
+        if spec.numpy_dtype == np.int64:
+            return column
+        low, high = _int_limits(spec.numpy_dtype)
+        return column.astype(spec.numpy_dtype) if low <= column.min() and column.max() <= high else None
     if dtype.name == "string" and types == {str}:
         return np.array(list(map(str.encode, values)), dtype=object)
     return None
@@ -116,7 +122,7 @@ def _fast_column(values: Sequence, dtype: Any) -> Any:
 
 def _column(values: Sequence, name: str, signature: Signature, where: str) -> np.ndarray:
     spec = signature.inputs[name]
-    column = _fast_column(values, spec.dtype)
+    column = _fast_column(values, spec)
     if column is not None:
         return column
     out = []
