@@ -233,3 +233,13 @@ def test_the_session_callable_answers_exactly_as_the_tf2_keyword_call_of_each_si
     wrong_shape = r"input fare of signature serving_default: shape \[1, 2\] is not compatible with \[-1\]"
     with pytest.raises(models.InvalidArgument, match=wrong_shape):
         models.run_signature(raw, {**columns, "fare": [[1.0, 2.0]]})
+
+
+def test_startup_moves_the_loaded_libraries_and_model_out_of_the_collectors_full_passes(serving_dir):
+    import gc
+
+    gc.unfreeze()
+    with _client(serving_dir) as client:
+        frozen = gc.get_freeze_count()
+        assert client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]}).status_code == 200
+    assert frozen > 100_000, f"only {frozen} objects frozen: full collections walk TensorFlow's modules each time"
