@@ -33,6 +33,8 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
+from flywheel.pipelines import quiet
+
 BIN = os.path.dirname(sys.executable)
 MODEL = "taxi"
 ROW = {"trip_miles": 1.2, "fare": 8.5, "trip_seconds": 600, "pickup_latitude": 41.9, "pickup_longitude": -87.6,
@@ -189,13 +191,16 @@ def check_wrk() -> None:
 
 def train_model(workdir: str) -> str:
     """A small taxi model trained and pushed by the library's own pipeline; returns its serving folder."""
-    from flywheel.pipelines.taxi import local_runner
+    from flywheel import api
     from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
     out = os.path.join(workdir, "pipeline")
     print(f"training a small taxi model under {out} (a few minutes)...", file=sys.stderr, flush=True)
-    local_runner.run(TaxiConfig(paths=Paths.under(out), train_steps=200, eval_steps=20, min_auc=0.01,
-                                max_auc_drop=1.0))
+    # As `flywheel run` does: TensorFlow, Beam and absl quiet, one progress line per component (on stderr).
+    result = api.run_pipeline(TaxiConfig(paths=Paths.under(out), train_steps=200, eval_steps=20, min_auc=0.01,
+                                         max_auc_drop=1.0), "local", progress=sys.stderr)
+    if result.status not in (api.FINISHED, api.UP_TO_DATE):
+        raise SystemExit(f"serving bench: training the small taxi model {result.status}: {result.error or ''}")
     return os.path.join(out, "serving")
 
 
@@ -360,7 +365,7 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true", help="do not run the KServe peer")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet.quiet_environment(verbose=False)
     check_wrk()
     workdir = args.workdir or tempfile.mkdtemp(prefix="flywheel-serving-bench-")
     os.makedirs(workdir, exist_ok=True)
@@ -371,6 +376,7 @@ def main() -> None:
     print(f"model: {version_path}\nmachine: {os.cpu_count()} CPUs, load average {load[0]:.2f} at start; "
           f"wrk {args.threads} thread(s), {args.duration:g} s per run", flush=True)
 
+    quiet.install(verbose=False, out=sys.stderr)
     floor_p50, floor_rows = measure_floor(version_path, min(args.duration, 5.0))
     print(f"  floor (in-process, serialized examples)  1 row p50 {floor_p50:.3f} ms; {BIG_ROWS} rows "
           f"{floor_rows:,.0f} rows/s", flush=True)

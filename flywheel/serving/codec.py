@@ -14,15 +14,14 @@ import base64
 import binascii
 import collections
 import functools
-import itertools
 import json
 import operator
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
 
-from flywheel.serving.models import InvalidArgument, Signature
+from flywheel.serving.models import InvalidArgument, Signature, TensorSpec
 
 ROW, COLUMNAR = "row", "columnar"
 
@@ -99,25 +98,31 @@ def _int_limits(numpy_dtype: Any) -> tuple[int, int]:
     return int(limits.min), int(limits.max)
 
 
-def _fast_column(values: list, dtype: Any) -> Any:
+def _fast_column(values: Sequence, spec: TensorSpec) -> Any:
     """The column when every value already has the JSON type the input takes (the common case, checked by
-    the values' types in one pass), else None: the caller then converts value by value, naming any error."""
+    the values' types in one pass; integer ranges by numpy), else None: the caller then converts value by
+    value, naming any error."""
     types = set(map(type, values))
+    dtype = spec.dtype
     if dtype.is_floating and types <= _FLOAT_TYPES:
-        return np.array(values, dtype=dtype.as_numpy_dtype)
+        return np.array(values, dtype=spec.numpy_dtype)
     if dtype.is_integer and types <= _INT_TYPES:
-        low, high = _int_limits(dtype.as_numpy_dtype)
-        if low <= min(values) and max(values) <= high:
-            return np.array(values, dtype=dtype.as_numpy_dtype)
-        return None
+        try:
+            column = np.array(values, dtype=np.int64)
+        except OverflowError:  # beyond int64: named value by value
+            return None
+        if spec.numpy_dtype == np.int64:
+            return column
+        low, high = _int_limits(spec.numpy_dtype)
+        return column.astype(spec.numpy_dtype) if low <= column.min() and column.max() <= high else None
     if dtype.name == "string" and types == {str}:
         return np.array(list(map(str.encode, values)), dtype=object)
     return None
 
 
-def _column(values: list, name: str, signature: Signature, where: str) -> np.ndarray:
+def _column(values: Sequence, name: str, signature: Signature, where: str) -> np.ndarray:
     spec = signature.inputs[name]
-    column = _fast_column(values, spec.dtype)
+    column = _fast_column(values, spec)
     if column is not None:
         return column
     out = []
@@ -184,13 +189,26 @@ def _rows_from_instances(instances: list, signature: Signature) -> tuple[dict[st
                 raise InvalidArgument(f"Expecting value/list but got object at item {i} of input list")
         column = _column(instances, names[0], signature, "'instances' list")
         return {names[0]: column}, [{names[0]: v} for v in instances]
-    expected = set(names)
-    objects_only = set(map(type, instances)) == {dict}
-    if not (objects_only and all(map(operator.eq, map(dict.keys, instances), itertools.repeat(expected)))):
+    values = _transpose(instances, names)
+    if values is None:
         _check_objects(instances, names)
-    columns = {name: _column(list(map(operator.itemgetter(name), instances)), name, signature, "'instances' list")
-               for name in names}
+    columns = {name: _column(column, name, signature, "'instances' list")
+               for name, column in zip(names, values, strict=True)}
     return columns, instances
+
+
+def _transpose(instances: list, names: list[str]) -> Any:
+    """The rows' values input by input (one sequence per name, in `names` order) when every row is an object
+    with exactly those keys, else None. One pass in C: a row with as many keys as there are inputs, each of
+    which it has, has no other key."""
+    if set(map(type, instances)) != {dict} or set(map(len, instances)) != {len(names)}:
+        return None
+    try:
+        if len(names) == 1:
+            return [list(map(operator.itemgetter(names[0]), instances))]
+        return list(zip(*map(operator.itemgetter(*names), instances), strict=True))
+    except KeyError:
+        return None
 
 
 def _rows_from_inputs(inputs: Any, signature: Signature) -> tuple[dict[str, np.ndarray], list[dict]]:

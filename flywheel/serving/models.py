@@ -53,6 +53,7 @@ class TensorSpec:
     name: str
     dtype: Any  # tf.DType
     shape: tuple  # None for an unknown dimension
+    numpy_dtype: Any = dataclasses.field(default=None, compare=False)  # dtype.as_numpy_dtype, looked up once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,21 +62,24 @@ class Signature:
     method_name: str
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
-    function: Any = dataclasses.field(repr=False, compare=False)
-    # The function's inputs in the order its flat call takes them (TensorFlow's nest order of the keyword inputs).
-    flat_inputs: tuple = dataclasses.field(compare=False)
+    # The version session's callable: one array per input (in `inputs` order) -> one per output (`outputs` order).
+    call: Any = dataclasses.field(repr=False, compare=False)
 
 
 @dataclasses.dataclass
 class Servable:
-    """One loaded version: its signatures (callable) and its SignatureDefs (for the metadata API)."""
+    """One loaded version: its signatures (callable) and its SignatureDefs (for the metadata API).
+
+    The version's graph runs in its own `tf.compat.v1.Session`, as TF Serving runs a SavedModel; the
+    session closes when the last reference to the servable (the registry's, or a request in flight) goes.
+    """
 
     model: str
     version: int
     path: str
     signatures: dict[str, Signature]
     signature_defs: dict[str, Any] = dataclasses.field(repr=False)
-    saved_model: Any = dataclasses.field(repr=False, default=None)
+    session: Any = dataclasses.field(repr=False, default=None)
 
     def signature(self, name: str) -> Signature:
         key = name or warmup.DEFAULT_SIGNATURE
@@ -100,11 +104,25 @@ def _spec(name: str, info: Any) -> TensorSpec:
     import tensorflow as tf
 
     dims = tuple(None if d.size == -1 else d.size for d in info.tensor_shape.dim)
-    return TensorSpec(name, tf.as_dtype(info.dtype), dims)
+    dtype = tf.as_dtype(info.dtype)
+    return TensorSpec(name, dtype, dims, dtype.as_numpy_dtype)
+
+
+def _callable(session: Any, signature_def: Any) -> Any:
+    """The C++ `Session::MakeCallable` of one SignatureDef: feeds its input tensors (in name order), fetches
+    its outputs (in name order), and runs the graph on the calling thread (RunOptions.inter_op_thread_pool
+    -1): for a graph this small, a hop to TensorFlow's inter-op threads costs more than the ops."""
+    from tensorflow.core.protobuf import config_pb2
+
+    options = config_pb2.CallableOptions(feed=[signature_def.inputs[k].name for k in sorted(signature_def.inputs)],
+                                         fetch=[signature_def.outputs[k].name for k in sorted(signature_def.outputs)])
+    options.run_options.inter_op_thread_pool = -1
+    return session._make_callable_from_options(options)
 
 
 def load_servable(model: str, version: int, path: str) -> Servable:
-    """Loads a SavedModel version and its SignatureDefs (read from saved_model.pb, as TF Serving reports them)."""
+    """Loads a SavedModel version into its own graph and session (TensorFlow's v1 loader, as TF Serving loads
+    one: variables restored, tables initialized) and its SignatureDefs (as TF Serving reports them)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -115,45 +133,40 @@ def load_servable(model: str, version: int, path: str) -> Servable:
     if meta_graph is None:
         raise ValueError(f"serve: {path}/{serving.SAVED_MODEL_FILE} has no meta graph tagged 'serve'")
     defs = {name: sig for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
-    loaded = tf.saved_model.load(path)
-    signatures = {}
-    for name, sig in defs.items():
-        function = loaded.signatures[name]
-        keywords = function.structured_input_signature[1]
-        flat = tuple(tf.nest.flatten({key: key for key in keywords}))
-        if sorted(flat) != sorted(sig.inputs) or len(function.inputs) != len(flat) + len(function.captured_inputs):
-            raise ValueError(f"serve: signature {name!r} of {path} takes {sorted(keywords)} as keyword inputs, "
-                             f"but its SignatureDef lists {sorted(sig.inputs)}")
-        signatures[name] = Signature(name, sig.method_name,
-                                     {k: _spec(k, v) for k, v in sorted(sig.inputs.items())},
-                                     {k: _spec(k, v) for k, v in sorted(sig.outputs.items())},
-                                     function, flat)
-    return Servable(model, version, path, signatures, defs, loaded)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    try:
+        with graph.as_default():
+            tf.compat.v1.saved_model.load(session, ["serve"], path)
+        signatures = {name: Signature(name, sig.method_name,
+                                      {k: _spec(k, v) for k, v in sorted(sig.inputs.items())},
+                                      {k: _spec(k, v) for k, v in sorted(sig.outputs.items())},
+                                      _callable(session, sig))
+                      for name, sig in defs.items()}
+    except BaseException:
+        session.close()
+        raise
+    return Servable(model, version, path, signatures, defs, session)
 
 
 def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any]:
-    """One TensorFlow call: {input: numpy array} -> {output: numpy array}.
+    """One TensorFlow call: {input: array or list} -> {output: numpy array}.
 
-    The restored signature is called flat (tensors in its input order, then its captured variables and
-    tables): the keyword call binds and type-checks every argument in Python first, which costs more
-    than the whole graph for one row. Inputs are converted to the SignatureDef's dtypes, so the flat
-    call gets exactly the tensors the keyword call would have passed on.
+    Inputs are converted to the SignatureDef's dtypes (no copy when they already have it) and their shapes
+    checked against it (400 naming the input), then fed to the session's callable.
     """
     import numpy as np
-    import tensorflow as tf
 
-    function, specs = signature.function, signature.inputs
     args = []
-    for name in signature.flat_inputs:
-        value, spec = inputs[name], specs[name]
-        shape = np.shape(value)
+    for name, spec in signature.inputs.items():
+        value = np.asarray(inputs[name], dtype=spec.numpy_dtype)
+        shape = value.shape
         if len(shape) != len(spec.shape) or any(want is not None and want != got
                                                 for want, got in zip(spec.shape, shape, strict=True)):
             raise InvalidArgument(f"input {name} of signature {signature.name}: shape {list(shape)} is not compatible "
                                   f"with {[-1 if d is None else d for d in spec.shape]}")
-        args.append(tf.constant(value, dtype=spec.dtype))
-    outputs = function._call_flat(args, function.captured_inputs)
-    return {name: value.numpy() for name, value in outputs.items()}
+        args.append(value)
+    return dict(zip(signature.outputs, signature.call(*args), strict=True))
 
 
 def warm_up(servable: Servable) -> int:

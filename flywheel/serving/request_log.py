@@ -1,8 +1,10 @@
 """Request logs: what production sent and what the model answered, as Parquet spans Ingest and the monitor read.
 
-`RequestLog.log(...)` is called by the server after it has answered; it only puts the request on a bounded
-queue (never blocks, never raises on I/O). A background thread turns requests into rows, one row per
-instance, and writes them in batches:
+`RequestLog.log(...)` is called by the server after it has answered; it only appends the request to a bounded
+list (never blocks, never raises on I/O, and wakes the writer thread only when that list was empty or holds
+`max_rows_per_file` rows, not once per request). A background thread turns the waiting requests into rows,
+one row per instance, column by column in bulk (Arrow arrays built from whole columns; pyarrow encodes and
+compresses without the GIL), and writes them in batches:
 
     <log_dir>/span-<N>/part-<UTC time>-<writer>-<seq>.parquet
 
@@ -23,9 +25,9 @@ instance, and writes them in batches:
 - **What can be lost.** Rows are written `flush_interval_s` (default 5 s) after the first row of a batch
   arrives, or as soon as `max_rows_per_file` rows are waiting. A killed server (SIGKILL, OOM) loses at most
   the requests of the last flush interval plus a file being written; `close()` (the server calls it on
-  shutdown and SIGTERM) writes everything first. A full queue (`max_pending_requests`), a full disk or any
-  write error never reaches serving: the rows are dropped and counted (`dropped_rows`, `write_errors`, for
-  the server's metrics) and the first error of a run of failures is logged, then its end.
+  shutdown and SIGTERM) writes everything first. A full list of waiting requests (`max_pending_requests`), a
+  full disk or any write error never reaches serving: the rows are dropped and counted (`dropped_rows`,
+  `write_errors`, for the server's metrics) and the first error of a run of failures is logged, then its end.
 - **Sampling** is per request and deterministic: a request is kept when the hash of its id falls below
   `sample`, so a replay of the same ids samples the same requests.
 """
@@ -35,14 +37,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
+import itertools
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -55,6 +58,7 @@ INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
 REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = REQUEST_LOG_COLUMNS
 PREDICTION = "prediction"
 SPAN_SECONDS = 86_400
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ARROW = {INT: pa.int64(), FLOAT: pa.float64(), BYTES: pa.string()}
 _DTYPE_KINDS = {"int8": INT, "int16": INT, "int32": INT, "int64": INT, "uint8": INT, "uint16": INT, "uint32": INT,
                 "float16": FLOAT, "float32": FLOAT, "float64": FLOAT, "double": FLOAT, "string": BYTES, "str": BYTES,
@@ -102,12 +106,6 @@ def span_of(timestamp: float, span_seconds: int = SPAN_SECONDS) -> int:
     return int(timestamp // span_seconds)
 
 
-class _Flush:
-    def __init__(self, stop: bool):
-        self.stop = stop
-        self.done = threading.Event()
-
-
 def _scalar(value: Any) -> Any:
     """A one-element list (a [1]-shaped feature in an `instances` row) as its element."""
     if isinstance(value, (list, tuple)) and len(value) == 1:
@@ -129,18 +127,32 @@ def _typed(value: Any, kind: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(value)
     if kind == INT:
-        if isinstance(value, float) and not value.is_integer():
+        if isinstance(value, float) and not value.is_integer() or not _INT64_MIN <= value <= _INT64_MAX:
             raise ValueError(value)
         return int(value)
     return float(value)
 
 
-class _Batch:
-    """The rows of one span waiting to be written, column by column."""
+_FAST_TYPES = {FLOAT: frozenset((float, int, type(None))), INT: frozenset((int, type(None))),
+               BYTES: frozenset((str, type(None)))}
 
-    def __init__(self, names: Sequence[str]):
-        self.columns: dict[str, list] = {n: [] for n in names}
-        self.rows = 0
+
+def _column(values: list, kind: str) -> tuple[pa.Array, int]:
+    """(the values as the column's Arrow array, how many were stored as null for a wrong type). Values that all
+    have the column's JSON type (the server's rows always do) convert in one call; otherwise value by value."""
+    if set(map(type, values)) <= _FAST_TYPES[kind]:
+        try:
+            return pa.array(values, type=_ARROW[kind]), 0
+        except (pa.ArrowInvalid, OverflowError):  # an int beyond int64 or float range: typed one by one below
+            pass
+    out, invalid = [], 0
+    for value in values:
+        try:
+            out.append(_typed(value, kind))
+        except ValueError:
+            out.append(None)
+            invalid += 1
+    return pa.array(out, type=_ARROW[kind]), invalid
 
 
 class RequestLog:
@@ -173,8 +185,12 @@ class RequestLog:
         self.logged_rows = self.dropped_rows = self.write_errors = self.invalid_values = self.files_written = 0
         self._failing = False
         self._lock = threading.Lock()
-        self._closed = False
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending_requests)
+        self._closed = self._stopping = False
+        self.max_pending_requests = max_pending_requests
+        self._pending: list[tuple] = []  # requests waiting to be written (guarded by _lock)
+        self._pending_rows = 0
+        self._flushes: list[threading.Event] = []  # flush() calls waiting for the next write
+        self._wake = threading.Event()
         self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._seq = 0
         self._thread = threading.Thread(target=self._run, name="flywheel-request-log", daemon=True)
@@ -192,28 +208,33 @@ class RequestLog:
             if self._closed:
                 self._lose(len(rows), "the request log is closed")
                 return
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                self._lose(len(rows), f"the queue of {self._queue.maxsize:,} requests waiting to be written is full")
+            if len(self._pending) >= self.max_pending_requests:
+                self._lose(len(rows), f"the queue of {self.max_pending_requests:,} requests waiting to be written "
+                                      "is full")
+                return
+            self._pending.append(item)
+            self._pending_rows += len(rows)
+            wake = len(self._pending) == 1 or self._pending_rows >= self.max_rows_per_file
+        if wake:
+            self._wake.set()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Writes every request logged so far; True when done within `timeout` seconds (None: wait)."""
-        if self._closed:  # close() wrote everything
-            return True
-        marker = _Flush(stop=False)
-        self._queue.put(marker)
-        return marker.done.wait(timeout)
+        done = threading.Event()
+        with self._lock:
+            if self._closed:  # close() wrote everything
+                return True
+            self._flushes.append(done)
+        self._wake.set()
+        return done.wait(timeout)
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Writes everything logged so far and stops the writer; later `log` calls are counted as dropped."""
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-        marker = _Flush(stop=True)
-        self._queue.put(marker)
-        marker.done.wait(timeout)
+            self._closed = self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
 
     def counters(self) -> dict[str, int]:
@@ -240,71 +261,81 @@ class RequestLog:
         self._features = features
 
     def _run(self) -> None:
-        batches: dict[int, _Batch] = {}
-        due: Optional[float] = None
+        due: Optional[float] = None  # when the waiting requests are written: flush_interval_s after the first
         while True:
-            timeout = None if due is None else max(0.0, due - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if isinstance(item, _Flush) or item is None:
-                self._write_all(batches)
-                due = None
-                if item is not None:
-                    item.done.set()
-                    if item.stop:
-                        return
-                continue
-            span = self._add(batches, item)
-            if span is None:
-                continue
-            due = due if due is not None else time.monotonic() + self.flush_interval_s
-            if batches[span].rows >= self.max_rows_per_file:
-                self._write(span, batches.pop(span))
-                due = None if not batches else due
-
-    def _add(self, batches: dict[int, _Batch], item: tuple) -> Optional[int]:
-        at, request_id, model, version, signature, rows, predictions, latency_ms = item
-        if not rows:
-            return None
-        if len(predictions) != len(rows):
+            self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+            self._wake.clear()
             with self._lock:
-                self._lose(len(rows), f"request {request_id!r}: {len(predictions)} prediction(s) for {len(rows)} "
-                                      "row(s)")
-            return None
+                flushes, self._flushes = self._flushes, []
+                stop, waiting = self._stopping, bool(self._pending)
+                full = self._pending_rows >= self.max_rows_per_file
+            now = time.monotonic()
+            if due is None and waiting:
+                due = now + self.flush_interval_s
+            if flushes or stop or full or (due is not None and now >= due):
+                with self._lock:
+                    items, self._pending, self._pending_rows = self._pending, [], 0
+                self._write_items(items)
+                due = None
+                for done in flushes:
+                    done.set()
+                if stop:
+                    return
+
+    def _write_items(self, items: list[tuple]) -> None:
+        """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never
+        split; one larger than that is a file of its own)."""
+        spans: dict[int, list[tuple]] = {}
+        for item in items:
+            at, request_id, _, _, _, rows, predictions, _ = item
+            if not rows:
+                continue
+            if len(predictions) != len(rows):
+                with self._lock:
+                    self._lose(len(rows), f"request {request_id!r}: {len(predictions)} prediction(s) for "
+                                          f"{len(rows)} row(s)")
+                continue
+            spans.setdefault(span_of(at, self.span_seconds), []).append(item)
+        for span in sorted(spans):
+            chunk: list[tuple] = []
+            rows = 0
+            for item in spans[span]:
+                if chunk and rows + len(item[5]) > self.max_rows_per_file:
+                    self._write(span, chunk)
+                    chunk, rows = [], 0
+                chunk.append(item)
+                rows += len(item[5])
+            self._write(span, chunk)
+
+    def _table(self, items: list[tuple]) -> tuple[pa.Table, int]:
+        """(the requests' rows as one table, how many cells were stored as null), built column by column."""
         if self._features is None:
             self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
-                                for name, v in rows[0].items()})
-        span = span_of(at, self.span_seconds)
-        batch = batches.get(span)
-        if batch is None:
-            batch = batches[span] = _Batch([*REQUEST_LOG_COLUMNS, *self._features, PREDICTION])
-        when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+                                for name, v in items[0][5][0].items()})
+        counts = np.fromiter((len(item[5]) for item in items), dtype=np.int64, count=len(items))
+        per_request = np.repeat(np.arange(len(items)), counts)
+        starts = np.cumsum(counts) - counts
+        rows = list(itertools.chain.from_iterable(item[5] for item in items))
+        schema = self._schema(items[0][6][0])
+
+        def repeated(name: str, values: Any) -> pa.Array:  # one value per request, repeated for each of its rows
+            return pa.array(values, type=schema.field(name).type).take(pa.array(per_request))
+
+        arrays = {REQUEST_ID: repeated(REQUEST_ID, [item[1] for item in items]),
+                  ROW_INDEX: pa.array(np.arange(len(rows)) - starts[per_request], type=pa.int32()),
+                  TIME: repeated(TIME, np.array([round(item[0] * 1e6) for item in items], dtype=np.int64)),
+                  MODEL: repeated(MODEL, [item[2] for item in items]),
+                  MODEL_VERSION: repeated(MODEL_VERSION, [item[3] for item in items]),
+                  SIGNATURE_NAME: repeated(SIGNATURE_NAME, [item[4] for item in items]),
+                  LATENCY_MS: repeated(LATENCY_MS, [float(item[7]) for item in items])}
         invalid = 0
-        cols = batch.columns
-        for index, (row, prediction) in enumerate(zip(rows, predictions, strict=True)):
-            cols[REQUEST_ID].append(request_id)
-            cols[ROW_INDEX].append(index)
-            cols[TIME].append(when)
-            cols[MODEL].append(model)
-            cols[MODEL_VERSION].append(version)
-            cols[SIGNATURE_NAME].append(signature)
-            cols[LATENCY_MS].append(float(latency_ms))
-            for name, kind in self._features.items():
-                try:
-                    cols[name].append(_typed(row.get(name), kind))
-                except ValueError:
-                    cols[name].append(None)
-                    invalid += 1
-            value, bad = self._prediction(prediction)
-            cols[PREDICTION].append(value)
+        for name, kind in self._features.items():
+            arrays[name], bad = _column([row.get(name) for row in rows], kind)
             invalid += bad
-        batch.rows += len(rows)
-        if invalid:
-            with self._lock:
-                self.invalid_values += invalid
-        return span
+        predictions = [self._prediction(p) for p in itertools.chain.from_iterable(item[6] for item in items)]
+        arrays[PREDICTION] = pa.array([value for value, _ in predictions], type=schema.field(PREDICTION).type)
+        invalid += sum(bad for _, bad in predictions)
+        return pa.table([arrays[n] for n in schema.names], schema=schema), invalid
 
     def _prediction(self, value: Any) -> tuple[Any, int]:
         """(the stored prediction, 1 when it had to be stored as null)."""
@@ -319,40 +350,36 @@ class RequestLog:
         except (TypeError, ValueError):
             return None, 1
 
-    def _schema(self) -> pa.Schema:
+    def _schema(self, first_prediction: Any) -> pa.Schema:
         assert self._features is not None
+        if self._prediction_list is None:
+            self._prediction_list = isinstance(_scalar(first_prediction), (list, tuple))
         prediction = pa.list_(pa.float64()) if self._prediction_list else pa.float64()
         return pa.schema([(REQUEST_ID, pa.string()), (ROW_INDEX, pa.int32()),
                           (TIME, pa.timestamp("us", tz="UTC")), (MODEL, pa.string()), (MODEL_VERSION, pa.int64()),
                           (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 
-    def _write_all(self, batches: dict[int, _Batch]) -> None:
-        for span in sorted(batches):
-            self._write(span, batches[span])
-        batches.clear()
-
-    def _write(self, span: int, batch: _Batch) -> None:
-        if not batch.rows:
+    def _write(self, span: int, items: list[tuple]) -> None:
+        if not items:
             return
+        rows = sum(len(item[5]) for item in items)
         self._seq += 1
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = os.path.join(self.log_dir, f"span-{span}")
         name = f"part-{stamp}-{self._writer}-{self._seq:06d}.parquet"
         try:
-            schema = self._schema()
-            table = pa.table({n: pa.array(batch.columns[n], type=schema.field(n).type) for n in schema.names},
-                             schema=schema)
+            table, invalid = self._table(items)
             sink = io.BytesIO()
             pq.write_table(table, sink)
             write_whole(folder, name, sink.getvalue())
         except Exception as e:  # every filesystem raises its own errors (OSError, TensorFlow's on gs://): counted
             with self._lock:
-                self._lose(batch.rows, f"cannot write {os.path.join(folder, name)}: {type(e).__name__}: {e}",
-                           error=True)
+                self._lose(rows, f"cannot write {os.path.join(folder, name)}: {type(e).__name__}: {e}", error=True)
             return
         with self._lock:
-            self.logged_rows += batch.rows
+            self.invalid_values += invalid
+            self.logged_rows += rows
             self.files_written += 1
             if self._failing:
                 self._failing = False

@@ -62,6 +62,28 @@ def test_types_are_stable_across_files_and_bad_values_are_null(tmp_path):
     assert log.invalid_values == 2
 
 
+def test_requests_are_written_together_column_by_column_and_each_bad_cell_alone_is_null(tmp_path):
+    log = RequestLog(str(tmp_path), features=FEATURES, flush_interval_s=3600.0, clock=lambda: 5.0)
+    for i in range(300):
+        log.log(f"r{i}", "taxi", 1, "serving_default", [{**ROW, "fare": float(i)}, ROW], [[0.5], [0.25]], 1.0)
+    log.log("bad", "taxi", 1, "serving_default", [{**ROW, "fare": True, "trip_start_hour": 2**70,
+                                                   "payment_type": 7}], [0.5], 1.0)
+    time.sleep(0.3)
+    assert _files(tmp_path) == [], "requests wait for the flush interval, not one write per request"
+    log.close()
+    files = _files(tmp_path)
+    assert len(files) == 1
+    table = pq.read_table(files[0])
+    assert table.num_rows == 601
+    assert table.column("request_id").to_pylist()[:4] == ["r0", "r0", "r1", "r1"]
+    assert table.column("row_index").to_pylist()[:4] == [0, 1, 0, 1]
+    assert table.column("fare").to_pylist()[:3] == [0.0, 8.0, 1.0]
+    assert table.column("prediction").to_pylist()[:2] == [0.5, 0.25]
+    last = table.slice(600).to_pylist()[0]
+    assert (last["fare"], last["trip_start_hour"], last["payment_type"]) == (None, None, "7")
+    assert last["trip_miles"] == 1.2 and log.invalid_values == 2
+
+
 def test_features_from_the_schema_and_ingest_reads_the_log(tmp_path):
     features = request_log.features_from_schema(schemas.schema_path("taxi"), list(FEATURES))
     assert features == FEATURES

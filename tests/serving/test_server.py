@@ -90,6 +90,8 @@ BAD_REQUESTS = [
     (json.dumps({"instances": [{**ISSUE_ROW, "trip_seconds": 600.5}]}),
      r"key: trip_seconds .*is not of expected type: int64"),
     (json.dumps({"instances": [{**ISSUE_ROW, "payment_type": 3}]}), r"key: payment_type .*expected type: string"),
+    (json.dumps({"instances": [ISSUE_ROW, {**ISSUE_ROW, "trip_seconds": 2**63}]}),
+     r"element: 1 key: trip_seconds .*JSON Value: 9223372036854775808 out of range for int64"),
     (json.dumps({"instances": [{**ISSUE_ROW, "fare": [8.5, 9.0]}]}), r"key: fare .*is a list"),
     (json.dumps({"inputs": {k: [v] for k, v in ISSUE_ROW.items() if k != "fare"}}),
      r"Missing named input: fare in 'inputs' object."),
@@ -214,18 +216,30 @@ def test_nan_and_infinity_are_read_and_written_as_tf_serving_does(client):
     assert codec.encode_response(codec.format_response(codec.COLUMNAR, finite), finite) == b'{"outputs":[[0.25]]}'
 
 
-def test_the_flat_call_answers_as_the_keyword_call_of_each_signature(client):
+def test_the_session_callable_answers_exactly_as_the_tf2_keyword_call_of_each_signature(client):
     import tensorflow as tf
 
     servable = client.app.state.registry.get(MODEL)
+    loaded = tf.saved_model.load(servable.path)
     raw = servable.signature("")
-    assert raw.flat_inputs == tuple(RAW_INPUTS)
     columns = {k: [v, v] for k, v in ISSUE_ROW.items()}
-    keyword = raw.function(**{k: tf.constant(v, dtype=raw.inputs[k].dtype) for k, v in columns.items()})
+    keyword = loaded.signatures["serving_default"](**{k: tf.constant(v, dtype=raw.inputs[k].dtype)
+                                                      for k, v in columns.items()})
     assert models.run_signature(raw, columns)["outputs"].tolist() == keyword["outputs"].numpy().tolist()
     examples = servable.signature("serving_examples")
     flat = models.run_signature(examples, {"examples": [_example(ISSUE_ROW)]})["outputs"]
-    assert flat.tolist() == examples.function(examples=tf.constant([_example(ISSUE_ROW)]))["outputs"].numpy().tolist()
+    expected = loaded.signatures["serving_examples"](examples=tf.constant([_example(ISSUE_ROW)]))["outputs"]
+    assert flat.tolist() == expected.numpy().tolist()
     wrong_shape = r"input fare of signature serving_default: shape \[1, 2\] is not compatible with \[-1\]"
     with pytest.raises(models.InvalidArgument, match=wrong_shape):
         models.run_signature(raw, {**columns, "fare": [[1.0, 2.0]]})
+
+
+def test_startup_moves_the_loaded_libraries_and_model_out_of_the_collectors_full_passes(serving_dir):
+    import gc
+
+    gc.unfreeze()
+    with _client(serving_dir) as client:
+        frozen = gc.get_freeze_count()
+        assert client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]}).status_code == 200
+    assert frozen > 100_000, f"only {frozen} objects frozen: full collections walk TensorFlow's modules each time"

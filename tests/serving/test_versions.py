@@ -105,3 +105,22 @@ def test_a_warmup_record_for_an_unknown_signature_fails_the_load(serving_dir, pu
     assert registry.loaded_versions() == [1]
     status = registry.status(MODEL, 3)[0]
     assert "names signature 'nope'" in status["status"]["error_message"]
+
+
+def test_an_unloaded_version_answers_its_requests_in_flight_then_closes_its_session(serving_dir):
+    import gc
+    import weakref
+
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    registry.poll()
+    held = registry.get(MODEL)
+    session = weakref.ref(held.session)
+    shutil.rmtree(os.path.join(serving_dir, MODEL, "1"))
+    registry.poll()
+    assert registry.loaded_versions() == []
+    answer = models.run_signature(held.signature(""), {k: [v] for k, v in ISSUE_ROW.items()})
+    assert answer["outputs"].shape == (1, 1), "a request holding the unloaded version still completes"
+    assert not session()._closed
+    del held
+    gc.collect()
+    assert session() is None, "the unloaded version's session is released once no request holds it"
