@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,3 +56,26 @@ def beam_run(tmp_path_factory) -> CliResult:
     result = run_cli("run", "taxi", "--engine", "beam", "--train-steps", TRAIN_STEPS, output_dir=out)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory):
+    """The continuous-training loop on simulated spans: spans 1-2 stable, drift from span 3; the job runs after
+    each span arrives (tests/test_continuous_training.py; tests/test_serving_loop.py serves its first model)."""
+    from flywheel.components.common import serving
+
+    root = tmp_path_factory.mktemp("loop")
+    sim, data, out = root / "sim", root / "data", str(root / "out")
+    made = run_cli("simulate", "taxi", "--out", str(sim), "--spans", "3", "--drift-from", "3", "--rows", "3000",
+                   "--seed", "7")
+    assert made.returncode == 0, made.stderr
+    data.mkdir()
+    results, versions = [], []
+    for span in (1, 2, 3):
+        shutil.copytree(sim / f"span-{span}", data / f"span-{span}")
+        r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "200",
+                    "--json", output_dir=out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        results.append(json.loads(r.stdout))  # --json: stdout holds the JSON object and nothing else
+        versions.append(serving.versions(os.path.join(out, "serving"), "taxi"))
+    return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(sim)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,30 +12,9 @@ import sys
 import pytest
 
 from flywheel import api
-from flywheel.components.common import serving
 from flywheel.pipelines import lock, retrain
 from flywheel.pipelines.run_record import NodeRecord
 from tests.conftest import run_cli
-
-
-@pytest.fixture(scope="session")
-def loop(tmp_path_factory):
-    """Spans 1-2 stable, drift from span 3; the job runs after each span arrives."""
-    root = tmp_path_factory.mktemp("loop")
-    sim, data, out = root / "sim", root / "data", str(root / "out")
-    made = run_cli("simulate", "taxi", "--out", str(sim), "--spans", "3", "--drift-from", "3", "--rows", "3000",
-                   "--seed", "7")
-    assert made.returncode == 0, made.stderr
-    data.mkdir()
-    results, versions = [], []
-    for span in (1, 2, 3):
-        shutil.copytree(sim / f"span-{span}", data / f"span-{span}")
-        r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "200",
-                    "--json", output_dir=out)
-        assert r.returncode == 0, r.stdout + r.stderr
-        results.append(json.loads(r.stdout))  # --json: stdout holds the JSON object and nothing else
-        versions.append(serving.versions(os.path.join(out, "serving"), "taxi"))
-    return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(sim)}
 
 
 def test_simulator_is_deterministic(tmp_path):

@@ -25,7 +25,7 @@ from flywheel.components.push import publish
 from tests.conftest import FLYWHEEL, REPO
 
 MODEL = "taxi"
-ROWS = 1000
+ROWS = 3000  # the continuous-training loop's spans
 STEPS = 200
 DRIFTED_FEATURES = ("fare", "trip_miles", "payment_type")
 UNCHANGED_FEATURES = ("trip_seconds", "pickup_latitude", "pickup_longitude", "trip_start_day", "trip_start_month")
@@ -63,16 +63,18 @@ def _logged_rows(log_dir: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory):
+def served(loop, tmp_path_factory):
+    """The continuous-training loop's first model (trained on simulated span 1) in serving; span 3 (drifted)
+    arrives as requests."""
     root = tmp_path_factory.mktemp("serving_loop")
-    sim, serving_dir, logs = root / "sim", str(root / "serving"), str(root / "logs")
-    api.simulate("taxi", str(sim), spans=2, drift_from=2, rows=ROWS, seed=11)
-    # In serving: a model trained and pushed by the scheduled job on the undrifted span 1.
-    (root / "data").mkdir()
-    os.symlink(sim / "span-1", root / "data" / "span-1")
-    trained = api.retrain("taxi", str(root / "data"), str(root / "out"), serving_dir=serving_dir, train_steps=STEPS)
-    assert trained.pushed, trained.lines()
+    sim, serving_dir, logs = loop["sim"], str(root / "serving"), str(root / "logs")
+    version = loop["versions"][0][0]
+    os.makedirs(os.path.join(serving_dir, MODEL))
+    os.symlink(os.path.join(loop["out"], "serving", MODEL, str(version)), os.path.join(serving_dir, MODEL,
+                                                                                       str(version)))
     first = serving.latest(serving_dir, MODEL)
+    (root / "data").mkdir()
+    os.symlink(os.path.join(sim, "span-1"), root / "data" / "span-1")
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -81,12 +83,14 @@ def loop(tmp_path_factory):
     found: dict = {"first": first.version, "pid": proc.pid, "root": root}
     try:
         _wait("the first version", lambda: _available(base) == [first.version], proc)
-        found["replay"] = api.replay("taxi", str(sim / "span-2"), f"{base}/v1/models/{MODEL}", id_column="trip_id")
-        _wait("the replayed rows in the log (one flush interval)", lambda: _logged_rows(logs) >= ROWS, proc, 60)
+        found["replay"] = api.replay("taxi", os.path.join(sim, "span-3"), f"{base}/v1/models/{MODEL}",
+                                     id_column="trip_id")
+        _wait("the replayed rows in the log (one flush interval)",
+              lambda: _logged_rows(logs) >= found["replay"].rows_sent, proc, 60)
         found["monitor"] = api.monitor(os.path.join(first.path, publish.BASELINE_PROFILE), logs,
                                        schema=schemas.schema_path("taxi"), report_dir=str(root / "drift"))
         # The joined span (numbered by its UTC day) lands in the data folder, beside the span trained on before.
-        found["join"] = api.logs_join(logs, str(sim / "span-2"), "trip_id", str(root / "data"))
+        found["join"] = api.logs_join(logs, os.path.join(sim, "span-3"), "trip_id", str(root / "data"))
         found["retrain"] = api.retrain("taxi", str(root / "data"), str(root / "out"), serving_dir=serving_dir,
                                        if_drift=True, train_steps=STEPS)
         new = found["retrain"].model_version
@@ -94,7 +98,7 @@ def loop(tmp_path_factory):
                                    proc, 120)
         found["after"] = [httpx.post(f"{base}/v1/models/{MODEL}:predict", json={"instances": [row]},
                                      headers={"X-Request-Id": f"after-{i}"}, timeout=30)
-                          for i, row in enumerate(_rows(sim / "span-2", 20))]
+                          for i, row in enumerate(_rows(os.path.join(sim, "span-3"), 20))]
         found["pid_after"] = _wait("status", lambda: proc.pid if _available(base) else None, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -104,7 +108,7 @@ def loop(tmp_path_factory):
     return found
 
 
-def _rows(span: os.PathLike, n: int) -> list[dict]:
+def _rows(span: str, n: int) -> list[dict]:
     import pyarrow.csv as pcsv
 
     table = pcsv.read_csv(os.path.join(span, "data.csv"))
@@ -115,20 +119,20 @@ def _rows(span: os.PathLike, n: int) -> list[dict]:
     return table.select(features).slice(0, n).to_pylist()
 
 
-def test_the_replayed_drifted_span_is_answered_and_logged_whole(loop):
-    replay = loop["replay"]
+def test_the_replayed_drifted_span_is_answered_and_logged_whole(served):
+    replay = served["replay"]
     assert replay.failed == 0 and replay.ok == replay.requests_sent == replay.rows_sent
     assert replay.rows_sent + replay.rows_skipped == replay.rows_read == ROWS
-    log = loop["log"]
+    log = served["log"]
     replayed = log.filter(pc.invert(pc.starts_with(log.column("request_id"), "after-")))
     ids = replayed.column("request_id").to_pylist()
     assert len(ids) == len(set(ids)) == replay.rows_sent, "every answered row logged once, under its trip_id"
-    assert set(ids) <= {f"2-{i}" for i in range(ROWS)}
-    assert set(replayed.column("model_version").to_pylist()) == {loop["first"]}
+    assert set(ids) <= {f"3-{i}" for i in range(ROWS)}
+    assert set(replayed.column("model_version").to_pylist()) == {served["first"]}
 
 
-def test_the_monitor_flags_the_drifted_features_and_the_prediction_shift(loop):
-    found = loop["monitor"]
+def test_the_monitor_flags_the_drifted_features_and_the_prediction_shift(served):
+    found = served["monitor"]
     assert found.drift_detected, found.lines()
     assert set(DRIFTED_FEATURES) <= set(found.drifted), found.features
     assert not set(UNCHANGED_FEATURES) & set(found.drifted), found.features
@@ -137,22 +141,24 @@ def test_the_monitor_flags_the_drifted_features_and_the_prediction_shift(loop):
     assert os.path.exists(found.report)
 
 
-def test_labels_that_arrive_later_join_the_logged_requests(loop):
-    joined = loop["join"]
+def test_labels_that_arrive_later_join_the_logged_requests(served):
+    joined = served["join"]
     assert joined.log_key == "request_id" and joined.unmatched_logs == 0
-    assert joined.joined_rows == loop["replay"].rows_sent and joined.unmatched_labels == loop["replay"].rows_skipped
+    replay = served["replay"]
+    assert joined.joined_rows == replay.rows_sent and joined.unmatched_labels == replay.rows_skipped
 
 
-def test_retrain_on_the_joined_spans_pushes_a_version_the_running_server_picks_up(loop):
-    retrained = loop["retrain"]
+def test_retrain_on_the_joined_spans_pushes_a_version_the_running_server_picks_up(served):
+    retrained = served["retrain"]
     assert retrained.drift_detected is True and retrained.retrained and retrained.pushed, retrained.lines()
-    assert retrained.window[0] == 1 and retrained.span == retrained.window[-1] > 1, "span 1 and the joined span"
-    assert retrained.previous_version == loop["first"] and retrained.model_version != loop["first"]
-    assert retrained.model_version in loop["picked_up"]
-    assert loop["pid_after"] == loop["pid"], "the same server process, not a restart"
-    assert all(r.status_code == 200 for r in loop["after"]), [r.text for r in loop["after"] if r.status_code != 200]
-    assert loop["returncode"] == 0, loop["stderr"]
-    log = loop["log"]
+    assert sorted(retrained.window) == [1, retrained.span] and retrained.span > 1, "span 1 and the joined span"
+    assert retrained.previous_version == served["first"] and retrained.model_version != served["first"]
+    assert retrained.model_version in served["picked_up"]
+    assert served["pid_after"] == served["pid"], "the same server process, not a restart"
+    failed = [r.text for r in served["after"] if r.status_code != 200]
+    assert not failed, failed
+    assert served["returncode"] == 0, served["stderr"]
+    log = served["log"]
     after = log.filter(pc.starts_with(log.column("request_id"), "after-"))
     assert after.num_rows == 20
     assert set(after.column("model_version").to_pylist()) == {retrained.model_version}, "the latest version answers"
