@@ -10,8 +10,12 @@ instance, and writes them in batches:
   UTC day counted from 1970-01-01 (2026-11-27 is span-20784), so consecutive days are consecutive spans and
   `--num-spans 3` / `retrain --window 3` read the last three days.
 - **Columns.** `request_id`, `row_index` (the instance's position in its request), `time` (UTC, microseconds),
-  `model`, `model_version`, `signature_name`, one column per input feature, `prediction` (float64; a list of
-  float64 for a multi-output model), `latency_ms`. Feature columns are fixed when the log is created:
+  `model`, `model_version`, `signature_name`, `latency_ms`, `rollout_role` (stable | canary | shadow while a
+  rollout runs, else null), `status` (the HTTP status), `error` (its message, null when answered), one column
+  per input feature, `prediction` (float64; a list of float64 for a multi-output model; null for a failed
+  request). Failed predict requests are logged too, with their features where the body had them (a failed
+  request before any answered one, with no `features` given, is dropped and counted). Feature columns are
+  fixed when the log is created:
   `features` ({name: INT|FLOAT|BYTES}, e.g. `features_from_schema(schema, names)`); without it, from the
   first logged row (numbers as FLOAT, text as BYTES). Keys a row has beyond them are not logged; a feature a
   row lacks, or a value of the wrong type, is null (counted in `invalid_values`). So every file of a log has
@@ -54,6 +58,10 @@ logger = logging.getLogger(__name__)
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
 REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = REQUEST_LOG_COLUMNS
 PREDICTION = "prediction"
+# Rollout columns (flywheel/serving/routing.py; read by the rollout analysis): the request's role in a running
+# rollout (stable | canary | shadow, null without one), its HTTP status and error message (null when answered).
+ROLLOUT_ROLE, STATUS, ERROR = "rollout_role", "status", "error"
+ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, ERROR)
 SPAN_SECONDS = 86_400
 _ARROW = {INT: pa.int64(), FLOAT: pa.float64(), BYTES: pa.string()}
 _DTYPE_KINDS = {"int8": INT, "int16": INT, "int32": INT, "int64": INT, "uint8": INT, "uint16": INT, "uint32": INT,
@@ -183,11 +191,14 @@ class RequestLog:
     # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict],
-            predictions: list, latency_ms: float) -> None:
-        """Queues one answered request (rows: its instances as {feature: value}; one prediction per row)."""
+            predictions: list, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
+            error: Optional[str] = None) -> None:
+        """Queues one request (rows: its instances as {feature: value}; one prediction per row, None for a failed
+        request); role, status and error: its rollout role, HTTP status and error message."""
         if not sampled(request_id, self.sample):
             return
-        item = (self._clock(), request_id, model, version, signature, rows, predictions, latency_ms)
+        item = (self._clock(), request_id, model, version, signature, rows, predictions, latency_ms, role, status,
+                error)
         with self._lock:
             if self._closed:
                 self._lose(len(rows), "the request log is closed")
@@ -234,7 +245,7 @@ class RequestLog:
                          "counted in dropped_rows until a file is written again)", self.log_dir, rows, why)
 
     def _set_features(self, features: dict[str, str]) -> None:
-        clash = sorted(set(features) & {*REQUEST_LOG_COLUMNS, PREDICTION})
+        clash = sorted(set(features) & {*REQUEST_LOG_COLUMNS, *ROLLOUT_COLUMNS, PREDICTION})
         if clash:
             raise ValueError(f"request log: feature name(s) {clash} are request-log columns; rename the feature(s)")
         self._features = features
@@ -265,8 +276,13 @@ class RequestLog:
                 due = None if not batches else due
 
     def _add(self, batches: dict[int, _Batch], item: tuple) -> Optional[int]:
-        at, request_id, model, version, signature, rows, predictions, latency_ms = item
+        at, request_id, model, version, signature, rows, predictions, latency_ms, role, status, error = item
         if not rows:
+            return None
+        if self._features is None and status != 200:
+            with self._lock:
+                self._lose(len(rows), f"request {request_id!r} failed before any answered request typed the "
+                                      "feature columns")
             return None
         if len(predictions) != len(rows):
             with self._lock:
@@ -279,7 +295,7 @@ class RequestLog:
         span = span_of(at, self.span_seconds)
         batch = batches.get(span)
         if batch is None:
-            batch = batches[span] = _Batch([*REQUEST_LOG_COLUMNS, *self._features, PREDICTION])
+            batch = batches[span] = _Batch([*REQUEST_LOG_COLUMNS, *ROLLOUT_COLUMNS, *self._features, PREDICTION])
         when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
         invalid = 0
         cols = batch.columns
@@ -291,6 +307,9 @@ class RequestLog:
             cols[MODEL_VERSION].append(version)
             cols[SIGNATURE_NAME].append(signature)
             cols[LATENCY_MS].append(float(latency_ms))
+            cols[ROLLOUT_ROLE].append(role)
+            cols[STATUS].append(status)
+            cols[ERROR].append(error)
             for name, kind in self._features.items():
                 try:
                     cols[name].append(_typed(row.get(name), kind))
@@ -309,6 +328,8 @@ class RequestLog:
     def _prediction(self, value: Any) -> tuple[Any, int]:
         """(the stored prediction, 1 when it had to be stored as null)."""
         value = _scalar(value)
+        if value is None:  # a failed request's row
+            return None, 0
         is_list = isinstance(value, (list, tuple))
         if self._prediction_list is None:
             self._prediction_list = is_list
@@ -324,7 +345,8 @@ class RequestLog:
         prediction = pa.list_(pa.float64()) if self._prediction_list else pa.float64()
         return pa.schema([(REQUEST_ID, pa.string()), (ROW_INDEX, pa.int32()),
                           (TIME, pa.timestamp("us", tz="UTC")), (MODEL, pa.string()), (MODEL_VERSION, pa.int64()),
-                          (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()),
+                          (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()), (ROLLOUT_ROLE, pa.string()),
+                          (STATUS, pa.int32()), (ERROR, pa.string()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 
     def _write_all(self, batches: dict[int, _Batch]) -> None:
