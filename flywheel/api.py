@@ -713,9 +713,10 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
 
 
 def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
-                request_log: Any = None, poll_seconds: float = 1.0):
+                request_log: Any = None, poll_seconds: float = 1.0, rollout_key_header: str = "X-Rollout-Key"):
     """The TF Serving-compatible ASGI app over `<serving_dir>/<model>/<version>/` (not started: its lifespan
-    loads the latest version and polls for new ones). UsageError for a missing folder or a bad setting."""
+    loads the latest version, or the versions of the model's rollout state, and polls for changes; see
+    `flywheel/serving/routing.py`). UsageError for a missing folder or a bad setting."""
     from flywheel.components.common import serving as serving_layout
 
     if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
@@ -728,7 +729,7 @@ def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 
 
     registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds)
     return server.create_app(registry_, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
-                             request_log=request_log)
+                             request_log=request_log, rollout_key_header=rollout_key_header)
 
 
 def signature_inputs(version_path: str, signature: str = "serving_default") -> dict[str, str]:
@@ -760,13 +761,15 @@ def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
 
 def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
           max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
-          log_sample: float = 1.0, *, request_log: Any = None) -> None:
+          log_sample: float = 1.0, *, request_log: Any = None, rollout_key_header: str = "X-Rollout-Key") -> None:
     """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
 
     log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
     (`flywheel.serving.request_log.RequestLog`, columns typed from the served model's raw-feature signature);
     it is closed, everything written, when the server stops. request_log: any object with
-    `.log(request_id, model, version, signature, rows, predictions, latency_ms)` instead.
+    `.log(request_id, model, version, signature, rows, predictions, latency_ms, *, role, status, error)` instead.
+    With a rollout state (`flywheel rollout start`), the server follows it without a restart; a request's
+    `rollout_key_header` value keeps it on one version during a canary.
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
@@ -777,7 +780,7 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     import uvicorn
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
-                      request_log=request_log)
+                      request_log=request_log, rollout_key_header=rollout_key_header)
 
     def stopped(signum, frame):
         raise SystemExit(0)

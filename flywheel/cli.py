@@ -215,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-batch-size", type=int, default=512, help="most rows in one TensorFlow call")
     srv.add_argument("--batch-timeout-ms", type=float, default=0.0,
                      help="how long a batch waits for more requests before it runs")
+    srv.add_argument("--rollout-key-header", default="X-Rollout-Key",
+                     help="request header whose value keeps a client on one version during a canary (sticky split)")
 
     _rollout_parser(sub)
 
@@ -390,7 +392,8 @@ def cmd_logs(args) -> int:
 def cmd_serve(args) -> int:
     print(f"flywheel: serving {args.model} from {args.serving_dir} on http://{args.host}:{args.port}", file=sys.stderr)
     api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
-              batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample)
+              batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample,
+              rollout_key_header=args.rollout_key_header)
     return EXIT_OK
 
 

@@ -22,7 +22,9 @@ Nothing is lost in silence; the result counts, and names the first keys of:
   file corrects an earlier one), counted in `duplicate_labels`, and in `conflicting_labels` when the values
   differed;
 - rows with no key, and labels with no label value (`logs_without_key`, `labels_without_key`,
-  `labels_without_value`): never joined.
+  `labels_without_value`): never joined;
+- rows no client was answered with (`skipped_logs`): failed requests (`status` other than 200) and a shadow
+  rollout's copies (`rollout_role` `shadow`, the candidate's answer to a request stable answered): never joined.
 A span whose rows all lack labels gets no output folder (Ingest refuses an empty span folder); it is counted.
 """
 
@@ -36,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flywheel.serving.request_log import PREDICTION, REQUEST_ID, TIME, write_whole
+from flywheel.serving.request_log import PREDICTION, REQUEST_ID, ROLLOUT_ROLE, STATUS, TIME, write_whole
 
 OUTPUT_FILE = "joined.parquet"
 _SHOWN = 5
@@ -77,6 +79,17 @@ def _keys(table: pa.Table, key: str) -> list[Optional[str]]:
     return column.to_pylist()
 
 
+def _answered(table: pa.Table) -> pa.Table:
+    """The rows a client was answered with (a log without the rollout columns passes whole)."""
+    keep = None
+    if STATUS in table.column_names:
+        keep = pc.fill_null(pc.equal(table.column(STATUS), 200), True)
+    if ROLLOUT_ROLE in table.column_names:
+        answered = pc.fill_null(pc.not_equal(table.column(ROLLOUT_ROLE), "shadow"), True)
+        keep = answered if keep is None else pc.and_(keep, answered)
+    return table if keep is None else table.filter(keep)
+
+
 def _log_spans(logs: str) -> dict[int, str]:
     from flywheel.components.ingest import inputs
 
@@ -107,7 +120,8 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
     labels together lack one, nothing is written and JoinError names it.
     """
     spans = _log_spans(logs)
-    tables = {span: _read(folder, "logs") for span, folder in spans.items()}
+    read = {span: _read(folder, "logs") for span, folder in spans.items()}
+    tables = {span: _answered(table) for span, table in read.items()}
     label_table = _read(labels, "labels")
     if key not in label_table.column_names:
         raise JoinError(f"logs join: labels: no key column {key!r}; they have {label_table.column_names}")
@@ -130,6 +144,7 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
                               "unmatched_logs": 0, "unmatched_labels": 0, "duplicate_logs": 0,
                               "duplicate_labels": 0, "conflicting_labels": 0, "logs_without_key": 0,
                               "labels_without_key": 0, "labels_without_value": 0,
+                              "skipped_logs": sum(read[s].num_rows - tables[s].num_rows for s in read),
                               "first_unmatched_logs": [], "first_unmatched_labels": [], "spans": {}}
 
     # Labels: key -> row (the last one read), counting duplicates and conflicts.

@@ -201,6 +201,9 @@ class ModelRegistry:
         self._failed: set[int] = set()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        # Rollout hook (flywheel/serving/routing.py): the routing of the model's rollout.json, None without one.
+        self.router: Optional[Any] = None
+        self.own_labels = dict(self.labels)
 
     # ---- polling ---------------------------------------------------------------------------------------------
 
@@ -229,6 +232,10 @@ class ModelRegistry:
 
     def poll(self) -> None:
         """One pass of the file-system source: load what should serve, then unload what should not."""
+        from flywheel.serving import routing
+
+        if routing.follow(self):  # rollout hook: with a rollout.json, its versions load and route (routing.py)
+            return
         present = serving.versions(self.serving_dir, self.model)
         with self._lock:
             self._failed &= set(present)
@@ -289,6 +296,8 @@ class ModelRegistry:
         """The servable a request names (latest when neither version nor label); TF Serving's errors."""
         if label is not None:
             version = self._label_version(label)
+        elif version is None and self.router is not None and model == self.model:  # rollout hook: stable by default
+            version = self.router.stable
         with self._lock:
             if model == self.model:
                 if version is None and self._loaded:

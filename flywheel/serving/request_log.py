@@ -12,8 +12,12 @@ compresses without the GIL), and writes them in batches:
   UTC day counted from 1970-01-01 (2026-11-27 is span-20784), so consecutive days are consecutive spans and
   `--num-spans 3` / `retrain --window 3` read the last three days.
 - **Columns.** `request_id`, `row_index` (the instance's position in its request), `time` (UTC, microseconds),
-  `model`, `model_version`, `signature_name`, one column per input feature, `prediction` (float64; a list of
-  float64 for a multi-output model), `latency_ms`. Feature columns are fixed when the log is created:
+  `model`, `model_version`, `signature_name`, `latency_ms`, `rollout_role` (stable | canary | shadow while a
+  rollout runs, else null), `status` (the HTTP status), `error` (its message, null when answered), one column
+  per input feature, `prediction` (float64; a list of float64 for a multi-output model; null for a failed
+  request). Failed predict requests are logged too, with their features where the body had them (a failed
+  request before any answered one, with no `features` given, is dropped and counted). Feature columns are
+  fixed when the log is created:
   `features` ({name: INT|FLOAT|BYTES}, e.g. `features_from_schema(schema, names)`); without it, from the
   first logged row (numbers as FLOAT, text as BYTES). Keys a row has beyond them are not logged; a feature a
   row lacks, or a value of the wrong type, is null (counted in `invalid_values`). So every file of a log has
@@ -58,6 +62,10 @@ INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
 REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = REQUEST_LOG_COLUMNS
 PREDICTION = "prediction"
 SPAN_SECONDS = 86_400
+# Rollout columns (flywheel/serving/routing.py; read by the rollout analysis): the request's role in a running
+# rollout (stable | canary | shadow, null without one), its HTTP status and error message (null when answered).
+ROLLOUT_ROLE, STATUS, ERROR = "rollout_role", "status", "error"
+ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, ERROR)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ARROW = {INT: pa.int64(), FLOAT: pa.float64(), BYTES: pa.string()}
 _DTYPE_KINDS = {"int8": INT, "int16": INT, "int32": INT, "int64": INT, "uint8": INT, "uint16": INT, "uint32": INT,
@@ -199,11 +207,14 @@ class RequestLog:
     # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict],
-            predictions: list, latency_ms: float) -> None:
-        """Queues one answered request (rows: its instances as {feature: value}; one prediction per row)."""
+            predictions: list, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
+            error: Optional[str] = None) -> None:
+        """Queues one request (rows: its instances as {feature: value}; one prediction per row, None for a failed
+        request); role, status and error: its rollout role, HTTP status and error message."""
         if not sampled(request_id, self.sample):
             return
-        item = (self._clock(), request_id, model, version, signature, rows, predictions, latency_ms)
+        item = (self._clock(), request_id, model, version, signature, rows, predictions, latency_ms, role, status,
+                error)
         with self._lock:
             if self._closed:
                 self._lose(len(rows), "the request log is closed")
@@ -255,7 +266,7 @@ class RequestLog:
                          "counted in dropped_rows until a file is written again)", self.log_dir, rows, why)
 
     def _set_features(self, features: dict[str, str]) -> None:
-        clash = sorted(set(features) & {*REQUEST_LOG_COLUMNS, PREDICTION})
+        clash = sorted(set(features) & {*REQUEST_LOG_COLUMNS, *ROLLOUT_COLUMNS, PREDICTION})
         if clash:
             raise ValueError(f"request log: feature name(s) {clash} are request-log columns; rename the feature(s)")
         self._features = features
@@ -286,9 +297,19 @@ class RequestLog:
         """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never
         split; one larger than that is a file of its own)."""
         spans: dict[int, list[tuple]] = {}
+        if self._features is None:  # typed from the first answered request's row
+            answered = next((item for item in items if item[9] == 200 and item[5]), None)
+            if answered is not None:
+                self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
+                                    for name, v in answered[5][0].items()})
         for item in items:
-            at, request_id, _, _, _, rows, predictions, _ = item
+            at, request_id, _, _, _, rows, predictions, _, _, status, _ = item
             if not rows:
+                continue
+            if self._features is None:
+                with self._lock:
+                    self._lose(len(rows), f"request {request_id!r} failed before any answered request typed the "
+                                          "feature columns")
                 continue
             if len(predictions) != len(rows):
                 with self._lock:
@@ -309,14 +330,11 @@ class RequestLog:
 
     def _table(self, items: list[tuple]) -> tuple[pa.Table, int]:
         """(the requests' rows as one table, how many cells were stored as null), built column by column."""
-        if self._features is None:
-            self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
-                                for name, v in items[0][5][0].items()})
         counts = np.fromiter((len(item[5]) for item in items), dtype=np.int64, count=len(items))
         per_request = np.repeat(np.arange(len(items)), counts)
         starts = np.cumsum(counts) - counts
         rows = list(itertools.chain.from_iterable(item[5] for item in items))
-        schema = self._schema(items[0][6][0])
+        schema = self._schema(next((p for item in items for p in item[6] if p is not None), None))
 
         def repeated(name: str, values: Any) -> pa.Array:  # one value per request, repeated for each of its rows
             return pa.array(values, type=schema.field(name).type).take(pa.array(per_request))
@@ -327,7 +345,10 @@ class RequestLog:
                   MODEL: repeated(MODEL, [item[2] for item in items]),
                   MODEL_VERSION: repeated(MODEL_VERSION, [item[3] for item in items]),
                   SIGNATURE_NAME: repeated(SIGNATURE_NAME, [item[4] for item in items]),
-                  LATENCY_MS: repeated(LATENCY_MS, [float(item[7]) for item in items])}
+                  LATENCY_MS: repeated(LATENCY_MS, [float(item[7]) for item in items]),
+                  ROLLOUT_ROLE: repeated(ROLLOUT_ROLE, [item[8] for item in items]),
+                  STATUS: repeated(STATUS, [item[9] for item in items]),
+                  ERROR: repeated(ERROR, [item[10] for item in items])}
         invalid = 0
         for name, kind in self._features.items():
             arrays[name], bad = _column([row.get(name) for row in rows], kind)
@@ -339,6 +360,8 @@ class RequestLog:
 
     def _prediction(self, value: Any) -> tuple[Any, int]:
         """(the stored prediction, 1 when it had to be stored as null)."""
+        if value is None:  # a failed request's row
+            return None, 0
         value = _scalar(value)
         is_list = isinstance(value, (list, tuple))
         if self._prediction_list is None:
@@ -351,13 +374,16 @@ class RequestLog:
             return None, 1
 
     def _schema(self, first_prediction: Any) -> pa.Schema:
+        """first_prediction: the batch's first prediction (None when every request failed: then a scalar column,
+        until a real prediction says which)."""
         assert self._features is not None
-        if self._prediction_list is None:
+        if self._prediction_list is None and first_prediction is not None:
             self._prediction_list = isinstance(_scalar(first_prediction), (list, tuple))
         prediction = pa.list_(pa.float64()) if self._prediction_list else pa.float64()
         return pa.schema([(REQUEST_ID, pa.string()), (ROW_INDEX, pa.int32()),
                           (TIME, pa.timestamp("us", tz="UTC")), (MODEL, pa.string()), (MODEL_VERSION, pa.int64()),
-                          (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()),
+                          (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()), (ROLLOUT_ROLE, pa.string()),
+                          (STATUS, pa.int32()), (ERROR, pa.string()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 
     def _write(self, span: int, items: list[tuple]) -> None:

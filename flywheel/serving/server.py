@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flywheel.serving import codec
+from flywheel.serving import codec, routing
 from flywheel.serving.batching import Batcher
 from flywheel.serving.models import (
     PREDICT_METHOD,
@@ -53,11 +53,13 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 
 
 class RequestLog(Protocol):
-    """Receives every answered predict request, after its response is sent. `log` must not block; `counters`
-    feeds the metrics route; `close` runs when the server stops and must write everything logged."""
+    """Receives every predict request, after its response is sent. `log` must not block; `counters` feeds the
+    metrics route; `close` runs when the server stops and must write everything logged. The keywords (role,
+    status, error) are passed only when one differs from its default: during a rollout and for failed requests."""
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict], predictions: list,
-            latency_ms: float) -> None: ...
+            latency_ms: float, *, role: Optional[str] = None, status: int = 200,
+            error: Optional[str] = None) -> None: ...
 
     def counters(self) -> dict[str, int]: ...
 
@@ -106,16 +108,19 @@ class Metrics:
 class _Answer:
     """One response's status, JSON body and request id, and what to run once it is sent."""
 
-    __slots__ = ("status", "body", "request_id", "after")
+    __slots__ = ("status", "body", "request_id", "after", "version")
 
-    def __init__(self, status: int, body: bytes, request_id: str, after: Optional[Callable[[], None]] = None):
+    def __init__(self, status: int, body: bytes, request_id: str, after: Optional[Callable[[], None]] = None,
+                 version: str = ""):
         self.status, self.body, self.request_id, self.after = status, body, request_id, after
+        self.version = version  # rollout hook: the X-Model-Version header of a predict answer
 
     async def send(self, send: Callable) -> None:
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(self.body)).encode("latin-1")),
-                                (b"x-request-id", self.request_id.encode("latin-1"))]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode("latin-1")),
+                   (b"x-request-id", self.request_id.encode("latin-1"))]
+        if self.version:
+            headers.append((b"x-model-version", self.version.encode("latin-1")))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
 
@@ -178,18 +183,23 @@ class ServingApp:
 
 def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
                num_batch_threads: int = 2, request_log: Optional[RequestLog] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> ServingApp:
-    """The ASGI app. Its lifespan starts the registry (first poll, then the background scan) and stops it."""
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               rollout_key_header: str = routing.ROLLOUT_KEY_HEADER) -> ServingApp:
+    """The ASGI app. Its lifespan starts the registry (first poll, then the background scan) and stops it.
+    rollout_key_header: the request header whose value keeps a client on one version during a canary."""
     metrics = Metrics()
     batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
+    key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
+    shadow = routing.Shadow(request_log, run_signature)
 
     async def predict(receive: Callable, declared: Optional[bytes], request_id: str, ctx: dict,
                       version: Optional[int], label: Optional[str], started: float) -> _Answer:
         model = ctx["model"]
         body = await _read_body(receive, declared, max_body_bytes)
-        servable = registry.get(model, version, label)
+        route = routing.route(registry, model, version, label, ctx.get("key"))  # rollout hook
+        servable, ctx["role"] = route.servable, route.role
         ctx["version"] = str(servable.version)
-        doc = codec.parse_json(body)
+        ctx["doc"] = doc = codec.parse_json(body)
         signature = servable.signature(codec.signature_name(doc))
         ctx["signature"] = signature.name
         fmt, columns, rows = codec.parse_predict(doc, signature)
@@ -204,8 +214,10 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         if request_log is not None:
             predictions = codec.row_predictions(outputs) if fmt == codec.COLUMNAR else payload["predictions"]
             after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
-                                      predictions, latency * 1000.0)
-        return _Answer(200, data, request_id, after)
+                                      predictions, latency * 1000.0, route.role)
+        if route.shadow is not None and request_log is not None:  # rollout hook: the candidate's copy, sent after
+            after = _then(after, functools.partial(shadow.submit, route.shadow, doc, request_id, rows))
+        return _Answer(200, data, request_id, after, ctx["version"])
 
     async def classify_regress(receive: Callable, declared: Optional[bytes], model: str, version: Optional[int],
                                label: Optional[str], method: str) -> _Answer:
@@ -222,14 +234,17 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
     async def v1(scope: dict, receive: Callable) -> _Answer:
         started = time.perf_counter()
         path, method = scope["path"], scope["method"]
-        request_id, declared = None, None
+        request_id, declared, ctx_key = None, None, None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
+            elif name == key_header:
+                ctx_key = value.decode("latin-1")
         request_id = request_id or uuid.uuid4().hex
         ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
+        ctx["key"] = ctx_key
         try:
             if method == "POST":
                 parsed = _parse_path(PREDICTION_PATH, path)
@@ -263,7 +278,16 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 logger.exception("serve: %s %s failed", method, path)
                 error = ServingError(f"{type(e).__name__}: {e}")
         metrics.errors.labels(ctx["model"], ctx["version"], ctx["signature"], ctx["api"], str(error.status)).inc()
-        return _error(error, request_id)
+        answer = _error(error, request_id)
+        if ctx["api"] == "predict":  # rollout hook: a failed predict is logged too, and names its version
+            answer.version = ctx["version"]
+            if request_log is not None:
+                answer.after = functools.partial(
+                    _log, request_log, request_id, ctx["model"], int(ctx["version"]) if ctx["version"] else None,
+                    ctx["signature"],
+                    routing.rows_of(ctx.get("doc")), None, (time.perf_counter() - started) * 1000.0,
+                    ctx.get("role"), error.status, error.message)
+        return answer
 
     async def metrics_route(request: Request) -> Response:
         metrics.loaded.labels(registry.model).set(len(registry.loaded_versions()))
@@ -285,6 +309,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         finally:
             registry.stop()
             batcher.close()
+            shadow.close()
             if hasattr(request_log, "close"):
                 request_log.close()  # everything logged so far is written: SIGTERM loses nothing
 
@@ -294,9 +319,26 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
 
 
 def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
-         predictions: list, latency_ms: float) -> None:
+         predictions: Optional[list], latency_ms: float, role: Optional[str] = None, status: int = 200,
+         error: Optional[str] = None) -> None:
     """Runs after the response is sent; a failing logger is reported, never the request's failure."""
     try:
-        request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
+        if role is None and status == 200:
+            request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
+            return
+        request_log.log(request_id, model, version, signature, rows, predictions or [None] * len(rows), latency_ms,
+                        role=role, status=status, error=error)
     except Exception:  # the logger's own errors are its business; serving goes on
         logger.exception("serve: request log failed for request %s", request_id)
+
+
+def _then(first: Optional[Callable[[], None]], second: Callable[[], None]) -> Callable[[], None]:
+    """Runs `first` (when given), then `second`: what runs after a response is sent."""
+    if first is None:
+        return second
+
+    def both() -> None:
+        first()
+        second()
+
+    return both

@@ -47,12 +47,16 @@ def test_flywheel_serve_answers_over_http_and_stops_on_sigterm(serving_dir, tmp_
         proc.terminate()
         proc.wait(timeout=60)
     assert proc.returncode == 0, proc.stderr.read()
-    # SIGTERM loses nothing: every answered row is in the log, each raw feature a column typed as the model takes it
+    # SIGTERM loses nothing: every answered (and failed) row is in the log, each raw feature a column typed as the
+    # model takes it
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     files = sorted(log_dir.glob("span-*/*.parquet"))
     table = pq.read_table(files[0]) if len(files) == 1 else None
-    assert table is not None and table.num_rows == 4, files
+    assert table is not None and table.num_rows == 5, files
+    assert table.column("status").to_pylist().count(400) == 1, "the malformed request is logged as failed"
+    table = table.filter(pc.equal(table.column("status"), 200))
     assert sorted(table.column("request_id").to_pylist()).count("req-7") == 3
     assert str(table.schema.field("trip_start_hour").type) == "int64"
     assert str(table.schema.field("fare").type) in ("float", "double")

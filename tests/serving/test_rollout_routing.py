@@ -1,0 +1,349 @@
+"""`flywheel serve` following the rollout state on the real tiny pushed model: canary split (sticky per key),
+shadow copies, blue/green switch and rollback, a pinned stable, the request log's rollout columns, and zero
+failed requests under load across start, promote and rollback in a real server process."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import subprocess
+import threading
+import time
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from starlette.testclient import TestClient
+
+from flywheel import api
+from flywheel.rollout import state as rollout
+from flywheel.serving import join, models, request_log, routing, server, warmup
+from tests.conftest import FLYWHEEL, REPO
+from tests.serving.conftest import ISSUE_ROW, MODEL, add_version
+from tests.serving.test_uvicorn import _free_port
+
+PREDICT = f"/v1/models/{MODEL}:predict"
+BODY = {"instances": [ISSUE_ROW]}
+
+
+@pytest.fixture
+def pinned(serving_dir, pushed_version) -> str:
+    """Version 1 pinned as stable (a rollout state with no rollout running), then version 2 pushed."""
+    rollout.pin(serving_dir, MODEL)
+    add_version(serving_dir, pushed_version, 2)
+    return serving_dir
+
+
+def _app(serving_dir: str, **kwargs) -> tuple[models.ModelRegistry, TestClient]:
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    return registry, TestClient(server.create_app(registry, **kwargs))
+
+
+def _log(serving_dir: str, log_dir: str) -> request_log.RequestLog:
+    features = api.signature_inputs(os.path.join(serving_dir, MODEL, "1"))
+    return request_log.RequestLog(str(log_dir), features=features)
+
+
+def _answered_by(client: TestClient, n: int, path: str = PREDICT, headers: dict | None = None) -> collections.Counter:
+    seen: collections.Counter = collections.Counter()
+    for _ in range(n):
+        answer = client.post(path, json=BODY, headers=headers or {})
+        assert answer.status_code == 200, answer.text
+        seen[answer.headers[routing.VERSION_HEADER]] += 1
+    return seen
+
+
+def _rows(log_dir) -> list[dict]:
+    files = sorted(str(p) for p in log_dir.glob("span-*/*.parquet"))
+    assert files, f"nothing logged in {log_dir}"
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+# ---- the router alone -----------------------------------------------------------------------------------------
+
+
+def test_the_router_splits_by_percent_and_keeps_a_key_on_one_version():
+    router = routing.Router(generation=3, stable=1, candidate=2, candidate_percent=20.0, labels={})
+    keys = [f"user-{i}" for i in range(20_000)]
+    chosen = {key: router.choose(key)[0] for key in keys}
+    assert abs(sum(v == 2 for v in chosen.values()) / len(keys) - 0.20) < 0.01
+    assert all(router.choose(key)[0] == chosen[key] for key in keys[:500]), "a key must always get one version"
+    wider = routing.Router(generation=4, stable=1, candidate=2, candidate_percent=50.0)
+    assert all(wider.choose(k)[0] == 2 for k in keys if chosen[k] == 2), "raising the share keeps canary users"
+    assert router.choose(None, draw=lambda: 0.19) == (2, None) and router.choose(None, draw=lambda: 0.2) == (1, None)
+    shadow = routing.Router(generation=5, stable=1, candidate=2, mirror=True)
+    assert shadow.choose("user-1") == (1, 2) and shadow.role(1) == "stable" and shadow.role(2) == "canary"
+    assert routing.Router(generation=6, stable=2).choose("user-1") == (2, None)
+    assert routing.Router(generation=6, stable=2).role(2) is None
+
+
+# ---- the registry and the app follow the state ----------------------------------------------------------------
+
+
+def test_a_canary_takes_its_share_and_a_key_sticks_to_one_version(pinned):
+    rollout.start(pinned, MODEL, 2, rollout.CANARY, 20.0)
+    registry, app = _app(pinned)
+    with app as client:
+        assert registry.loaded_versions() == [1, 2]
+        seen = _answered_by(client, 5000)
+        assert set(seen) == {"1", "2"}
+        share = 100.0 * seen["2"] / 5000
+        assert 17.0 <= share <= 23.0, f"canary 20%: {share:.1f}% answered by the candidate ({seen})"
+        for key in ("rider-7", "rider-8", "rider-9", "rider-10"):
+            got = _answered_by(client, 20, headers={routing.ROLLOUT_KEY_HEADER: key})
+            assert len(got) == 1, f"key {key} got versions {dict(got)}"
+            assert _answered_by(client, 5, headers={routing.ROLLOUT_KEY_HEADER: key}).keys() == got.keys()
+        assert _answered_by(client, 30, f"/v1/models/{MODEL}/versions/1:predict") == {"1": 30}
+        assert _answered_by(client, 5, f"/v1/models/{MODEL}/labels/canary:predict") == {"2": 5}
+        assert _answered_by(client, 5, f"/v1/models/{MODEL}/labels/stable:predict") == {"1": 5}
+        assert client.get(f"/v1/models/{MODEL}/metadata").json()["model_spec"]["version"] == "1"
+
+
+def test_the_key_header_is_configurable(pinned):
+    rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+    _, app = _app(pinned, rollout_key_header="X-User")
+    key = next(k for k in (f"u{i}" for i in range(100)) if routing.key_share(k) < 0.5)
+    with app as client:
+        assert _answered_by(client, 20, headers={"X-User": key}) == {"2": 20}
+
+
+def test_a_shadow_never_answers_and_its_answers_are_logged(pinned, tmp_path):
+    rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+    log_dir = tmp_path / "logs"
+    _, app = _app(pinned, request_log=_log(pinned, log_dir))
+    with app as client:
+        assert _answered_by(client, 60) == {"1": 60}
+        assert _answered_by(client, 20, headers={routing.ROLLOUT_KEY_HEADER: "rider-1"}) == {"1": 20}
+        bad = client.post(PREDICT, json={"instances": [dict(ISSUE_ROW, fare="abc")]}, headers={"X-Request-Id": "bad"})
+        assert bad.status_code == 400 and bad.headers[routing.VERSION_HEADER] == "1"
+    rows = _rows(log_dir)
+    by_role = collections.Counter((r["rollout_role"], r["model_version"], r["status"]) for r in rows)
+    assert by_role == {("stable", 1, 200): 80, ("shadow", 2, 200): 80, ("stable", 1, 400): 1}, by_role
+    rows = [r for r in rows if r["status"] == 200]
+    answered = {r["request_id"]: r["prediction"] for r in rows if r["rollout_role"] == "stable"}
+    shadowed = {r["request_id"]: r["prediction"] for r in rows if r["rollout_role"] == "shadow"}
+    assert shadowed.keys() == answered.keys()
+    assert all(abs(shadowed[k] - answered[k]) < 1e-6 for k in answered), "same model copy: same answers"
+    assert all(r["fare"] == ISSUE_ROW["fare"] for r in rows)
+    # Labels joined to the log land on the rows clients got: neither the shadow's copies nor failed requests.
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "labels.csv").write_text("request_id,tips\n" + "".join(f"{k},1.0\n" for k in [*answered, "bad"]))
+    counts = join.join(str(log_dir), str(labels), "request_id", str(tmp_path / "joined"), label_column="tips")
+    assert (counts["joined_rows"], counts["skipped_logs"], counts["duplicate_logs"]) == (80, 81, 0), counts
+    joined = [r for span in counts["spans"].values() for r in pq.read_table(span["path"]).to_pylist()]
+    assert {(r["rollout_role"], r["model_version"]) for r in joined} == {("stable", 1)}
+
+
+def test_blue_green_switches_on_the_next_poll_and_rolls_back_at_once(pinned):
+    registry, app = _app(pinned)
+    with app as client:
+        assert registry.loaded_versions() == [1]
+        assert _answered_by(client, 10) == {"1": 10}
+        rollout.start(pinned, MODEL, 2, rollout.BLUE_GREEN)
+        assert _answered_by(client, 5) == {"1": 5}, "nothing changes before the poll"
+        registry.poll()
+        assert _answered_by(client, 20) == {"2": 20}
+        assert registry.loaded_versions() == [1, 2], "stable stays loaded during a blue/green rollout"
+        assert _answered_by(client, 3, f"/v1/models/{MODEL}/labels/stable:predict") == {"1": 3}
+        rollout.rollback(pinned, MODEL, reason="test")
+        registry.poll()
+        assert _answered_by(client, 20) == {"1": 20}
+        registry.poll()
+        assert registry.loaded_versions() == [1], "the rolled back candidate is unloaded one poll after the switch"
+        assert client.post(f"/v1/models/{MODEL}/labels/canary:predict", json=BODY).status_code == 400
+
+
+def test_a_promoted_canary_serves_everything_and_the_old_stable_leaves(pinned):
+    registry, app = _app(pinned)
+    with app as client:
+        rollout.start(pinned, MODEL, 2, rollout.CANARY, 30.0)
+        registry.poll()
+        assert set(_answered_by(client, 60)) == {"1", "2"}
+        rollout.promote(pinned, MODEL)
+        registry.poll()
+        assert _answered_by(client, 30) == {"2": 30}
+        registry.poll()
+        assert registry.loaded_versions() == [2]
+        states = {s["version"]: s["state"] for s in client.get(f"/v1/models/{MODEL}").json()["model_version_status"]}
+        assert states == {"1": "END", "2": "AVAILABLE"}
+
+
+def test_a_pinned_stable_is_not_replaced_by_a_new_folder(pinned, pushed_version):
+    registry, app = _app(pinned)
+    with app as client:
+        assert registry.loaded_versions() == [1], "version 2 was pushed after the pin: not loaded"
+        add_version(pinned, pushed_version, 3)
+        registry.poll()
+        assert registry.loaded_versions() == [1]
+        assert _answered_by(client, 10) == {"1": 10}
+        assert client.post(f"/v1/models/{MODEL}/versions/3:predict", json=BODY).status_code == 404
+
+
+def test_a_candidate_that_fails_to_load_never_takes_traffic(pinned):
+    with open(os.path.join(pinned, MODEL, "2", warmup.WARMUP_PATH), "wb") as f:
+        f.write(b"\x00" * 40)
+    registry, app = _app(pinned)
+    with app as client:
+        rollout.start(pinned, MODEL, 2, rollout.BLUE_GREEN)
+        registry.poll()
+        assert _answered_by(client, 20) == {"1": 20}, "the old routing keeps serving"
+        assert registry.router.candidate is None
+        status = client.get(f"/v1/models/{MODEL}/versions/2").json()["model_version_status"][0]
+        assert status["state"] == "END" and "warmup" in status["status"]["error_message"]
+
+
+def test_a_new_candidate_is_warmed_up_before_it_takes_traffic(pinned):
+    events: list[str] = []
+
+    def loader(model, version, path):
+        events.append(f"load {version}")
+        servable = models.load_servable(model, version, path)
+        original = servable.signatures["serving_default"].function
+        if version == 2:
+            class Counting:
+                def __getattr__(self, name):
+                    return getattr(original, name)
+
+                def _call_flat(self, *args):
+                    events.append(f"run 2, default requests to {registry.router and registry.router.choose()[0]}")
+                    return original._call_flat(*args)
+
+            servable.signatures["serving_default"] = models.Signature(
+                "serving_default", models.PREDICT_METHOD, servable.signatures["serving_default"].inputs,
+                servable.signatures["serving_default"].outputs, Counting(),
+                servable.signatures["serving_default"].flat_inputs)
+        return servable
+
+    registry = models.ModelRegistry(pinned, MODEL, poll_seconds=3600.0, loader=loader)
+    with TestClient(server.create_app(registry)) as client:
+        rollout.start(pinned, MODEL, 2, rollout.BLUE_GREEN)
+        registry.poll()
+        events.append("switched")
+        assert _answered_by(client, 1) == {"2": 1}
+    warmups = len(list(warmup.read(os.path.join(pinned, MODEL, "2"))))
+    assert warmups > 0
+    assert events[:2 + warmups] == ["load 1", "load 2", *["run 2, default requests to 1"] * warmups]
+    assert events[2 + warmups:] == ["switched", "run 2, default requests to 2"]
+
+
+# ---- the request log ------------------------------------------------------------------------------------------
+
+
+def test_the_log_has_role_status_and_error_and_logs_failed_requests(pinned, tmp_path):
+    log_dir = tmp_path / "logs"
+    registry, app = _app(pinned, request_log=_log(pinned, log_dir))
+    with app as client:
+        ok = client.post(PREDICT, json=BODY, headers={"X-Request-Id": "plain"})
+        bad = client.post(PREDICT, json={"instances": [dict(ISSUE_ROW, fare="abc")]}, headers={"X-Request-Id": "bad"})
+        broken = client.post(PREDICT, content=b"{", headers={"X-Request-Id": "broken"})
+        rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+        registry.poll()
+        answers = [client.post(PREDICT, json=BODY, headers={"X-Request-Id": f"r{i}"}) for i in range(40)]
+    assert ok.status_code == 200 and ok.headers[routing.VERSION_HEADER] == "1"
+    assert bad.status_code == 400 and bad.headers[routing.VERSION_HEADER] == "1"
+    assert broken.status_code == 400
+    rows = {r["request_id"]: r for r in _rows(log_dir)}
+    assert {"rollout_role", "status", "error"} <= set(next(iter(rows.values())))
+    assert (rows["plain"]["rollout_role"], rows["plain"]["status"], rows["plain"]["error"]) == (None, 200, None)
+    assert rows["bad"]["status"] == 400 and "fare" in rows["bad"]["error"] and rows["bad"]["prediction"] is None
+    assert rows["bad"]["model_version"] == 1 and rows["bad"]["trip_miles"] == ISSUE_ROW["trip_miles"]
+    assert rows["broken"]["status"] == 400 and "JSON" in rows["broken"]["error"]
+    for i, answer in enumerate(answers):
+        version = int(answer.headers[routing.VERSION_HEADER])
+        assert (rows[f"r{i}"]["model_version"], rows[f"r{i}"]["rollout_role"], rows[f"r{i}"]["status"]) == (
+            version, {1: "stable", 2: "canary"}[version], 200)
+
+
+# ---- a real server under load ---------------------------------------------------------------------------------
+
+
+class _Load:
+    """Clients sending predict requests without pause; counts answers by version and every failure."""
+
+    def __init__(self, base: str, clients: int = 3):
+        self.base, self.stop = base, threading.Event()
+        self.versions: collections.Counter = collections.Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(clients)
+        self.futures = [self.pool.submit(self._run, i) for i in range(clients)]
+
+    def _run(self, client: int) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as http:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                headers = {routing.ROLLOUT_KEY_HEADER: f"rider-{client}-{n % 7}"} if client == 0 else {}
+                try:
+                    answer = http.post(PREDICT, json=BODY, headers=headers)
+                    ok, what = answer.status_code == 200, f"{answer.status_code} {answer.text[:200]}"
+                except httpx.HTTPError as e:
+                    ok, what = False, f"{type(e).__name__}: {e}"
+                with self.lock:
+                    if ok:
+                        self.versions[answer.headers[routing.VERSION_HEADER]] += 1
+                    else:
+                        self.failures.append(what)
+
+    def wait_for(self, version: str, only: bool, deadline_s: float = 120.0) -> None:
+        """Until `version` answers (only: answers nothing else since the call)."""
+        with self.lock:
+            self.versions.clear()
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            with self.lock:
+                seen = dict(self.versions)
+                if only and seen.get(version, 0) >= 20 and set(seen) == {version}:
+                    return
+                if only and set(seen) != {version}:
+                    self.versions.clear()
+                if not only and seen.get(version, 0) >= 5:
+                    return
+        raise AssertionError(f"version {version} {'alone ' if only else ''}never answered; seen {seen}")
+
+    def close(self) -> int:
+        self.stop.set()
+        for future in self.futures:
+            future.result()
+        self.pool.shutdown()
+        return sum(self.versions.values())
+
+
+def test_zero_failed_requests_across_start_promote_and_rollback_in_a_real_server(pinned, pushed_version):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    load = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/v1/models/{MODEL}", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.5)
+        load = _Load(base)
+        load.wait_for("1", only=True)
+        rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+        load.wait_for("2", only=False)
+        rollout.promote(pinned, MODEL)
+        load.wait_for("2", only=True)
+        add_version(pinned, pushed_version, 3)
+        rollout.start(pinned, MODEL, 3, rollout.BLUE_GREEN)
+        load.wait_for("3", only=True)
+        rollout.rollback(pinned, MODEL)
+        load.wait_for("2", only=True)
+        time.sleep(2.5)  # the rolled back version is unloaded under load too
+        assert not load.failures, load.failures[:5]
+    finally:
+        answered = load.close() if load is not None else 0
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}"
+    assert answered > 0
