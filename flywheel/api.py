@@ -686,7 +686,8 @@ class JoinResult:
 
 
 def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = "taxi",
-              label_column: Optional[str] = None, log_key: Optional[str] = None) -> JoinResult:
+              label_column: Optional[str] = None, log_key: Optional[str] = None,
+              span: Optional[int] = None) -> JoinResult:
     """Joins labels that arrived later to a request log by `key` (the labels' column; matched with the log's
     `log_key`, by default `key` when the log has it, else `request_id`) into `<output>/span-N/` (the log's spans) that
     Ingest, `flywheel retrain --data` and `flywheel monitor` read; nothing is written when the joined rows would
@@ -702,7 +703,7 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
     required = [c.name for c in parsing.columns_from_schema(parsing.load_schema(schema)) if c.required]
     try:
         found = join_mod.join(logs, labels, key, output, label_column=label, required=required,
-                              binary_label=entry.label_rule(), log_key=log_key)
+                              binary_label=entry.label_rule(), log_key=log_key, span=span)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     return JoinResult(output=output, key=key, **{f.name: found[f.name] for f in dataclasses.fields(JoinResult)

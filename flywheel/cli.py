@@ -201,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--log-key", help="the log's column matched with --key (default: --key when the log has it, "
                       "else request_id)")
     join.add_argument("--output", required=True, help="folder for the joined span-N folders")
+    join.add_argument("--span", type=int, help="write all joined rows into <output>/span-<SPAN>/ (default: the log's "
+                      "own span numbers, its UTC days)")
     join.add_argument("--pipeline", default=registry.DEFAULT, help="pipeline whose schema and label the join uses")
     join.add_argument("--label-column", help="label column of the labels (default: the schema's label)")
     join.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -384,7 +386,7 @@ def cmd_replay(args) -> int:
 
 def cmd_logs(args) -> int:
     result = api.logs_join(args.logs, args.labels, args.key, args.output, pipeline=args.pipeline,
-                           label_column=args.label_column, log_key=args.log_key)
+                           label_column=args.label_column, log_key=args.log_key, span=args.span)
     _show(args, result)
     return EXIT_OK
 

@@ -153,10 +153,10 @@ display(HTML(open(verdict.report).read()))
 # %% [markdown]
 # ## The labels arrive later, joined to the logged requests by trip id
 # The original records (with `tips`) keyed by `trip_id`, matched with the logged `request_id`. The joined
-# span (numbered by the day it was logged) lands in the data folder, beside the spans trained on before.
+# rows land in the data folder as span 3, after the spans trained on before.
 
 # %%
-print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", data).lines()))
+print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", data, span=3).lines()))
 print("spans:", sorted(os.listdir(data)))
 
 # %% [markdown]

@@ -89,8 +89,8 @@ def served(loop, tmp_path_factory):
               lambda: _logged_rows(logs) >= found["replay"].rows_sent, proc, 60)
         found["monitor"] = api.monitor(os.path.join(first.path, publish.BASELINE_PROFILE), logs,
                                        schema=schemas.schema_path("taxi"), report_dir=str(root / "drift"))
-        # The joined span (numbered by its UTC day) lands in the data folder, beside the span trained on before.
-        found["join"] = api.logs_join(logs, os.path.join(sim, "span-3"), "trip_id", str(root / "data"))
+        # The joined rows land in the data folder as span 2, after the span trained on before.
+        found["join"] = api.logs_join(logs, os.path.join(sim, "span-3"), "trip_id", str(root / "data"), span=2)
         found["retrain"] = api.retrain("taxi", str(root / "data"), str(root / "out"), serving_dir=serving_dir,
                                        if_drift=True, train_steps=STEPS)
         new = found["retrain"].model_version
@@ -151,7 +151,7 @@ def test_labels_that_arrive_later_join_the_logged_requests(served):
 def test_retrain_on_the_joined_spans_pushes_a_version_the_running_server_picks_up(served):
     retrained = served["retrain"]
     assert retrained.drift_detected is True and retrained.retrained and retrained.pushed, retrained.lines()
-    assert sorted(retrained.window) == [1, retrained.span] and retrained.span > 1, "span 1 and the joined span"
+    assert sorted(retrained.window) == [1, 2] and retrained.span == 2, "span 1 and the joined span"
     assert retrained.previous_version == served["first"] and retrained.model_version != served["first"]
     assert retrained.model_version in served["picked_up"]
     assert served["pid_after"] == served["pid"], "the same server process, not a restart"

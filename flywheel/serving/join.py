@@ -112,13 +112,20 @@ def _log_key(tables: dict[int, pa.Table], key: str, log_key: Optional[str]) -> s
 
 def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "tips",
          required: Sequence[str] = (), binary_label: Optional[BinaryLabel] = None,
-         log_key: Optional[str] = None) -> dict[str, Any]:
+         log_key: Optional[str] = None, span: Optional[int] = None) -> dict[str, Any]:
     """Joins `labels` to the request log under `logs` by `key` into `<output>/span-N/`; returns the counts
     (and `log_key`, the log column matched).
+
+    span: write every log span's rows into `<output>/span-<span>/` (one `joined-<log span>.parquet` each), for a
+    data folder numbered its own way (e.g. spans 1, 2 of training files, the production log as span 3); None:
+    the log's own span numbers (its UTC days).
 
     required: columns every output row must have (Ingest's required schema columns): when the log and the
     labels together lack one, nothing is written and JoinError names it.
     """
+    target_span = span
+    if target_span is not None and target_span < 0:
+        raise JoinError(f"logs join: span: expected a span number >= 0, got {target_span}")
     spans = _log_spans(logs)
     read = {span: _read(folder, "logs") for span, folder in spans.items()}
     tables = {span: _answered(table) for span, table in read.items()}
@@ -205,8 +212,9 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
             joined = joined.append_column(binary_label.name, binary_label.compute(joined))
         sink = pa.BufferOutputStream()
         pq.write_table(joined, sink)
-        counts["spans"][span]["path"] = write_whole(os.path.join(output, f"span-{span}"), OUTPUT_FILE,
-                                                    sink.getvalue().to_pybytes())
+        folder, name = ((f"span-{span}", OUTPUT_FILE) if target_span is None
+                        else (f"span-{target_span}", f"joined-{span}.parquet"))
+        counts["spans"][span]["path"] = write_whole(os.path.join(output, folder), name, sink.getvalue().to_pybytes())
         counts["joined_rows"] += joined.num_rows
     unlabelled = [k for k in label_of if k not in matched]
     counts["unmatched_labels"] = len(unlabelled)

@@ -141,6 +141,18 @@ def test_labels_keyed_by_the_id_the_client_sent_join_on_the_logged_request_id(tm
     assert json.loads(out.stdout)["joined_rows"] == 20
 
 
+def test_join_into_one_span_of_a_data_folder_numbered_its_own_way(tmp_path, logged):
+    logs, records = logged
+    data = tmp_path / "data"
+    (data / "span-1").mkdir(parents=True)
+    result = flywheel.logs_join(logs, _labels(tmp_path, records, range(60)), "request_id", str(data), span=2)
+    assert result.joined_rows == 60 and sorted(os.listdir(data)) == ["span-1", "span-2"]
+    assert sorted(os.listdir(data / "span-2")) == ["joined-100.parquet", "joined-101.parquet"]
+    assert pq.read_table(str(data / "span-2")).num_rows == 60
+    with pytest.raises(flywheel.UsageError, match="span: expected a span number >= 0, got -1"):
+        flywheel.logs_join(logs, _labels(tmp_path, records, range(60)), "request_id", str(data), span=-1)
+
+
 def test_join_cli_json(tmp_path, logged):
     logs, records = logged
     out = run_cli("logs", "join", "--logs", logs, "--labels", _labels(tmp_path, records, range(10)), "--key",
