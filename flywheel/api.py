@@ -664,6 +664,7 @@ class JoinResult:
     unmatched_logs: int
     unmatched_labels: int
     duplicate_logs: int
+    skipped_logs: int
     duplicate_labels: int
     conflicting_labels: int
     logs_without_key: int
@@ -680,6 +681,7 @@ class JoinResult:
         on = repr(self.key) if self.log_key == self.key else f"labels' {self.key!r} = log's {self.log_key!r}"
         return [f"flywheel logs join: {self.joined_rows:,} of {self.log_rows:,} logged rows joined by {on} "
                 f"into {self.output} (spans {sorted(s for s, v in self.spans.items() if v['joined'])}); "
+                f"{self.skipped_logs:,} logged rows no client was answered with (failed, shadow) left out, "
                 f"{self.unmatched_logs:,} logged rows without a label, {self.unmatched_labels:,} labels without a "
                 f"logged row, duplicates: {self.duplicate_logs:,} logged, {self.duplicate_labels:,} labels "
                 f"({self.conflicting_labels:,} conflicting)"]

@@ -23,6 +23,8 @@ import numpy as np
 from flywheel.components.monitor.profile import (
     CATEGORICAL,
     NUMERIC,
+    ROLLOUT_ROLE,
+    STATUS,
     ColumnProfile,
     DatasetProfile,
     MonitorError,
@@ -38,6 +40,8 @@ SERVING = "SERVING"
 # The columns of a request log (flywheel.serving.request_log) that describe the request, not the data: never
 # compared as features (a request log's `prediction` column is compared as prediction drift).
 REQUEST_LOG_COLUMNS = ("request_id", "row_index", "time", "model", "model_version", "signature_name", "latency_ms")
+# What a request log says of a request during a rollout: its role, HTTP status and error message (not data).
+ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, "error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,7 +332,8 @@ def decide(baseline: Optional[DatasetProfile], current: DatasetProfile, policy: 
     labels = [n for n in policy.labels if n in baseline.columns and n in current.columns]
     unlabelled = [n for n in policy.labels if n in baseline.columns and n not in current.columns]
     wanted = (list(policy.features) if policy.features is not None
-              else [n for n in baseline.columns if n not in policy.labels and n not in REQUEST_LOG_COLUMNS])
+              else [n for n in baseline.columns if n not in policy.labels and n not in REQUEST_LOG_COLUMNS
+                 and n not in ROLLOUT_COLUMNS])
     prediction = policy.prediction_column
     absent = sorted(set(wanted) - set(baseline.columns))
     # A request log (it has predictions) holds the features the model takes, not every column of the training data.

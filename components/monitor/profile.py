@@ -391,12 +391,36 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
         raise MonitorError(f"monitor: {path}: files have incompatible columns: {e}") from None
 
 
+# A request log's columns that say whether a client was answered with the row (flywheel.serving.request_log):
+# failed requests (status other than 200) and shadow copies (rollout_role "shadow") are not production data.
+STATUS, ROLLOUT_ROLE, SHADOW = "status", "rollout_role", "shadow"
+
+
+def answered_rows(table: pa.Table) -> pa.Table:
+    """The rows a client was answered with: a request log's failed requests and shadow copies left out (a table
+    without those columns passes whole)."""
+    import pyarrow.compute as pc
+
+    keep = None
+    if STATUS in table.column_names:
+        keep = pc.fill_null(pc.equal(table.column(STATUS), 200), True)
+    if ROLLOUT_ROLE in table.column_names:
+        answered = pc.fill_null(pc.not_equal(table.column(ROLLOUT_ROLE), SHADOW), True)
+        keep = answered if keep is None else pc.and_(keep, answered)
+    return table if keep is None else table.filter(keep)
+
+
 def load(path: str, columns: Optional[Sequence[str]] = None, kinds: Optional[Mapping[str, str]] = None
          ) -> DatasetProfile:
-    """A profile from a saved profile (.json), or computed from a CSV/Parquet file or folder."""
+    """A profile from a saved profile (.json), or computed from a CSV/Parquet file or folder (of a request log:
+    its answered rows only, see answered_rows)."""
     if path.lower().endswith(".json") and storage.exists(path) and not storage.isdir(path):
         return DatasetProfile.from_json(storage.read_text(path), path)
-    return profile_table(read_table(path, columns), path, kinds)
+    wanted = None if columns is None else [*columns, *(c for c in (STATUS, ROLLOUT_ROLE) if c not in columns)]
+    table = answered_rows(read_table(path, wanted))
+    if columns is not None:
+        table = table.select([c for c in table.column_names if c in columns])
+    return profile_table(table, path, kinds)
 
 
 def read_span_profiles(profile_uri: str) -> dict[int, DatasetProfile]:

@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flywheel.serving.request_log import PREDICTION, REQUEST_ID, ROLLOUT_ROLE, STATUS, TIME, write_whole
+from flywheel.components.monitor import profile
+from flywheel.serving.request_log import PREDICTION, REQUEST_ID, TIME, write_whole
 
 OUTPUT_FILE = "joined.parquet"
 _SHOWN = 5
@@ -64,8 +65,6 @@ class BinaryLabel:
 
 
 def _read(path: str, what: str) -> pa.Table:
-    from flywheel.components.monitor import profile
-
     try:
         return profile.read_table(path)
     except profile.MonitorError as e:
@@ -77,17 +76,6 @@ def _keys(table: pa.Table, key: str) -> list[Optional[str]]:
     if not pa.types.is_string(column.type):
         column = pc.cast(column, pa.string())
     return column.to_pylist()
-
-
-def _answered(table: pa.Table) -> pa.Table:
-    """The rows a client was answered with (a log without the rollout columns passes whole)."""
-    keep = None
-    if STATUS in table.column_names:
-        keep = pc.fill_null(pc.equal(table.column(STATUS), 200), True)
-    if ROLLOUT_ROLE in table.column_names:
-        answered = pc.fill_null(pc.not_equal(table.column(ROLLOUT_ROLE), "shadow"), True)
-        keep = answered if keep is None else pc.and_(keep, answered)
-    return table if keep is None else table.filter(keep)
 
 
 def _log_spans(logs: str) -> dict[int, str]:
@@ -128,7 +116,7 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
         raise JoinError(f"logs join: span: expected a span number >= 0, got {target_span}")
     spans = _log_spans(logs)
     read = {span: _read(folder, "logs") for span, folder in spans.items()}
-    tables = {span: _answered(table) for span, table in read.items()}
+    tables = {span: profile.answered_rows(table) for span, table in read.items()}
     label_table = _read(labels, "labels")
     if key not in label_table.column_names:
         raise JoinError(f"logs join: labels: no key column {key!r}; they have {label_table.column_names}")

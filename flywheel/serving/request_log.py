@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel.components.common import serving
-from flywheel.components.monitor.drift import REQUEST_LOG_COLUMNS
+from flywheel.components.monitor.drift import REQUEST_LOG_COLUMNS, ROLLOUT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ PREDICTION = "prediction"
 SPAN_SECONDS = 86_400
 # Rollout columns (flywheel/serving/routing.py; read by the rollout analysis): the request's role in a running
 # rollout (stable | canary | shadow, null without one), its HTTP status and error message (null when answered).
-ROLLOUT_ROLE, STATUS, ERROR = "rollout_role", "status", "error"
-ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, ERROR)
+ROLLOUT_ROLE, STATUS, ERROR = ROLLOUT_COLUMNS
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ARROW = {INT: pa.int64(), FLOAT: pa.float64(), BYTES: pa.string()}
 _DTYPE_KINDS = {"int8": INT, "int16": INT, "int32": INT, "int64": INT, "uint8": INT, "uint16": INT, "uint32": INT,

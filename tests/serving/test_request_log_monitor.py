@@ -90,3 +90,28 @@ def test_training_baseline_with_reference_predictions(tmp_path):
 
     bad = run_cli("monitor", "--baseline", profile, "--current", drifted, "--reference-predictions", shipped_data())
     assert bad.returncode == 2 and "have no 'prediction' column" in bad.stderr
+
+
+def test_failed_requests_and_shadow_copies_are_not_production_data(tmp_path):
+    """A rollout's log: shadow copies (a candidate answering 1.0 for every row) and failed requests (no prediction,
+    garbled features) are left out of the monitor's comparison, with and without a schema."""
+    records = _records()
+    reference = _log_span(str(tmp_path / "reference"), records[:4000], 1.0)
+    log = RequestLog(str(tmp_path / "rollout"), features=features_from_schema(schemas.schema_path("taxi"),
+                                                                              MODEL_FEATURES), clock=lambda: 5.0)
+    for start in range(4000, 8000, 50):
+        rows = [{f: r[f] for f in MODEL_FEATURES} for r in records[start:start + 50]]
+        log.log(f"req-{start}", "taxi", 1, "serving_default", rows, [_score(r["fare"]) for r in rows], 2.0,
+                role="stable")
+        log.log(f"req-{start}", "taxi", 2, "serving_default", rows, [1.0] * len(rows), 2.0, role="shadow")
+        garbled = [dict(row, fare=row["fare"] * 100.0) for row in rows]
+        log.log(f"bad-{start}", "taxi", 1, "serving_default", garbled, [None] * len(rows), 2.0, role="stable",
+                status=400, error="input fare: out of range")
+    log.close()
+    current = os.path.join(str(tmp_path / "rollout"), "span-0")
+    for schema in (["--schema", schemas.schema_path("taxi")], []):
+        out = run_cli("monitor", "--baseline", reference, "--current", current, *schema, "--json")
+        result = json.loads(out.stdout)
+        assert out.returncode == 0, result
+        assert result["rows"]["current"] == 4000 and result["prediction"]["drift"] is False
+        assert not {"status", "error", "rollout_role"} & set(result["features"]), result["features"].keys()
