@@ -332,6 +332,31 @@ def test_a_retrained_candidate_with_another_prediction_distribution_is_rolled_ba
     assert analyze(log, STABLE, CANDIDATE, model="other").stable.requests == 0
 
 
+def test_labels_showing_a_retrained_candidate_no_worse_outrank_its_changed_distribution(tmp_path, servables,
+                                                                                      records):
+    """Of the two tiny runs' models, the one ranking the labels better is the candidate: its predictions are
+    distributed differently (prediction_drift fails), its AUC is no worse, so it is promoted, with a note."""
+    sample = records[:1600]
+    label = np.array([int(r["tips"] > 0.2 * r["fare"]) for r in sample])
+    scores = {name: auc(label, np.array(_predict(servables[name], sample))) for name in ("stable", "retrained")}
+    better, worse = sorted(scores, key=scores.get, reverse=True)
+    log = _traffic(str(tmp_path / "log"), sample, [(STABLE, servables[worse]), (CANDIDATE, servables[better])],
+                   rows_per_request=1)
+    labels = tmp_path / "labels.csv"
+    pcsv.write_csv(pa.table({"request_id": [r["trip_id"] for r in sample], "tips": [r["tips"] for r in sample]}),
+                   str(labels))
+    joined = str(tmp_path / "joined")
+    join.join(log, str(labels), "request_id", joined, label_column="tips",
+              binary_label=join.BinaryLabel("label", "tips", "fare", 0.2))
+
+    without = analyze(log, STABLE, CANDIDATE)
+    assert without.decision == analysis.ROLLBACK and without.check("prediction_drift").passed is False
+    result = analyze(log, STABLE, CANDIDATE, labels=joined)
+    assert result.check("auc").passed is True and result.check("prediction_drift").passed is False
+    assert result.decision == analysis.PROMOTE, result.reasons
+    assert any("not a reason to roll back" in note for note in result.notes)
+
+
 # ---- config and bad input -------------------------------------------------------------------------------------
 
 def test_config_loads_from_json_and_yaml(tmp_path):
