@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -73,3 +75,32 @@ def run_copy(tmp_path, tiny_out) -> str:
     shutil.copy(os.path.join(tiny_out, "metadata.sqlite"), os.path.join(out, "metadata.sqlite"))
     shutil.copytree(os.path.join(tiny_out, "serving"), os.path.join(out, "serving"), symlinks=False)
     return out
+
+
+_CONSTANT_MODEL = """
+import sys
+import tensorflow as tf
+
+ints = ("trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month")
+specs = {name: tf.TensorSpec([None], tf.string if name == "payment_type" else tf.int64 if name in ints else tf.float32,
+                             name=name) for name in sys.argv[2:]}
+
+
+class Constant(tf.Module):
+    @tf.function(input_signature=[specs])
+    def serve(self, features):
+        return {"outputs": tf.fill([tf.shape(features["fare"])[0], 1], tf.constant(0.3, tf.float32))}
+
+
+module = Constant()
+tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.serve})
+"""
+
+
+def constant_model(path: str, features: list[str]) -> str:
+    """A SavedModel taking the taxi model's nine raw features and answering 0.3 for every row (saved by a child
+    process: tracing and saving a tf.function here, after the session's pipeline runs, crashed the interpreter at
+    exit)."""
+    subprocess.run([sys.executable, "-c", _CONSTANT_MODEL, path, *features], check=True, capture_output=True,
+                   timeout=300)
+    return path

@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
-import sys
 from typing import Iterator, Optional
 
 import numpy as np
@@ -33,6 +31,7 @@ from flywheel.serving import join, models
 from flywheel.serving.request_log import RequestLog, features_from_schema
 from tests import tiny_runs
 from tests.conftest import shipped_data
+from tests.rollout.conftest import constant_model
 
 MODEL = "taxi"
 FEATURES = ["trip_miles", "fare", "trip_seconds", "pickup_latitude", "pickup_longitude", "trip_start_hour",
@@ -41,41 +40,12 @@ STABLE, CANDIDATE = 1, 2
 T0 = 1_800_000_000.0  # the logs' clock: 2027-01-15T08:00:00Z
 
 
-_CONSTANT_MODEL = """
-import sys
-import tensorflow as tf
-
-ints = ("trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month")
-specs = {name: tf.TensorSpec([None], tf.string if name == "payment_type" else tf.int64 if name in ints else tf.float32,
-                             name=name) for name in sys.argv[2:]}
-
-
-class Constant(tf.Module):
-    @tf.function(input_signature=[specs])
-    def serve(self, features):
-        return {"outputs": tf.fill([tf.shape(features["fare"])[0], 1], tf.constant(0.3, tf.float32))}
-
-
-module = Constant()
-tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.serve})
-"""
-
-
-def _constant_model(path: str) -> str:
-    """A SavedModel taking the taxi model's nine raw features and answering 0.3 for every row (saved by a child
-    process: tracing and saving a tf.function here, after the session's pipeline runs, crashed the interpreter at
-    exit)."""
-    subprocess.run([sys.executable, "-c", _CONSTANT_MODEL, path, *FEATURES], check=True, capture_output=True,
-                   timeout=300)
-    return path
-
-
 @pytest.fixture(scope="module")
 def servables(tmp_path_factory) -> Iterator[dict[str, models.Servable]]:
     out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
     folder = os.path.join(out, "serving")
     first, second = serving.versions(folder, MODEL)[-2:]
-    constant = _constant_model(str(tmp_path_factory.mktemp("constant") / "model"))
+    constant = constant_model(str(tmp_path_factory.mktemp("constant") / "model"), FEATURES)
     loaded = {"stable": models.load_servable(MODEL, first, os.path.join(folder, MODEL, str(first))),
               "retrained": models.load_servable(MODEL, second, os.path.join(folder, MODEL, str(second))),
               "constant": models.load_servable(MODEL, 3, constant)}
