@@ -6,10 +6,16 @@ In one run, on this machine:
   - `flywheel predict taxi` scores them (each engine in --engines): CSV -> typed rows -> RunInference -> Parquet;
   - stock TFX, the way its users run it: CsvExampleGen -> BulkInferrer (the same model, brought in by an
     Importer, the same examples signature) on the LocalDagRunner, CSV -> tf.Examples -> PredictionLogs.
-Each is a separate process, timed end to end (start-up included) with its peak RSS: the largest sum of the
-resident memory of the process and all its children (Beam workers), sampled every 0.1 s. Prints rows/s,
-peak memory and the ratios. Targets (issue 9): flywheel >= 3x BulkInferrer's rows/s, peak <= 1.5 GB.
-Usage: python benchmarks/predict_vs_bulkinferrer.py [--rows N] [--files K] [--engines local,beam]
+Each is a separate process, timed end to end (start-up included) with the peak memory of its process tree
+(the process and all its children: Beam workers), sampled every 0.2 s, two ways: the largest sum of resident
+set sizes (RSS: a page shared by several processes, such as TensorFlow's library code, counts once per
+process) and the largest sum of proportional set sizes (PSS: a shared page split among its sharers, so the
+sum is the physical memory the tree holds). Each flywheel engine also scores --memory-rows rows, to show its
+peak does not grow with the span. BulkInferrer is measured at --stock-rows rows (default: --rows) when 1M
+rows would take it too long; rows/s is compared, each at its own size. Prints the load average before and
+after. Targets (issue 9): flywheel >= 3x BulkInferrer's rows/s, peak <= 1.5 GB, flat as the span grows.
+Usage: python benchmarks/predict_vs_bulkinferrer.py [--rows N] [--memory-rows M] [--stock-rows S] [--files K]
+       [--engines local,beam] [--serving-dir DIR]
 """
 
 from __future__ import annotations
@@ -57,34 +63,41 @@ LocalDagRunner().run(pipeline.Pipeline(
 """
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
+def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes over the process and its children."""
+    rss = pss = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
         except psutil.Error:  # a worker that ended between listing and reading
-            pass
-    return total
+            continue
+        rss, pss = rss + info.rss, pss + info.pss
+    return rss, pss
 
 
-def measured(cmd: list[str], cwd: str, env: dict | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS of the process tree in bytes, stdout); exits naming the command if it fails."""
+def measured(cmd: list[str], cwd: str, env: dict | None = None) -> tuple[float, tuple[int, int], str]:
+    """(wall seconds, (peak RSS sum, peak PSS sum) of the process tree in bytes, stdout); exits naming the
+    command if it fails."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty child never blocks on a full pipe
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=errors, text=True,
                             env={**os.environ, **(env or {})})
     watched = psutil.Process(proc.pid)
-    peak = 0
+    peak_rss = peak_pss = 0
     while proc.poll() is None:
         try:
-            peak = max(peak, _tree_rss(watched))
+            rss, pss = _tree_memory(watched)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         except psutil.Error:
             pass
-        time.sleep(0.1)
+        time.sleep(0.2)
     elapsed = time.monotonic() - started
-    stdout, stderr = proc.communicate()
+    stdout, _ = proc.communicate()
+    errors.seek(0)
+    stderr = errors.read()
     if proc.returncode != 0:
         raise SystemExit(f"benchmark: {' '.join(cmd)} failed ({proc.returncode}):\n{stdout}\n{stderr[-5000:]}")
-    return elapsed, peak, stdout
+    return elapsed, (peak_rss, peak_pss), stdout
 
 
 def make_rows(folder: str, rows: int, files: int) -> str:
@@ -116,13 +129,32 @@ def train_model(workdir: str) -> str:
     return os.path.join(out, "serving")
 
 
-def _line(name: str, rows: int, seconds: float, peak: int) -> str:
-    return f"  {name:<34} {seconds:8.1f} s {rows / seconds:12,.0f} rows/s  peak {peak / 2**30:5.2f} GB"
+def _line(name: str, rows: int, seconds: float, peak: tuple[int, int]) -> str:
+    return (f"  {name:<34} {rows:>9,} rows {seconds:8.1f} s {rows / seconds:10,.0f} rows/s  "
+            f"peak RSS {peak[0] / 2**30:5.2f} GB, PSS {peak[1] / 2**30:5.2f} GB")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def predict(engine: str, data: str, rows: int, serving_dir: str, out: str, env: dict):
+    seconds, peak, stdout = measured(
+        [os.path.join(BIN, "flywheel"), "predict", "taxi", "--data", data, "--serving-dir", serving_dir,
+         "--output", out, "--engine", engine, "--json"], REPO, env)
+    scored = json.loads(stdout)["rows_scored"]
+    if scored != rows:
+        raise SystemExit(f"benchmark: flywheel predict scored {scored:,} rows, expected {rows:,}")
+    print(_line(f"flywheel predict --engine {engine}", rows, seconds, peak), flush=True)
+    return seconds, peak
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to score")
+    parser.add_argument("--memory-rows", type=int, default=250_000,
+                        help="each engine also scores this many rows: its peak memory should not grow (0: skip)")
+    parser.add_argument("--stock-rows", type=int, help="rows BulkInferrer scores (default: --rows)")
     parser.add_argument("--files", type=int, default=8, help="CSV files the rows are split across")
     parser.add_argument("--engines", default="local,beam", help="flywheel predict engines to measure")
     parser.add_argument("--serving-dir", help="serving folder with a pushed taxi model (default: train one)")
@@ -130,25 +162,25 @@ def main() -> None:
     args = parser.parse_args()
     from flywheel.batch import served
 
+    stock_rows = args.stock_rows or args.rows
     workdir = tempfile.mkdtemp(prefix="flywheel-bench-predict-")
     env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
         serving_dir = args.serving_dir or train_model(workdir)
         model = served.resolve(serving_dir, "taxi")
-        data = make_rows(os.path.join(workdir, "data"), args.rows, args.files)
-        print(f"benchmark: {args.rows:,} rows in {args.files} CSV files; model taxi version {model.version} "
-              f"(signature {model.signature}); {os.cpu_count()} CPUs", flush=True)
-        results = {}
-        for engine in [e for e in args.engines.split(",") if e]:
-            out = os.path.join(workdir, f"predict-{engine}")
-            seconds, peak, stdout = measured(
-                [os.path.join(BIN, "flywheel"), "predict", "taxi", "--data", data, "--serving-dir", serving_dir,
-                 "--output", out, "--engine", engine, "--json"], REPO, env)
-            scored = json.loads(stdout)["rows_scored"]
-            if scored != args.rows:
-                raise SystemExit(f"benchmark: flywheel predict scored {scored:,} rows, expected {args.rows:,}")
-            results[f"flywheel predict --engine {engine}"] = (seconds, peak)
-            print(_line(f"flywheel predict --engine {engine}", args.rows, seconds, peak), flush=True)
+        sizes = sorted({args.rows, stock_rows, *([args.memory_rows] if args.memory_rows else [])})
+        data = {n: make_rows(os.path.join(workdir, f"data-{n}"), n, args.files) for n in sizes}
+        print(f"benchmark: {args.rows:,} rows in {args.files} CSV files (memory check at {args.memory_rows:,}, "
+              f"BulkInferrer at {stock_rows:,}); model taxi version {model.version} (signature "
+              f"{model.signature}); {os.cpu_count()} CPUs; load average {_load()}", flush=True)
+        results, flat = {}, {}
+        engines = [e for e in args.engines.split(",") if e]
+        for engine in engines:
+            results[engine] = predict(engine, data[args.rows], args.rows, serving_dir,
+                                      os.path.join(workdir, f"predict-{engine}"), env)
+        for engine in engines if args.memory_rows and args.memory_rows != args.rows else ():
+            flat[engine] = predict(engine, data[args.memory_rows], args.memory_rows, serving_dir,
+                                   os.path.join(workdir, f"predict-{engine}-{args.memory_rows}"), env)[1]
         # BulkInferrer reads a Model artifact's <uri>/Format-Serving (serving_model_dir for older artifacts).
         model_uri = os.path.join(workdir, "model")
         os.makedirs(model_uri)
@@ -158,18 +190,22 @@ def main() -> None:
         with open(driver, "w") as f:
             f.write(_STOCK_DRIVER)
         stock_root = os.path.join(workdir, "stock")
-        seconds, peak, stdout = measured([sys.executable, driver, data, model_uri, model.signature, stock_root],
-                                         REPO, env)
+        seconds, peak, stdout = measured(
+            [sys.executable, driver, data[stock_rows], model_uri, model.signature, stock_root], REPO, env)
         parts = {m.group(1): float(m.group(2)) for m in _DONE.finditer(stdout)}
-        results["TFX CsvExampleGen -> BulkInferrer"] = (seconds, peak)
-        print(_line("TFX CsvExampleGen -> BulkInferrer", args.rows, seconds, peak)
+        print(_line("TFX CsvExampleGen -> BulkInferrer", stock_rows, seconds, peak)
               + f"  (CsvExampleGen {parts.get('CsvExampleGen', 0):.1f} s, "
                 f"BulkInferrer {parts.get('BulkInferrer', 0):.1f} s)", flush=True)
-        stock = results["TFX CsvExampleGen -> BulkInferrer"][0]
-        for name, (seconds, peak) in results.items():
-            if name.startswith("flywheel"):
-                print(f"  {name}: {stock / seconds:.2f}x BulkInferrer's rows/s (target >= 3x), peak "
-                      f"{peak / 2**30:.2f} GB (target <= 1.5 GB)")
+        stock_rate = stock_rows / seconds
+        for engine, (seconds, peak) in results.items():
+            print(f"  flywheel predict --engine {engine}: {args.rows / seconds / stock_rate:.2f}x BulkInferrer's "
+                  f"rows/s (target >= 3x); peak RSS {peak[0] / 2**30:.2f} GB, PSS {peak[1] / 2**30:.2f} GB "
+                  f"(target <= 1.5 GB)", flush=True)
+            if engine in flat:
+                print(f"    memory as the span grows: {args.memory_rows:,} rows RSS {flat[engine][0] / 2**30:.2f} GB "
+                      f"PSS {flat[engine][1] / 2**30:.2f} GB; {args.rows:,} rows RSS {peak[0] / 2**30:.2f} GB "
+                      f"PSS {peak[1] / 2**30:.2f} GB", flush=True)
+        print(f"benchmark: load average at the end {_load()}")
     finally:
         if args.keep:
             print(f"benchmark: working folder kept: {workdir}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import sys
 import time
@@ -858,11 +859,12 @@ def _data_error(error: BaseException) -> Optional[str]:
 
 def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optional[int] = None,
             version: Optional[int] = None, engine: str = "local", *, batch_size: int = 1024,
-            verbose: bool = False) -> PredictResult:
+            progress_every: int = 0, verbose: bool = False) -> PredictResult:
     """Scores a span (`data`: file, folder or folder of span-N folders; latest span unless `span`) with the
     served model (latest version unless `version`) through Beam: Parquet under `output`/predictions/ with the
     input columns, `prediction` and `model_version`; bad rows in `output`/quarantine.jsonl; counts.json.
 
+    `progress_every` > 0: a progress line on stderr every that many rows of a file, and per file and stage.
     UsageError for bad arguments (engine, data location, unknown model or version, a non-empty output)."""
     entry = registry.get(pipeline)
     quiet.quiet_environment(verbose)
@@ -880,13 +882,17 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     out = output if "://" in output else os.path.abspath(output)
     model_name = entry.make_config(paths=entry.make_paths(out, data, serving_dir)).model_name
     try:
-        model = served.resolve(serving_dir, model_name, version)
+        model = served.resolve(serving_dir, model_name, version, apart=engine == "beam")
         columns = rows.serving_columns(parsing.load_schema(entry.schema_path()))
         batch_predict.check_output(out)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
-    quiet.install(verbose, sys.stderr)
-    options = batch_predict.PredictOptions(columns=columns, model=model, batch_size=batch_size)
+    if engine == "local":  # quiet.install imports TensorFlow; the beam engine's launcher never does
+        quiet.install(verbose, sys.stderr)
+    elif not verbose:  # the workers' log records, relayed by the runner
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    options = batch_predict.PredictOptions(columns=columns, model=model, batch_size=batch_size,
+                                           progress_every=progress_every)
     common = {"pipeline": pipeline, "engine": engine, "model_name": model.name, "model_version": model.version,
               "model_path": model.path, "signature": model.signature, "spans": list(resolved.spans),
               "files": len(resolved.files), "output": out,

@@ -232,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
                                                       "quarantine.jsonl, counts.json")
     pred.add_argument("--engine", choices=("local", "beam"), default="local",
                       help="local: DirectRunner in this process; beam: DirectRunner multi-processing")
-    pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout (no progress lines)")
+    pred.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     pred.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
     return parser
 
@@ -399,10 +400,13 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
+PREDICT_PROGRESS_ROWS = 100_000  # flywheel predict: a progress line per file every that many rows
+
+
 def cmd_predict(args) -> int:
     result = api.predict(args.pipeline, args.data, args.serving_dir, args.output,
                          span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
-                         verbose=args.verbose)
+                         progress_every=0 if args.json or args.quiet else PREDICT_PROGRESS_ROWS, verbose=args.verbose)
     _show(args, result)
     if result.error:
         _err(result.error)

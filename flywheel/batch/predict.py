@@ -11,6 +11,11 @@ Files are read with Ingest's own parser and typing (`components/ingest/parsing.p
 would quarantine is quarantined here for the same reason, and each file's rows are checked against a
 count made apart from the parser. Rows stream: a worker holds one batch of `batch_size` rows at a time,
 never a file or a span. Parquet is written by Beam's parquetio, through Beam's filesystems (gs:// too).
+
+The process that builds and launches the pipeline never imports TensorFlow (it holds about 0.4 GB once
+loaded): the model handler is tfx-bsl's, made where the model is loaded (`_KeyedBatches`), and files are
+checked through the filesystem layer's TensorFlow-free local plugin. With `--engine beam` only the two
+workers load TensorFlow and the model.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ import collections
 import dataclasses
 import json
 import os
+import sys
+import time
 from typing import Any, List, Sequence, Tuple
 
 import apache_beam as beam
+from apache_beam.ml.inference import base as inference
 
 from flywheel.batch import rows, served
+from flywheel.components.common import serving
 from flywheel.components.ingest import parsing
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -44,6 +53,14 @@ class PredictOptions:
     columns: tuple[parsing.Column, ...]
     model: served.ServedModel
     batch_size: int = 1024
+    progress_every: int = 0  # > 0: a line on stderr every that many rows of a file, and when a file is done
+    started: float = 0.0  # time.time() when the run started: progress lines give the time elapsed since
+
+
+def _progress(options: PredictOptions, message: str) -> None:
+    if options.progress_every > 0:
+        elapsed = time.time() - options.started if options.started else 0.0
+        print(f"predict: {message} ({elapsed:,.0f} s)", file=sys.stderr, flush=True)
 
 
 class _ParseFile(beam.DoFn):
@@ -82,10 +99,15 @@ class _ParseFile(beam.DoFn):
             if len(batch) >= self._options.batch_size:
                 yield self._emit(path, batch)
                 batch = rows.Batch(columns)
+            if self._options.progress_every > 0 and counts[READ] % self._options.progress_every == 0:
+                _progress(self._options, f"{os.path.basename(path)}: {counts[READ]:,} rows read, "
+                                         f"{counts[QUARANTINED]:,} quarantined")
         if len(batch):
             yield self._emit(path, batch)
         counts[PHYSICAL] = parsing.physical_rows(path)
         parsing.check_accounted(path, counts[PHYSICAL], covered)
+        _progress(self._options, f"{os.path.basename(path)}: done, {counts[READ]:,} rows read, "
+                                 f"{counts[QUARANTINED]:,} quarantined")
         yield beam.pvalue.TaggedOutput(_COUNTS_TAG, (path, dict(counts)))
 
 
@@ -129,8 +151,44 @@ def _total(per_file) -> dict:
     return {**{key: sum(f[key] for f in files) for key in (READ, SCORED, QUARANTINED, PHYSICAL)}, "files": files}
 
 
+class _KeyedBatches(inference.ModelHandler):
+    """tfx-bsl's model handler for the version (`CreateModelHandler`: the SavedModel loader and PredictionLog
+    post-processing BulkInferrer runs) on elements (key, batch of serialized tf.Examples), one model call per
+    element. It is made where the model is loaded, so the launching process never imports TensorFlow; this is
+    what tfx-bsl's `RunInferenceOnKeyedBatches` builds, which makes its handler (and imports TensorFlow)
+    while the pipeline is being built."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self._spec = spec
+        self._handler = None
+
+    def _tfx_bsl(self):
+        if self._handler is None:
+            from tfx_bsl.public.beam.run_inference import CreateModelHandler
+
+            self._handler = CreateModelHandler(self._spec)
+        return self._handler
+
+    def load_model(self):
+        return self._tfx_bsl().load_model()
+
+    def run_inference(self, batch, model, inference_args=None):
+        return [(key, list(self._tfx_bsl().run_inference(list(examples), model))) for key, examples in batch]
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(len(example) for _, examples in batch for example in examples)
+
+    def get_metrics_namespace(self) -> str:
+        return "flywheel.predict"
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": 1}  # each element is already a batch of rows
+
+
 def inference_spec(model: served.ServedModel):
-    """tfx-bsl's endpoint for the version's examples signature, as BulkInferrer builds it."""
+    """tfx-bsl's endpoint for the version's examples signature, as BulkInferrer builds it (a protobuf message:
+    no TensorFlow import)."""
     from tfx_bsl.public.proto import model_spec_pb2
 
     spec = model_spec_pb2.InferenceSpecType()
@@ -144,15 +202,13 @@ def inference_spec(model: served.ServedModel):
 
 def expand(pipeline: beam.Pipeline, files: Sequence[str], options: PredictOptions, output: str) -> None:
     """Adds batch inference to `pipeline`: `output`/predictions/part-*.parquet, quarantine.jsonl, counts.json."""
-    from tfx_bsl.public.beam import run_inference
-
     parsed = (pipeline
               | "Files" >> beam.Create(list(files))
               | "Reshuffle" >> beam.Reshuffle()
               | "ParseFile" >> beam.ParDo(_ParseFile(options)).with_output_types(_KEYED_BATCH).with_outputs(
                   _QUARANTINE_TAG, _COUNTS_TAG, main="batches"))
     tables = (parsed.batches
-              | "RunInference" >> run_inference.RunInferenceOnKeyedBatches(inference_spec(options.model))
+              | "RunInference" >> inference.RunInference(_KeyedBatches(inference_spec(options.model)))
               | "ToTable" >> beam.ParDo(_ToTable(options)).with_outputs(_SCORED_TAG, main="tables"))
     (tables.tables
      | "WriteParquet" >> beam.io.WriteToParquetBatched(
@@ -184,19 +240,16 @@ def beam_args(engine: str) -> tuple[str, ...]:
 
 def check_output(output: str) -> None:
     """An output folder must be new or empty: shards of an earlier run would mix with this one's."""
-    from tfx.dsl.io import fileio
-
-    if fileio.exists(output) and (not fileio.isdir(output) or fileio.listdir(output)):
+    fs = serving.filesystem(output)
+    if fs.exists(output) and (not fs.isdir(output) or fs.listdir(output)):
         raise served.PredictError(f"predict: output {output} already exists and is not an empty folder; "
                                   f"give a new folder (earlier predictions would mix with these)")
 
 
 def read_counts(output: str) -> dict:
     """counts.json, checked again as a whole: rows in == scored + quarantined."""
-    from tfx.dsl.io import fileio
-
     path = os.path.join(output, COUNTS_FILE)
-    with fileio.open(path, "r") as f:
+    with serving.filesystem(path).open(path, "r") as f:
         counts = json.loads(f.read())
     if counts[READ] != counts[SCORED] + counts[QUARANTINED]:
         raise served.PredictError(f"predict: {path}: {counts[READ]:,} rows in but {counts[SCORED]:,} scored + "
@@ -208,11 +261,12 @@ def run(files: Sequence[str], options: PredictOptions, output: str, args: Sequen
     """Scores `files` into `output`; returns counts.json's content. Files are checked (readable, header with
     the required columns) before any row is read."""
     from apache_beam.options.pipeline_options import PipelineOptions
-    from tfx.dsl.io import fileio
 
     check_output(output)
     parsing.check_files(files, options.columns)
-    fileio.makedirs(output)
+    serving.filesystem(output).makedirs(output)
+    options = dataclasses.replace(options, started=options.started or time.time())
+    _progress(options, f"scoring {len(files)} file(s) with {options.model.name} version {options.model.version}")
     with beam.Pipeline(runner="DirectRunner", options=PipelineOptions(list(args))) as pipeline:
         expand(pipeline, files, options, output)
     return read_counts(output)

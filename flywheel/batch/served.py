@@ -5,6 +5,8 @@ complete version, or the one asked for. The signature is found by inspecting the
 name: the one whose only input is a string tensor called `examples` (serialized tf.Examples, what
 BulkInferrer and TFMA feed) and which has a single output, the score. `saved_model.pb` is read as a
 proto through TFX's filesystem layer (gs:// too); the model itself is loaded later, by RunInference.
+Reading it needs TensorFlow's proto classes, hence TensorFlow: `resolve(..., apart=True)` reads it in a short-lived
+child process, so a launching process that does not score (`--engine beam`) never holds TensorFlow.
 """
 
 from __future__ import annotations
@@ -64,9 +66,35 @@ def examples_signature(path: str) -> tuple[str, str]:
     return found[0]
 
 
-def resolve(serving_dir: str, model_name: str, version: Optional[int] = None) -> ServedModel:
+_APART = ("import json, sys\n"
+          "from flywheel.batch import served\n"
+          "try:\n"
+          "    print(json.dumps(served.examples_signature(sys.argv[1])))\n"
+          "except served.PredictError as e:\n"
+          "    sys.exit(str(e))\n")
+
+
+def examples_signature_apart(path: str) -> tuple[str, str]:
+    """`examples_signature` read in a child Python process, which ends with it (so this one need not import
+    TensorFlow); the child's PredictError is raised here with its message."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _APART, path], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise PredictError(lines[-1] if lines else f"predict: {path}: reading the signatures failed "
+                                                   f"(exit {done.returncode})")
+    signature, output = json.loads(done.stdout.strip().splitlines()[-1])
+    return signature, output
+
+
+def resolve(serving_dir: str, model_name: str, version: Optional[int] = None, *, apart: bool = False) -> ServedModel:
     """The version to score with: `version`, or the latest complete one. PredictError names the versions (or
-    models) that exist when the one asked for does not."""
+    models) that exist when the one asked for does not. `apart`: the signature is read in a child process,
+    so this one does not import TensorFlow."""
     versions = serving.versions(serving_dir, model_name)
     if not versions:
         models = _served_models(serving_dir)
@@ -84,5 +112,5 @@ def resolve(serving_dir: str, model_name: str, version: Optional[int] = None) ->
                            f"{', '.join(map(str, versions))}")
     else:
         path = os.path.join(serving_dir, model_name, str(version))
-    signature, output = examples_signature(path)
+    signature, output = (examples_signature_apart if apart else examples_signature)(path)
     return ServedModel(name=model_name, version=version, path=path, signature=signature, output=output)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -236,3 +239,36 @@ def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tm
     result = api.predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
     assert result.error is not None and result.error.startswith(f"ingest: {path}: cannot read the file")
     assert "Traceback" not in result.error and "[while running" not in result.error
+
+
+def test_progress_lines_name_the_file_the_rows_read_and_the_time(serving_dir, tmp_path, capfd):
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=25)
+    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"), progress_every=10)
+    assert result.rows_scored == 25
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("predict: ")]
+    assert re.fullmatch(rf"predict: scoring 1 file\(s\) with taxi version {result.model_version} \(\d+ s\)", lines[0])
+    assert [re.sub(r" \(\d+ s\)$", "", line) for line in lines[1:]] == [
+        "predict: data.csv: 10 rows read, 0 quarantined", "predict: data.csv: 20 rows read, 0 quarantined",
+        "predict: data.csv: done, 25 rows read, 0 quarantined"]
+    quiet = api.predict("taxi", data, serving_dir, str(tmp_path / "quiet"))
+    assert quiet.rows_scored == 25 and "predict: " not in capfd.readouterr().err
+
+
+def test_the_beam_engine_launcher_never_imports_tensorflow(serving_dir, tmp_path):
+    """The pipeline is built and the model resolved without TensorFlow in the launching process: only the
+    workers that score load it (it holds about 0.4 GB in each process that does)."""
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=5)
+    code = ("import sys\n"
+            "import apache_beam as beam\n"
+            "from flywheel.batch import predict, rows, served\n"
+            "from flywheel.components.ingest import parsing\n"
+            "from flywheel.schemas import schema_path\n"
+            "model = served.resolve(sys.argv[1], 'taxi', apart=True)\n"
+            "columns = rows.serving_columns(parsing.load_schema(schema_path('taxi')))\n"
+            "predict.check_output(sys.argv[3])\n"
+            "predict.expand(beam.Pipeline(), [sys.argv[2]], predict.PredictOptions(columns, model), sys.argv[3])\n"
+            "print(model.signature, sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))\n")
+    done = subprocess.run([sys.executable, "-c", code, serving_dir, data, str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["serving_examples", "[]"]

@@ -43,3 +43,12 @@ def test_no_examples_signature_names_the_signatures_there(tmp_path):
     with pytest.raises(served.PredictError, match=r"found no signature; signatures: serving_default\(fare, "
                                                   r"payment_type\) -> outputs; transform_features\(examples\)"):
         served.examples_signature(path)
+
+
+def test_the_signature_read_in_a_child_process_is_the_same_and_so_are_its_errors(tmp_path):
+    path = _save(tmp_path / "m", serving_default="raw", serving_examples="score_examples")
+    assert served.examples_signature_apart(path) == served.examples_signature(path) == ("serving_examples", "outputs")
+    bad = _save(tmp_path / "bad", serving_default="raw")
+    with pytest.raises(served.PredictError, match=rf"^predict: {bad}: expected one signature taking a string tensor "
+                                                  r"'examples'.*found no signature; signatures: serving_default"):
+        served.examples_signature_apart(bad)
