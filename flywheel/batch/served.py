@@ -1,12 +1,13 @@
 """Which model batch inference scores with: a version in the TF Serving layout and its tf.Example signature.
 
-`<serving_dir>/<model>/<version>/` as Push writes it (`flywheel.components.common.serving`): the latest
-complete version, or the one asked for. The signature is found by inspecting the SavedModel, never by
-name: the one whose only input is a string tensor called `examples` (serialized tf.Examples, what
-BulkInferrer and TFMA feed) and which has a single output, the score. `saved_model.pb` is read as a
-proto through TFX's filesystem layer (gs:// too); the model itself is loaded later, by RunInference.
-Reading it needs TensorFlow's proto classes, hence TensorFlow: `resolve(..., apart=True)` reads it in a short-lived
-child process, so a launching process that does not score (`--engine beam`) never holds TensorFlow.
+`<serving_dir>/<model>/<version>/` as Push writes it (`flywheel.components.common.serving`): the version in
+serving (the latest complete one, or the stable one once a rollout state exists), or the one asked for.
+The signature is found by inspecting the SavedModel, never by name: the one whose only input is a string
+tensor called `examples` (serialized tf.Examples, what BulkInferrer and TFMA feed) and which has a single
+output, the score. `saved_model.pb` is read as a proto through TFX's filesystem layer (gs:// too); the model
+itself is loaded later, by RunInference. Reading it needs TensorFlow's proto classes, hence TensorFlow:
+`resolve(..., apart=True)` reads it in a short-lived child process, so a launching process that does not
+score (`--engine beam`) never holds TensorFlow.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def examples_signature_apart(path: str) -> tuple[str, str]:
 
 
 def resolve(serving_dir: str, model_name: str, version: Optional[int] = None, *, apart: bool = False) -> ServedModel:
-    """The version to score with: `version`, or the latest complete one. PredictError names the versions (or
+    """The version to score with: `version`, or the one in serving (`serving.current`: the latest complete one, or
+    the rollout's stable version). PredictError names the versions (or
     models) that exist when the one asked for does not. `apart`: the signature is read in a child process,
     so this one does not import TensorFlow."""
     versions = serving.versions(serving_dir, model_name)
@@ -102,7 +104,7 @@ def resolve(serving_dir: str, model_name: str, version: Optional[int] = None, *,
                            f"<serving_dir>/{model_name}/<version>/saved_model.pb); models there: "
                            f"{', '.join(models) if models else 'none'}")
     if version is None:
-        latest = serving.latest(serving_dir, model_name)
+        latest = serving.current(serving_dir, model_name)
         if latest is None:
             raise PredictError(f"predict: model {model_name!r} in {serving_dir}: no version has a readable "
                                f"{serving.MANIFEST_FILE}; versions: {', '.join(map(str, versions))}")
