@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import os
 import subprocess
 import threading
@@ -200,20 +201,14 @@ def test_a_new_candidate_is_warmed_up_before_it_takes_traffic(pinned):
     def loader(model, version, path):
         events.append(f"load {version}")
         servable = models.load_servable(model, version, path)
-        original = servable.signatures["serving_default"].function
         if version == 2:
-            class Counting:
-                def __getattr__(self, name):
-                    return getattr(original, name)
+            signature = servable.signatures["serving_default"]
 
-                def _call_flat(self, *args):
-                    events.append(f"run 2, default requests to {registry.router and registry.router.choose()[0]}")
-                    return original._call_flat(*args)
+            def counting(*arrays):
+                events.append(f"run 2, default requests to {registry.router and registry.router.choose()[0]}")
+                return signature.call(*arrays)
 
-            servable.signatures["serving_default"] = models.Signature(
-                "serving_default", models.PREDICT_METHOD, servable.signatures["serving_default"].inputs,
-                servable.signatures["serving_default"].outputs, Counting(),
-                servable.signatures["serving_default"].flat_inputs)
+            servable.signatures["serving_default"] = dataclasses.replace(signature, call=counting)
         return servable
 
     registry = models.ModelRegistry(pinned, MODEL, poll_seconds=3600.0, loader=loader)
