@@ -254,8 +254,10 @@ class RetrainResult:
     serving, or a model without a training profile): not drift, and the job trains. retrained is true
     only when the Trainer executed in this run (not a cache hit). status: nothing_new (serving was trained
     on exactly this data; nothing run), no_drift (with if_drift; nothing run) or the pipeline run's status.
-    decision: the decision in words. release: how a pushed version was released (direct, canary:P, shadow,
-    blue-green); rollout: the model's rollout state after the job, in words (None: it has none)."""
+    decision: the decision in words. model_version: the version served by default after the job (the stable one
+    while a rollout releases the new one); pushed_version: the version Push published in this run (None: none).
+    release: how a pushed version was released (direct, canary:P, shadow, blue-green); rollout: the model's
+    rollout state after the job, in words (None: it has none)."""
 
     pipeline: str
     span: int
@@ -270,6 +272,7 @@ class RetrainResult:
     previous_version: Optional[int]
     status: str
     decision: str = ""
+    pushed_version: Optional[int] = None
     release: str = "direct"
     rollout: Optional[str] = None
     run: Optional[RunResult] = dataclasses.field(default=None, repr=False, compare=False)
@@ -289,7 +292,8 @@ class RetrainResult:
         if self.status == NO_DRIFT:
             lines.append(f"  nothing to do: serving keeps version {self.model_version}")
             return lines
-        lines.append(f"  retrained: {self.retrained}, blessed: {self.blessed}, pushed: {self.pushed}; serving "
+        pushed = f" (version {self.pushed_version})" if self.pushed_version is not None else ""
+        lines.append(f"  retrained: {self.retrained}, blessed: {self.blessed}, pushed: {self.pushed}{pushed}; serving "
                      f"version {self.model_version} (before: {self.previous_version}); run {self.status}")
         if self.rollout:
             lines.append(f"  release {self.release}: {self.rollout}")
@@ -356,6 +360,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
                                    f"retrain {plan.reason}", cfg.paths.metadata_path)
         summary = job.summary_from_records(run.records, plan.span, base.paths.serving_dir, base.model_name, drift)
     return RetrainResult(**{**common, **summary, "status": run.status, "run": run, "release": release,
+                            "pushed_version": run.pushed_version if run.pushed else None,
                             "rollout": after.describe() if after is not None else None})
 
 

@@ -97,7 +97,7 @@ def served(loop, tmp_path_factory):
         found["join"] = api.logs_join(logs, os.path.join(sim, "span-3"), "trip_id", str(root / "data"), span=2)
         found["retrain"] = api.retrain("taxi", str(root / "data"), str(root / "out"), serving_dir=serving_dir,
                                        if_drift=True, train_steps=STEPS, release="canary:50")
-        new = found["retrain"].model_version
+        new = found["retrain"].pushed_version
         found["picked_up"] = _wait("the retrained version", lambda: new in _available(base) and _available(base),
                                    proc, 120)
         # Released as a canary: span 3 again, half of it answered by the new version; the labels joined; the
@@ -183,14 +183,15 @@ def test_retrain_on_the_joined_spans_pushes_a_version_the_running_server_picks_u
     retrained = served["retrain"]
     assert retrained.drift_detected is True and retrained.retrained and retrained.pushed, retrained.lines()
     assert sorted(retrained.window) == [1, 2] and retrained.span == 2, "span 1 and the joined span"
-    assert retrained.previous_version == served["first"] and retrained.model_version != served["first"]
-    assert retrained.model_version in served["picked_up"]
+    assert retrained.previous_version == served["first"] and retrained.pushed_version != served["first"]
+    assert retrained.model_version == served["first"], "released as a canary: stable serves by default meanwhile"
+    assert retrained.pushed_version in served["picked_up"]
     assert served["pid_after"] == served["pid"], "the same server process, not a restart"
     assert served["returncode"] == 0, served["stderr"]
 
 
 def test_the_retrained_model_released_as_a_canary_takes_half_the_traffic_and_is_promoted(served):
-    new = served["retrain"].model_version
+    new = served["retrain"].pushed_version
     assert served["retrain"].release == "canary:50"
     result = served["analysis"]
     assert result.applied == "promote", result.lines()
@@ -213,7 +214,7 @@ def test_a_candidate_answering_a_constant_is_rolled_back_by_the_analysis(served)
     assert any(reason.startswith("constant_output") for reason in result.analysis.reasons)
     assert served["bad"] in result.state["rolled_back"] and result.state["candidate"] is None
     assert result.state["decisions"][-1]["evidence"]["checks"], "the evidence is recorded with the decision"
-    new = served["retrain"].model_version
+    new = served["retrain"].pushed_version
     assert {int(r.headers["X-Model-Version"]) for r in served["after_rollback"]} == {new}
 
 

@@ -418,8 +418,9 @@ def load(path: str, columns: Optional[Sequence[str]] = None, kinds: Optional[Map
         return DatasetProfile.from_json(storage.read_text(path), path)
     wanted = None if columns is None else [*columns, *(c for c in (STATUS, ROLLOUT_ROLE) if c not in columns)]
     table = answered_rows(read_table(path, wanted))
-    if columns is not None:
-        table = table.select([c for c in table.column_names if c in columns])
+    kept = [c for c in table.column_names if columns is None or c in columns]
+    if kept and len(kept) < table.num_columns:
+        table = table.select(kept)
     return profile_table(table, path, kinds)
 
 
