@@ -236,12 +236,12 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         path, method = scope["path"], scope["method"]
         request_id, declared, ctx_key = None, None, None
         for name, value in scope["headers"]:
+            if name == key_header:  # may also be the request id (--rollout-key-header X-Request-Id)
+                ctx_key = value.decode("latin-1")
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
-            elif name == key_header:
-                ctx_key = value.decode("latin-1")
         request_id = request_id or uuid.uuid4().hex
         ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
         ctx["key"] = ctx_key

@@ -107,6 +107,9 @@ def test_the_key_header_is_configurable(pinned):
     key = next(k for k in (f"u{i}" for i in range(100)) if routing.key_share(k) < 0.5)
     with app as client:
         assert _answered_by(client, 20, headers={"X-User": key}) == {"2": 20}
+    _, app = _app(pinned, rollout_key_header="X-Request-Id")
+    with app as client:
+        assert _answered_by(client, 20, headers={"X-Request-Id": key}) == {"2": 20}, "the request id as the key"
 
 
 def test_a_shadow_never_answers_and_its_answers_are_logged(pinned, tmp_path):
