@@ -4,19 +4,20 @@ On one pushed taxi model (a small one is trained with the library unless --servi
 its newest version is copied, the folder itself is never changed), a serving folder of four versions is made:
 v1 the model (stable, pinned), v2 a copy of it (a good candidate), v3 a SavedModel with the same serving_default
 signature that answers a constant (a bad candidate), v4 another copy (the green side of a blue/green switch).
-`flywheel serve --log-dir --rollout-key-header X-Request-Id` runs as a real process, and a background thread
-replays simulated spans (`flywheel.api.simulate`, one trip id per row) with `flywheel.api.replay` at a fixed
-rate for the whole scenario: one request per row, its trip id sent as X-Request-Id, which the server also
-uses as the sticky canary key. The scenario:
+`flywheel serve --log-dir` runs as a real process. The load runs in its own process for the whole scenario:
+`flywheel.api.replay` of simulated spans (`flywheel.api.simulate`, one trip id per row) at a fixed rate, several
+requests in flight, one row per request with its trip id as X-Request-Id; and, since replay sends no custom
+header, a few keyed clients (httpx) sending X-Rollout-Key, the sticky canary key. The scenario:
 
     steady (v1) -> start canary 20 % of v2 -> >= 5,000 requests under the canary -> rollout analyze (promote)
     -> start canary 20 % of v3 -> rollout analyze (rolls it back by itself) -> blue/green to v4 -> switch back
 
-Prints: requests sent and failed (exit 1 unless 0), the canary share observed (from the request log's
-model_version) against the configured percent (+-3 points), whether each request went to the version its key
-hashes to (sticky), the analysis decisions and their reasons, the time each switch took to apply (rollout.json
-written -> first request answered by the new routing, from the request log), and latency p50/p99 during the
-switches against the steady state (server side from the request log's latency_ms; client side per replay call).
+Prints: requests sent and failed (exit 1 unless 0), the canary share of the replayed requests (from the request
+log's model_version) against the configured percent (+-3 points), whether every keyed client stayed on one
+version (the one its key hashes to) during each canary, the analysis decisions and their reasons, the time each
+switch took to apply (rollout.json written -> first request answered by the new routing, from the request log),
+and latency p50/p99 during the switches against the steady state (server side from the request log's
+latency_ms; client side per replay call).
 Usage: python benchmarks/rollout.py [--serving-dir DIR] [--quick] [--rate R] [--canary-requests N] [--json F]
 """
 
@@ -25,8 +26,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import itertools
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from typing import Any, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,9 +49,11 @@ from flywheel.pipelines import quiet
 
 MODEL = serving_bench.MODEL
 ID_COLUMN = "trip_id"
-KEY_HEADER = "X-Request-Id"  # the replay's request id is also the sticky canary key
+KEY_HEADER = "X-Rollout-Key"  # flywheel serve's default sticky canary key header
+KEYED_PREFIX = "keyed-"  # the keyed clients' request ids
 CANARY_PERCENT = 20.0
-SHARE_TOLERANCE = 3.0  # points
+SHARE_TOLERANCE = 3.0  # points, over SHARE_REQUESTS requests or more (the issue's claim)
+SHARE_REQUESTS = 5_000
 SPAN_SECONDS = 4.0  # seconds of load per replayed span: the load thread can stop between spans
 SETTLE_SECONDS = 2.0  # after a switch applies, still counted as "during the switch" for latency
 EXPECTED_DECISIONS = ("promote", "rollback")
@@ -151,8 +157,6 @@ def make_serving(source_serving_dir: str, workdir: str) -> tuple[str, Versions]:
     stable = int(os.path.basename(source.rstrip("/")))
     versions = Versions(stable, stable + 1, stable + 2, stable + 3)
     serving_dir = os.path.join(workdir, "serving")
-    if os.path.exists(serving_dir):
-        shutil.rmtree(serving_dir)
     publish(serving_dir, source, versions.stable)
     rollout_state.pin(serving_dir, MODEL)
     publish(serving_dir, source, versions.good)
@@ -172,37 +176,106 @@ class Call:
     result: Any
 
 
-class Load(threading.Thread):
-    """Replays span after span at `rate` requests/s, `concurrency` in flight, until stopped (between spans)."""
+@dataclasses.dataclass(frozen=True)
+class Keyed:
+    """One request of a keyed client: when it was answered, its key, HTTP status (or the client's error name) and
+    the version that answered (X-Model-Version; None without one)."""
 
-    def __init__(self, spans: list[str], url: str, rate: float, concurrency: int, features: tuple[str, ...]):
-        super().__init__(name="replay-load", daemon=True)
-        self.spans, self.url, self.rate, self.concurrency, self.features = spans, url, rate, concurrency, features
+    time: float
+    key: str
+    status: str
+    version: Optional[int]
+
+
+def _replay_spans(spans: list[str], url: str, rate: float, concurrency: int, features: tuple[str, ...],
+                  stopping: Any, calls: list[Call]) -> None:
+    from flywheel import api
+
+    for span in spans:
+        if stopping.is_set():
+            return
+        started = time.time()
+        result = api.replay("taxi", span, url, rate=rate, id_column=ID_COLUMN, concurrency=concurrency,
+                            features=features)
+        calls.append(Call(started, time.time(), result))
+    raise RuntimeError(f"rollout bench: the load ran out of spans ({len(spans)}) before the scenario ended (the "
+                       "server answered slower than the planned rate)")
+
+
+def _keyed_clients(url: str, row: dict[str, Any], keys: int, rate: float, stopping: Any,
+                   answers: list[Keyed]) -> None:
+    """`keys` clients, each sending its key in KEY_HEADER, taking turns at `rate` requests/s in all."""
+    import httpx
+
+    body = {"instances": [row]}
+    with httpx.Client(timeout=30.0) as client:
+        for n in itertools.count():
+            if stopping.is_set():
+                return
+            key = f"user-{n % keys}"
+            try:
+                response = client.post(f"{url}:predict", json=body,
+                                       headers={KEY_HEADER: key, "X-Request-Id": f"{KEYED_PREFIX}{n}"})
+                status = str(response.status_code)
+                version = response.headers.get("X-Model-Version")
+            except httpx.HTTPError as e:
+                status, version = type(e).__name__, None
+            answers.append(Keyed(time.time(), key, status, int(version) if version else None))
+            time.sleep(1.0 / rate)
+
+
+def _load_process(spans: list[str], url: str, plan: "Plan", features: tuple[str, ...], row: dict[str, Any],
+                  stopping: Any, results: Any) -> None:
+    """The load's own process (the benchmark's log reading and analyses never delay a request): the replay and
+    the keyed clients, each in a thread, until `stopping` is set or one fails; then (calls, answers, error)."""
+    calls: list[Call] = []
+    answers: list[Keyed] = []
+    errors: list[str] = []
+
+    def guarded(target: Callable[..., None], *args: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException:  # reported to the main process, which fails the benchmark with it
+                errors.append(traceback.format_exc())
+                stopping.set()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    threads = [guarded(_replay_spans, spans, url, plan.rate, plan.concurrency, features, stopping, calls),
+               guarded(_keyed_clients, url, row, plan.keys, plan.keyed_rate, stopping, answers)]
+    for thread in threads:
+        thread.join()
+    results.put((calls, answers, errors))
+
+
+class Load:
+    """The steady load, in its own process: `flywheel.api.replay` of span after span at the plan's rate (stopping
+    between spans), and keyed clients sending KEY_HEADER (replay sends no custom header)."""
+
+    def __init__(self, spans: list[str], url: str, plan: "Plan", features: tuple[str, ...], row: dict[str, Any]):
+        context = multiprocessing.get_context("spawn")
+        self._stopping, self._results = context.Event(), context.Queue()
+        self._process = context.Process(target=_load_process, name="rollout-bench-load", daemon=True,
+                                        args=(spans, url, plan, features, row, self._stopping, self._results))
         self.calls: list[Call] = []
-        self.error: Optional[BaseException] = None
-        self._stop = threading.Event()
+        self.answers: list[Keyed] = []
 
-    def run(self) -> None:
-        from flywheel import api
+    def start(self) -> None:
+        self._process.start()
 
-        try:
-            for span in self.spans:
-                if self._stop.is_set():
-                    return
-                started = time.time()
-                result = api.replay("taxi", span, self.url, rate=self.rate, id_column=ID_COLUMN,
-                                    concurrency=self.concurrency, features=self.features)
-                self.calls.append(Call(started, time.time(), result))
-            self.error = RuntimeError(f"rollout bench: the load ran out of spans ({len(self.spans)}) before the "
-                                      "scenario ended (the server answered slower than the planned rate)")
-        except BaseException as e:  # reported by the main thread, which fails the benchmark with it
-            self.error = e
+    def check(self) -> None:
+        """Fails the benchmark when the load stopped by itself (a replay or client error)."""
+        if self._stopping.is_set() or not self._process.is_alive():
+            self.stop()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.join()
-        if self.error is not None:
-            raise self.error
+        self._stopping.set()
+        self.calls, self.answers, errors = self._results.get(timeout=120)
+        self._process.join(timeout=60)
+        if errors:
+            raise SystemExit("rollout bench: the load failed:\n" + "\n".join(errors))
 
 
 # ---- the request log -------------------------------------------------------------------------------------------
@@ -232,11 +305,14 @@ class Log:
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
         table = table.filter(pc.equal(table.column("row_index"), 0)).sort_by("time")
         seconds = table.column("time").cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
+
+        def numbers(name: str, dtype: Any) -> np.ndarray:  # a null (no version resolved) as -1
+            return table.column(name).fill_null(-1).to_numpy().astype(dtype)
+
         return cls(np.asarray(table.column("request_id").to_pylist(), dtype=object), seconds,
-                   table.column("model_version").to_numpy(zero_copy_only=False),
+                   numbers("model_version", np.int64),
                    np.asarray(table.column("rollout_role").to_pylist(), dtype=object),
-                   table.column("status").to_numpy(zero_copy_only=False),
-                   table.column("latency_ms").to_numpy(zero_copy_only=False))
+                   numbers("status", np.int64), numbers("latency_ms", np.float64))
 
     def where(self, mask: np.ndarray) -> "Log":
         return Log(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
@@ -252,8 +328,7 @@ def wait_for(log_dir: str, enough: Callable[[Log], bool], what: str, timeout: fl
         log = Log.read(log_dir)
         if enough(log):
             return log
-        if load.error is not None:
-            raise load.error
+        load.check()
         if time.monotonic() > deadline:
             raise SystemExit(f"rollout bench: waited {timeout:.0f} s for {what}; the log holds {len(log)} requests")
         time.sleep(1.0)
@@ -307,20 +382,47 @@ def percentiles(values: np.ndarray) -> str:
 
 
 def canary_share(log: Log, start: Switch, stable: int, candidate: int) -> dict[str, Any]:
-    """The candidate's share of the requests routed under the canary (roles stable/canary, after it applied), and
-    how many went to the version their key hashes to (sticky routing: routing.key_share * 100 < percent)."""
+    """The candidate's share of the replayed requests routed under the canary (roles stable/canary, after it
+    applied; the keyed clients' requests left out: their keys, not a draw, choose)."""
     from flywheel.serving import routing
 
-    window = log.where((log.time >= start.applied) & np.isin(log.version, [stable, candidate])
-                       & np.array([r in (routing.STABLE, routing.CANARY) for r in log.role], dtype=bool))
+    replayed = np.array([not str(i).startswith(KEYED_PREFIX) for i in log.request_id], dtype=bool)
+    roles = np.array([r in (routing.STABLE, routing.CANARY) for r in log.role], dtype=bool)
+    window = log.where((log.time >= start.applied) & np.isin(log.version, [stable, candidate]) & roles & replayed)
     ids, first = np.unique(window.request_id, return_index=True)
-    versions = window.version[first]
-    on_candidate = int(np.sum(versions == candidate))
-    expected = np.array([routing.key_share(str(i)) * 100.0 < CANARY_PERCENT for i in ids], dtype=bool)
-    sticky = int(np.sum(expected == (versions == candidate)))
+    on_candidate = int(np.sum(window.version[first] == candidate))
     share = 100.0 * on_candidate / len(ids) if len(ids) else float("nan")
     return {"requests": int(len(ids)), "candidate": on_candidate, "share": share, "configured": CANARY_PERCENT,
-            "within_tolerance": bool(abs(share - CANARY_PERCENT) <= SHARE_TOLERANCE), "sticky": sticky}
+            "tolerance": share_tolerance(len(ids)),
+            "within_tolerance": bool(abs(share - CANARY_PERCENT) <= share_tolerance(len(ids)))}
+
+
+def share_tolerance(requests: int) -> float:
+    """+-3 points from 5,000 requests on; below that (--quick), 4 standard deviations of the binomial draw the
+    server makes per request, so a reduced run does not fail by chance (1,500 requests: +-4.1 points)."""
+    if requests >= SHARE_REQUESTS:
+        return SHARE_TOLERANCE
+    p = CANARY_PERCENT / 100.0
+    return max(SHARE_TOLERANCE, 400.0 * math.sqrt(p * (1.0 - p) / max(requests, 1)))
+
+
+def sticky(answers: list[Keyed], start: Switch, end: Switch, stable: int, candidate: int) -> dict[str, Any]:
+    """The keyed clients between a canary's start applying and its end being written: keys answered by one
+    version only, and by the one their key hashes to (routing.key_share * 100 < percent: the candidate)."""
+    from flywheel.serving import routing
+
+    seen: dict[str, set[Optional[int]]] = {}
+    for answer in answers:
+        if start.applied is not None and start.applied <= answer.time < end.written:
+            seen.setdefault(answer.key, set()).add(answer.version)
+    one = [k for k, v in seen.items() if len(v) == 1]
+    expected = [k for k in one if seen[k] == {candidate if routing.key_share(k) * 100.0 < CANARY_PERCENT
+                                              else stable}]
+    return {"keys": len(seen), "one_version": len(one), "hashed_version": len(expected),
+            "on_candidate": sum(1 for k in one if seen[k] == {candidate}),
+            "requests": sum(1 for a in answers if start.applied is not None
+                            and start.applied <= a.time < end.written),
+            "ok": bool(seen) and len(expected) == len(seen)}
 
 
 def latency_windows(log: Log, switches: list[Switch], begin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -361,6 +463,8 @@ class Plan:
     candidate_requests: int  # on the bad candidate and on green before the next step
     steady_seconds: float
     max_seconds: float
+    keys: int = 20  # keyed clients
+    keyed_rate: float = 10.0  # their requests per second, in all
 
     def load_seconds(self) -> float:
         """Seconds of traffic to simulate: three times the scenario at the planned rate, plus a minute."""
@@ -452,6 +556,8 @@ def main() -> None:
 
     workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="flywheel-rollout-bench-"))
     os.makedirs(workdir, exist_ok=True)
+    for previous in ("serving", "traffic", "request-logs", "analysis-good", "analysis-bad"):  # from an earlier run
+        shutil.rmtree(os.path.join(workdir, previous), ignore_errors=True)
     source = os.path.abspath(args.serving_dir) if args.serving_dir else serving_bench.train_model(workdir)
     serving_dir, versions = make_serving(source, workdir)
     rows = max(1, int(plan.rate * SPAN_SECONDS))
@@ -466,13 +572,13 @@ def main() -> None:
 
     port = serving_bench._free_port()
     proc = serving_bench._start([os.path.join(serving_bench.BIN, "flywheel"), "serve", "--serving-dir", serving_dir,
-                                 "--model", MODEL, "--port", str(port), "--log-dir", log_dir,
-                                 "--rollout-key-header", KEY_HEADER], os.path.join(workdir, "flywheel-serve.log"))
+                                 "--model", MODEL, "--port", str(port), "--log-dir", log_dir, "--rollout-key-header",
+                                 KEY_HEADER], os.path.join(workdir, "flywheel-serve.log"))
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL}"
     try:
         serving_bench.wait_ready(proc, url, "flywheel serve")
         features = tuple(sorted(api.signature_inputs(os.path.join(serving_dir, MODEL, str(versions.stable)))))
-        load = Load(spans, url, plan.rate, plan.concurrency, features)
+        load = Load(spans, url, plan, features, serving_bench.ROW)
         began = time.time()
         load.start()
         try:
@@ -489,25 +595,35 @@ def main() -> None:
 
 def report(log: Log, load: Load, switches: list[Switch], analyses: list[Any], share: dict[str, Any], began: float,
            json_path: Optional[str], versions: Versions) -> None:
-    sent = sum(c.result.requests_sent for c in load.calls)
-    failed = sum(c.result.failed for c in load.calls)
     by_status: dict[str, int] = {}
     for call in load.calls:
         for status, n in call.result.by_status.items():
             by_status[status] = by_status.get(status, 0) + n
+    keyed_status: dict[str, int] = {}
+    for answer in load.answers:
+        keyed_status[answer.status] = keyed_status.get(answer.status, 0) + 1
+    replayed = sum(c.result.requests_sent for c in load.calls)
+    sent = replayed + len(load.answers)
+    failed = sum(c.result.failed for c in load.calls) + sum(1 for a in load.answers if a.status != "200")
     server_failed = int(np.sum(log.status != 200))
     decisions = [a.decision for a in analyses]
+    stickiness = [sticky(load.answers, switches[0], switches[1], versions.stable, versions.good),
+                  sticky(load.answers, switches[2], switches[3], versions.good, versions.bad)]
     during, steady = latency_windows(log, switches, began)
     client_during, client_steady = client_windows(load.calls, switches)
     elapsed = max(c.ended for c in load.calls) - min(c.started for c in load.calls)
-    print(f"\nrequests sent: {sent:,} in {elapsed:.0f} s ({sent / elapsed:,.0f}/s) by {len(load.calls)} replay calls; "
-          f"answered {by_status}; logged by the server: {len(log):,}")
+    print(f"\nrequests sent: {sent:,} in {elapsed:.0f} s: {replayed:,} replayed ({replayed / elapsed:,.0f}/s, "
+          f"{len(load.calls)} replay calls) answered {by_status}, {len(load.answers):,} keyed answered "
+          f"{keyed_status}; logged by the server: {len(log):,}")
     print(f"failed client requests: {failed} (goal 0): {serving_bench.verdict(failed == 0)}; failed in the server's "
           f"log: {server_failed}")
-    print(f"canary share: {share['share']:.2f}% of {share['requests']:,} requests answered by v{versions.good} "
-          f"(configured {share['configured']:g}%, +-{SHARE_TOLERANCE:g} points): "
-          f"{serving_bench.verdict(share['within_tolerance'])}; sticky: {share['sticky']:,} of {share['requests']:,} "
-          f"on the version their key hashes to")
+    print(f"canary share: {share['share']:.2f}% of {share['requests']:,} replayed requests answered by "
+          f"v{versions.good} (configured {share['configured']:g}%, +-{share['tolerance']:.1f} points): "
+          f"{serving_bench.verdict(share['within_tolerance'])}")
+    for name, found in zip((f"canary of v{versions.good}", f"canary of v{versions.bad}"), stickiness, strict=True):
+        print(f"sticky keys, {name}: {found['one_version']} of {found['keys']} keys answered by one version, "
+              f"{found['hashed_version']} by the one their key hashes to ({found['on_candidate']} on the candidate; "
+              f"{found['requests']} requests): {serving_bench.verdict(found['ok'])}")
     print(f"analysis decisions: {decisions} (expected {list(EXPECTED_DECISIONS)}): "
           f"{serving_bench.verdict(tuple(decisions) == EXPECTED_DECISIONS)}")
     for analysis in analyses:
@@ -521,12 +637,13 @@ def report(log: Log, load: Load, switches: list[Switch], analyses: list[Any], sh
     print(f"latency, client side (replay, {SPAN_SECONDS:g} s calls), calls overlapping a switch: "
           f"{client_line(client_during)}\n  other calls: {client_line(client_steady)}")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    ok = (failed == 0 and server_failed == 0 and share["within_tolerance"]
+    ok = (failed == 0 and server_failed == 0 and share["within_tolerance"] and all(s["ok"] for s in stickiness)
           and tuple(decisions) == EXPECTED_DECISIONS and all(s.applied is not None for s in switches))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"requests_sent": sent, "failed": failed, "server_failed": server_failed,
-                       "by_status": by_status, "canary_share": share, "decisions": decisions,
+            json.dump({"requests_sent": sent, "replayed": replayed, "failed": failed, "server_failed": server_failed,
+                       "by_status": by_status, "keyed_status": keyed_status, "canary_share": share,
+                       "sticky": stickiness, "decisions": decisions,
                        "reasons": [list(a.analysis.reasons) for a in analyses],
                        "switches": [{"name": s.name, "seconds": s.seconds} for s in switches],
                        "latency_ms": {"during_switches": percentile_dict(during),
