@@ -504,9 +504,9 @@ def scenario(serving_dir: str, versions: Versions, log_dir: str, workdir: str, l
                       reason="benchmark: a good candidate")
     canary = switch(f"start canary {CANARY_PERCENT:g}% of v{versions.good} (a copy of stable)",
                     on_version(versions.good))
-    log = wait_for(log_dir, lambda log: canary.find(log) is not None
-                   and int(np.sum(log.time >= canary.applied)) >= plan.canary_requests,
-                   f"{plan.canary_requests:,} requests under the canary", timeout, load)
+    log = wait_for(log_dir, lambda log: canary.find(log) is not None and canary_share(
+        log, canary, versions.stable, versions.good)["requests"] >= plan.canary_requests,
+                   f"{plan.canary_requests:,} replayed requests under the canary", timeout, load)
     share = canary_share(log, canary, versions.stable, versions.good)
     analyses = [analyze(serving_dir, log_dir, os.path.join(workdir, "analysis-good"))]
     switch(f"{analyses[-1].decision} v{versions.good} (by the analysis)", without_rollout(versions.good))
