@@ -399,7 +399,7 @@ def canary_share(log: Log, start: Switch, stable: int, candidate: int) -> dict[s
 
 def share_tolerance(requests: int) -> float:
     """+-3 points from 5,000 requests on; below that (--quick), 4 standard deviations of the binomial draw the
-    server makes per request, so a reduced run does not fail by chance (1,500 requests: +-4.1 points)."""
+    server makes per request, so a reduced run does not fail by chance (1,000 requests: +-5.1 points)."""
     if requests >= SHARE_REQUESTS:
         return SHARE_TOLERANCE
     p = CANARY_PERCENT / 100.0
@@ -543,13 +543,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="requests per second (default 200; --quick 100)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--canary-requests", type=int, help="requests under the first canary before its analysis "
-                                                            "(default 5,000; --quick 1,500)")
+                                                            "(default 5,000; --quick 1,000)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="give up waiting for any step after this")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     plan = Plan(rate=args.rate or (100.0 if args.quick else 200.0), concurrency=args.concurrency,
-                canary_requests=args.canary_requests or (1_500 if args.quick else 5_000),
-                candidate_requests=150 if args.quick else 300, steady_seconds=2.0 if args.quick else 5.0,
+                canary_requests=args.canary_requests or (1_000 if args.quick else 5_000),
+                candidate_requests=120 if args.quick else 300, steady_seconds=1.0 if args.quick else 5.0,
                 max_seconds=args.max_seconds)
     quiet.quiet_environment(verbose=False)
     from flywheel import api

@@ -26,11 +26,11 @@ def test_quick_rollout_bench_fails_no_request_and_promotes_the_copy_and_rolls_ba
     found = json.loads(figures.read_text())
     assert found["ok"] is True
     assert found["failed"] == 0 and found["server_failed"] == 0
-    assert found["requests_sent"] >= 2_000 and found["by_status"] == {"200": found["replayed"]}
+    assert found["requests_sent"] >= 1_500 and found["by_status"] == {"200": found["replayed"]}
     assert found["decisions"] == ["promote", "rollback"]
     assert any("constant_output" in reason for reason in found["reasons"][1])
     share = found["canary_share"]
-    assert share["requests"] >= 1_500 and abs(share["share"] - 20.0) <= share["tolerance"]
+    assert share["requests"] >= 1_000 and abs(share["share"] - 20.0) <= share["tolerance"]
     assert all(s["keys"] == 20 and s["hashed_version"] == 20 for s in found["sticky"])
     expected = ["start canary 20%", "promote", "start canary 20%", "rollback", "blue/green: all traffic",
                 "blue/green: switch back"]
