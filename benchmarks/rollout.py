@@ -540,14 +540,14 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the serving folder, spans, logs and reports go (default: a temp "
                                           "folder)")
     parser.add_argument("--quick", action="store_true", help="a reduced run (fewer requests, same steps) for tests")
-    parser.add_argument("--rate", type=float, help="requests per second (default 200; --quick 100)")
+    parser.add_argument("--rate", type=float, help="replayed requests per second (default 100)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--canary-requests", type=int, help="requests under the first canary before its analysis "
                                                             "(default 5,000; --quick 1,000)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="give up waiting for any step after this")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
-    plan = Plan(rate=args.rate or (100.0 if args.quick else 200.0), concurrency=args.concurrency,
+    plan = Plan(rate=args.rate or 100.0, concurrency=args.concurrency,
                 canary_requests=args.canary_requests or (1_000 if args.quick else 5_000),
                 candidate_requests=120 if args.quick else 300, steady_seconds=1.0 if args.quick else 5.0,
                 max_seconds=args.max_seconds)
