@@ -24,6 +24,7 @@ Usage: python benchmarks/rollout.py [--serving-dir DIR] [--quick] [--rate R] [--
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import glob
 import itertools
@@ -148,9 +149,11 @@ class Versions:
     green: int
 
 
-def make_serving(source_serving_dir: str, workdir: str) -> tuple[str, Versions]:
+def make_serving(source_serving_dir: str, workdir: str) -> tuple[str, Versions, concurrent.futures.Future]:
     """A fresh serving folder: v1 (the source's newest version, pinned stable), v2 and v4 its copies, v3 the
-    constant model. The versions after v1 are pushed once the state pins v1, so none of them serves by default."""
+    constant model. The versions after v1 are pushed once the state pins v1, so none of them serves by default.
+    v3 is saved (by a child process) and published in the background, while the server starts: wait for the
+    returned future before using it."""
     from flywheel.rollout import state as rollout_state
 
     source = serving_bench.latest_version(source_serving_dir)
@@ -160,9 +163,11 @@ def make_serving(source_serving_dir: str, workdir: str) -> tuple[str, Versions]:
     publish(serving_dir, source, versions.stable)
     rollout_state.pin(serving_dir, MODEL)
     publish(serving_dir, source, versions.good)
-    publish(serving_dir, None, versions.bad, constant_model(signature_spec(source)))
     publish(serving_dir, source, versions.green)
-    return serving_dir, versions
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    bad = pool.submit(publish, serving_dir, None, versions.bad, constant_model(signature_spec(source)))
+    pool.shutdown(wait=False)  # the thread finishes the job; the future gives its result or error
+    return serving_dir, versions, bad
 
 
 # ---- the load --------------------------------------------------------------------------------------------------
@@ -559,7 +564,7 @@ def main() -> None:
     for previous in ("serving", "traffic", "request-logs", "analysis-good", "analysis-bad"):  # from an earlier run
         shutil.rmtree(os.path.join(workdir, previous), ignore_errors=True)
     source = os.path.abspath(args.serving_dir) if args.serving_dir else serving_bench.train_model(workdir)
-    serving_dir, versions = make_serving(source, workdir)
+    serving_dir, versions, bad_published = make_serving(source, workdir)
     rows = max(1, int(plan.rate * SPAN_SECONDS))
     spans = api.simulate("taxi", os.path.join(workdir, "traffic"), spans=math.ceil(plan.load_seconds() / SPAN_SECONDS),
                          rows=rows, drift_from=None).files
@@ -577,6 +582,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL}"
     try:
         serving_bench.wait_ready(proc, url, "flywheel serve")
+        bad_published.result()
         features = tuple(sorted(api.signature_inputs(os.path.join(serving_dir, MODEL, str(versions.stable)))))
         load = Load(spans, url, plan, features, serving_bench.ROW)
         began = time.time()
