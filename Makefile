@@ -13,7 +13,7 @@ for c in "$$PYTHON" python3.10 "$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/
 done; exit 1
 endef
 
-.PHONY: venv run test bench bench-monitor bench-predict bench-serving compile lint clean
+.PHONY: venv run test bench bench-monitor bench-predict bench-serving bench-rollout compile lint clean
 
 $(STAMP): setup.py constraints.txt
 	@py="$$( $(find_python) )" || { echo "flywheel needs Python 3.10 (tfx 1.16 supports Python < 3.11). Install it (e.g. 'pyenv install 3.10.13') or set PYTHON=/path/to/python3.10." >&2; exit 1; }; \
@@ -42,6 +42,9 @@ bench-predict: venv
 
 bench-serving: venv
 	$(BIN)/python benchmarks/serving.py
+
+bench-rollout: venv
+	$(BIN)/python benchmarks/rollout.py
 
 compile: venv
 	$(BIN)/flywheel compile taxi --output kubeflow/taxi_pipeline.yaml
