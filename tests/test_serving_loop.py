@@ -23,7 +23,7 @@ from flywheel import api, schemas
 from flywheel.components.common import serving
 from flywheel.components.push import publish
 from tests.conftest import FLYWHEEL, REPO
-from tests.rollout.conftest import constant_model
+from tests.rollout.conftest import add_version, constant_model
 
 MODEL = "taxi"
 ROWS = 3000  # the continuous-training loop's spans
@@ -110,8 +110,7 @@ def served(loop, tmp_path_factory):
         found["after"] = _answered_by(base, sim, "after", {new}, proc)
         # A bad candidate, answering a constant, released as a canary: the analysis rolls it back by itself.
         bad = new + 1
-        constant_model(os.path.join(serving_dir, MODEL, f".staging-{bad}"), FEATURES)
-        os.rename(os.path.join(serving_dir, MODEL, f".staging-{bad}"), os.path.join(serving_dir, MODEL, str(bad)))
+        add_version(serving_dir, constant_model(str(root / "constant"), FEATURES), bad)
         api.rollout_start(serving_dir, MODEL, version=bad, mode="canary", percent=50, reason="a bad model")
         _wait("the bad candidate", lambda: bad in _available(base), proc, 120)
         found["bad_replay"] = api.replay("taxi", os.path.join(sim, "span-3"), url, id_column="trip_id")
