@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import json
 import os
-import uuid
 from typing import Any, Callable, Optional
 
 from flywheel.components.common import serving
@@ -166,30 +165,11 @@ def load(serving_dir: str, model: str) -> Optional[RolloutState]:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Writes a whole file that readers see whole or not at all: locally a fsynced temporary file renamed over
-    `path`; on object storage one object write (an object appears whole)."""
-    fs = serving.filesystem(path)
-    if not serving.is_local(path):
-        with fs.open(path, "w") as f:
-            f.write(text)
-        return
-    folder = os.path.dirname(path) or "."
-    fs.makedirs(folder)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        fs.rename(temporary, path, overwrite=True)
-    finally:
-        if fs.exists(temporary):
-            fs.remove(temporary)
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Writes a whole file that readers see whole or not at all (the request log's writer: locally a fsynced
+    temporary file renamed over `path`; on object storage one object write)."""
+    from flywheel.serving.request_log import write_whole
+
+    write_whole(os.path.dirname(path) or ".", os.path.basename(path), text.encode("utf-8"))
 
 
 def _update(serving_dir: str, model: str,
