@@ -613,8 +613,9 @@ def report(log: Log, load: Load, switches: list[Switch], analyses: list[Any], sh
     failed = sum(c.result.failed for c in load.calls) + sum(1 for a in load.answers if a.status != "200")
     server_failed = int(np.sum(log.status != 200))
     decisions = [a.decision for a in analyses]
+    stable_then = versions.good if decisions[0] == "promote" else versions.stable  # stable under the second canary
     stickiness = [sticky(load.answers, switches[0], switches[1], versions.stable, versions.good),
-                  sticky(load.answers, switches[2], switches[3], versions.good, versions.bad)]
+                  sticky(load.answers, switches[2], switches[3], stable_then, versions.bad)]
     during, steady = latency_windows(log, switches, began)
     client_during, client_steady = client_windows(load.calls, switches)
     elapsed = max(c.ended for c in load.calls) - min(c.started for c in load.calls)

@@ -25,7 +25,11 @@ Checks, each with its value and threshold from `AnalysisConfig`:
   `min_p99_latency_increase_ms` of stable's passes: a fraction of a millisecond is not a regression).
 - `prediction_drift`: the drift monitor's own numeric test (`components/monitor/drift.compare_column` on
   profiles of both sides' predictions: KS, PSI, Jensen–Shannon, Wasserstein), with the monitor's thresholds
-  (`prediction_drift`, default `drift.Thresholds()`).
+  (`prediction_drift`, default `drift.Thresholds()`). A metric fails only when it is also above what chance
+  alone reaches between the two sides at their sizes: the `1 - drift_significance` quantile of the metric over
+  `drift_permutations` random re-splits of the pooled requests (whole requests, so the rows of one batched request
+  stay together) into groups of the same sizes. A candidate answering exactly like stable differs from it only by
+  which requests each side drew; on a few hundred requests that alone moves the KS distance past 0.1.
 - `constant_output`: candidate's prediction standard deviation over stable's, at least `min_prediction_std_ratio`
   (a candidate that answers the same value for every row while stable's answers vary).
 - `auc`: stable's AUC minus candidate's, at most `max_auc_drop`; only when both sides have at least
@@ -80,6 +84,8 @@ class AnalysisConfig:
     min_labelled_rows: int = 100
     label_column: str = "label"
     prediction_drift: drift.Thresholds = drift.Thresholds()
+    drift_significance: float = 0.01
+    drift_permutations: int = 200
 
     def __post_init__(self) -> None:
         for name in ("min_requests", "min_labelled_rows"):
@@ -91,6 +97,14 @@ class AnalysisConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise AnalysisError(f"rollout analysis: config {name}: expected a number >= 0, got {value!r}")
+        if (isinstance(self.drift_significance, bool) or not isinstance(self.drift_significance, (int, float))
+                or not 0.0 < self.drift_significance < 1.0):
+            raise AnalysisError(f"rollout analysis: config drift_significance: expected a number between 0 and 1 "
+                                f"(exclusive), got {self.drift_significance!r}")
+        if (isinstance(self.drift_permutations, bool) or not isinstance(self.drift_permutations, int)
+                or self.drift_permutations < 0):
+            raise AnalysisError(f"rollout analysis: config drift_permutations: expected an integer >= 0 (0: effect "
+                                f"size alone), got {self.drift_permutations!r}")
         if not isinstance(self.label_column, str) or not self.label_column:
             raise AnalysisError(f"rollout analysis: config label_column: expected a column name, got "
                                 f"{self.label_column!r}")
@@ -327,10 +341,11 @@ def _numpy(values: pa.Array | pa.ChunkedArray, dtype: Any, fill: Any) -> np.ndar
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np.ndarray]:
-    """One side's evidence and its successful rows' predictions."""
+def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np.ndarray, np.ndarray]:
+    """One side's evidence, its successful rows' predictions and, for each of those, the index of its request."""
     if table.num_rows == 0:
-        return SideStats(version, 0, 0, 0, 0, 0, None, None, {}, {}), np.array([], dtype=np.float64)
+        empty = np.array([], dtype=np.float64)
+        return SideStats(version, 0, 0, 0, 0, 0, None, None, {}, {}), empty, empty.astype(np.int64)
     failed, client = _row_flags(table)
     row_failed, row_client = _numpy(failed, bool, False), _numpy(client, bool, False)
     row_shadow = (_numpy(pc.equal(table.column(ROLE), SHADOW), bool, False) if ROLE in table.column_names
@@ -355,7 +370,9 @@ def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np
                   if latency.size else {})
     answered = pa.array(~row_failed & ~row_client)
     values = _numpy(_predictions(table, where).filter(answered), np.float64, math.nan)
-    values = values[np.isfinite(values)]
+    groups = request_of_row[~row_failed & ~row_client]
+    finite = np.isfinite(values)
+    values, groups = values[finite], groups[finite]
     summary = ({"count": int(values.size), "mean": round(float(values.mean()), 6),
                 "std": round(float(values.std()), 6), "min": round(float(values.min()), 6),
                 "max": round(float(values.max()), 6)} if values.size else {"count": 0})
@@ -364,7 +381,7 @@ def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np
                       client_errors=int(req_client.sum()), error_rate=round(float(req_failed.sum()) / n, 6),
                       client_error_rate=round(float(req_client.sum()) / n, 6), latency_ms=latency_ms,
                       predictions=summary)
-    return stats, values
+    return stats, values, groups
 
 
 def _labelled_auc(table: pa.Table, label: str, where: str) -> tuple[int, Optional[float]]:
@@ -414,18 +431,58 @@ def latency_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
                  f"p99 candidate {cp:.2f} ms vs stable {sp:.2f} ms (ratio {ratio:.2f})")
 
 
+def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray],
+                cfg: AnalysisConfig) -> dict[str, Any]:
+    """What each prediction-drift metric reaches by chance between two sides of these sizes: the pooled requests
+    (values, request index per value, for each side) re-split at random `drift_permutations` times into a stable
+    and a candidate group of the original request counts; per metric, the `1 - drift_significance` quantile."""
+    (s_values, s_groups), (c_values, c_groups) = stable, candidate
+    if cfg.drift_permutations == 0:
+        return {"permutations": 0, "significance": cfg.drift_significance, "metrics": {}}
+    values = np.concatenate([s_values, c_values])
+    s_requests = int(s_groups.max()) + 1 if s_groups.size else 0
+    groups = np.concatenate([s_groups, c_groups + s_requests])
+    requests = s_requests + (int(c_groups.max()) + 1 if c_groups.size else 0)
+    c_requests = requests - s_requests
+    rng = np.random.default_rng(0)
+    reached: dict[str, list[float]] = {}
+    for _ in range(cfg.drift_permutations):
+        to_candidate = np.zeros(requests, dtype=bool)
+        to_candidate[rng.choice(requests, size=c_requests, replace=False)] = True
+        rows = to_candidate[groups]
+        found, _ = drift.numeric_checks(profile.numeric_column(values[~rows]), profile.numeric_column(values[rows]),
+                                        cfg.prediction_drift)
+        for check in found:
+            reached.setdefault(check["metric"], []).append(check["value"])
+    q = 1.0 - cfg.drift_significance
+    return {"permutations": cfg.drift_permutations, "significance": cfg.drift_significance,
+            "metrics": {m: round(float(np.quantile(v, q, method="higher")), 6) for m, v in reached.items()}}
+
+
 def drift_check(found: dict[str, Any], cfg: AnalysisConfig) -> Check:
-    rule = "fails when any of the drift monitor's numeric checks crosses its threshold (the monitor's thresholds)"
+    floor = (found.get("noise_floor") or {}).get("metrics", {})
+    rule = ("fails when any of the drift monitor's numeric checks crosses its threshold (the monitor's thresholds) "
+            f"and what chance reaches at these sample sizes (its {1 - cfg.drift_significance:.0%} quantile over "
+            f"{cfg.drift_permutations} random re-splits of the pooled requests)")
     checks = found.get("checks") or []
     compared = [c for c in checks if c["metric"] != "missing_rate_change"]
     if not compared:
         return Check("prediction_drift", None, None, None, rule, "no predictions on one side: not compared")
-    crossed = [c for c in compared if c["drift"]]
-    worst = max(crossed or compared, key=lambda c: c["value"] / c["threshold"] if c["threshold"] else 0.0)
+
+    def bar(c: dict[str, Any]) -> float:
+        return max(c["threshold"], floor.get(c["metric"], 0.0))
+
+    crossed = [c for c in compared if c["drift"] and c["value"] > floor.get(c["metric"], -math.inf)]
+    worst = max(crossed or compared, key=lambda c: c["value"] / bar(c) if bar(c) else 0.0)
     shown = crossed or [worst]
-    words = "; ".join(f"{c['metric']} {c['value']:.4f} (threshold {c['threshold']:g})" for c in shown)
-    return Check("prediction_drift", not crossed, worst["value"], worst["threshold"], rule,
-                 ("prediction distribution changed: " if crossed else "largest relative to its threshold: ") + words)
+
+    def words(c: dict[str, Any]) -> str:
+        chance = f"; chance reaches {floor[c['metric']]:.4f}" if c["metric"] in floor else ""
+        return f"{c['metric']} {c['value']:.4f} (threshold {c['threshold']:g}{chance})"
+
+    return Check("prediction_drift", not crossed, worst["value"], bar(worst), rule,
+                 ("prediction distribution changed: " if crossed else "largest relative to its threshold: ")
+                 + "; ".join(words(c) for c in shown))
 
 
 def constant_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
@@ -487,8 +544,8 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
                        ("before_since", f"logged at or before {start.isoformat() if start else ''}")):
         if left_out[key]:
             notes.append(f"{left_out[key]:,} rows {words} left out")
-    s, s_values = side_stats(stable, sides[stable], f"stable version {stable}")
-    c, c_values = side_stats(candidate, sides[candidate], f"candidate version {candidate}")
+    s, s_values, s_groups = side_stats(stable, sides[stable], f"stable version {stable}")
+    c, c_values, c_groups = side_stats(candidate, sides[candidate], f"candidate version {candidate}")
     if c.shadow_requests:
         notes.append(f"{c.shadow_requests:,} candidate requests were shadow copies: answered and logged, never "
                      "returned to a client")
@@ -503,6 +560,8 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
     if s_values.size and c_values.size:
         found = drift.compare_column(PREDICTION, profile.numeric_column(s_values), profile.numeric_column(c_values),
                                      config.prediction_drift)
+        if any(c["drift"] for c in found.get("checks", ())):
+            found["noise_floor"] = noise_floor((s_values, s_groups), (c_values, c_groups), config)
     checks = (error_rate_check(s, c, config), latency_check(s, c, config), drift_check(found, config),
               constant_check(s, c, config), auc_check(s, c, config, labels))
     few = [f"{name} version {side.version} has {side.requests:,}" for name, side in (("stable", s), ("candidate", c))

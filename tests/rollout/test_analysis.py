@@ -432,3 +432,27 @@ def test_rollout_analyze_promotes_a_good_candidate_and_records_waiting(tmp_path,
     assert after.stable == CANDIDATE and after.candidate is None
     with pytest.raises(api.UsageError, match="no rollout in progress"):
         api.rollout_analyze(canary, MODEL, log)
+
+
+def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_difference_of_its_sample(
+        tmp_path, servables, records):
+    """A 20 % canary of the stable model itself: 60 requests against 240. Distances between two samples that
+    small cross the monitor's effect-size thresholds by chance alone; the permutation floor tells that apart from a
+    real change."""
+    routes = [(STABLE, servables["stable"])] * 4 + [(CANDIDATE, servables["stable"])]
+    log = _traffic(str(tmp_path / "log"), records[:300], routes, rows_per_request=1)
+    few = AnalysisConfig(min_requests=50)
+    effect_only = analyze(log, STABLE, CANDIDATE, config=AnalysisConfig(min_requests=50, drift_permutations=0))
+    assert effect_only.decision == analysis.ROLLBACK, "the sample differs by more than the effect-size threshold"
+    assert [c.name for c in effect_only.checks if c.passed is False] == ["prediction_drift"]
+
+    result = analyze(log, STABLE, CANDIDATE, config=few)
+    assert result.decision == analysis.PROMOTE, result.lines()
+    floor = result.prediction_drift["noise_floor"]
+    assert floor["permutations"] == 200 and floor["significance"] == 0.01
+    crossed = [c for c in result.prediction_drift["checks"] if c["drift"]]
+    assert crossed and all(c["value"] > c["threshold"] for c in crossed)
+    assert all(c["value"] <= floor["metrics"][c["metric"]] for c in crossed), (crossed, floor)
+    check = result.check("prediction_drift")
+    assert check.passed and "chance reaches" in check.detail, check.detail
+    assert "random re-splits of the pooled requests" in check.rule
