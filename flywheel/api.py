@@ -1110,15 +1110,22 @@ class AnalyzeResult:
     applied: Optional[str]
     state: Optional[dict[str, Any]]
     metadata: Optional[str] = None
+    idle: str = ""
 
     @property
-    def decision(self) -> str:
-        return self.analysis.decision
+    def decision(self) -> Optional[str]:
+        """promote | rollback | wait; None when there was no rollout to analyze (`idle` says so)."""
+        return self.analysis.decision if self.analysis is not None else None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.analysis is None:
+            return {"decision": None, "applied": None, "state": self.state, "metadata": self.metadata,
+                    "idle": self.idle}
         return {**self.analysis.to_dict(), "applied": self.applied, "state": self.state, "metadata": self.metadata}
 
     def lines(self) -> list[str]:
+        if self.analysis is None:
+            return [f"rollout analyze: {self.idle}"]
         done = {"promote": "applied: the candidate is now stable",
                 "rollback": "applied: rolled back, the candidate no longer takes traffic",
                 "wait": "applied: recorded, the rollout keeps running",
@@ -1127,8 +1134,8 @@ class AnalyzeResult:
 
 
 def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional[str] = None, config: Any = None,
-                    report_dir: Optional[str] = None, *, apply: bool = True,
-                    metadata: Optional[str] = None) -> AnalyzeResult:
+                    report_dir: Optional[str] = None, *, apply: bool = True, metadata: Optional[str] = None,
+                    idle_ok: bool = False) -> AnalyzeResult:
     """`flywheel rollout analyze`: the rollout in progress (its stable and candidate versions and start time, from
     `flywheel.rollout.state`) judged on the request log under `log_dir` (rows logged after the start; `labels`:
     the log with labels joined) -> `flywheel.rollout.analysis.AnalysisResult` (promote | rollback | wait, reasons,
@@ -1137,7 +1144,10 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
 
     apply: the decision is carried out at once — promote, rollback (by itself, when the rule says so), or an
     `analyze` decision recorded while waiting — with the reasons and the checks as its evidence in rollout.json
-    (and in ML-Metadata with `metadata`)."""
+    (and in ML-Metadata with `metadata`).
+
+    idle_ok: no rollout in progress is a result (decision None, `idle` saying so), not an error — for a job run
+    on a schedule, which finds a rollout to judge only now and then."""
     from flywheel.rollout import analysis, mlmd
     from flywheel.rollout import state as rollout_state
 
@@ -1148,6 +1158,9 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
             rule = analysis.AnalysisConfig.load(str(config))
         current = rollout_state.load(serving_dir, model)
         if current is None or current.candidate is None:
+            if idle_ok:
+                return AnalyzeResult(None, None, current.to_dict() if current else None,
+                                     idle=f"no rollout in progress for {model!r} in {serving_dir}: nothing to analyze")
             raise UsageError(f"rollout analyze: no rollout in progress for {model!r} in {serving_dir}: start one "
                              "with `flywheel rollout start`")
         found = analysis.analyze(log_dir, current.stable, current.candidate, since=current.started, labels=labels,

@@ -60,6 +60,8 @@ ROLLOUT_EXITS = """exit status:
   0  done (status: the state was read; analyze: the candidate is to be promoted)
   1  analyze: the candidate is to be rolled back
   3  analyze: not enough traffic yet, keep waiting
+     (analyze --scheduled: 0 whenever the analysis ran and its decision was applied, and when no rollout is
+     in progress)
   2  bad arguments, or a rollout rule the message names (one rollout at a time, a candidate that is not a
      complete version or is the stable one, promote/rollback with no rollout running)"""
 JOIN_EXITS = """exit status:
@@ -276,6 +278,9 @@ def _rollout_parser(sub) -> None:
     analyze.add_argument("--dry-run", action="store_true", help="report the decision without applying it")
     analyze.add_argument("--metadata", help="ML-Metadata store (a run's metadata.sqlite) to record the decision in")
     analyze.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    analyze.add_argument("--scheduled", action="store_true",
+                         help="for cron or a CronJob: no rollout in progress is not an error, and a decision that was "
+                              "applied (promote, rollback, wait) exits 0; errors still exit 2")
     manifests = command("manifests", "write TF Serving's models.config and KServe InferenceServices from the state")
     manifests.add_argument("--output", required=True, help="folder for models.config and <model>-*.yaml")
     manifests.add_argument("--storage-uri", help="a version's storage URI for KServe, {model} and {version} "
@@ -422,8 +427,10 @@ def cmd_rollout(args) -> int:
     elif name == "analyze":
         result = api.rollout_analyze(args.serving_dir, args.model, args.log_dir, labels=args.labels,
                                      config=args.config, report_dir=args.report_dir, apply=not args.dry_run,
-                                     metadata=args.metadata)
+                                     metadata=args.metadata, idle_ok=args.scheduled)
         _show(args, result)
+        if args.scheduled and (result.decision is None or result.applied is not None):
+            return EXIT_OK
         return {"promote": EXIT_OK, "rollback": EXIT_FAILED}.get(result.decision, EXIT_STOPPED)
     elif name == "manifests":
         result = api.rollout_manifests(args.serving_dir, args.output, args.model, storage_uri=args.storage_uri)

@@ -16,11 +16,16 @@ from tests.conftest import REPO
 
 DOCKERFILE = open(os.path.join(REPO, "kubeflow", "Dockerfile"), encoding="utf-8").read()
 INSTRUCTIONS = [line.split(None, 1) for line in DOCKERFILE.splitlines() if line and not line.startswith(("#", " "))]
-with open(os.path.join(REPO, "kubeflow", "schedule", "retrain-cronjob.yaml"), encoding="utf-8") as _f:
-    CRONJOB = yaml.safe_load(_f)
-JOB = CRONJOB["spec"]["jobTemplate"]["spec"]
-POD = JOB["template"]["spec"]
+CRONJOBS = ("retrain-cronjob.yaml", "rollout-analyze-cronjob.yaml")
 UID = 10001
+
+
+def _cronjob(name: str) -> tuple[dict, dict, dict]:
+    """(the CronJob, its job spec, its pod spec)."""
+    with open(os.path.join(REPO, "kubeflow", "schedule", name), encoding="utf-8") as f:
+        cronjob = yaml.safe_load(f)
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    return cronjob, job, job["template"]["spec"]
 
 
 def test_the_image_base_is_pinned_by_digest():
@@ -35,7 +40,9 @@ def test_the_image_runs_as_a_numeric_non_root_user():
     assert f"useradd --uid {UID} --gid {UID}" in DOCKERFILE
 
 
-def test_the_cronjob_runs_non_root_on_a_read_only_root_filesystem():
+@pytest.mark.parametrize("name", CRONJOBS)
+def test_the_cronjob_runs_non_root_on_a_read_only_root_filesystem(name):
+    _, _, POD = _cronjob(name)
     pod_security = POD["securityContext"]
     assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] == UID
     assert pod_security["runAsGroup"] == UID and pod_security["fsGroup"] == UID
@@ -45,7 +52,9 @@ def test_the_cronjob_runs_non_root_on_a_read_only_root_filesystem():
     assert security["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_the_cronjob_gives_tmp_and_home_their_own_writable_volumes():
+@pytest.mark.parametrize("name", CRONJOBS)
+def test_the_cronjob_gives_tmp_and_home_their_own_writable_volumes(name):
+    _, _, POD = _cronjob(name)
     (container,) = POD["containers"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in POD["volumes"]}
@@ -53,15 +62,32 @@ def test_the_cronjob_gives_tmp_and_home_their_own_writable_volumes():
     for path in ("/tmp", env["HOME"]):
         assert "emptyDir" in volumes[mounts[path]], path
     assert env["HOME"] == "/home/flywheel" and f"--home-dir {env['HOME']}" in DOCKERFILE
-    assert [m for m in container["volumeMounts"] if m["mountPath"] == "/data"][0]["readOnly"] is True
+    read_only = {"retrain-cronjob.yaml": "/data", "rollout-analyze-cronjob.yaml": "/logs"}[name]
+    assert [m for m in container["volumeMounts"] if m["mountPath"] == read_only][0]["readOnly"] is True
 
 
-def test_the_cronjob_has_a_deadline_and_resource_requests_and_limits():
+@pytest.mark.parametrize("name", CRONJOBS)
+def test_the_cronjob_has_a_deadline_and_resource_requests_and_limits(name):
+    CRONJOB, JOB, POD = _cronjob(name)
     assert CRONJOB["spec"]["concurrencyPolicy"] == "Forbid"
     assert 0 < JOB["activeDeadlineSeconds"] <= 24 * 3600
     (container,) = POD["containers"]
     resources = container["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"} and set(resources["limits"]) == {"cpu", "memory"}
+
+
+@pytest.mark.parametrize("name", CRONJOBS)
+def test_the_cronjob_command_is_a_flywheel_command_line_the_cli_accepts(name):
+    _, _, pod = _cronjob(name)
+    (container,) = pod["containers"]
+    program, *argv = container["command"]
+    assert program == "flywheel"
+    args = cli._parser().parse_args(argv)
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    paths = [v for v in argv if v.startswith("/")]
+    assert paths and all(any(p == m or p.startswith(m + "/") for m in mounts) for p in paths), (paths, mounts)
+    if name == "rollout-analyze-cronjob.yaml":
+        assert args.scheduled is True, "a job that finds no rollout, or rolls one back, has done its work"
 
 
 def _deny(monkeypatch, denied: str) -> None:

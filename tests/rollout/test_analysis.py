@@ -432,6 +432,29 @@ def test_rollout_analyze_promotes_a_good_candidate_and_records_waiting(tmp_path,
     assert after.stable == CANDIDATE and after.candidate is None
     with pytest.raises(api.UsageError, match="no rollout in progress"):
         api.rollout_analyze(canary, MODEL, log)
+    idle = api.rollout_analyze(canary, MODEL, log, idle_ok=True)
+    assert idle.decision is None and idle.state["stable"] == CANDIDATE
+    assert idle.lines() == [f"rollout analyze: no rollout in progress for 'taxi' in {canary}: nothing to analyze"]
+
+
+def test_a_scheduled_analysis_exits_0_on_an_applied_rollback_and_when_no_rollout_runs(tmp_path, canary, servables,
+                                                                                      records, capsys):
+    """`--scheduled`, as the CronJob runs it: a rollback it carried out is the job doing its work (exit 0), the
+    next run finds nothing to judge (exit 0); without the flag the same cases exit 1 and 2."""
+    from flywheel import cli
+    from flywheel.rollout import state
+
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["constant"])])
+    where = ["rollout", "analyze", "--serving-dir", canary, "--log-dir", log]
+    assert cli.main([*where, "--dry-run", "--scheduled"]) == cli.EXIT_FAILED, "not applied: the decision's code"
+    assert cli.main([*where, "--scheduled"]) == cli.EXIT_OK
+    assert "applied: rolled back" in capsys.readouterr().out
+    assert state.load(canary, MODEL).candidate is None
+    assert cli.main([*where, "--scheduled", "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["decision"] is None
+    assert cli.main(where) == cli.EXIT_USAGE
+    assert "no rollout in progress" in capsys.readouterr().err
 
 
 def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_difference_of_its_sample(
