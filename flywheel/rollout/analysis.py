@@ -21,19 +21,27 @@ AUC (`components/monitor/monitor.auc`).
 
 Checks, each with its value and threshold from `AnalysisConfig`:
 - `error_rate`: candidate's model-error rate minus stable's, at most `max_error_rate_increase`.
+- `client_error_rate`: the same for 4xx answers, at most `max_client_error_rate_increase`. Bad input is the
+  client's, but both sides draw from the same traffic: a candidate that refuses what stable accepts (a retrained
+  model whose signature wants a feature the clients do not send) fails here, not in `error_rate`.
+  Both rate checks fail only when the increase is also beyond chance: a one-sided two-proportion z-test at
+  `significance` (two errors in 100 requests against none in 400 are; one in 100 is not).
 - `latency_p99`: candidate's p99 over stable's, at most `max_p99_latency_ratio` (a slower p99 within
   `min_p99_latency_increase_ms` of stable's passes: a fraction of a millisecond is not a regression).
 - `prediction_drift`: the drift monitor's own numeric test (`components/monitor/drift.compare_column` on
   profiles of both sides' predictions: KS, PSI, Jensen–Shannon, Wasserstein), with the monitor's thresholds
   (`prediction_drift`, default `drift.Thresholds()`). A metric fails only when it is also above what chance
-  alone reaches between the two sides at their sizes: the `1 - drift_significance` quantile of the metric over
-  `drift_permutations` random re-splits of the pooled requests (whole requests, so the rows of one batched request
+  alone reaches between the two sides at their sizes: the `1 - significance` quantile of the metric over
+  `resamples` random re-splits of the pooled requests (whole requests, so the rows of one batched request
   stay together) into groups of the same sizes. A candidate answering exactly like stable differs from it only by
   which requests each side drew; on a few hundred requests that alone moves the KS distance past 0.1.
 - `constant_output`: candidate's prediction standard deviation over stable's, at least `min_prediction_std_ratio`
   (a candidate that answers the same value for every row while stable's answers vary).
 - `auc`: stable's AUC minus candidate's, at most `max_auc_drop`; only when both sides have at least
-  `min_labelled_rows` labelled rows holding both classes (otherwise not evaluated, and a note says why).
+  `min_labelled_rows` labelled rows holding both classes (otherwise not evaluated, and a note says why). It fails
+  only when the data shows a drop beyond the limit with confidence `1 - significance`: the `significance`
+  quantile of the drop over `resamples` bootstrap resamples of each side's labelled rows is above
+  `max_auc_drop`. (500 labelled rows a side give AUCs that differ by 0.04 between a model and a better one.)
 
 Decision: `wait` while either side has fewer than `min_requests` requests; else `rollback` when any check
 fails (the reasons name each failed check with its value and threshold); else `promote`.
@@ -46,6 +54,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -77,6 +86,7 @@ class AnalysisConfig:
 
     min_requests: int = 100
     max_error_rate_increase: float = 0.01
+    max_client_error_rate_increase: float = 0.01
     max_p99_latency_ratio: float = 1.5
     min_p99_latency_increase_ms: float = 10.0
     min_prediction_std_ratio: float = 0.1
@@ -84,27 +94,28 @@ class AnalysisConfig:
     min_labelled_rows: int = 100
     label_column: str = "label"
     prediction_drift: drift.Thresholds = drift.Thresholds()
-    drift_significance: float = 0.01
-    drift_permutations: int = 200
+    significance: float = 0.01
+    resamples: int = 200
 
     def __post_init__(self) -> None:
         for name in ("min_requests", "min_labelled_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise AnalysisError(f"rollout analysis: config {name}: expected an integer >= 1, got {value!r}")
-        for name in ("max_error_rate_increase", "max_p99_latency_ratio", "min_p99_latency_increase_ms",
+        for name in ("max_error_rate_increase", "max_client_error_rate_increase", "max_p99_latency_ratio",
+                     "min_p99_latency_increase_ms",
                      "min_prediction_std_ratio", "max_auc_drop"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise AnalysisError(f"rollout analysis: config {name}: expected a number >= 0, got {value!r}")
-        if (isinstance(self.drift_significance, bool) or not isinstance(self.drift_significance, (int, float))
-                or not 0.0 < self.drift_significance < 1.0):
-            raise AnalysisError(f"rollout analysis: config drift_significance: expected a number between 0 and 1 "
-                                f"(exclusive), got {self.drift_significance!r}")
-        if (isinstance(self.drift_permutations, bool) or not isinstance(self.drift_permutations, int)
-                or self.drift_permutations < 0):
-            raise AnalysisError(f"rollout analysis: config drift_permutations: expected an integer >= 0 (0: effect "
-                                f"size alone), got {self.drift_permutations!r}")
+        if (isinstance(self.significance, bool) or not isinstance(self.significance, (int, float))
+                or not 0.0 < self.significance < 1.0):
+            raise AnalysisError(f"rollout analysis: config significance: expected a number between 0 and 1 "
+                                f"(exclusive), got {self.significance!r}")
+        if (isinstance(self.resamples, bool) or not isinstance(self.resamples, int)
+                or self.resamples < 0):
+            raise AnalysisError(f"rollout analysis: config resamples: expected an integer >= 0 (0: the limits "
+                                f"alone, no test against chance), got {self.resamples!r}")
         if not isinstance(self.label_column, str) or not self.label_column:
             raise AnalysisError(f"rollout analysis: config label_column: expected a column name, got "
                                 f"{self.label_column!r}")
@@ -384,17 +395,38 @@ def side_stats(version: int, table: pa.Table, where: str) -> tuple[SideStats, np
     return stats, values, groups
 
 
-def _labelled_auc(table: pa.Table, label: str, where: str) -> tuple[int, Optional[float]]:
-    """(labelled rows with a prediction, AUC or None when a class is absent)."""
+def _labelled_auc(table: pa.Table, label: str, where: str) -> tuple[int, Optional[float], np.ndarray, np.ndarray]:
+    """(labelled rows with a prediction, AUC or None when a class is absent, the labels, the scores)."""
     if table.num_rows == 0:
-        return 0, None
+        return 0, None, np.array([], dtype=np.int64), np.array([], dtype=np.float64)
     failed, client = _row_flags(table)
     frame = pa.table({"label": pc.cast(table.column(label), pa.float64()), "score": _predictions(table, where)})
     frame = frame.filter(pc.invert(pc.or_(failed, client))).drop_null()
     labels = _numpy(frame.column("label"), np.float64, math.nan)
     scores = _numpy(frame.column("score"), np.float64, math.nan)
     value = auc_of(labels.astype(np.int64), scores) if frame.num_rows else float("nan")
-    return frame.num_rows, (round(value, 6) if math.isfinite(value) else None)
+    return frame.num_rows, (round(value, 6) if math.isfinite(value) else None), labels.astype(np.int64), scores
+
+
+def auc_drop_bound(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray],
+                   cfg: AnalysisConfig) -> Optional[float]:
+    """The AUC drop (stable's minus candidate's) that the data shows at least, with confidence 1 - significance: the
+    `significance` quantile of the drop over `resamples` bootstrap resamples of each side's labelled rows. None with
+    no resamples or when a resample cannot hold both classes."""
+    if cfg.resamples == 0:
+        return None
+    rng = np.random.default_rng(0)
+    drops = []
+    for _ in range(cfg.resamples):
+        pair = []
+        for labels, scores in (stable, candidate):
+            pick = rng.integers(0, labels.size, labels.size)
+            pair.append(auc_of(labels[pick], scores[pick]))
+        drops.append(pair[0] - pair[1])
+    drops_arr = np.asarray(drops)
+    if not np.isfinite(drops_arr).all():
+        return None
+    return round(float(np.quantile(drops_arr, cfg.significance, method="lower")), 6)
 
 
 # ---- checks ----------------------------------------------------------------------------------------------------
@@ -403,18 +435,37 @@ def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.2%}"
 
 
+def _beyond_chance(c_hits: int, c_n: int, s_hits: int, s_n: int, significance: float) -> bool:
+    """One-sided two-proportion z-test: is the candidate's rate above stable's by more than chance at `significance`?"""
+    pooled = (c_hits + s_hits) / (c_n + s_n)
+    if pooled in (0.0, 1.0):
+        return False
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / c_n + 1.0 / s_n))
+    return (c_hits / c_n - s_hits / s_n) / se > statistics.NormalDist().inv_cdf(1.0 - significance)
+
+
+def _rate_check(name: str, words: str, c_hits: int, c_rate: Optional[float], s_hits: int, s_rate: Optional[float],
+                s: SideStats, c: SideStats, limit: float, cfg: AnalysisConfig, also: str = "") -> Check:
+    rule = (f"fails when the candidate's {words} rate exceeds stable's by more than {limit:.2%} and by more than "
+            f"chance (one-sided two-proportion z-test at {cfg.significance:g})")
+    if s_rate is None or c_rate is None:
+        return Check(name, None, None, limit, rule, "no requests on one side")
+    increase = c_rate - s_rate
+    failed = increase > limit + 1e-12 and _beyond_chance(c_hits, c.requests, s_hits, s.requests, cfg.significance)
+    return Check(name, not failed, round(increase, 6), limit, rule,
+                 f"candidate {_pct(c_rate)} ({c_hits:,} of {c.requests:,} requests) vs stable {_pct(s_rate)} "
+                 f"({s_hits:,} of {s.requests:,}){also}")
+
+
 def error_rate_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
-    if s.error_rate is None or c.error_rate is None:
-        return Check("error_rate", None, None, cfg.max_error_rate_increase, "needs requests on both sides",
-                     "no requests on one side")
-    increase = c.error_rate - s.error_rate
-    return Check("error_rate", increase <= cfg.max_error_rate_increase + 1e-12, round(increase, 6),
-                 cfg.max_error_rate_increase,
-                 f"fails when the candidate's model-error rate exceeds stable's by more than "
-                 f"{cfg.max_error_rate_increase:.2%}",
-                 f"candidate {_pct(c.error_rate)} ({c.model_errors:,} of {c.requests:,} requests) vs stable "
-                 f"{_pct(s.error_rate)} ({s.model_errors:,} of {s.requests:,}); 4xx client errors apart: candidate "
-                 f"{_pct(c.client_error_rate)}, stable {_pct(s.client_error_rate)}")
+    return _rate_check("error_rate", "model-error (5xx)", c.model_errors, c.error_rate, s.model_errors, s.error_rate,
+                       s, c, cfg.max_error_rate_increase, cfg)
+
+
+def client_error_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
+    return _rate_check("client_error_rate", "client-error (4xx)", c.client_errors, c.client_error_rate,
+                       s.client_errors, s.client_error_rate, s, c, cfg.max_client_error_rate_increase, cfg,
+                       also=": the same traffic, refused by one side only")
 
 
 def latency_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
@@ -434,11 +485,11 @@ def latency_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
 def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray],
                 cfg: AnalysisConfig) -> dict[str, Any]:
     """What each prediction-drift metric reaches by chance between two sides of these sizes: the pooled requests
-    (values, request index per value, for each side) re-split at random `drift_permutations` times into a stable
-    and a candidate group of the original request counts; per metric, the `1 - drift_significance` quantile."""
+    (values, request index per value, for each side) re-split at random `resamples` times into a stable
+    and a candidate group of the original request counts; per metric, the `1 - significance` quantile."""
     (s_values, s_groups), (c_values, c_groups) = stable, candidate
-    if cfg.drift_permutations == 0:
-        return {"permutations": 0, "significance": cfg.drift_significance, "metrics": {}}
+    if cfg.resamples == 0:
+        return {"permutations": 0, "significance": cfg.significance, "metrics": {}}
     values = np.concatenate([s_values, c_values])
     s_requests = int(s_groups.max()) + 1 if s_groups.size else 0
     groups = np.concatenate([s_groups, c_groups + s_requests])
@@ -446,7 +497,7 @@ def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarr
     c_requests = requests - s_requests
     rng = np.random.default_rng(0)
     reached: dict[str, list[float]] = {}
-    for _ in range(cfg.drift_permutations):
+    for _ in range(cfg.resamples):
         to_candidate = np.zeros(requests, dtype=bool)
         to_candidate[rng.choice(requests, size=c_requests, replace=False)] = True
         rows = to_candidate[groups]
@@ -454,16 +505,16 @@ def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarr
                                         cfg.prediction_drift)
         for check in found:
             reached.setdefault(check["metric"], []).append(check["value"])
-    q = 1.0 - cfg.drift_significance
-    return {"permutations": cfg.drift_permutations, "significance": cfg.drift_significance,
+    q = 1.0 - cfg.significance
+    return {"permutations": cfg.resamples, "significance": cfg.significance,
             "metrics": {m: round(float(np.quantile(v, q, method="higher")), 6) for m, v in reached.items()}}
 
 
 def drift_check(found: dict[str, Any], cfg: AnalysisConfig) -> Check:
     floor = (found.get("noise_floor") or {}).get("metrics", {})
     rule = ("fails when any of the drift monitor's numeric checks crosses its threshold (the monitor's thresholds) "
-            f"and what chance reaches at these sample sizes (its {1 - cfg.drift_significance:.0%} quantile over "
-            f"{cfg.drift_permutations} random re-splits of the pooled requests)")
+            f"and what chance reaches at these sample sizes (its {1 - cfg.significance:.0%} quantile over "
+            f"{cfg.resamples} random re-splits of the pooled requests)")
     checks = found.get("checks") or []
     compared = [c for c in checks if c["metric"] != "missing_rate_change"]
     if not compared:
@@ -502,8 +553,12 @@ def constant_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
                  f"range {c.predictions['min']:.4g}..{c.predictions['max']:.4g}")
 
 
-def auc_check(s: SideStats, c: SideStats, cfg: AnalysisConfig, labels: Optional[str]) -> Check:
-    rule = f"fails when the candidate's AUC is more than {cfg.max_auc_drop:g} below stable's"
+def auc_check(s: SideStats, c: SideStats, cfg: AnalysisConfig, labels: Optional[str],
+              bound: Optional[float] = None) -> Check:
+    """`bound`: the drop the labelled rows show at least (`auc_drop_bound`), when the observed drop is over the
+    limit."""
+    rule = (f"fails when the candidate's AUC is more than {cfg.max_auc_drop:g} below stable's, with confidence "
+            f"{1 - cfg.significance:.0%} (a bootstrap of each side's labelled rows, {cfg.resamples} resamples)")
     if labels is None:
         return Check("auc", None, None, cfg.max_auc_drop, rule, "no joined labels given")
     short = [f"{name} {side.labelled_rows:,}" for name, side in (("stable", s), ("candidate", c))
@@ -516,9 +571,13 @@ def auc_check(s: SideStats, c: SideStats, cfg: AnalysisConfig, labels: Optional[
         return Check("auc", None, None, cfg.max_auc_drop, rule,
                      "the labels of one side hold one class only: its AUC is undefined")
     drop = s.auc - c.auc
-    return Check("auc", drop <= cfg.max_auc_drop + 1e-12, round(drop, 6), cfg.max_auc_drop, rule,
+    beyond = drop > cfg.max_auc_drop + 1e-12 and (bound is None and cfg.resamples == 0
+                                                    or bound is not None and bound > cfg.max_auc_drop)
+    chance = (f"; with {1 - cfg.significance:.0%} confidence the drop is at least {bound:.4f}"
+              if bound is not None else "")
+    return Check("auc", not beyond, round(drop, 6), cfg.max_auc_drop, rule,
                  f"AUC candidate {c.auc:.4f} ({c.labelled_rows:,} labelled rows) vs stable {s.auc:.4f} "
-                 f"({s.labelled_rows:,}): drop {drop:.4f}")
+                 f"({s.labelled_rows:,}): drop {drop:.4f}{chance}")
 
 
 # ---- the analysis ---------------------------------------------------------------------------------------------
@@ -549,21 +608,26 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
     if c.shadow_requests:
         notes.append(f"{c.shadow_requests:,} candidate requests were shadow copies: answered and logged, never "
                      "returned to a client")
+    auc_bound: Optional[float] = None
     if labels is not None:
         labelled, _ = _select(read_log(labels, "labels", (config.label_column,)), (stable, candidate), model, start)
-        rows_s, auc_s = _labelled_auc(labelled[stable], config.label_column, f"labels, stable version {stable}")
-        rows_c, auc_c = _labelled_auc(labelled[candidate], config.label_column,
-                                      f"labels, candidate version {candidate}")
+        rows_s, auc_s, *stable_labelled = _labelled_auc(labelled[stable], config.label_column,
+                                                        f"labels, stable version {stable}")
+        rows_c, auc_c, *candidate_labelled = _labelled_auc(labelled[candidate], config.label_column,
+                                                           f"labels, candidate version {candidate}")
         s = dataclasses.replace(s, labelled_rows=rows_s, auc=auc_s)
         c = dataclasses.replace(c, labelled_rows=rows_c, auc=auc_c)
+        if auc_s is not None and auc_c is not None and auc_s - auc_c > config.max_auc_drop:
+            auc_bound = auc_drop_bound(tuple(stable_labelled), tuple(candidate_labelled), config)
     found: dict[str, Any] = {}
     if s_values.size and c_values.size:
         found = drift.compare_column(PREDICTION, profile.numeric_column(s_values), profile.numeric_column(c_values),
                                      config.prediction_drift)
         if any(c["drift"] for c in found.get("checks", ())):
             found["noise_floor"] = noise_floor((s_values, s_groups), (c_values, c_groups), config)
-    checks = (error_rate_check(s, c, config), latency_check(s, c, config), drift_check(found, config),
-              constant_check(s, c, config), auc_check(s, c, config, labels))
+    checks = (error_rate_check(s, c, config), client_error_check(s, c, config), latency_check(s, c, config),
+              drift_check(found, config), constant_check(s, c, config), auc_check(s, c, config, labels, auc_bound))
+    by_name = {check.name: check for check in checks}
     few = [f"{name} version {side.version} has {side.requests:,}" for name, side in (("stable", s), ("candidate", c))
            if side.requests < config.min_requests]
     if few:
@@ -572,11 +636,12 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
                    "needed to decide",)
     else:
         failed = [ch for ch in checks if ch.passed is False]
-        if checks[4].passed and checks[2].passed is False:
+        drifted = by_name["prediction_drift"]
+        if by_name["auc"].passed and drifted.passed is False:
             # A retrained model is expected to answer differently; joined labels saying it ranks no worse outrank
             # the shift of its distribution (a constant output still fails on its own check).
-            failed.remove(checks[2])
-            notes.append(f"the prediction distribution changed ({checks[2].detail}), but the candidate's AUC on "
+            failed.remove(drifted)
+            notes.append(f"the prediction distribution changed ({drifted.detail}), but the candidate's AUC on "
                          "joined labels is no worse than stable's: not a reason to roll back")
         decision = ROLLBACK if failed else PROMOTE
         reasons = tuple(ch.reason() for ch in failed) or (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 from typing import Iterator, Optional
 
 import numpy as np
@@ -107,17 +108,20 @@ def _rewrite(log_dir: str, change) -> None:
             pq.write_table(table, os.path.join(folder, name.replace("part-", "part-routed-")))
 
 
-def _with_routing_columns(failing_share: float = 0.0, client_error_share: float = 0.0, shadow: bool = False):
+def _with_routing_columns(failing_share: float = 0.0, client_error_share: float = 0.0, shadow: bool = False,
+                          refused_share: float = 0.0):
     """Sets status, error and rollout_role (the writer logs 200, null, null outside a rollout): a share of the
-    candidate's requests failed with a 500 (no prediction), a share of stable's answered 400; `shadow`: the
-    candidate's rows are shadow copies."""
+    candidate's requests failed with a 500 (no prediction), a share of stable's answered 400, a share of the
+    candidate's answered 400 (`refused_share`: input stable accepts); `shadow`: the candidate's rows are shadow
+    copies."""
 
     def change(table: pa.Table) -> pa.Table:
         versions = table.column("model_version").to_pylist()
         ids = table.column("request_id").to_pylist()
         bucket = [int(i.split("-")[1]) % 100 / 100.0 for i in ids]
         status = [500 if v == CANDIDATE and b < failing_share else 400 if v == STABLE and b < client_error_share
-                  else 200 for v, b in zip(versions, bucket, strict=True)]
+                  else 400 if v == CANDIDATE and b < refused_share else 200
+                  for v, b in zip(versions, bucket, strict=True)]
         error = [None if s == 200 else "Internal: model failed" if s == 500 else "input fare: expected a number"
                  for s in status]
         role = [("shadow" if shadow else "canary") if v == CANDIDATE else "stable" for v in versions]
@@ -144,7 +148,8 @@ def test_a_good_candidate_is_promoted(tmp_path, servables, records):
     assert (result.stable.requests, result.stable.rows) == (200, 400)
     assert (result.candidate.requests, result.candidate.rows) == (200, 400)
     assert result.stable.error_rate == result.candidate.error_rate == 0.0
-    assert {c.name: c.passed for c in result.checks} == {"error_rate": True, "latency_p99": True,
+    assert {c.name: c.passed for c in result.checks} == {"error_rate": True, "client_error_rate": True,
+                                                          "latency_p99": True,
                                                           "prediction_drift": True, "constant_output": True,
                                                           "auc": None}
     assert result.stable.predictions["std"] > 0 and 0 < result.candidate.predictions["mean"] < 1
@@ -185,6 +190,28 @@ def test_a_candidate_answering_errors_is_rolled_back_naming_the_error_rate(tmp_p
     assert result.lines()[:2] == ["flywheel rollout analyze: ROLLBACK candidate 2 vs stable 1 (200 vs 200 requests)",
                                   f"  - {result.reasons[0]}"]
     assert json.loads(json.dumps(result.to_dict()))["checks"][0]["passed"] is False
+
+
+def test_a_candidate_refusing_input_stable_accepts_is_rolled_back_naming_the_client_error_rate(tmp_path, servables,
+                                                                                             records):
+    """4xx answers are bad input, but both sides get the same traffic: 30 % refused by the candidate alone (a
+    retrained signature wanting a feature the clients do not send) is the candidate's failure."""
+    log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
+                                                          (CANDIDATE, servables["stable"])])
+    _rewrite(log, _with_routing_columns(client_error_share=0.05, refused_share=0.3))
+    result = analyze(log, STABLE, CANDIDATE)
+    assert result.decision == analysis.ROLLBACK
+    assert [c.name for c in result.checks if c.passed is False] == ["client_error_rate"], result.reasons
+    assert result.check("error_rate").passed, "no model error on either side"
+    assert "the same traffic, refused by one side only" in result.reasons[0]
+
+    few = _traffic(str(tmp_path / "few"), records[:400], [(STABLE, servables["stable"]),
+                                                         (CANDIDATE, servables["stable"])])
+    _rewrite(few, _with_routing_columns(refused_share=0.03))
+    close = analyze(few, STABLE, CANDIDATE)
+    rates = close.check("client_error_rate")
+    assert rates.value > 0.01 and rates.passed, "above the limit, but within chance on 100 requests a side"
+    assert close.decision == analysis.PROMOTE, close.reasons
 
 
 def test_a_constant_output_candidate_is_rolled_back_naming_the_prediction_distribution(tmp_path, servables,
@@ -244,7 +271,9 @@ def test_joined_labels_put_each_side_s_auc_in_the_evidence(tmp_path, servables, 
     assert result.stable.auc == pytest.approx(expected, abs=1e-5)
     assert result.candidate.auc == 0.5, "a constant score ranks nothing"
     check = result.check("auc")
-    assert check.passed is (result.stable.auc - 0.5 <= 0.02)
+    bound = re.search(r"the drop is at least (-?[0-9.]+)", check.detail)
+    assert (bound is not None) is (check.value > 0.02), "the bootstrap runs when the drop is over the limit"
+    assert check.passed is not (bound is not None and float(bound.group(1)) > 0.02), check.detail
     assert check.value == pytest.approx(result.stable.auc - 0.5, abs=1e-6)
     assert result.to_dict()["stable"]["auc"] == result.stable.auc
 
@@ -465,7 +494,7 @@ def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_di
     routes = [(STABLE, servables["stable"])] * 4 + [(CANDIDATE, servables["stable"])]
     log = _traffic(str(tmp_path / "log"), records[:300], routes, rows_per_request=1)
     few = AnalysisConfig(min_requests=50)
-    effect_only = analyze(log, STABLE, CANDIDATE, config=AnalysisConfig(min_requests=50, drift_permutations=0))
+    effect_only = analyze(log, STABLE, CANDIDATE, config=AnalysisConfig(min_requests=50, resamples=0))
     assert effect_only.decision == analysis.ROLLBACK, "the sample differs by more than the effect-size threshold"
     assert [c.name for c in effect_only.checks if c.passed is False] == ["prediction_drift"]
 
@@ -479,3 +508,47 @@ def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_di
     check = result.check("prediction_drift")
     assert check.passed and "chance reaches" in check.detail, check.detail
     assert "random re-splits of the pooled requests" in check.rule
+
+
+def test_an_auc_drop_within_chance_on_few_labels_is_not_a_rollback(tmp_path, servables, records):
+    """The stable model on both sides, 150 labelled rows a side: one side's AUC comes out below the other's by
+    chance. Against a zero tolerance the limit alone rolls back; the bootstrap sees a drop it cannot tell from
+    zero, and a constant candidate's drop it can."""
+    strict, alone = AnalysisConfig(max_auc_drop=0.0), AnalysisConfig(max_auc_drop=0.0, resamples=0)
+
+    def labelled(name: str, sample: list[dict], candidate: str) -> tuple[str, str]:
+        log = _traffic(str(tmp_path / name / "log"), sample, [(STABLE, servables["stable"]),
+                                                              (CANDIDATE, servables[candidate])], rows_per_request=1)
+        labels = tmp_path / name / "labels.csv"
+        pcsv.write_csv(pa.table({"request_id": [r["trip_id"] for r in sample], "tips": [r["tips"] for r in sample]}),
+                       str(labels))
+        joined = str(tmp_path / name / "joined")
+        join.join(log, str(labels), "request_id", joined, label_column="tips",
+                  binary_label=join.BinaryLabel("label", "tips", "fare", 0.2))
+        return log, joined
+
+    for offset in range(0, 3000, 300):
+        log, joined = labelled(f"same-{offset}", records[offset:offset + 300], "stable")
+        limit_only = analyze(log, STABLE, CANDIDATE, labels=joined, config=alone)
+        if limit_only.stable.auc > limit_only.candidate.auc:
+            break
+    assert limit_only.check("auc").passed is False, "no slice where the copy's AUC came out lower"
+    result = analyze(log, STABLE, CANDIDATE, labels=joined, config=strict)
+    assert result.check("auc").passed is True, result.check("auc").detail
+    assert "with 99% confidence the drop is at least" in result.check("auc").detail
+
+    # Labels that stable ranks well (its own scores above their median, one in eight flipped): a constant
+    # candidate's drop is beyond chance on the same 150 rows a side.
+    sample = records[:300]
+    log = _traffic(str(tmp_path / "constant" / "log"), sample, [(STABLE, servables["stable"]),
+                                                                (CANDIDATE, servables["constant"])], rows_per_request=1)
+    scores = np.array(_predict(servables["stable"], sample))
+    label = (scores > np.median(scores)) ^ (np.arange(len(sample)) % 8 == 0)
+    labels = tmp_path / "constant" / "labels.csv"
+    pcsv.write_csv(pa.table({"request_id": [r["trip_id"] for r in sample], "label": label.astype(np.int64)}),
+                   str(labels))
+    joined = str(tmp_path / "constant" / "joined")
+    join.join(log, str(labels), "request_id", joined, label_column="label")
+    bad = analyze(log, STABLE, CANDIDATE, labels=joined, config=AnalysisConfig(min_requests=50))
+    assert bad.check("auc").passed is False and bad.candidate.auc == 0.5, bad.check("auc").detail
+    assert bad.stable.auc > 0.7
