@@ -26,6 +26,8 @@
 # picks the new version up without a restart.
 
 # %%
+import itertools
+import json
 import os
 import shutil
 import socket
@@ -83,6 +85,8 @@ print(second)
 # ## Serving: version 1 answers requests, and every request is logged
 # `flywheel serve` speaks TF Serving's REST API; `--log-dir` writes each request's features, prediction
 # and latency as Parquet under `span-N/` (N = the UTC day), the layout Ingest and the monitor read.
+# `--rollout-key-header X-Request-Id` keeps each trip on one version while a canary runs later (the split is a
+# hash of the key, not a coin toss per request).
 
 # %%
 serving_dir, logs = os.path.join(out, "serving"), os.path.join(work, "request_logs")
@@ -90,14 +94,13 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 server = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "serve", "--serving-dir", serving_dir,
-                           "--port", str(port), "--log-dir", logs], stderr=subprocess.DEVNULL)
+                           "--port", str(port), "--log-dir", logs, "--rollout-key-header", "X-Request-Id"],
+                          stderr=subprocess.DEVNULL)
 url = f"http://127.0.0.1:{port}/v1/models/taxi"
 
 
 def served_versions():
     """The versions the running server reports AVAILABLE (GET /v1/models/taxi, as TF Serving answers it)."""
-    import json
-
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
             status = json.load(answer)["model_version_status"]
@@ -160,26 +163,156 @@ print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip
 print("spans:", sorted(os.listdir(data)))
 
 # %% [markdown]
-# ## The job retrains on what production sent; Push publishes only a blessed model
+# ## The job retrains on what production sent, and releases the new version as a canary
+# Push publishes only a blessed model. With `release="canary:50"` (`flywheel retrain ... --release canary:50`)
+# the version served now is pinned as **stable** before the pipeline runs, and the version Push publishes
+# becomes the **candidate** of a canary rollout: it answers half of the requests, stable the other half.
+# Every decision is recorded in the run's ML-Metadata store.
 
 # %%
-result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS)
+result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS, release="canary:50")
 third = {k: result.to_dict()[k] for k in ("window", "drift_detected", "retrained", "blessed", "pushed",
-                                          "model_version")}
+                                          "model_version", "pushed_version", "release")}
 print(third)
+new, metadata = result.pushed_version, os.path.join(out, "metadata.sqlite")
+print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
 
 # %% [markdown]
-# ## The running server picks the new version up, without a restart
+# ## Release: the retrained model as a canary
+# The running server follows the rollout state (`rollout.json` beside the versions) on its next poll, without a
+# restart: it loads and warms up the candidate, then splits the traffic. Span 3 is sent again; each answer
+# names its version in `X-Model-Version`, and the request log records the version and its role.
 
 # %%
-if third["pushed"]:
-    wait_until(lambda: third["model_version"] in served_versions(), "new version served")
+wait_until(lambda: new in served_versions(), "the candidate served")
 print("serving versions:", served_versions(), "- the same server process:", server.poll() is None)
+
+
+def answered_since(started):
+    """Logged requests by (version, role) since a rollout started: the split the server made."""
+    import collections
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    since = datetime.datetime.fromisoformat(started)
+    rows = pq.read_table(logs, columns=["time", "model_version", "rollout_role"]).to_pylist()
+    return dict(collections.Counter((r["model_version"], r["rollout_role"]) for r in rows if r["time"] >= since))
+
+
+replays = [sent]
+replays.append(flywheel.replay("taxi", os.path.join(incoming, "span-3"), url, id_column="trip_id"))
+print("\n".join(replays[-1].lines()))
+wait_until(lambda: logged_rows() >= sum(r.rows_sent for r in replays), "complete request log")
+print("answered by (version, role):", answered_since(flywheel.api.rollout_status(serving_dir).state["started"]))
+
+# %% [markdown]
+# ## Analysis: the candidate against stable, on the traffic it answered
+# The labels of these trips are joined to the log again; `flywheel.api.rollout_analyze` (`flywheel rollout analyze`)
+# compares the two versions on the requests logged since the rollout started — error rate, p99 latency, the
+# distribution of the predictions, a constant-output check and the AUC on the labelled rows — and applies its
+# decision. A retrained model is expected to answer differently from the old one on drifted data: with labels
+# saying it ranks no worse, a shifted prediction distribution is noted, not a reason to roll back.
+
+# %%
+joined = os.path.join(work, "joined")
+print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", joined).lines()))
+
+
+def show(analyzed):
+    print("\n".join(analyzed.lines()))
+    for check in analyzed.analysis.checks:
+        verdict = {True: "pass", False: "FAIL", None: "not evaluated"}[check.passed]
+        print(f"  check {check.name:<17} {verdict:<13} {check.detail}")
+    print("decision:", analyzed.decision, "- applied:", analyzed.applied)
+
+
+analyzed = flywheel.api.rollout_analyze(serving_dir, "taxi", logs, labels=joined,
+                                        report_dir=os.path.join(work, "release"), metadata=metadata)
+show(analyzed)
+display(HTML(open(analyzed.analysis.report).read()))
+print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
+
+# %% [markdown]
+# ## A bad model is rolled back by itself
+# A model that answers every request, but says nothing: 0.3 for every trip, with the served model's raw inputs
+# (read from the server's `/metadata`). It is built by a separate process, as another training job would build
+# it, published the way Push publishes a version (a claimed version number, written under a staging name and
+# renamed into `<serving>/taxi/<version>` with its `push.json`), and started as a 50 % canary. A thousand trips
+# of span 3 are enough to judge it.
+
+# %%
+CONSTANT_MODEL = """
+import json, sys
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+specs = {name: tf.TensorSpec([None if int(d["size"]) < 0 else int(d["size"]) for d in spec["tensor_shape"]["dim"]],
+                             tf.as_dtype(types_pb2.DataType.Value(spec["dtype"])), name=name)
+         for name, spec in json.loads(sys.argv[2]).items()}
+
+
+class Constant(tf.Module):
+    @tf.function(input_signature=[specs])
+    def serve(self, features):
+        rows = tf.shape(next(iter(features.values())))[0]
+        return {"outputs": tf.fill([rows, 1], 0.3)}
+
+
+module = Constant()
+tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.serve})
+"""
+
+
+def served_inputs():
+    with urllib.request.urlopen(f"{url}/metadata", timeout=10) as answer:
+        signatures = json.load(answer)["metadata"]["signature_def"]["signature_def"]
+    return signatures["serving_default"]["inputs"]
+
+
+def publish_version(model_dir, note):
+    """Publishes a SavedModel folder as the next version, as Push does (under Push's serving lock)."""
+    from flywheel.components.push import publish
+
+    with publish.serving_lock(os.path.join(serving_dir, "taxi")):
+        version, _ = publish.publish(model_dir, serving_dir, "taxi", {"model_name": "taxi", "note": note})
+    return version
+
+
+constant = os.path.join(work, "constant_model")
+subprocess.run([sys.executable, "-c", CONSTANT_MODEL, constant, json.dumps(served_inputs())], check=True,
+               capture_output=True, timeout=300)
+bad = publish_version(constant, "answers 0.3 for every trip")
+some_trips = os.path.join(work, "span-3-slice")
+os.makedirs(some_trips)
+with open(os.path.join(incoming, "span-3", "data.csv")) as src, open(os.path.join(some_trips, "data.csv"), "w") as dst:
+    dst.writelines(itertools.islice(src, 1 + 1000))  # the header and 1,000 trips
+print("\n".join(flywheel.api.rollout_start(serving_dir, "taxi", version=bad, mode="canary", percent=50,
+                                           reason="a model answering a constant", metadata=metadata).lines()))
+wait_until(lambda: bad in served_versions(), "the bad candidate served")
+replays.append(flywheel.replay("taxi", some_trips, url, id_column="trip_id"))
+print("\n".join(replays[-1].lines()))
+wait_until(lambda: logged_rows() >= sum(r.rows_sent for r in replays), "complete request log")
+print("answered by (version, role):", answered_since(flywheel.api.rollout_status(serving_dir).state["started"]))
+
+# %% [markdown]
+# No labels this time: the predictions alone condemn it. Its distribution moved away from stable's, and its
+# spread is nothing next to stable's.
+
+# %%
+rolled_back = flywheel.api.rollout_analyze(serving_dir, "taxi", logs, report_dir=os.path.join(work, "rollback"),
+                                           metadata=metadata)
+show(rolled_back)
+print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
+wait_until(lambda: bad not in served_versions(), "the bad candidate unloaded")
+print("serving versions:", served_versions(), "- the same server process:", server.poll() is None)
+print("failed requests across the release:", sum(r.failed for r in replays), "of",
+      sum(r.requests_sent for r in replays))
 server.terminate()
 server.wait()
 
 # %% [markdown]
-# ## Lineage of the model in serving
+# ## Lineage of the model in serving, with its rollout decisions
 
 # %%
 print("\n".join(flywheel.lineage("taxi", out).lines()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import jupytext
 import nbformat
@@ -48,6 +49,23 @@ def test_continuous_training_notebook_walks_the_loop():
     assert "drift detected: True" in text and "prediction drift: True" in text
     retrained = "'window': [1, 2, 3], 'drift_detected': True, 'retrained': True, 'blessed': True, 'pushed': True"
     assert retrained in text, text
-    assert "the same server process: True" in text
-    assert "flywheel drift report" in html and "Trainer" in text and "Push" in text
+    assert "'release': 'canary:50'" in text and "canary 50% of version" in text, "released as a canary"
+    # Each release answered by both versions (the log's counts), then analysed: the retrained model is promoted
+    # (the AUC on joined labels decides), the constant one rolled back by itself on its predictions.
+    assert len(re.findall(r"answered by \(version, role\): \{\(\d+, '(?:canary|stable)'\): \d+, "
+                          r"\(\d+, '(?:canary|stable)'\): \d+\}", text)) == 2, text
+    assert "decision: promote - applied: promote" in text, text
+    promoted, rolled_back = text.split("decision: promote - applied: promote", 1)
+    assert "flywheel rollout analyze: PROMOTE candidate" in promoted and re.search(r"check auc +pass", promoted)
+    assert "decision: rollback - applied: rollback" in rolled_back, text
+    assert re.search(r"check constant_output +FAIL +prediction std candidate 0 ", rolled_back), text
+    assert "  - constant_output: " in rolled_back and "  - prediction_drift: " in rolled_back
+    assert "failed requests across the release: 0 of" in text, "no client request failed across the release"
+    assert text.count("the same server process: True") == 2, "the candidate and the rollback, without a restart"
+    assert re.search(r"no rollout: stable (\d+) .*\n  served by default: version \1; rolled back: \[\d+\]$",
+                     rolled_back, re.M), "after the rollback: the promoted version serves, the bad one rolled back"
+    lineage = text[text.index("rollouts of taxi"):]
+    assert [line.split()[1] for line in lineage.splitlines()[1:]] == ["start", "promote", "start", "rollback"]
+    assert html.count("flywheel rollout analysis") >= 1 and "flywheel drift report" in html
+    assert "Trainer" in text and "Push" in text
     assert "WARNING" not in text and "Warning" not in text
