@@ -357,7 +357,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
         run = _execute(cfg, pipeline, "local", entry.runner("local"), resolved, progress, verbose)
         after = job.finish_release(base.paths.serving_dir, base.model_name, release,
                                    run.pushed_version if run.pushed else None, pinned,
-                                   f"retrain {plan.reason}", cfg.paths.metadata_path)
+                                   f"flywheel retrain: {plan.reason}", cfg.paths.metadata_path)
         summary = job.summary_from_records(run.records, plan.span, base.paths.serving_dir, base.model_name, drift)
     return RetrainResult(**{**common, **summary, "status": run.status, "run": run, "release": release,
                             "pushed_version": run.pushed_version if run.pushed else None,
