@@ -254,6 +254,37 @@ def test_the_log_has_role_status_and_error_and_logs_failed_requests(pinned, tmp_
             version, {1: "stable", 2: "canary"}[version], 200)
 
 
+def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the_evidence(pinned, tmp_path):
+    """A candidate whose model fails inside TensorFlow on fares above 10 (a 500, not bad input), as a 50 % canary
+    behind the real app and request log: the analysis of the log rolls it back by itself, naming the error rate."""
+    from tests.rollout.conftest import add_version as publish
+    from tests.rollout.conftest import constant_model
+
+    publish(pinned, constant_model(str(tmp_path / "failing"), list(ISSUE_ROW), fail_above_fare=10.0), 3)
+    log_dir = tmp_path / "logs"
+    registry, app = _app(pinned, request_log=_log(pinned, log_dir))
+    rollout.start(pinned, MODEL, 3, rollout.CANARY, 50.0, reason="a model that fails")
+    fares = (5.0, 8.5, 12.0, 30.0)
+    with app as client:
+        registry.poll()
+        answers = [client.post(PREDICT, json={"instances": [dict(ISSUE_ROW, fare=fares[i % 4])]},
+                               headers={"X-Request-Id": f"r{i}"}) for i in range(320)]
+    by_version = collections.Counter((a.headers[routing.VERSION_HEADER], a.status_code) for a in answers)
+    assert by_version[("1", 200)] > 100 and by_version[("3", 500)] > 40 and by_version[("3", 200)] > 40, by_version
+    assert set(by_version) == {("1", 200), ("3", 200), ("3", 500)}, "stable answers every fare"
+
+    result = api.rollout_analyze(pinned, MODEL, str(log_dir), report_dir=str(tmp_path / "report"))
+    assert result.decision == result.applied == "rollback", result.lines()
+    error_rate = result.analysis.check("error_rate")
+    assert error_rate.passed is False and 0.4 < result.analysis.candidate.error_rate < 0.6
+    assert result.analysis.stable.error_rate == 0.0 and result.analysis.check("client_error_rate").passed
+    after = rollout.load(pinned, MODEL)
+    assert after.candidate is None and after.stable == 1 and 3 in after.rolled_back
+    assert "error_rate" in after.decisions[-1].reason
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "ROLLBACK" in page and "error_rate" in page
+
+
 # ---- a real server under load ---------------------------------------------------------------------------------
 
 
