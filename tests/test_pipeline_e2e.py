@@ -14,6 +14,7 @@ import tensorflow as tf
 from flywheel.components.common import serving
 from flywheel.components.push import publish
 from flywheel.pipelines import run_record
+from tests import tiny_runs
 from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, run_cli, shipped_data
 
 EXPECTED_NODES = {"ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
@@ -139,7 +140,9 @@ def test_anomalous_data_stops_at_the_gate_and_leaves_its_report(tmp_path):
 
 def test_killed_run_completes_when_run_again(tmp_path):
     out = str(tmp_path / "out")
-    proc = subprocess.Popen([FLYWHEEL, "run", "taxi", "--train-steps", "200", "--output-dir", out], cwd=REPO,
+    data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=3000)
+    proc = subprocess.Popen([FLYWHEEL, "run", "taxi", "--data", data, "--train-steps", "50", "--output-dir", out],
+                            cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     seen = []
     for line in proc.stdout:
@@ -149,7 +152,7 @@ def test_killed_run_completes_when_run_again(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any("▶ Trainer" in s for s in seen), "".join(seen)
-    again = run_cli("run", "taxi", "--train-steps", "200", output_dir=out)
+    again = run_cli("run", "taxi", "--data", data, "--train-steps", "50", output_dir=out)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "✓ Transform" in again.stdout and "(cached)" in again.stdout
     assert serving.latest(os.path.join(out, "serving"), "taxi") is not None
