@@ -39,7 +39,8 @@ def test_concurrent_requests_run_in_fewer_tensorflow_calls_with_their_own_answer
         text = client.get("/monitoring/prometheus/metrics").text
     assert calls <= 4, f"{len(requests)} concurrent requests took {calls} TensorFlow calls"
     for got, want in zip(answers, expected, strict=True):
-        assert [round(g[0], 5) for g in got] == [round(w[0], 5) for w in want]
+        # a batch's float32 arithmetic may differ from a lone call's in the last bits: compared within 1e-5
+        assert len(got) == len(want) and all(abs(g[0] - w[0]) < 1e-5 for g, w in zip(got, want, strict=True))
     assert 'flywheel_serving_batch_rows_sum{model="taxi",signature="serving_default",version="1"} 48.0' in text
 
 
