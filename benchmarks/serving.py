@@ -8,11 +8,13 @@ folder), measures and prints:
   written the way a KServe user writes one (JSON rows -> tf.Example -> signature), run from its own
   virtualenv (KServe needs protobuf 6, which TFX 1.16 cannot share), created on first use under the
   cache folder;
-- flywheel serve as a real process, plain and with --log-dir (every request logged);
+- flywheel serve as a real process, plain and with --log-dir (every request logged); the two side by side
+  for the concurrency-32 load, `--rounds` runs of each interleaved and their medians compared, so that the
+  log's cost is not what else the machine did during one of the two runs;
 under load from wrk (Debian package `wrk`) posting the JSON body: concurrency 1 and 32 with one row,
 and 512-row requests. wrk's latency percentiles and requests/s; every non-2xx answer or socket
 error counts as a failed request.
-Usage: python benchmarks/serving.py [--serving-dir DIR] [--duration S] [--skip-peer]
+Usage: python benchmarks/serving.py [--serving-dir DIR] [--duration S] [--rounds N] [--skip-peer]
 """
 
 from __future__ import annotations
@@ -334,14 +336,39 @@ def start_flywheel(serving_dir: str, log_dir: Optional[str], workdir: str) -> tu
     return proc, base
 
 
-def run_loads(wrk: Wrk, name: str, base: str, big: bool = True, c1: bool = True) -> dict[str, Load]:
+def median_load(runs: list[Load]) -> Load:
+    """One load from interleaved runs of the same load: the medians of requests/s and of each percentile, the
+    sums of requests and failures."""
+    first = runs[0]
+    return Load(first.name, first.concurrency, first.rows, requests=sum(r.requests for r in runs),
+                rps=statistics.median(r.rps for r in runs), p50=statistics.median(r.p50 for r in runs),
+                p90=statistics.median(r.p90 for r in runs), p99=statistics.median(r.p99 for r in runs),
+                failed=sum(r.failed for r in runs))
+
+
+def interleaved_c32(wrk: Wrk, servers: dict[str, str], rounds: int) -> dict[str, Load]:
+    """The 1-row concurrency-32 load on each server in turn, `rounds` times (servers side by side, so that what
+    else the machine does weighs on each alike); {name: the median load}."""
+    runs: dict[str, list[Load]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name, base in servers.items():
+            runs[name].append(wrk.run(f"{name}, 1 row", f"{base}/v1/models/{MODEL}:predict", 32, 1))
+    loads = {name: median_load(r) for name, r in runs.items()}
+    for name, load in loads.items():
+        print(f"{load.line()}  (median of {rounds}: {', '.join(f'{r.rps:,.0f}' for r in runs[name])} req/s)",
+              flush=True)
+    return loads
+
+
+def run_loads(wrk: Wrk, name: str, base: str, big: bool = True, c1: bool = True, c32: bool = True) -> dict[str, Load]:
     url = f"{base}/v1/models/{MODEL}:predict"
     loads = {}
     if c1:
         loads["c1"] = wrk.run(f"{name}, 1 row", url, 1, 1)
         print(loads["c1"].line(), flush=True)
-    loads["c32"] = wrk.run(f"{name}, 1 row", url, 32, 1)
-    print(loads["c32"].line(), flush=True)
+    if c32:
+        loads["c32"] = wrk.run(f"{name}, 1 row", url, 32, 1)
+        print(loads["c32"].line(), flush=True)
     if big:
         loads["big"] = wrk.run(f"{name}, {BIG_ROWS} rows", url, BIG_CONCURRENCY, BIG_ROWS)
         print(loads["big"].line(), flush=True)
@@ -363,8 +390,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--skip-peer", action="store_true", help="do not run the KServe peer")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="concurrency-32 runs of flywheel serve plain and with --log-dir, interleaved, both "
+                             "servers up side by side (medians reported; 1: one run of each, one after the other)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     quiet.quiet_environment(verbose=False)
     check_wrk()
     workdir = args.workdir or tempfile.mkdtemp(prefix="flywheel-serving-bench-")
@@ -388,16 +420,22 @@ def main() -> None:
             results["peer"] = run_loads(wrk, "KServe 0.21 (V1)", base)
         finally:
             stop(proc)
-    proc, base = start_flywheel(serving_dir, None, workdir)
+    plain, base = start_flywheel(serving_dir, None, workdir)
     try:
-        results["flywheel"] = run_loads(wrk, "flywheel serve", base)
+        results["flywheel"] = run_loads(wrk, "flywheel serve", base, c32=args.rounds == 1)
+        logged_proc, logged_base = start_flywheel(serving_dir, os.path.join(workdir, "request-logs"), workdir)
+        try:
+            if args.rounds == 1:
+                results["logged"] = run_loads(wrk, "flywheel serve --log-dir", logged_base, big=False, c1=False)
+            else:  # the log's cost: plain and logging servers side by side, runs interleaved
+                c32 = interleaved_c32(wrk, {"flywheel serve": base, "flywheel serve --log-dir": logged_base},
+                                      args.rounds)
+                results["flywheel"]["c32"] = c32["flywheel serve"]
+                results["logged"] = {"c32": c32["flywheel serve --log-dir"]}
+        finally:
+            stop(logged_proc)
     finally:
-        stop(proc)
-    proc, base = start_flywheel(serving_dir, os.path.join(workdir, "request-logs"), workdir)
-    try:
-        results["logged"] = run_loads(wrk, "flywheel serve --log-dir", base, big=False, c1=False)
-    finally:
-        stop(proc)
+        stop(plain)
 
     fw, logged = results["flywheel"], results["logged"]
     failed = sum(load.failed for loads in results.values() for load in loads.values())

@@ -6,6 +6,11 @@ JSON numbers go to float inputs, JSON integers to integer inputs, strings (or `{
 string inputs; NaN and Infinity are accepted as TF Serving accepts them. Every error is TF Serving's
 InvalidArgument (HTTP 400) with its wording, and names the input: a missing or unknown feature is
 named on its own (TF Serving lists only the expected keys).
+
+`parse_rows` is the fast path of the common request: row format, every row an object holding exactly the
+signature's inputs with values of their JSON types. It decodes the body straight into typed rows (msgspec,
+with a row type made once per signature) and returns None for anything else, which `parse_json` and
+`parse_predict` then parse, accept or refuse with TF Serving's errors, as before.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ import collections
 import functools
 import json
 import operator
-from typing import Any, Sequence
+import typing
+import weakref
+from typing import Any, Optional, Sequence
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -209,6 +217,96 @@ def _transpose(instances: list, names: list[str]) -> Any:
         return list(zip(*map(operator.itemgetter(*names), instances), strict=True))
     except KeyError:
         return None
+
+
+class Rows(list):
+    """Rows decoded by `parse_rows`: typed objects whose fields are the `names` inputs, in order (`row_dicts`
+    turns them into {input: value})."""
+
+    def __init__(self, rows: list, names: list[str]):
+        super().__init__(rows)
+        self.names = names
+
+
+_PLAIN_TYPES = {"f": float, "i": int, "u": int, "b": bool}
+# {id(signature): (a weak reference to it, its body decoder or None when it has no fast path)}
+_DECODERS: dict[int, tuple[weakref.ref, Any]] = {}
+
+
+def _make_decoder(signature: Signature) -> Any:
+    """A decoder of `{"instances": [row, ...], "signature_name": s}` bodies whose rows hold exactly the signature's
+    inputs, each a JSON value of the input's type (as `_fast_column` takes them); None when an input is not a
+    [None]-shaped number, bool or string."""
+    if not signature.inputs:
+        return None
+    fields = []
+    for spec in signature.inputs.values():
+        kind = "s" if spec.dtype.name == "string" else np.dtype(spec.numpy_dtype).kind
+        if len(spec.shape) != 1 or (kind not in _PLAIN_TYPES and kind != "s"):
+            return None
+        fields.append((f"f{len(fields)}", str if kind == "s" else _PLAIN_TYPES[kind]))
+    # Fields f0, f1... named as the inputs in JSON (an input's name need not be a Python identifier).
+    row = msgspec.defstruct("Row", fields, forbid_unknown_fields=True, gc=False,
+                            rename=dict(zip((f for f, _ in fields), signature.inputs, strict=True)))
+    body = msgspec.defstruct("Body", [("instances", list[row]), ("signature_name", str, ""),
+                                      ("inputs", typing.Union[msgspec.Raw, msgspec.UnsetType], msgspec.UNSET)],
+                             gc=False)
+    return msgspec.json.Decoder(body)
+
+
+def _decoder(signature: Signature) -> Any:
+    key = id(signature)
+    entry = _DECODERS.get(key)
+    if entry is None or entry[0]() is not signature:
+        entry = _DECODERS[key] = (weakref.ref(signature, lambda _, key=key: _DECODERS.pop(key, None)),
+                                  _make_decoder(signature))
+    return entry[1]
+
+
+def parse_rows(body: bytes, signature: Signature) -> Optional[tuple[dict[str, np.ndarray], Rows]]:
+    """({input: column}, rows) of a row-format body for `signature` (its `signature_name` empty or naming it),
+    when every row has exactly the signature's inputs with values of their JSON types; else None (then
+    `parse_json` and `parse_predict` take the body, and name what is wrong with it)."""
+    decoder = _decoder(signature)
+    if decoder is None:
+        return None
+    try:
+        doc = decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if doc.inputs is not msgspec.UNSET or not doc.instances or doc.signature_name not in ("", signature.name):
+        return None
+    names = list(signature.inputs)
+    fields = [f"f{i}" for i in range(len(names))]
+    values = zip(*map(operator.attrgetter(*fields), doc.instances), strict=True) if len(names) > 1 else \
+        [list(map(operator.attrgetter(fields[0]), doc.instances))]
+    columns = {}
+    for name, column in zip(names, values, strict=True):
+        spec = signature.inputs[name]
+        if spec.dtype.is_integer:  # as `_fast_column` converts them: int64, then the input's range checked
+            try:
+                array = np.array(column, dtype=np.int64)
+            except OverflowError:  # beyond int64: named value by value on the general path
+                return None
+            if spec.numpy_dtype != np.int64:
+                low, high = _int_limits(spec.numpy_dtype)
+                if not (low <= array.min() and array.max() <= high):
+                    return None
+                array = array.astype(spec.numpy_dtype)
+        elif spec.dtype.name == "string":
+            array = np.array(list(map(str.encode, column)), dtype=object)
+        else:
+            array = np.array(column, dtype=spec.numpy_dtype)
+        columns[name] = array
+    return columns, Rows(doc.instances, names)
+
+
+def row_dicts(rows: list) -> list[dict]:
+    """The rows as {input: value} dicts (what the request log and a failed request's log take)."""
+    if not isinstance(rows, Rows):
+        return rows
+    names = rows.names
+    return [dict(zip(names, msgspec.structs.astuple(row), strict=True)) for row in rows]
 
 
 def _rows_from_inputs(inputs: Any, signature: Signature) -> tuple[dict[str, np.ndarray], list[dict]]:

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flywheel.serving import codec, routing
+from flywheel.serving import codec, routing, warmup
 from flywheel.serving.batching import Batcher
 from flywheel.serving.models import (
     PREDICT_METHOD,
@@ -191,19 +191,34 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
     batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
     key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
     shadow = routing.Shadow(request_log, run_signature)
+    busy = [0]  # predict requests between the start of their body's read and the end of their TensorFlow call
 
     async def predict(receive: Callable, declared: Optional[bytes], request_id: str, ctx: dict,
                       version: Optional[int], label: Optional[str], started: float) -> _Answer:
         model = ctx["model"]
-        body = await _read_body(receive, declared, max_body_bytes)
-        route = routing.route(registry, model, version, label, ctx.get("key"))  # rollout hook
-        servable, ctx["role"] = route.servable, route.role
-        ctx["version"] = str(servable.version)
-        ctx["doc"] = doc = codec.parse_json(body)
-        signature = servable.signature(codec.signature_name(doc))
-        ctx["signature"] = signature.name
-        fmt, columns, rows = codec.parse_predict(doc, signature)
-        outputs = await batcher.submit(servable, signature, columns, len(rows))
+        busy[0] += 1
+        try:
+            body = await _read_body(receive, declared, max_body_bytes)
+            route = routing.route(registry, model, version, label, ctx.get("key"))  # rollout hook
+            servable, ctx["role"] = route.servable, route.role
+            ctx["version"] = str(servable.version)
+            # The common body (rows of the default signature, of the inputs' types) decodes straight into columns;
+            # any other is parsed, and accepted or refused, by the general path. A shadow copy needs the document.
+            signature = servable.signatures.get(warmup.DEFAULT_SIGNATURE) if route.shadow is None else None
+            parsed = codec.parse_rows(body, signature) if signature is not None else None
+            doc = None
+            if parsed is not None:
+                fmt, (columns, rows) = codec.ROW, parsed
+                ctx["signature"], ctx["rows"] = signature.name, rows
+            else:
+                ctx["doc"] = doc = codec.parse_json(body)
+                signature = servable.signature(codec.signature_name(doc))
+                ctx["signature"] = signature.name
+                fmt, columns, rows = codec.parse_predict(doc, signature)
+            # alone: no other predict request is being read or run (a full batch then runs on this thread).
+            outputs = await batcher.submit(servable, signature, columns, len(rows), alone=busy[0] == 1)
+        finally:
+            busy[0] -= 1
         payload = codec.format_response(fmt, outputs)
         data = codec.encode_response(payload, outputs)
         latency = time.perf_counter() - started
@@ -284,9 +299,8 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             if request_log is not None:
                 answer.after = functools.partial(
                     _log, request_log, request_id, ctx["model"], int(ctx["version"]) if ctx["version"] else None,
-                    ctx["signature"],
-                    routing.rows_of(ctx.get("doc")), None, (time.perf_counter() - started) * 1000.0,
-                    ctx.get("role"), error.status, error.message)
+                    ctx["signature"], ctx["rows"] if "rows" in ctx else routing.rows_of(ctx.get("doc")), None,
+                    (time.perf_counter() - started) * 1000.0, ctx.get("role"), error.status, error.message)
         return answer
 
     async def metrics_route(request: Request) -> Response:
@@ -323,6 +337,7 @@ def _log(request_log: RequestLog, request_id: str, model: str, version: int, sig
          error: Optional[str] = None) -> None:
     """Runs after the response is sent; a failing logger is reported, never the request's failure."""
     try:
+        rows = codec.row_dicts(rows)
         if role is None and status == 200:
             request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
             return

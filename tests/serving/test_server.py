@@ -243,3 +243,37 @@ def test_startup_moves_the_loaded_libraries_and_model_out_of_the_collectors_full
         frozen = gc.get_freeze_count()
         assert client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]}).status_code == 200
     assert frozen > 100_000, f"only {frozen} objects frozen: full collections walk TensorFlow's modules each time"
+
+
+FAST_PATH_REFUSED = [  # bodies parse_rows leaves to the general path (which accepts or names what is wrong)
+    {"instances": [{**ISSUE_ROW, "fare": float("nan")}]},
+    {"instances": [{**ISSUE_ROW, "fare": True}]},
+    {"instances": [{**ISSUE_ROW, "trip_seconds": 600.0}]},
+    {"instances": [{**ISSUE_ROW, "trip_seconds": 2**63}]},
+    {"instances": [{**ISSUE_ROW, "payment_type": {"b64": "Q2FzaA=="}}]},
+    {"instances": [{**ISSUE_ROW, "tolls": 1.0}]},
+    {"instances": [{k: v for k, v in ISSUE_ROW.items() if k != "fare"}]},
+    {"instances": [ISSUE_ROW], "inputs": {}},
+    {"instances": []},
+    {"inputs": {k: [v] for k, v in ISSUE_ROW.items()}},
+    {"signature_name": "serving_examples", "instances": [ISSUE_ROW]},
+    {"signature_name": 3, "instances": [ISSUE_ROW]},
+]
+
+
+def test_the_fast_row_path_gives_the_general_paths_columns_and_leaves_every_other_body_to_it(client):
+    from flywheel.serving import codec
+
+    signature = client.app.state.registry.get(MODEL).signature("")
+    rows = [ISSUE_ROW, {**ISSUE_ROW, "fare": 3, "trip_seconds": -5, "payment_type": "Crédit"}]
+    for doc in ({"instances": rows}, {"instances": rows, "signature_name": "serving_default", "other": [1]}):
+        body = json.dumps(doc).encode()
+        columns, parsed = codec.parse_rows(body, signature)
+        fmt, expected, _ = codec.parse_predict(codec.parse_json(body), signature)
+        assert fmt == codec.ROW and list(columns) == list(expected)
+        for name, column in columns.items():
+            assert column.dtype == expected[name].dtype and column.tolist() == expected[name].tolist(), name
+        assert codec.row_dicts(parsed) == rows and len(parsed) == 2
+    for doc in FAST_PATH_REFUSED:
+        assert codec.parse_rows(json.dumps(doc).encode(), signature) is None, doc
+    assert codec.parse_rows(b'{"instances": [{"fare": 1.0,', signature) is None
