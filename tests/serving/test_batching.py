@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import threading
 
 from starlette.testclient import TestClient
 
@@ -22,6 +24,21 @@ def _concurrent_predictions(client: TestClient, requests: list[list[dict]]) -> l
 
     with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
         return list(pool.map(send, requests))
+
+
+def _recording(serving_dir: str):
+    """(the served version, its default signature, the names of the threads TensorFlow ran on, a run function
+    that records its thread before running the signature)."""
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    registry.poll()
+    servable = registry.get(MODEL)
+    threads: list[str] = []
+
+    def run(sig, columns):
+        threads.append(threading.current_thread().name)
+        return models.run_signature(sig, columns)
+
+    return servable, servable.signature(""), threads, run
 
 
 def test_concurrent_requests_run_in_fewer_tensorflow_calls_with_their_own_answers(serving_dir):
@@ -54,18 +71,7 @@ def test_a_full_batch_runs_without_waiting_and_large_requests_run_alone(serving_
 
 
 def test_with_no_timeout_a_lone_request_runs_on_the_loop_and_a_burst_runs_as_one_batch_thread_call(serving_dir):
-    import asyncio
-    import threading
-
-    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
-    registry.poll()
-    servable = registry.get(MODEL)
-    signature = servable.signature("")
-    threads = []
-
-    def run(sig, columns):
-        threads.append(threading.current_thread().name)
-        return models.run_signature(sig, columns)
+    servable, signature, threads, run = _recording(serving_dir)
 
     def columns(rows):
         return {k: [r[k] for r in rows] for k in ISSUE_ROW}
@@ -92,18 +98,7 @@ def test_with_no_timeout_a_lone_request_runs_on_the_loop_and_a_burst_runs_as_one
 
 
 def test_a_request_that_fills_a_batch_alone_in_the_server_runs_on_the_loop_else_in_a_batch_thread(serving_dir):
-    import asyncio
-    import threading
-
-    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
-    registry.poll()
-    servable = registry.get(MODEL)
-    signature = servable.signature("")
-    threads = []
-
-    def run(sig, columns):
-        threads.append(threading.current_thread().name)
-        return models.run_signature(sig, columns)
+    servable, signature, threads, run = _recording(serving_dir)
 
     columns = {k: [r[k] for r in _rows(4, 1.0)] for k in ISSUE_ROW}
 
