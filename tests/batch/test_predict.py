@@ -101,7 +101,8 @@ def test_predictions_equal_the_served_models_signature_and_parquet_has_the_schem
     rows = table.select(["trip_start_timestamp", "fare", "trip_miles", "prediction"]).to_pylist()
     got = {_key(r["trip_start_timestamp"], r["fare"], r["trip_miles"]): r["prediction"] for r in rows}
     assert got.keys() == expected.keys()
-    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
+    # float32 scores: other batch sizes sum in another order, a few ULPs apart (1.8e-6 relative was seen)
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5)
     assert len(set(expected.values())) > 10  # a model that scores every row the same would not test much
 
     with open(result.counts_path) as f:
@@ -178,7 +179,7 @@ def test_version_picks_that_version(serving_dir, tmp_path):
     assert set(_predictions(result).column("model_version").to_pylist()) == {older}
     expected = _model_scores(result.model_path, result.signature, os.path.join(data, "data.csv"))
     got = sorted(_predictions(result).column("prediction").to_pylist())
-    np.testing.assert_allclose(got, sorted(expected.values()), rtol=1e-6)
+    np.testing.assert_allclose(got, sorted(expected.values()), rtol=1e-5)
 
 
 def test_unknown_version_or_model_names_what_exists(serving_dir, tmp_path):
