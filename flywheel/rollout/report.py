@@ -65,15 +65,22 @@ def _prediction_card(result: "AnalysisResult") -> str:
     if not chart:
         return html_report.card("predictions", '<p class="muted">no predictions on one side: not compared</p>')
     ks = next((c["value"] for c in found["checks"] if c["metric"] == "ks_statistic"), None)
+    floor = (found.get("noise_floor") or {}).get("metrics", {})
+
+    def changed(c: dict) -> bool:  # the check's rule: over the threshold and over what chance reaches
+        return c["drift"] and c["value"] > floor.get(c["metric"], float("-inf"))
+
     lo, hi = chart["range"]
     body = (_legend(result) + monitor_report.distribution_svg(chart) + monitor_report.cdf_svg(chart, ks)
             + f'<div class="muted">range {lo:.4g} to {hi:.4g} (1st–99th percentile of either side). Left: share of '
               "predictions per bin; right: cumulative share.</div>"
-            + html_report.table(["metric", "value", "rule", "verdict"],
+            + html_report.table(["metric", "value", "rule", "chance reaches", "verdict"],
                                 [(c["metric"], f"{c['value']:.4f}", c["rule"],
-                                  html_report.verdict(not c["drift"], "ok", "drift")) for c in found["checks"]],
-                                raw_columns=(3,)))
-    return html_report.card(f"predictions — {'DRIFT' if found['drift'] else 'same distribution'}", body)
+                                  f"{floor[c['metric']]:.4f}" if c["metric"] in floor else "",
+                                  html_report.verdict(not changed(c), "ok", "drift")) for c in found["checks"]],
+                                raw_columns=(4,)))
+    drifted = result.check("prediction_drift").passed is False
+    return html_report.card(f"predictions — {'DRIFT' if drifted else 'same distribution'}", body)
 
 
 def _latency_card(result: "AnalysisResult") -> str:

@@ -508,6 +508,9 @@ def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_di
     check = result.check("prediction_drift")
     assert check.passed and "chance reaches" in check.detail, check.detail
     assert "random re-splits of the pooled requests" in check.rule
+    page = open(analysis.write_report(result, str(tmp_path / "report")).report).read()
+    assert "predictions — same distribution" in page and "chance reaches" in page
+    assert ">drift<" not in page, "the report's verdicts follow the check: within chance is not drift"
 
 
 def test_an_auc_drop_within_chance_on_few_labels_is_not_a_rollback(tmp_path, servables, records):
