@@ -106,6 +106,19 @@ def _int_limits(numpy_dtype: Any) -> tuple[int, int]:
     return int(limits.min), int(limits.max)
 
 
+def _int_column(values: Sequence, spec: TensorSpec) -> Any:
+    """Python ints as the input's integer column: int64, then the input's range checked; None when a value is
+    beyond it (the caller then names it value by value)."""
+    try:
+        column = np.array(values, dtype=np.int64)
+    except OverflowError:
+        return None
+    if spec.numpy_dtype == np.int64:
+        return column
+    low, high = _int_limits(spec.numpy_dtype)
+    return column.astype(spec.numpy_dtype) if low <= column.min() and column.max() <= high else None
+
+
 def _fast_column(values: Sequence, spec: TensorSpec) -> Any:
     """The column when every value already has the JSON type the input takes (the common case, checked by
     the values' types in one pass; integer ranges by numpy), else None: the caller then converts value by
@@ -115,14 +128,7 @@ def _fast_column(values: Sequence, spec: TensorSpec) -> Any:
     if dtype.is_floating and types <= _FLOAT_TYPES:
         return np.array(values, dtype=spec.numpy_dtype)
     if dtype.is_integer and types <= _INT_TYPES:
-        try:
-            column = np.array(values, dtype=np.int64)
-        except OverflowError:  # beyond int64: named value by value
-            return None
-        if spec.numpy_dtype == np.int64:
-            return column
-        low, high = _int_limits(spec.numpy_dtype)
-        return column.astype(spec.numpy_dtype) if low <= column.min() and column.max() <= high else None
+        return _int_column(values, spec)
     if dtype.name == "string" and types == {str}:
         return np.array(list(map(str.encode, values)), dtype=object)
     return None
@@ -283,16 +289,10 @@ def parse_rows(body: bytes, signature: Signature) -> Optional[tuple[dict[str, np
     columns = {}
     for name, column in zip(names, values, strict=True):
         spec = signature.inputs[name]
-        if spec.dtype.is_integer:  # as `_fast_column` converts them: int64, then the input's range checked
-            try:
-                array = np.array(column, dtype=np.int64)
-            except OverflowError:  # beyond int64: named value by value on the general path
+        if spec.dtype.is_integer:
+            array = _int_column(column, spec)
+            if array is None:  # out of range: named value by value on the general path
                 return None
-            if spec.numpy_dtype != np.int64:
-                low, high = _int_limits(spec.numpy_dtype)
-                if not (low <= array.min() and array.max() <= high):
-                    return None
-                array = array.astype(spec.numpy_dtype)
         elif spec.dtype.name == "string":
             array = np.array(list(map(str.encode, column)), dtype=object)
         else:
