@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-DEFAULT_SIGNATURE = "serving_default"
+from flywheel.serving.warmup import DEFAULT_SIGNATURE
 
 
 class ReplayError(ValueError):
