@@ -1,14 +1,17 @@
 """Rollout analysis on real request logs: RequestLog fed by real predictions of the tiny pushed taxi models.
 
-Stable is the first tiny run's pushed model. The good candidate is the same model under another version number:
-the second tiny run's model (retrained for 20 steps on other rows) answers with a different prediction distribution,
-which the monitor's drift test rightly flags. The constant candidate is a SavedModel with the same signature that
-answers 0.3 for every row. The columns the rollout routing adds (status, error, rollout_role) are written with
-pyarrow in the log's own layout.
+Stable is the first tiny run's pushed model. The good candidate is the same model under another version number.
+The reshaped candidate answers with stable's scores squared: every row ranked as stable ranks it (the same AUC
+on the same rows) and a prediction distribution the monitor's drift test rightly flags. It stands in for a
+retrained model whose scores are calibrated differently, deterministically: the second tiny run's model differs
+from the first by however much training on that machine happened to move it. The constant candidate is a
+SavedModel with the same signature that answers 0.3 for every row. The columns the rollout routing adds (status,
+error, rollout_role) are written with pyarrow in the log's own layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -45,11 +48,10 @@ T0 = 1_800_000_000.0  # the logs' clock: 2027-01-15T08:00:00Z
 def servables(tmp_path_factory) -> Iterator[dict[str, models.Servable]]:
     out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
     folder = os.path.join(out, "serving")
-    first, second = serving.versions(folder, MODEL)[-2:]
+    first = serving.versions(folder, MODEL)[-2]
     constant = constant_model(str(tmp_path_factory.mktemp("constant") / "model"), FEATURES)
-    loaded = {"stable": models.load_servable(MODEL, first, os.path.join(folder, MODEL, str(first))),
-              "retrained": models.load_servable(MODEL, second, os.path.join(folder, MODEL, str(second))),
-              "constant": models.load_servable(MODEL, 3, constant)}
+    stable = models.load_servable(MODEL, first, os.path.join(folder, MODEL, str(first)))
+    loaded = {"stable": stable, "reshaped": Squared(stable), "constant": models.load_servable(MODEL, 3, constant)}
     yield loaded
     loaded.clear()
 
@@ -67,7 +69,15 @@ def records() -> list[dict]:
     return rows
 
 
-def _predict(servable: models.Servable, rows: list[dict]) -> list[float]:
+@dataclasses.dataclass(frozen=True)
+class Squared:
+    """A servable's scores squared: the same order of every row, another distribution."""
+    servable: models.Servable
+
+
+def _predict(servable: models.Servable | Squared, rows: list[dict]) -> list[float]:
+    if isinstance(servable, Squared):
+        return [score ** 2 for score in _predict(servable.servable, rows)]
     outputs = models.run_signature(servable.signature("serving_default"),
                                    {name: [row[name] for row in rows] for name in FEATURES})
     (values,) = outputs.values()
@@ -320,10 +330,10 @@ def test_a_slower_candidate_is_rolled_back_naming_the_p99_latency(tmp_path, serv
     assert strict.decision == analysis.ROLLBACK and strict.check("latency_p99").passed is False
 
 
-def test_a_retrained_candidate_with_another_prediction_distribution_is_rolled_back(tmp_path, servables, records):
-    """The second tiny run's model (20 steps on other rows) answers differently: the monitor's test says so."""
+def test_a_candidate_with_another_prediction_distribution_is_rolled_back(tmp_path, servables, records):
+    """Stable's scores squared are distributed differently: the monitor's test says so, beyond chance."""
     log = _traffic(str(tmp_path / "log"), records[:900], [(STABLE, servables["stable"]),
-                                                          (CANDIDATE, servables["retrained"]),
+                                                          (CANDIDATE, servables["reshaped"]),
                                                           (7, servables["constant"])])
     result = analyze(log, STABLE, CANDIDATE, model=MODEL, config=AnalysisConfig(min_requests=50))
     assert result.candidate.requests == 150 and "300 rows of other versions left out" in result.notes
@@ -335,15 +345,11 @@ def test_a_retrained_candidate_with_another_prediction_distribution_is_rolled_ba
     assert analyze(log, STABLE, CANDIDATE, model="other").stable.requests == 0
 
 
-def test_labels_showing_a_retrained_candidate_no_worse_outrank_its_changed_distribution(tmp_path, servables,
-                                                                                      records):
-    """Of the two tiny runs' models, the one ranking the labels better is the candidate: its predictions are
-    distributed differently (prediction_drift fails), its AUC is no worse, so it is promoted, with a note."""
+def test_labels_showing_a_reshaped_candidate_no_worse_outrank_its_changed_distribution(tmp_path, servables, records):
+    """A candidate ranking every row as stable does, with its scores distributed differently (prediction_drift
+    fails): labels show its AUC no worse, so it is promoted, with a note."""
     sample = records[:1600]
-    label = np.array([int(r["tips"] > 0.2 * r["fare"]) for r in sample])
-    scores = {name: auc(label, np.array(_predict(servables[name], sample))) for name in ("stable", "retrained")}
-    better, worse = sorted(scores, key=scores.get, reverse=True)
-    log = _traffic(str(tmp_path / "log"), sample, [(STABLE, servables[worse]), (CANDIDATE, servables[better])],
+    log = _traffic(str(tmp_path / "log"), sample, [(STABLE, servables["stable"]), (CANDIDATE, servables["reshaped"])],
                    rows_per_request=1)
     labels = tmp_path / "labels.csv"
     pcsv.write_csv(pa.table({"request_id": [r["trip_id"] for r in sample], "tips": [r["tips"] for r in sample]}),
