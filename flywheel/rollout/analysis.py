@@ -31,10 +31,14 @@ Checks, each with its value and threshold from `AnalysisConfig`:
 - `prediction_drift`: the drift monitor's own numeric test (`components/monitor/drift.compare_column` on
   profiles of both sides' predictions: KS, PSI, Jensen–Shannon, Wasserstein), with the monitor's thresholds
   (`prediction_drift`, default `drift.Thresholds()`). A metric fails only when it is also above what chance
-  alone reaches between the two sides at their sizes: the `1 - significance` quantile of the metric over
-  `resamples` random re-splits of the pooled requests (whole requests, so the rows of one batched request
-  stay together) into groups of the same sizes. A candidate answering exactly like stable differs from it only by
-  which requests each side drew; on a few hundred requests that alone moves the KS distance past 0.1.
+  alone reaches between the two sides at their sizes, over `resamples` random re-splits of the pooled requests
+  (whole requests, so the rows of one batched request stay together) into groups of the same sizes. The metrics
+  are tested together, as one test at `significance`: each metric is scaled by its median over the re-splits,
+  the largest scaled metric of each re-split is its statistic, and that statistic's `1 - significance` quantile,
+  times a metric's median, is what chance reaches for the metric. (A quantile per metric would give each of the
+  four its own chance, and a copy of stable would fail up to four times as often.) A candidate answering exactly
+  like stable differs from it only by which requests each side drew; on a few hundred requests that alone moves
+  the KS distance past 0.1.
 - `constant_output`: candidate's prediction standard deviation over stable's, at least `min_prediction_std_ratio`
   (a candidate that answers the same value for every row while stable's answers vary).
 - `auc`: stable's AUC minus candidate's, at most `max_auc_drop`; only when both sides have at least
@@ -484,9 +488,13 @@ def latency_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
 
 def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray],
                 cfg: AnalysisConfig) -> dict[str, Any]:
-    """What each prediction-drift metric reaches by chance between two sides of these sizes: the pooled requests
-    (values, request index per value, for each side) re-split at random `resamples` times into a stable
-    and a candidate group of the original request counts; per metric, the `1 - significance` quantile."""
+    """What the prediction-drift metrics reach by chance between two sides of these sizes, tested together: the
+    pooled requests (values, request index per value, for each side) are re-split at random `resamples` times
+    into a stable and a candidate group of the original request counts. Each metric is scaled by its median over
+    the re-splits; a re-split's statistic is its largest scaled metric; `metrics` holds, per metric, the
+    `1 - significance` quantile of that statistic times the metric's median. So a copy of stable has one chance in
+    1 / significance to exceed any metric's floor, however many metrics there are. A metric chance never moves
+    from 0 has floor 0."""
     (s_values, s_groups), (c_values, c_groups) = stable, candidate
     if cfg.resamples == 0:
         return {"permutations": 0, "significance": cfg.significance, "metrics": {}}
@@ -504,17 +512,24 @@ def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarr
         found, _ = drift.numeric_checks(profile.numeric_column(values[~rows]), profile.numeric_column(values[rows]),
                                         cfg.prediction_drift)
         for check in found:
-            reached.setdefault(check["metric"], []).append(check["value"])
-    q = 1.0 - cfg.significance
+            if check["metric"] != "missing_rate_change":
+                reached.setdefault(check["metric"], []).append(check["value"])
+    table = {m: np.asarray(v, dtype=np.float64) for m, v in reached.items()}
+    scales = {m: float(np.median(v)) or float(np.max(v)) for m, v in table.items()}
+    moving = {m: v / scales[m] for m, v in table.items() if scales[m] > 0}
+    if not moving:
+        return {"permutations": cfg.resamples, "significance": cfg.significance, "metrics": dict.fromkeys(table, 0.0)}
+    largest = np.max(np.vstack(list(moving.values())), axis=0)
+    q = float(np.quantile(largest, 1.0 - cfg.significance, method="higher"))
     return {"permutations": cfg.resamples, "significance": cfg.significance,
-            "metrics": {m: round(float(np.quantile(v, q, method="higher")), 6) for m, v in reached.items()}}
+            "metrics": {m: round(scales[m] * q, 6) for m in table}}
 
 
 def drift_check(found: dict[str, Any], cfg: AnalysisConfig) -> Check:
     floor = (found.get("noise_floor") or {}).get("metrics", {})
     rule = ("fails when any of the drift monitor's numeric checks crosses its threshold (the monitor's thresholds) "
-            f"and what chance reaches at these sample sizes (its {1 - cfg.significance:.0%} quantile over "
-            f"{cfg.resamples} random re-splits of the pooled requests)")
+            f"and what chance reaches at these sample sizes (the metrics tested together at {cfg.significance:g} "
+            f"over {cfg.resamples} random re-splits of the pooled requests)")
     checks = found.get("checks") or []
     compared = [c for c in checks if c["metric"] != "missing_rate_change"]
     if not compared:

@@ -27,7 +27,7 @@ import pytest
 
 from flywheel import schemas
 from flywheel.components.common import serving
-from flywheel.components.monitor import drift
+from flywheel.components.monitor import drift, profile
 from flywheel.components.monitor.monitor import auc
 from flywheel.rollout import analysis
 from flywheel.rollout.analysis import AnalysisConfig, AnalysisError, analyze
@@ -595,3 +595,22 @@ def test_an_auc_drop_within_chance_on_few_labels_is_not_a_rollback(tmp_path, ser
     # but 0.70 or below in 1 run in 80, depending on which scores training gave the flipped rows.
     assert bad.stable.auc > 0.6 and bad.stable.auc == pytest.approx(
         auc(label[0::2].astype(np.int64), scores[0::2]), abs=1e-5)
+
+
+def test_the_prediction_metrics_are_tested_together_so_a_copy_fails_at_the_significance_level():
+    """Thresholds at 0 leave chance alone to decide. Over 80 random splits of one model's scores into a stable and
+    a canary side, the check fails in about `significance` of them: the four metrics are one test. (A quantile
+    per metric failed 24 of 100 such splits at significance 0.1.)"""
+    cfg = AnalysisConfig(significance=0.1, resamples=40,
+                         prediction_drift=drift.Thresholds(ks=0, psi=0, js_numeric=0, wasserstein=0))
+    rng = np.random.default_rng(7)
+    failed = 0
+    for _ in range(80):
+        scores = rng.beta(2, 5, 400)
+        s_values, c_values = scores[:300], scores[300:]
+        found = drift.compare_column("prediction", profile.numeric_column(s_values), profile.numeric_column(c_values),
+                                     cfg.prediction_drift)
+        assert all(c["drift"] for c in found["checks"] if c["metric"] != "missing_rate_change"), "0 is crossed"
+        found["noise_floor"] = analysis.noise_floor((s_values, np.arange(300)), (c_values, np.arange(100)), cfg)
+        failed += analysis.drift_check(found, cfg).passed is False
+    assert 2 <= failed <= 12, f"{failed} of 80 copies failed at significance 0.1"
