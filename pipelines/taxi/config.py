@@ -70,6 +70,7 @@ class TaxiConfig:
     hidden_units: tuple[int, ...] = (16, 8)
     learning_rate: float = 0.005
     batch_size: int = 40
+    seed: int = 0  # training's random seed: the same data and seed train the same model on one machine
     warm_start: bool = False
     min_auc: float = 0.75
     max_auc_drop: float = 0.0

@@ -37,19 +37,21 @@ class Hyperparameters:
     hidden_units: tuple[int, ...] = (16, 8)
     learning_rate: float = 0.005
     batch_size: int = 40
+    seed: int = 0  # weights' initial values and the order training reads examples in
 
     @classmethod
     def from_custom_config(cls, custom_config: dict | None) -> "Hyperparameters":
         cfg = dict(custom_config or {})
         return cls(hidden_units=tuple(cfg.get("hidden_units", cls.hidden_units)),
                    learning_rate=float(cfg.get("learning_rate", cls.learning_rate)),
-                   batch_size=int(cfg.get("batch_size", cls.batch_size)))
+                   batch_size=int(cfg.get("batch_size", cls.batch_size)),
+                   seed=int(cfg.get("seed", cls.seed)))
 
 
-def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size):
+def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, seed):
     return data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF),
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF, shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema).repeat()
 
 
@@ -164,9 +166,10 @@ def run_fn(fn_args):
     """Entry point called by TFX Trainer: build, (optionally warm start,) fit, export with signatures."""
     keep_autograph_out_of_keras()
     hp = Hyperparameters.from_custom_config(fn_args.custom_config)
+    tf.keras.utils.set_random_seed(hp.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
-    evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size)
+    train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, hp.batch_size, hp.seed)
+    evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hp.batch_size, hp.seed)
     model = build_keras_model(hp, steps_per_execution(fn_args.train_steps, fn_args.eval_steps))
     _warm_start(model, fn_args)
     model.fit(train, steps_per_epoch=fn_args.train_steps, validation_data=evaluation,

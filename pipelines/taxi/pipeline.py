@@ -153,7 +153,7 @@ def training_stages(cfg: TaxiConfig, data: dict) -> dict:
                           # Transform's own pre/post statistics would repeat that work.
                           disable_statistics=True)
     custom_config = {"hidden_units": list(cfg.hidden_units), "learning_rate": cfg.learning_rate,
-                     "batch_size": cfg.batch_size,
+                     "batch_size": cfg.batch_size, "seed": cfg.seed,
                      "code_digest": _code_of(RUN_FN)}
     source = warm_start_source(cfg)
     if source:
