@@ -33,10 +33,10 @@ Checks, each with its value and threshold from `AnalysisConfig`:
   (`prediction_drift`, default `drift.Thresholds()`). A metric fails only when it is also above what chance
   alone reaches between the two sides at their sizes, over `resamples` random re-splits of the pooled requests
   (whole requests, so the rows of one batched request stay together) into groups of the same sizes. The metrics
-  are tested together, as one test at `significance`: each metric is scaled by its median over the re-splits,
-  the largest scaled metric of each re-split is its statistic, and that statistic's `1 - significance` quantile,
-  times a metric's median, is what chance reaches for the metric. (A quantile per metric would give each of the
-  four its own chance, and a copy of stable would fail up to four times as often.) A candidate answering exactly
+  are tested together, as one test at `significance` (the min-p permutation test): a re-split's statistic is
+  the smallest share of re-splits reaching one of its metric values, and a metric's floor is its value that
+  this statistic's `significance` quantile allows. (A quantile per metric would give each of the four its own
+  chance, and a copy of stable would fail up to four times as often.) A candidate answering exactly
   like stable differs from it only by which requests each side drew; on a few hundred requests that alone moves
   the KS distance past 0.1.
 - `constant_output`: candidate's prediction standard deviation over stable's, at least `min_prediction_std_ratio`
@@ -490,11 +490,9 @@ def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarr
                 cfg: AnalysisConfig) -> dict[str, Any]:
     """What the prediction-drift metrics reach by chance between two sides of these sizes, tested together: the
     pooled requests (values, request index per value, for each side) are re-split at random `resamples` times
-    into a stable and a candidate group of the original request counts. Each metric is scaled by its median over
-    the re-splits; a re-split's statistic is its largest scaled metric; `metrics` holds, per metric, the
-    `1 - significance` quantile of that statistic times the metric's median. So a copy of stable has one chance in
-    1 / significance to exceed any metric's floor, however many metrics there are. A metric chance never moves
-    from 0 has floor 0."""
+    into a stable and a candidate group of the original request counts; `metrics` holds each metric's floor
+    (`joint_floors`). A copy of stable exceeds some metric's floor with probability about `significance`, however
+    many metrics there are."""
     (s_values, s_groups), (c_values, c_groups) = stable, candidate
     if cfg.resamples == 0:
         return {"permutations": 0, "significance": cfg.significance, "metrics": {}}
@@ -514,15 +512,24 @@ def noise_floor(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarr
         for check in found:
             if check["metric"] != "missing_rate_change":
                 reached.setdefault(check["metric"], []).append(check["value"])
-    table = {m: np.asarray(v, dtype=np.float64) for m, v in reached.items()}
-    scales = {m: float(np.median(v)) or float(np.max(v)) for m, v in table.items()}
-    moving = {m: v / scales[m] for m, v in table.items() if scales[m] > 0}
-    if not moving:
-        return {"permutations": cfg.resamples, "significance": cfg.significance, "metrics": dict.fromkeys(table, 0.0)}
-    largest = np.max(np.vstack(list(moving.values())), axis=0)
-    q = float(np.quantile(largest, 1.0 - cfg.significance, method="higher"))
     return {"permutations": cfg.resamples, "significance": cfg.significance,
-            "metrics": {m: round(scales[m] * q, 6) for m in table}}
+            "metrics": joint_floors(reached, cfg.significance)}
+
+
+def joint_floors(reached: dict[str, list[float]], significance: float) -> dict[str, float]:
+    """Per metric, the value chance reaches when the metrics are tested together (min-p, Westfall and Young):
+    `reached` holds each metric's values over the same re-splits. A value's count is how many re-splits reach
+    it (at or above) on its metric; a re-split's statistic is the smallest count over its metrics; `k` is that
+    statistic's `significance` quantile; a metric's floor is its k-th largest value. A value above its floor is
+    reached by fewer than k re-splits. Counts, not values, make metrics on different scales comparable."""
+    raw = {m: np.asarray(v, dtype=np.float64) for m, v in reached.items()}
+    if not raw:
+        return {}
+    ordered = {m: np.sort(v) for m, v in raw.items()}
+    n = len(next(iter(raw.values())))
+    counts = np.vstack([n - np.searchsorted(ordered[m], v, side="left") for m, v in raw.items()])
+    k = int(np.quantile(counts.min(axis=0), significance, method="lower"))
+    return {m: round(float(v[n - k]), 6) for m, v in ordered.items()}
 
 
 def drift_check(found: dict[str, Any], cfg: AnalysisConfig) -> Check:
