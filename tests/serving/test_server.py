@@ -235,6 +235,11 @@ def test_the_session_callable_answers_exactly_as_the_tf2_keyword_call_of_each_si
         models.run_signature(raw, {**columns, "fare": [[1.0, 2.0]]})
 
 
+def test_each_version_runs_its_graph_on_the_calling_thread_alone(client):
+    servable = client.app.state.registry.get(MODEL)
+    assert servable.session._config.intra_op_parallelism_threads == 1
+
+
 def test_startup_moves_the_loaded_libraries_and_model_out_of_the_collectors_full_passes(serving_dir):
     import gc
 
