@@ -401,6 +401,23 @@ def _finite(outputs: dict[str, np.ndarray]) -> bool:
     return True
 
 
+_NUMPY_JSON = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.float64, np.dtype(np.int32): np.int64,
+               np.dtype(np.int64): np.int64}
+
+
+def encode_predict(fmt: str, outputs: dict[str, np.ndarray]) -> bytes:
+    """A predict answer's JSON, as `encode_response(format_response(fmt, outputs), outputs)` writes it. A single finite
+    float or integer output is written by orjson straight from its array, as float64 or int64 (the values `tolist`
+    gives, written alike), without a Python list per row."""
+    if len(outputs) == 1:
+        array = next(iter(outputs.values()))
+        wide = _NUMPY_JSON.get(array.dtype)
+        if wide is not None and _finite(outputs):
+            key = "predictions" if fmt == ROW else "outputs"
+            return orjson.dumps({key: np.ascontiguousarray(array, dtype=wide)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return encode_response(format_response(fmt, outputs), outputs)
+
+
 def encode_response(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
     """A predict answer's JSON: orjson's, unless an output holds NaN or Infinity, which orjson would turn
     into null; TF Serving writes them as NaN and Infinity, as `dumps` does."""

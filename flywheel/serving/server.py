@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import logging
 import re
 import time
@@ -192,6 +193,9 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
     key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
     shadow = routing.Shadow(request_log, run_signature)
     busy = [0]  # predict requests between the start of their body's read and the end of their TensorFlow call
+    # Generated request ids: 32 hex digits, a random half drawn once per app and a counter (uuid4 reads the OS's
+    # random source on every call, a system call per request).
+    id_prefix, id_counter = uuid.uuid4().hex[:16], itertools.count()
 
     async def predict(receive: Callable, declared: Optional[bytes], request_id: str, ctx: dict,
                       version: Optional[int], label: Optional[str], started: float) -> _Answer:
@@ -219,15 +223,14 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             outputs = await batcher.submit(servable, signature, columns, len(rows), alone=busy[0] == 1)
         finally:
             busy[0] -= 1
-        payload = codec.format_response(fmt, outputs)
-        data = codec.encode_response(payload, outputs)
+        data = codec.encode_predict(fmt, outputs)
         latency = time.perf_counter() - started
         requests, latencies = metrics.predict_children(model, ctx["version"], signature.name)
         requests.inc()
         latencies.observe(latency)
         after = None
         if request_log is not None:
-            predictions = codec.row_predictions(outputs) if fmt == codec.COLUMNAR else payload["predictions"]
+            predictions = codec.row_predictions(outputs)
             after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
                                       predictions, latency * 1000.0, route.role)
         if route.shadow is not None and request_log is not None:  # rollout hook: the candidate's copy, sent after
@@ -257,7 +260,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{id_prefix}{next(id_counter):016x}"
         ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
         ctx["key"] = ctx_key
         try:
