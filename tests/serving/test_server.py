@@ -208,6 +208,31 @@ def test_generated_request_ids_differ_within_a_server_and_between_servers(servin
     assert len(set(ids)) == 6 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), ids
 
 
+def test_the_servers_request_log_writes_typed_rows_and_output_arrays_as_it_writes_dicts_and_lists(serving_dir,
+                                                                                                   tmp_path):
+    import pyarrow.parquet as pq
+
+    from flywheel.serving.request_log import RequestLog
+
+    class DictLog(RequestLog):
+        typed_rows = False
+
+    bodies = [{"instances": [ISSUE_ROW, {**ISSUE_ROW, "fare": 3.5}]},  # the fast path's typed rows
+              {"inputs": {k: [v] for k, v in ISSUE_ROW.items()}},  # the general path's dicts
+              {"instances": [{**ISSUE_ROW, "fare": "x"}]}]  # a failed request, logged with its rows
+    tables = []
+    for name, log_type in (("typed", RequestLog), ("dicts", DictLog)):
+        log = log_type(str(tmp_path / name), clock=lambda: 5.0)
+        with _client(serving_dir, request_log=log) as client:
+            for i, body in enumerate(bodies):
+                client.post(f"/v1/models/{MODEL}:predict", json=body, headers={"X-Request-Id": f"r{i}"})
+        assert log.counters()["logged_rows"] == 4, name
+        tables.append(pq.read_table(str(tmp_path / name)).drop(["latency_ms"]))
+    assert tables[0].to_pydict() == tables[1].to_pydict()
+    predictions = tables[0].column("prediction").to_pylist()
+    assert all(isinstance(p, float) for p in predictions[:3]) and predictions[3] is None
+
+
 def test_nan_and_infinity_are_read_and_written_as_tf_serving_does(client):
     body = json.dumps({"instances": [{**ISSUE_ROW, "fare": float("nan")}, {**ISSUE_ROW, "trip_miles": float("inf")}]})
     assert "NaN" in body and "Infinity" in body
