@@ -229,14 +229,16 @@ class Rows(list):
     """Rows decoded by `parse_rows`: typed objects whose fields are the `names` inputs, in order (`row_dicts`
     turns them into {input: value})."""
 
-    def __init__(self, rows: list, names: list[str]):
+    __slots__ = ("names",)
+
+    def __init__(self, rows: list, names: Sequence[str]):
         super().__init__(rows)
         self.names = names
 
 
 _PLAIN_TYPES = {"f": float, "i": int, "u": int, "b": bool}
-# {id(signature): (a weak reference to it, its body decoder or None when it has no fast path)}
-_DECODERS: dict[int, tuple[weakref.ref, Any]] = {}
+# {id(signature): (a weak reference to it, (its body decoder or None when it has no fast path, names, getter))}
+_DECODERS: dict[int, tuple[weakref.ref, tuple]] = {}
 
 
 def _make_decoder(signature: Signature) -> Any:
@@ -260,12 +262,16 @@ def _make_decoder(signature: Signature) -> Any:
     return msgspec.json.Decoder(body)
 
 
-def _decoder(signature: Signature) -> Any:
+def _decoder(signature: Signature) -> tuple[Any, tuple[str, ...], Any]:
+    """(the signature's body decoder or None, its input names, a getter of a row's values in that order), made once
+    per signature: the rows of every request share the names."""
     key = id(signature)
     entry = _DECODERS.get(key)
     if entry is None or entry[0]() is not signature:
+        names = tuple(signature.inputs)
         entry = _DECODERS[key] = (weakref.ref(signature, lambda _, key=key: _DECODERS.pop(key, None)),
-                                  _make_decoder(signature))
+                                  (_make_decoder(signature), names,
+                                   operator.attrgetter(*[f"f{i}" for i in range(len(names))]) if names else None))
     return entry[1]
 
 
@@ -273,7 +279,7 @@ def parse_rows(body: bytes, signature: Signature) -> Optional[tuple[dict[str, np
     """({input: column}, rows) of a row-format body for `signature` (its `signature_name` empty or naming it),
     when every row has exactly the signature's inputs with values of their JSON types; else None (then
     `parse_json` and `parse_predict` take the body, and name what is wrong with it)."""
-    decoder = _decoder(signature)
+    decoder, names, getter = _decoder(signature)
     if decoder is None:
         return None
     try:
@@ -282,10 +288,7 @@ def parse_rows(body: bytes, signature: Signature) -> Optional[tuple[dict[str, np
         return None
     if doc.inputs is not msgspec.UNSET or not doc.instances or doc.signature_name not in ("", signature.name):
         return None
-    names = list(signature.inputs)
-    fields = [f"f{i}" for i in range(len(names))]
-    values = zip(*map(operator.attrgetter(*fields), doc.instances), strict=True) if len(names) > 1 else \
-        [list(map(operator.attrgetter(fields[0]), doc.instances))]
+    values = zip(*map(getter, doc.instances), strict=True) if len(names) > 1 else [list(map(getter, doc.instances))]
     columns = {}
     for name, column in zip(names, values, strict=True):
         spec = signature.inputs[name]
@@ -399,6 +402,23 @@ def _finite(outputs: dict[str, np.ndarray]) -> bool:
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             return False
     return True
+
+
+_NUMPY_JSON = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.float64, np.dtype(np.int32): np.int64,
+               np.dtype(np.int64): np.int64}
+
+
+def encode_predict(fmt: str, outputs: dict[str, np.ndarray]) -> bytes:
+    """A predict answer's JSON, as `encode_response(format_response(fmt, outputs), outputs)` writes it. A single finite
+    float or integer output is written by orjson straight from its array, as float64 or int64 (the values `tolist`
+    gives, written alike), without a Python list per row."""
+    if len(outputs) == 1:
+        array = next(iter(outputs.values()))
+        wide = _NUMPY_JSON.get(array.dtype)
+        if wide is not None and _finite(outputs):
+            key = "predictions" if fmt == ROW else "outputs"
+            return orjson.dumps({key: np.ascontiguousarray(array, dtype=wide)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return encode_response(format_response(fmt, outputs), outputs)
 
 
 def encode_response(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:

@@ -134,7 +134,9 @@ def load_servable(model: str, version: int, path: str) -> Servable:
         raise ValueError(f"serve: {path}/{serving.SAVED_MODEL_FILE} has no meta graph tagged 'serve'")
     defs = {name: sig for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
     graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
+    # One intra-op thread: each call runs wholly on its caller's thread. Handing a small graph's ops to a pool
+    # whose threads fell asleep between requests cost more than the ops (512 rows: 0.9 -> 0.5 ms a call).
+    session = tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1))
     try:
         with graph.as_default():
             tf.compat.v1.saved_model.load(session, ["serve"], path)

@@ -43,12 +43,14 @@ import hashlib
 import io
 import itertools
 import logging
+import operator
 import os
 import threading
 import time
 import uuid
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,6 +164,54 @@ def _column(values: list, kind: str) -> tuple[pa.Array, int]:
     return pa.array(out, type=_ARROW[kind]), invalid
 
 
+class _Request(msgspec.Struct, gc=False):
+    """One logged request, waiting for its flush. Not tracked by the garbage collector (nor are typed rows and
+    numpy predictions): the thousands of requests held until a flush would otherwise set off a young-generation
+    collection every few hundred requests, each walking them all again."""
+
+    at: float
+    request_id: str
+    model: str
+    version: Optional[int]
+    signature: str
+    rows: Any
+    predictions: Any
+    latency_ms: float
+    role: Optional[str]
+    status: int
+    error: Optional[str]
+
+
+def _typed_names(rows: Any) -> Optional[list[str]]:
+    """The inputs of typed rows (`codec.Rows`: their fields f0, f1... in this order), None for {feature: value} rows."""
+    return getattr(rows, "names", None)
+
+
+def _row_dict(rows: Any, i: int) -> dict:
+    names = _typed_names(rows)
+    return rows[i] if names is None else dict(zip(names, msgspec.structs.astuple(rows[i]), strict=True))
+
+
+def _predictions_list(predictions: Any) -> list:
+    """One prediction per row as Python values (an array of the output's rows as the answer's JSON has them)."""
+    return predictions.tolist() if isinstance(predictions, np.ndarray) else predictions
+
+
+def _feature_values(items: list[_Request]) -> Callable[[str], list]:
+    """name -> the feature's value in every row of the requests, in order (None where a row lacks it). When every
+    request holds typed rows of the same inputs (the server's common case), each column is read from all rows in
+    one pass; otherwise typed rows are read as dicts."""
+    names = {tuple(n) if (n := _typed_names(item.rows)) is not None else None for item in items}
+    if len(names) == 1 and None not in names:
+        rows = list(itertools.chain.from_iterable(item.rows for item in items))
+        fields = {name: operator.attrgetter(f"f{i}") for i, name in enumerate(next(iter(names)))}
+        return lambda name: list(map(fields[name], rows)) if name in fields else [None] * len(rows)
+    dicts = list(itertools.chain.from_iterable(
+        item.rows if _typed_names(item.rows) is None else [_row_dict(item.rows, i) for i in range(len(item.rows))]
+        for item in items))
+    return lambda name: [row.get(name) for row in dicts]
+
+
 class RequestLog:
     """Logs requests to `<log_dir>/span-N/*.parquet` off the response path (see the module docstring).
 
@@ -194,7 +244,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._closed = self._stopping = False
         self.max_pending_requests = max_pending_requests
-        self._pending: list[tuple] = []  # requests waiting to be written (guarded by _lock)
+        self._pending: list[_Request] = []  # requests waiting to be written (guarded by _lock)
         self._pending_rows = 0
         self._flushes: list[threading.Event] = []  # flush() calls waiting for the next write
         self._wake = threading.Event()
@@ -205,15 +255,20 @@ class RequestLog:
 
     # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
 
-    def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict],
-            predictions: list, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
+    # The server hands this log the rows as `codec.parse_rows` decoded them and the single output's numpy rows
+    # (both untracked by the garbage collector) instead of {feature: value} dicts and lists.
+    typed_rows = True
+
+    def log(self, request_id: str, model: str, version: int, signature: str, rows: Sequence,
+            predictions: Any, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
             error: Optional[str] = None) -> None:
-        """Queues one request (rows: its instances as {feature: value}; one prediction per row, None for a failed
-        request); role, status and error: its rollout role, HTTP status and error message."""
+        """Queues one request (rows: its instances as {feature: value}, or `codec.Rows`; one prediction per row, as
+        a list or a numpy array of the output's rows, None for a failed request); role, status and error: its
+        rollout role, HTTP status and error message."""
         if not sampled(request_id, self.sample):
             return
-        item = (self._clock(), request_id, model, version, signature, rows, predictions, latency_ms, role, status,
-                error)
+        item = _Request(self._clock(), request_id, model, version, signature, rows, predictions, latency_ms, role,
+                        status, error)
         with self._lock:
             if self._closed:
                 self._lose(len(rows), "the request log is closed")
@@ -292,18 +347,18 @@ class RequestLog:
                 if stop:
                     return
 
-    def _write_items(self, items: list[tuple]) -> None:
+    def _write_items(self, items: list[_Request]) -> None:
         """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never
         split; one larger than that is a file of its own)."""
-        spans: dict[int, list[tuple]] = {}
+        spans: dict[int, list[_Request]] = {}
         if self._features is None:  # typed from the first answered request's row
-            answered = next((item for item in items if item[9] == 200 and item[5]), None)
+            answered = next((item for item in items if item.status == 200 and item.rows), None)
             if answered is not None:
                 self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
-                                    for name, v in answered[5][0].items()})
+                                    for name, v in _row_dict(answered.rows, 0).items()})
         for item in items:
-            at, request_id, _, _, _, rows, predictions, _, _, status, _ = item
-            if not rows:
+            request_id, rows, predictions = item.request_id, item.rows, item.predictions
+            if not len(rows):
                 continue
             if self._features is None:
                 with self._lock:
@@ -315,47 +370,76 @@ class RequestLog:
                     self._lose(len(rows), f"request {request_id!r}: {len(predictions)} prediction(s) for "
                                           f"{len(rows)} row(s)")
                 continue
-            spans.setdefault(span_of(at, self.span_seconds), []).append(item)
+            spans.setdefault(span_of(item.at, self.span_seconds), []).append(item)
         for span in sorted(spans):
-            chunk: list[tuple] = []
+            chunk: list[_Request] = []
             rows = 0
             for item in spans[span]:
-                if chunk and rows + len(item[5]) > self.max_rows_per_file:
+                if chunk and rows + len(item.rows) > self.max_rows_per_file:
                     self._write(span, chunk)
                     chunk, rows = [], 0
                 chunk.append(item)
-                rows += len(item[5])
+                rows += len(item.rows)
             self._write(span, chunk)
 
-    def _table(self, items: list[tuple]) -> tuple[pa.Table, int]:
+    def _table(self, items: list[_Request]) -> tuple[pa.Table, int]:
         """(the requests' rows as one table, how many cells were stored as null), built column by column."""
-        counts = np.fromiter((len(item[5]) for item in items), dtype=np.int64, count=len(items))
+        counts = np.fromiter((len(item.rows) for item in items), dtype=np.int64, count=len(items))
         per_request = np.repeat(np.arange(len(items)), counts)
         starts = np.cumsum(counts) - counts
-        rows = list(itertools.chain.from_iterable(item[5] for item in items))
-        schema = self._schema(next((p for item in items for p in item[6] if p is not None), None))
+        schema = self._schema(self._first_prediction(items))
 
         def repeated(name: str, values: Any) -> pa.Array:  # one value per request, repeated for each of its rows
             return pa.array(values, type=schema.field(name).type).take(pa.array(per_request))
 
-        arrays = {REQUEST_ID: repeated(REQUEST_ID, [item[1] for item in items]),
-                  ROW_INDEX: pa.array(np.arange(len(rows)) - starts[per_request], type=pa.int32()),
-                  TIME: repeated(TIME, np.array([round(item[0] * 1e6) for item in items], dtype=np.int64)),
-                  MODEL: repeated(MODEL, [item[2] for item in items]),
-                  MODEL_VERSION: repeated(MODEL_VERSION, [item[3] for item in items]),
-                  SIGNATURE_NAME: repeated(SIGNATURE_NAME, [item[4] for item in items]),
-                  LATENCY_MS: repeated(LATENCY_MS, [float(item[7]) for item in items]),
-                  ROLLOUT_ROLE: repeated(ROLLOUT_ROLE, [item[8] for item in items]),
-                  STATUS: repeated(STATUS, [item[9] for item in items]),
-                  ERROR: repeated(ERROR, [item[10] for item in items])}
+        arrays = {REQUEST_ID: repeated(REQUEST_ID, [item.request_id for item in items]),
+                  ROW_INDEX: pa.array(np.arange(int(counts.sum())) - starts[per_request], type=pa.int32()),
+                  TIME: repeated(TIME, np.array([round(item.at * 1e6) for item in items], dtype=np.int64)),
+                  MODEL: repeated(MODEL, [item.model for item in items]),
+                  MODEL_VERSION: repeated(MODEL_VERSION, [item.version for item in items]),
+                  SIGNATURE_NAME: repeated(SIGNATURE_NAME, [item.signature for item in items]),
+                  LATENCY_MS: repeated(LATENCY_MS, [float(item.latency_ms) for item in items]),
+                  ROLLOUT_ROLE: repeated(ROLLOUT_ROLE, [item.role for item in items]),
+                  STATUS: repeated(STATUS, [item.status for item in items]),
+                  ERROR: repeated(ERROR, [item.error for item in items])}
         invalid = 0
+        feature_values = _feature_values(items)
         for name, kind in self._features.items():
-            arrays[name], bad = _column([row.get(name) for row in rows], kind)
+            arrays[name], bad = _column(feature_values(name), kind)
             invalid += bad
-        predictions = [self._prediction(p) for p in itertools.chain.from_iterable(item[6] for item in items)]
-        arrays[PREDICTION] = pa.array([value for value, _ in predictions], type=schema.field(PREDICTION).type)
-        invalid += sum(bad for _, bad in predictions)
+        arrays[PREDICTION], bad = self._predictions(items, schema.field(PREDICTION).type)
+        invalid += bad
         return pa.table([arrays[n] for n in schema.names], schema=schema), invalid
+
+    @staticmethod
+    def _first_prediction(items: list[_Request]) -> Any:
+        for item in items:
+            predictions = item.predictions
+            if isinstance(predictions, np.ndarray):
+                if len(predictions):
+                    return predictions[:1].tolist()[0]
+                continue
+            first = next((p for p in predictions if p is not None), None)
+            if first is not None:
+                return first
+        return None
+
+    def _predictions(self, items: list[_Request], kind: pa.DataType) -> tuple[pa.Array, int]:
+        """(the prediction column, how many were stored as null). Numeric arrays of the output's rows, one per request
+        (what the server hands over), go to Arrow in one piece: one value per row, or a list per row when the output
+        has several values per row; anything else value by value."""
+        arrays = [item.predictions for item in items]
+        if all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" and 1 <= a.ndim <= 2 for a in arrays) and \
+                len({a.shape[1:] for a in arrays}) == 1:
+            values = np.concatenate(arrays).astype(np.float64, copy=False)
+            width = 1 if values.ndim == 1 else values.shape[1]
+            if width >= 1 and (width > 1) == pa.types.is_list(kind):
+                if width == 1:
+                    return pa.array(values.reshape(-1), type=kind), 0
+                offsets = pa.array(np.arange(0, values.size + 1, width, dtype=np.int32))
+                return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1))), 0
+        predictions = [self._prediction(p) for p in itertools.chain.from_iterable(map(_predictions_list, arrays))]
+        return pa.array([value for value, _ in predictions], type=kind), sum(bad for _, bad in predictions)
 
     def _prediction(self, value: Any) -> tuple[Any, int]:
         """(the stored prediction, 1 when it had to be stored as null)."""
@@ -385,10 +469,10 @@ class RequestLog:
                           (STATUS, pa.int32()), (ERROR, pa.string()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 
-    def _write(self, span: int, items: list[tuple]) -> None:
+    def _write(self, span: int, items: list[_Request]) -> None:
         if not items:
             return
-        rows = sum(len(item[5]) for item in items)
+        rows = sum(len(item.rows) for item in items)
         self._seq += 1
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = os.path.join(self.log_dir, f"span-{span}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import logging
 import re
 import time
@@ -55,7 +56,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 class RequestLog(Protocol):
     """Receives every predict request, after its response is sent. `log` must not block; `counters` feeds the
     metrics route; `close` runs when the server stops and must write everything logged. The keywords (role,
-    status, error) are passed only when one differs from its default: during a rollout and for failed requests."""
+    status, error) are passed only when one differs from its default: during a rollout and for failed requests.
+    A log whose `typed_rows` attribute is true takes the rows as `codec.parse_rows` decoded them (`codec.Rows`,
+    `codec.row_dicts` turns them into dicts) and a numeric single output's predictions as its numpy rows; any
+    other gets {input: value} dicts and the answer's predictions as lists."""
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict], predictions: list,
             latency_ms: float, *, role: Optional[str] = None, status: int = 200,
@@ -192,6 +196,9 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
     key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
     shadow = routing.Shadow(request_log, run_signature)
     busy = [0]  # predict requests between the start of their body's read and the end of their TensorFlow call
+    # Generated request ids: 32 hex digits, a random half drawn once per app and a counter (uuid4 reads the OS's
+    # random source on every call, a system call per request).
+    id_prefix, id_counter = uuid.uuid4().hex[:16], itertools.count()
 
     async def predict(receive: Callable, declared: Optional[bytes], request_id: str, ctx: dict,
                       version: Optional[int], label: Optional[str], started: float) -> _Answer:
@@ -219,15 +226,18 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             outputs = await batcher.submit(servable, signature, columns, len(rows), alone=busy[0] == 1)
         finally:
             busy[0] -= 1
-        payload = codec.format_response(fmt, outputs)
-        data = codec.encode_response(payload, outputs)
+        data = codec.encode_predict(fmt, outputs)
         latency = time.perf_counter() - started
         requests, latencies = metrics.predict_children(model, ctx["version"], signature.name)
         requests.inc()
         latencies.observe(latency)
         after = None
         if request_log is not None:
-            predictions = codec.row_predictions(outputs) if fmt == codec.COLUMNAR else payload["predictions"]
+            if getattr(request_log, "typed_rows", False) and len(outputs) == 1 and \
+                    next(iter(outputs.values())).dtype.kind in "fiu":
+                predictions = next(iter(outputs.values()))  # a numeric output's rows, as they are
+            else:
+                predictions = codec.row_predictions(outputs)
             after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
                                       predictions, latency * 1000.0, route.role)
         if route.shadow is not None and request_log is not None:  # rollout hook: the candidate's copy, sent after
@@ -257,7 +267,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{id_prefix}{next(id_counter):016x}"
         ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
         ctx["key"] = ctx_key
         try:
@@ -337,12 +347,14 @@ def _log(request_log: RequestLog, request_id: str, model: str, version: int, sig
          error: Optional[str] = None) -> None:
     """Runs after the response is sent; a failing logger is reported, never the request's failure."""
     try:
-        rows = codec.row_dicts(rows)
+        if not getattr(request_log, "typed_rows", False):
+            rows = codec.row_dicts(rows)
         if role is None and status == 200:
             request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
             return
-        request_log.log(request_id, model, version, signature, rows, predictions or [None] * len(rows), latency_ms,
-                        role=role, status=status, error=error)
+        request_log.log(request_id, model, version, signature, rows,
+                        [None] * len(rows) if predictions is None else predictions, latency_ms, role=role,
+                        status=status, error=error)
     except Exception:  # the logger's own errors are its business; serving goes on
         logger.exception("serve: request log failed for request %s", request_id)
 

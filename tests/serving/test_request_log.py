@@ -219,3 +219,75 @@ def test_a_killed_server_loses_at_most_the_last_flush_interval(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         RequestLog(str(tmp_path), **kwargs)
+
+
+def _typed_rows(rows: list[dict]):
+    """The rows as the server's fast path decodes them (codec.Rows), for a signature taking FEATURES' inputs."""
+    import json
+
+    import tensorflow as tf
+
+    from flywheel.serving import codec, models
+
+    dtypes = {"FLOAT": tf.float32, "INT": tf.int64, "BYTES": tf.string}
+    inputs = {name: models.TensorSpec(name, dtypes[kind], (None,), dtypes[kind].as_numpy_dtype)
+              for name, kind in sorted(FEATURES.items())}
+    signature = models.Signature("serving_default", "tensorflow/serving/predict", inputs, {}, None)
+    parsed = codec.parse_rows(json.dumps({"instances": rows}).encode(), signature)
+    assert parsed is not None, "the fast path refused the rows"
+    return parsed[1]
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_typed_rows_and_numpy_predictions_are_written_as_dicts_and_lists_are(tmp_path, width):
+    import numpy as np
+
+    rows = [ROW, {**ROW, "fare": 9.5, "payment_type": "Crédit"}]
+    outputs = np.arange(2 * width, dtype=np.float32).reshape(2, width) / 4
+    tables = []
+    for name, logged_rows, predictions in (("dicts", rows, outputs.tolist()),
+                                           ("typed", _typed_rows(rows), outputs)):
+        log = RequestLog(str(tmp_path / name), features=FEATURES, clock=lambda: 5.0)
+        log.log("a", "taxi", 1, "serving_default", logged_rows, predictions, 1.0)
+        log.log("b", "taxi", 1, "serving_default", logged_rows, predictions, 2.0, role="canary")
+        log.log("c", "taxi", 1, "serving_default", logged_rows, [None, None], 3.0, status=400, error="bad")
+        log.close()
+        assert log.counters()["logged_rows"] == 6 and log.counters()["invalid_values"] == 0, name
+        tables.append(pq.read_table(str(tmp_path / name)))
+    assert tables[0].schema == tables[1].schema
+    assert tables[0].to_pydict() == tables[1].to_pydict()
+    expected = outputs.astype(np.float64).reshape(-1).tolist() if width == 1 else outputs.astype(np.float64).tolist()
+    assert tables[1].column("prediction").to_pylist()[:2] == expected
+    assert tables[1].column("payment_type").to_pylist()[:2] == ["Cash", "Crédit"]
+
+
+def test_typed_rows_in_one_flush_with_dict_rows_and_the_first_typed_row_types_the_columns(tmp_path):
+    log = RequestLog(str(tmp_path), clock=lambda: 5.0)
+    log.log("a", "taxi", 1, "serving_default", _typed_rows([ROW]), [0.5], 1.0)
+    log.log("b", "taxi", 1, "serving_default", [{**ROW, "fare": 2.5}], [0.25], 1.0)
+    log.close()
+    table = pq.read_table(str(tmp_path))
+    assert table.column("fare").to_pylist() == [8.0, 2.5] and table.column("payment_type").to_pylist() == ["Cash"] * 2
+    assert str(table.schema.field("trip_start_hour").type) == "double"  # typed from a row, as numbers are
+
+
+def test_requests_waiting_for_their_flush_hold_one_object_the_collector_tracks(tmp_path):
+    import gc
+
+    import numpy as np
+
+    log = RequestLog(str(tmp_path), features=FEATURES, flush_interval_s=3600)
+    requests = [(_typed_rows([ROW]), np.array([[0.5]], dtype=np.float32)) for _ in range(2000)]
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for i, (rows, predictions) in enumerate(requests):
+            log.log(f"r{i}", "taxi", 1, "serving_default", rows, predictions, 1.0)
+        del requests
+        held = len(gc.get_objects()) - before
+    finally:
+        gc.enable()
+    log.close()
+    assert log.counters()["logged_rows"] == 2000
+    assert held <= 2000 + 50, f"{held} tracked objects for 2000 waiting requests (their row lists only expected)"

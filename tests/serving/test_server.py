@@ -191,12 +191,46 @@ def test_the_request_log_gets_each_answered_request_with_its_id(serving_dir):
     assert recorder.closed, "the request log is closed when the server stops"
     assert 'flywheel_serving_request_log{counter="logged_rows"} 2.0' in text
     assert given.headers["X-Request-Id"] == "abc-123"
-    assert len(generated.headers["X-Request-Id"]) == 32
+    assert re.fullmatch("[0-9a-f]{32}", generated.headers["X-Request-Id"])
     assert [c[0] for c in recorder.calls] == ["abc-123", generated.headers["X-Request-Id"]]
     request_id, model, version, signature, rows, predictions, latency_ms = recorder.calls[0]
     assert (model, version, signature, rows) == (MODEL, 1, "serving_default", [ISSUE_ROW])
     assert predictions == given.json()["predictions"] and latency_ms > 0
     assert recorder.calls[1][4] == [ISSUE_ROW] and recorder.calls[1][5] == generated.json()["outputs"]
+
+
+def test_generated_request_ids_differ_within_a_server_and_between_servers(serving_dir):
+    ids = []
+    for _ in range(2):
+        with _client(serving_dir) as client:
+            ids += [client.post(f"/v1/models/{MODEL}:predict", json={"instances": [ISSUE_ROW]}).headers["X-Request-Id"]
+                    for _ in range(3)]
+    assert len(set(ids)) == 6 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), ids
+
+
+def test_the_servers_request_log_writes_typed_rows_and_output_arrays_as_it_writes_dicts_and_lists(serving_dir,
+                                                                                                   tmp_path):
+    import pyarrow.parquet as pq
+
+    from flywheel.serving.request_log import RequestLog
+
+    class DictLog(RequestLog):
+        typed_rows = False
+
+    bodies = [{"instances": [ISSUE_ROW, {**ISSUE_ROW, "fare": 3.5}]},  # the fast path's typed rows
+              {"inputs": {k: [v] for k, v in ISSUE_ROW.items()}},  # the general path's dicts
+              {"instances": [{**ISSUE_ROW, "fare": "x"}]}]  # a failed request, logged with its rows
+    tables = []
+    for name, log_type in (("typed", RequestLog), ("dicts", DictLog)):
+        log = log_type(str(tmp_path / name), clock=lambda: 5.0)
+        with _client(serving_dir, request_log=log) as client:
+            for i, body in enumerate(bodies):
+                client.post(f"/v1/models/{MODEL}:predict", json=body, headers={"X-Request-Id": f"r{i}"})
+        assert log.counters()["logged_rows"] == 4, name
+        tables.append(pq.read_table(str(tmp_path / name)).drop(["latency_ms"]))
+    assert tables[0].to_pydict() == tables[1].to_pydict()
+    predictions = tables[0].column("prediction").to_pylist()
+    assert all(isinstance(p, float) for p in predictions[:3]) and predictions[3] is None
 
 
 def test_nan_and_infinity_are_read_and_written_as_tf_serving_does(client):
@@ -216,6 +250,27 @@ def test_nan_and_infinity_are_read_and_written_as_tf_serving_does(client):
     assert codec.encode_response(codec.format_response(codec.COLUMNAR, finite), finite) == b'{"outputs":[[0.25]]}'
 
 
+def test_an_answer_written_from_the_output_array_is_the_answer_written_from_its_lists():
+    import numpy as np
+
+    from flywheel.serving import codec
+
+    rng = np.random.default_rng(7)
+    floats = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) * 1e30, rng.random(3000) * 1e-30,
+                             [0.0, -0.0, 1.0, 0.1, 1e16, 1e-7, 3.4e38, 1e-45]])
+    outputs = [{"outputs": floats.astype(np.float32).reshape(-1, 1)}, {"outputs": floats.astype(np.float32)},
+               {"scores": floats[:9000].reshape(-1, 3)}, {"classes": np.array([[1], [-5], [2**40]], dtype=np.int64)},
+               {"classes": np.array([3, 4], dtype=np.int32)},
+               {"outputs": np.asfortranarray(floats[:9000].reshape(-1, 2))},
+               {"outputs": np.array([[0.5], [np.nan]], dtype=np.float32)},
+               {"outputs": np.array([[0.5]], dtype=np.float32), "classes": np.array([[1]], dtype=np.int64)},
+               {"outputs": np.array([b"a"], dtype=object)}]
+    for output in outputs:
+        for fmt in (codec.ROW, codec.COLUMNAR):
+            assert codec.encode_predict(fmt, output) == \
+                codec.encode_response(codec.format_response(fmt, output), output), (fmt, list(output))
+
+
 def test_the_session_callable_answers_exactly_as_the_tf2_keyword_call_of_each_signature(client):
     import tensorflow as tf
 
@@ -233,6 +288,11 @@ def test_the_session_callable_answers_exactly_as_the_tf2_keyword_call_of_each_si
     wrong_shape = r"input fare of signature serving_default: shape \[1, 2\] is not compatible with \[-1\]"
     with pytest.raises(models.InvalidArgument, match=wrong_shape):
         models.run_signature(raw, {**columns, "fare": [[1.0, 2.0]]})
+
+
+def test_each_version_runs_its_graph_on_the_calling_thread_alone(client):
+    servable = client.app.state.registry.get(MODEL)
+    assert servable.session._config.intra_op_parallelism_threads == 1
 
 
 def test_startup_moves_the_loaded_libraries_and_model_out_of_the_collectors_full_passes(serving_dir):
