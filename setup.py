@@ -40,5 +40,5 @@ setup(
         "test": ["pytest", "jupytext", "jsonschema"],
         "notebooks": ["jupytext", "nbclient", "ipykernel"],
     },
-    entry_points={"console_scripts": ["flywheel=flywheel.cli:main"]},
+    entry_points={"console_scripts": ["flywheel=flywheel.cli:run"]},
 )

@@ -196,18 +196,29 @@ def _predictions_list(predictions: Any) -> list:
     return predictions.tolist() if isinstance(predictions, np.ndarray) else predictions
 
 
+_ROWS, _NAMES = operator.attrgetter("rows"), operator.attrgetter("names")
+# The request-level columns: each a `_Request` attribute, repeated for every row of its request.
+_ATTRIBUTES = {REQUEST_ID: "request_id", TIME: "at", MODEL: "model", MODEL_VERSION: "version",
+               SIGNATURE_NAME: "signature", LATENCY_MS: "latency_ms", ROLLOUT_ROLE: "role", STATUS: "status",
+               ERROR: "error"}
+
+
 def _feature_values(items: list[_Request]) -> Callable[[str], list]:
     """name -> the feature's value in every row of the requests, in order (None where a row lacks it). When every
     request holds typed rows of the same inputs (the server's common case), each column is read from all rows in
-    one pass; otherwise typed rows are read as dicts."""
-    names = {tuple(n) if (n := _typed_names(item.rows)) is not None else None for item in items}
-    if len(names) == 1 and None not in names:
-        rows = list(itertools.chain.from_iterable(item.rows for item in items))
+    one pass, with no Python-level loop over the requests; otherwise typed rows are read as dicts."""
+    batches = list(map(_ROWS, items))
+    try:
+        shared = list(map(_NAMES, batches))  # the rows of one signature share one `names` tuple
+        names = {tuple(n) for n in dict(zip(map(id, shared), shared, strict=True)).values()}
+    except AttributeError:  # {feature: value} rows among them
+        names = set()
+    if len(names) == 1:
+        rows = list(itertools.chain.from_iterable(batches))
         fields = {name: operator.attrgetter(f"f{i}") for i, name in enumerate(next(iter(names)))}
         return lambda name: list(map(fields[name], rows)) if name in fields else [None] * len(rows)
     dicts = list(itertools.chain.from_iterable(
-        item.rows if _typed_names(item.rows) is None else [_row_dict(item.rows, i) for i in range(len(item.rows))]
-        for item in items))
+        rows if _typed_names(rows) is None else [_row_dict(rows, i) for i in range(len(rows))] for rows in batches))
     return lambda name: [row.get(name) for row in dicts]
 
 
@@ -383,24 +394,22 @@ class RequestLog:
 
     def _table(self, items: list[_Request]) -> tuple[pa.Table, int]:
         """(the requests' rows as one table, how many cells were stored as null), built column by column."""
-        counts = np.fromiter((len(item.rows) for item in items), dtype=np.int64, count=len(items))
+        counts = np.fromiter(map(len, map(_ROWS, items)), dtype=np.int64, count=len(items))
+        total = int(counts.sum())
         per_request = np.repeat(np.arange(len(items)), counts)
         starts = np.cumsum(counts) - counts
         schema = self._schema(self._first_prediction(items))
+        take = None if total == len(items) else pa.array(per_request)  # None: one row per request
 
-        def repeated(name: str, values: Any) -> pa.Array:  # one value per request, repeated for each of its rows
-            return pa.array(values, type=schema.field(name).type).take(pa.array(per_request))
+        def repeated(name: str) -> pa.Array:  # one value per request, repeated for each of its rows
+            values = list(map(operator.attrgetter(_ATTRIBUTES[name]), items))
+            if name == TIME:
+                values = np.round(np.array(values, dtype=np.float64) * 1e6).astype(np.int64)
+            array = pa.array(values, type=schema.field(name).type)
+            return array if take is None else array.take(take)
 
-        arrays = {REQUEST_ID: repeated(REQUEST_ID, [item.request_id for item in items]),
-                  ROW_INDEX: pa.array(np.arange(int(counts.sum())) - starts[per_request], type=pa.int32()),
-                  TIME: repeated(TIME, np.array([round(item.at * 1e6) for item in items], dtype=np.int64)),
-                  MODEL: repeated(MODEL, [item.model for item in items]),
-                  MODEL_VERSION: repeated(MODEL_VERSION, [item.version for item in items]),
-                  SIGNATURE_NAME: repeated(SIGNATURE_NAME, [item.signature for item in items]),
-                  LATENCY_MS: repeated(LATENCY_MS, [float(item.latency_ms) for item in items]),
-                  ROLLOUT_ROLE: repeated(ROLLOUT_ROLE, [item.role for item in items]),
-                  STATUS: repeated(STATUS, [item.status for item in items]),
-                  ERROR: repeated(ERROR, [item.error for item in items])}
+        arrays = {name: repeated(name) for name in _ATTRIBUTES}
+        arrays[ROW_INDEX] = pa.array(np.arange(total) - starts[per_request], type=pa.int32())
         invalid = 0
         feature_values = _feature_values(items)
         for name, kind in self._features.items():
@@ -427,9 +436,11 @@ class RequestLog:
         """(the prediction column, how many were stored as null). Numeric arrays of the output's rows, one per request
         (what the server hands over), go to Arrow in one piece: one value per row, or a list per row when the output
         has several values per row; anything else value by value."""
-        arrays = [item.predictions for item in items]
-        if all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" and 1 <= a.ndim <= 2 for a in arrays) and \
-                len({a.shape[1:] for a in arrays}) == 1:
+        arrays = list(map(operator.attrgetter("predictions"), items))
+        if set(map(type, arrays)) == {np.ndarray} and \
+                all(d.kind in "fiu" for d in set(map(operator.attrgetter("dtype"), arrays))) and \
+                len({shape[1:] for shape in set(map(operator.attrgetter("shape"), arrays))}) == 1 and \
+                set(map(operator.attrgetter("ndim"), arrays)) <= {1, 2}:
             values = np.concatenate(arrays).astype(np.float64, copy=False)
             width = 1 if values.ndim == 1 else values.shape[1]
             if width >= 1 and (width > 1) == pa.types.is_list(kind):
