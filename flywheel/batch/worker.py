@@ -10,10 +10,10 @@ restored from a SavedModel's object graph, which tfx-bsl's graph loader does not
 Keras layers, scipy and h5py. Here they are left out as if not installed (`sys.modules[name] = None`, Python's
 documented way of making an import raise ImportError), and `import distutils` (TensorFlow's first import) gets
 the standard library's instead of setuptools' copy, which would import setuptools and pkg_resources. Measured
-with the taxi model: 0.58 GB instead of 0.69 GB resident per worker; see `flywheel/batch/README.md`.
+with the taxi model: 0.59 GB instead of 0.70 GB resident per worker; see `flywheel/batch/README.md`.
 
 The `flywheel predict --engine beam` command does the same in its own process, which only builds and launches
-the pipeline (0.15 GB instead of 0.21 GB); `flywheel.api.predict` does not: a library user's process keeps
+the pipeline (0.17 GB instead of 0.22 GB); `flywheel.api.predict` does not: a library user's process keeps
 every package.
 """
 

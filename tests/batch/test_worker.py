@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,12 +24,15 @@ def _where_it_ran(element: int) -> str:
                        "distutils": os.environ.get(worker.DISTUTILS_VARIABLE)})
 
 
-def test_the_beam_engines_workers_start_as_the_lean_worker(tmp_path):
+def test_the_beam_engines_workers_start_as_the_lean_worker(tmp_path, caplog):
     """Through the engine's real runner and worker processes: each element is handled in a worker started as
-    `flywheel.batch.worker`, where the unused packages are left out; this process keeps them."""
+    `flywheel.batch.worker`, where the unused packages are left out; this process keeps them. Beam's warning
+    that the mode should be multi-processing (it is, but for its name) is not shown."""
+    caplog.set_level(logging.WARNING)
     options = PipelineOptions(list(batch_predict.beam_args("beam")))
     out = str(tmp_path / "where")
-    with beam.Pipeline(runner=batch_predict.runner(options), options=options) as pipeline:
+    chosen = batch_predict.runner(options)
+    with batch_predict._quiet_about_worker_mode(chosen), beam.Pipeline(runner=chosen, options=options) as pipeline:
         (pipeline | beam.Create(range(4)) | beam.Reshuffle() | beam.Map(_where_it_ran)
          | beam.io.WriteToText(out, shard_name_template=""))
     with open(out) as f:
@@ -38,6 +42,7 @@ def test_the_beam_engines_workers_start_as_the_lean_worker(tmp_path):
         assert record["pid"] != os.getpid() and record["main"] == "flywheel.batch.worker"
         assert record["left_out"] == list(worker.UNUSED_PACKAGES)
         assert record["distutils"] == worker.DISTUTILS_STDLIB
+    assert not [r for r in caplog.records if "direct_running_mode" in r.getMessage()]
     import pandas  # the launching process (here as a library user's) keeps every package
 
     assert pandas.DataFrame is not None
