@@ -14,6 +14,8 @@ sum is the physical memory the tree holds). Each flywheel engine also scores --m
 peak does not grow with the span. BulkInferrer is measured at --stock-rows rows (default: --rows) when 1M
 rows would take it too long; rows/s is compared, each at its own size. Prints the load average before and
 after. Targets (issue 9): flywheel >= 3x BulkInferrer's rows/s, peak <= 1.5 GB, flat as the span grows.
+--stock-rows 0 skips BulkInferrer (to measure one flywheel engine at one size, e.g. `--engines beam --rows 250000
+--memory-rows 0 --stock-rows 0`): no ratio is printed then.
 Usage: python benchmarks/predict_vs_bulkinferrer.py [--rows N] [--memory-rows M] [--stock-rows S] [--files K]
        [--engines local,beam] [--serving-dir DIR]
 """
@@ -149,12 +151,31 @@ def predict(engine: str, data: str, rows: int, serving_dir: str, out: str, env: 
     return seconds, peak
 
 
+def bulk_inferrer(workdir: str, model, data: str, rows: int, env: dict) -> float:
+    """Stock TFX (CsvExampleGen -> BulkInferrer, LocalDagRunner) on `data`, timed in its own process; its rows/s."""
+    # BulkInferrer reads a Model artifact's <uri>/Format-Serving (serving_model_dir for older artifacts).
+    model_uri = os.path.join(workdir, "model")
+    os.makedirs(model_uri)
+    for name in ("Format-Serving", "serving_model_dir"):
+        os.symlink(model.path, os.path.join(model_uri, name))
+    driver = os.path.join(workdir, "stock_driver.py")
+    with open(driver, "w") as f:
+        f.write(_STOCK_DRIVER)
+    seconds, peak, stdout = measured(
+        [sys.executable, driver, data, model_uri, model.signature, os.path.join(workdir, "stock")], REPO, env)
+    parts = {m.group(1): float(m.group(2)) for m in _DONE.finditer(stdout)}
+    print(_line("TFX CsvExampleGen -> BulkInferrer", rows, seconds, peak)
+          + f"  (CsvExampleGen {parts.get('CsvExampleGen', 0):.1f} s, "
+            f"BulkInferrer {parts.get('BulkInferrer', 0):.1f} s)", flush=True)
+    return rows / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to score")
     parser.add_argument("--memory-rows", type=int, default=250_000,
                         help="each engine also scores this many rows: its peak memory should not grow (0: skip)")
-    parser.add_argument("--stock-rows", type=int, help="rows BulkInferrer scores (default: --rows)")
+    parser.add_argument("--stock-rows", type=int, help="rows BulkInferrer scores (default: --rows; 0: skip it)")
     parser.add_argument("--files", type=int, default=8, help="CSV files the rows are split across")
     parser.add_argument("--engines", default="local,beam", help="flywheel predict engines to measure")
     parser.add_argument("--serving-dir", help="serving folder with a pushed taxi model (default: train one)")
@@ -162,16 +183,18 @@ def main() -> None:
     args = parser.parse_args()
     from flywheel.batch import served
 
-    stock_rows = args.stock_rows or args.rows
+    stock_rows = args.rows if args.stock_rows is None else args.stock_rows
     workdir = tempfile.mkdtemp(prefix="flywheel-bench-predict-")
     env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
         serving_dir = args.serving_dir or train_model(workdir)
         model = served.resolve(serving_dir, "taxi")
-        sizes = sorted({args.rows, stock_rows, *([args.memory_rows] if args.memory_rows else [])})
+        sizes = sorted({args.rows, *([stock_rows] if stock_rows else []),
+                        *([args.memory_rows] if args.memory_rows else [])})
         data = {n: make_rows(os.path.join(workdir, f"data-{n}"), n, args.files) for n in sizes}
+        stock = f"{stock_rows:,}" if stock_rows else "0 = skipped"
         print(f"benchmark: {args.rows:,} rows in {args.files} CSV files (memory check at {args.memory_rows:,}, "
-              f"BulkInferrer at {stock_rows:,}); model taxi version {model.version} (signature "
+              f"BulkInferrer at {stock}); model taxi version {model.version} (signature "
               f"{model.signature}); {os.cpu_count()} CPUs; load average {_load()}", flush=True)
         results, flat = {}, {}
         engines = [e for e in args.engines.split(",") if e]
@@ -181,26 +204,12 @@ def main() -> None:
         for engine in engines if args.memory_rows and args.memory_rows != args.rows else ():
             flat[engine] = predict(engine, data[args.memory_rows], args.memory_rows, serving_dir,
                                    os.path.join(workdir, f"predict-{engine}-{args.memory_rows}"), env)[1]
-        # BulkInferrer reads a Model artifact's <uri>/Format-Serving (serving_model_dir for older artifacts).
-        model_uri = os.path.join(workdir, "model")
-        os.makedirs(model_uri)
-        for name in ("Format-Serving", "serving_model_dir"):
-            os.symlink(model.path, os.path.join(model_uri, name))
-        driver = os.path.join(workdir, "stock_driver.py")
-        with open(driver, "w") as f:
-            f.write(_STOCK_DRIVER)
-        stock_root = os.path.join(workdir, "stock")
-        seconds, peak, stdout = measured(
-            [sys.executable, driver, data[stock_rows], model_uri, model.signature, stock_root], REPO, env)
-        parts = {m.group(1): float(m.group(2)) for m in _DONE.finditer(stdout)}
-        print(_line("TFX CsvExampleGen -> BulkInferrer", stock_rows, seconds, peak)
-              + f"  (CsvExampleGen {parts.get('CsvExampleGen', 0):.1f} s, "
-                f"BulkInferrer {parts.get('BulkInferrer', 0):.1f} s)", flush=True)
-        stock_rate = stock_rows / seconds
+        stock_rate = bulk_inferrer(workdir, model, data[stock_rows], stock_rows, env) if stock_rows else None
         for engine, (seconds, peak) in results.items():
-            print(f"  flywheel predict --engine {engine}: {args.rows / seconds / stock_rate:.2f}x BulkInferrer's "
-                  f"rows/s (target >= 3x); peak RSS {peak[0] / 2**30:.2f} GB, PSS {peak[1] / 2**30:.2f} GB "
-                  f"(target <= 1.5 GB)", flush=True)
+            ratio = (f"{args.rows / seconds / stock_rate:.2f}x BulkInferrer's rows/s (target >= 3x); "
+                     if stock_rate else "")
+            print(f"  flywheel predict --engine {engine}: {ratio}peak RSS {peak[0] / 2**30:.2f} GB, "
+                  f"PSS {peak[1] / 2**30:.2f} GB (target <= 1.5 GB)", flush=True)
             if engine in flat:
                 print(f"    memory as the span grows: {args.memory_rows:,} rows RSS {flat[engine][0] / 2**30:.2f} GB "
                       f"PSS {flat[engine][1] / 2**30:.2f} GB; {args.rows:,} rows RSS {peak[0] / 2**30:.2f} GB "

@@ -412,6 +412,10 @@ PREDICT_PROGRESS_ROWS = 100_000  # flywheel predict: a progress line per file ev
 
 
 def cmd_predict(args) -> int:
+    if args.engine == "beam":  # this process only launches the pipeline: it can do without what workers do without
+        from flywheel.batch import worker
+
+        worker.leave_out_unused()
     result = api.predict(args.pipeline, args.data, args.serving_dir, args.output,
                          span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
                          progress_every=0 if args.json or args.quiet else PREDICT_PROGRESS_ROWS, verbose=args.verbose)

@@ -21,8 +21,10 @@ workers load TensorFlow and the model.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -31,7 +33,7 @@ from typing import Any, List, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference
 
-from flywheel.batch import rows, served
+from flywheel.batch import rows, served, worker
 from flywheel.components.common import serving
 from flywheel.components.ingest import parsing
 
@@ -238,6 +240,46 @@ def beam_args(engine: str) -> tuple[str, ...]:
     raise ValueError(f"predict: unknown engine {engine!r}; engines: local, beam")
 
 
+def runner(pipeline_options):
+    """The runner for these options: Beam's DirectRunner, except in its multi-processing mode (`--engine beam`),
+    where it is the FnApiRunner the DirectRunner would use, with the same number of worker processes, each
+    started as `flywheel.batch.worker` (Beam's SDK worker without the packages scoring never uses) instead of
+    Beam's `sdk_worker_main`. The FnApiRunner starts a worker command of its own only in its `in_memory` mode
+    (the mode's name is then its only difference), so `pipeline_options` is switched to it."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = pipeline_options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return "DirectRunner"
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.transforms import environments
+
+    direct.direct_running_mode = "in_memory"
+    return fn_runner.FnApiRunner(
+        default_environment=environments.SubprocessSDKEnvironment.from_command_string(worker.command()))
+
+
+@contextlib.contextmanager
+def _quiet_about_worker_mode(chosen):
+    """With `runner`'s FnApiRunner, Beam warns that `in_memory` mode with several workers should be
+    `multi_processing`: it is, in all but the name. Other warnings pass."""
+    if chosen == "DirectRunner":
+        yield
+        return
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    log = logging.getLogger(fn_runner.__name__)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("If direct_num_workers is not equal to 1")
+
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
 def check_output(output: str) -> None:
     """An output folder must be new or empty: shards of an earlier run would mix with this one's."""
     fs = serving.filesystem(output)
@@ -267,6 +309,8 @@ def run(files: Sequence[str], options: PredictOptions, output: str, args: Sequen
     serving.filesystem(output).makedirs(output)
     options = dataclasses.replace(options, started=options.started or time.time())
     _progress(options, f"scoring {len(files)} file(s) with {options.model.name} version {options.model.version}")
-    with beam.Pipeline(runner="DirectRunner", options=PipelineOptions(list(args))) as pipeline:
+    pipeline_options = PipelineOptions(list(args))
+    chosen = runner(pipeline_options)
+    with _quiet_about_worker_mode(chosen), beam.Pipeline(runner=chosen, options=pipeline_options) as pipeline:
         expand(pipeline, files, options, output)
     return read_counts(output)
