@@ -412,7 +412,9 @@ PREDICT_PROGRESS_ROWS = 100_000  # flywheel predict: a progress line per file ev
 
 
 def cmd_predict(args) -> int:
-    if args.engine == "beam":  # this process only launches the pipeline: it can do without what workers do without
+    # As the `flywheel` command, this process only launches the pipeline: it can do without what workers do without.
+    # Called in-process (a test, a notebook), it leaves the caller's imports alone.
+    if args.engine == "beam" and args.own_process:
         from flywheel.batch import worker
 
         worker.leave_out_unused()
@@ -458,8 +460,10 @@ HANDLERS: dict[str, Callable[[Any], int]] = {
     "logs": cmd_logs, "serve": cmd_serve, "predict": cmd_predict, "rollout": cmd_rollout}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, *, own_process: bool = False) -> int:
+    """Runs one command; own_process: this process is the `flywheel` command's own (`run`), not a caller's."""
     args = _parser().parse_args(argv)
+    args.own_process = own_process
     try:
         if getattr(args, "pipeline", None) is not None:
             registry.get(args.pipeline)
@@ -478,7 +482,7 @@ def run() -> None:
     pools, which can be destroyed while one of their Parquet threads is still alive and then abort the finished
     command with SIGABRT ("terminate called without an active exception", apache/arrow#34314). A command that
     leaves a non-daemon thread running exits the usual way, which waits for it."""
-    code = main()
+    code = main(own_process=True)
     if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
         sys.exit(code)
     atexit._run_exitfuncs()
