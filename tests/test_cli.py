@@ -122,3 +122,27 @@ def test_run_json_prints_only_json_on_stdout(local_run):
     out = json.loads(result.stdout)
     assert out["status"] == "up_to_date" and out["serving_version"] is not None
     assert out["serving_path"] == os.path.join(local_run.output_dir, "serving", "taxi", str(out["serving_version"]))
+
+
+class _Exited(Exception):
+    pass
+
+
+def test_the_command_ends_with_os_exit_after_exit_handlers_and_flushed_output(tmp_path, monkeypatch, capsys):
+    """`flywheel` (cli.run) runs the exit handlers and flushes its output, then ends the process without the
+    interpreter's teardown, in which pyarrow 10's thread pools can abort a finished command (apache/arrow#34314);
+    main() called in a caller's process returns as before."""
+    events = []
+
+    def exit_now(code):
+        events.append(("os._exit", code))
+        raise _Exited()
+
+    monkeypatch.setattr("sys.argv", ["flywheel", "rollout", "status", "--serving-dir", str(tmp_path / "none")])
+    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: events.append(("atexit", None)))
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    with pytest.raises(_Exited):
+        cli.run()
+    assert events == [("atexit", None), ("os._exit", cli.EXIT_USAGE)]
+    assert capsys.readouterr().err.startswith("flywheel: ")
+    assert cli.main(["rollout", "status", "--serving-dir", str(tmp_path / "none")]) == cli.EXIT_USAGE
