@@ -34,6 +34,25 @@ def run_cli(*args: str, output_dir: str | None = None, timeout: int = 900, env: 
     return CliResult(proc.returncode, proc.stdout, proc.stderr, output_dir or "")
 
 
+def call_cli(capfd, *args: str, output_dir: str | None = None) -> CliResult:
+    """`flywheel ARGS` run in this process by `flywheel.cli.main`: its exit status and what it wrote to the
+    stdout and stderr file descriptors (capfd). For tests of the command line's behaviour (exit codes, one-line
+    errors, --json); `run_cli` starts the installed entry point, which costs a TensorFlow import per call, where
+    the process itself is the point (one such test per command)."""
+    from flywheel import cli
+
+    argv = [*args] + (["--output-dir", output_dir] if output_dir else [])
+    capfd.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's usage errors and --help
+        code = e.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    captured = capfd.readouterr()
+    return CliResult(code, captured.out, captured.err, output_dir or "")
+
+
 def shipped_data() -> str:
     from flywheel.pipelines.taxi.config import shipped_data as _shipped
 

@@ -9,7 +9,7 @@ import pytest
 
 from flywheel import api, cli
 from flywheel.pipelines import registry
-from tests.conftest import run_cli
+from tests.conftest import call_cli, run_cli
 
 SUBCOMMANDS = ("run", "ingest", "monitor", "simulate", "retrain", "lineage", "compile")
 
@@ -41,6 +41,7 @@ def test_help_shows_every_option_default_and_the_exit_codes(command, capsys):
                                   ("simulate", "penguin", "--out", "x"), ("compile", "penguin"),
                                   ("lineage", "penguin")])
 def test_unknown_pipeline_is_one_line_listing_the_known_ones(args):
+    """The installed entry point, one process per command: each subcommand is wired to `flywheel`."""
     _one_line_error(run_cli(*args), 2, "unknown pipeline 'penguin'", "known pipelines: taxi")
 
 
@@ -61,15 +62,15 @@ def test_registry_lookup_and_registration():
 
 
 @pytest.mark.parametrize("drift_from", ["5", "0", "-1"])
-def test_simulate_drift_from_outside_the_spans_is_an_error(drift_from, tmp_path):
-    result = run_cli("simulate", "taxi", "--out", str(tmp_path), "--spans", "4", "--drift-from", drift_from)
+def test_simulate_drift_from_outside_the_spans_is_an_error(drift_from, tmp_path, capfd):
+    result = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path), "--spans", "4", "--drift-from", drift_from)
     _one_line_error(result, 2, f"got {drift_from}", "spans=4")
     assert not os.listdir(tmp_path)
 
 
-def test_simulate_json_is_only_json(tmp_path):
-    result = run_cli("simulate", "taxi", "--out", str(tmp_path), "--spans", "2", "--drift-from", "2", "--rows", "50",
-                     "--json")
+def test_simulate_json_is_only_json(tmp_path, capfd):
+    result = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path), "--spans", "2", "--drift-from", "2",
+                      "--rows", "50", "--json")
     assert result.returncode == 0 and result.stderr == ""
     out = json.loads(result.stdout)
     assert out["drift_from"] == 2 and [os.path.relpath(f, tmp_path) for f in out["files"]] == [
@@ -88,30 +89,31 @@ def test_simulated_rows_carry_a_unique_trip_id_that_ingest_passes_over(tmp_path)
     assert ingested.error is None and ingested.rows_read == 80 and ingested.rows_quarantined == 0
 
 
-def test_lineage_without_metadata_is_a_one_line_error(tmp_path):
-    _one_line_error(run_cli("lineage", "--output-dir", str(tmp_path)), 2, "no ML-Metadata store", str(tmp_path))
-    _one_line_error(run_cli("lineage", "taxi", "--output-dir", str(tmp_path), "--model", "v3"), 2)
+def test_lineage_without_metadata_is_a_one_line_error(tmp_path, capfd):
+    _one_line_error(call_cli(capfd, "lineage", "--output-dir", str(tmp_path)), 2, "no ML-Metadata store", str(tmp_path))
+    _one_line_error(call_cli(capfd, "lineage", "taxi", "--output-dir", str(tmp_path), "--model", "v3"), 2)
     assert os.listdir(tmp_path) == [], "a lookup writes nothing"
 
 
-def test_lineage_with_metadata_but_nothing_served_is_a_one_line_error(tmp_path):
+def test_lineage_with_metadata_but_nothing_served_is_a_one_line_error(tmp_path, capfd):
     (tmp_path / "metadata.sqlite").write_bytes(b"")
-    _one_line_error(run_cli("lineage", "--output-dir", str(tmp_path), "--serving-dir", str(tmp_path / "shared")),
-                    2, "no model in serving", str(tmp_path / "shared"))
+    result = call_cli(capfd, "lineage", "--output-dir", str(tmp_path), "--serving-dir", str(tmp_path / "shared"))
+    _one_line_error(result, 2, "no model in serving", str(tmp_path / "shared"))
 
 
 @pytest.mark.parametrize("output, needle", [("spec.txt", "expected a .yaml, .yml or .json file, got '.txt'"),
                                             ("spec", "got 'no extension'"),
                                             ("blocker/spec.yaml", "is a file, not a folder"),
                                             ("folder.yaml", "is a folder")])
-def test_compile_to_a_bad_output_is_a_one_line_error(output, needle, tmp_path):
+def test_compile_to_a_bad_output_is_a_one_line_error(output, needle, tmp_path, capfd):
     (tmp_path / "blocker").write_text("")
     (tmp_path / "folder.yaml").mkdir()
-    _one_line_error(run_cli("compile", "taxi", "--output", str(tmp_path / output)), 2, needle)
+    _one_line_error(call_cli(capfd, "compile", "taxi", "--output", str(tmp_path / output)), 2, needle)
 
 
-def test_run_with_a_missing_data_path_is_one_line_and_prints_no_json(tmp_path):
-    result = run_cli("run", "taxi", "--data", str(tmp_path / "nope"), "--json", output_dir=str(tmp_path / "out"))
+def test_run_with_a_missing_data_path_is_one_line_and_prints_no_json(tmp_path, capfd):
+    result = call_cli(capfd, "run", "taxi", "--data", str(tmp_path / "nope"), "--json",
+                      output_dir=str(tmp_path / "out"))
     _one_line_error(result, 2, "nope")
     assert result.stdout == ""
 

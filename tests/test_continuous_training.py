@@ -14,7 +14,7 @@ import pytest
 from flywheel import api
 from flywheel.pipelines import lock, retrain
 from flywheel.pipelines.run_record import NodeRecord
-from tests.conftest import run_cli
+from tests.conftest import call_cli, run_cli
 
 
 def test_simulator_is_deterministic(tmp_path):
@@ -62,8 +62,8 @@ def test_drift_report_is_where_the_result_says(loop):
         assert os.path.isfile(report) and report.endswith(".html")
 
 
-def test_lineage_names_spans_gate_training_evaluation_push(loop):
-    r = run_cli("lineage", "--output-dir", loop["out"], "--json")
+def test_lineage_names_spans_gate_training_evaluation_push(loop, capfd):
+    r = call_cli(capfd, "lineage", "--output-dir", loop["out"], "--json")
     assert r.returncode == 0, r.stderr
     found = json.loads(r.stdout)
     nodes = [s["node"] for s in found["steps"]]
@@ -73,7 +73,7 @@ def test_lineage_names_spans_gate_training_evaluation_push(loop):
     [examples] = [o for o in ingest["outputs"] if o["key"] == "examples"]
     assert examples["data_fingerprint"] == found["data_fingerprint"]
     assert nodes.index("Ingest") < nodes.index("Trainer") < nodes.index("Push")
-    text = run_cli("lineage", "--output-dir", loop["out"]).stdout
+    text = call_cli(capfd, "lineage", "--output-dir", loop["out"]).stdout
     assert f"version {found['version']}" in text and "Trainer" in text
 
 

@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from flywheel.pipelines.taxi import kubeflow_runner as kr
 from flywheel.pipelines.taxi.config import TaxiConfig
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, call_cli
 
 COMMITTED = os.path.join(REPO, "kubeflow", "taxi_pipeline.yaml")
 TEXT = open(COMMITTED, encoding="utf-8").read()
@@ -27,9 +27,10 @@ def compiled_twice(tmp_path_factory):
     return [open(kr.compile_pipeline(path), "rb").read() for path in paths]
 
 
-def test_committed_spec_is_byte_identical_to_a_fresh_compile(tmp_path):
+def test_committed_spec_is_byte_identical_to_a_fresh_compile(tmp_path, capfd):
+    """`make compile`'s command line (its entry point in a process of its own: tests/test_cli.py)."""
     fresh = tmp_path / "taxi_pipeline.yaml"
-    result = run_cli("compile", "taxi", "--output", str(fresh))
+    result = call_cli(capfd, "compile", "taxi", "--output", str(fresh))
     assert result.returncode == 0, result.stderr
     assert fresh.read_text(encoding="utf-8") == TEXT, "kubeflow/taxi_pipeline.yaml is stale: run `make compile`"
 
@@ -148,10 +149,10 @@ def test_pvc_names_are_compile_options():
         "nightly-spans")
 
 
-def test_the_command_line_compiles_with_other_pvc_names(tmp_path):
+def test_the_command_line_compiles_with_other_pvc_names(tmp_path, capfd):
     output = tmp_path / "spec.yaml"
-    result = run_cli("compile", "taxi", "--output", str(output), "--data-pvc", "nightly-spans",
-                     "--serving-pvc", "tf-serving-models", "--json")
+    result = call_cli(capfd, "compile", "taxi", "--output", str(output), "--data-pvc", "nightly-spans",
+                      "--serving-pvc", "tf-serving-models", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == str(output)
     _, platform = yaml.safe_load_all(output.read_text())

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from flywheel import schemas
 from flywheel.components.monitor import monitor, report
-from tests.conftest import run_cli, shipped_data
+from tests.conftest import call_cli, run_cli, shipped_data
 
 
 def _drifted_copy(tmp_path, tips_factor: float = 1.0) -> str:
@@ -27,9 +27,9 @@ def _drifted_copy(tmp_path, tips_factor: float = 1.0) -> str:
     return path
 
 
-def test_same_data_no_drift_exit_0(tmp_path):
-    result = run_cli("monitor", "--baseline", shipped_data(), "--current", shipped_data(), "--json",
-                     "--schema", schemas.schema_path("taxi"))
+def test_same_data_no_drift_exit_0(tmp_path, capfd):
+    result = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", shipped_data(), "--json",
+                      "--schema", schemas.schema_path("taxi"))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["drift_detected"] is False and out["rows"] == {"baseline": 15002, "current": 15002}
@@ -38,12 +38,12 @@ def test_same_data_no_drift_exit_0(tmp_path):
     assert "performance" not in out, "nothing asked for performance"
 
 
-def test_drift_exit_1_with_evidence_report_and_a_saved_profile(tmp_path):
+def test_drift_exit_1_with_evidence_report_and_a_saved_profile(tmp_path, capfd):
     report_dir = tmp_path / "report"
     saved = tmp_path / "current_profile.json"
     current = _drifted_copy(tmp_path)
-    result = run_cli("monitor", "--baseline", shipped_data(), "--current", current, "--json",
-                     "--report", str(report_dir), "--save-profile", str(saved))
+    result = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", current, "--json",
+                      "--report", str(report_dir), "--save-profile", str(saved))
     assert result.returncode == 1, result.stderr
     out = json.loads(result.stdout)
     drifted = [k for k, v in out["features"].items() if v["drift"]]
@@ -56,7 +56,7 @@ def test_drift_exit_1_with_evidence_report_and_a_saved_profile(tmp_path):
     assert "DRIFT DETECTED" in html and "<svg" in html and "<script" not in html
     on_disk = json.loads((report_dir / "drift.json").read_text())
     assert on_disk["drift_detected"] is True and on_disk["report"] == str(report_dir / "report.html")
-    again = run_cli("monitor", "--baseline", str(saved), "--current", current, "--json")
+    again = call_cli(capfd, "monitor", "--baseline", str(saved), "--current", current, "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["drift_detected"] is False
 
 
@@ -68,6 +68,7 @@ def test_label_drift_is_reported_apart_and_does_not_decide(tmp_path):
 
 
 def test_errors_exit_2_and_name_the_problem(tmp_path):
+    """The installed `flywheel monitor` in its own process: the exit status is the process's."""
     missing = run_cli("monitor", "--baseline", str(tmp_path / "nope.csv"), "--current", shipped_data())
     assert missing.returncode == 2 and "nope.csv: no such file or directory" in missing.stderr
     narrow = tmp_path / "narrow.csv"
@@ -111,10 +112,10 @@ def test_performance_decay_against_reference(tmp_path):
     assert "label" not in bad["features"] and "label" in bad["label_drift"]["features"]
 
 
-def test_performance_that_cannot_be_computed_says_why(tmp_path):
+def test_performance_that_cannot_be_computed_says_why(tmp_path, capfd):
     (tmp_path / "ref.json").write_text(json.dumps({"auc": 0.8}))
-    result = run_cli("monitor", "--baseline", shipped_data(), "--current", shipped_data(), "--json",
-                     "--reference-metrics", str(tmp_path / "ref.json"), "--label-column", "big_tipper")
+    result = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", shipped_data(), "--json",
+                      "--reference-metrics", str(tmp_path / "ref.json"), "--label-column", "big_tipper")
     assert result.returncode == 0, result.stderr
     skipped = json.loads(result.stdout)["performance"]["skipped"]
     assert "no 'big_tipper' or 'prediction' column" in skipped

@@ -15,7 +15,7 @@ from flywheel.components.common import serving
 from flywheel.components.push import publish
 from flywheel.pipelines import run_record
 from tests import tiny_runs
-from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, run_cli, shipped_data
+from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, call_cli, run_cli, shipped_data
 
 EXPECTED_NODES = {"ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
                   "Trainer", "Evaluate", "Push"}
@@ -92,9 +92,9 @@ def test_unchanged_rerun_says_so_without_importing_tensorflow(local_run, tmp_pat
     assert len(serving.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
 
 
-def test_changed_gate_config_reuses_the_upstream_cache(local_run):
-    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, "--allow-anomaly", "company:*",
-                    output_dir=local_run.output_dir)
+def test_changed_gate_config_reuses_the_upstream_cache(local_run, capfd):
+    again = call_cli(capfd, "run", "taxi", "--train-steps", TRAIN_STEPS, "--allow-anomaly", "company:*",
+                     output_dir=local_run.output_dir)
     assert again.returncode == 0, again.stdout + again.stderr
     done = {line.split()[1]: line for line in again.stdout.splitlines() if line.strip().startswith("✓")}
     for node in ("ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator"):
@@ -112,7 +112,7 @@ def test_beam_runner_run(beam_run):
     assert "on the beam engine" in beam_run.stdout
 
 
-def test_anomalous_data_stops_at_the_gate_and_leaves_its_report(tmp_path):
+def test_anomalous_data_stops_at_the_gate_and_leaves_its_report(tmp_path, capfd):
     with open(shipped_data(), newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -124,7 +124,8 @@ def test_anomalous_data_stops_at_the_gate_and_leaves_its_report(tmp_path):
     data = tmp_path / "anomalous.csv"
     with open(data, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    result = run_cli("run", "taxi", "--data", str(data), "--train-steps", "10", output_dir=str(tmp_path / "out"))
+    result = call_cli(capfd, "run", "taxi", "--data", str(data), "--train-steps", "10",
+                      output_dir=str(tmp_path / "out"))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "data validation gate stopped the run" in result.stderr
     report = result.stderr.split("see ")[-1].strip()
@@ -138,7 +139,7 @@ def test_anomalous_data_stops_at_the_gate_and_leaves_its_report(tmp_path):
     assert not os.path.exists(tmp_path / "out" / "serving" / "taxi")
 
 
-def test_killed_run_completes_when_run_again(tmp_path):
+def test_killed_run_completes_when_run_again(tmp_path, capfd):
     out = str(tmp_path / "out")
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=3000)
     proc = subprocess.Popen([FLYWHEEL, "run", "taxi", "--data", data, "--train-steps", "50", "--output-dir", out],
@@ -152,16 +153,16 @@ def test_killed_run_completes_when_run_again(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any("▶ Trainer" in s for s in seen), "".join(seen)
-    again = run_cli("run", "taxi", "--data", data, "--train-steps", "50", output_dir=out)
+    again = call_cli(capfd, "run", "taxi", "--data", data, "--train-steps", "50", output_dir=out)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "✓ Transform" in again.stdout and "(cached)" in again.stdout
     assert serving.latest(os.path.join(out, "serving"), "taxi") is not None
 
 
-def test_model_removed_from_serving_is_pushed_again_not_answered_from_cache(local_run):
+def test_model_removed_from_serving_is_pushed_again_not_answered_from_cache(local_run, capfd):
     root = os.path.join(local_run.output_dir, "serving")
     shutil.rmtree(os.path.join(root, "taxi"))
-    again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir)
+    again = call_cli(capfd, "run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir)
     assert again.returncode == 0, again.stdout + again.stderr
     done = {line.split()[1]: line for line in again.stdout.splitlines() if line.strip().startswith("✓")}
     assert "(cached)" in done["Trainer"], done["Trainer"]

@@ -29,7 +29,7 @@ from flywheel.components.ingest import parsing
 from flywheel.pipelines.taxi import features
 from flywheel.schemas import schema_path
 from tests import tiny_runs
-from tests.conftest import run_cli, shipped_data
+from tests.conftest import call_cli, run_cli, shipped_data
 
 SCHEMA = parsing.load_schema(schema_path("taxi"))
 TYPES = {f.name: f.type for f in SCHEMA.feature}
@@ -211,7 +211,7 @@ def test_counts_that_do_not_add_up_fail_naming_the_file():
     assert batch_predict._check_file(("f.csv", {"counts": [counts], "scored": [8]}))["rows_scored"] == 8
 
 
-def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path):
+def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path, capfd):
     spans = tmp_path / "spans"
     tiny_runs.write_sample(str(spans / "span-1"), 0, rows=40)
     tiny_runs.write_sample(str(spans / "span-2"), 40, rows=60)
@@ -222,10 +222,11 @@ def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path)
     printed = json.loads(result.stdout)
     assert printed["spans"] == [1] and printed["rows_scored"] == 40 and printed["engine"] == "beam"
     assert ds.dataset(str(out / "predictions"), format="parquet").count_rows() == 40
-    again = run_cli("predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--output", str(out))
+    again = call_cli(capfd, "predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--output",
+                     str(out))
     assert again.returncode == 2 and again.stderr.startswith("flywheel: predict: output ")
-    wrong = run_cli("predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--version", "1",
-                    "--output", str(tmp_path / "new"))
+    wrong = call_cli(capfd, "predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--version", "1",
+                     "--output", str(tmp_path / "new"))
     assert wrong.returncode == 2 and "has no version 1" in wrong.stderr
 
 

@@ -14,7 +14,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from flywheel import schemas
 from flywheel.components.ingest import executor as ingest_executor
 from flywheel.components.ingest import inputs, parsing, spec
-from tests.conftest import run_cli
+from tests.conftest import call_cli, run_cli
 
 TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")
 
@@ -129,6 +129,7 @@ def test_a_corrupt_parquet_file_fails_the_execution_naming_it(tmp_path):
 
 
 def test_cli_ingest_json(tmp_path):
+    """The installed `flywheel ingest` in its own process: --json prints only JSON on stdout."""
     result = run_cli("ingest", "--data", TESTDATA, "--schema", schemas.schema_path("taxi"), "--output-dir",
                      str(tmp_path / "out"), "--json")
     assert result.returncode == 0, result.stderr
@@ -138,10 +139,10 @@ def test_cli_ingest_json(tmp_path):
     assert len(out["fingerprint"]) == 64 and os.path.exists(out["quarantine_path"])
 
 
-def test_cli_ingest_over_limit_exits_nonzero_and_keeps_quarantine(tmp_path):
+def test_cli_ingest_over_limit_exits_nonzero_and_keeps_quarantine(tmp_path, capfd):
     base = _bad_copy(tmp_path, share_bad=3)
-    result = run_cli("ingest", "--data", base, "--schema", schemas.schema_path("taxi"), "--output-dir",
-                     str(tmp_path / "out"), "--json")
+    result = call_cli(capfd, "ingest", "--data", base, "--schema", schemas.schema_path("taxi"), "--output-dir",
+                      str(tmp_path / "out"), "--json")
     assert result.returncode == 1
     assert "3 of 30 rows quarantined" in result.stderr and "part.csv line 2" in result.stderr
     out = json.loads(result.stdout)
@@ -150,11 +151,11 @@ def test_cli_ingest_over_limit_exits_nonzero_and_keeps_quarantine(tmp_path):
         assert len(f.read().splitlines()) == 3
 
 
-def test_cli_ingest_missing_required_column(tmp_path):
+def test_cli_ingest_missing_required_column(tmp_path, capfd):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"trip_start_hour,company\n5,Acme\n")
-    result = run_cli("ingest", "--data", str(bad), "--schema", schemas.schema_path("taxi"), "--output-dir",
-                     str(tmp_path / "out"))
+    result = call_cli(capfd, "ingest", "--data", str(bad), "--schema", schemas.schema_path("taxi"), "--output-dir",
+                      str(tmp_path / "out"))
     assert result.returncode == 1
     assert "bad.csv: missing required column(s)" in result.stderr and "'fare'" in result.stderr
 

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 import flywheel
 from flywheel import schemas
 from flywheel.serving.request_log import RequestLog, features_from_schema
-from tests.conftest import run_cli, shipped_data
+from tests.conftest import call_cli, run_cli, shipped_data
 
 MODEL_FEATURES = ["trip_miles", "fare", "trip_seconds", "pickup_latitude", "pickup_longitude", "trip_start_hour",
                   "trip_start_day", "trip_start_month", "payment_type"]
@@ -78,7 +78,7 @@ def test_join_counts_duplicates_and_unmatched_and_keeps_spans(tmp_path, logged):
     assert by_id["trip-3"]["trip_start_timestamp"] == records[3]["trip_start_timestamp"]
 
 
-def test_ingest_and_the_monitor_read_the_joined_spans(tmp_path, logged):
+def test_ingest_and_the_monitor_read_the_joined_spans(tmp_path, logged, capfd):
     logs, records = logged
     joined = str(tmp_path / "joined")
     flywheel.logs_join(logs, _labels(tmp_path, records, range(60)), "request_id", joined)
@@ -87,8 +87,8 @@ def test_ingest_and_the_monitor_read_the_joined_spans(tmp_path, logged):
     assert ingested.rows_read == 60 and ingested.rows_quarantined == 0
     push = tmp_path / "push.json"
     push.write_text(json.dumps({"metrics": {"auc": 0.99}}))
-    out = run_cli("monitor", "--baseline", shipped_data(), "--current", os.path.join(joined, "span-101"),
-                  "--schema", schemas.schema_path("taxi"), "--reference-metrics", str(push), "--json")
+    out = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", os.path.join(joined, "span-101"),
+                   "--schema", schemas.schema_path("taxi"), "--reference-metrics", str(push), "--json")
     result = json.loads(out.stdout)
     performance = result["performance"]
     rows = pq.read_table(os.path.join(joined, "span-101")).to_pylist()
@@ -98,13 +98,13 @@ def test_ingest_and_the_monitor_read_the_joined_spans(tmp_path, logged):
     assert expected < 0.94 and performance["drift"] is True and out.returncode == 1, "AUC fell > 0.05 below 0.99"
 
 
-def test_join_refuses_labels_that_leave_out_a_required_column(tmp_path, logged):
+def test_join_refuses_labels_that_leave_out_a_required_column(tmp_path, logged, capfd):
     logs, records = logged
     folder = tmp_path / "labels"
     folder.mkdir()
     pcsv.write_csv(pa.table({"request_id": ["trip-1"], "tips": [1.0]}), str(folder / "labels.csv"))
-    out = run_cli("logs", "join", "--logs", logs, "--labels", str(folder), "--key", "request_id",
-                  "--output", str(tmp_path / "joined"))
+    out = call_cli(capfd, "logs", "join", "--logs", logs, "--labels", str(folder), "--key", "request_id",
+                   "--output", str(tmp_path / "joined"))
     assert out.returncode == 2
     assert "lack column(s) ['trip_start_timestamp'], which Ingest requires" in out.stderr
     assert not os.path.exists(tmp_path / "joined"), "nothing written"
@@ -124,7 +124,7 @@ def test_join_bad_input(tmp_path, logged, key, log_key, labels_table, message):
         flywheel.logs_join(logged[0], str(folder), key, str(tmp_path / "joined"), log_key=log_key)
 
 
-def test_labels_keyed_by_the_id_the_client_sent_join_on_the_logged_request_id(tmp_path, logged):
+def test_labels_keyed_by_the_id_the_client_sent_join_on_the_logged_request_id(tmp_path, logged, capfd):
     logs, records = logged
     folder = tmp_path / "labels"
     folder.mkdir()
@@ -135,8 +135,8 @@ def test_labels_keyed_by_the_id_the_client_sent_join_on_the_logged_request_id(tm
     assert "labels' 'trip_id' = log's 'request_id'" in result.lines()[0]
     joined = pq.read_table(str(tmp_path / "joined")).to_pylist()
     assert all(r["trip_id"] == r["request_id"] for r in joined) and len(joined) == 20
-    out = run_cli("logs", "join", "--logs", logs, "--labels", str(folder), "--key", "trip_id", "--log-key",
-                  "request_id", "--output", str(tmp_path / "again"), "--json")
+    out = call_cli(capfd, "logs", "join", "--logs", logs, "--labels", str(folder), "--key", "trip_id", "--log-key",
+                   "request_id", "--output", str(tmp_path / "again"), "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["joined_rows"] == 20
 
@@ -154,6 +154,7 @@ def test_join_into_one_span_of_a_data_folder_numbered_its_own_way(tmp_path, logg
 
 
 def test_join_cli_json(tmp_path, logged):
+    """The installed `flywheel logs join` in its own process: --json prints only JSON on stdout."""
     logs, records = logged
     out = run_cli("logs", "join", "--logs", logs, "--labels", _labels(tmp_path, records, range(10)), "--key",
                   "request_id", "--output", str(tmp_path / "joined"), "--json")

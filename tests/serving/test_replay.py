@@ -13,7 +13,7 @@ import pyarrow.csv as pcsv
 import pytest
 
 import flywheel
-from tests.conftest import run_cli, shipped_data
+from tests.conftest import call_cli, run_cli, shipped_data
 
 FEATURES = ["fare", "payment_type", "pickup_latitude", "pickup_longitude", "trip_miles", "trip_seconds",
             "trip_start_day", "trip_start_hour", "trip_start_month"]
@@ -119,14 +119,14 @@ def test_replay_batches_and_holds_the_rate(server, span):
     assert 30.0 <= result.achieved_rate <= 40.0 * 1.15
 
 
-def test_replay_cli_json_and_exit_codes(server, span):
+def test_replay_cli_json_and_exit_codes(server, span, capfd):
     url, _ = server
     data, _ = span
     result = run_cli("replay", "taxi", "--data", data, "--url", url, "--id-column", "trip_id", "--json")
     assert result.returncode == 1, "one request failed"
     out = json.loads(result.stdout)
     assert out["failed"] == 1 and out["by_status"]["500"] == 1
-    bad = run_cli("replay", "taxi", "--data", data, "--url", url, "--id-column", "trip_id", "--batch", "4")
+    bad = call_cli(capfd, "replay", "taxi", "--data", data, "--url", url, "--id-column", "trip_id", "--batch", "4")
     assert bad.returncode == 2 and "--id-column sends one row per request" in bad.stderr
 
 

@@ -11,7 +11,7 @@ import pyarrow.csv as pcsv
 
 from flywheel import schemas
 from flywheel.serving.request_log import RequestLog, features_from_schema
-from tests.conftest import run_cli, shipped_data
+from tests.conftest import call_cli, shipped_data
 
 MODEL_FEATURES = ["trip_miles", "fare", "trip_seconds", "pickup_latitude", "pickup_longitude", "trip_start_hour",
                   "trip_start_day", "trip_start_month", "payment_type"]
@@ -41,21 +41,21 @@ def _records() -> list[dict]:
     return table.take(order).to_pylist()
 
 
-def test_monitor_flags_the_drifted_feature_and_the_prediction_shift(tmp_path):
+def test_monitor_flags_the_drifted_feature_and_the_prediction_shift(tmp_path, capfd):
     records = _records()
     reference = _log_span(str(tmp_path / "reference"), records[:4000], 1.0)
     same = _log_span(str(tmp_path / "same"), records[4000:8000], 1.0)
     drifted = _log_span(str(tmp_path / "drifted"), records[4000:8000], 1.6)
     schema = schemas.schema_path("taxi")
 
-    quiet = run_cli("monitor", "--baseline", reference, "--current", same, "--schema", schema, "--json")
+    quiet = call_cli(capfd, "monitor", "--baseline", reference, "--current", same, "--schema", schema, "--json")
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     out = json.loads(quiet.stdout)
     assert out["prediction"]["drift"] is False and "request_id" not in out["features"]
     assert out["label_drift"]["features"] == {}, "neither log has a label"
     assert "pickup_community_area" in out["not_logged"]
 
-    found = run_cli("monitor", "--baseline", reference, "--current", drifted, "--schema", schema, "--json")
+    found = call_cli(capfd, "monitor", "--baseline", reference, "--current", drifted, "--schema", schema, "--json")
     assert found.returncode == 1, found.stderr
     out = json.loads(found.stdout)
     drifted_features = [n for n, f in out["features"].items() if f["drift"]]
@@ -64,35 +64,36 @@ def test_monitor_flags_the_drifted_feature_and_the_prediction_shift(tmp_path):
     assert out["prediction"]["drift"] is True
 
 
-def test_training_baseline_with_reference_predictions(tmp_path):
+def test_training_baseline_with_reference_predictions(tmp_path, capfd):
     """Feature drift against the training data, prediction drift against a reference log span."""
     records = _records()
     reference = _log_span(str(tmp_path / "reference"), records[:4000], 1.0)
     drifted = _log_span(str(tmp_path / "drifted"), records[4000:8000], 1.6)
     profile = str(tmp_path / "baseline_profile.json")
-    saved = run_cli("monitor", "--baseline", shipped_data(), "--current", shipped_data(), "--schema",
-                    schemas.schema_path("taxi"), "--save-profile", profile)
+    saved = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", shipped_data(), "--schema",
+                     schemas.schema_path("taxi"), "--save-profile", profile)
     assert saved.returncode == 0, saved.stderr
 
-    without = json.loads(run_cli("monitor", "--baseline", profile, "--current", drifted, "--schema",
-                                 schemas.schema_path("taxi"), "--json").stdout)
+    without = json.loads(call_cli(capfd, "monitor", "--baseline", profile, "--current", drifted, "--schema",
+                                  schemas.schema_path("taxi"), "--json").stdout)
     assert "fare" in [n for n, f in without["features"].items() if f["drift"]]
     assert "has no 'prediction' column" in without["prediction"]["skipped"]
     label_drift = without["label_drift"]
     assert label_drift["drift_detected"] is None and "no label column ['tips']" in label_drift["skipped"]
 
-    found = run_cli("monitor", "--baseline", profile, "--current", drifted, "--schema", schemas.schema_path("taxi"),
-                    "--reference-predictions", reference, "--json")
+    found = call_cli(capfd, "monitor", "--baseline", profile, "--current", drifted, "--schema",
+                     schemas.schema_path("taxi"), "--reference-predictions", reference, "--json")
     assert found.returncode == 1, found.stderr
     out = json.loads(found.stdout)
     assert out["prediction"]["drift"] is True and out["features"]["fare"]["drift"] is True
     assert not out["features"]["trip_start_hour"]["drift"]
 
-    bad = run_cli("monitor", "--baseline", profile, "--current", drifted, "--reference-predictions", shipped_data())
+    bad = call_cli(capfd, "monitor", "--baseline", profile, "--current", drifted, "--reference-predictions",
+                   shipped_data())
     assert bad.returncode == 2 and "have no 'prediction' column" in bad.stderr
 
 
-def test_failed_requests_and_shadow_copies_are_not_production_data(tmp_path):
+def test_failed_requests_and_shadow_copies_are_not_production_data(tmp_path, capfd):
     """A rollout's log: shadow copies (a candidate answering 1.0 for every row) and failed requests (no prediction,
     garbled features) are left out of the monitor's comparison, with and without a schema."""
     records = _records()
@@ -110,7 +111,7 @@ def test_failed_requests_and_shadow_copies_are_not_production_data(tmp_path):
     log.close()
     current = os.path.join(str(tmp_path / "rollout"), "span-0")
     for schema in (["--schema", schemas.schema_path("taxi")], []):
-        out = run_cli("monitor", "--baseline", reference, "--current", current, *schema, "--json")
+        out = call_cli(capfd, "monitor", "--baseline", reference, "--current", current, *schema, "--json")
         result = json.loads(out.stdout)
         assert out.returncode == 0, result
         assert result["rows"]["current"] == 4000 and result["prediction"]["drift"] is False
