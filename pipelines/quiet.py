@@ -31,13 +31,21 @@ _SKIPPED = re.compile(r"^Skipping execution for ")
 class ProgressHandler(logging.Handler):
     """Turns the runners' 'Component X is running/finished' log lines into progress lines with durations."""
 
-    def __init__(self, out: TextIO = sys.stdout, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        """out: where the lines go (default: stdout). The process's stdout or stderr is looked up again for every
+        line, so a notebook or test harness that swaps sys.stdout/sys.stderr later is followed, and a stream it
+        has closed since is never written to."""
         super().__init__(level=logging.INFO)
-        self._out, self._clock = out, clock
+        self._standard = "stdout" if out is None or out is sys.stdout else "stderr" if out is sys.stderr else None
+        self._given, self._clock = out, clock
         self.started: dict[str, float] = {}
         self.durations: dict[str, float] = {}
         self._current: str | None = None
         self._note = ""
+
+    @property
+    def _out(self) -> TextIO:
+        return getattr(sys, self._standard) if self._standard else self._given
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -65,7 +73,16 @@ class ProgressHandler(logging.Handler):
 
 
 class _ErrorHandler(logging.StreamHandler):
-    """absl errors, one line each, on stderr."""
+    """absl errors, one line each, on stderr: the process's current sys.stderr, looked up for every record (as
+    ProgressHandler does)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler sets it once; stderr is looked up instead
+        pass
 
 
 def install(verbose: bool, out: TextIO | None = None) -> ProgressHandler:
@@ -73,14 +90,14 @@ def install(verbose: bool, out: TextIO | None = None) -> ProgressHandler:
     the rest at ERROR. Calling it again (a notebook running several pipelines) replaces the handlers."""
     from absl import logging as absl_logging
 
-    handler = ProgressHandler(out if out is not None else sys.stdout)
+    handler = ProgressHandler(out)
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logger = logging.getLogger("absl")
     for old in [h for h in absl_logger.handlers if isinstance(h, (ProgressHandler, _ErrorHandler))]:
         absl_logger.removeHandler(old)
     absl_logger.addHandler(handler)
     if not verbose:
-        errors = _ErrorHandler(sys.stderr)
+        errors = _ErrorHandler()
         errors.setLevel(logging.ERROR)
         errors.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         absl_logger.addHandler(errors)

@@ -263,6 +263,10 @@ class RequestLog:
         self._thread = threading.Thread(target=self._run, name="flywheel-request-log", daemon=True)
         self._thread.start()
 
+    # A flush builds its columns this many requests at a time, pausing this long between pieces (`_file_table`).
+    BUILD_CHUNK = 1_000
+    BUILD_PAUSE_S = 0.0005
+
     # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
 
     # The server hands this log the rows as `codec.parse_rows` decoded them and the single output's numpy rows
@@ -392,13 +396,29 @@ class RequestLog:
                 rows += len(item.rows)
             self._write(span, chunk)
 
-    def _table(self, items: list[_Request]) -> tuple[pa.Table, int]:
-        """(the requests' rows as one table, how many cells were stored as null), built column by column."""
+    def _file_table(self, items: list[_Request]) -> tuple[pa.Table, int]:
+        """(the requests' rows as one table, how many cells were stored as null), built BUILD_CHUNK requests at a
+        time with a pause of BUILD_PAUSE_S between pieces. The event loop gives the interpreter lock up at every
+        socket call, and a thread with Python work waiting takes it each time for up to the switch interval
+        (5 ms), so while one flush's columns are built the loop barely runs: the whole build, tens of
+        milliseconds for a few thousand requests, was added to the latency of the requests in flight. In pieces
+        of a few milliseconds, with a pause the loop can run in, it waits a few milliseconds at most."""
+        schema = self._schema(self._first_prediction(items))  # one schema for the file, whatever each piece holds
+        tables, invalid = [], 0
+        for start in range(0, len(items), self.BUILD_CHUNK):
+            if start:
+                time.sleep(self.BUILD_PAUSE_S)
+            table, bad = self._table(items[start:start + self.BUILD_CHUNK], schema)
+            tables.append(table)
+            invalid += bad
+        return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), invalid
+
+    def _table(self, items: list[_Request], schema: pa.Schema) -> tuple[pa.Table, int]:
+        """(the requests' rows as one table of `schema`, how many cells were stored as null), column by column."""
         counts = np.fromiter(map(len, map(_ROWS, items)), dtype=np.int64, count=len(items))
         total = int(counts.sum())
         per_request = np.repeat(np.arange(len(items)), counts)
         starts = np.cumsum(counts) - counts
-        schema = self._schema(self._first_prediction(items))
         take = None if total == len(items) else pa.array(per_request)  # None: one row per request
 
         def repeated(name: str) -> pa.Array:  # one value per request, repeated for each of its rows
@@ -488,7 +508,7 @@ class RequestLog:
         folder = os.path.join(self.log_dir, f"span-{span}")
         name = f"part-{stamp}-{self._writer}-{self._seq:06d}.parquet"
         try:
-            table, invalid = self._table(items)
+            table, invalid = self._file_table(items)
             # An Arrow buffer, not io.BytesIO: Parquet's writer then never calls back into Python, which took the
             # interpreter lock again for every piece written (next to a busy event loop, 30 ms -> 350 ms a flush).
             sink = pa.BufferOutputStream()

@@ -49,6 +49,29 @@ def test_rows_columns_and_spans(tmp_path):
                               "files_written": 2}
 
 
+def test_a_flush_built_in_pieces_is_one_file_in_order_with_one_schema(tmp_path):
+    """A flush's columns are built BUILD_CHUNK requests at a time: still one file, rows in the order logged,
+    one prediction type for the file even when a whole piece holds failed requests only."""
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
+    log.BUILD_CHUNK = 4
+    for i in range(5):  # the first piece and one more request: failed, no prediction
+        log.log(f"f{i}", "taxi", 1, "serving_default", [ROW], [None], 1.0, status=500, error="boom")
+    for i in range(6):  # two-value predictions, one row or two per request
+        rows = [ROW] * (1 + i % 2)
+        log.log(f"a{i}", "taxi", 1, "serving_default", rows, [[0.25, float(i)]] * len(rows), 1.0)
+    log.close()
+    files = _files(tmp_path)
+    assert len(files) == 1
+    table = pq.read_table(files[0])
+    assert str(table.schema.field("prediction").type) == "list<item: double>"
+    ids = table.column("request_id").to_pylist()
+    assert ids == [f"f{i}" for i in range(5)] + [f"a{i}" for i in range(6) for _ in range(1 + i % 2)]
+    assert table.column("row_index").to_pylist()[5:] == [0, 0, 1, 0, 0, 1, 0, 0, 1]
+    assert table.column("prediction").to_pylist()[:5] == [None] * 5
+    assert table.column("prediction").to_pylist()[-1] == [0.25, 5.0]
+    assert log.counters()["logged_rows"] == 14 and log.counters()["invalid_values"] == 0
+
+
 def test_types_are_stable_across_files_and_bad_values_are_null(tmp_path):
     log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
     log.log("a", "taxi", 1, "serving_default", [ROW], [0.5], 1.0)
