@@ -37,7 +37,7 @@ def test_wheel_has_only_the_flywheel_package_at_top_level(wheel):
             assert os.path.relpath(os.path.join(folder, "__init__.py"), REPO) in names, folder
     assert "flywheel/batch/predict.py" in names
     entry_points = wheel.read("tfx_flywheel-0.1.0.dist-info/entry_points.txt").decode()
-    assert "flywheel = flywheel.cli:main" in entry_points
+    assert "flywheel = flywheel.cli:run" in entry_points
 
 
 def test_a_users_own_components_and_pipelines_packages_do_not_collide(tmp_path):
