@@ -197,17 +197,22 @@ def _predictions_list(predictions: Any) -> list:
 
 
 _ROWS, _NAMES = operator.attrgetter("rows"), operator.attrgetter("names")
+_AT, _PREDICTIONS = operator.attrgetter("at"), operator.attrgetter("predictions")
+
+
+def _counts(values: Any, count: int) -> np.ndarray:
+    """len() of each of `count` values, as an int64 array."""
+    return np.fromiter(map(len, values), dtype=np.int64, count=count)
 # The request-level columns: each a `_Request` attribute, repeated for every row of its request.
 _ATTRIBUTES = {REQUEST_ID: "request_id", TIME: "at", MODEL: "model", MODEL_VERSION: "version",
                SIGNATURE_NAME: "signature", LATENCY_MS: "latency_ms", ROLLOUT_ROLE: "role", STATUS: "status",
                ERROR: "error"}
 
 
-def _feature_values(items: list[_Request]) -> Callable[[str], list]:
-    """name -> the feature's value in every row of the requests, in order (None where a row lacks it). When every
-    request holds typed rows of the same inputs (the server's common case), each column is read from all rows in
-    one pass, with no Python-level loop over the requests; otherwise typed rows are read as dicts."""
-    batches = list(map(_ROWS, items))
+def _feature_values(batches: Sequence[Any]) -> Callable[[str], Sequence]:
+    """name -> the feature's value in every row of the requests (`batches`: each request's rows), in order (None
+    where a row lacks it). When every request holds typed rows of the same inputs (the server's common case), all
+    columns come from one pass over the rows, with no Python-level loop; otherwise typed rows are read as dicts."""
     try:
         shared = list(map(_NAMES, batches))  # the rows of one signature share one `names` tuple
         names = {tuple(n) for n in dict(zip(map(id, shared), shared, strict=True)).values()}
@@ -215,8 +220,8 @@ def _feature_values(items: list[_Request]) -> Callable[[str], list]:
         names = set()
     if len(names) == 1:
         rows = list(itertools.chain.from_iterable(batches))
-        fields = {name: operator.attrgetter(f"f{i}") for i, name in enumerate(next(iter(names)))}
-        return lambda name: list(map(fields[name], rows)) if name in fields else [None] * len(rows)
+        columns = dict(zip(next(iter(names)), zip(*map(msgspec.structs.astuple, rows), strict=True), strict=True))
+        return lambda name: columns[name] if name in columns else [None] * len(rows)
     dicts = list(itertools.chain.from_iterable(
         rows if _typed_names(rows) is None else [_row_dict(rows, i) for i in range(len(rows))] for rows in batches))
     return lambda name: [row.get(name) for row in dicts]
@@ -363,38 +368,40 @@ class RequestLog:
 
     def _write_items(self, items: list[_Request]) -> None:
         """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never
-        split; one larger than that is a file of its own)."""
-        spans: dict[int, list[_Request]] = {}
+        split; one larger than that is a file of its own). The checks and the grouping run on whole columns
+        (counts, times), so a flush's own Python work does not grow with a loop over its requests."""
         if self._features is None:  # typed from the first answered request's row
             answered = next((item for item in items if item.status == 200 and item.rows), None)
             if answered is not None:
                 self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
                                     for name, v in _row_dict(answered.rows, 0).items()})
-        for item in items:
-            request_id, rows, predictions = item.request_id, item.rows, item.predictions
-            if not len(rows):
+        rows = _counts(map(_ROWS, items), len(items))
+        predictions = _counts(map(_PREDICTIONS, items), len(items))
+        kept = (rows > 0) & (predictions == rows) if self._features is not None else np.zeros(len(items), bool)
+        for i in np.flatnonzero((rows > 0) & ~kept):  # lost, each with its reason (rare: one lock per request)
+            request_id = items[i].request_id
+            with self._lock:
+                if self._features is None:
+                    self._lose(int(rows[i]), f"request {request_id!r} failed before any answered request typed the "
+                                             "feature columns")
+                else:
+                    self._lose(int(rows[i]), f"request {request_id!r}: {predictions[i]} prediction(s) for "
+                                             f"{rows[i]} row(s)")
+        spans = np.floor_divide(np.fromiter(map(_AT, items), dtype=np.float64, count=len(items)),
+                                self.span_seconds).astype(np.int64)
+        for span in np.unique(spans[kept]):
+            chosen = np.flatnonzero(kept & (spans == span))
+            group = items if len(chosen) == len(items) else [items[i] for i in chosen]
+            ends = np.cumsum(rows[chosen])
+            if ends[-1] <= self.max_rows_per_file:
+                self._write(int(span), group)
                 continue
-            if self._features is None:
-                with self._lock:
-                    self._lose(len(rows), f"request {request_id!r} failed before any answered request typed the "
-                                          "feature columns")
-                continue
-            if len(predictions) != len(rows):
-                with self._lock:
-                    self._lose(len(rows), f"request {request_id!r}: {len(predictions)} prediction(s) for "
-                                          f"{len(rows)} row(s)")
-                continue
-            spans.setdefault(span_of(item.at, self.span_seconds), []).append(item)
-        for span in sorted(spans):
-            chunk: list[_Request] = []
-            rows = 0
-            for item in spans[span]:
-                if chunk and rows + len(item.rows) > self.max_rows_per_file:
-                    self._write(span, chunk)
-                    chunk, rows = [], 0
-                chunk.append(item)
-                rows += len(item.rows)
-            self._write(span, chunk)
+            start, first = 0, 0  # files of at most max_rows_per_file rows: a new file where the next would overflow
+            for i, end in enumerate(ends.tolist()):
+                if i > start and end - first > self.max_rows_per_file:
+                    self._write(int(span), group[start:i])
+                    start, first = i, int(ends[i - 1])
+            self._write(int(span), group[start:])
 
     def _file_table(self, items: list[_Request]) -> tuple[pa.Table, int]:
         """(the requests' rows as one table, how many cells were stored as null), built BUILD_CHUNK requests at a
@@ -414,15 +421,18 @@ class RequestLog:
         return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), invalid
 
     def _table(self, items: list[_Request], schema: pa.Schema) -> tuple[pa.Table, int]:
-        """(the requests' rows as one table of `schema`, how many cells were stored as null), column by column."""
-        counts = np.fromiter(map(len, map(_ROWS, items)), dtype=np.int64, count=len(items))
+        """(the requests' rows as one table of `schema`, how many cells were stored as null), column by column from
+        one pass over the requests (each read once, its fields transposed into columns)."""
+        columns = zip(*map(msgspec.structs.astuple, items), strict=True)
+        fields = dict(zip(_Request.__struct_fields__, columns, strict=True))
+        counts = _counts(fields["rows"], len(items))
         total = int(counts.sum())
         per_request = np.repeat(np.arange(len(items)), counts)
         starts = np.cumsum(counts) - counts
         take = None if total == len(items) else pa.array(per_request)  # None: one row per request
 
         def repeated(name: str) -> pa.Array:  # one value per request, repeated for each of its rows
-            values = list(map(operator.attrgetter(_ATTRIBUTES[name]), items))
+            values = fields[_ATTRIBUTES[name]]
             if name == TIME:
                 values = np.round(np.array(values, dtype=np.float64) * 1e6).astype(np.int64)
             array = pa.array(values, type=schema.field(name).type)
@@ -431,11 +441,11 @@ class RequestLog:
         arrays = {name: repeated(name) for name in _ATTRIBUTES}
         arrays[ROW_INDEX] = pa.array(np.arange(total) - starts[per_request], type=pa.int32())
         invalid = 0
-        feature_values = _feature_values(items)
+        feature_values = _feature_values(fields["rows"])
         for name, kind in self._features.items():
             arrays[name], bad = _column(feature_values(name), kind)
             invalid += bad
-        arrays[PREDICTION], bad = self._predictions(items, schema.field(PREDICTION).type)
+        arrays[PREDICTION], bad = self._predictions(fields["predictions"], schema.field(PREDICTION).type)
         invalid += bad
         return pa.table([arrays[n] for n in schema.names], schema=schema), invalid
 
@@ -452,11 +462,10 @@ class RequestLog:
                 return first
         return None
 
-    def _predictions(self, items: list[_Request], kind: pa.DataType) -> tuple[pa.Array, int]:
-        """(the prediction column, how many were stored as null). Numeric arrays of the output's rows, one per request
-        (what the server hands over), go to Arrow in one piece: one value per row, or a list per row when the output
-        has several values per row; anything else value by value."""
-        arrays = list(map(operator.attrgetter("predictions"), items))
+    def _predictions(self, arrays: Sequence[Any], kind: pa.DataType) -> tuple[pa.Array, int]:
+        """(the prediction column, how many were stored as null) from each request's predictions. Numeric arrays of
+        the output's rows, one per request (what the server hands over), go to Arrow in one piece: one value per row,
+        or a list per row when the output has several values per row; anything else value by value."""
         if set(map(type, arrays)) == {np.ndarray} and \
                 all(d.kind in "fiu" for d in set(map(operator.attrgetter("dtype"), arrays))) and \
                 len({shape[1:] for shape in set(map(operator.attrgetter("shape"), arrays))}) == 1 and \
@@ -502,7 +511,7 @@ class RequestLog:
     def _write(self, span: int, items: list[_Request]) -> None:
         if not items:
             return
-        rows = sum(len(item.rows) for item in items)
+        rows = int(_counts(map(_ROWS, items), len(items)).sum())
         self._seq += 1
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = os.path.join(self.log_dir, f"span-{span}")

@@ -72,6 +72,27 @@ def test_a_flush_built_in_pieces_is_one_file_in_order_with_one_schema(tmp_path):
     assert log.counters()["logged_rows"] == 14 and log.counters()["invalid_values"] == 0
 
 
+def test_one_flush_groups_spans_in_order_and_splits_files_at_max_rows_per_file(tmp_path):
+    """One flush of requests from two spans, interleaved, with a request whose predictions do not match its rows
+    and one with no rows: each span's requests in the order logged, in files of at most max_rows_per_file rows,
+    a request never split (one larger than that is a file of its own); the mismatched request is lost, counted."""
+    now = [0.0]
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: now[0], flush_interval_s=60,
+                     max_rows_per_file=3)
+    for i, (span, rows) in enumerate([(0, 2), (1, 1), (0, 1), (0, 1), (1, 4), (0, 2), (1, 1)]):
+        now[0] = span * DAY + i
+        log.log(f"r{i}", "taxi", 1, "serving_default", [ROW] * rows, [0.5] * rows, 1.0)
+    log.log("mismatched", "taxi", 1, "serving_default", [ROW] * 2, [0.5], 1.0)
+    log.log("empty", "taxi", 1, "serving_default", [], [], 1.0)
+    log.close()
+    files = {span: [pq.read_table(os.path.join(tmp_path, span, name)).column("request_id").to_pylist()
+                    for name in sorted(os.listdir(tmp_path / span))] for span in sorted(os.listdir(tmp_path))}
+    assert files == {"span-0": [["r0", "r0", "r2"], ["r3", "r5", "r5"]],
+                     "span-1": [["r1"], ["r4"] * 4, ["r6"]]}
+    assert log.counters() == {"logged_rows": 12, "dropped_rows": 2, "write_errors": 0, "invalid_values": 0,
+                              "files_written": 5}
+
+
 def test_types_are_stable_across_files_and_bad_values_are_null(tmp_path):
     log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
     log.log("a", "taxi", 1, "serving_default", [ROW], [0.5], 1.0)
