@@ -3,7 +3,9 @@
 On one pushed taxi model (a small one is trained with the library unless --serving-dir names a serving
 folder), measures and prints:
 - floor: the SavedModel's `serving_examples` signature called in-process on serialized tf.Examples of
-  the issue's JSON row (p50 of 1-row calls; rows/s of 512-row calls);
+  the issue's JSON row (p50 of 1-row calls; rows/s of 512-row calls); with `--rounds` above 1, the floor
+  and flywheel serve's concurrency-1 and 512-row loads run in rounds, one after the other, and the 512-row
+  figure is the median over rounds of flywheel serve's rows/s as a share of the floor's in the same round;
 - peer: KServe's Python model server (V1 protocol, TF Serving's REST shape) with a custom predictor
   written the way a KServe user writes one (JSON rows -> tf.Example -> signature), run from its own
   virtualenv (KServe needs protobuf 6, which TFX 1.16 cannot share), created on first use under the
@@ -232,26 +234,53 @@ def serialized_row() -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def measure_floor(version_path: str, seconds: float) -> tuple[float, float]:
-    """(p50 ms of a 1-row call, rows/s of 512-row calls) of the examples signature, called in-process."""
-    import tensorflow as tf
+class Floor:
+    """The examples signature, loaded once, called in-process: `measure(seconds)` gives (p50 ms of 1-row calls,
+    rows/s of 512-row calls)."""
 
-    fn = tf.saved_model.load(version_path).signatures["serving_examples"]
-    one, big = tf.constant([serialized_row()]), tf.constant([serialized_row()] * BIG_ROWS)
+    def __init__(self, version_path: str):
+        import tensorflow as tf
 
-    def timings(examples) -> list[float]:
+        self.fn = tf.saved_model.load(version_path).signatures["serving_examples"]
+        self.one, self.big = tf.constant([serialized_row()]), tf.constant([serialized_row()] * BIG_ROWS)
+
+    def timings(self, examples, seconds: float) -> list[float]:
         for _ in range(20):
-            fn(examples=examples)["outputs"].numpy()
+            self.fn(examples=examples)["outputs"].numpy()
         out, deadline = [], time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            fn(examples=examples)["outputs"].numpy()
+            self.fn(examples=examples)["outputs"].numpy()
             out.append(time.perf_counter() - started)
         return out
 
-    p50 = statistics.median(timings(one)) * 1000.0
-    big_p50 = statistics.median(timings(big))
-    return p50, BIG_ROWS / big_p50
+    def measure(self, seconds: float) -> tuple[float, float]:
+        p50 = statistics.median(self.timings(self.one, seconds)) * 1000.0
+        return p50, BIG_ROWS / statistics.median(self.timings(self.big, seconds))
+
+
+def floor_rounds(wrk: Wrk, floor: Floor, base: str, rounds: int,
+                 seconds: float) -> tuple[dict[str, Load], float, float, list[float]]:
+    """The floor, then flywheel serve's 1-row concurrency-1 and 512-row loads, `rounds` times in a row. Returns
+    ({"c1", "big"}: the median of each load's runs, the floor's median p50 and rows/s, for each round the 512-row
+    rows/s as a share of the floor's in that round): a share taken within one round sees the machine as the
+    floor saw it, and its median over rounds is the comparison (this machine's speed drifts by tens of percent
+    within minutes, the floor's with it)."""
+    url = f"{base}/v1/models/{MODEL}:predict"
+    runs: dict[str, list[Load]] = {"c1": [], "big": []}
+    floors, shares = [], []
+    for round_ in range(rounds):
+        floors.append(floor.measure(seconds))
+        runs["c1"].append(wrk.run("flywheel serve, 1 row", url, 1, 1))
+        runs["big"].append(wrk.run(f"flywheel serve, {BIG_ROWS} rows", url, BIG_CONCURRENCY, BIG_ROWS))
+        shares.append(runs["big"][-1].rows_per_s / floors[-1][1])
+        print(f"  round {round_ + 1}: floor 1 row p50 {floors[-1][0]:.3f} ms, {BIG_ROWS} rows {floors[-1][1]:,.0f} "
+              f"rows/s; flywheel serve c=1 p50 {runs['c1'][-1].p50:.2f} ms, {BIG_ROWS} rows "
+              f"{runs['big'][-1].rows_per_s:,.0f} rows/s = {shares[-1]:.0%} of the floor", flush=True)
+    loads = {name: median_load(r) for name, r in runs.items()}
+    for name, load in loads.items():
+        print(f"{load.line()}  (median of {len(runs[name])} runs)", flush=True)
+    return (loads, statistics.median(f[0] for f in floors), statistics.median(f[1] for f in floors), shares)
 
 
 # ---- servers -----------------------------------------------------------------------------------------------------
@@ -405,9 +434,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--skip-peer", action="store_true", help="do not run the KServe peer")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="rounds of concurrency-32 runs on flywheel serve's plain and --log-dir processes, up side "
-                             "by side and interleaved (the log's cost: the median of the rounds' ratios; 1: one run "
-                             "of one process each, one after the other)")
+                        help="rounds of the floor then flywheel serve at concurrency 1 and with 512 rows (the 512-row "
+                             "share: the median of the rounds' shares), and of concurrency-32 runs on flywheel serve's "
+                             "plain and --log-dir processes, up side by side and interleaved (the log's cost: the "
+                             "median of the rounds' ratios); 1: one run of each, one process per variant")
     parser.add_argument("--processes", type=int, default=2,
                         help="processes of each variant (plain, --log-dir) in the interleaved rounds")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -426,7 +456,8 @@ def main() -> None:
           f"wrk {args.threads} thread(s), {args.duration:g} s per run", flush=True)
 
     quiet.install(verbose=False, out=sys.stderr)
-    floor_p50, floor_rows = measure_floor(version_path, min(args.duration, 5.0))
+    floor = Floor(version_path)
+    floor_p50, floor_rows = floor.measure(min(args.duration, 5.0))
     print(f"  floor (in-process, serialized examples)  1 row p50 {floor_p50:.3f} ms; {BIG_ROWS} rows "
           f"{floor_rows:,.0f} rows/s", flush=True)
     wrk = Wrk(workdir, args.duration, args.threads)
@@ -445,13 +476,16 @@ def main() -> None:
         return url
 
     shares: list[float] = []
+    big_shares: list[float] = []
     try:
         base = flywheel_server(None)
-        results["flywheel"] = run_loads(wrk, "flywheel serve", base, c32=args.rounds == 1)
-        if args.rounds == 1:
+        if args.rounds == 1:  # one run of each load, one process per variant
+            results["flywheel"] = run_loads(wrk, "flywheel serve", base)
             logged_base = flywheel_server(os.path.join(workdir, "request-logs-1"))
             results["logged"] = run_loads(wrk, "flywheel serve --log-dir", logged_base, big=False, c1=False)
-        else:  # the log's cost: plain and logging processes side by side, runs interleaved
+        else:  # concurrency 1 and 512 rows in rounds with the floor; the log's cost from processes side by side
+            results["flywheel"], floor_p50, floor_rows, big_shares = floor_rounds(
+                wrk, floor, base, args.rounds, min(args.duration, 5.0))
             plain = [base] + [flywheel_server(None) for _ in range(args.processes - 1)]
             logging = [flywheel_server(os.path.join(workdir, f"request-logs-{i + 1}")) for i in range(args.processes)]
             c32, shares = interleaved_c32(wrk, {"flywheel serve": plain, "flywheel serve --log-dir": logging},
@@ -480,8 +514,9 @@ def main() -> None:
               f"{fw['big'].rows_per_s / peer_loads['big'].rows_per_s:.1f}x KServe's rows/s")
     print(f"  c=32 p99 {fw['c32'].p99:.1f} ms (goal <= {GOALS['c32_p99_ms']:g} ms): "
           f"{verdict(fw['c32'].p99 <= GOALS['c32_p99_ms'])}")
-    share = fw["big"].rows_per_s / floor_rows
-    print(f"  {BIG_ROWS}-row requests {fw['big'].rows_per_s:,.0f} rows/s = {share:.0%} of the floor "
+    share = statistics.median(big_shares) if big_shares else fw["big"].rows_per_s / floor_rows
+    big_spread = f" (rounds: {', '.join(f'{x:.0%}' for x in big_shares)})" if big_shares else ""
+    print(f"  {BIG_ROWS}-row requests {fw['big'].rows_per_s:,.0f} rows/s = {share:.0%} of the floor{big_spread} "
           f"(goal >= {GOALS['big_vs_floor']:.0%}): {verdict(share >= GOALS['big_vs_floor'])}")
     print(f"  logging every request costs {log_cost:.1%} of c=32 throughput{spread} (goal <= "
           f"{GOALS['log_cost']:.0%}): {verdict(log_cost <= GOALS['log_cost'])}")
@@ -489,7 +524,8 @@ def main() -> None:
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"floor": {"p50_ms": floor_p50, "rows_per_s": floor_rows},
+            json.dump({"floor": {"p50_ms": floor_p50, "rows_per_s": floor_rows}, "big_vs_floor_rounds": big_shares,
+                       "log_cost_rounds": [1.0 - x for x in shares],
                        **{server: {k: dataclasses.asdict(v) for k, v in loads.items()}
                           for server, loads in results.items()}}, f, indent=2)
 
