@@ -198,15 +198,15 @@ def _predictions_list(predictions: Any) -> list:
 
 _ROWS, _NAMES = operator.attrgetter("rows"), operator.attrgetter("names")
 _AT, _PREDICTIONS = operator.attrgetter("at"), operator.attrgetter("predictions")
+# The request-level columns: each a `_Request` attribute, repeated for every row of its request.
+_ATTRIBUTES = {REQUEST_ID: "request_id", TIME: "at", MODEL: "model", MODEL_VERSION: "version",
+               SIGNATURE_NAME: "signature", LATENCY_MS: "latency_ms", ROLLOUT_ROLE: "role", STATUS: "status",
+               ERROR: "error"}
 
 
 def _counts(values: Any, count: int) -> np.ndarray:
     """len() of each of `count` values, as an int64 array."""
     return np.fromiter(map(len, values), dtype=np.int64, count=count)
-# The request-level columns: each a `_Request` attribute, repeated for every row of its request.
-_ATTRIBUTES = {REQUEST_ID: "request_id", TIME: "at", MODEL: "model", MODEL_VERSION: "version",
-               SIGNATURE_NAME: "signature", LATENCY_MS: "latency_ms", ROLLOUT_ROLE: "role", STATUS: "status",
-               ERROR: "error"}
 
 
 def _feature_values(batches: Sequence[Any]) -> Callable[[str], Sequence]:
