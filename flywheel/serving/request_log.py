@@ -394,14 +394,14 @@ class RequestLog:
             group = items if len(chosen) == len(items) else [items[i] for i in chosen]
             ends = np.cumsum(rows[chosen])
             if ends[-1] <= self.max_rows_per_file:
-                self._write(int(span), group)
+                self._write(int(span), group, int(ends[-1]))
                 continue
             start, first = 0, 0  # files of at most max_rows_per_file rows: a new file where the next would overflow
             for i, end in enumerate(ends.tolist()):
                 if i > start and end - first > self.max_rows_per_file:
-                    self._write(int(span), group[start:i])
+                    self._write(int(span), group[start:i], int(ends[i - 1]) - first)
                     start, first = i, int(ends[i - 1])
-            self._write(int(span), group[start:])
+            self._write(int(span), group[start:], int(ends[-1]) - first)
 
     def _file_table(self, items: list[_Request]) -> tuple[pa.Table, int]:
         """(the requests' rows as one table, how many cells were stored as null), built BUILD_CHUNK requests at a
@@ -508,10 +508,8 @@ class RequestLog:
                           (STATUS, pa.int32()), (ERROR, pa.string()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 
-    def _write(self, span: int, items: list[_Request]) -> None:
-        if not items:
-            return
-        rows = int(_counts(map(_ROWS, items), len(items)).sum())
+    def _write(self, span: int, items: list[_Request], rows: int) -> None:
+        """Writes the requests (`rows` rows in all) as one file of the span."""
         self._seq += 1
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = os.path.join(self.log_dir, f"span-{span}")
