@@ -366,6 +366,26 @@ def start_flywheel(serving_dir: str, log_dir: Optional[str], workdir: str) -> tu
     return proc, base
 
 
+def log_counters(metrics: str) -> dict[str, float]:
+    """The request-log counters (logged_rows, dropped_rows...) in a server's Prometheus metrics text."""
+    return {name: float(value) for name, value in
+            re.findall(r'^flywheel_serving_request_log\{counter="(\w+)"\} (\S+)$', metrics, re.M)}
+
+
+def dropped_rows(base: str) -> float:
+    """Rows a --log-dir server's request log has lost so far (its metrics route)."""
+    with urllib.request.urlopen(f"{base}/monitoring/prometheus/metrics", timeout=10) as answer:
+        return log_counters(answer.read().decode()).get("dropped_rows", 0.0)
+
+
+def logged_rows(log_dirs: list[str]) -> int:
+    """Rows in the Parquet files of the request logs (read from the files' footers)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(os.path.join(folder, name)).metadata.num_rows for log_dir in log_dirs
+               for folder, _, names in os.walk(log_dir) for name in names if name.endswith(".parquet"))
+
+
 def median_load(runs: list[Load]) -> Load:
     """One load from interleaved runs of the same load: the medians of requests/s and of each percentile, the
     sums of requests and failures."""
@@ -478,19 +498,25 @@ def main() -> None:
 
     shares: list[float] = []
     big_shares: list[float] = []
+    log_dirs: list[str] = []
+    dropped = 0.0
     try:
         base = flywheel_server(None)
         if args.rounds == 1:  # one run of each load, one process per variant
             results["flywheel"] = run_loads(wrk, "flywheel serve", base)
-            logged_base = flywheel_server(os.path.join(workdir, "request-logs-1"))
+            log_dirs.append(os.path.join(workdir, "request-logs-1"))
+            logged_base = flywheel_server(log_dirs[0])
             results["logged"] = run_loads(wrk, "flywheel serve --log-dir", logged_base, big=False, c1=False)
+            dropped = dropped_rows(logged_base)
         else:  # concurrency 1 and 512 rows in rounds with the floor; the log's cost from processes side by side
             results["flywheel"], floor_p50, floor_rows, big_shares = floor_rounds(
                 wrk, floor, base, args.rounds, min(args.duration, 5.0))
             plain = [base] + [flywheel_server(None) for _ in range(args.processes - 1)]
-            logging = [flywheel_server(os.path.join(workdir, f"request-logs-{i + 1}")) for i in range(args.processes)]
+            log_dirs = [os.path.join(workdir, f"request-logs-{i + 1}") for i in range(args.processes)]
+            logging = [flywheel_server(log_dir) for log_dir in log_dirs]
             c32, shares = interleaved_c32(wrk, {"flywheel serve": plain, "flywheel serve --log-dir": logging},
                                           args.rounds)
+            dropped = sum(dropped_rows(base) for base in logging)
             results["flywheel"]["c32"] = c32["flywheel serve"]
             results["logged"] = {"c32": c32["flywheel serve --log-dir"]}
     finally:
@@ -498,6 +524,12 @@ def main() -> None:
             stop(proc)
 
     fw, logged = results["flywheel"], results["logged"]
+    # Every request answered by a --log-dir server is in its log (the servers stopped by SIGTERM wrote all they
+    # held): at least as many rows as wrk counted (it does not count requests still in flight when a run ends).
+    written, counted = logged_rows(log_dirs), sum(load.requests for load in logged.values())
+    complete = dropped == 0 and written >= counted
+    print(f"request logs: {written:,} rows written for the {counted:,} requests wrk counted; {dropped:,.0f} dropped",
+          flush=True)
     failed = sum(load.failed for loads in results.values() for load in loads.values())
     # The log's cost: from the rounds' shares (each taken within one round) when interleaved, else one run each.
     log_cost = 1.0 - (statistics.median(shares) if shares else logged["c32"].rps / fw["c32"].rps)
@@ -520,13 +552,15 @@ def main() -> None:
     print(f"  {BIG_ROWS}-row requests {fw['big'].rows_per_s:,.0f} rows/s = {share:.0%} of the floor{big_spread} "
           f"(goal >= {GOALS['big_vs_floor']:.0%}): {verdict(share >= GOALS['big_vs_floor'])}")
     print(f"  logging every request costs {log_cost:.1%} of c=32 throughput{spread} (goal <= "
-          f"{GOALS['log_cost']:.0%}): {verdict(log_cost <= GOALS['log_cost'])}")
+          f"{GOALS['log_cost']:.0%}; every request logged: {'yes' if complete else 'NO'}): "
+          f"{verdict(log_cost <= GOALS['log_cost'] and complete)}")
     print(f"  failed requests: {failed} (goal 0): {verdict(failed == 0)}")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"floor": {"p50_ms": floor_p50, "rows_per_s": floor_rows}, "big_vs_floor_rounds": big_shares,
                        "log_cost_rounds": [1.0 - x for x in shares],
+                       "request_log": {"rows_written": written, "requests_counted": counted, "dropped": dropped},
                        **{server: {k: dataclasses.asdict(v) for k, v in loads.items()}
                           for server, loads in results.items()}}, f, indent=2)
 

@@ -1,10 +1,12 @@
 """Request logs: what production sent and what the model answered, as Parquet spans Ingest and the monitor read.
 
-`RequestLog.log(...)` is called by the server after it has answered; it only appends the request to a bounded
-list (never blocks, never raises on I/O, and wakes the writer thread only when that list was empty or holds
-`max_rows_per_file` rows, not once per request). A background thread turns the waiting requests into rows,
-one row per instance, column by column in bulk (Arrow arrays built from whole columns; pyarrow encodes and
-compresses without the GIL), and writes them in batches:
+`RequestLog.log(...)` is called by the server after it has answered; it copies the request's values into the
+columns of the requests waiting for the next flush, one row per instance (numbers into typed arrays, so a waiting
+request holds none of the objects the server made for it), and returns: it never blocks, never raises on I/O,
+and wakes the writer thread only when the columns were empty or hold `max_rows_per_file` rows, not once per
+request. A background thread takes the columns as they are at each flush, turns them into Arrow arrays without a
+pass over the requests (typed arrays without a copy; pyarrow encodes and compresses without the GIL), and writes
+them in batches:
 
     <log_dir>/span-<N>/part-<UTC time>-<writer>-<seq>.parquet
 
@@ -27,20 +29,21 @@ compresses without the GIL), and writes them in batches:
   through `tfx.dsl.io.fileio`) the object is written once under its final name, which appears only when
   complete.
 - **What can be lost.** Rows are written `flush_interval_s` (default 5 s) after the first row of a batch
-  arrives, or as soon as `max_rows_per_file` rows are waiting. A killed server (SIGKILL, OOM) loses at most
-  the requests of the last flush interval plus a file being written; `close()` (the server calls it on
-  shutdown and SIGTERM) writes everything first. A full list of waiting requests (`max_pending_requests`), a
-  full disk or any write error never reaches serving: the rows are dropped and counted (`dropped_rows`,
-  `write_errors`, for the server's metrics) and the first error of a run of failures is logged, then its end.
+  arrives, or as soon as `max_rows_per_file` rows or half of `max_pending_requests` (default 100,000)
+  requests are waiting. A killed server (SIGKILL, OOM) loses at most the requests of the last flush interval
+  plus a file being written; `close()` (the server calls it on shutdown and SIGTERM) writes everything first.
+  A full set of waiting requests (`max_pending_requests`: a writer that cannot keep up), a full disk or any
+  write error never reaches serving: the rows are dropped and counted (`dropped_rows`, `write_errors`, for the
+  server's metrics) and the first error of a run of failures is logged, then its end.
 - **Sampling** is per request and deterministic: a request is kept when the hash of its id falls below
   `sample`, so a replay of the same ids samples the same requests.
 """
 
 from __future__ import annotations
 
+import array
 import datetime
 import hashlib
-import itertools
 import logging
 import operator
 import os
@@ -138,47 +141,10 @@ def _typed(value: Any, kind: str) -> Any:
         if isinstance(value, float) and not value.is_integer() or not _INT64_MIN <= value <= _INT64_MAX:
             raise ValueError(value)
         return int(value)
-    return float(value)
-
-
-_FAST_TYPES = {FLOAT: frozenset((float, int, type(None))), INT: frozenset((int, type(None))),
-               BYTES: frozenset((str, type(None)))}
-
-
-def _column(values: list, kind: str) -> tuple[pa.Array, int]:
-    """(the values as the column's Arrow array, how many were stored as null for a wrong type). Values that all
-    have the column's JSON type (the server's rows always do) convert in one call; otherwise value by value."""
-    if set(map(type, values)) <= _FAST_TYPES[kind]:
-        try:
-            return pa.array(values, type=_ARROW[kind]), 0
-        except (pa.ArrowInvalid, OverflowError):  # an int beyond int64 or float range: typed one by one below
-            pass
-    out, invalid = [], 0
-    for value in values:
-        try:
-            out.append(_typed(value, kind))
-        except ValueError:
-            out.append(None)
-            invalid += 1
-    return pa.array(out, type=_ARROW[kind]), invalid
-
-
-class _Request(msgspec.Struct, gc=False):
-    """One logged request, waiting for its flush. Not tracked by the garbage collector (nor are typed rows and
-    numpy predictions): the thousands of requests held until a flush would otherwise set off a young-generation
-    collection every few hundred requests, each walking them all again."""
-
-    at: float
-    request_id: str
-    model: str
-    version: Optional[int]
-    signature: str
-    rows: Any
-    predictions: Any
-    latency_ms: float
-    role: Optional[str]
-    status: int
-    error: Optional[str]
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(value) from None
 
 
 def _typed_names(rows: Any) -> Optional[list[str]]:
@@ -191,40 +157,121 @@ def _row_dict(rows: Any, i: int) -> dict:
     return rows[i] if names is None else dict(zip(names, msgspec.structs.astuple(rows[i]), strict=True))
 
 
-def _predictions_list(predictions: Any) -> list:
-    """One prediction per row as Python values (an array of the output's rows as the answer's JSON has them)."""
-    return predictions.tolist() if isinstance(predictions, np.ndarray) else predictions
+# Typed rows' field types that a column of each kind takes as they are (the decoder admits nothing else).
+_AS_IS = {FLOAT: (float, int), INT: (int,), BYTES: (str,)}
+_NUMERIC = {INT: ("q", np.int64), FLOAT: ("d", np.float64)}
+_PLACEHOLDER = {INT: 0, FLOAT: 0.0}
 
 
-_ROWS, _NAMES = operator.attrgetter("rows"), operator.attrgetter("names")
-_AT, _PREDICTIONS = operator.attrgetter("at"), operator.attrgetter("predictions")
-# The request-level columns: each a `_Request` attribute, repeated for every row of its request.
-_ATTRIBUTES = {REQUEST_ID: "request_id", TIME: "at", MODEL: "model", MODEL_VERSION: "version",
-               SIGNATURE_NAME: "signature", LATENCY_MS: "latency_ms", ROLLOUT_ROLE: "role", STATUS: "status",
-               ERROR: "error"}
+class _Staged(msgspec.Struct, gc=False):
+    """One request's row-level values, typed off the lock: `columns` in the log's feature order (a null numeric
+    cell holds a placeholder, listed in `nulls` as (feature position, row)), `invalid` the rows of its cells stored
+    as null for a wrong type (one entry per cell), the predictions as flat float values with each row's count of
+    values (0 for a null prediction, its row listed in `null_predictions`); `is_list`: a list per row (None when
+    every prediction is null)."""
+
+    columns: Sequence[Sequence]
+    nulls: list
+    invalid: list
+    predictions: list
+    lengths: list
+    null_predictions: list
+    is_list: Optional[bool]
+    row: Optional[tuple] = None
 
 
-def _counts(values: Any, count: int) -> np.ndarray:
-    """len() of each of `count` values, as an int64 array."""
-    return np.fromiter(map(len, values), dtype=np.int64, count=count)
+class _Buffer:
+    """The requests logged since the last flush, as columns. `log` copies each request's values in (numbers into
+    typed arrays), so a waiting request holds none of the objects the server made for it (its decoded rows, the
+    batch's output), and a flush builds its Arrow columns from these buffers without a pass over the requests."""
 
+    def __init__(self, features: Mapping[str, str]):
+        self.requests = self.rows = 0
+        self.at, self.latency = array.array("d"), array.array("d")
+        self.status, self.counts = array.array("i"), array.array("q")
+        self.request_id: list = []
+        self.model: list = []
+        self.version: list = []
+        self.signature: list = []
+        self.role: list = []
+        self.error: list = []
+        self.features = [array.array(_NUMERIC[kind][0]) if kind in _NUMERIC else [] for kind in features.values()]
+        self.nulls: list[list[int]] = [[] for _ in features]
+        self.invalid: list[int] = []  # the row of each cell stored as null for a wrong type
+        self.predictions, self.lengths = array.array("d"), array.array("q")
+        self.null_predictions: list[int] = []
 
-def _feature_values(batches: Sequence[Any]) -> Callable[[str], Sequence]:
-    """name -> the feature's value in every row of the requests (`batches`: each request's rows), in order (None
-    where a row lacks it). When every request holds typed rows of the same inputs (the server's common case), all
-    columns come from one pass over the rows, with no Python-level loop; otherwise typed rows are read as dicts."""
-    try:
-        shared = list(map(_NAMES, batches))  # the rows of one signature share one `names` tuple
-        names = {tuple(n) for n in dict(zip(map(id, shared), shared, strict=True)).values()}
-    except AttributeError:  # {feature: value} rows among them
-        names = set()
-    if len(names) == 1:
-        rows = list(itertools.chain.from_iterable(batches))
-        columns = dict(zip(next(iter(names)), zip(*map(msgspec.structs.astuple, rows), strict=True), strict=True))
-        return lambda name: columns[name] if name in columns else [None] * len(rows)
-    dicts = list(itertools.chain.from_iterable(
-        rows if _typed_names(rows) is None else [_row_dict(rows, i) for i in range(len(rows))] for rows in batches))
-    return lambda name: [row.get(name) for row in dicts]
+    def add(self, at: float, request_id: str, model: str, version: Optional[int], signature: str, latency_ms: float,
+            role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged) -> None:
+        """Appends one request; on any failure (a value an array cannot take) every buffer is cut back to where
+        it was, so the columns stay aligned, and the error is raised."""
+        rows, values = self.rows, len(self.predictions)
+        try:
+            if staged.row is not None:
+                for buffer, value in zip(self.features, staged.row, strict=True):
+                    buffer.append(value)
+            else:
+                for buffer, column in zip(self.features, staged.columns, strict=True):
+                    buffer.extend(column)
+            for feature, row in staged.nulls:
+                self.nulls[feature].append(rows + row)
+            if staged.invalid:
+                self.invalid.extend(rows + row for row in staged.invalid)
+            if staged.null_predictions:
+                self.null_predictions.extend(rows + row for row in staged.null_predictions)
+            self.predictions.extend(staged.predictions)
+            self.lengths.extend(staged.lengths)
+            self.at.append(at)
+            self.latency.append(latency_ms)
+            self.status.append(status)
+        except Exception:
+            self._cut(rows, values)
+            raise
+        self.counts.append(count)
+        self.request_id.append(request_id)
+        self.model.append(model)
+        self.version.append(version)
+        self.signature.append(signature)
+        self.role.append(role)
+        self.error.append(error)
+        self.requests += 1
+        self.rows += count
+
+    def add_one(self, at: float, request_id: str, model: str, version: Optional[int], signature: str,
+                latency_ms: float, values: tuple, prediction: float) -> None:
+        """Appends an answered one-row request with one scalar prediction, its values (in the features' order)
+        needing no typing: the server's common request, spared `add`'s generality."""
+        try:
+            for buffer, value in zip(self.features, values, strict=True):
+                buffer.append(value)
+        except Exception:
+            self._cut(self.rows, len(self.predictions))
+            raise
+        self.predictions.append(prediction)
+        self.lengths.append(1)
+        self.at.append(at)
+        self.latency.append(latency_ms)
+        self.status.append(200)
+        self.counts.append(1)
+        self.request_id.append(request_id)
+        self.model.append(model)
+        self.version.append(version)
+        self.signature.append(signature)
+        self.role.append(None)
+        self.error.append(None)
+        self.requests += 1
+        self.rows += 1
+
+    def _cut(self, rows: int, values: int) -> None:
+        """Drops whatever a failed `add` appended: rows from `rows` on, prediction values from `values` on."""
+        for buffer in (*self.features, self.lengths):
+            del buffer[rows:]
+        del self.predictions[values:]
+        for positions in (*self.nulls, self.invalid, self.null_predictions):
+            while positions and positions[-1] >= rows:
+                positions.pop()
+        for buffer in (self.at, self.latency, self.status):
+            del buffer[self.requests:]
 
 
 class RequestLog:
@@ -237,7 +284,7 @@ class RequestLog:
 
     def __init__(self, log_dir: str, *, features: Optional[Mapping[str, str]] = None, sample: float = 1.0,
                  flush_interval_s: float = 5.0, max_rows_per_file: int = 100_000, span_seconds: int = SPAN_SECONDS,
-                 max_pending_requests: int = 10_000, clock: Callable[[], float] = time.time):
+                 max_pending_requests: int = 100_000, clock: Callable[[], float] = time.time):
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"request log: sample: expected a share from 0 to 1, got {sample}")
         if flush_interval_s <= 0 or max_rows_per_file < 1 or span_seconds < 1 or max_pending_requests < 1:
@@ -251,6 +298,8 @@ class RequestLog:
         self.span_seconds = span_seconds
         self._clock = clock
         self._features: Optional[dict[str, str]] = None
+        self._buffer: Optional[_Buffer] = None  # requests waiting to be written (guarded by _lock)
+        self._plans: dict[type, Optional[Callable]] = {}  # typed rows' type -> getter of the features' values
         if features is not None:
             self._set_features({name: feature_kind(kind) for name, kind in features.items()})
         self._prediction_list: Optional[bool] = None
@@ -259,8 +308,6 @@ class RequestLog:
         self._lock = threading.Lock()
         self._closed = self._stopping = False
         self.max_pending_requests = max_pending_requests
-        self._pending: list[_Request] = []  # requests waiting to be written (guarded by _lock)
-        self._pending_rows = 0
         self._flushes: list[threading.Event] = []  # flush() calls waiting for the next write
         self._wake = threading.Event()
         self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -268,39 +315,191 @@ class RequestLog:
         self._thread = threading.Thread(target=self._run, name="flywheel-request-log", daemon=True)
         self._thread.start()
 
-    # A flush builds its columns this many requests at a time, pausing this long between pieces (`_file_table`).
-    BUILD_CHUNK = 1_000
-    BUILD_PAUSE_S = 0.0005
-
     # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
 
     # The server hands this log the rows as `codec.parse_rows` decoded them and the single output's numpy rows
-    # (both untracked by the garbage collector) instead of {feature: value} dicts and lists.
+    # instead of {feature: value} dicts and lists; their values are copied into the log's columns at once.
     typed_rows = True
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: Sequence,
             predictions: Any, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
             error: Optional[str] = None) -> None:
-        """Queues one request (rows: its instances as {feature: value}, or `codec.Rows`; one prediction per row, as
-        a list or a numpy array of the output's rows, None for a failed request); role, status and error: its
-        rollout role, HTTP status and error message."""
-        if not sampled(request_id, self.sample):
+        """Copies one request into the columns waiting for the flush (rows: its instances as {feature: value}, or
+        `codec.Rows`; one prediction per row, as a list or a numpy array of the output's rows, None for a failed
+        request); role, status and error: its rollout role, HTTP status and error message. A request with no rows
+        is not logged; one whose predictions do not match its rows is lost, counted."""
+        count = len(rows)
+        if not count or not sampled(request_id, self.sample):
             return
-        item = _Request(self._clock(), request_id, model, version, signature, rows, predictions, latency_ms, role,
-                        status, error)
+        if count == 1 and status == 200 and role is None and self._prediction_list is False and \
+                type(predictions) is np.ndarray and predictions.size == 1 and predictions.dtype.kind in "fiu" and \
+                self._log_one(request_id, model, version, signature, rows, predictions.item(), latency_ms):
+            return
+        if self._features is None:  # typed from the first answered request's row
+            if status != 200:
+                with self._lock:
+                    self._lose(count, f"request {request_id!r} failed before any answered request typed the feature "
+                                      "columns")
+                return
+            with self._lock:
+                if self._features is None:
+                    self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
+                                        for name, v in _row_dict(rows, 0).items()})
+        staged = self._stage(rows, predictions, count)
+        at = self._clock()
         with self._lock:
+            if staged is None:
+                given = "no predictions" if predictions is None else f"{len(predictions)} prediction(s)"
+                self._lose(count, f"request {request_id!r}: {given} for {count} row(s)")
+                return
             if self._closed:
-                self._lose(len(rows), "the request log is closed")
+                self._lose(count, "the request log is closed")
                 return
-            if len(self._pending) >= self.max_pending_requests:
-                self._lose(len(rows), f"the queue of {self.max_pending_requests:,} requests waiting to be written "
-                                      "is full")
+            if self._buffer.requests >= self.max_pending_requests:
+                self._lose(count, f"the queue of {self.max_pending_requests:,} requests waiting to be written "
+                                  "is full")
                 return
-            self._pending.append(item)
-            self._pending_rows += len(rows)
-            wake = len(self._pending) == 1 or self._pending_rows >= self.max_rows_per_file
+            if staged.is_list is not None and staged.is_list != self._prediction_list:
+                if self._prediction_list is None:
+                    self._prediction_list = staged.is_list
+                else:  # a scalar among lists or a list among scalars: stored as null
+                    staged = self._null_predictions(staged, count, invalid=True)
+            try:
+                self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
+                                 staged)
+            except (OverflowError, TypeError, ValueError):  # a typed row's value its column cannot take as is
+                typed = self._stage_values(rows, count)  # (a uint64 beyond int64, say): typed one by one
+                typed.invalid.extend(staged.invalid)
+                typed.predictions, typed.lengths = staged.predictions, staged.lengths
+                typed.null_predictions, typed.is_list = staged.null_predictions, staged.is_list
+                self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
+                                 typed)
+            wake = self._buffer.requests == 1 or self._full(self._buffer)
         if wake:
             self._wake.set()
+
+    def _log_one(self, request_id: str, model: str, version: int, signature: str, rows: Sequence, prediction: float,
+                 latency_ms: float) -> bool:
+        """`log` of an answered one-row request with one numeric prediction, once predictions are known to be
+        scalars; False when its row needs typing (or a value does not fit its column): `log`'s general path then
+        takes it."""
+        getter = self._plan(rows)
+        if getter is None:
+            return False
+        values = getter(rows[0])
+        if len(self._features) == 1:
+            values = (values,)
+        at = self._clock()
+        with self._lock:
+            if self._closed or self._buffer.requests >= self.max_pending_requests:
+                return False  # lost and counted by the general path
+            try:
+                self._buffer.add_one(at, request_id, model, version, signature, latency_ms, values, prediction)
+            except (OverflowError, TypeError, ValueError):
+                return False
+            wake = self._buffer.requests == 1 or self._full(self._buffer)
+        if wake:
+            self._wake.set()
+        return True
+
+    def _stage(self, rows: Sequence, predictions: Any, count: int) -> Optional[_Staged]:
+        """The request's values typed for the columns; None when its predictions do not match its rows."""
+        if predictions is None or len(predictions) != count:
+            return None
+        getter = self._plan(rows)
+        if getter is None:
+            staged = self._stage_values(rows, count)
+        elif count == 1:  # typed rows whose fields the columns take as they are
+            value = getter(rows[0])
+            staged = _Staged((), [], [], [], [], [], None, value if len(self._features) > 1 else (value,))
+        else:
+            columns = list(zip(*map(getter, rows), strict=True)) if len(self._features) > 1 else \
+                [list(map(getter, rows))]
+            staged = _Staged(columns, [], [], [], [], [], None)
+        self._stage_predictions(staged, predictions, count)
+        return staged
+
+    def _plan(self, rows: Sequence) -> Optional[Callable]:
+        """For typed rows holding every feature with a type its column takes as is: a getter of a row's values in
+        the features' order (made once per row type); else None."""
+        names = _typed_names(rows)
+        if names is None or not rows:
+            return None
+        row_type = type(rows[0])
+        if row_type not in self._plans:
+            if len(self._plans) >= 16:  # one row type per signature served: old versions' types are let go
+                self._plans.clear()
+            fields = {name: info for name, info in zip(names, msgspec.structs.fields(row_type), strict=True)}
+            ok = all(name in fields and fields[name].type in _AS_IS[kind] for name, kind in self._features.items())
+            self._plans[row_type] = operator.attrgetter(
+                *[fields[name].name for name in self._features]) if ok else None
+        return self._plans[row_type]
+
+    def _stage_values(self, rows: Sequence, count: int) -> _Staged:
+        """The general path: each value typed (`_typed`), a missing one null, a wrong one null and counted."""
+        dicts = rows if _typed_names(rows) is None else [_row_dict(rows, i) for i in range(count)]
+        columns, nulls, invalid = [], [], []
+        for position, (name, kind) in enumerate(self._features.items()):
+            column = []
+            for row, values in enumerate(dicts):
+                try:
+                    value = _typed(values.get(name), kind)
+                except ValueError:
+                    value = None
+                    invalid.append(row)
+                if value is None and kind != BYTES:
+                    value = _PLACEHOLDER[kind]
+                    nulls.append((position, row))
+                column.append(value)
+            columns.append(column)
+        return _Staged(columns, nulls, invalid, [], [], [], None)
+
+    def _stage_predictions(self, staged: _Staged, predictions: Any, count: int) -> None:
+        """Copies the predictions in: a numeric numpy array of the output's rows (what the server hands over) in
+        one piece, one value per row or a list per row when the output has several; anything else value by
+        value (None: a failed request's row, null; a value that is not a number, or a list of numbers, null and
+        counted)."""
+        if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "fiu" and predictions.ndim in (1, 2) \
+                and (predictions.ndim == 1 or predictions.shape[1] >= 1):
+            width = 1 if predictions.ndim == 1 else predictions.shape[1]
+            staged.predictions = [predictions.item()] if predictions.size == 1 else predictions.ravel().tolist()
+            staged.lengths = [width] * count
+            staged.is_list = width > 1
+            return
+        if isinstance(predictions, np.ndarray):
+            predictions = predictions.tolist()
+        for row, value in enumerate(predictions):
+            value = _scalar(value)
+            if value is None:
+                staged.lengths.append(0)
+                staged.null_predictions.append(row)
+                continue
+            is_list = isinstance(value, (list, tuple))
+            try:
+                if staged.is_list is not None and is_list != staged.is_list:
+                    raise ValueError(value)
+                floats = [float(v) for v in value] if is_list else [float(value)]
+            except (TypeError, ValueError, OverflowError):
+                staged.lengths.append(0)
+                staged.null_predictions.append(row)
+                staged.invalid.append(row)
+                continue
+            staged.is_list = is_list
+            staged.predictions.extend(floats)
+            staged.lengths.append(len(floats))
+
+    @staticmethod
+    def _null_predictions(staged: _Staged, count: int, invalid: bool) -> _Staged:
+        """The request with every prediction null (counted as invalid when `invalid`, except rows already null)."""
+        already = set(staged.null_predictions)
+        bad = [row for row in range(count) if row not in already] if invalid else []
+        return _Staged(staged.columns, staged.nulls, [*staged.invalid, *bad], [], [0] * count, list(range(count)),
+                       None, staged.row)
+
+    def _full(self, buffer: _Buffer) -> bool:
+        """True when the waiting requests are written at once: a file's worth of rows, or half the requests that
+        may wait (so that a burst is written before any is dropped)."""
+        return buffer.rows >= self.max_rows_per_file or 2 * buffer.requests >= self.max_pending_requests
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Writes every request logged so far; True when done within `timeout` seconds (None: wait)."""
@@ -343,6 +542,7 @@ class RequestLog:
         if clash:
             raise ValueError(f"request log: feature name(s) {clash} are request-log columns; rename the feature(s)")
         self._features = features
+        self._buffer = _Buffer(features)
 
     def _run(self) -> None:
         due: Optional[float] = None  # when the waiting requests are written: flush_interval_s after the first
@@ -351,156 +551,103 @@ class RequestLog:
             self._wake.clear()
             with self._lock:
                 flushes, self._flushes = self._flushes, []
-                stop, waiting = self._stopping, bool(self._pending)
-                full = self._pending_rows >= self.max_rows_per_file
+                stop = self._stopping
+                waiting = self._buffer is not None and self._buffer.requests > 0
+                full = waiting and self._full(self._buffer)
             now = time.monotonic()
             if due is None and waiting:
                 due = now + self.flush_interval_s
             if flushes or stop or full or (due is not None and now >= due):
+                buffer = None
                 with self._lock:
-                    items, self._pending, self._pending_rows = self._pending, [], 0
-                self._write_items(items)
+                    if waiting:
+                        buffer, self._buffer = self._buffer, _Buffer(self._features)
+                if buffer is not None:
+                    self._write_buffer(buffer)
                 due = None
                 for done in flushes:
                     done.set()
                 if stop:
                     return
 
-    def _write_items(self, items: list[_Request]) -> None:
-        """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never
-        split; one larger than that is a file of its own). The checks and the grouping run on whole columns
-        (counts, times), so a flush's own Python work does not grow with a loop over its requests."""
-        if self._features is None:  # typed from the first answered request's row
-            answered = next((item for item in items if item.status == 200 and item.rows), None)
-            if answered is not None:
-                self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
-                                    for name, v in _row_dict(answered.rows, 0).items()})
-        rows = _counts(map(_ROWS, items), len(items))
-        predictions = _counts(map(_PREDICTIONS, items), len(items))
-        kept = (rows > 0) & (predictions == rows) if self._features is not None else np.zeros(len(items), bool)
-        for i in np.flatnonzero((rows > 0) & ~kept):  # lost, each with its reason (rare: one lock per request)
-            request_id = items[i].request_id
+    def _write_buffer(self, buffer: _Buffer) -> None:
+        """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never split;
+        one larger than that is a file of its own), from one table of all their rows."""
+        counts = np.frombuffer(buffer.counts, dtype=np.int64)
+        per_request = np.repeat(np.arange(buffer.requests), counts)
+        try:
+            table = self._table(buffer, counts, per_request)
+        except Exception as e:  # a bug of ours must not stop the writer: the rows are lost, counted and reported
+            logger.exception("request log %s: cannot build the table of %d row(s)", self.log_dir, buffer.rows)
             with self._lock:
-                if self._features is None:
-                    self._lose(int(rows[i]), f"request {request_id!r} failed before any answered request typed the "
-                                             "feature columns")
-                else:
-                    self._lose(int(rows[i]), f"request {request_id!r}: {predictions[i]} prediction(s) for "
-                                             f"{rows[i]} row(s)")
-        spans = np.floor_divide(np.fromiter(map(_AT, items), dtype=np.float64, count=len(items)),
-                                self.span_seconds).astype(np.int64)
-        for span in np.unique(spans[kept]):
-            chosen = np.flatnonzero(kept & (spans == span))
-            group = items if len(chosen) == len(items) else [items[i] for i in chosen]
-            ends = np.cumsum(rows[chosen])
-            if ends[-1] <= self.max_rows_per_file:
-                self._write(int(span), group, int(ends[-1]))
-                continue
-            start, first = 0, 0  # files of at most max_rows_per_file rows: a new file where the next would overflow
-            for i, end in enumerate(ends.tolist()):
-                if i > start and end - first > self.max_rows_per_file:
-                    self._write(int(span), group[start:i], int(ends[i - 1]) - first)
-                    start, first = i, int(ends[i - 1])
-            self._write(int(span), group[start:], int(ends[-1]) - first)
+                self._lose(buffer.rows, f"{type(e).__name__}: {e}", error=True)
+            return
+        bad = np.bincount(np.asarray(buffer.invalid, dtype=np.int64), minlength=buffer.rows)
+        spans = np.floor_divide(np.frombuffer(buffer.at, dtype=np.float64), self.span_seconds).astype(np.int64)
+        row_spans = spans[per_request]
+        for span in np.unique(spans):
+            chosen = counts[spans == span]
+            rows = np.flatnonzero(row_spans == span)
+            ends = np.cumsum(chosen)
+            first, last, pieces = 0, 0, []  # files: a new one where the next request would overflow this one
+            for end in ends.tolist():
+                if end - first > self.max_rows_per_file and last > first:
+                    pieces.append((first, last))
+                    first = last
+                last = end
+            pieces.append((first, last))
+            for first, last in pieces:
+                selected = rows[first:last]
+                part = table if len(selected) == table.num_rows else table.take(pa.array(selected))
+                self._write(int(span), part, int(bad[selected].sum()))
 
-    def _file_table(self, items: list[_Request]) -> tuple[pa.Table, int]:
-        """(the requests' rows as one table, how many cells were stored as null), built BUILD_CHUNK requests at a
-        time with a pause of BUILD_PAUSE_S between pieces. The event loop gives the interpreter lock up at every
-        socket call, and a thread with Python work waiting takes it each time for up to the switch interval
-        (5 ms), so while one flush's columns are built the loop barely runs: the whole build, tens of
-        milliseconds for a few thousand requests, was added to the latency of the requests in flight. In pieces
-        of a few milliseconds, with a pause the loop can run in, it waits a few milliseconds at most."""
-        schema = self._schema(self._first_prediction(items))  # one schema for the file, whatever each piece holds
-        tables, invalid = [], 0
-        for start in range(0, len(items), self.BUILD_CHUNK):
-            if start:
-                time.sleep(self.BUILD_PAUSE_S)
-            table, bad = self._table(items[start:start + self.BUILD_CHUNK], schema)
-            tables.append(table)
-            invalid += bad
-        return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), invalid
+    def _table(self, buffer: _Buffer, counts: np.ndarray, per_request: np.ndarray) -> pa.Table:
+        """Every row of the buffer as one table: request-level columns repeated for each of a request's rows,
+        numbers straight from their typed arrays (no copy), nulls from the positions recorded."""
+        schema = self._schema()
+        take = None if buffer.rows == buffer.requests else pa.array(per_request)
 
-    def _table(self, items: list[_Request], schema: pa.Schema) -> tuple[pa.Table, int]:
-        """(the requests' rows as one table of `schema`, how many cells were stored as null), column by column from
-        one pass over the requests (each read once, its fields transposed into columns)."""
-        columns = zip(*map(msgspec.structs.astuple, items), strict=True)
-        fields = dict(zip(_Request.__struct_fields__, columns, strict=True))
-        counts = _counts(fields["rows"], len(items))
-        total = int(counts.sum())
-        per_request = np.repeat(np.arange(len(items)), counts)
-        starts = np.cumsum(counts) - counts
-        take = None if total == len(items) else pa.array(per_request)  # None: one row per request
-
-        def repeated(name: str) -> pa.Array:  # one value per request, repeated for each of its rows
-            values = fields[_ATTRIBUTES[name]]
-            if name == TIME:
-                values = np.round(np.array(values, dtype=np.float64) * 1e6).astype(np.int64)
+        def repeated(values: Any, name: str) -> pa.Array:  # one value per request, repeated for each of its rows
             array = pa.array(values, type=schema.field(name).type)
             return array if take is None else array.take(take)
 
-        arrays = {name: repeated(name) for name in _ATTRIBUTES}
-        arrays[ROW_INDEX] = pa.array(np.arange(total) - starts[per_request], type=pa.int32())
-        invalid = 0
-        feature_values = _feature_values(fields["rows"])
-        for name, kind in self._features.items():
-            arrays[name], bad = _column(feature_values(name), kind)
-            invalid += bad
-        arrays[PREDICTION], bad = self._predictions(fields["predictions"], schema.field(PREDICTION).type)
-        invalid += bad
-        return pa.table([arrays[n] for n in schema.names], schema=schema), invalid
+        at = np.round(np.frombuffer(buffer.at, dtype=np.float64) * 1e6).astype(np.int64)
+        starts = np.cumsum(counts) - counts
+        arrays = {REQUEST_ID: repeated(buffer.request_id, REQUEST_ID),
+                  ROW_INDEX: pa.array((np.arange(buffer.rows) - starts[per_request]).astype(np.int32)),
+                  TIME: repeated(at, TIME), MODEL: repeated(buffer.model, MODEL),
+                  MODEL_VERSION: repeated(buffer.version, MODEL_VERSION),
+                  SIGNATURE_NAME: repeated(buffer.signature, SIGNATURE_NAME),
+                  LATENCY_MS: repeated(np.frombuffer(buffer.latency, dtype=np.float64), LATENCY_MS),
+                  ROLLOUT_ROLE: repeated(buffer.role, ROLLOUT_ROLE),
+                  STATUS: repeated(np.frombuffer(buffer.status, dtype=np.int32), STATUS),
+                  ERROR: repeated(buffer.error, ERROR)}
+        for (name, kind), values, nulls in zip(self._features.items(), buffer.features, buffer.nulls, strict=True):
+            if kind in _NUMERIC:
+                values = np.frombuffer(values, dtype=_NUMERIC[kind][1])
+            arrays[name] = pa.array(values, type=_ARROW[kind], mask=_mask(nulls, buffer.rows))
+        arrays[PREDICTION] = self._prediction_column(buffer, schema.field(PREDICTION).type)
+        return pa.table([arrays[n] for n in schema.names], schema=schema)
 
     @staticmethod
-    def _first_prediction(items: list[_Request]) -> Any:
-        for item in items:
-            predictions = item.predictions
-            if isinstance(predictions, np.ndarray):
-                if len(predictions):
-                    return predictions[:1].tolist()[0]
-                continue
-            first = next((p for p in predictions if p is not None), None)
-            if first is not None:
-                return first
-        return None
+    def _prediction_column(buffer: _Buffer, kind: pa.DataType) -> pa.Array:
+        values = np.frombuffer(buffer.predictions, dtype=np.float64)
+        mask = _mask(buffer.null_predictions, buffer.rows)
+        if pa.types.is_list(kind):
+            offsets = np.zeros(buffer.rows + 1, dtype=np.int32)
+            np.cumsum(np.frombuffer(buffer.lengths, dtype=np.int64), out=offsets[1:])
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values),
+                                            mask=None if mask is None else pa.array(mask))
+        if mask is None:
+            return pa.array(values, type=kind)
+        column = np.zeros(buffer.rows, dtype=np.float64)
+        column[~mask] = values
+        return pa.array(column, type=kind, mask=mask)
 
-    def _predictions(self, arrays: Sequence[Any], kind: pa.DataType) -> tuple[pa.Array, int]:
-        """(the prediction column, how many were stored as null) from each request's predictions. Numeric arrays of
-        the output's rows, one per request (what the server hands over), go to Arrow in one piece: one value per row,
-        or a list per row when the output has several values per row; anything else value by value."""
-        if set(map(type, arrays)) == {np.ndarray} and \
-                all(d.kind in "fiu" for d in set(map(operator.attrgetter("dtype"), arrays))) and \
-                len({shape[1:] for shape in set(map(operator.attrgetter("shape"), arrays))}) == 1 and \
-                set(map(operator.attrgetter("ndim"), arrays)) <= {1, 2}:
-            values = np.concatenate(arrays).astype(np.float64, copy=False)
-            width = 1 if values.ndim == 1 else values.shape[1]
-            if width >= 1 and (width > 1) == pa.types.is_list(kind):
-                if width == 1:
-                    return pa.array(values.reshape(-1), type=kind), 0
-                offsets = pa.array(np.arange(0, values.size + 1, width, dtype=np.int32))
-                return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1))), 0
-        predictions = [self._prediction(p) for p in itertools.chain.from_iterable(map(_predictions_list, arrays))]
-        return pa.array([value for value, _ in predictions], type=kind), sum(bad for _, bad in predictions)
-
-    def _prediction(self, value: Any) -> tuple[Any, int]:
-        """(the stored prediction, 1 when it had to be stored as null)."""
-        if value is None:  # a failed request's row
-            return None, 0
-        value = _scalar(value)
-        is_list = isinstance(value, (list, tuple))
-        if self._prediction_list is None:
-            self._prediction_list = is_list
-        try:
-            if is_list != self._prediction_list:
-                raise ValueError(value)
-            return ([float(v) for v in value] if is_list else float(value)), 0
-        except (TypeError, ValueError):
-            return None, 1
-
-    def _schema(self, first_prediction: Any) -> pa.Schema:
-        """first_prediction: the batch's first prediction (None when every request failed: then a scalar column,
-        until a real prediction says which)."""
+    def _schema(self) -> pa.Schema:
+        """The files' schema: the prediction a list column once a list was logged, else a scalar one (also while
+        every request failed, until a real prediction says which)."""
         assert self._features is not None
-        if self._prediction_list is None and first_prediction is not None:
-            self._prediction_list = isinstance(_scalar(first_prediction), (list, tuple))
         prediction = pa.list_(pa.float64()) if self._prediction_list else pa.float64()
         return pa.schema([(REQUEST_ID, pa.string()), (ROW_INDEX, pa.int32()),
                           (TIME, pa.timestamp("us", tz="UTC")), (MODEL, pa.string()), (MODEL_VERSION, pa.int64()),
@@ -508,14 +655,13 @@ class RequestLog:
                           (STATUS, pa.int32()), (ERROR, pa.string()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 
-    def _write(self, span: int, items: list[_Request], rows: int) -> None:
-        """Writes the requests (`rows` rows in all) as one file of the span."""
+    def _write(self, span: int, table: pa.Table, invalid: int) -> None:
+        """Writes the table as one file of the span."""
         self._seq += 1
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = os.path.join(self.log_dir, f"span-{span}")
         name = f"part-{stamp}-{self._writer}-{self._seq:06d}.parquet"
         try:
-            table, invalid = self._file_table(items)
             # An Arrow buffer, not io.BytesIO: Parquet's writer then never calls back into Python, which took the
             # interpreter lock again for every piece written (next to a busy event loop, 30 ms -> 350 ms a flush).
             sink = pa.BufferOutputStream()
@@ -523,16 +669,26 @@ class RequestLog:
             write_whole(folder, name, sink.getvalue().to_pybytes())
         except Exception as e:  # every filesystem raises its own errors (OSError, TensorFlow's on gs://): counted
             with self._lock:
-                self._lose(rows, f"cannot write {os.path.join(folder, name)}: {type(e).__name__}: {e}", error=True)
+                self._lose(table.num_rows, f"cannot write {os.path.join(folder, name)}: {type(e).__name__}: {e}",
+                           error=True)
             return
         with self._lock:
             self.invalid_values += invalid
-            self.logged_rows += rows
+            self.logged_rows += table.num_rows
             self.files_written += 1
             if self._failing:
                 self._failing = False
                 logger.warning("request log %s: writing again (%d row(s) lost so far)", self.log_dir,
                                self.dropped_rows)
+
+
+def _mask(rows: list[int], count: int) -> Optional[np.ndarray]:
+    """A boolean mask of `count` rows, true at `rows` (None when there are none)."""
+    if not rows:
+        return None
+    mask = np.zeros(count, dtype=bool)
+    mask[rows] = True
+    return mask
 
 
 def write_whole(folder: str, name: str, data: bytes) -> str:

@@ -49,12 +49,11 @@ def test_rows_columns_and_spans(tmp_path):
                               "files_written": 2}
 
 
-def test_a_flush_built_in_pieces_is_one_file_in_order_with_one_schema(tmp_path):
-    """A flush's columns are built BUILD_CHUNK requests at a time: still one file, rows in the order logged,
-    one prediction type for the file even when a whole piece holds failed requests only."""
+def test_a_flush_is_one_file_in_order_with_one_schema(tmp_path):
+    """A flush of one span is one file, rows in the order logged, one prediction type for the file even when its
+    first requests failed (their predictions null, before any said whether predictions are lists)."""
     log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
-    log.BUILD_CHUNK = 4
-    for i in range(5):  # the first piece and one more request: failed, no prediction
+    for i in range(5):  # failed, no prediction
         log.log(f"f{i}", "taxi", 1, "serving_default", [ROW], [None], 1.0, status=500, error="boom")
     for i in range(6):  # two-value predictions, one row or two per request
         rows = [ROW] * (1 + i % 2)
@@ -265,19 +264,25 @@ def test_bad_arguments(tmp_path, kwargs, message):
         RequestLog(str(tmp_path), **kwargs)
 
 
-def _typed_rows(rows: list[dict]):
-    """The rows as the server's fast path decodes them (codec.Rows), for a signature taking FEATURES' inputs."""
-    import json
-
+def _signature():
+    """A signature taking FEATURES' inputs, as the server's registry describes one."""
     import tensorflow as tf
 
-    from flywheel.serving import codec, models
+    from flywheel.serving import models
 
     dtypes = {"FLOAT": tf.float32, "INT": tf.int64, "BYTES": tf.string}
     inputs = {name: models.TensorSpec(name, dtypes[kind], (None,), dtypes[kind].as_numpy_dtype)
               for name, kind in sorted(FEATURES.items())}
-    signature = models.Signature("serving_default", "tensorflow/serving/predict", inputs, {}, None)
-    parsed = codec.parse_rows(json.dumps({"instances": rows}).encode(), signature)
+    return models.Signature("serving_default", "tensorflow/serving/predict", inputs, {}, None)
+
+
+def _typed_rows(rows: list[dict], signature=None):
+    """The rows as the server's fast path decodes them (codec.Rows), for a signature taking FEATURES' inputs."""
+    import json
+
+    from flywheel.serving import codec
+
+    parsed = codec.parse_rows(json.dumps({"instances": rows}).encode(), signature or _signature())
     assert parsed is not None, "the fast path refused the rows"
     return parsed[1]
 
@@ -315,23 +320,61 @@ def test_typed_rows_in_one_flush_with_dict_rows_and_the_first_typed_row_types_th
     assert str(table.schema.field("trip_start_hour").type) == "double"  # typed from a row, as numbers are
 
 
-def test_requests_waiting_for_their_flush_hold_one_object_the_collector_tracks(tmp_path):
+def test_requests_waiting_for_their_flush_hold_none_of_the_servers_objects(tmp_path):
+    """Waiting requests are values copied into the log's columns: neither the decoded rows nor the batch's
+    output the server handed over are kept, and the log holds no object per request for the collector to walk."""
     import gc
+    import sys
+    import weakref
 
     import numpy as np
 
     log = RequestLog(str(tmp_path), features=FEATURES, flush_interval_s=3600)
-    requests = [(_typed_rows([ROW]), np.array([[0.5]], dtype=np.float32)) for _ in range(2000)]
+    signature = _signature()
+    requests = [(_typed_rows([{**ROW, "fare": float(i)}], signature), np.array([[i / 4]], dtype=np.float32))
+                for i in range(2000)]
+    outputs = [weakref.ref(predictions) for _, predictions in requests]
+    references = [sys.getrefcount(rows) for rows, _ in requests]
     gc.collect()
     gc.disable()
     try:
         before = len(gc.get_objects())
         for i, (rows, predictions) in enumerate(requests):
             log.log(f"r{i}", "taxi", 1, "serving_default", rows, predictions, 1.0)
-        del requests
+        del rows, predictions
         held = len(gc.get_objects()) - before
+        assert [sys.getrefcount(rows) for rows, _ in requests] == references, "the log kept a reference to rows"
+        del requests
+        assert all(output() is None for output in outputs), "the log kept a batch output alive"
     finally:
         gc.enable()
+    assert held <= 50, f"{held} objects the collector tracks for 2000 waiting requests"
     log.close()
-    assert log.counters()["logged_rows"] == 2000
-    assert held <= 2000 + 50, f"{held} tracked objects for 2000 waiting requests (their row lists only expected)"
+    table = pq.read_table(str(tmp_path))
+    assert table.column("fare").to_pylist() == [float(i) for i in range(2000)]
+    assert table.column("prediction").to_pylist() == [i / 4 for i in range(2000)]
+
+
+def test_a_typed_value_its_column_cannot_hold_is_null_and_the_columns_stay_aligned(tmp_path):
+    """A typed row holding an int beyond an INT column's int64 (the decoder admits none; a row built by hand can):
+    that cell is null and counted, the rest of the request and the requests around it are written whole."""
+    import msgspec
+    import numpy as np
+
+    from flywheel.serving import codec
+
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
+    signature = _signature()
+    for i, hour in enumerate([3, 2**70, 4]):
+        rows = _typed_rows([{**ROW, "fare": 1.5 + i, "trip_start_hour": min(hour, 23)}], signature)
+        if hour > 23:  # the same row with the hour out of range
+            fields = dict(zip(rows.names, msgspec.structs.fields(type(rows[0])), strict=True))
+            rows = codec.Rows([msgspec.structs.replace(rows[0], **{fields["trip_start_hour"].name: hour})],
+                              rows.names)
+        log.log(f"r{i}", "taxi", 1, "serving_default", rows, np.array([[0.5 + i]], dtype=np.float32), 1.0)
+    log.close()
+    table = pq.read_table(str(tmp_path)).to_pydict()
+    assert table["request_id"] == ["r0", "r1", "r2"]
+    assert table["fare"] == [1.5, 2.5, 3.5] and table["trip_start_hour"] == [3, None, 4]
+    assert table["prediction"] == [0.5, 1.5, 2.5]
+    assert log.counters()["invalid_values"] == 1 and log.counters()["logged_rows"] == 3

@@ -40,3 +40,25 @@ def test_interleaved_runs_give_the_median_requests_per_second_and_percentiles_an
     load = bench.median_load(runs)
     assert (load.rps, load.p50, load.p90, load.p99) == (2000.0, 8.0, 12.0, 40.0)
     assert (load.requests, load.failed, load.concurrency, load.rows) == (59000, 2, 32, 1)
+
+
+def test_the_request_logs_counters_and_rows_are_read_from_the_servers_metrics_and_files(tmp_path):
+    """The benchmark checks that every request was logged: the counters from the metrics text the server's own
+    Metrics write, the rows from the Parquet files a RequestLog writes."""
+    from prometheus_client import generate_latest
+
+    from flywheel.serving.request_log import RequestLog
+    from flywheel.serving.server import Metrics
+
+    bench = _bench()
+    metrics = Metrics()
+    metrics.request_log.labels("logged_rows").set(1200)
+    metrics.request_log.labels("dropped_rows").set(3)
+    assert bench.log_counters(generate_latest(metrics.registry).decode()) == {"logged_rows": 1200.0,
+                                                                             "dropped_rows": 3.0}
+    for i, requests in enumerate((3, 5)):
+        log = RequestLog(str(tmp_path / f"log-{i}"), clock=lambda: 0.0)
+        for r in range(requests):
+            log.log(f"r{r}", "m", 1, "s", [{"x": 1.0}] * 2, [0.5] * 2, 1.0)
+        log.close()
+    assert bench.logged_rows([str(tmp_path / "log-0"), str(tmp_path / "log-1")]) == 16
