@@ -235,8 +235,8 @@ def serialized_row() -> bytes:
 
 
 class Floor:
-    """The examples signature, loaded once, called in-process: `measure(seconds)` gives (p50 ms of 1-row calls,
-    rows/s of 512-row calls)."""
+    """The examples signature, loaded once, called in-process: `p50(seconds)` of 1-row calls, `rows_per_s(seconds)`
+    of 512-row calls one after another (rows over wall time, as wrk's figures for the servers are)."""
 
     def __init__(self, version_path: str):
         import tensorflow as tf
@@ -244,43 +244,57 @@ class Floor:
         self.fn = tf.saved_model.load(version_path).signatures["serving_examples"]
         self.one, self.big = tf.constant([serialized_row()]), tf.constant([serialized_row()] * BIG_ROWS)
 
-    def timings(self, examples, seconds: float) -> list[float]:
+    def _warm(self, examples) -> None:
         for _ in range(20):
             self.fn(examples=examples)["outputs"].numpy()
+
+    def p50(self, seconds: float) -> float:
+        self._warm(self.one)
         out, deadline = [], time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            self.fn(examples=examples)["outputs"].numpy()
+            self.fn(examples=self.one)["outputs"].numpy()
             out.append(time.perf_counter() - started)
-        return out
+        return statistics.median(out) * 1000.0
+
+    def rows_per_s(self, seconds: float) -> float:
+        self._warm(self.big)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            self.fn(examples=self.big)["outputs"].numpy()
+            calls += 1
+        return BIG_ROWS * calls / (time.perf_counter() - started)
 
     def measure(self, seconds: float) -> tuple[float, float]:
-        p50 = statistics.median(self.timings(self.one, seconds)) * 1000.0
-        return p50, BIG_ROWS / statistics.median(self.timings(self.big, seconds))
+        return self.p50(seconds), self.rows_per_s(seconds)
 
 
 def floor_rounds(wrk: Wrk, floor: Floor, base: str, rounds: int,
                  seconds: float) -> tuple[dict[str, Load], float, float, list[float]]:
-    """The floor, then flywheel serve's 1-row concurrency-1 and 512-row loads, `rounds` times in a row. Returns
-    ({"c1", "big"}: the median of each load's runs, the floor's median p50 and rows/s, for each round the 512-row
-    rows/s as a share of the floor's in that round): a share taken within one round sees the machine as the
+    """The floor and flywheel serve's 1-row concurrency-1 and 512-row loads, `rounds` times in a row; in each round
+    the floor's 512-row rate is measured right before and right after flywheel serve's. Returns ({"c1", "big"}: the
+    median of each load's runs, the floor's median p50 and rows/s, for each round the 512-row rows/s as a share of
+    the mean of the floor's two measurements around it): a share taken within one round sees the machine as the
     floor saw it, and its median over rounds is the comparison (this machine's speed drifts by tens of percent
     within minutes, the floor's with it)."""
     url = f"{base}/v1/models/{MODEL}:predict"
     runs: dict[str, list[Load]] = {"c1": [], "big": []}
-    floors, shares = [], []
+    p50s, floors, shares = [], [], []
     for round_ in range(rounds):
-        floors.append(floor.measure(seconds))
+        p50s.append(floor.p50(seconds))
         runs["c1"].append(wrk.run("flywheel serve, 1 row", url, 1, 1))
+        before = floor.rows_per_s(seconds)
         runs["big"].append(wrk.run(f"flywheel serve, {BIG_ROWS} rows", url, BIG_CONCURRENCY, BIG_ROWS))
-        shares.append(runs["big"][-1].rows_per_s / floors[-1][1])
-        print(f"  round {round_ + 1}: floor 1 row p50 {floors[-1][0]:.3f} ms, {BIG_ROWS} rows {floors[-1][1]:,.0f} "
-              f"rows/s; flywheel serve c=1 p50 {runs['c1'][-1].p50:.2f} ms, {BIG_ROWS} rows "
+        after = floor.rows_per_s(seconds)
+        floors.append((before + after) / 2)
+        shares.append(runs["big"][-1].rows_per_s / floors[-1])
+        print(f"  round {round_ + 1}: floor 1 row p50 {p50s[-1]:.3f} ms, {BIG_ROWS} rows {before:,.0f} then "
+              f"{after:,.0f} rows/s; flywheel serve c=1 p50 {runs['c1'][-1].p50:.2f} ms, {BIG_ROWS} rows "
               f"{runs['big'][-1].rows_per_s:,.0f} rows/s = {shares[-1]:.0%} of the floor", flush=True)
     loads = {name: median_load(r) for name, r in runs.items()}
     for name, load in loads.items():
         print(f"{load.line()}  (median of {len(runs[name])} runs)", flush=True)
-    return (loads, statistics.median(f[0] for f in floors), statistics.median(f[1] for f in floors), shares)
+    return loads, statistics.median(p50s), statistics.median(floors), shares
 
 
 # ---- servers -----------------------------------------------------------------------------------------------------
