@@ -3,10 +3,10 @@
 `RequestLog.log(...)` is called by the server after it has answered; it copies the request's values into the
 columns of the requests waiting for the next flush, one row per instance (numbers into typed arrays, so a waiting
 request holds none of the objects the server made for it), and returns: it never blocks, never raises on I/O,
-and wakes the writer thread only when the columns were empty or hold `max_rows_per_file` rows, not once per
-request. A background thread takes the columns as they are at each flush, turns them into Arrow arrays without a
-pass over the requests (typed arrays without a copy; pyarrow encodes and compresses without the GIL), and writes
-them in batches:
+and wakes the writer thread only when the columns were empty or are full (`max_rows_per_file` rows, or half of
+`max_pending_requests` requests), not once per request. A background thread takes the columns as they are at
+each flush, turns them into Arrow arrays without a pass over the requests (typed arrays without a copy; pyarrow
+encodes and compresses without the GIL), and writes them in batches:
 
     <log_dir>/span-<N>/part-<UTC time>-<writer>-<seq>.parquet
 
@@ -22,8 +22,8 @@ them in batches:
   fixed when the log is created:
   `features` ({name: INT|FLOAT|BYTES}, e.g. `features_from_schema(schema, names)`); without it, from the
   first logged row (numbers as FLOAT, text as BYTES). Keys a row has beyond them are not logged; a feature a
-  row lacks, or a value of the wrong type, is null (counted in `invalid_values`). So every file of a log has
-  the same column types.
+  row lacks is null; a value of the wrong type is null and counted in `invalid_values`. So every file of a log
+  has the same feature column types (the prediction column is float64 until a first list prediction is logged).
 - **Whole files only.** On a local disk a file is written under a hidden temporary name (`.part-...tmp`,
   which Ingest and the monitor pass over), fsynced, then renamed into place; on object storage (gs://, s3://,
   through `tfx.dsl.io.fileio`) the object is written once under its final name, which appears only when
@@ -161,6 +161,7 @@ def _row_dict(rows: Any, i: int) -> dict:
 _AS_IS = {FLOAT: (float, int), INT: (int,), BYTES: (str,)}
 _NUMERIC = {INT: ("q", np.int64), FLOAT: ("d", np.float64)}
 _PLACEHOLDER = {INT: 0, FLOAT: 0.0}
+_NO_PLAN = object()
 
 
 class _Staged(msgspec.Struct, gc=False):
@@ -423,17 +424,18 @@ class RequestLog:
         """For typed rows holding every feature with a type its column takes as is: a getter of a row's values in
         the features' order (made once per row type); else None."""
         names = _typed_names(rows)
-        if names is None or not rows:
+        if names is None or not rows or not self._features:
             return None
         row_type = type(rows[0])
-        if row_type not in self._plans:
+        plan = self._plans.get(row_type, _NO_PLAN)
+        if plan is _NO_PLAN:
             if len(self._plans) >= 16:  # one row type per signature served: old versions' types are let go
                 self._plans.clear()
             fields = {name: info for name, info in zip(names, msgspec.structs.fields(row_type), strict=True)}
             ok = all(name in fields and fields[name].type in _AS_IS[kind] for name, kind in self._features.items())
-            self._plans[row_type] = operator.attrgetter(
+            plan = self._plans[row_type] = operator.attrgetter(
                 *[fields[name].name for name in self._features]) if ok else None
-        return self._plans[row_type]
+        return plan
 
     def _stage_values(self, rows: Sequence, count: int) -> _Staged:
         """The general path: each value typed (`_typed`), a missing one null, a wrong one null and counted."""
@@ -475,8 +477,9 @@ class RequestLog:
                 staged.null_predictions.append(row)
                 continue
             is_list = isinstance(value, (list, tuple))
+            expected = self._prediction_list if self._prediction_list is not None else staged.is_list
             try:
-                if staged.is_list is not None and is_list != staged.is_list:
+                if expected is not None and is_list != expected:
                     raise ValueError(value)
                 floats = [float(v) for v in value] if is_list else [float(value)]
             except (TypeError, ValueError, OverflowError):

@@ -378,3 +378,22 @@ def test_a_typed_value_its_column_cannot_hold_is_null_and_the_columns_stay_align
     assert table["fare"] == [1.5, 2.5, 3.5] and table["trip_start_hour"] == [3, None, 4]
     assert table["prediction"] == [0.5, 1.5, 2.5]
     assert log.counters()["invalid_values"] == 1 and log.counters()["logged_rows"] == 3
+
+
+def test_a_log_without_feature_columns_and_a_list_among_scalars(tmp_path):
+    """No feature columns (features={}): typed rows are still logged, request columns only. Once predictions are
+    scalars, a request's list prediction is null and counted, its scalar ones kept."""
+    import numpy as np
+
+    log = RequestLog(str(tmp_path / "bare"), features={}, clock=lambda: 5.0)
+    log.log("a", "taxi", 1, "serving_default", _typed_rows([ROW, ROW]), np.array([[0.5], [0.25]]), 1.0)
+    log.close()
+    bare = pq.read_table(str(tmp_path / "bare"))
+    assert bare.column("prediction").to_pylist() == [0.5, 0.25] and "fare" not in bare.column_names
+    assert log.counters()["logged_rows"] == 2
+    log = RequestLog(str(tmp_path / "mixed"), features=FEATURES, clock=lambda: 5.0)
+    log.log("a", "taxi", 1, "serving_default", [ROW], [0.5], 1.0)
+    log.log("b", "taxi", 1, "serving_default", [ROW, ROW], [[1.0, 2.0], 3.0], 1.0)
+    log.close()
+    assert pq.read_table(str(tmp_path / "mixed")).column("prediction").to_pylist() == [0.5, None, 3.0]
+    assert log.counters()["invalid_values"] == 1
