@@ -228,15 +228,7 @@ class _Buffer:
         except Exception:
             self._cut(rows, values)
             raise
-        self.counts.append(count)
-        self.request_id.append(request_id)
-        self.model.append(model)
-        self.version.append(version)
-        self.signature.append(signature)
-        self.role.append(role)
-        self.error.append(error)
-        self.requests += 1
-        self.rows += count
+        self._end_request(request_id, model, version, signature, role, error, count)
 
     def add_one(self, at: float, request_id: str, model: str, version: Optional[int], signature: str,
                 latency_ms: float, values: tuple, prediction: float) -> None:
@@ -253,15 +245,20 @@ class _Buffer:
         self.at.append(at)
         self.latency.append(latency_ms)
         self.status.append(200)
-        self.counts.append(1)
+        self._end_request(request_id, model, version, signature, None, None, 1)
+
+    def _end_request(self, request_id: str, model: str, version: Optional[int], signature: str, role: Optional[str],
+                     error: Optional[str], count: int) -> None:
+        """Appends the request-level fields that cannot fail, once its rows are in: the request is then whole."""
+        self.counts.append(count)
         self.request_id.append(request_id)
         self.model.append(model)
         self.version.append(version)
         self.signature.append(signature)
-        self.role.append(None)
-        self.error.append(None)
+        self.role.append(role)
+        self.error.append(error)
         self.requests += 1
-        self.rows += 1
+        self.rows += count
 
     def _cut(self, rows: int, values: int) -> None:
         """Drops whatever a failed `add` appended: rows from `rows` on, prediction values from `values` on."""
@@ -364,12 +361,12 @@ class RequestLog:
                 if self._prediction_list is None:
                     self._prediction_list = staged.is_list
                 else:  # a scalar among lists or a list among scalars: stored as null
-                    staged = self._null_predictions(staged, count, invalid=True)
+                    staged = self._null_predictions(staged, count)
             try:
                 self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
                                  staged)
             except (OverflowError, TypeError, ValueError):  # a typed row's value its column cannot take as is
-                typed = self._stage_values(rows, count)  # (a uint64 beyond int64, say): typed one by one
+                typed = self._stage_values(rows, count)  # (an int beyond int64 in a hand-built row): one by one
                 typed.invalid.extend(staged.invalid)
                 typed.predictions, typed.lengths = staged.predictions, staged.lengths
                 typed.null_predictions, typed.is_list = staged.null_predictions, staged.is_list
@@ -492,10 +489,10 @@ class RequestLog:
             staged.lengths.append(len(floats))
 
     @staticmethod
-    def _null_predictions(staged: _Staged, count: int, invalid: bool) -> _Staged:
-        """The request with every prediction null (counted as invalid when `invalid`, except rows already null)."""
+    def _null_predictions(staged: _Staged, count: int) -> _Staged:
+        """The request with every prediction null, each not null already counted as invalid."""
         already = set(staged.null_predictions)
-        bad = [row for row in range(count) if row not in already] if invalid else []
+        bad = [row for row in range(count) if row not in already]
         return _Staged(staged.columns, staged.nulls, [*staged.invalid, *bad], [], [0] * count, list(range(count)),
                        None, staged.row)
 
