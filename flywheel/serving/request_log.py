@@ -1,10 +1,12 @@
 """Request logs: what production sent and what the model answered, as Parquet spans Ingest and the monitor read.
 
-`RequestLog.log(...)` is called by the server after it has answered; it copies the request's values into the
-columns of the requests waiting for the next flush, one row per instance (numbers into typed arrays, so a waiting
-request holds none of the objects the server made for it), and returns: it never blocks, never raises on I/O,
-and wakes the writer thread only when the columns were empty or are full (`max_rows_per_file` rows, or half of
-`max_pending_requests` requests), not once per request. A background thread takes the columns as they are at
+`RequestLog.log(...)` is called by the server after it has answered; it takes the request's values, one row per
+instance, and returns: it never blocks, never raises on I/O, and wakes the writer thread only when nothing was
+waiting or a flush is due at once (`max_rows_per_file` rows, or half of `max_pending_requests` requests), not
+once per request. The server's common request (one row, answered, one numeric prediction) costs one append of a
+tuple of its plain values; any other is typed into the columns of the waiting requests (numbers into typed
+arrays), after the queued tuples, which go in a column at a time. Either way a waiting request holds none of the
+objects the server made for it (its decoded rows, the batch's output). A background thread takes the columns at
 each flush, turns them into Arrow arrays without a pass over the requests (typed arrays without a copy; pyarrow
 encodes and compresses without the GIL), and writes them in batches:
 
@@ -181,13 +183,35 @@ class _Staged(msgspec.Struct, gc=False):
     row: Optional[tuple] = None
 
 
+def _stage_values(features: Mapping[str, str], rows: Sequence, count: int) -> _Staged:
+    """The general path: each value typed (`_typed`), a missing one null, a wrong one null and counted."""
+    dicts = rows if _typed_names(rows) is None else [_row_dict(rows, i) for i in range(count)]
+    columns, nulls, invalid = [], [], []
+    for position, (name, kind) in enumerate(features.items()):
+        column = []
+        for row, values in enumerate(dicts):
+            try:
+                value = _typed(values.get(name), kind)
+            except ValueError:
+                value = None
+                invalid.append(row)
+            if value is None and kind != BYTES:
+                value = _PLACEHOLDER[kind]
+                nulls.append((position, row))
+            column.append(value)
+        columns.append(column)
+    return _Staged(columns, nulls, invalid, [], [], [], None)
+
+
 class _Buffer:
-    """The requests logged since the last flush, as columns. `log` copies each request's values in (numbers into
-    typed arrays), so a waiting request holds none of the objects the server made for it (its decoded rows, the
-    batch's output), and a flush builds its Arrow columns from these buffers without a pass over the requests."""
+    """The requests logged since the last flush, as columns (answered one-row requests first queued as tuples of
+    their values, see `add_one`). A waiting request holds none of the objects the server made for it (its decoded
+    rows, the batch's output), and a flush builds its Arrow columns from these buffers without a pass over the
+    requests."""
 
     def __init__(self, features: Mapping[str, str]):
-        self.requests = self.rows = 0
+        self.kinds = dict(features)
+        self.requests = self.rows = 0  # every request logged since the flush: in the columns or in `answered`
         self.at, self.latency = array.array("d"), array.array("d")
         self.status, self.counts = array.array("i"), array.array("q")
         self.request_id: list = []
@@ -201,12 +225,67 @@ class _Buffer:
         self.invalid: list[int] = []  # the row of each cell stored as null for a wrong type
         self.predictions, self.lengths = array.array("d"), array.array("q")
         self.null_predictions: list[int] = []
+        # Answered one-row requests not yet in the columns, in order: (time, request id, model, version, signature,
+        # latency, prediction, *feature values), one flat tuple of plain values each (which the collector stops
+        # tracking at its first pass), one append on the server's side; `settle` moves them into the columns all at
+        # once, a column at a time, before any other request goes in and before the flush.
+        self.answered: list[tuple] = []
 
     def add(self, at: float, request_id: str, model: str, version: Optional[int], signature: str, latency_ms: float,
             role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged) -> None:
         """Appends one request; on any failure (a value an array cannot take) every buffer is cut back to where
         it was, so the columns stay aligned, and the error is raised."""
-        rows, values = self.rows, len(self.predictions)
+        self.settle()
+        self._add(at, request_id, model, version, signature, latency_ms, role, status, error, count, staged)
+        self.requests += 1
+        self.rows += count
+
+    def add_one(self, entry: tuple) -> None:
+        """Queues an answered one-row request with one numeric prediction, (time, request id, model, version,
+        signature, latency, prediction, *its values in the features' order, of the columns' own types): the
+        server's common request, spared `add`'s generality until `settle`."""
+        self.answered.append(entry)
+        self.requests += 1
+        self.rows += 1
+
+    def settle(self) -> None:
+        """Moves the queued one-row requests into the columns, a column at a time. A value a column cannot take
+        (an int beyond int64 in a typed row built by hand) sends them back one by one, each typed as `add` types
+        a row it cannot take as is."""
+        entries, self.answered = self.answered, []
+        if not entries:
+            return
+        count = len(entries)
+        at, ids, models, versions, signatures, latencies, predictions, *features = zip(*entries, strict=True)
+        rows, start = len(self.lengths), len(self.at)
+        try:
+            for buffer, column in zip(self.features, features, strict=True):
+                buffer.extend(column)
+        except (OverflowError, TypeError, ValueError):
+            self._cut(rows, len(self.predictions), start)
+            for entry in entries:
+                staged = _stage_values(self.kinds, [dict(zip(self.kinds, entry[7:], strict=True))], 1)
+                staged.predictions, staged.lengths = [entry[6]], [1]
+                self._add(*entry[:6], None, 200, None, 1, staged)
+            return
+        self.predictions.extend(predictions)
+        ones = array.array("q", [1]) * count
+        self.lengths.extend(ones)
+        self.counts.extend(ones)
+        self.at.extend(at)
+        self.latency.extend(latencies)
+        self.status.extend(array.array("i", [200]) * count)
+        self.request_id.extend(ids)
+        self.model.extend(models)
+        self.version.extend(versions)
+        self.signature.extend(signatures)
+        self.role.extend([None] * count)
+        self.error.extend([None] * count)
+
+    def _add(self, at: float, request_id: str, model: str, version: Optional[int], signature: str, latency_ms: float,
+             role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged) -> None:
+        """Appends one request to the columns (cut back to where they were, and the error raised, on failure)."""
+        rows, values, requests = len(self.lengths), len(self.predictions), len(self.at)
         try:
             if staged.row is not None:
                 for buffer, value in zip(self.features, staged.row, strict=True):
@@ -226,30 +305,8 @@ class _Buffer:
             self.latency.append(latency_ms)
             self.status.append(status)
         except Exception:
-            self._cut(rows, values)
+            self._cut(rows, values, requests)
             raise
-        self._end_request(request_id, model, version, signature, role, error, count)
-
-    def add_one(self, at: float, request_id: str, model: str, version: Optional[int], signature: str,
-                latency_ms: float, values: tuple, prediction: float) -> None:
-        """Appends an answered one-row request with one scalar prediction, its values (in the features' order)
-        needing no typing: the server's common request, spared `add`'s generality."""
-        try:
-            for buffer, value in zip(self.features, values, strict=True):
-                buffer.append(value)
-        except Exception:
-            self._cut(self.rows, len(self.predictions))
-            raise
-        self.predictions.append(prediction)
-        self.lengths.append(1)
-        self.at.append(at)
-        self.latency.append(latency_ms)
-        self.status.append(200)
-        self._end_request(request_id, model, version, signature, None, None, 1)
-
-    def _end_request(self, request_id: str, model: str, version: Optional[int], signature: str, role: Optional[str],
-                     error: Optional[str], count: int) -> None:
-        """Appends the request-level fields that cannot fail, once its rows are in: the request is then whole."""
         self.counts.append(count)
         self.request_id.append(request_id)
         self.model.append(model)
@@ -257,11 +314,10 @@ class _Buffer:
         self.signature.append(signature)
         self.role.append(role)
         self.error.append(error)
-        self.requests += 1
-        self.rows += count
 
-    def _cut(self, rows: int, values: int) -> None:
-        """Drops whatever a failed `add` appended: rows from `rows` on, prediction values from `values` on."""
+    def _cut(self, rows: int, values: int, requests: int) -> None:
+        """Drops whatever a failed append left: rows from `rows` on, prediction values from `values` on, request
+        fields from `requests` on."""
         for buffer in (*self.features, self.lengths):
             del buffer[rows:]
         del self.predictions[values:]
@@ -269,7 +325,7 @@ class _Buffer:
             while positions and positions[-1] >= rows:
                 positions.pop()
         for buffer in (self.at, self.latency, self.status):
-            del buffer[self.requests:]
+            del buffer[requests:]
 
 
 class RequestLog:
@@ -298,6 +354,7 @@ class RequestLog:
         self._features: Optional[dict[str, str]] = None
         self._buffer: Optional[_Buffer] = None  # requests waiting to be written (guarded by _lock)
         self._plans: dict[type, Optional[Callable]] = {}  # typed rows' type -> getter of the features' values
+        self._last_plan: tuple = (None, None)  # (the row type looked up last, its plan), read and set as one
         if features is not None:
             self._set_features({name: feature_kind(kind) for name, kind in features.items()})
         self._prediction_list: Optional[bool] = None
@@ -316,7 +373,7 @@ class RequestLog:
     # ---- the server's side: never blocks, never raises on I/O ----------------------------------------------
 
     # The server hands this log the rows as `codec.parse_rows` decoded them and the single output's numpy rows
-    # instead of {feature: value} dicts and lists; their values are copied into the log's columns at once.
+    # instead of {feature: value} dicts and lists; their values are taken out of them at once.
     typed_rows = True
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: Sequence,
@@ -366,7 +423,8 @@ class RequestLog:
                 self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
                                  staged)
             except (OverflowError, TypeError, ValueError):  # a typed row's value its column cannot take as is
-                typed = self._stage_values(rows, count)  # (an int beyond int64 in a hand-built row): one by one
+                # (an int beyond int64 in a hand-built row): one by one
+                typed = _stage_values(self._features, rows, count)
                 typed.invalid.extend(staged.invalid)
                 typed.predictions, typed.lengths = staged.predictions, staged.lengths
                 typed.null_predictions, typed.is_list = staged.null_predictions, staged.is_list
@@ -379,23 +437,20 @@ class RequestLog:
     def _log_one(self, request_id: str, model: str, version: int, signature: str, rows: Sequence, prediction: float,
                  latency_ms: float) -> bool:
         """`log` of an answered one-row request with one numeric prediction, once predictions are known to be
-        scalars; False when its row needs typing (or a value does not fit its column): `log`'s general path then
-        takes it."""
+        scalars; False when its row needs typing (or the log is closed or full): `log`'s general path then takes
+        it."""
         getter = self._plan(rows)
         if getter is None:
             return False
         values = getter(rows[0])
-        if len(self._features) == 1:
-            values = (values,)
-        at = self._clock()
+        entry = (self._clock(), request_id, model, version, signature, latency_ms, prediction) + \
+            (values if len(self._features) > 1 else (values,))
         with self._lock:
-            if self._closed or self._buffer.requests >= self.max_pending_requests:
+            buffer = self._buffer
+            if self._closed or buffer.requests >= self.max_pending_requests:
                 return False  # lost and counted by the general path
-            try:
-                self._buffer.add_one(at, request_id, model, version, signature, latency_ms, values, prediction)
-            except (OverflowError, TypeError, ValueError):
-                return False
-            wake = self._buffer.requests == 1 or self._full(self._buffer)
+            buffer.add_one(entry)
+            wake = buffer.requests == 1 or self._full(buffer)
         if wake:
             self._wake.set()
         return True
@@ -406,7 +461,7 @@ class RequestLog:
             return None
         getter = self._plan(rows)
         if getter is None:
-            staged = self._stage_values(rows, count)
+            staged = _stage_values(self._features, rows, count)
         elif count == 1:  # typed rows whose fields the columns take as they are
             value = getter(rows[0])
             staged = _Staged((), [], [], [], [], [], None, value if len(self._features) > 1 else (value,))
@@ -424,6 +479,9 @@ class RequestLog:
         if names is None or not rows or not self._features:
             return None
         row_type = type(rows[0])
+        last_type, plan = self._last_plan  # the common case: the row type of the request before
+        if last_type is row_type:
+            return plan
         plan = self._plans.get(row_type, _NO_PLAN)
         if plan is _NO_PLAN:
             if len(self._plans) >= 16:  # one row type per signature served: old versions' types are let go
@@ -432,26 +490,8 @@ class RequestLog:
             ok = all(name in fields and fields[name].type in _AS_IS[kind] for name, kind in self._features.items())
             plan = self._plans[row_type] = operator.attrgetter(
                 *[fields[name].name for name in self._features]) if ok else None
+        self._last_plan = (row_type, plan)
         return plan
-
-    def _stage_values(self, rows: Sequence, count: int) -> _Staged:
-        """The general path: each value typed (`_typed`), a missing one null, a wrong one null and counted."""
-        dicts = rows if _typed_names(rows) is None else [_row_dict(rows, i) for i in range(count)]
-        columns, nulls, invalid = [], [], []
-        for position, (name, kind) in enumerate(self._features.items()):
-            column = []
-            for row, values in enumerate(dicts):
-                try:
-                    value = _typed(values.get(name), kind)
-                except ValueError:
-                    value = None
-                    invalid.append(row)
-                if value is None and kind != BYTES:
-                    value = _PLACEHOLDER[kind]
-                    nulls.append((position, row))
-                column.append(value)
-            columns.append(column)
-        return _Staged(columns, nulls, invalid, [], [], [], None)
 
     def _stage_predictions(self, staged: _Staged, predictions: Any, count: int) -> None:
         """Copies the predictions in: a numeric numpy array of the output's rows (what the server hands over) in
@@ -573,9 +613,10 @@ class RequestLog:
     def _write_buffer(self, buffer: _Buffer) -> None:
         """Writes the requests, span by span, in files of at most max_rows_per_file rows (a request is never split;
         one larger than that is a file of its own), from one table of all their rows."""
-        counts = np.frombuffer(buffer.counts, dtype=np.int64)
-        per_request = np.repeat(np.arange(buffer.requests), counts)
         try:
+            buffer.settle()
+            counts = np.frombuffer(buffer.counts, dtype=np.int64)
+            per_request = np.repeat(np.arange(buffer.requests), counts)
             table = self._table(buffer, counts, per_request)
         except Exception as e:  # a bug of ours must not stop the writer: the rows are lost, counted and reported
             logger.exception("request log %s: cannot build the table of %d row(s)", self.log_dir, buffer.rows)

@@ -321,8 +321,9 @@ def test_typed_rows_in_one_flush_with_dict_rows_and_the_first_typed_row_types_th
 
 
 def test_requests_waiting_for_their_flush_hold_none_of_the_servers_objects(tmp_path):
-    """Waiting requests are values copied into the log's columns: neither the decoded rows nor the batch's
-    output the server handed over are kept, and the log holds no object per request for the collector to walk."""
+    """Waiting requests are their values (numbers, strings), copied out: neither the decoded rows nor the batch's
+    output the server handed over are kept, and once the collector has seen them the log holds no object per
+    request for it to walk again (a request's entry is a tuple of plain values, which it stops tracking)."""
     import gc
     import sys
     import weakref
@@ -342,6 +343,7 @@ def test_requests_waiting_for_their_flush_hold_none_of_the_servers_objects(tmp_p
         for i, (rows, predictions) in enumerate(requests):
             log.log(f"r{i}", "taxi", 1, "serving_default", rows, predictions, 1.0)
         del rows, predictions
+        gc.collect()
         held = len(gc.get_objects()) - before
         assert [sys.getrefcount(rows) for rows, _ in requests] == references, "the log kept a reference to rows"
         del requests
@@ -397,3 +399,51 @@ def test_a_log_without_feature_columns_and_a_list_among_scalars(tmp_path):
     log.close()
     assert pq.read_table(str(tmp_path / "mixed")).column("prediction").to_pylist() == [0.5, None, 3.0]
     assert log.counters()["invalid_values"] == 1
+
+
+def test_one_row_requests_queued_between_others_keep_their_order_and_fields(tmp_path):
+    """Answered one-row requests wait as plain tuples and go into the columns when another kind of request comes
+    or at the flush: every row keeps its place, its request's fields and its values, whichever way it went in,
+    and a queued row holding a value its column cannot take (an int beyond int64) is null and counted alone."""
+    import msgspec
+    import numpy as np
+
+    from flywheel.serving import codec
+
+    signature = _signature()
+
+    def one(i: int, hour: int = 5):
+        rows = _typed_rows([{**ROW, "fare": float(i), "trip_start_hour": min(hour, 23)}], signature)
+        if hour > 23:
+            fields = dict(zip(rows.names, msgspec.structs.fields(type(rows[0])), strict=True))
+            rows = codec.Rows([msgspec.structs.replace(rows[0], **{fields["trip_start_hour"].name: hour})],
+                              rows.names)
+        return rows
+
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
+    scalar = lambda value: np.array([[value]], dtype=np.float32)  # noqa: E731
+    log.log("a", "taxi", 1, "serving_default", one(0), scalar(0.5), 1.0)  # types the predictions: general path
+    log.log("b", "taxi", 1, "serving_default", one(1), scalar(1.5), 2.0)  # queued
+    log.log("c", "taxi", 2, "serving_default", one(2, 2**70), scalar(2.5), 3.0)  # queued, its hour too large
+    log.log("d", "taxi", 2, "serving_default", _typed_rows([{**ROW, "fare": 3.0}, {**ROW, "fare": 4.0}], signature),
+            np.array([[3.5], [4.5]], dtype=np.float32), 4.0)  # two rows: the queue goes in first
+    log.log("e", "taxi", 2, "serving_default", one(5), scalar(5.5), 5.0)  # queued
+    log.log("f", "taxi", 2, "serving_default", one(6), [None], 6.0, status=400, error="bad")  # failed
+    log.log("g", "taxi", 2, "serving_default", one(7), scalar(7.5), 7.0, role="canary")  # a role: general path
+    log.log("h", "taxi", 3, "other", one(8), scalar(8.5), 8.0)  # queued until the flush
+    log.close()
+    table = pq.read_table(str(tmp_path)).to_pydict()
+    assert table["request_id"] == ["a", "b", "c", "d", "d", "e", "f", "g", "h"]
+    assert table["row_index"] == [0, 0, 0, 0, 1, 0, 0, 0, 0]
+    assert table["fare"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert table["trip_start_hour"] == [5, 5, None, 14, 14, 5, 5, 5, 5]
+    assert table["prediction"] == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, None, 7.5, 8.5]
+    assert table["latency_ms"] == [1.0, 2.0, 3.0, 4.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert table["model_version"] == [1, 1, 2, 2, 2, 2, 2, 2, 3]
+    assert table["signature_name"] == ["serving_default"] * 8 + ["other"]
+    assert table["status"] == [200] * 6 + [400, 200, 200]
+    assert table["error"] == [None] * 6 + ["bad", None, None]
+    assert table["rollout_role"] == [None] * 7 + ["canary", None]
+    assert table["payment_type"] == ["Cash"] * 9
+    assert log.counters() == {"logged_rows": 9, "dropped_rows": 0, "write_errors": 0, "invalid_values": 1,
+                              "files_written": 1}
