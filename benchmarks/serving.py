@@ -467,7 +467,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--skip-peer", action="store_true", help="do not run the KServe peer")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=7,
                         help="rounds of the floor then flywheel serve at concurrency 1 and with 512 rows (the 512-row "
                              "share: the median of the rounds' shares), and of concurrency-32 runs on flywheel serve's "
                              "plain and --log-dir processes, up side by side and interleaved (the log's cost: the "

@@ -379,7 +379,7 @@ class RequestLog:
     def log(self, request_id: str, model: str, version: int, signature: str, rows: Sequence,
             predictions: Any, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
             error: Optional[str] = None) -> None:
-        """Copies one request into the columns waiting for the flush (rows: its instances as {feature: value}, or
+        """Takes one request's values for the next flush (rows: its instances as {feature: value}, or
         `codec.Rows`; one prediction per row, as a list or a numpy array of the output's rows, None for a failed
         request); role, status and error: its rollout role, HTTP status and error message. A request with no rows
         is not logged; one whose predictions do not match its rows is lost, counted."""
