@@ -11,10 +11,9 @@ With no timeout (TF Serving's batch_timeout_micros=0) an idle batcher never wait
 reach it in one turn of the event loop form a batch at once. When that is a single request and nothing
 else runs, it runs on the event loop's own thread, sparing the two thread hops (to a batch thread and
 back) that cost about as much as the TensorFlow call of one row; requests that arrive meanwhile queue
-up and run together in the batch threads once it returns. When the caller says a request is alone (no
-other request being read or run) and nothing runs or waits here, it runs on the event loop's thread at
-once, without that turn of the loop, if there is no timeout or it fills a batch by itself (no other request
-could join it).
+up and run together in the batch threads once it returns. A request that fills a batch by itself runs on
+the event loop's thread too when the caller says it is alone (no other request being read or run) and
+nothing runs or waits here: no other request could join it.
 """
 
 from __future__ import annotations
@@ -66,14 +65,12 @@ class Batcher:
 
     async def submit(self, servable: Servable, signature: Signature, columns: dict[str, np.ndarray],
                      rows: int, alone: bool = False) -> dict[str, np.ndarray]:
-        """The request's outputs. alone: the caller knows no other request is being read or run. A request alone,
-        with nothing running or waiting here either, runs at once on this thread when it fills a batch by itself
-        (no other request could join it) or when there is no timeout (nothing waits for others to join): the
-        hop to a batch thread and back, or the turn of the event loop an idle batcher waits, is spared."""
+        """The request's outputs. alone: the caller knows no other request is being read or run. A request that
+        fills a batch by itself, alone, with nothing running or waiting here either, runs at once on this thread
+        (no other request could join it; the hop to a batch thread and back is spared)."""
         loop = asyncio.get_running_loop()
         key = (id(servable), servable.version, signature.name)
-        if alone and (rows >= self.max_batch_size or not self.batch_timeout) and self._running == 0 and \
-                not self._queues:
+        if alone and rows >= self.max_batch_size and self._running == 0 and not self._queues:
             self.calls += 1
             self.inline_calls += 1
             outputs = self._run(signature, columns)

@@ -116,26 +116,3 @@ def test_a_request_that_fills_a_batch_alone_in_the_server_runs_on_the_loop_else_
     assert threads[1].startswith("serve-batch"), "with other requests in the server it runs in a batch thread"
     assert batcher.inline_calls == 1 and batcher.calls == 2, (batcher.inline_calls, batcher.calls)
     assert alone["outputs"].tolist() == among_others["outputs"].tolist() and alone["outputs"].shape == (4, 1)
-
-
-def test_with_no_timeout_a_request_alone_in_the_server_runs_at_once_without_a_turn_of_the_loop(serving_dir):
-    """No timeout and the caller says the request is alone: its TensorFlow call runs inside `submit`, before
-    anything else the loop has scheduled; not alone, it waits one turn of the loop for others to join."""
-    servable, signature, threads, run = _recording(serving_dir)
-    columns = {k: [r[k] for r in _rows(1, 1.0)] for k in ISSUE_ROW}
-
-    async def scenario(alone: bool):
-        loop = asyncio.get_running_loop()
-        turned = []
-        loop.call_soon(turned.append, True)
-        batcher = batching.Batcher(run, max_batch_size=8, batch_timeout_ms=0.0, num_batch_threads=1)
-        try:
-            outputs = await batcher.submit(servable, signature, columns, 1, alone=alone)
-            return bool(turned), batcher.inline_calls, outputs, threading.current_thread().name
-        finally:
-            batcher.close()
-
-    turned, inline, outputs, loop_thread = asyncio.run(scenario(alone=True))
-    assert not turned and inline == 1 and threads[-1] == loop_thread and outputs["outputs"].shape == (1, 1)
-    turned, inline, _, _ = asyncio.run(scenario(alone=False))
-    assert turned and inline == 1, "not alone, an idle batcher waits a turn of the loop, then runs it inline"
