@@ -443,7 +443,7 @@ class RequestLog:
         if getter is None:
             return False
         values = getter(rows[0])
-        entry = (self._clock(), request_id, model, version, signature, latency_ms, prediction) + \
+        entry = (float(self._clock()), request_id, model, version, signature, float(latency_ms), prediction) + \
             (values if len(self._features) > 1 else (values,))
         with self._lock:
             buffer = self._buffer

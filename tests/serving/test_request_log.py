@@ -447,3 +447,22 @@ def test_one_row_requests_queued_between_others_keep_their_order_and_fields(tmp_
     assert table["payment_type"] == ["Cash"] * 9
     assert log.counters() == {"logged_rows": 9, "dropped_rows": 0, "write_errors": 0, "invalid_values": 1,
                               "files_written": 1}
+
+
+def test_a_one_row_request_with_a_latency_that_is_not_a_number_is_refused_at_once(tmp_path):
+    """A caller's latency that is not a number is refused by `log` itself (the server reports it and serves
+    on), not queued to break the columns of the requests around it at the flush."""
+    import numpy as np
+
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: 5.0)
+    rows = _typed_rows([ROW])
+    log.log("a", "taxi", 1, "serving_default", rows, np.array([[0.5]], dtype=np.float32), 1.0)
+    with pytest.raises(TypeError):
+        log.log("b", "taxi", 1, "serving_default", rows, np.array([[1.5]], dtype=np.float32), None)
+    log.log("c", "taxi", 1, "serving_default", rows, np.array([[2.5]], dtype=np.float32), 3.0)
+    log.log("d", "taxi", 1, "serving_default", _typed_rows([ROW, ROW]), np.array([[3.5], [4.5]]), 4.0)
+    log.close()
+    table = pq.read_table(str(tmp_path)).to_pydict()
+    assert table["request_id"] == ["a", "c", "d", "d"] and table["latency_ms"] == [1.0, 3.0, 4.0, 4.0]
+    assert table["prediction"] == [0.5, 2.5, 3.5, 4.5]
+    assert log.counters()["logged_rows"] == 4 and log.counters()["dropped_rows"] == 0
