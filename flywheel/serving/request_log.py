@@ -210,7 +210,7 @@ class _Buffer:
     requests."""
 
     def __init__(self, features: Mapping[str, str]):
-        self.kinds = dict(features)
+        self.kinds = features  # the log's own {feature: kind}, fixed once set
         self.requests = self.rows = 0  # every request logged since the flush: in the columns or in `answered`
         self.at, self.latency = array.array("d"), array.array("d")
         self.status, self.counts = array.array("i"), array.array("q")
