@@ -446,18 +446,48 @@ class MonitorResult:
         return [name for name, f in self.features.items() if f.get("drift")]
 
     def lines(self) -> list[str]:
-        return [f"flywheel monitor: {'DRIFT in ' + ', '.join(self.drifted) if self.drifted else 'no drift'} "
-                f"(baseline {self.rows.get('baseline', 0):,} rows, current {self.rows.get('current', 0):,} rows)"
-                + (f"; report {self.report}" if self.report else "")]
+        out = [f"flywheel monitor: {'DRIFT in ' + ', '.join(self.drifted) if self.drifted else 'no drift'} "
+               f"(baseline {self.rows.get('baseline', 0):,} rows, current {self.rows.get('current', 0):,} rows)"
+               + (f"; report {self.report}" if self.report else "")]
+        if self.details.get("schema_from"):
+            out.append(f"  schema: {self.details['schema_from']}")
+        for what, part in (("prediction drift", self.details.get("prediction")),
+                           ("label drift", self.details.get("label_drift"))):
+            if (part or {}).get("skipped"):
+                out.append(f"  {what} not checked: {part['skipped']}")
+        return out
+
+
+def _schema_beside(baseline: str) -> tuple[Optional[str], str]:
+    """The schema of the pipeline that pushed a `baseline_profile.json` (the push.json beside it names the model,
+    and a registered pipeline of that name has the schema), with where it came from; (None, "") otherwise."""
+    from flywheel.components.common import serving
+
+    folder = os.path.dirname(baseline)
+    manifest_path = os.path.join(folder, serving.MANIFEST_FILE)
+    if not baseline.lower().endswith(".json") or not serving.filesystem(manifest_path).exists(manifest_path):
+        return None, ""
+    try:
+        name = serving.read_manifest(manifest_path).get("model_name")
+        path = registry.get(name).schema_path() if isinstance(name, str) else None
+    except (serving.ManifestError, registry.UnknownPipelineError):
+        return None, ""
+    if path is None:
+        return None, ""
+    return path, f"{path}, pipeline {name!r}'s (named by {manifest_path})"
 
 
 def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report_dir: Optional[str] = None,
             save_profile: Optional[str] = None, reference_metrics: Optional[str] = None,
             label_column: str = "label", reference_predictions: Optional[str] = None) -> MonitorResult:
     """Drift between two datasets (CSV/Parquet file or folder, or a saved profile .json); reference_predictions:
-    data with a `prediction` column (a request-log span) that stands for the baseline's predictions."""
+    data with a `prediction` column (a request-log span) that stands for the baseline's predictions. Without a
+    schema, a model's own `baseline_profile.json` brings its pipeline's (see `_schema_beside`)."""
     from flywheel.components.monitor import monitor as drift_monitor
 
+    schema_from = ""
+    if not schema:
+        schema, schema_from = _schema_beside(baseline)
     try:
         found = drift_monitor.run_monitor(baseline, current, schema_path=schema, report_dir=report_dir,
                                           save_profile=save_profile, reference_metrics=reference_metrics,
@@ -466,6 +496,8 @@ def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     details = {k: v for k, v in found.items() if k not in ("drift_detected", "features", "rows")}
+    if schema_from:
+        details["schema_from"] = schema_from
     return MonitorResult(drift_detected=bool(found["drift_detected"]), features=found["features"],
                          rows=found["rows"], report=os.path.join(report_dir, "report.html") if report_dir else None,
                          details=details)

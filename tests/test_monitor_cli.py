@@ -143,3 +143,93 @@ def test_a_saved_profile_gives_the_column_kinds_without_a_schema(tmp_path):
     assert 0.2 < missing_before < 0.5, "blank cells are missing, as Ingest types them"
     assert company["kind"] == "categorical" and company["drift"]
     assert company["checks"][0]["value"] == pytest.approx(1.0 - missing_before, abs=1e-6)
+
+
+# ---- the baseline beside a model is enough ------------------------------------------------------------------
+
+def _served_baseline(tmp_path) -> str:
+    """`<serving>/taxi/1/baseline_profile.json` as Push writes it: the training span's profile (Ingest's typing)
+    plus the model's scores as the `prediction` column, with push.json naming the model."""
+    from flywheel.components.push import executor as push_executor
+
+    span_profile, _ = monitor.profile_span(shipped_data(), 0, schemas.schema_path("taxi"))
+    profiles = tmp_path / "profile"
+    profiles.mkdir()
+    (profiles / "profile-span-0.json").write_text(span_profile.to_json())
+    scores = list(np.random.default_rng(3).random(500))
+    version = tmp_path / "serving" / "taxi" / "1"
+    version.mkdir(parents=True)
+    (version / "baseline_profile.json").write_text(push_executor.baseline_profile(str(profiles), scores).to_json())
+    (version / "push.json").write_text(json.dumps({"model_name": "taxi", "baseline_profile": "baseline_profile.json"}))
+    return str(version / "baseline_profile.json")
+
+
+def test_a_models_baseline_needs_no_schema_and_says_what_it_skipped(tmp_path, capfd):
+    baseline = _served_baseline(tmp_path)
+    spans = tmp_path / "spans"
+    call_cli(capfd, "simulate", "taxi", "--out", str(spans), "--spans", "2", "--drift-from", "2", "--rows", "3000")
+    calm = call_cli(capfd, "monitor", "--baseline", baseline, "--current", str(spans / "span-1"))
+    assert calm.returncode == 0, calm.stderr
+    assert "no drift" in calm.stdout and f"schema: {schemas.schema_path('taxi')}" in calm.stdout
+    assert "prediction drift not checked: the current data" in calm.stdout and "not a request log" in calm.stdout
+    drifted = call_cli(capfd, "monitor", "--baseline", baseline, "--current", str(spans / "span-2"), "--json",
+                       "--report", str(tmp_path / "report"))
+    assert drifted.returncode == 1, drifted.stderr
+    out = json.loads(drifted.stdout)
+    assert "tips" not in out["features"] and "tips" in out["label_drift"]["features"], "the schema's label"
+    assert "prediction" not in out["features"] and "not a request log" in out["prediction"]["skipped"]
+    assert out["thresholds"]["schema"] == schemas.schema_path("taxi")
+    assert "Prediction drift not checked" in (tmp_path / "report" / "report.html").read_text()
+
+
+SCHEMA_PROBLEMS = [
+    ("missing", None, "expected a file, found nothing there (no such file)"),
+    ("folder", "dir", "expected a file, found a folder"),
+    ("empty", "", "expected a file with content, found an empty file"),
+    ("not a schema", "garbage ::: {", "expected a TFDV schema in text format (schema.pbtxt), could not parse it"),
+    ("no features", "string_domain { name: 'x' }", "expected a TFDV schema in text format (schema.pbtxt), found "
+                                                   "one with no features"),
+    ("not UTF-8", b"\xff\xfe feature", "expected a file of UTF-8 text, found byte 0xff at offset 0"),
+]
+
+
+@pytest.mark.parametrize("command", ["monitor", "ingest"])
+@pytest.mark.parametrize("case,content,message", SCHEMA_PROBLEMS, ids=[c[0] for c in SCHEMA_PROBLEMS])
+def test_a_bad_schema_file_is_named(tmp_path, capfd, command, case, content, message):
+    path = tmp_path / "schema.pbtxt"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    args = {"monitor": ["monitor", "--baseline", shipped_data(), "--current", shipped_data()],
+            "ingest": ["ingest", "--data", shipped_data(), "--output-dir", str(tmp_path / "out")]}[command]
+    result = call_cli(capfd, *args, "--schema", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"flywheel: schema {path}: {message}"), result.stderr
+
+
+REFERENCE_PROBLEMS = [
+    ("missing", None, "expected a file, found nothing there (no such file)"),
+    ("folder", "dir", "expected a file, found a folder"),
+    ("empty", "", "expected a file with content, found an empty file"),
+    ("not JSON", "{{", "expected JSON with 'auc' (or 'metrics.auc', as in a push.json), found text that is not JSON"),
+    ("no auc", '{"metrics": {"accuracy": 0.8}}', "expected JSON with 'auc' (or 'metrics.auc', as in a push.json), "
+                                                "found none"),
+    ("a list", "[0.8]", "expected JSON with 'auc' (or 'metrics.auc', as in a push.json), found none"),
+    ("a string", '{"auc": "high"}', "expected JSON with 'auc' (or 'metrics.auc', as in a push.json), found 'high'"),
+]
+
+
+@pytest.mark.parametrize("case,content,message", REFERENCE_PROBLEMS, ids=[c[0] for c in REFERENCE_PROBLEMS])
+def test_a_bad_reference_metrics_file_is_named(tmp_path, capfd, case, content, message):
+    path = tmp_path / "push.json"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    result = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", shipped_data(),
+                      "--reference-metrics", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"flywheel: monitor: --reference-metrics {path}: {message}"), result.stderr

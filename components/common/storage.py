@@ -14,8 +14,12 @@ from typing import IO, Any
 
 from flywheel.components.common.serving import filesystem, is_local, listdir
 
-__all__ = ["exists", "filesystem", "is_local", "isdir", "listdir", "makedirs", "open_binary", "read_text",
-           "relative", "walk_files", "write_text"]
+__all__ = ["FileArgumentError", "exists", "filesystem", "is_local", "isdir", "listdir", "makedirs", "open_binary",
+           "read_file", "read_text", "relative", "walk_files", "write_text"]
+
+
+class FileArgumentError(ValueError):
+    """A file someone named (an argument, a path in a manifest) that is missing, a folder, unreadable or empty."""
 
 
 class _Readable(io.RawIOBase):
@@ -72,6 +76,27 @@ def open_binary(path: str, mode: str = "rb") -> IO[bytes]:
 def read_text(path: str) -> str:
     with open_binary(path) as f:
         return f.read().decode("utf-8")
+
+
+def read_file(path: str, what: str) -> str:
+    """The UTF-8 text of a file given as `what` (e.g. "--schema"): FileArgumentError naming the file and what was
+    expected when it does not exist, is a folder, cannot be read, is not UTF-8 text, or is empty."""
+    expected = f"{what} {path}: expected a file"
+    if not exists(path):
+        raise FileArgumentError(f"{expected}, found nothing there (no such file)")
+    if isdir(path):
+        raise FileArgumentError(f"{expected}, found a folder")
+    try:
+        text = read_text(path)
+    except UnicodeDecodeError as e:
+        raise FileArgumentError(f"{expected} of UTF-8 text, found byte {e.object[e.start]:#04x} at "
+                                f"offset {e.start}") from None
+    except Exception as e:  # gfile raises its own errors (tf.errors.OpError), not OSError
+        raise FileArgumentError(f"{expected} this user can read, could not read it: "
+                                f"{getattr(e, 'strerror', None) or getattr(e, 'message', None) or e}") from None
+    if not text.strip():
+        raise FileArgumentError(f"{expected} with content, found an empty file")
+    return text
 
 
 def write_text(path: str, text: str) -> None:

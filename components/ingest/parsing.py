@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence, Union
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from flywheel.components.common import storage
 from flywheel.components.ingest import inputs
 
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
@@ -63,8 +64,17 @@ class Parsed:
 
 
 def load_schema(path: str) -> schema_pb2.Schema:
-    with inputs.open_binary(path) as f:
-        return text_format.Parse(f.read().decode("utf-8"), schema_pb2.Schema())
+    """A TFDV schema in text format; a FileArgumentError (a ValueError) naming the file when it is missing, a
+    folder, empty, not a schema, or a schema without features."""
+    text = storage.read_file(path, "schema")
+    expected = f"schema {path}: expected a TFDV schema in text format (schema.pbtxt)"
+    try:
+        schema = text_format.Parse(text, schema_pb2.Schema())
+    except text_format.ParseError as e:
+        raise storage.FileArgumentError(f"{expected}, could not parse it: {e}") from None
+    if not schema.feature:
+        raise storage.FileArgumentError(f"{expected}, found one with no features")
+    return schema
 
 
 def columns_from_schema(schema: schema_pb2.Schema) -> list[Column]:

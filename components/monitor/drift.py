@@ -331,10 +331,10 @@ def decide(baseline: Optional[DatasetProfile], current: DatasetProfile, policy: 
         return result
     labels = [n for n in policy.labels if n in baseline.columns and n in current.columns]
     unlabelled = [n for n in policy.labels if n in baseline.columns and n not in current.columns]
+    prediction = policy.prediction_column
     wanted = (list(policy.features) if policy.features is not None
               else [n for n in baseline.columns if n not in policy.labels and n not in REQUEST_LOG_COLUMNS
-                 and n not in ROLLOUT_COLUMNS])
-    prediction = policy.prediction_column
+                    and n not in ROLLOUT_COLUMNS and n != prediction])
     absent = sorted(set(wanted) - set(baseline.columns))
     # A request log (it has predictions) holds the features the model takes, not every column of the training data.
     not_logged = absent if prediction in baseline.columns else []
@@ -374,6 +374,9 @@ def decide(baseline: Optional[DatasetProfile], current: DatasetProfile, policy: 
     elif prediction in current.columns:
         result["prediction"] = {"skipped": f"the baseline ({baseline.source}) has no {prediction!r} column: give a "
                                            "reference with predictions (a request-log span) to compare them"}
+    elif prediction in baseline.columns:
+        result["prediction"] = {"skipped": f"the current data ({current.source}) has no {prediction!r} column "
+                                           "(it is not a request log): prediction drift not checked"}
     return result
 
 

@@ -88,10 +88,16 @@ def profile_span(data_root: str, span: int, schema_path: str) -> tuple[profile.D
 
 def reference_auc(path: str) -> float:
     """AUC from a metrics JSON: {"auc": x}, or a push.json manifest ({"metrics": {"auc": x}})."""
-    data = json.loads(storage.read_text(path))
-    value = data.get("auc", data.get("metrics", {}).get("auc"))
-    if value is None:
-        raise profile.MonitorError(f"monitor: {path}: no 'auc' (or 'metrics.auc') in the reference metrics")
+    expected = f"monitor: --reference-metrics {path}: expected JSON with 'auc' (or 'metrics.auc', as in a push.json)"
+    try:
+        data = json.loads(storage.read_file(path, "monitor: --reference-metrics"))
+    except json.JSONDecodeError as e:
+        raise profile.MonitorError(f"{expected}, found text that is not JSON ({e})") from None
+    data = data if isinstance(data, dict) else {}
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    value = data.get("auc", metrics.get("auc"))
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise profile.MonitorError(f"{expected}, found {'none' if value is None else repr(value)}")
     return float(value)
 
 

@@ -188,6 +188,9 @@ def render(result: dict[str, Any], title: str = "flywheel drift report") -> str:
                         + (f" vs reference {perf['reference']:.4f}: drift when it drops by more than "
                            f"{perf['threshold']:g} — {html_report.verdict(not perf['drift'], 'ok', 'drift')}"
                            if "reference" in perf else "") + ".</p>")
+    skipped = (result.get("prediction") or {}).get("skipped")
+    if skipped:
+        head.append(f"<p>Prediction drift not checked: {esc(skipped)}.</p>")
     sections = ["".join(head), '<div class="cards">' + "".join(_card(n, f) for n, f in features.items()) + "</div>"]
     labels = result.get("label_drift", {}).get("features", {})
     if labels:
