@@ -37,6 +37,20 @@ def _to_dict(result: Any) -> dict[str, Any]:
     return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.repr}
 
 
+def listing(values: Any) -> str:
+    """A list (or a string already rendered) as text: `1, 2, 3`; `none` when empty. Numbers get thousands
+    separators."""
+    if isinstance(values, str):
+        return values or "none"
+    items = [f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in values or ()]
+    return ", ".join(items) or "none"
+
+
+def counts(found: dict[str, Any], sep: str = " ") -> str:
+    """A {name: count} mapping as text: `train 3,388, eval 1,612` (`200: 4,999` with sep ': '); `none` when empty."""
+    return ", ".join(f"{name}{sep}{listing([n])}" for name, n in found.items()) or "none"
+
+
 # ---- run -----------------------------------------------------------------------------------------------------
 
 
@@ -84,7 +98,8 @@ class RunResult:
         header = {FINISHED: "finished", STOPPED: "STOPPED by the data validation gate", FAILED: "FAILED"}[self.status]
         lines = [f"flywheel: run {header} in {self.elapsed:.1f} s"]
         if self.data:
-            lines.append(f"  data: spans {self.data.get('spans')}, {self.data.get('rows_read') or 0:,} rows read, "
+            lines.append(f"  data: spans {listing(self.data.get('spans'))}, {self.data.get('rows_read') or 0:,} rows "
+                         "read, "
                          f"{self.data.get('rows_quarantined')} quarantined ({self.data.get('uri')})")
         if self.gate_report:
             passed = self.status != STOPPED
@@ -284,10 +299,10 @@ class RetrainResult:
 
     def lines(self) -> list[str]:
         drift = {None: "no baseline", True: "DRIFT", False: "no drift"}[self.drift_detected]
-        lines = [f"flywheel retrain {self.pipeline}: span {self.span}, window {list(self.window)}: {drift} "
+        lines = [f"flywheel retrain {self.pipeline}: span {self.span}, window of spans {listing(self.window)}: {drift} "
                  f"({self.drift_reason})" + (f"; report {self.drift_report}" if self.drift_report else "")]
         if self.status == NOTHING_NEW:
-            return [f"flywheel retrain {self.pipeline}: span {self.span}, window {list(self.window)}: "
+            return [f"flywheel retrain {self.pipeline}: span {self.span}, window of spans {listing(self.window)}: "
                     f"{self.decision}", f"  nothing to do: serving keeps version {self.model_version}"]
         if self.status == NO_DRIFT:
             lines.append(f"  nothing to do: serving keeps version {self.model_version}")
@@ -388,8 +403,8 @@ class IngestResult:
 
     def lines(self) -> list[str]:
         return [f"flywheel ingest: {self.physical_rows:,} physical rows, {self.rows_read:,} rows read, "
-                f"written {self.rows_written}, "
-                f"{self.rows_quarantined} quarantined ({self.quarantine_path}); span {self.span}, "
+                f"written {sum(self.rows_written.values()):,} ({counts(self.rows_written)}), "
+                f"{self.rows_quarantined:,} quarantined ({self.quarantine_path}); span {self.span}, "
                 f"fingerprint {self.fingerprint[:12]}; examples in {self.examples_path}"]
 
 
@@ -669,7 +684,8 @@ class ReplayResult:
         latency = ", ".join(f"{k} {v:.1f}" for k, v in self.latency_ms.items())
         return [f"flywheel replay: {self.requests_sent:,} requests ({self.rows_sent:,} rows) to {self.url} in "
                 f"{self.elapsed_s:.1f} s, {self.achieved_rate:,.1f} requests/s: {self.ok:,} ok, {self.failed:,} "
-                f"failed {self.by_status}; latency ms {latency}; {self.rows_skipped:,} of {self.rows_read:,} rows "
+                f"failed (by status {counts(self.by_status, ': ')}); latency ms {latency}; {self.rows_skipped:,} of "
+                f"{self.rows_read:,} rows "
                 "skipped" + (f" (first: {self.first_skipped[0]})" if self.first_skipped else "")]
 
 
@@ -718,7 +734,7 @@ class JoinResult:
     def lines(self) -> list[str]:
         on = repr(self.key) if self.log_key == self.key else f"labels' {self.key!r} = log's {self.log_key!r}"
         return [f"flywheel logs join: {self.joined_rows:,} of {self.log_rows:,} logged rows joined by {on} "
-                f"into {self.output} (spans {sorted(s for s, v in self.spans.items() if v['joined'])}); "
+                f"into {self.output} (spans {listing(sorted(s for s, v in self.spans.items() if v['joined']))}); "
                 f"{self.skipped_logs:,} logged rows no client was answered with (failed, shadow) left out, "
                 f"{self.unmatched_logs:,} logged rows without a label, {self.unmatched_labels:,} labels without a "
                 f"logged row, duplicates: {self.duplicate_logs:,} logged, {self.duplicate_labels:,} labels "
@@ -873,7 +889,8 @@ class PredictResult:
     def lines(self) -> list[str]:
         return [f"flywheel predict: {self.rows_in:,} rows in, {self.rows_scored:,} scored, {self.rows_quarantined:,} "
                 f"quarantined ({self.quarantine_path}); model {self.model_name} version {self.model_version} "
-                f"(signature {self.signature}); spans {self.spans}, {self.files} file(s), {self.elapsed:.1f} s; "
+                f"(signature {self.signature}); spans {listing(self.spans)}, {self.files} file(s), "
+                f"{self.elapsed:.1f} s; "
                 f"predictions in {self.predictions}"]
 
 

@@ -248,11 +248,13 @@ def resolve_input(input_base: str, span: int = -1, num_spans: int = 1) -> Resolv
     else:
         last = found[-1] if span == -1 else span
         if last not in found:
-            raise InputError(f"ingest: span {last} not found under {input_base!r}; available spans: {found}")
+            raise InputError(f"ingest: span {last} not found under {input_base!r}; available spans: "
+                             f"{', '.join(map(str, found))}")
         spans = tuple(s for s in found if last - num_spans < s <= last)
         files = data_files(input_base, spans)
     if not files:
-        raise InputError(
-            f"ingest: no {'/'.join(SUPPORTED_SUFFIXES)} files for span(s) {list(spans)} under {input_base!r}"
-        )
+        kinds = "/".join(SUPPORTED_SUFFIXES)
+        if not found:
+            raise InputError(f"ingest: {input_base!r}: expected {kinds} files or span-N folders, found neither")
+        raise InputError(f"ingest: no {kinds} files in span {', '.join(map(str, spans))} under {input_base!r}")
     return ResolvedInput(spans=spans, files=tuple(files), fingerprint=fingerprint_files(files))

@@ -187,7 +187,7 @@ class Check:
         return dataclasses.asdict(self)
 
     def reason(self) -> str:
-        return f"{self.name}: {self.detail} ({self.rule})"
+        return f"{self.name}: {self.detail}; {self.rule}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -559,8 +559,8 @@ def drift_check(found: dict[str, Any], cfg: AnalysisConfig) -> Check:
 
 
 def constant_check(s: SideStats, c: SideStats, cfg: AnalysisConfig) -> Check:
-    rule = (f"fails when the candidate's prediction spread (std) is below {cfg.min_prediction_std_ratio:g} of "
-            "stable's")
+    rule = (f"fails when the candidate's prediction standard deviation is below {cfg.min_prediction_std_ratio:g} "
+            "of stable's")
     s_std, c_std = s.predictions.get("std"), c.predictions.get("std")
     if s_std is None or c_std is None:
         return Check("constant_output", None, None, cfg.min_prediction_std_ratio, rule,
