@@ -26,6 +26,13 @@ encodes and compresses without the GIL), and writes them in batches:
   first logged row (numbers as FLOAT, text as BYTES). Keys a row has beyond them are not logged; a feature a
   row lacks is null; a value of the wrong type is null and counted in `invalid_values`. So every file of a log
   has the same feature column types (the prediction column is float64 until a first list prediction is logged).
+  Features typed from a first row leave out its keys that are request-log columns or cannot name a column.
+- **A value costs its own cell, never its neighbours' rows.** Text with a lone surrogate (`"\\ud800"` in a JSON
+  body, which Python's parser keeps and no UTF-8 can hold), in a feature, the signature name, the model name,
+  the request id or the error message, is stored with U+FFFD in place of each; a value a column cannot hold
+  otherwise (a version beyond int64) is null; either is counted in `invalid_values`. These are found only when
+  a column's conversion fails, so a flush without them pays nothing. A file that still cannot be written loses
+  its own rows (counted), not the other files of its flush.
 - **Whole files only.** On a local disk a file is written under a hidden temporary name (`.part-...tmp`,
   which Ingest and the monitor pass over), fsynced, then renamed into place; on object storage (gs://, s3://,
   through `tfx.dsl.io.fileio`) the object is written once under its final name, which appears only when
@@ -49,6 +56,7 @@ import hashlib
 import logging
 import operator
 import os
+import re
 import threading
 import time
 import uuid
@@ -72,7 +80,13 @@ SPAN_SECONDS = 86_400
 # rollout (stable | canary | shadow, null without one), its HTTP status and error message (null when answered).
 ROLLOUT_ROLE, STATUS, ERROR = ROLLOUT_COLUMNS
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Lone surrogates: a JSON body may carry them as escapes (`"\ud800"`), Python's parser keeps them, no UTF-8 holds them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# A waiting request's bytes when the caller gives none (see `RequestLog.log`): per row, its request-level fields and
+# each feature's cell, plus the length of its text.
+_ROW_BYTES, _CELL_BYTES = 64, 8
 _ARROW = {INT: pa.int64(), FLOAT: pa.float64(), BYTES: pa.string()}
+_LOG_COLUMNS = frozenset((*REQUEST_LOG_COLUMNS, *ROLLOUT_COLUMNS, PREDICTION))
 _DTYPE_KINDS = {"int8": INT, "int16": INT, "int32": INT, "int64": INT, "uint8": INT, "uint16": INT, "uint32": INT,
                 "float16": FLOAT, "float32": FLOAT, "float64": FLOAT, "double": FLOAT, "string": BYTES, "str": BYTES,
                 "bytes": BYTES, "DT_INT64": INT, "DT_INT32": INT, "DT_FLOAT": FLOAT, "DT_DOUBLE": FLOAT,
@@ -147,6 +161,18 @@ def _typed(value: Any, kind: str) -> Any:
         return float(value)
     except OverflowError:  # an int beyond float's range
         raise ValueError(value) from None
+
+
+def _column_name(name: Any) -> bool:
+    """True for a name a Parquet column can have: text with no lone surrogate."""
+    return isinstance(name, str) and not _SURROGATES.search(name)
+
+
+def _inferred(row: Mapping) -> dict[str, str]:
+    """The feature columns typed from a first row: text as BYTES, anything else FLOAT; a key that is a request-log
+    column or cannot name a column is left out, as keys beyond declared features are."""
+    return {name: BYTES if isinstance(_scalar(value), (str, bytes)) else FLOAT for name, value in row.items()
+            if _column_name(name) and name not in _LOG_COLUMNS}
 
 
 def _typed_names(rows: Any) -> Optional[list[str]]:
@@ -398,8 +424,7 @@ class RequestLog:
                 return
             with self._lock:
                 if self._features is None:
-                    self._set_features({name: BYTES if isinstance(_scalar(v), (str, bytes)) else FLOAT
-                                        for name, v in _row_dict(rows, 0).items()})
+                    self._set_features(_inferred(_row_dict(rows, 0)))
         staged = self._stage(rows, predictions, count)
         at = self._clock()
         with self._lock:
@@ -578,9 +603,13 @@ class RequestLog:
                          "counted in dropped_rows until a file is written again)", self.log_dir, rows, why)
 
     def _set_features(self, features: dict[str, str]) -> None:
-        clash = sorted(set(features) & {*REQUEST_LOG_COLUMNS, *ROLLOUT_COLUMNS, PREDICTION})
+        clash = sorted(set(features) & _LOG_COLUMNS)
         if clash:
             raise ValueError(f"request log: feature name(s) {clash} are request-log columns; rename the feature(s)")
+        unnamed = [name for name in features if not _column_name(name)]
+        if unnamed:
+            raise ValueError(f"request log: feature name(s) {unnamed}: expected text a Parquet column can be named "
+                             "(no lone surrogates)")
         self._features = features
         self._buffer = _Buffer(features)
 
@@ -617,13 +646,13 @@ class RequestLog:
             buffer.settle()
             counts = np.frombuffer(buffer.counts, dtype=np.int64)
             per_request = np.repeat(np.arange(buffer.requests), counts)
-            table = self._table(buffer, counts, per_request)
+            table, changed = self._table(buffer, counts, per_request)
         except Exception as e:  # a bug of ours must not stop the writer: the rows are lost, counted and reported
             logger.exception("request log %s: cannot build the table of %d row(s)", self.log_dir, buffer.rows)
             with self._lock:
                 self._lose(buffer.rows, f"{type(e).__name__}: {e}", error=True)
             return
-        bad = np.bincount(np.asarray(buffer.invalid, dtype=np.int64), minlength=buffer.rows)
+        bad = np.bincount(np.asarray([*buffer.invalid, *changed], dtype=np.int64), minlength=buffer.rows)
         spans = np.floor_divide(np.frombuffer(buffer.at, dtype=np.float64), self.span_seconds).astype(np.int64)
         row_spans = spans[per_request]
         for span in np.unique(spans):
@@ -638,22 +667,35 @@ class RequestLog:
                 last = end
             pieces.append((first, last))
             for first, last in pieces:
-                selected = rows[first:last]
-                part = table if len(selected) == table.num_rows else table.take(pa.array(selected))
-                self._write(int(span), part, int(bad[selected].sum()))
+                self._write_piece(int(span), table, rows[first:last], int(bad[rows[first:last]].sum()))
 
-    def _table(self, buffer: _Buffer, counts: np.ndarray, per_request: np.ndarray) -> pa.Table:
+    def _write_piece(self, span: int, table: pa.Table, selected: np.ndarray, invalid: int) -> None:
+        """Writes the selected rows of the table as one file of the span; a failure loses those rows alone."""
+        try:
+            part = table if len(selected) == table.num_rows else table.take(pa.array(selected))
+        except Exception as e:  # a bug of ours: this file's rows are lost, counted and reported, not the flush's
+            logger.exception("request log %s: cannot take %d row(s) for a file", self.log_dir, len(selected))
+            with self._lock:
+                self._lose(len(selected), f"{type(e).__name__}: {e}", error=True)
+            return
+        self._write(span, part, invalid)
+
+    def _table(self, buffer: _Buffer, counts: np.ndarray, per_request: np.ndarray) -> tuple[pa.Table, list[int]]:
         """Every row of the buffer as one table: request-level columns repeated for each of a request's rows,
-        numbers straight from their typed arrays (no copy), nulls from the positions recorded."""
+        numbers straight from their typed arrays (no copy), nulls from the positions recorded; and the rows with a
+        cell that could not be stored as it was (`_column`), one entry per cell."""
         schema = self._schema()
         take = None if buffer.rows == buffer.requests else pa.array(per_request)
+        changed: list[int] = []
+        starts = np.cumsum(counts) - counts
 
         def repeated(values: Any, name: str) -> pa.Array:  # one value per request, repeated for each of its rows
-            array = pa.array(values, type=schema.field(name).type)
+            array, requests = _column(values, schema.field(name).type)
+            for request in requests:  # each of the request's rows holds the cell
+                changed.extend(range(starts[request], starts[request] + counts[request]))
             return array if take is None else array.take(take)
 
         at = np.round(np.frombuffer(buffer.at, dtype=np.float64) * 1e6).astype(np.int64)
-        starts = np.cumsum(counts) - counts
         arrays = {REQUEST_ID: repeated(buffer.request_id, REQUEST_ID),
                   ROW_INDEX: pa.array((np.arange(buffer.rows) - starts[per_request]).astype(np.int32)),
                   TIME: repeated(at, TIME), MODEL: repeated(buffer.model, MODEL),
@@ -666,9 +708,10 @@ class RequestLog:
         for (name, kind), values, nulls in zip(self._features.items(), buffer.features, buffer.nulls, strict=True):
             if kind in _NUMERIC:
                 values = np.frombuffer(values, dtype=_NUMERIC[kind][1])
-            arrays[name] = pa.array(values, type=_ARROW[kind], mask=_mask(nulls, buffer.rows))
+            arrays[name], rows = _column(values, _ARROW[kind], _mask(nulls, buffer.rows))
+            changed.extend(rows)
         arrays[PREDICTION] = self._prediction_column(buffer, schema.field(PREDICTION).type)
-        return pa.table([arrays[n] for n in schema.names], schema=schema)
+        return pa.table([arrays[n] for n in schema.names], schema=schema), changed
 
     @staticmethod
     def _prediction_column(buffer: _Buffer, kind: pa.DataType) -> pa.Array:
@@ -730,6 +773,39 @@ def _mask(rows: list[int], count: int) -> Optional[np.ndarray]:
     mask = np.zeros(count, dtype=bool)
     mask[rows] = True
     return mask
+
+
+def _column(values: Any, kind: pa.DataType, mask: Optional[np.ndarray] = None) -> tuple[pa.Array, list[int]]:
+    """`values` as an Arrow array of `kind`, and the positions of the cells it could not take as they are: a text
+    with lone surrogates is stored with U+FFFD in their place, anything else a text or int64 column cannot hold
+    (an int beyond int64, a value that is not text) as null. Checked value by value only when the whole column
+    fails, so a column that holds nothing of the kind costs one conversion."""
+    try:
+        return pa.array(values, type=kind, mask=mask), []
+    except (UnicodeEncodeError, OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        if not (pa.types.is_string(kind) or kind == pa.int64()):
+            raise
+    cells, changed = [], []
+    for position, value in enumerate(values):
+        cell = _cell(value, kind)
+        if cell is not value:
+            changed.append(position)
+        cells.append(cell)
+    return pa.array(cells, type=kind, mask=mask), changed
+
+
+def _cell(value: Any, kind: pa.DataType) -> Any:
+    """A value a text or int64 column can hold: the value itself, a text with U+FFFD for each lone surrogate, or
+    None."""
+    if value is None:
+        return None
+    if pa.types.is_string(kind):
+        if not isinstance(value, str):
+            return None
+        return _SURROGATES.sub("\ufffd", value) if _SURROGATES.search(value) else value
+    if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value <= _INT64_MAX:
+        return None
+    return value
 
 
 def write_whole(folder: str, name: str, data: bytes) -> str:

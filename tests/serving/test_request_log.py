@@ -466,3 +466,112 @@ def test_a_one_row_request_with_a_latency_that_is_not_a_number_is_refused_at_onc
     assert table["request_id"] == ["a", "c", "d", "d"] and table["latency_ms"] == [1.0, 3.0, 4.0, 4.0]
     assert table["prediction"] == [0.5, 2.5, 3.5, 4.5]
     assert log.counters()["logged_rows"] == 4 and log.counters()["dropped_rows"] == 0
+
+
+def _neighbours(tmp_path, bad: dict, features=FEATURES, **log_kwargs) -> tuple[RequestLog, list[dict]]:
+    """500 good one-row requests, the bad one, 500 good, all waiting for one flush; the rows written, in order."""
+    log = RequestLog(str(tmp_path), features=features, clock=lambda: 5.0, flush_interval_s=3600, **log_kwargs)
+    for i in range(500):
+        log.log(f"a{i}", "taxi", 1, "serving_default", [{**ROW, "fare": float(i)}], [0.5], 1.0)
+    log.log(**{"request_id": "bad", "model": "taxi", "version": 1, "signature": "serving_default", "rows": [ROW],
+               "predictions": [0.25], "latency_ms": 1.0, **bad})
+    for i in range(500):
+        log.log(f"b{i}", "taxi", 1, "serving_default", [{**ROW, "fare": float(i)}], [0.5], 1.0)
+    log.close()
+    return log, pq.read_table(str(tmp_path)).to_pylist()
+
+
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize("bad, column, stored", [
+    ({"rows": [{**ROW, "payment_type": f"Ca{LONE}sh"}]}, "payment_type", "Ca\ufffdsh"),
+    ({"rows": [{**ROW, "payment_type": "\udfff" + LONE}]}, "payment_type", "\ufffd\ufffd"),
+    ({"signature": LONE}, "signature_name", "\ufffd"),
+    ({"model": f"taxi{LONE}"}, "model", "taxi\ufffd"),
+    ({"request_id": f"id-{LONE}"}, "request_id", "id-\ufffd"),
+    ({"predictions": [None], "status": 400, "error": f"unknown input '{LONE}'"}, "error", "unknown input '\ufffd'"),
+    ({"role": LONE}, "rollout_role", "\ufffd"),
+    ({"version": 99999999999999999999}, "model_version", None),
+    ({"version": -(2**63) - 1}, "model_version", None),
+    ({"request_id": 7}, "request_id", None),
+])
+def test_a_value_parquet_cannot_take_costs_its_own_cell_and_never_the_neighbours_rows(tmp_path, bad, column, stored):
+    """Lone surrogates (a JSON escape Python's parser keeps, which no UTF-8 holds) are stored with U+FFFD in their
+    place and a version beyond int64 as null, each counted in invalid_values; the 1,000 rows around it are written."""
+    log, rows = _neighbours(tmp_path, bad)
+    assert log.counters() == {"logged_rows": 1001, "dropped_rows": 0, "write_errors": 0, "invalid_values": 1,
+                              "files_written": 1}
+    assert [r["request_id"] for r in rows[:500]] == [f"a{i}" for i in range(500)]
+    assert [r["request_id"] for r in rows[501:]] == [f"b{i}" for i in range(500)]
+    assert [r["fare"] for r in rows[501:]] == [float(i) for i in range(500)]
+    assert rows[500][column] == stored and rows[500]["prediction"] == (None if "status" in bad else 0.25)
+
+
+@pytest.mark.parametrize("value, stored, invalid", [
+    (float("nan"), "nan", 0),
+    (float("inf"), float("inf"), 0),
+    (float("-inf"), float("-inf"), 0),
+    pytest.param(10**400, None, 1, id="10**400"),  # beyond float's range
+    (2**70, float(2**70), 0),  # a float feature takes an int beyond int64 as a float
+    ([[[[[[1.0]]]]]], None, 1),  # nested
+    ({"b64": "AAA="}, None, 1),
+    (True, None, 1),
+])
+def test_every_json_number_and_shape_in_a_float_feature_and_the_neighbours(tmp_path, value, stored, invalid):
+    log, rows = _neighbours(tmp_path, {"rows": [{**ROW, "fare": value}]})
+    assert log.counters()["logged_rows"] == 1001 and log.counters()["invalid_values"] == invalid
+    assert log.counters()["dropped_rows"] == 0
+    cell = rows[500]["fare"]
+    assert (cell != cell) if stored == "nan" else cell == stored
+    assert [r["fare"] for r in rows[501:]] == [float(i) for i in range(500)]
+
+
+@pytest.mark.parametrize("column, value, stored, invalid", [
+    ("trip_start_hour", 2**63, None, 1),  # an int column: beyond int64
+    ("trip_start_hour", -(2**63), -(2**63), 0),
+    ("trip_start_hour", 1e400, None, 1),  # 1e400 parses as infinity
+    ("trip_start_hour", float("nan"), None, 1),
+    pytest.param("payment_type", 10**5000, None, 1, id="5001-digit"),  # beyond Python's int-to-text limit
+    ("payment_type", 10**20, str(10**20), 0),
+    pytest.param("payment_type", "x" * 2_000_000, "x" * 2_000_000, 0, id="2MB"),  # stored whole
+    ("payment_type", b"\xff\xfeCash", "\ufffd\ufffdCash", 0),  # bytes that are not UTF-8
+    ("payment_type", ["a", ["b"]], None, 1),
+])
+def test_ints_beyond_int64_long_text_and_bytes_that_are_not_utf8_and_the_neighbours(tmp_path, column, value, stored,
+                                                                                   invalid):
+    log, rows = _neighbours(tmp_path, {"rows": [{**ROW, column: value}]})
+    assert log.counters()["logged_rows"] == 1001 and log.counters()["invalid_values"] == invalid
+    assert rows[500][column] == stored and rows[501]["payment_type"] == "Cash"
+
+
+def test_a_key_that_cannot_name_a_column_is_not_logged_and_never_costs_a_row(tmp_path):
+    """With declared features a key beyond them is not logged; with features typed from the first row, a key that
+    is a lone surrogate or a request-log column is left out of the columns; a declared one is refused, named."""
+    log, rows = _neighbours(tmp_path / "declared", {"rows": [{**ROW, LONE: 1.0, f"x{LONE}": "y"}]})
+    assert log.counters()["logged_rows"] == 1001 and log.counters()["invalid_values"] == 0
+    assert rows[500]["fare"] == ROW["fare"]
+    inferred = RequestLog(str(tmp_path / "inferred"), clock=lambda: 5.0)
+    inferred.log("first", "m", 1, "s", [{"x": 1.0, LONE: "a", "status": 3.0}], [0.5], 1.0)
+    inferred.log("next", "m", 1, "s", [{"x": 2.0}], [0.5], 1.0)
+    inferred.close()
+    table = pq.read_table(str(tmp_path / "inferred"))
+    assert table.column_names[-2:] == ["x", "prediction"] and table.column("x").to_pylist() == [1.0, 2.0]
+    assert table.column("status").to_pylist() == [200, 200]
+    with pytest.raises(ValueError, match=r"feature name\(s\) \['\\ud800'\]: expected text a Parquet column can be"):
+        RequestLog(str(tmp_path / "refused"), features={LONE: "FLOAT"})
+
+
+def test_a_file_that_cannot_be_written_loses_its_own_rows_and_not_the_flushs_other_files(tmp_path):
+    """One flush of two spans where span-1's folder cannot be made: its rows are lost and counted, span-0's written."""
+    (tmp_path / "span-1").write_text("a file where the span folder should be")
+    now = [0.0]
+    log = RequestLog(str(tmp_path), features=FEATURES, clock=lambda: now[0], flush_interval_s=3600)
+    for i in range(10):
+        now[0] = (i % 2) * DAY + i
+        log.log(f"r{i}", "taxi", 1, "serving_default", [ROW] * 3, [0.5] * 3, 1.0)
+    log.close()
+    assert log.counters() == {"logged_rows": 15, "dropped_rows": 15, "write_errors": 1, "invalid_values": 0,
+                              "files_written": 1}
+    assert pq.read_table(str(tmp_path / "span-0")).column("request_id").to_pylist() == \
+        [f"r{i}" for i in range(0, 10, 2) for _ in range(3)]
