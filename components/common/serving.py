@@ -1,10 +1,13 @@
-"""The serving directory: `<serving_dir>/<model_name>/<version>/` with a push.json manifest.
+"""The serving directory: `<serving_dir>/<model_name>/<version>/`, TF Serving's layout, with Push's push.json.
 
-TF Serving loads numeric version folders only; anything else (a push in progress under a temporary
-name) is invisible to it and to these functions. A version counts once both its `push.json` and its
-`saved_model.pb` exist: Push writes `saved_model.pb` last, which is TF Serving's completeness rule on
-object storage where a folder cannot be renamed into place. `rollout.json` beside the versions (the rollout
-state) is not numeric either: once it exists, `current` (what serves by default) is its stable version.
+TF Serving loads numeric version folders only, their names read as int64 (`safe_strto64`: `00000123` is
+version 123; a name beyond int64, `99999999999999999999`, is no version); anything else (a push in
+progress under a temporary name) is invisible to it and to these functions. A version counts once its
+`saved_model.pb` exists: Push writes it last, which is TF Serving's completeness rule on object storage
+where a folder cannot be renamed into place. Push's `push.json` beside it is optional: a SavedModel
+exported by anything else serves as it does in TF Serving, with an empty manifest. `rollout.json` beside
+the versions (the rollout state) is not numeric either: once it exists, `current` (what serves by default)
+is its stable version.
 
 Every file is reached through TFX's filesystem layer: its local plugin for local paths (no TensorFlow
 import, so the CLI's up-to-date check stays fast) and `tfx.dsl.io.fileio` (TensorFlow's gfile:
@@ -22,6 +25,7 @@ from typing import Any, Optional
 MANIFEST_FILE = "push.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 ROLLOUT_FILE = "rollout.json"  # <serving_dir>/<model>/rollout.json: the rollout state (flywheel.rollout.state)
+INT64_MAX = 2**63 - 1
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +65,56 @@ def listdir(path: str) -> list[str]:
     return [name.rstrip("/") for name in fs.listdir(path)]
 
 
+def parse_version(name: str) -> Optional[int]:
+    """A version folder's number as TF Serving reads it (int64, leading zeros allowed, an optional '+'), or None
+    when the name is not one. Negative numbers, which TF Serving's parser also reads, are not versions here: no
+    URL can name them (`/versions/(\\d+)`)."""
+    digits = name[1:] if name.startswith("+") else name
+    if not digits.isascii() or not digits.isdigit() or len(digits.lstrip("0")) > 19:
+        return None
+    number = int(digits)
+    return number if number <= INT64_MAX else None
+
+
+def version_folders(serving_dir: str, model_name: str) -> dict[int, str]:
+    """{version: folder name} of every numeric folder, complete or not. When two names read as one number
+    (`123` and `00000123`), the plain one wins (TF Serving keeps whichever its listing gives last)."""
+    folders: dict[int, str] = {}
+    for name in sorted(listdir(os.path.join(serving_dir, model_name))):
+        version = parse_version(name)
+        if version is not None and folders.get(version) != str(version):
+            folders[version] = name
+    return folders
+
+
 def numeric_folders(serving_dir: str, model_name: str) -> list[int]:
     """Every numeric folder, complete or not: no new version may take one of these numbers."""
-    return sorted(int(name) for name in listdir(os.path.join(serving_dir, model_name)) if name.isdigit())
+    return sorted(version_folders(serving_dir, model_name))
+
+
+def version_path(serving_dir: str, model_name: str, version: int) -> str:
+    """The folder of a version (`00000123` for 123 when that is its name), `<model>/<version>` when none exists."""
+    name = version_folders(serving_dir, model_name).get(version, str(version))
+    return os.path.join(serving_dir, model_name, name)
 
 
 def is_complete(version_path: str) -> bool:
-    fs = filesystem(version_path)
-    return fs.exists(os.path.join(version_path, MANIFEST_FILE)) and fs.exists(
-        os.path.join(version_path, SAVED_MODEL_FILE))
+    return filesystem(version_path).exists(os.path.join(version_path, SAVED_MODEL_FILE))
 
 
 def versions(serving_dir: str, model_name: str) -> list[int]:
     """The complete versions, oldest first."""
     root = os.path.join(serving_dir, model_name)
-    return [v for v in numeric_folders(serving_dir, model_name) if is_complete(os.path.join(root, str(v)))]
+    return sorted(v for v, name in version_folders(serving_dir, model_name).items()
+                  if is_complete(os.path.join(root, name)))
+
+
+def version_manifest(version_path: str) -> dict:
+    """A version's push.json, or {} when it has none (a SavedModel exported by anything but Push)."""
+    path = os.path.join(version_path, MANIFEST_FILE)
+    if not filesystem(path).exists(path):
+        return {}
+    return read_manifest(path)
 
 
 def read_saved_model(version_path: str) -> Any:
@@ -110,15 +149,14 @@ def read_manifest(path: str) -> dict:
 
 
 def latest(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
-    """The newest complete version with a readable manifest, or None when there is none.
+    """The newest complete version whose manifest (if it has one) is readable, or None when there is none.
 
     A version whose push.json cannot be read is reported (a warning naming the file) and skipped.
     """
-    root = os.path.join(serving_dir, model_name)
     for version in reversed(versions(serving_dir, model_name)):
-        path = os.path.join(root, str(version))
+        path = version_path(serving_dir, model_name, version)
         try:
-            return ServedVersion(version, path, read_manifest(os.path.join(path, MANIFEST_FILE)))
+            return ServedVersion(version, path, version_manifest(path))
         except ManifestError as e:
             logger.warning("%s; version %d skipped", e, version)
     return None
@@ -135,8 +173,8 @@ def current(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
     if not filesystem(state_path).exists(state_path):
         return latest(serving_dir, model_name)
     stable = read_manifest(state_path).get("stable")
-    path = os.path.join(serving_dir, model_name, str(stable))
+    path = version_path(serving_dir, model_name, stable) if isinstance(stable, int) else ""
     if not isinstance(stable, int) or not is_complete(path):
         raise ManifestError(f"serving: {state_path} pins stable version {stable!r}, expected a complete version "
                             f"in {serving_dir}/{model_name}; complete versions: {versions(serving_dir, model_name)}")
-    return ServedVersion(stable, path, read_manifest(os.path.join(path, MANIFEST_FILE)))
+    return ServedVersion(stable, path, version_manifest(path))

@@ -113,6 +113,6 @@ def resolve(serving_dir: str, model_name: str, version: Optional[int] = None, *,
         raise PredictError(f"predict: model {model_name!r} has no version {version} in {serving_dir}; versions: "
                            f"{', '.join(map(str, versions))}")
     else:
-        path = os.path.join(serving_dir, model_name, str(version))
+        path = serving.version_path(serving_dir, model_name, version)
     signature, output = (examples_signature_apart if apart else examples_signature)(path)
     return ServedModel(name=model_name, version=version, path=path, signature=signature, output=output)

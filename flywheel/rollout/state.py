@@ -188,10 +188,10 @@ def _update(serving_dir: str, model: str,
 
 
 def _check_version(serving_dir: str, model: str, version: int) -> None:
-    path = os.path.join(serving_dir, model, str(version))
+    path = serving.version_path(serving_dir, model, version)
     if not serving.is_complete(path):
         raise RolloutError(f"rollout: version {version}: expected a complete version in {serving_dir}/{model} "
-                           f"({serving.MANIFEST_FILE} and {serving.SAVED_MODEL_FILE}); complete versions: "
+                           f"({serving.SAVED_MODEL_FILE}); complete versions: "
                            f"{serving.versions(serving_dir, model)}")
 
 

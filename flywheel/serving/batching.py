@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from flywheel.serving.models import Servable, Signature
+from flywheel.serving.models import InvalidArgument, Servable, Signature
 
 
 @dataclasses.dataclass
@@ -64,12 +64,14 @@ class Batcher:
         self.inline_calls = 0  # calls run on the event loop's thread (an idle batcher with no timeout)
 
     async def submit(self, servable: Servable, signature: Signature, columns: dict[str, np.ndarray],
-                     rows: int, alone: bool = False) -> dict[str, np.ndarray]:
+                     rows: int, alone: bool = False, group: Any = None) -> dict[str, np.ndarray]:
         """The request's outputs. alone: the caller knows no other request is being read or run. A request that
         fills a batch by itself, alone, with nothing running or waiting here either, runs at once on this thread
-        (no other request could join it; the hop to a batch thread and back is spared)."""
+        (no other request could join it; the hop to a batch thread and back is spared). group: only requests of
+        one group are joined (`codec.batch_group`: None for inputs of one value per row; a new object runs the
+        request alone)."""
         loop = asyncio.get_running_loop()
-        key = (id(servable), servable.version, signature.name)
+        key = (id(servable), servable.version, signature.name, group)
         if alone and rows >= self.max_batch_size and self._running == 0 and not self._queues:
             self.calls += 1
             self.inline_calls += 1
@@ -155,9 +157,15 @@ class Batcher:
             self._dispatch(key, loop)
 
     def _complete(self, tasks: list[_Task], queue: _Queue, outputs: Optional[dict], error: Optional[BaseException]):
+        if error is None and len(tasks) > 1:
+            error = _unbatched_output(outputs, sum(t.rows for t in tasks))
         if error is None:
             if self._on_batch is not None:
                 self._on_batch(queue.servable, queue.signature, sum(t.rows for t in tasks))
+            if len(tasks) == 1:  # a request run alone gets its outputs whole, whatever their shapes
+                if not tasks[0].future.done():
+                    tasks[0].future.set_result(outputs)
+                return
             start = 0
             for task in tasks:
                 if not task.future.done():
@@ -170,4 +178,13 @@ class Batcher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _unbatched_output(outputs: dict[str, np.ndarray], rows: int) -> Optional[InvalidArgument]:
+    """An error when an output of a joined batch has no row per input row (it could not be split back)."""
+    for name, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != rows:
+            return InvalidArgument(f"Batched output {name} has shape {list(value.shape)}; expected its 0-th dimension "
+                                   f"to be the batch's {rows} rows")
+    return None
 

@@ -1,12 +1,13 @@
 """The version registry: TF Serving's file-system source and its "latest" version policy, in-process.
 
-`<serving_dir>/<model>/<version>/` folders count once complete (push.json and saved_model.pb, the rule
-`components/common/serving.py` states). A poll (every `poll_seconds` in a background thread, and once
-at start) loads the newest complete version that has not failed, replays its warmup file, and only then
-makes it the one that answers; versions beyond the newest `num_versions` loaded ones, and versions
-whose folder is gone, are unloaded. A version that fails to load or warm up is never served: it is
-reported in the model status (state END with the error) and the older version keeps serving. Requests
-hold a reference to the `Servable` they resolved, so a switch or an unload never fails one in flight.
+`<serving_dir>/<model>/<version>/` folders count once complete (saved_model.pb, the rule
+`components/common/serving.py` states; `00000123` is version 123, push.json is optional). A poll (every
+`poll_seconds` in a background thread, and once at start) loads the newest complete version that has not
+failed, replays its warmup file, and only then makes it the one that answers; versions beyond the newest
+`num_versions` loaded ones, and versions whose folder is gone, are unloaded. A version that fails to load
+or warm up is never served: it is reported in the model status (state END with the error) and the older
+version keeps serving. Requests hold a reference to the `Servable` they resolved, so a switch or an unload
+never fails one in flight.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Unimplemented(ServingError):
 class TensorSpec:
     name: str
     dtype: Any  # tf.DType
-    shape: tuple  # None for an unknown dimension
+    shape: Optional[tuple]  # None for an unknown dimension; the whole shape None when its rank is unknown
     numpy_dtype: Any = dataclasses.field(default=None, compare=False)  # dtype.as_numpy_dtype, looked up once
 
 
@@ -103,7 +104,9 @@ class VersionState:
 def _spec(name: str, info: Any) -> TensorSpec:
     import tensorflow as tf
 
-    dims = tuple(None if d.size == -1 else d.size for d in info.tensor_shape.dim)
+    dims = None
+    if info.HasField("tensor_shape") and not info.tensor_shape.unknown_rank:
+        dims = tuple(None if d.size == -1 else d.size for d in info.tensor_shape.dim)
     dtype = tf.as_dtype(info.dtype)
     return TensorSpec(name, dtype, dims, dtype.as_numpy_dtype)
 
@@ -154,8 +157,10 @@ def load_servable(model: str, version: int, path: str) -> Servable:
 def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any]:
     """One TensorFlow call: {input: array or list} -> {output: numpy array}.
 
-    Inputs are converted to the SignatureDef's dtypes (no copy when they already have it) and their shapes
-    checked against it (400 naming the input), then fed to the session's callable.
+    Inputs are converted to the SignatureDef's dtypes (no copy when they already have it); a value with more
+    dimensions than the input's rank is refused (400 naming the input: a list where a [-1] input takes one value
+    per row). Any other is fed as it is, as TF Serving feeds it, which checks no shape (`[2, 3, 4]` to a [-1, 1]
+    input, `[[1, 2], [3, 4]]` too: the graph decides); so is any value of an input whose rank is unknown.
     """
     import numpy as np
 
@@ -163,8 +168,7 @@ def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any
     for name, spec in signature.inputs.items():
         value = np.asarray(inputs[name], dtype=spec.numpy_dtype)
         shape = value.shape
-        if len(shape) != len(spec.shape) or any(want is not None and want != got
-                                                for want, got in zip(spec.shape, shape, strict=True)):
+        if spec.shape is not None and len(shape) > len(spec.shape):
             raise InvalidArgument(f"input {name} of signature {signature.name}: shape {list(shape)} is not compatible "
                                   f"with {[-1 if d is None else d for d in spec.shape]}")
         args.append(value)
@@ -214,7 +218,7 @@ class ModelRegistry:
             self._states[version] = VersionState(version, state, code, message)
 
     def _load(self, version: int) -> bool:
-        path = os.path.join(self.serving_dir, self.model, str(version))
+        path = serving.version_path(self.serving_dir, self.model, version)
         self._set(version, LOADING)
         try:
             servable = self._loader(self.model, version, path)

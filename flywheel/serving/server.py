@@ -33,7 +33,6 @@ from starlette.routing import Route
 from flywheel.serving import codec, routing, warmup
 from flywheel.serving.batching import Batcher
 from flywheel.serving.models import (
-    PREDICT_METHOD,
     InvalidArgument,
     ModelRegistry,
     Servable,
@@ -49,7 +48,6 @@ STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?
 METRICS_PATH = "/monitoring/prometheus/metrics"
 REQUEST_ID_HEADER = "X-Request-Id"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
-CLASSIFY_METHOD, REGRESS_METHOD = "tensorflow/serving/classify", "tensorflow/serving/regress"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -213,7 +211,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             # any other is parsed, and accepted or refused, by the general path. A shadow copy needs the document.
             signature = servable.signatures.get(warmup.DEFAULT_SIGNATURE) if route.shadow is None else None
             parsed = codec.parse_rows(body, signature) if signature is not None else None
-            doc = None
+            doc, group = None, None
             if parsed is not None:
                 fmt, (columns, rows) = codec.ROW, parsed
                 ctx["signature"], ctx["rows"] = signature.name, rows
@@ -222,8 +220,9 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 signature = servable.signature(codec.signature_name(doc))
                 ctx["signature"] = signature.name
                 fmt, columns, rows = codec.parse_predict(doc, signature)
+                group = codec.batch_group(columns, len(rows))  # nested or irregular inputs join only their like
             # alone: no other predict request is being read or run (a full batch then runs on this thread).
-            outputs = await batcher.submit(servable, signature, columns, len(rows), alone=busy[0] == 1)
+            outputs = await batcher.submit(servable, signature, columns, len(rows), alone=busy[0] == 1, group=group)
         finally:
             busy[0] -= 1
         data = codec.encode_predict(fmt, outputs)
@@ -234,7 +233,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         after = None
         if request_log is not None:
             if getattr(request_log, "typed_rows", False) and len(outputs) == 1 and \
-                    next(iter(outputs.values())).dtype.kind in "fiu":
+                    next(iter(outputs.values())).dtype.kind in "fiu" and next(iter(outputs.values())).ndim:
                 predictions = next(iter(outputs.values()))  # a numeric output's rows, as they are
             else:
                 predictions = codec.row_predictions(outputs)
@@ -244,17 +243,19 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             after = _then(after, functools.partial(shadow.submit, route.shadow, doc, request_id, rows))
         return _Answer(200, data, request_id, after, ctx["version"])
 
-    async def classify_regress(receive: Callable, declared: Optional[bytes], model: str, version: Optional[int],
-                               label: Optional[str], method: str) -> _Answer:
+    async def classify_regress(receive: Callable, declared: Optional[bytes], request_id: str, model: str,
+                               version: Optional[int], label: Optional[str], method: str) -> _Answer:
+        """TF Serving's Classify and Regress: the body's examples (with their context) as serialized tf.Examples fed
+        to the signature's string input; one TensorFlow call per request (not joined with others)."""
         body = await _read_body(receive, declared, max_body_bytes)
         servable = registry.get(model, version, label)
         doc = codec.parse_json(body)
-        signature = servable.signature(codec.signature_name(doc))
-        wanted, verb = (CLASSIFY_METHOD, "classification") if method == "classify" else (REGRESS_METHOD, "regression")
-        if signature.method_name != wanted:
-            raise InvalidArgument(f"Expected {verb} signature method_name to be {wanted}. Was: {signature.method_name}")
-        raise ServingError(f"{method} signatures are not served by flywheel serve: signature {signature.name!r} "
-                           f"({signature.method_name}); export a predict signature ({PREDICT_METHOD})")
+        name = codec.signature_name(doc)
+        examples = codec.parse_examples(doc)
+        signature, input_name = codec.example_signature(servable.signatures, name, method)
+        outputs = await batcher.submit(servable, signature, {input_name: examples}, len(examples), group=object())
+        encode = codec.encode_classify if method == codec.CLASSIFY else codec.encode_regress
+        return _Answer(200, encode(outputs, len(examples)), request_id)
 
     async def v1(scope: dict, receive: Callable) -> _Answer:
         started = time.perf_counter()
@@ -279,7 +280,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 ctx["api"] = verb.lower()
                 if ctx["api"] == "predict":
                     return await predict(receive, declared, request_id, ctx, version, label, started)
-                return await classify_regress(receive, declared, ctx["model"], version, label, ctx["api"])
+                return await classify_regress(receive, declared, request_id, ctx["model"], version, label, ctx["api"])
             parsed = _parse_path(STATUS_PATH, path) if method == "GET" else None
             if parsed is None:
                 raise InvalidArgument(f"Malformed request: {method} {path}")

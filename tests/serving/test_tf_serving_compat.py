@@ -1,0 +1,411 @@
+"""TF Serving's own REST cases, run against `flywheel serve` with TF Serving's own test models.
+
+The models are rebuilt by `tests/serving/tf_serving_models.py` (the graphs and SignatureDefs of tensorflow/serving's
+`servables/tensorflow/testdata/saved_model_half_plus_two.py`). Each case below is transcribed from tensorflow/serving
+(the file named beside it): the request, and the status and body TF Serving answers — the whole JSON where its test
+compares the whole JSON, the part of the error message where its test looks for a part (`HasSubstr`). Served as
+TF Serving's tests serve them:
+- `http_rest_api_handler_test.cc`: saved_model_half_plus_two_2_versions, version 123 only, label Version_Label -> 123;
+- `tensorflow_model_server_test.py`: saved_model_half_plus_two_cpu as `default`;
+- `g3doc/api_rest.md`: saved_model_half_plus_three;
+- `util/json_tensor.cc` (the JSON rules api_rest.md states, with the messages that file writes) on those models.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+from typing import Any, Optional
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from flywheel.components.common import serving
+from flywheel.serving import models, server
+from tests.conftest import FLYWHEEL, REPO
+from tests.serving import tf_serving_models
+
+HANDLER = "http_rest_api_handler_test.cc"
+SERVER_TEST = "tensorflow_model_server_test.py"
+API_REST = "g3doc/api_rest.md"
+JSON_TENSOR = "util/json_tensor.cc"
+TWO = tf_serving_models.TWO_VERSIONS
+THREE = tf_serving_models.HALF_PLUS_THREE
+DEFAULT = "default"
+UINT64_MAX = 2**64 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    source: str  # the tensorflow/serving file the case comes from
+    model: str  # the model the server serves (each server serves one)
+    method: str
+    path: str
+    body: Any  # a JSON value, or raw text (a str) sent as it is
+    status: int
+    expect: Any = None  # the whole JSON answer, or (a str) part of the error message
+    raw: Optional[str] = None  # text the answer's body must hold as it is written
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}:{self.method} {self.path} {str(self.body)[:60]}"
+
+
+def _example(x: float) -> str:
+    """A serialized tf.Example with one float feature x, as base64."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    example.features.feature["x"].float_list.value.append(x)
+    return base64.b64encode(example.SerializeToString()).decode("ascii")
+
+
+def _status(version: str = "123") -> dict:
+    return {"model_version_status": [{"version": version, "state": "AVAILABLE",
+                                      "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+M2 = f"/v1/models/{TWO}"
+CASES = [
+    # http_rest_api_handler_test.cc, UnsupportedApiCalls
+    Case(HANDLER, TWO, "GET", "/v1/foo", None, 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/foo", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "GET", "/v1/models", None, 400, "Missing model name"),
+    Case(HANDLER, TWO, "GET", "/v1/models/debug/model_name", None, 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/models", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "GET", "/v1/models/foo:predict", None, 400, "Malformed request"),
+    Case(HANDLER, TWO, "GET", "/v1/models/foo/version/50:predict", None, 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/version/50:regress", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/versions/HELLO:regress", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", f"/v1/models/foo/versions/{UINT64_MAX}:regress", "", 400, "Failed to convert version"),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/metadata", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/label/some_label:regress", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/versions/50/labels/some_label:regress", "", 400, "Malformed request"),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/versions/some_label:regress", "", 400, "Malformed request"),
+    # PredictModelNameVersionErrors
+    Case(HANDLER, TWO, "POST", "/v1/models/foo:predict", {"instances": [1]}, 404),
+    Case(HANDLER, TWO, "POST", "/v1/models/foo/versions/50:predict", {"instances": [1]}, 404),
+    Case(HANDLER, TWO, "POST", f"{M2}99:predict", {"instances": [1]}, 404),
+    # PredictRequestErrors
+    Case(HANDLER, TWO, "POST", f"{M2}:predict", "", 400, "JSON Parse error: The document is empty"),
+    Case(HANDLER, TWO, "POST", f"{M2}:predict", "instances = [1, 2]", 400, "JSON Parse error: Invalid value"),
+    Case(HANDLER, TWO, "POST", f"{M2}:predict", {"instances": ["x", "y"]}, 400, "not of expected type: float"),
+    Case(HANDLER, TWO, "POST", f"{M2}/labels/Version_Nonexistent:predict", {"instances": ["x", "y"]}, 400,
+         "Unrecognized servable version label"),
+    Case(HANDLER, TWO, "POST", f"{M2}:predict", {"signature_name": 100}, 400,
+         "'signature_name' key must be a string value."),
+    # Predict
+    Case(HANDLER, TWO, "POST", f"{M2}:predict", {"instances": [[1.0, 2.0], [3.0, 4.0]]}, 200,
+         {"predictions": [[2.5, 3.0], [3.5, 4.0]]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/versions/123:predict", {"instances": [1.0, 2.0]}, 200,
+         {"predictions": [2.5, 3.0]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/labels/Version_Label:predict", {"instances": [1.0, 2.0]}, 200,
+         {"predictions": [2.5, 3.0]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/versions/123:predict",
+         {"signature_name": "serving_default", "instances": [3.0, 4.0]}, 200, {"predictions": [3.5, 4.0]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/versions/123:predict",
+         {"signature_name": "serving_default", "inputs": [3.0, 4.0]}, 200, {"outputs": [3.5, 4.0]}),
+    # Regress
+    Case(HANDLER, TWO, "POST", f"{M2}:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]},
+         200, {"results": [42]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/versions/123:regress",
+         {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}, 200, {"results": [42]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/labels/Version_Label:regress",
+         {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}, 200, {"results": [42]}),
+    # Classify
+    Case(HANDLER, TWO, "POST", f"{M2}:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]},
+         200, {"results": [[["", 12]]]}),
+    Case(HANDLER, TWO, "POST", f"{M2}/labels/Version_Label:classify",
+         {"signature_name": "classify_x_to_y", "examples": [{"x": 10.0}]}, 200, {"results": [[["", 7]]]}),
+    # GetStatus
+    Case(HANDLER, TWO, "GET", M2, None, 200, _status()),
+    Case(HANDLER, TWO, "GET", f"{M2}/versions/123", None, 200, _status()),
+    Case(HANDLER, TWO, "GET", f"{M2}/labels/Version_Label", None, 200, _status()),
+    # GetModelMetadata: compared with saved_model_half_plus_two_2_versions_metadata.json (`METADATA` below)
+    Case(HANDLER, TWO, "GET", f"{M2}/metadata", None, 200, "metadata"),
+
+    # tensorflow_model_server_test.py: testClassifyREST, testRegressREST, testPredictREST, testPredictColumnarREST,
+    # testGetStatusREST, testGetModelMetadataREST (half_plus_two_model_metadata.json), testPrometheusEndpoint
+    Case(SERVER_TEST, DEFAULT, "POST", "/v1/models/default:classify",
+         {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}, 200, {"results": [[["", 3.0]]]}),
+    Case(SERVER_TEST, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}, 200, {"results": [3.0]}),
+    Case(SERVER_TEST, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [2.0, 3.0, 4.0]}, 200,
+         {"predictions": [3.0, 3.5, 4.0]}),
+    Case(SERVER_TEST, DEFAULT, "POST", "/v1/models/default:predict", {"inputs": [2.0, 3.0, 4.0]}, 200,
+         {"outputs": [3.0, 3.5, 4.0]}),
+    Case(SERVER_TEST, DEFAULT, "GET", "/v1/models/default", None, 200, _status()),
+    Case(SERVER_TEST, DEFAULT, "GET", "/v1/models/default/metadata", None, 200, "metadata"),
+    Case(SERVER_TEST, DEFAULT, "GET", "/monitoring/prometheus/metrics", None, 200, raw="# TYPE"),
+
+    # g3doc/api_rest.md, "Example" (saved_model_half_plus_three)
+    Case(API_REST, THREE, "GET", f"/v1/models/{THREE}", None, 200, _status()),
+    Case(API_REST, THREE, "POST", f"/v1/models/{THREE}:predict", {"instances": [1.0, 2.0, 5.0]}, 200,
+         {"predictions": [3.5, 4.0, 5.5]}),
+    Case(API_REST, THREE, "POST", f"/v1/models/{THREE}:regress",
+         {"signature_name": "tensorflow/serving/regress", "examples": [{"x": 1.0}, {"x": 2.0}]}, 200,
+         {"results": [3.5, 4.0]}),
+    Case(API_REST, THREE, "POST", "/v1/models/half:predict", {"instances": [1.0, 5.0]}, 404,
+         {"error": "Servable not found for request: Latest(half)"}),
+    # api_rest.md's row format, "List of 2 tensors each of [1, 2] shape", on an input with no static shape
+    Case(API_REST, THREE, "POST", f"/v1/models/{THREE}:predict", {"instances": [[[1, 2]], [[3, 4]]]}, 200,
+         {"predictions": [[[3.5, 4.0]], [[4.5, 5.0]]]}),
+    Case(API_REST, THREE, "POST", f"/v1/models/{THREE}:predict", {"inputs": [[[1, 2]], [[3, 4]]]}, 200,
+         {"outputs": [[[3.5, 4.0]], [[4.5, 5.0]]]}),
+    Case(API_REST, THREE, "POST", f"/v1/models/{THREE}:predict", {"inputs": 2.0}, 200, {"outputs": 4.0}),
+    Case(API_REST, DEFAULT, "POST", "/v1/models/default:predict", "{\"instances\": [NaN, Infinity, -Infinity]}",
+         200, raw='[NaN,Infinity,-Infinity]'),
+    Case(API_REST, DEFAULT, "POST", "/v1/models/default:predict",
+         {"signature_name": "regress_x_to_y", "instances": [{"b64": _example(80.0)}]}, 200,
+         {"predictions": [[42.0]]}),
+    Case(API_REST, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "context": {"x": 20.0}, "examples": [{}, {}]}, 200,
+         {"results": [12.0, 12.0]}),
+
+    # util/json_tensor.cc: the rules, and the messages it writes
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[1.0], [2.0]]}, 200,
+         {"predictions": [[2.5], [3.0]]}),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"inputs": [[1.0], [2.0]]}, 200,
+         {"outputs": [[2.5], [3.0]]}),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [0.2]}, 200,
+         {"predictions": [2.1]}, raw="[2.1]"),  # WriteDecimal: float32 as its short text, not 2.0999999046325684
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[1.0], [2.0, 3.0]]}, 400,
+         "Expecting tensor size: 1 but got: 2"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[1.0], [[2.0]]]}, 400,
+         "Failed to process element: 1 of 'instances' list. Error: Expecting shape [1] but got: [1,1]"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[1.0, [2.0]]]}, 400,
+         "Encountered list at unexpected level: 1 expected < 1"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[[1.0], 2.0]]}, 400,
+         "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[[1.0], [2.0, 3.0]]]}, 400,
+         "Encountered list at unexpected size: 2 at level: 1 expected size: 1"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [[1.0], [2.0]], "inputs": []},
+         400, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": [True]}, 400,
+         "JSON Value: true Type: True is not of expected type: float"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", [1], 400, "JSON Value: [1] Is not object"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": {"x": [1.0]}}, 400,
+         "Expecting 'instances' to be an list/array"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"inputs": {"y": [1.0]}}, 400,
+         "Missing named input: x in 'inputs' object."),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress", {"signature_name": "regress_x_to_y"}, 400,
+         "When method is classify, key 'examples' is expected and was not found"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "examples": []}, 400, "'examples' value is an empty array"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "examples": [[1.0]]}, 400,
+         "Example must be JSON object but got JSON Array"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, "a"]}]}, 400,
+         "Unexpected element type in feature: x expecting type: float"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "examples": [{"x": UINT64_MAX}]}, 400,
+         "Feature: x has uint64_t element. Only int64_t is supported."),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress",
+         {"signature_name": "regress_x_to_y", "examples": [{"x": None}]}, 400,
+         "Feature: x has element with unexpected JSON type: Null"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:classify", {"examples": [{"x": 1.0}]}, 400,
+         "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
+         "tensorflow/serving/predict"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress", {"signature_name": "nope", "examples": [{}]},
+         400, "No signature was found with the name: nope"),
+]
+
+_FLOAT, _STRING = "DT_FLOAT", "DT_STRING"
+_COLUMN = [-1, 1]
+# saved_model_half_plus_two_2_versions_metadata.json and half_plus_two_model_metadata.json, transcribed:
+# {signature: (method, {input: (tensor, dtype, dims or None for an unknown rank)}, {output: (...)})}
+_SIGNATURES = {
+    "regress_x2_to_y3": ("regress", {"inputs": ("x2:0", _FLOAT, _COLUMN)}, {"outputs": ("y3:0", _FLOAT, _COLUMN)}),
+    "serving_default": ("predict", {"x": ("x:0", _FLOAT, _COLUMN)}, {"y": ("y:0", _FLOAT, _COLUMN)}),
+    "classify_x_to_y": ("classify", {"inputs": ("tf_example:0", _STRING, None)}, {"scores": ("y:0", _FLOAT, _COLUMN)}),
+    "regress_x_to_y2": ("regress", {"inputs": ("tf_example:0", _STRING, None)}, {"outputs": ("y2:0", _FLOAT, _COLUMN)}),
+    "regress_x_to_y": ("regress", {"inputs": ("tf_example:0", _STRING, None)}, {"outputs": ("y:0", _FLOAT, _COLUMN)}),
+}
+METADATA = {
+    TWO: {**_SIGNATURES, "classify_x2_to_y3": ("classify", {"inputs": ("x2:0", _FLOAT, _COLUMN)},
+                                               {"scores": ("y3:0", _FLOAT, _COLUMN)})},
+    DEFAULT: _SIGNATURES,
+}
+
+
+def _tensor_info(tensor: str, dtype: str, dims: Optional[list]) -> dict:
+    shape = {"dim": [], "unknown_rank": True} if dims is None else {
+        "dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
+    return {"dtype": dtype, "tensor_shape": shape, "name": tensor}
+
+
+def _metadata(model: str) -> dict:
+    defs = {name: {"inputs": {k: _tensor_info(*v) for k, v in inputs.items()},
+                   "outputs": {k: _tensor_info(*v) for k, v in outputs.items()},
+                   "method_name": f"tensorflow/serving/{method}", "defaults": {}}
+            for name, (method, inputs, outputs) in METADATA[model].items()}
+    return {"model_spec": {"name": model, "signature_name": "", "version": "123"},
+            "metadata": {"signature_def": {"signature_def": defs}}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, str]:
+    return tf_serving_models.build(str(tmp_path_factory.mktemp("tf_serving_models")))
+
+
+@pytest.fixture(scope="module")
+def clients(built, tmp_path_factory) -> dict[str, TestClient]:
+    """One server per model, as TF Serving's tests serve them."""
+    base = tmp_path_factory.mktemp("served")
+    shutil.copytree(os.path.join(built[TWO], "00000123"), base / TWO / "00000123")  # version 123 only
+    shutil.copytree(os.path.join(built[tf_serving_models.HALF_PLUS_TWO], "00000123"), base / DEFAULT / "00000123")
+    registries = {TWO: models.ModelRegistry(str(base), TWO, poll_seconds=3600.0, labels={"Version_Label": 123}),
+                  DEFAULT: models.ModelRegistry(str(base), DEFAULT, poll_seconds=3600.0),
+                  THREE: models.ModelRegistry(os.path.dirname(built[THREE]), THREE, poll_seconds=3600.0)}
+    opened = {name: TestClient(server.create_app(registry)) for name, registry in registries.items()}
+    for client in opened.values():
+        client.__enter__()
+    yield opened
+    for client in opened.values():
+        client.__exit__(None, None, None)
+
+
+def _send(client: Any, case: Case) -> Any:
+    content = case.body if isinstance(case.body, str) else None if case.body is None else json.dumps(case.body)
+    return client.request(case.method, case.path, content=content)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_tf_serving_rest_case(clients, case):
+    response = _send(clients[case.model], case)
+    assert response.status_code == case.status, response.text
+    if case.raw is not None:
+        text = response.text if case.expect is None else response.text.replace(" ", "").replace("\n", "")
+        assert case.raw in text, response.text
+    if case.path.startswith("/v1/"):
+        assert response.headers["content-type"] == "application/json"
+        answer = json.loads(response.text)
+        if case.status >= 400:
+            assert set(answer) == {"error"}, answer
+        if case.expect == "metadata":
+            assert answer == _metadata(case.model)
+        elif isinstance(case.expect, str):
+            assert case.expect in answer["error"], answer
+        elif case.expect is not None:
+            assert answer == case.expect
+
+
+def test_nan_and_infinity_come_back_as_tf_serving_writes_them(clients):
+    response = clients[DEFAULT].post("/v1/models/default:predict", content=b'{"instances": [NaN, -Infinity]}')
+    values = json.loads(response.text)["predictions"]
+    assert math.isnan(values[0]) and values[1] == -math.inf
+
+
+# ---- TF Serving's layout ------------------------------------------------------------------------------------------
+
+def _registry(serving_dir: str, model: str) -> models.ModelRegistry:
+    return models.ModelRegistry(serving_dir, model, poll_seconds=3600.0)
+
+
+def test_zero_padded_versions_without_push_json_are_served_as_their_numbers(built):
+    serving_dir = os.path.dirname(built[TWO])
+    assert serving.versions(serving_dir, TWO) == [123, 124]
+    assert serving.latest(serving_dir, TWO).manifest == {}
+    with TestClient(server.create_app(_registry(serving_dir, TWO))) as client:
+        assert client.get(f"/v1/models/{TWO}").json() == _status("124")
+        answer = client.post(f"/v1/models/{TWO}/versions/124:predict", json={"instances": [1.0]})
+        assert answer.json() == {"predictions": [2.5]} and answer.headers["X-Model-Version"] == "124"
+
+
+@pytest.mark.parametrize("names,served", [
+    (["00000123", "99999999999999999999"], 123),  # beyond int64: TF Serving's safe_strto64 refuses it, so no version
+    (["00000123", "9223372036854775807"], 9223372036854775807),  # int64's largest is a version
+    (["123", "00000123"], 123),  # two names of one version: one is served (the plain one here)
+    (["+7", "-8", " 9", "0x10", "٣"], 7),  # '+' read as TF Serving reads it; signs, spaces, hex, non-ASCII digits not
+])
+def test_version_folder_names_are_read_as_tf_serving_reads_them(built, tmp_path, names, served):
+    root = tmp_path / "m"
+    for name in names:
+        shutil.copytree(os.path.join(built[tf_serving_models.HALF_PLUS_TWO], "00000123"),
+                        root / name)
+    assert max(serving.versions(str(tmp_path), "m")) == served
+    with TestClient(server.create_app(_registry(str(tmp_path), "m"))) as client:
+        status = client.get("/v1/models/m").json()["model_version_status"]
+        assert [s["version"] for s in status if s["state"] == "AVAILABLE"] == [str(served)]
+        answer = client.post(f"/v1/models/m/versions/{served}:predict", json={"instances": [4.0]})
+        assert answer.json() == {"predictions": [4.0]}
+
+
+def test_a_version_beyond_int64_in_the_url_is_400_as_tf_serving(clients):
+    for path in (f"/v1/models/{DEFAULT}/versions/9223372036854775808", f"/v1/models/{DEFAULT}/versions/{'9' * 5000}"):
+        answer = clients[DEFAULT].get(path)
+        assert answer.status_code == 400 and "Failed to convert version" in answer.json()["error"]
+
+
+def test_rollouts_and_batch_inference_take_versions_without_push_json(built, tmp_path):
+    from flywheel.batch import served
+    from flywheel.rollout import state
+
+    serving_dir = str(tmp_path)
+    for name in ("00000123", "00000124"):
+        shutil.copytree(os.path.join(built[TWO], name), tmp_path / TWO / name)
+    started = state.start(serving_dir, TWO, 123, mode="canary", percent=10.0)
+    assert (started.stable, started.candidate) == (124, 123)
+    assert serving.current(serving_dir, TWO).path == os.path.join(serving_dir, TWO, "00000124")
+    with pytest.raises(served.PredictError, match="examples"):  # found, read; it has no tf.Example signature
+        served.resolve(serving_dir, TWO, 124)
+
+
+# ---- a real `flywheel serve` process -------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_flywheel_serve_answers_tf_serving_cases_over_http(built):
+    port = _free_port()
+    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", os.path.dirname(built[THREE]), "--model", THREE,
+                             "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status = httpx.get(f"{base}/v1/models/{THREE}", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.2)
+        assert status.json() == _status()
+        for case in [c for c in CASES if c.model == THREE]:
+            answer = httpx.request(case.method, base + case.path, timeout=30, content=(
+                case.body if isinstance(case.body, str) else None if case.body is None else json.dumps(case.body)))
+            assert answer.status_code == case.status, (case, answer.text)
+            if isinstance(case.expect, dict):
+                assert answer.json() == case.expect, case
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_nested_and_scalar_requests_are_answered_and_logged(built, tmp_path):
+    from flywheel.serving.request_log import RequestLog
+
+    log = RequestLog(str(tmp_path / "logs"))
+    registry = _registry(os.path.dirname(built[THREE]), THREE)
+    bodies = [({"inputs": 2.0}, {"outputs": 4.0}), ({"instances": [[[1, 2]], [[3, 4]]]}, None),
+              ({"instances": [1.0, 2.0]}, {"predictions": [3.5, 4.0]})]
+    with TestClient(server.create_app(registry, request_log=log)) as client:
+        for body, expected in bodies:
+            answer = client.post(f"/v1/models/{THREE}:predict", json=body)
+            assert answer.status_code == 200, answer.text
+            assert expected is None or answer.json() == expected
+    counters = log.counters()
+    assert counters["logged_rows"] == 5 and counters["write_errors"] == 0, counters
