@@ -818,7 +818,8 @@ def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
 
 def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
           max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
-          log_sample: float = 1.0, *, request_log: Any = None, rollout_key_header: str = "X-Rollout-Key") -> None:
+          log_sample: float = 1.0, *, request_log: Any = None, rollout_key_header: str = "X-Rollout-Key",
+          limits: Any = None) -> None:
     """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
 
     log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
@@ -826,7 +827,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     it is closed, everything written, when the server stops. request_log: any object with
     `.log(request_id, model, version, signature, rows, predictions, latency_ms, *, role, status, error)` instead.
     With a rollout state (`flywheel rollout start`), the server follows it without a restart; a request's
-    `rollout_key_header` value keeps it on one version during a canary.
+    `rollout_key_header` value keeps it on one version during a canary. limits: the connections' limits
+    (`flywheel.serving.connections.ConnectionLimits`, its defaults when None).
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
@@ -835,6 +837,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     import signal
 
     import uvicorn
+
+    from flywheel.serving.connections import ConnectionLimits
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                       request_log=request_log, rollout_key_header=rollout_key_header)
@@ -846,7 +850,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     # then re-raises the signal to the handler it found: this one, so the process ends with status 0.
     previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                    **(limits or ConnectionLimits()).uvicorn_options())
     except SystemExit as e:
         if e.code not in (0, None):
             raise

@@ -224,6 +224,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long a batch waits for more requests before it runs")
     srv.add_argument("--rollout-key-header", default="X-Rollout-Key",
                      help="request header whose value keeps a client on one version during a canary (sticky split)")
+    srv.add_argument("--max-connections", type=int, default=1000,
+                     help="open connections (and requests in progress) past which a request gets 503; connections "
+                          "past twice this are closed as they open")
+    srv.add_argument("--keep-alive-timeout", type=float, default=5.0,
+                     help="seconds a connection may stay idle after an answer before it is closed")
+    srv.add_argument("--read-timeout", type=float, default=30.0,
+                     help="seconds a client has to send a whole request (from its connection or its last answer)")
+    srv.add_argument("--max-header-bytes", type=int, default=64 * 1024,
+                     help="largest request line and headers taken (beyond: 431)")
 
     _rollout_parser(sub)
 
@@ -401,10 +410,17 @@ def cmd_logs(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from flywheel.serving.connections import ConnectionLimits
+
+    try:
+        limits = ConnectionLimits(args.max_connections, args.keep_alive_timeout, args.read_timeout,
+                                  args.max_header_bytes)
+    except ValueError as e:
+        raise api.UsageError(str(e)) from None
     print(f"flywheel: serving {args.model} from {args.serving_dir} on http://{args.host}:{args.port}", file=sys.stderr)
     api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
               batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample,
-              rollout_key_header=args.rollout_key_header)
+              rollout_key_header=args.rollout_key_header, limits=limits)
     return EXIT_OK
 
 

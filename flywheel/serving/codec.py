@@ -19,7 +19,10 @@ import base64
 import binascii
 import functools
 import json
+import math
 import operator
+import re
+import sys
 import typing
 import weakref
 from typing import Any, Optional, Sequence
@@ -224,15 +227,87 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise InvalidArgument("JSON Parse error: The document is empty")
     try:
-        return orjson.loads(body)
+        return _shallow(orjson.loads(body), body)
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"JSON Parse error: Invalid encoding in string. at offset: {e.start}") from None
+    try:
+        doc = json.loads(text, parse_float=_finite_float)
+    except RecursionError:
+        raise _too_deep() from None
     except json.JSONDecodeError as e:
-        raise _decode_error(e, e.doc) from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidArgument(f"JSON Parse error: {e}") from None
+        raise _decode_error(e, text) from None
+    except _NumberTooBig as e:
+        raise _parse_error("Number too big to be stored in double.", text, text.find(e.literal)) from None
+    except ValueError:  # an integer literal beyond the digits Python's int() reads
+        found = _LONG_NUMBER.search(text)
+        raise _parse_error("Number too big to be stored in double.", text, found.start() if found else 0) from None
+    _refuse_lone_surrogates(doc, text)
+    return _shallow(doc, body)
+
+
+# Arrays and objects in arrays and objects: TensorFlow's tensors have at most 254 dimensions, and the code that
+# reads a document (naming a bad value, logging it) recurses once per level, which Python bounds.
+MAX_JSON_DEPTH = 128
+_LONG_NUMBER = re.compile("[0-9]{%d,}" % (sys.get_int_max_str_digits() + 1))
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _parse_error(what: str, text: str, index: int) -> InvalidArgument:
+    """TF Serving's parse error: rapidjson's message and the byte offset of what it refused (at `index` in text)."""
+    offset = len(text[:max(index, 0)].encode("utf-8"))
+    return InvalidArgument(f"JSON Parse error: {what} at offset: {offset}")
+
+
+class _NumberTooBig(ValueError):
+    def __init__(self, literal: str):
+        super().__init__(literal)
+        self.literal = literal
+
+
+def _finite_float(literal: str) -> float:
+    """A JSON number as a float; one beyond float64 (`1e400`) is refused as TF Serving's parser refuses it (only the
+    literals NaN and Infinity stand for those values)."""
+    value = float(literal)
+    if math.isinf(value):
+        raise _NumberTooBig(literal)
+    return value
+
+
+def _shallow(doc: Any, body: bytes) -> Any:
+    """The document, when its arrays and objects nest at most MAX_JSON_DEPTH deep (walked only when the body has
+    that many brackets); else InvalidArgument."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return doc
+    stack = [(doc, 1)] if isinstance(doc, (list, dict)) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in items if isinstance(item, (list, dict)))
+    return doc
+
+
+def _too_deep() -> InvalidArgument:
+    return InvalidArgument(f"JSON Parse error: arrays and objects nest deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _refuse_lone_surrogates(doc: Any, text: str) -> None:
+    """A `\\ud800` escape without its pair decodes to a string no UTF-8 encoder takes: refused as TF Serving's
+    parser refuses it. Only a document with a surrogate escape is checked (re-encoded whole, in C)."""
+    found = _SURROGATE_ESCAPE.search(text)
+    if found is None:
+        return
+    try:
+        json.dumps(doc, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _parse_error("The surrogate pair in string is invalid.", text, found.start()) from None
+    except RecursionError:
+        raise _too_deep() from None
 
 
 # The standard library's messages, in the words of TF Serving's parser (rapidjson's GetParseError_En).
@@ -389,8 +464,8 @@ def parse_rows(body: bytes, signature: Signature) -> Optional[tuple[dict[str, np
         return None
     try:
         doc = decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return None  # the general path names what is wrong
     if doc.inputs is not msgspec.UNSET or not doc.instances or doc.signature_name not in ("", signature.name):
         return None
     values = zip(*map(getter, doc.instances), strict=True) if len(names) > 1 else [list(map(getter, doc.instances))]

@@ -5,9 +5,10 @@
 `poll_seconds` in a background thread, and once at start) loads the newest complete version that has not
 failed, replays its warmup file, and only then makes it the one that answers; versions beyond the newest
 `num_versions` loaded ones, and versions whose folder is gone, are unloaded. A version that fails to load
-or warm up is never served: it is reported in the model status (state END with the error) and the older
-version keeps serving. Requests hold a reference to the `Servable` they resolved, so a switch or an unload
-never fails one in flight.
+or warm up is not served: it is reported in the model status (state END, what went wrong without the server's
+paths, and when it is tried again: `LoadRetries`, TF Serving's 5 retries a minute apart, then again when its
+folder changes) and the older version keeps serving. Requests hold a reference to the `Servable` they resolved,
+so a switch or an unload never fails one in flight.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
+import time
 from typing import Any, Callable, Optional
 
 from flywheel.components.common import serving
@@ -172,7 +175,12 @@ def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any
             raise InvalidArgument(f"input {name} of signature {signature.name}: shape {list(shape)} is not compatible "
                                   f"with {[-1 if d is None else d for d in spec.shape]}")
         args.append(value)
-    return dict(zip(signature.outputs, signature.call(*args), strict=True))
+    try:
+        return dict(zip(signature.outputs, signature.call(*args), strict=True))
+    except UnicodeDecodeError as e:  # TensorFlow's error message quotes a request's bytes that are not UTF-8
+        import tensorflow as tf
+
+        raise tf.errors.InvalidArgumentError(None, None, bytes(e.object).decode("utf-8", "replace")) from None
 
 
 def warm_up(servable: Servable) -> int:
@@ -189,13 +197,58 @@ def warm_up(servable: Servable) -> int:
     return count
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadRetries:
+    """TF Serving's `--max_num_load_retries` (5) and `--load_retry_interval_micros` (1 minute): a version that
+    failed to load is tried again `max_retries` times, `interval_seconds` apart, then not again until its folder
+    changes (a file added, removed or rewritten), which starts a new round."""
+
+    max_retries: int = 5
+    interval_seconds: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoadFailure:
+    attempts: int  # failed loads in this round
+    retry_at: float  # the registry's clock
+    fingerprint: tuple  # the version folder's files when it last failed
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.@+-]+(?:/[\w.@+{}|-]*)+")
+
+
+def _public_reason(error: Exception, serving_dir: str) -> str:
+    """What went wrong loading a version, for the model status: the error's first line, with paths relative to
+    the serving folder and any other absolute path left out (the server's log has the whole error)."""
+    text = (str(error).strip().splitlines() or [""])[0] or "no detail given"
+    for root in {serving_dir.rstrip("/"), os.path.abspath(serving_dir)}:
+        text = text.replace(root + "/", "")
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def _fingerprint(path: str) -> tuple:
+    """(relative path, size, modification time) of every file under a version folder; () when it is gone."""
+    fs = serving.filesystem(path)
+    if not fs.isdir(path):
+        return ()
+    files = []
+    for folder, _, names in fs.walk(path):
+        for name in names:
+            full = os.path.join(folder, name)
+            stat = fs.stat(full)
+            files.append((os.path.relpath(full, path), getattr(stat, "st_size", getattr(stat, "length", None)),
+                          getattr(stat, "st_mtime_ns", getattr(stat, "mtime_nsec", None))))
+    return tuple(sorted(files))
+
+
 class ModelRegistry:
     """The loaded versions of one model, kept in step with its serving folder."""
 
     def __init__(self, serving_dir: str, model: str, num_versions: int = 1, poll_seconds: float = 1.0,
                  labels: Optional[dict[str, int]] = None,
                  loader: Callable[[str, int, str], Servable] = load_servable,
-                 on_change: Optional[Callable[[], None]] = None):
+                 on_change: Optional[Callable[[], None]] = None,
+                 load_retries: LoadRetries = LoadRetries(), clock: Callable[[], float] = time.monotonic):
         if num_versions < 1:
             raise ValueError(f"serve: num_versions must be at least 1, got {num_versions}")
         self.serving_dir, self.model, self.num_versions = serving_dir, model, num_versions
@@ -205,6 +258,8 @@ class ModelRegistry:
         self._loaded: dict[int, Servable] = {}
         self._states: dict[int, VersionState] = {}
         self._failed: set[int] = set()
+        self._failures: dict[int, _LoadFailure] = {}
+        self.load_retries, self._clock = load_retries, clock
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         # Rollout hook (flywheel/serving/routing.py): the routing of the model's rollout.json, None without one.
@@ -224,11 +279,7 @@ class ModelRegistry:
             servable = self._loader(self.model, version, path)
             warmed = warm_up(servable)
         except Exception as e:  # any load or warmup failure keeps the version out of service, named in status
-            message = f"{type(e).__name__}: {e}"
-            logger.error("serve: %s version %d not loaded: %s", self.model, version, message)
-            with self._lock:
-                self._failed.add(version)
-            self._set(version, END, "UNKNOWN", message)
+            self._failed_load(version, path, e)
             return False
         with self._lock:
             self._loaded[version] = servable
@@ -236,10 +287,42 @@ class ModelRegistry:
         logger.info("serve: %s version %d available (%d warmup requests replayed)", self.model, version, warmed)
         return True
 
+    def _failed_load(self, version: int, path: str, error: Exception) -> None:
+        """Records a failed load: the version is out of service until its retry is due (`_release_retries`)."""
+        fingerprint = _fingerprint(path)
+        with self._lock:
+            previous = self._failures.get(version)
+        same = previous is not None and previous.fingerprint == fingerprint
+        attempts = previous.attempts + 1 if same else 1
+        retries = self.load_retries
+        if attempts <= retries.max_retries:
+            then = (f"retry {attempts} of {retries.max_retries} in {retries.interval_seconds:g} s")
+        else:
+            then = f"gave up after {attempts} attempts; tried again when the version's folder changes"
+        logger.warning("serve: %s version %d not loaded (%s): %s: %s", self.model, version, then,
+                       type(error).__name__, error)
+        with self._lock:
+            self._failed.add(version)
+            self._failures[version] = _LoadFailure(attempts, self._clock() + retries.interval_seconds, fingerprint)
+        self._set(version, END, "UNKNOWN",
+                  f"Loading version {version} failed: {_public_reason(error, self.serving_dir)} ({then})")
+
+    def _release_retries(self) -> None:
+        """Failed versions whose retry is due (or whose folder changed) may load again at this poll."""
+        now = self._clock()
+        with self._lock:
+            failures = {v: f for v, f in self._failures.items() if v in self._failed}
+        for version, failure in failures.items():
+            due = failure.attempts <= self.load_retries.max_retries and now >= failure.retry_at
+            if due or _fingerprint(serving.version_path(self.serving_dir, self.model, version)) != failure.fingerprint:
+                with self._lock:
+                    self._failed.discard(version)
+
     def poll(self) -> None:
         """One pass of the file-system source: load what should serve, then unload what should not."""
         from flywheel.serving import routing
 
+        self._release_retries()
         if routing.follow(self):  # rollout hook: with a rollout.json, its versions load and route (routing.py)
             return
         present = serving.versions(self.serving_dir, self.model)

@@ -20,6 +20,7 @@ import itertools
 import logging
 import re
 import time
+import urllib.parse
 import uuid
 from typing import Any, Callable, Optional, Protocol
 
@@ -48,6 +49,8 @@ STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?
 METRICS_PATH = "/monitoring/prometheus/metrics"
 REQUEST_ID_HEADER = "X-Request-Id"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+INT64_MAX = 2**63 - 1
+UNKNOWN_LABEL = "_unknown"  # the metrics' model label of a request naming a model this server does not serve
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -149,11 +152,24 @@ async def _read_body(receive: Callable, declared: Optional[bytes], limit: int) -
 
 
 def _parse_path(pattern: re.Pattern, path: str) -> Optional[tuple]:
+    """(model, version, label, verb or sub-resource) of a request path as sent (percent-encoded), matched as TF
+    Serving matches it; the model name and label are then percent-decoded, the version read as an int64."""
     match = pattern.fullmatch(path)
     if match is None:
         return None
     name, version, label, last = match.groups()
-    return name, int(version) if version else None, label, last
+    return _unquote(name), _version(version) if version else None, _unquote(label), last
+
+
+def _unquote(part: Optional[str]) -> Optional[str]:
+    return urllib.parse.unquote(part) if part and "%" in part else part
+
+
+def _version(digits: str) -> int:
+    if len(digits.lstrip("0")) > 19 or int(digits) > INT64_MAX:
+        shown = digits if len(digits) <= 40 else f"{digits[:20]}...({len(digits)} digits)"
+        raise InvalidArgument(f"Failed to convert version: {shown} to numeric.")
+    return int(digits)
 
 
 def _metadata(servable: Servable) -> dict:
@@ -259,7 +275,8 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
 
     async def v1(scope: dict, receive: Callable) -> _Answer:
         started = time.perf_counter()
-        path, method = scope["path"], scope["method"]
+        method = scope["method"]
+        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         request_id, declared, ctx_key = None, None, None
         for name, value in scope["headers"]:
             if name == key_header:  # may also be the request id (--rollout-key-header X-Request-Id)
@@ -299,11 +316,15 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             import tensorflow as tf
 
             if isinstance(e, tf.errors.InvalidArgumentError):
-                error = InvalidArgument(e.message)
+                logger.warning("serve: %s %s (request %s) refused by TensorFlow: %s", method, path, request_id,
+                               e.message)
+                error = InvalidArgument(_tensorflow_message(e.message))
             else:
-                logger.exception("serve: %s %s failed", method, path)
-                error = ServingError(f"{type(e).__name__}: {e}")
-        metrics.errors.labels(ctx["model"], ctx["version"], ctx["signature"], ctx["api"], str(error.status)).inc()
+                logger.warning("serve: %s %s (request %s) failed", method, path, request_id, exc_info=True)
+                error = ServingError(f"Internal error: the server failed to answer request {request_id}; its log "
+                                     "has the detail")
+        model = ctx["model"] if ctx["model"] == registry.model else UNKNOWN_LABEL
+        metrics.errors.labels(model, ctx["version"], ctx["signature"], ctx["api"], str(error.status)).inc()
         answer = _error(error, request_id)
         if ctx["api"] == "predict":  # rollout hook: a failed predict is logged too, and names its version
             answer.version = ctx["version"]
@@ -341,6 +362,15 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
     starlette = Starlette(routes=[Route(METRICS_PATH, metrics_route, methods=["GET"])], lifespan=lifespan)
     starlette.state.registry, starlette.state.batcher, starlette.state.metrics = registry, batcher, metrics
     return ServingApp(v1, starlette)
+
+
+_TENSORFLOW_CONTEXT = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\{\{(?:function_)?node [^}]*\}\}", re.DOTALL)
+
+
+def _tensorflow_message(message: str) -> str:
+    """A TensorFlow error about the request's values, without the graph's function and node names TensorFlow
+    appends (`[[{{node ParseExample/ParseExampleV2}}]]`): they name the model's internals, not the request."""
+    return _TENSORFLOW_CONTEXT.sub("", message).strip()
 
 
 def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,

@@ -14,6 +14,7 @@ TF Serving's tests serve them:
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -409,3 +410,70 @@ def test_nested_and_scalar_requests_are_answered_and_logged(built, tmp_path):
             assert expected is None or answer.json() == expected
     counters = log.counters()
     assert counters["logged_rows"] == 5 and counters["write_errors"] == 0, counters
+
+
+def test_requests_of_other_shapes_are_batched_only_with_their_like(built, tmp_path):
+    shutil.copytree(os.path.join(built[tf_serving_models.HALF_PLUS_TWO], "00000123"), tmp_path / DEFAULT / "00000123")
+    app = server.create_app(_registry(str(tmp_path), DEFAULT), max_batch_size=64, batch_timeout_ms=300.0,
+                            num_batch_threads=1)
+    bodies = [({"instances": [1.0, 2.0]}, {"predictions": [2.5, 3.0]}),
+              ({"instances": [[1.0], [2.0]]}, {"predictions": [[2.5], [3.0]]}),
+              ({"instances": [4.0]}, {"predictions": [4.0]}),
+              ({"instances": [[4.0]]}, {"predictions": [[4.0]]}),
+              ({"inputs": [[1.0, 2.0, 3.0]]}, {"outputs": [[2.5, 3.0, 3.5]]}),
+              ({"inputs": 6.0}, {"outputs": 5.0})]
+    with TestClient(app) as client, concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: client.post("/v1/models/default:predict", json=body[0]), bodies))
+        calls = app.state.batcher.calls
+    assert [a.json() for a in answers] == [expected for _, expected in bodies]
+    assert calls < len(bodies), f"{len(bodies)} concurrent requests of 4 shapes took {calls} TensorFlow calls"
+
+
+@pytest.fixture(scope="module")
+def echo_client(tmp_path_factory):
+    """A model answering each input as it got it: one input of each JSON type's dtypes (api_rest.md's JSON mapping)."""
+    import tensorflow as tf
+
+    path = tmp_path_factory.mktemp("echo") / "echo" / "00000001"
+    dtypes = {"i32": tf.int32, "u8": tf.uint8, "i64": tf.int64, "flag": tf.bool, "f64": tf.float64,
+              "text": tf.string, "blob_bytes": tf.string}
+    builder = tf.compat.v1.saved_model.Builder(str(path))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        inputs = {name: tf.compat.v1.placeholder(dtype, [None], name=name) for name, dtype in dtypes.items()}
+        outputs = {name: tf.identity(tensor, name=f"{name}_out") for name, tensor in inputs.items()}
+        info = tf.compat.v1.saved_model.utils.build_tensor_info
+        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
+            {k: info(v) for k, v in inputs.items()}, {k: info(v) for k, v in outputs.items()},
+            "tensorflow/serving/predict")
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+    builder.save()
+    with TestClient(server.create_app(_registry(str(path.parent.parent), "echo"))) as client:
+        yield client
+
+
+ECHO_ROW = {"i32": -7, "u8": 255, "i64": 2**62, "flag": True, "f64": 0.1, "text": "héllo",
+            "blob_bytes": {"b64": base64.b64encode(b"\x00\xff").decode("ascii")}}
+
+
+def test_every_json_type_goes_to_its_dtypes_and_back(echo_client):
+    answer = echo_client.post("/v1/models/echo:predict", json={"instances": [ECHO_ROW, ECHO_ROW]})
+    assert answer.status_code == 200, answer.text
+    # _bytes outputs come back base64-encoded (api_rest.md, "Output of binary values"); the others as they went
+    assert answer.json() == {"predictions": [ECHO_ROW, ECHO_ROW]}
+    columnar = echo_client.post("/v1/models/echo:predict", json={"inputs": {k: [v] for k, v in ECHO_ROW.items()}})
+    assert columnar.json() == {"outputs": {k: [v] for k, v in ECHO_ROW.items()}}
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("i32", 2**31, "JSON Value: 2147483648 out of range for int32"),
+    ("u8", -1, "JSON Value: -1 out of range for uint8"),
+    ("i64", 1.5, "JSON Value: 1.5 Type: Number is not of expected type: int64"),
+    ("flag", 1, "JSON Value: 1 Type: Number is not of expected type: bool"),
+    ("f64", "0.1", 'JSON Value: "0.1" Type: String is not of expected type: double'),
+    ("text", {"b64": "%%"}, "Unable to base64 decode"),
+    ("text", {"b64": "aGk=", "x": 1}, "not formatted correctly for base64 data"),
+])
+def test_a_value_of_the_wrong_json_type_is_named(echo_client, name, value, message):
+    answer = echo_client.post("/v1/models/echo:predict", json={"instances": [{**ECHO_ROW, name: value}]})
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+    assert f"Failed to process element: 0 key: {name} of 'instances' list" in answer.json()["error"]
