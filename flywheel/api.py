@@ -37,6 +37,28 @@ def _to_dict(result: Any) -> dict[str, Any]:
     return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.repr}
 
 
+def folder_argument(path: Optional[str], what: str) -> None:
+    """UsageError naming `what` (e.g. "--output-dir") when a folder to write into is a file."""
+    from flywheel.components.common import serving
+
+    if path and serving.filesystem(path).exists(path) and not serving.filesystem(path).isdir(path):
+        raise UsageError(f"{what} {path}: expected a folder (new or existing), found a file")
+
+
+def file_argument(path: Optional[str], what: str) -> None:
+    """UsageError naming `what` when a file to write is a folder; its folder is made when missing."""
+    from flywheel.components.common import serving
+
+    if not path:
+        return
+    if serving.filesystem(path).isdir(path):
+        raise UsageError(f"{what} {path}: expected a file to write, found a folder")
+    parent = os.path.dirname(path)
+    folder_argument(parent, f"{what}'s folder")
+    if parent:
+        serving.filesystem(parent).makedirs(parent)
+
+
 def listing(values: Any) -> str:
     """A list (or a string already rendered) as text: `1, 2, 3`; `none` when empty. Numbers get thousands
     separators."""
@@ -124,6 +146,8 @@ def pipeline_config(pipeline: str, output_dir: str = "flywheel_output", *, data:
     entry = registry.get(pipeline)
     if engine not in entry.engines:
         raise UsageError(f"pipeline {pipeline!r}: unknown engine {engine!r}; engines: {', '.join(entry.engines)}")
+    folder_argument(output_dir, "--output-dir")
+    folder_argument(serving_dir, "--serving-dir")
     try:
         cfg = entry.make_config(paths=entry.make_paths(output_dir, data, serving_dir), **options)
     except (ValueError, FileNotFoundError) as e:
@@ -190,7 +214,7 @@ def _must_exist(result: RunResult) -> list[str]:
 
 def _execute(cfg, pipeline: str, engine: str, runner, resolved, progress: Optional[TextIO], verbose: bool) -> RunResult:
     out = progress if progress is not None else sys.stdout
-    out.write(f"flywheel: running {pipeline} on the {engine} engine: spans {list(resolved.spans)}, "
+    out.write(f"flywheel: running {pipeline} on the {engine} engine: spans {listing(resolved.spans)}, "
               f"{len(resolved.files)} file(s), data {resolved.fingerprint[:12]}; output {cfg.paths.output_dir}\n")
     out.flush()
     started = time.monotonic()
@@ -415,6 +439,7 @@ def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans
     from flywheel.components.ingest import beam_ingest, parsing, quarantine, run
 
     resolved = _resolve_input(data, span, num_spans)
+    folder_argument(output_dir, "ingest: --output-dir")
     try:
         columns = parsing.columns_from_schema(parsing.load_schema(schema))
         options = beam_ingest.IngestOptions(columns=tuple(columns), split_key_columns=tuple(split_key),
@@ -464,6 +489,8 @@ class MonitorResult:
         out = [f"flywheel monitor: {'DRIFT in ' + ', '.join(self.drifted) if self.drifted else 'no drift'} "
                f"(baseline {self.rows.get('baseline', 0):,} rows, current {self.rows.get('current', 0):,} rows)"
                + (f"; report {self.report}" if self.report else "")]
+        if self.details.get("baseline_from"):
+            out.append(f"  baseline: {self.details['baseline_from']}")
         if self.details.get("schema_from"):
             out.append(f"  schema: {self.details['schema_from']}")
         for what, part in (("prediction drift", self.details.get("prediction")),
@@ -471,6 +498,28 @@ class MonitorResult:
             if (part or {}).get("skipped"):
                 out.append(f"  {what} not checked: {part['skipped']}")
         return out
+
+
+def _served_baseline(baseline: str) -> tuple[str, str]:
+    """A model's folder in serving (`<serving>/<model>`) stands for the training profile of the version it serves
+    by default (the stable one of a rollout, else the newest): (that profile's path, where it came from). Any
+    other path is returned as it is, with ""."""
+    from flywheel.components.common import serving
+
+    serving_dir, model = os.path.split(baseline.rstrip("/"))
+    if not serving.filesystem(baseline).isdir(baseline) or not serving.versions(serving_dir, model):
+        return baseline, ""
+    try:
+        served = serving.current(serving_dir, model)
+    except serving.ManifestError as e:
+        raise UsageError(f"monitor: --baseline {baseline}: {e}") from e
+    name = served.manifest.get("baseline_profile") if served else None
+    if not name:
+        raise UsageError(f"monitor: --baseline {baseline}: expected the version it serves by default "
+                         f"({served.version if served else 'none'}) to keep a training profile "
+                         "(baseline_profile.json, named in its push.json), found none")
+    path = os.path.join(served.path, name)
+    return path, f"{path}, the training profile of version {served.version}, which {model} serves by default"
 
 
 def _schema_beside(baseline: str) -> tuple[Optional[str], str]:
@@ -500,6 +549,9 @@ def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report
     schema, a model's own `baseline_profile.json` brings its pipeline's (see `_schema_beside`)."""
     from flywheel.components.monitor import monitor as drift_monitor
 
+    folder_argument(report_dir, "monitor: --report")
+    file_argument(save_profile, "monitor: --save-profile")
+    baseline, baseline_from = _served_baseline(baseline)
     schema_from = ""
     if not schema:
         schema, schema_from = _schema_beside(baseline)
@@ -513,6 +565,8 @@ def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report
     details = {k: v for k, v in found.items() if k not in ("drift_detected", "features", "rows")}
     if schema_from:
         details["schema_from"] = schema_from
+    if baseline_from:
+        details["baseline_from"] = baseline_from
     return MonitorResult(drift_detected=bool(found["drift_detected"]), features=found["features"],
                          rows=found["rows"], report=os.path.join(report_dir, "report.html") if report_dir else None,
                          details=details)
@@ -638,14 +692,20 @@ class SimulateResult:
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 
+    @property
+    def spans(self) -> list[str]:
+        return [os.path.basename(os.path.dirname(f)) for f in self.files]
+
     def lines(self) -> list[str]:
-        return [f"flywheel simulate: {len(self.files)} spans of {self.rows:,} rows in {self.out}"
-                + (f"; drift from span {self.drift_from}" if self.drift_from else "; no drift")]
+        return [f"flywheel simulate: {len(self.files)} span(s) of {self.rows:,} rows in {self.out} "
+                f"({listing(self.spans)})" + (f"; drift from span {self.drift_from}" if self.drift_from else
+                                             "; no drift")]
 
 
 def simulate(pipeline: str, out: str, *, spans: int = 4, drift_from: Optional[int] = None, rows: int = 5000,
              seed: int = 0) -> SimulateResult:
-    """Writes `<out>/span-1 .. span-N` of labelled production data, drifting from span `drift_from` (1..spans)."""
+    """Writes `spans` new spans of labelled production data into `out`, after the span-N folders it already holds
+    (span-1 .. span-N in a new folder), drifting from span number `drift_from` on; nothing is overwritten."""
     entry = registry.get(pipeline)
     try:
         files = entry.simulator()(out, spans, drift_from, rows, seed)
@@ -690,15 +750,17 @@ class ReplayResult:
 
 
 def replay(pipeline: str, data: str, url: str, *, rate: Optional[float] = None, id_column: Optional[str] = None,
-           batch: int = 1, concurrency: int = 8, features: Optional[tuple[str, ...]] = None) -> ReplayResult:
+           batch: int = 1, concurrency: int = 8, features: Optional[tuple[str, ...]] = None,
+           wait_s: float = 60.0) -> ReplayResult:
     """Sends the latest span of `data` (rows typed by the pipeline's schema, label left out) to a TF Serving REST
-    endpoint (`url`, e.g. http://127.0.0.1:8501/v1/models/taxi) as `:predict` requests."""
+    endpoint (`url`, e.g. http://127.0.0.1:8501/v1/models/taxi) as `:predict` requests, waiting up to wait_s
+    seconds for a server whose connections are still refused (one started a moment ago)."""
     from flywheel.serving import replay as replay_mod
 
     entry = registry.get(pipeline)
     try:
         found = replay_mod.replay(data, url, entry.schema_path(), features=features, rate=rate, id_column=id_column,
-                                  batch=batch, concurrency=concurrency)
+                                  batch=batch, concurrency=concurrency, wait_s=wait_s)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     return ReplayResult(**{f.name: found[f.name] for f in dataclasses.fields(ReplayResult)})
@@ -819,7 +881,8 @@ def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
 def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
           max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
           log_sample: float = 1.0, *, request_log: Any = None, rollout_key_header: str = "X-Rollout-Key",
-          limits: Any = None) -> None:
+          limits: Any = None,
+          verbose: bool = False, events: Optional[TextIO] = None) -> None:
     """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
 
     log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
@@ -827,17 +890,46 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     it is closed, everything written, when the server stops. request_log: any object with
     `.log(request_id, model, version, signature, rows, predictions, latency_ms, *, role, status, error)` instead.
     With a rollout state (`flywheel rollout start`), the server follows it without a restart; a request's
-    `rollout_key_header` value keeps it on one version during a canary. limits: the connections' limits
+    `rollout_key_header` value keeps it on one version during a canary. events: where a line goes per event (each
+    version loaded or unloaded, each rollout change, `ready` once it answers, `stopped`; see
+    `flywheel.serving.console`); none when None. verbose: TensorFlow's own logs too. limits: the connections' limits
     (`flywheel.serving.connections.ConnectionLimits`, its defaults when None).
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
-    if log_dir is not None and request_log is None:
-        request_log = _request_log(serving_dir, model, log_dir, log_sample)
+    from flywheel.components.common import serving as serving_layout
+    from flywheel.serving import console
+
+    if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
+        raise UsageError(f"serve: --serving-dir {serving_dir} is not a folder")
+    folder_argument(log_dir, "serve: --log-dir")
+    try:
+        listener = console.bind(host, port)
+    except console.ListenError as e:
+        raise UsageError(str(e)) from None
+    quiet.quiet_environment(verbose)
+    undo = console.show_events(lambda: events, verbose) if events is not None else (lambda: None)
+    try:
+        _serve_on(listener, serving_dir, model, host, port, max_batch_size, batch_timeout_ms, log_dir, log_sample,
+                  request_log, rollout_key_header, limits, events, verbose)
+    finally:
+        undo()
+        listener.close()
+
+
+def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int, max_batch_size: int,
+              batch_timeout_ms: float, log_dir: Optional[str], log_sample: float, request_log: Any,
+              rollout_key_header: str, limits: Any, events: Optional[TextIO], verbose: bool) -> None:
+    """`serve` once the address is bound: the app, uvicorn on the bound socket, the ready and stopped lines."""
     import signal
 
     import uvicorn
 
+    from flywheel.serving import console
+
+    quiet.install(verbose, sys.stderr)  # TensorFlow's Python logger (deprecations at load) at ERROR unless verbose
+    if log_dir is not None and request_log is None:
+        request_log = _request_log(serving_dir, model, log_dir, log_sample)
     from flywheel.serving.connections import ConnectionLimits
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
@@ -849,15 +941,29 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM (requests in flight finish, the app's shutdown runs),
     # then re-raises the signal to the handler it found: this one, so the process ends with status 0.
     previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def say(line: str) -> None:
+        if events is not None:
+            print(f"flywheel: serve: {line}", file=events, flush=True)
+
+    def ready() -> None:
+        versions = ", ".join(str(v) for v in app.state.registry.loaded_versions()) or "none yet"
+        say(f"ready: {model} from {serving_dir} on http://{host}:{port}/v1/models/{model} (versions loaded: "
+            f"{versions})")
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            **(limits or ConnectionLimits()).uvicorn_options())
+    server = console.Server(config, ready)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                    **(limits or ConnectionLimits()).uvicorn_options())
+        server.run(sockets=[listener])
     except SystemExit as e:
         if e.code not in (0, None):
             raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    say(f"stopped ({server.stop_signal or 'the server exited'})"
+        + (f"; request log written to {log_dir}" if log_dir else ""))
 
 
 # ---- predict -------------------------------------------------------------------------------------------------
@@ -1094,6 +1200,69 @@ def rollout_status(serving_dir: str, model: str = "taxi") -> RolloutResult:
     """The model's rollout state and the version served by default (nothing is written)."""
     _serving_folder(serving_dir, "status")
     return _rollout_result("status", serving_dir, model)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusResult:
+    """What serves now (`flywheel status`): the versions in the serving folder, oldest first, each with its role
+    (stable, canary, ..., rolled back) and what its push.json recorded (pushed_at, auc, spans, blessed,
+    evaluation_report, baseline_profile); the version served by default; the rollout (None: none); and, with a
+    URL, the running server's own model status (`server`: versions and states, or `error`)."""
+
+    model: str
+    serving_dir: str
+    serving_version: Optional[int]
+    versions: list[dict[str, Any]]
+    rollout: Optional[dict[str, Any]] = None
+    server: Optional[dict[str, Any]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def lines(self) -> list[str]:
+        served = f"version {self.serving_version} serves by default" if self.serving_version is not None else \
+            "no complete version: nothing serves"
+        out = [f"flywheel status: {self.model} in {self.serving_dir}: {served}; "
+               f"{self.rollout['state'] if self.rollout else 'no rollout state'}"]
+        for v in self.versions:
+            out.append(f"  version {v['version']}" + (f" ({v['role']})" if v["role"] else ""))
+            if "manifest" in v:
+                out.append(f"    {v['manifest']}")
+                continue
+            auc = f"AUC {v['auc']:.4f}" if isinstance(v.get("auc"), (int, float)) else "AUC not recorded"
+            spans = f"spans {listing(v['spans'])}" if v.get("spans") is not None else "spans not recorded"
+            out.append(f"    pushed {v.get('pushed_at') or 'at an unrecorded time'}, {auc}, trained on {spans}")
+            out.append(f"    evaluation report: {v.get('evaluation_report') or 'none recorded (or no longer there)'}")
+            out.append(f"    baseline profile: {v.get('baseline_profile') or 'none'}")
+        if self.rollout and self.rollout.get("last_decision"):
+            d = self.rollout["last_decision"]
+            out.append(f"  last rollout decision: {d['action']} version {d['version']} at {d['time']}"
+                       + (f": {d['reason']}" if d.get("reason") else ""))
+        if self.server:
+            if "error" in self.server:
+                out.append(f"  server {self.server['url']}: {self.server['error']}")
+            else:
+                states = "; ".join(f"version {v['version']} {v['state']}" + (f" ({v['error']})" if v["error"] else "")
+                                   for v in self.server["versions"])
+                out.append(f"  server {self.server['url']}: {states or 'no versions'}")
+        return out
+
+
+def status(serving_dir: str, model: str = "taxi", *, url: Optional[str] = None) -> StatusResult:
+    """What serves now: versions with their roles and push records, the rollout and, with `url` (a model URL,
+    e.g. http://127.0.0.1:8501/v1/models/taxi), the running server's model status. Nothing is written."""
+    from flywheel.components.common import serving as serving_layout
+    from flywheel.serving import status as serving_status
+
+    fs = serving_layout.filesystem(serving_dir)
+    if not fs.isdir(serving_dir):
+        raise UsageError(f"status: --serving-dir {serving_dir}: expected a serving folder, found "
+                         f"{'a file' if fs.exists(serving_dir) else 'nothing there'}")
+    try:
+        found = serving_status.describe(serving_dir, model)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    return StatusResult(**found, server=serving_status.server_status(url) if url else None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile | serve | rollout ...
+"""The `flywheel` command line: run | ingest | monitor | simulate | retrain | lineage | compile | serve | status ...
 
 Each subcommand parses its arguments, calls one function of `flywheel.api`, prints the result (with
 --json: only JSON on stdout, progress on stderr) and maps it to an exit status. Nothing here imports
@@ -46,7 +46,10 @@ SIMPLE_EXITS = """exit status:
   2  bad arguments, unknown pipeline, or an error the message names"""
 SERVE_EXITS = """exit status:
   0  stopped by SIGINT or SIGTERM
-  2  bad arguments or a serving folder that does not exist"""
+  2  bad arguments, a serving folder that does not exist, or an address that cannot be listened on
+
+stderr: a line per version loaded or unloaded and per rollout change, "ready" once requests are answered (the
+models loaded, the port listening), "stopped" at the end; errors come before any other line."""
 PREDICT_EXITS = """exit status:
   0  scored (bad rows quarantined)
   1  a file was refused (unreadable, a required column missing) or rows did not add up
@@ -58,7 +61,8 @@ COMPILE_EXITS = """exit status:
 REPLAY_EXITS = """exit status:
   0  every request answered 2xx
   1  some requests failed (counted by status)
-  2  bad arguments, unreadable data, or a server that does not describe its model"""
+  2  bad arguments, unreadable data, no server answering within --wait, or a server that does not describe its
+     model"""
 ROLLOUT_EXITS = """exit status:
   0  done (status: the state was read; analyze: the candidate is to be promoted)
   1  analyze: the candidate is to be rolled back
@@ -192,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch", type=int, default=1, help="rows per request")
     rep.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     rep.add_argument("--features", help="comma-separated model inputs (default: from <url>/metadata)")
+    rep.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                     help="how long to wait for a server that refuses connections yet (one started a moment ago); "
+                          "0: not at all")
     rep.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     logs = sub.add_parser("logs", help="request logs", description="request logs", formatter_class=_Formatter)
@@ -224,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long a batch waits for more requests before it runs")
     srv.add_argument("--rollout-key-header", default="X-Rollout-Key",
                      help="request header whose value keeps a client on one version during a canary (sticky split)")
+    srv.add_argument("--verbose", action="store_true", help="show TensorFlow's logs and each event's traceback")
     srv.add_argument("--max-connections", type=int, default=1000,
                      help="open connections (and requests in progress) past which a request gets 503; connections "
                           "past twice this are closed as they open")
@@ -235,6 +243,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="largest request line and headers taken (beyond: 431)")
 
     _rollout_parser(sub)
+
+    stat = command("status", "what serves now: versions with their rollout roles, metrics, reports, the rollout",
+                   SIMPLE_EXITS)
+    stat.add_argument("--serving-dir", required=True, help="serving folder holding <model>/<version>/")
+    stat.add_argument("--model", default="taxi", help="model name: the folder under --serving-dir")
+    stat.add_argument("--url", help="a running server's model URL, e.g. http://127.0.0.1:8501/v1/models/taxi, for "
+                                    "its own model status")
+    stat.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     pred = command("predict", "score a span with the served model through Beam (batch inference)", PREDICT_EXITS)
     _pipeline_arg(pred)
@@ -397,7 +413,7 @@ def cmd_compile(args) -> int:
 def cmd_replay(args) -> int:
     features = tuple(f for f in (args.features or "").split(",") if f) or None
     result = api.replay(args.pipeline, args.data, args.url, rate=args.rate, id_column=args.id_column,
-                        batch=args.batch, concurrency=args.concurrency, features=features)
+                        batch=args.batch, concurrency=args.concurrency, features=features, wait_s=args.wait)
     _show(args, result)
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -417,10 +433,9 @@ def cmd_serve(args) -> int:
                                   args.max_header_bytes)
     except ValueError as e:
         raise api.UsageError(str(e)) from None
-    print(f"flywheel: serving {args.model} from {args.serving_dir} on http://{args.host}:{args.port}", file=sys.stderr)
     api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
               batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample,
-              rollout_key_header=args.rollout_key_header, limits=limits)
+              rollout_key_header=args.rollout_key_header, limits=limits, verbose=args.verbose, events=sys.stderr)
     return EXIT_OK
 
 
@@ -441,6 +456,11 @@ def cmd_predict(args) -> int:
     if result.error:
         _err(result.error)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    _show(args, api.status(args.serving_dir, args.model, url=args.url))
     return EXIT_OK
 
 
@@ -473,7 +493,8 @@ def cmd_rollout(args) -> int:
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "run": cmd_run, "ingest": cmd_ingest, "monitor": cmd_monitor, "simulate": cmd_simulate,
     "retrain": cmd_retrain, "lineage": cmd_lineage, "compile": cmd_compile, "replay": cmd_replay,
-    "logs": cmd_logs, "serve": cmd_serve, "predict": cmd_predict, "rollout": cmd_rollout}
+    "logs": cmd_logs, "serve": cmd_serve, "predict": cmd_predict, "rollout": cmd_rollout,
+    "status": cmd_status}
 
 
 def main(argv: Optional[list[str]] = None, *, own_process: bool = False) -> int:

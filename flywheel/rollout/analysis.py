@@ -150,9 +150,10 @@ class AnalysisConfig:
     @classmethod
     def load(cls, path: str) -> "AnalysisConfig":
         """A config file: .json, or .yaml/.yml."""
-        if not storage.exists(path) or storage.isdir(path):
-            raise AnalysisError(f"rollout analysis: config {path}: no such file")
-        text = storage.read_text(path)
+        try:
+            text = storage.read_file(path, "rollout analysis: config")
+        except storage.FileArgumentError as e:
+            raise AnalysisError(str(e)) from None
         if path.lower().endswith((".yaml", ".yml")):
             import yaml
 

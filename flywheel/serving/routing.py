@@ -146,15 +146,17 @@ def follow(registry: Any) -> bool:
     if current is None or current.generation != state.generation:
         missing = [v for v in wanted if v not in loaded]
         if missing:
-            logger.warning("serve: %s: rollout generation %d waits for version(s) %s to be AVAILABLE; the routing "
-                           "of generation %s keeps serving", registry.model, state.generation, missing,
-                           None if current is None else current.generation)
+            logger.warning("serve: %s: rollout generation %d waits for version(s) %s to be AVAILABLE; %s keeps "
+                           "serving", registry.model, state.generation, ", ".join(map(str, missing)),
+                           "the newest version" if current is None else f"the routing of generation "
+                                                                         f"{current.generation}")
         else:
             new = Router.of(state)
             grace = set(current.versions) if current is not None else set(before)
             registry.labels, registry.router = dict(new.labels), new
-            logger.info("serve: %s: routing follows rollout generation %d (stable %d, candidate %s, mode %s)",
-                        registry.model, state.generation, new.stable, new.candidate, state.mode)
+            logger.info("serve: %s: routing follows rollout generation %d (stable %d, %s)", registry.model,
+                        state.generation, new.stable, "no candidate" if new.candidate is None
+                        else f"candidate {new.candidate}, {state.mode}")
             current = new
     keep = set(wanted) | (set(current.versions) if current is not None else set())
     leaving = sorted(loaded - keep - grace)

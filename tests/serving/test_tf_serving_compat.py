@@ -477,3 +477,44 @@ def test_a_value_of_the_wrong_json_type_is_named(echo_client, name, value, messa
     answer = echo_client.post("/v1/models/echo:predict", json={"instances": [{**ECHO_ROW, name: value}]})
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
     assert f"Failed to process element: 0 key: {name} of 'instances' list" in answer.json()["error"]
+
+
+# tensorflow_model_server_test.py's test_tf_saved_model_save and test_tf_saved_model_save_multiple_signatures send
+# gRPC requests (x = [2.0]) to TF2 SavedModels whose input has no shape at all; here the same requests over REST.
+GRPC_AS_REST = [
+    ("tf2", {"instances": [2.0]}, 200, {"predictions": [12.0]}),
+    ("tf2", {"inputs": [2.0]}, 200, {"outputs": [12.0]}),
+    ("tf2_multi", {"signature_name": "custom_signature_key", "inputs": [2.0]}, 200, {"outputs": 2.0}),
+    ("tf2_multi", {"inputs": [2.0]}, 200, {"outputs": 1.0}),
+    # a scalar output has no row to put in "predictions": json_tensor.cc's MakeRowFormatJsonFromTensors refuses it
+    ("tf2_multi", {"instances": [2.0]}, 400, {"error": "Tensor name: y has no shape information "}),
+]
+
+
+@pytest.fixture(scope="module")
+def tf2_clients(tmp_path_factory):
+    import tensorflow as tf
+
+    base = tmp_path_factory.mktemp("tf2")
+    root = tf.train.Checkpoint()
+    root.v1, root.v2 = tf.Variable(3.0), tf.Variable(2.0)
+    root.f = tf.function(lambda x: {"y": root.v1 * root.v2 * x})
+    tf.saved_model.save(root, str(base / "tf2" / "00000123"), root.f.get_concrete_function(
+        tf.TensorSpec(None, tf.float32)))
+    multi = tf.train.Checkpoint()
+    multi.f = tf.function(lambda x: {"y": 1.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    multi.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    tf.saved_model.save(multi, str(base / "tf2_multi" / "00000123"),
+                        signatures={"serving_default": multi.f, "custom_signature_key": multi.g})
+    clients = {name: TestClient(server.create_app(_registry(str(base), name))) for name in ("tf2", "tf2_multi")}
+    for client in clients.values():
+        client.__enter__()
+    yield clients
+    for client in clients.values():
+        client.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("model,body,status,expected", GRPC_AS_REST)
+def test_tf2_saved_models_without_input_shapes_answer_as_tf_serving(tf2_clients, model, body, status, expected):
+    answer = tf2_clients[model].post(f"/v1/models/{model}:predict", json=body)
+    assert (answer.status_code, answer.json()) == (status, expected)
