@@ -22,7 +22,6 @@ import json
 import math
 import operator
 import re
-import sys
 import typing
 import weakref
 from typing import Any, Optional, Sequence
@@ -235,16 +234,13 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise InvalidArgument(f"JSON Parse error: Invalid encoding in string. at offset: {e.start}") from None
     try:
-        doc = json.loads(text, parse_float=_finite_float)
+        doc = json.loads(text, parse_float=_finite_float, parse_int=_finite_int)
     except RecursionError:
         raise _too_deep() from None
     except json.JSONDecodeError as e:
         raise _decode_error(e, text) from None
     except _NumberTooBig as e:
         raise _parse_error("Number too big to be stored in double.", text, text.find(e.literal)) from None
-    except ValueError:  # an integer literal beyond the digits Python's int() reads
-        found = _LONG_NUMBER.search(text)
-        raise _parse_error("Number too big to be stored in double.", text, found.start() if found else 0) from None
     _refuse_lone_surrogates(doc, text)
     return _shallow(doc, body)
 
@@ -252,7 +248,6 @@ def parse_json(body: bytes) -> Any:
 # Arrays and objects in arrays and objects: TensorFlow's tensors have at most 254 dimensions, and the code that
 # reads a document (naming a bad value, logging it) recurses once per level, which Python bounds.
 MAX_JSON_DEPTH = 128
-_LONG_NUMBER = re.compile("[0-9]{%d,}" % (sys.get_int_max_str_digits() + 1))
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -274,6 +269,20 @@ def _finite_float(literal: str) -> float:
     value = float(literal)
     if math.isinf(value):
         raise _NumberTooBig(literal)
+    return value
+
+
+def _finite_int(literal: str) -> int:
+    """A JSON integer; one beyond float64 (more than 308 digits) is refused as TF Serving's parser refuses it (it
+    reads an integer beyond 64 bits as a double)."""
+    if len(literal) > 310:
+        raise _NumberTooBig(literal)
+    value = int(literal)
+    if len(literal) > 300:
+        try:
+            float(value)
+        except OverflowError:
+            raise _NumberTooBig(literal) from None
     return value
 
 
@@ -528,6 +537,9 @@ def _check_rows_alike(columns: dict[str, np.ndarray], signature: Signature) -> N
     (TF Serving feeds them, and answers the graph's error)."""
     if len(columns) < 2 or any(spec.shape is None or len(spec.shape) != 1 for spec in signature.inputs.values()):
         return
+    for name, column in columns.items():
+        if column.ndim == 0:  # one value where the input takes a list of one value per row
+            raise InvalidArgument(f"input {name} of signature {signature.name}: shape [] is not compatible with [-1]")
     sizes = [len(column) for column in columns.values()]
     usual = max(sizes, key=sizes.count)
     for name, size in zip(columns, sizes, strict=True):
