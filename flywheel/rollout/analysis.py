@@ -173,9 +173,22 @@ class AnalysisConfig:
 
 # ---- the result -------------------------------------------------------------------------------------------------
 
+# What each check's value measures, and whether it fails above its threshold (True) or below it (False).
+MEASURES = {
+    "error_rate": ("model-error rate increase, candidate's minus stable's", True),
+    "client_error_rate": ("client-error rate increase, candidate's minus stable's", True),
+    "latency_p99": ("p99 latency ratio, candidate's over stable's", True),
+    "prediction_drift": ("the drift metric furthest over its limit (its threshold or what chance reaches, "
+                         "whichever is higher)", True),
+    "constant_output": ("prediction std ratio, candidate's over stable's", False),
+    "auc": ("AUC drop, stable's minus candidate's (below 0: the candidate's AUC is higher)", True),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """One check of the rule: passed True/False, or None when it could not be evaluated (`rule` says why)."""
+    """One check of the rule: passed True/False, or None when it could not be evaluated (`rule` says why).
+    `overruled`: why a failed check does not block the release (None when it blocks, or passed)."""
 
     name: str
     passed: Optional[bool]
@@ -183,9 +196,28 @@ class Check:
     threshold: Optional[float]
     rule: str
     detail: str
+    overruled: Optional[str] = None
+
+    @property
+    def measure(self) -> str:
+        return MEASURES[self.name][0]
+
+    @property
+    def fails_above(self) -> bool:
+        return MEASURES[self.name][1]
+
+    @property
+    def blocks(self) -> bool:
+        return self.passed is False and self.overruled is None
+
+    def limit(self) -> str:
+        """The threshold with its direction: "fails above 0.02", "fails below 0.1"."""
+        if self.threshold is None:
+            return "n/a"
+        return f"fails {'above' if self.fails_above else 'below'} {self.threshold:g}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "measure": self.measure, "fails_above": self.fails_above}
 
     def reason(self) -> str:
         return f"{self.name}: {self.detail}; {self.rule}"
@@ -212,6 +244,58 @@ class SideStats:
         return dataclasses.asdict(self)
 
 
+# How often `flywheel serve` writes its request log (RequestLog's flush_interval_s; serve has no flag for it).
+SERVER_FLUSH_INTERVAL_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LogFreshness:
+    """How recent the request log is: its newest row's time against the time it was read. The server writes the
+    log every `flush_interval_s`, so requests answered since its last write are not in it yet."""
+
+    newest_row: Optional[str]
+    read_at: str
+    age_s: Optional[float]
+    flush_interval_s: float = SERVER_FLUSH_INTERVAL_S
+
+    @property
+    def maybe_incomplete(self) -> bool:
+        """True while traffic may still be waiting in the server: the newest row is younger than two writes."""
+        return self.age_s is not None and self.age_s < 2 * self.flush_interval_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "maybe_incomplete": self.maybe_incomplete}
+
+    def words(self) -> str:
+        if self.newest_row is None:
+            return f"no rows yet (read at {self.read_at})"
+        when = (f"{self.age_s:,.1f} s before it was read" if self.age_s >= 0 else
+                f"{-self.age_s:,.1f} s after it was read (the server's clock is ahead of this one)")
+        said = (f"newest row logged at {self.newest_row}, {when} ({self.read_at}); flywheel serve writes its log "
+                f"every {self.flush_interval_s:g} s")
+        if self.maybe_incomplete:
+            said += (f", so requests answered in the last {self.flush_interval_s:g} s may not be in it yet: run "
+                     f"the analysis again {2 * self.flush_interval_s:g} s after the traffic stops to judge them all")
+        return said
+
+
+def log_freshness(table: pa.Table, now: Optional[datetime.datetime] = None) -> LogFreshness:
+    """The newest row's time in a request log (all its rows) against `now` (default: the clock)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    newest = None
+    if table.num_rows and TIME in table.column_names:
+        times = table.column(TIME)
+        if not pa.types.is_timestamp(times.type):
+            times = pc.cast(times, pa.timestamp("us", tz="UTC"))
+        newest = pc.max(times).as_py()
+    if newest is None:
+        return LogFreshness(None, now.isoformat(timespec="seconds"), None)
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=datetime.timezone.utc)
+    return LogFreshness(newest.isoformat(timespec="milliseconds"), now.isoformat(timespec="seconds"),
+                        round((now - newest).total_seconds(), 3))
+
+
 @dataclasses.dataclass(frozen=True)
 class AnalysisResult:
     """The decision (promote | rollback | wait), its reasons, every check and both sides' evidence."""
@@ -228,6 +312,7 @@ class AnalysisResult:
     notes: tuple[str, ...] = ()
     report: Optional[str] = None
     prediction_drift: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    freshness: Optional["LogFreshness"] = None
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
@@ -237,13 +322,16 @@ class AnalysisResult:
                 "candidate": self.candidate.to_dict(), "checks": [c.to_dict() for c in self.checks],
                 "prediction_drift": {k: v for k, v in self.prediction_drift.items() if k != "chart"},
                 "config": self.config.to_dict(), "log_dir": self.log_dir, "since": self.since,
-                "labels": self.labels, "notes": list(self.notes), "report": self.report}
+                "labels": self.labels, "notes": list(self.notes), "report": self.report,
+                "log_freshness": self.freshness.to_dict() if self.freshness else None}
 
     def lines(self) -> list[str]:
         s, c = self.stable, self.candidate
         out = [f"flywheel rollout analyze: {self.decision.upper()} candidate {c.version} vs stable {s.version} "
                f"({c.requests:,} vs {s.requests:,} requests)"]
         out += [f"  - {reason}" for reason in self.reasons]
+        if self.freshness:
+            out.append(f"  log: {self.freshness.words()}")
         out += [f"  note: {note}" for note in self.notes]
         if self.report:
             out.append(f"  report: {self.report}")
@@ -605,6 +693,23 @@ def auc_check(s: SideStats, c: SideStats, cfg: AnalysisConfig, labels: Optional[
 
 # ---- the analysis ---------------------------------------------------------------------------------------------
 
+OVERRULED_BY_AUC = ("the candidate's AUC on joined labels is no worse than stable's (the auc check passed): a "
+                    "changed distribution that ranks as well is not a reason to roll back")
+RULE = ("waits until each side has {min_requests:,} requests, then rolls back when a check fails, except "
+        "prediction_drift when the auc check passed on joined labels, and promotes otherwise")
+
+
+def promote_reasons(checks: Sequence[Check]) -> tuple[str, ...]:
+    """What a promotion stands on: the checks that passed, those that failed without blocking (and why), those
+    not evaluated."""
+    passed = [ch.name for ch in checks if ch.passed]
+    overruled = [ch for ch in checks if ch.passed is False and ch.overruled]
+    skipped = [ch.name for ch in checks if ch.passed is None]
+    head = "passed" if overruled else "every check passed"
+    out = [f"{head}: {', '.join(passed)}" + (f"; not evaluated: {', '.join(skipped)}" if skipped else "")]
+    out += [f"{ch.name} failed but does not block: {ch.detail}; {ch.overruled}" for ch in overruled]
+    return tuple(out)
+
 def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str, datetime.datetime] = None,
             labels: Optional[str] = None, config: AnalysisConfig = AnalysisConfig(), model: Optional[str] = None,
             report_dir: Optional[str] = None) -> AnalysisResult:
@@ -615,6 +720,7 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
     stable, candidate = int(stable), int(candidate)
     start = _since(since)
     log = read_log(log_dir, "request log")
+    freshness = log_freshness(log)
     notes = []
     if log.num_rows and STATUS not in log.column_names:
         notes.append("the log has no 'status' column (written before rollout routing): every logged row counts as "
@@ -658,22 +764,17 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
         reasons = (f"min_requests: {' and '.join(few)} requests, fewer than the {config.min_requests:,} per side "
                    "needed to decide",)
     else:
-        failed = [ch for ch in checks if ch.passed is False]
-        drifted = by_name["prediction_drift"]
-        if by_name["auc"].passed and drifted.passed is False:
+        if by_name["auc"].passed and by_name["prediction_drift"].passed is False:
             # A retrained model is expected to answer differently; joined labels saying it ranks no worse outrank
             # the shift of its distribution (a constant output still fails on its own check).
-            failed.remove(drifted)
-            notes.append(f"the prediction distribution changed ({drifted.detail}), but the candidate's AUC on "
-                         "joined labels is no worse than stable's: not a reason to roll back")
+            checks = tuple(dataclasses.replace(ch, overruled=OVERRULED_BY_AUC) if ch.name == "prediction_drift"
+                           else ch for ch in checks)
+        failed = [ch for ch in checks if ch.blocks]
         decision = ROLLBACK if failed else PROMOTE
-        reasons = tuple(ch.reason() for ch in failed) or (
-            "every check passed: " + ", ".join(ch.name for ch in checks if ch.passed)
-            + (f" (not evaluated: {', '.join(ch.name for ch in checks if ch.passed is None)})"
-               if any(ch.passed is None for ch in checks) else ""),)
+        reasons = tuple(ch.reason() for ch in failed) or promote_reasons(checks)
     result = AnalysisResult(decision=decision, reasons=reasons, stable=s, candidate=c, checks=checks, config=config,
                             log_dir=log_dir, since=start.isoformat() if start else None, labels=labels,
-                            notes=tuple(notes), prediction_drift=found)
+                            notes=tuple(notes), prediction_drift=found, freshness=freshness)
     if report_dir:
         result = write_report(result, report_dir)
     return result

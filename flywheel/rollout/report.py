@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 from flywheel.components.common import html_report
 from flywheel.components.common.html_report import esc
 from flywheel.components.monitor import report as monitor_report
+from flywheel.rollout.analysis import RULE
 
 if TYPE_CHECKING:
     from flywheel.rollout.analysis import AnalysisResult, Check, SideStats
@@ -27,6 +28,8 @@ def _legend(result: "AnalysisResult") -> str:
 def _verdict(check: "Check") -> str:
     if check.passed is None:
         return '<span class="muted">not evaluated</span>'
+    if check.overruled:
+        return f'<span class="warn">FAIL, does not block</span><div class="muted">{esc(check.overruled)}</div>'
     return html_report.verdict(check.passed, "pass", "FAIL")
 
 
@@ -36,9 +39,9 @@ def _num(value: Optional[float], fmt: str = "{:.4g}") -> str:
 
 def _checks(result: "AnalysisResult") -> str:
     return html_report.table(
-        ["check", "value", "threshold", "evidence", "rule", "verdict"],
-        [(c.name, _num(c.value), _num(c.threshold, "{:g}"), c.detail, c.rule, _verdict(c)) for c in result.checks],
-        raw_columns=(5,))
+        ["check", "measured", "value", "limit", "evidence", "rule", "verdict"],
+        [(c.name, c.measure, _num(c.value), c.limit(), c.detail, c.rule, _verdict(c)) for c in result.checks],
+        raw_columns=(6,))
 
 
 def _side_rows(side: "SideStats") -> list[str]:
@@ -89,7 +92,7 @@ def _latency_card(result: "AnalysisResult") -> str:
     if not labels:
         return html_report.card("latency", '<p class="muted">no successful requests on one side</p>')
     chart = html_report.bar_chart(labels, [[s[k] for k in labels], [c[k] for k in labels]],
-                                  names=("stable", "candidate"))
+                                  names=("stable", "candidate"), value_format="{:.1f}")
     values = "; ".join(f"{k}: stable {s[k]:.2f}, candidate {c[k]:.2f}" for k in labels)
     return html_report.card("latency percentiles (ms, successful requests)",
                             _legend(result) + chart + f'<div class="muted">{esc(values)} ms</div>')
@@ -100,7 +103,7 @@ def _errors_card(result: "AnalysisResult") -> str:
     labels = ["5xx model", "4xx client"]
     chart = html_report.bar_chart(labels, [[s.error_rate or 0.0, s.client_error_rate or 0.0],
                                            [c.error_rate or 0.0, c.client_error_rate or 0.0]],
-                                  names=("stable", "candidate"))
+                                  names=("stable", "candidate"), value_format="{:.2%}")
     return html_report.card("error rates (share of requests)", _legend(result) + chart
                             + f'<div class="muted">model errors: stable {_num(s.error_rate, "{:.2%}")}, candidate '
                               f'{_num(c.error_rate, "{:.2%}")}; client errors: stable '
@@ -113,13 +116,15 @@ def render(result: "AnalysisResult", title: str = "flywheel rollout analysis") -
                 f"{esc(result.decision.upper())}</span> — candidate version {result.candidate.version} vs stable "
                 f"version {result.stable.version}</p>")
     reasons = "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in result.reasons) + "</ul>"
-    scope = (f'<p class="muted">log {esc(result.log_dir)}'
+    scope = (f'<p class="muted">request log: {esc(result.log_dir)}'
              + (f"; rows logged after {esc(result.since)}" if result.since else "; every logged row")
-             + (f"; labels {esc(result.labels)}" if result.labels else "") + "</p>")
+             + (f"; labels {esc(result.labels)}" if result.labels else "") + "</p>"
+             + (f'<p class="{"warn" if result.freshness.maybe_incomplete else "muted"}">log freshness: '
+                f"{esc(result.freshness.words())}</p>" if result.freshness else ""))
     sections = [decision + reasons + scope,
                 "<h2>Checks</h2>" + _checks(result)
-                + f'<p class="muted">The rule waits until each side has {result.config.min_requests:,} requests, then '
-                  "rolls back when any check fails and promotes otherwise.</p>",
+                + f'<p class="muted">The rule {esc(RULE.format(min_requests=result.config.min_requests))}. '
+                  "Each value is compared with its limit in the direction the limit column gives.</p>",
                 "<h2>Traffic</h2>" + _sides(result),
                 '<h2>Charts</h2><div class="cards">' + _prediction_card(result) + _latency_card(result)
                 + _errors_card(result) + "</div>"]

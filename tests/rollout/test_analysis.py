@@ -381,10 +381,35 @@ def test_labels_showing_a_reshaped_candidate_no_worse_outrank_its_changed_distri
 
     without = analyze(log, STABLE, CANDIDATE)
     assert without.decision == analysis.ROLLBACK and without.check("prediction_drift").passed is False
-    result = analyze(log, STABLE, CANDIDATE, labels=joined)
+    result = analyze(log, STABLE, CANDIDATE, labels=joined, report_dir=str(tmp_path / "report"))
     assert result.check("auc").passed is True and result.check("prediction_drift").passed is False
     assert result.decision == analysis.PROMOTE, result.reasons
-    assert any("not a reason to roll back" in note for note in result.notes)
+    drifted = result.check("prediction_drift")
+    assert drifted.overruled and not drifted.blocks and "auc check passed" in drifted.overruled
+    assert not result.reasons[0].startswith("every check passed"), "a check failed: the verdict does not hide it"
+    assert result.reasons[1].startswith("prediction_drift failed but does not block: prediction distribution "
+                                        "changed"), result.reasons
+    assert "not a reason to roll back" in result.reasons[1]
+    text = _page_text(result.report)
+    assert "every check passed" not in text
+    assert "FAIL, does not block" in text and "auc check passed" in text, "the table itself says why"
+    assert "rolls back when a check fails, except prediction_drift when the auc check passed" in text
+    auc_row = re.search(r"auc AUC drop, stable's minus candidate's \(below 0: the candidate's AUC is higher\) "
+                        r"(-?[0-9.e-]+) fails above 0\.02", text)
+    assert auc_row and float(auc_row.group(1)) == pytest.approx(result.check("auc").value, abs=1e-4), text
+    assert "constant_output prediction std ratio, candidate's over stable's" in text and "fails below 0.1" in text
+    assert "request log: " in text and f"log {log}" not in text
+    assert "0.00% 0.00% 0.00% 0.00% 5xx model 4xx client" in text, "a zero error rate is written on its bar"
+
+
+
+def _page_text(path: str) -> str:
+    """A report's visible text, tags removed, whitespace collapsed."""
+    import html
+
+    raw = open(path, encoding="utf-8").read()
+    raw = re.sub(r"<style>.*?</style>|<title>.*?</title>", " ", raw, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", raw))).strip()
 
 
 # ---- config and bad input -------------------------------------------------------------------------------------
@@ -614,3 +639,48 @@ def test_the_prediction_metrics_are_tested_together_so_a_copy_fails_at_the_signi
         found["noise_floor"] = analysis.noise_floor((s_values, np.arange(300)), (c_values, np.arange(100)), cfg)
         failed += analysis.drift_check(found, cfg).passed is False
     assert 2 <= failed <= 12, f"{failed} of 80 copies failed at significance 0.1"
+
+
+# ---- how fresh the log is -------------------------------------------------------------------------------------
+
+def _logged_at(log_dir: str, newest: float, requests: int = 240) -> str:
+    """A request log written by RequestLog: `requests` one-row requests alternating between the two versions,
+    one per 10 ms, the last at `newest` (seconds since the epoch)."""
+    rng = np.random.default_rng(1)
+    now = [newest - 0.01 * (requests - 1)]
+    log = RequestLog(log_dir, clock=lambda: now[0])
+    for i in range(requests):
+        log.log(f"r{i}", MODEL, STABLE if i % 2 == 0 else CANDIDATE, "serving_default", [{"fare": float(i)}],
+                [float(rng.uniform())], 2.0)
+        now[0] += 0.01
+    log.close()
+    return log_dir
+
+
+def test_the_analysis_says_how_fresh_the_log_is_and_when_it_may_not_be_complete(tmp_path):
+    now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    fresh = analyze(_logged_at(str(tmp_path / "fresh"), now - 1.0), STABLE, CANDIDATE,
+                    report_dir=str(tmp_path / "report"))
+    assert fresh.freshness.maybe_incomplete and 1.0 <= fresh.freshness.age_s < 60, fresh.freshness
+    said = next(line for line in fresh.lines() if line.startswith("  log: "))
+    assert "flywheel serve writes its log every 5 s" in said and "may not be in it yet" in said, said
+    assert "run the analysis again 10 s after the traffic stops" in said
+    assert fresh.to_dict()["log_freshness"]["maybe_incomplete"] is True
+    assert "log freshness: newest row logged at" in _page_text(fresh.report)
+
+    old = analyze(_logged_at(str(tmp_path / "old"), now - 3600.0), STABLE, CANDIDATE)
+    assert not old.freshness.maybe_incomplete and old.freshness.age_s >= 3600
+    assert "may not be in it yet" not in old.freshness.words()
+    newest = datetime.datetime.fromisoformat(old.freshness.newest_row).timestamp()
+    assert newest == pytest.approx(now - 3600.0, abs=0.002), "the newest row's own time, not the file's"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert analyze(str(empty), STABLE, CANDIDATE).freshness.words().startswith("no rows yet")
+
+
+def test_the_flush_interval_the_analysis_names_is_the_servers():
+    import inspect
+
+    default = inspect.signature(RequestLog.__init__).parameters["flush_interval_s"].default
+    assert analysis.SERVER_FLUSH_INTERVAL_S == default
