@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -84,22 +83,24 @@ def beam_run(tmp_path_factory) -> CliResult:
 
 @pytest.fixture(scope="session")
 def loop(tmp_path_factory):
-    """The continuous-training loop on simulated spans: spans 1-2 stable, drift from span 3; the job runs after
-    each span arrives (tests/test_continuous_training.py; tests/test_serving_loop.py serves its first model)."""
+    """The continuous-training loop on simulated spans, as the README's tour runs it: each span is simulated into
+    the one data folder as it arrives (spans 1-2 stable, drift from span 3) and the job runs after each
+    (tests/test_continuous_training.py; tests/test_serving_loop.py serves its first model). `simulated`: what each
+    `flywheel simulate` printed."""
     from flywheel.components.common import serving
 
     root = tmp_path_factory.mktemp("loop")
-    sim, data, out = root / "sim", root / "data", str(root / "out")
-    made = run_cli("simulate", "taxi", "--out", str(sim), "--spans", "3", "--drift-from", "3", "--rows", "3000",
-                   "--seed", "7")
-    assert made.returncode == 0, made.stderr
-    data.mkdir()
-    results, versions = [], []
+    data, out = root / "data", str(root / "out")
+    results, versions, simulated = [], [], []
     for span in (1, 2, 3):
-        shutil.copytree(sim / f"span-{span}", data / f"span-{span}")
+        made = run_cli("simulate", "taxi", "--out", str(data), "--spans", "1", "--rows", "3000", "--seed", "7",
+                       *(["--drift-from", "3"] if span == 3 else []))
+        assert made.returncode == 0, made.stderr
+        simulated.append(made.stdout)
         r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "200",
                     "--json", output_dir=out)
         assert r.returncode == 0, r.stdout + r.stderr
         results.append(json.loads(r.stdout))  # --json: stdout holds the JSON object and nothing else
         versions.append(serving.versions(os.path.join(out, "serving"), "taxi"))
-    return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(sim)}
+    return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(data),
+            "simulated": simulated}

@@ -16,7 +16,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -33,19 +33,54 @@ class Batch:
     request_id: Optional[str]
 
 
+def wait_for_server(url: str, wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Returns once something answers HTTP at `url` (any status), trying again while connections are refused
+    for up to wait_s seconds: `flywheel serve` (like TF Serving) listens only once its models are loaded, so a
+    server started a moment ago answers when it is ready. ReplayError naming the URL when nothing answered."""
+    import httpx
+
+    if wait_s < 0:
+        raise ReplayError(f"replay: --wait: expected seconds >= 0, got {wait_s:g}")
+    deadline = clock() + wait_s
+    while True:
+        try:
+            httpx.get(url, timeout=10.0)
+            return
+        except httpx.ConnectError as e:
+            why = _first_line(e) or "connection refused"
+        except httpx.HTTPError as e:
+            raise ReplayError(f"replay: no answer from {url}: {type(e).__name__}: {_first_line(e)}") from None
+        remaining = deadline - clock()
+        if remaining <= 0:
+            waited = f"after waiting {wait_s:g} s" if wait_s else "(--wait 0: not waited for)"
+            raise ReplayError(f"replay: nothing answers at {url} {waited}: {why}; the server may not be up yet "
+                              "(`flywheel serve` prints a 'ready' line once it answers; --wait sets how long replay "
+                              "waits for it)")
+        time.sleep(min(0.2, remaining))  # a connection attempt every 0.2 s until the deadline
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]
+
+
 def model_inputs(url: str, timeout: float = 10.0) -> list[str]:
     """The input names of the model's default signature, from TF Serving's `GET <url>/metadata`."""
     import httpx
 
+    metadata = f"{url.rstrip('/')}/metadata"
     try:
-        response = httpx.get(f"{url.rstrip('/')}/metadata", timeout=timeout)
+        response = httpx.get(metadata, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise ReplayError(f"replay: no answer from {metadata}: {type(e).__name__}: {_first_line(e)}") from None
+    try:
         response.raise_for_status()
         inputs = response.json()["metadata"]["signature_def"]["signature_def"][DEFAULT_SIGNATURE]["inputs"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
-        first_line = (str(e).splitlines() or [""])[0]
-        raise ReplayError(f"replay: cannot read the model's inputs from {url}/metadata ({type(e).__name__}: "
-                          f"{first_line}); "
-                          "give them with --features") from None
+        found = (f"it answered {response.status_code}" if response.is_error
+                 else f"its answer lacks metadata.signature_def.signature_def.{DEFAULT_SIGNATURE}.inputs "
+                      f"({type(e).__name__}: {_first_line(e)})")
+        raise ReplayError(f"replay: expected TF Serving's model metadata at {metadata}, but {found}: check the model "
+                          "URL, or give the model's inputs with --features") from None
     return sorted(inputs)
 
 
@@ -53,12 +88,19 @@ def _text(value: Any) -> Any:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def read_batches(data: str, schema_path: str, features: Sequence[str], id_column: Optional[str], batch: int,
-                 counts: dict[str, Any]) -> Iterator[Batch]:
-    """Requests' rows from the latest span of `data` (a span folder, a file, or a folder of span-N folders).
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """The rows to replay, found before any request: the schema's columns and labels, the span's files."""
 
-    counts gets rows_read, rows_skipped and the first skip reasons as it goes.
-    """
+    schema_path: str
+    columns: list[Any]
+    labels: tuple[str, ...]
+    files: tuple[str, ...]
+
+
+def find_source(data: str, schema_path: str, id_column: Optional[str]) -> Source:
+    """The latest span of `data` (a span folder, a file, or a folder of span-N folders) and the schema's columns;
+    ReplayError naming what is missing."""
     from flywheel.components.ingest import inputs, parsing
     from flywheel.components.monitor import drift
 
@@ -69,6 +111,16 @@ def read_batches(data: str, schema_path: str, features: Sequence[str], id_column
         resolved = inputs.resolve_input(data)
     except (ValueError, OSError) as e:
         raise ReplayError(str(e).replace("ingest:", "replay:", 1)) from e
+    return Source(schema_path, columns, labels, resolved.files)
+
+
+def read_batches(source: Source, features: Sequence[str], id_column: Optional[str], batch: int,
+                 counts: dict[str, Any]) -> Iterator[Batch]:
+    """Requests' rows from the source's files. counts gets rows_read, rows_skipped and the first skip reasons as
+    it goes."""
+    from flywheel.components.ingest import parsing
+
+    columns, labels, schema_path = list(source.columns), source.labels, source.schema_path
     unknown = sorted(set(features) - {c.name for c in columns if c.name not in labels})
     if unknown:
         raise ReplayError(f"replay: features {unknown} are not serving features of the schema {schema_path} "
@@ -76,7 +128,7 @@ def read_batches(data: str, schema_path: str, features: Sequence[str], id_column
     if id_column:
         columns.append(parsing.Column(id_column, parsing.BYTES, True))
     pending: list[dict[str, Any]] = []
-    for path in resolved.files:
+    for path in source.files:
         try:
             parsed = parsing.file_rows(path, columns, (), (("all", 1),))
             for number, row in enumerate(parsed, start=1):
@@ -165,10 +217,10 @@ def _run(coroutine):
 
 def replay(data: str, url: str, schema_path: str, *, features: Optional[Sequence[str]] = None,
            rate: Optional[float] = None, id_column: Optional[str] = None, batch: int = 1, concurrency: int = 8,
-           timeout: float = 30.0) -> dict[str, Any]:
+           timeout: float = 30.0, wait_s: float = 60.0) -> dict[str, Any]:
     """Sends the rows of `data`'s latest span to `url` (e.g. http://127.0.0.1:8501/v1/models/taxi); returns counts
     (rows read, skipped, sent; requests ok, failed and by status), the achieved rate (requests/s) and latency
-    percentiles (ms)."""
+    percentiles (ms). Waits up to wait_s seconds for a server that does not answer yet (see wait_for_server)."""
     if rate is not None and rate <= 0:
         raise ReplayError(f"replay: rate: expected requests per second > 0, got {rate}")
     if batch < 1 or concurrency < 1:
@@ -176,9 +228,11 @@ def replay(data: str, url: str, schema_path: str, *, features: Optional[Sequence
     if id_column and batch != 1:
         raise ReplayError(f"replay: --id-column sends one row per request (its id is the request id); got batch "
                           f"{batch}")
+    source = find_source(data, schema_path, id_column)
+    wait_for_server(url, wait_s)
     names = list(features) if features else model_inputs(url)
     counts: dict[str, Any] = {"rows_read": 0, "rows_skipped": 0, "first_skipped": []}
-    batches = read_batches(data, schema_path, names, id_column, batch, counts)
+    batches = read_batches(source, names, id_column, batch, counts)
     first = next(batches, None)  # reads the header: a missing file or column fails before any request
     if first is None:
         raise ReplayError(f"replay: {data} holds no row that can be sent ({counts['rows_skipped']} skipped: "

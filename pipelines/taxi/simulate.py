@@ -52,15 +52,31 @@ def _drift(table: pa.Table, rng: np.random.Generator) -> pa.Table:
     return replace("tips", pa.array(tips))
 
 
+def next_span(out_dir: str) -> int:
+    """The span number after the `span-N` folders already in out_dir (1 when there are none); ValueError when
+    out_dir is a file."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"simulate: --out {out_dir}: expected a folder (new, or holding span-N folders), found a file")
+    found = [int(name[5:]) for name in (os.listdir(out_dir) if os.path.isdir(out_dir) else ())
+             if name.startswith("span-") and name[5:].isdigit()]
+    return max(found, default=0) + 1
+
+
 def simulate(source: str, out_dir: str, cfg: SimulationConfig) -> list[str]:
-    """Writes `<out_dir>/span-1/data.csv ... span-N/data.csv`; returns the files."""
+    """Writes `cfg.spans` new spans, `<out_dir>/span-K/data.csv ...`, after the span-N folders out_dir already holds
+    (K = 1 in a new folder), drifting from span number `cfg.drift_from` on; returns the files. Nothing existing is
+    overwritten, and a span's rows depend on the seed and its number only: two calls write what one would."""
     if cfg.spans < 1 or cfg.rows < 1:
         raise ValueError(f"simulate: spans and rows must be >= 1, got spans={cfg.spans}, rows={cfg.rows}")
-    if cfg.drift_from is not None and not 1 <= cfg.drift_from <= cfg.spans:
-        raise ValueError(f"simulate: drift_from must be a span from 1 to spans={cfg.spans}, got {cfg.drift_from}")
+    first = next_span(out_dir)
+    last = first + cfg.spans - 1
+    if cfg.drift_from is not None and not 1 <= cfg.drift_from <= last:
+        after = f" (after the span-1 to span-{first - 1} already in {out_dir})" if first > 1 else ""
+        raise ValueError(f"simulate: --drift-from: expected a span number from 1 to {last}, the last span this "
+                         f"writes{after}, got {cfg.drift_from}")
     base = pcsv.read_csv(source)
     files = []
-    for span in range(1, cfg.spans + 1):
+    for span in range(first, last + 1):
         rng = np.random.default_rng([cfg.seed, span])
         table = base.take(pa.array(rng.integers(0, base.num_rows, cfg.rows)))
         if cfg.drift_from is not None and span >= cfg.drift_from:

@@ -4,7 +4,9 @@ to a real HTTP server that records them."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
@@ -144,5 +146,23 @@ def test_replay_bad_input(server, span, kwargs, message):
 
 def test_replay_without_metadata_says_to_give_features(server, span):
     url, _ = server
-    with pytest.raises(flywheel.UsageError, match="cannot read the model's inputs.*give them with --features"):
-        flywheel.replay("taxi", span[0], url.replace("/taxi", "/other"))
+    other = url.replace("/taxi", "/other")
+    with pytest.raises(flywheel.UsageError, match=f"expected TF Serving's model metadata at {other}/metadata, but it "
+                                                  "answered 404: check the model URL, or give the model's inputs "
+                                                  "with --features"):
+        flywheel.replay("taxi", span[0], other)
+
+
+def test_replay_with_nothing_listening_names_the_url_and_waits_as_told(span, capfd):
+    with socket.socket() as held:  # bound, never listening: connections to it are refused
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}/v1/models/taxi"
+        started = time.monotonic()
+        result = call_cli(capfd, "replay", "taxi", "--data", span[0], "--url", url, "--wait", "1")
+        waited = time.monotonic() - started
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"flywheel: replay: nothing answers at {url} after waiting 1 s: "), result.stderr
+    assert "the server may not be up yet" in result.stderr and "--features" not in result.stderr
+    assert 1.0 <= waited < 10, waited
+    missing = call_cli(capfd, "replay", "taxi", "--data", span[0] + "/nope", "--url", url)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr, "bad data fails before any wait"
