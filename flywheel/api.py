@@ -987,6 +987,7 @@ class PredictResult:
     predictions: str
     quarantine_path: str
     counts_path: str
+    id_column: Optional[str] = None
     rows_in: int = 0
     rows_scored: int = 0
     rows_quarantined: int = 0
@@ -1001,8 +1002,10 @@ class PredictResult:
         return [f"flywheel predict: {self.rows_in:,} rows in, {self.rows_scored:,} scored, {self.rows_quarantined:,} "
                 f"quarantined ({self.quarantine_path}); model {self.model_name} version {self.model_version} "
                 f"(signature {self.signature}); spans {listing(self.spans)}, {self.files} file(s), "
-                f"{self.elapsed:.1f} s; "
-                f"predictions in {self.predictions}"]
+                f"{self.elapsed:.1f} s",
+                f"  predictions: {self.predictions}/part-*.parquet (source_file and source_line key each row"
+                + (f"; {self.id_column} carried" if self.id_column else "") + ")",
+                f"  counts: {self.counts_path}"]
 
 
 def _data_error(error: BaseException) -> Optional[str]:
@@ -1024,10 +1027,12 @@ def _data_error(error: BaseException) -> Optional[str]:
 
 def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optional[int] = None,
             version: Optional[int] = None, engine: str = "local", *, batch_size: int = 1024,
-            progress_every: int = 0, verbose: bool = False) -> PredictResult:
+            progress_every: int = 0, verbose: bool = False, id_column: Optional[str] = None) -> PredictResult:
     """Scores a span (`data`: file, folder or folder of span-N folders; latest span unless `span`) with the
-    served model (latest version unless `version`) through Beam: Parquet under `output`/predictions/ with the
-    input columns, `prediction` and `model_version`; bad rows in `output`/quarantine.jsonl; counts.json.
+    served model (the version serving now unless `version`: the rollout's stable one, else the latest) through
+    Beam: Parquet under `output`/predictions/ with `source_file` and `source_line` (where each row was read),
+    the input columns (and `id_column`, required in every row, when given), `prediction` and `model_version`;
+    bad rows in `output`/quarantine.jsonl; counts.json.
 
     `progress_every` > 0: a progress line on stderr every that many rows of a file, and per file and stage.
     UsageError for bad arguments (engine, data location, unknown model or version, a non-empty output)."""
@@ -1048,7 +1053,7 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     model_name = entry.make_config(paths=entry.make_paths(out, data, serving_dir)).model_name
     try:
         model = served.resolve(serving_dir, model_name, version, apart=engine == "beam")
-        columns = rows.serving_columns(parsing.load_schema(entry.schema_path()))
+        columns = rows.with_id_column(rows.serving_columns(parsing.load_schema(entry.schema_path())), id_column)
         batch_predict.check_output(out)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
@@ -1060,7 +1065,7 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
                                            progress_every=progress_every)
     common = {"pipeline": pipeline, "engine": engine, "model_name": model.name, "model_version": model.version,
               "model_path": model.path, "signature": model.signature, "spans": list(resolved.spans),
-              "files": len(resolved.files), "output": out,
+              "files": len(resolved.files), "output": out, "id_column": id_column,
               "predictions": os.path.join(out, batch_predict.PREDICTIONS_DIR),
               "quarantine_path": os.path.join(out, batch_predict.QUARANTINE_FILE),
               "counts_path": os.path.join(out, batch_predict.COUNTS_FILE)}

@@ -257,9 +257,13 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--data", required=True, help="CSV/Parquet file, folder, or folder of span-N folders")
     pred.add_argument("--span", type=int, default=-1, help="span to score (-1: latest)")
     pred.add_argument("--serving-dir", required=True, help="serving folder: <serving-dir>/<model>/<version>/")
-    pred.add_argument("--version", type=int, help="model version to score with (default: the latest)")
-    pred.add_argument("--output", required=True, help="new or empty folder: predictions/*.parquet, "
+    pred.add_argument("--version", type=int, help="model version to score with (default: the version serving now: "
+                                                   "the rollout's stable one, else the latest complete one)")
+    pred.add_argument("--output", required=True, help="new or empty folder: predictions/part-*.parquet, "
                                                       "quarantine.jsonl, counts.json")
+    pred.add_argument("--id-column", help="a column of the data to carry into the predictions beside "
+                                          "source_file and source_line (each row's file and line), e.g. trip_id; "
+                                          "a row without it is quarantined")
     pred.add_argument("--engine", choices=("local", "beam"), default="local",
                       help="local: DirectRunner in this process; beam: DirectRunner multi-processing")
     pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout (no progress lines)")
@@ -451,7 +455,8 @@ def cmd_predict(args) -> int:
         worker.leave_out_unused()
     result = api.predict(args.pipeline, args.data, args.serving_dir, args.output,
                          span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
-                         progress_every=0 if args.json or args.quiet else PREDICT_PROGRESS_ROWS, verbose=args.verbose)
+                         progress_every=0 if args.json or args.quiet else PREDICT_PROGRESS_ROWS, verbose=args.verbose,
+                         id_column=args.id_column)
     _show(args, result)
     if result.error:
         _err(result.error)

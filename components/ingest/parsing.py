@@ -61,6 +61,7 @@ class Parsed:
     split: str
     values: dict[str, Union[int, float, bytes]]
     lines: int = 1  # the non-blank physical lines the row covers (more than one: quoted line breaks)
+    line: int = 0  # 1-based: the line its CSV record starts on, or its row number in a Parquet file (as Rejected's)
 
 
 def load_schema(path: str) -> schema_pb2.Schema:
@@ -230,7 +231,7 @@ def type_row(path: str, line: int, record: dict[str, Any], raw: str, columns: Se
         if value is not None:
             values[column.name] = value
     key = "\x1f".join(str(record.get(c, "")) for c in split_key_columns) if split_key_columns else raw
-    return Parsed(assign_split(key, splits), values, lines)
+    return Parsed(assign_split(key, splits), values, lines, line)
 
 
 # A quoted field may run across at most this many physical lines: past it, the quote is taken to be unclosed.

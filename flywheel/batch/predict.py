@@ -2,7 +2,8 @@
 
     files ─► Reshuffle ─► ParseFile ─┬─► batches of typed rows + tf.Examples ─► RunInferenceOnKeyedBatches
                                      │        (tfx-bsl, the served version's examples signature) ─► ToTable
-                                     │        ─► predictions/part-*.parquet (input columns, prediction, model_version)
+                                     │        ─► predictions/part-*.parquet (source_file, source_line, input
+                                     │           columns, prediction, model_version)
                                      ├─► quarantine.jsonl (file, line, column, reason, raw: Ingest's records)
                                      └─► per-file counts ─┐
                      scored rows per file (from ToTable) ─┴─► checked: read == scored + quarantined ─► counts.json
@@ -43,9 +44,9 @@ PREDICTIONS_DIR = "predictions"
 READ, SCORED, QUARANTINED, PHYSICAL = "rows_in", "rows_scored", "rows_quarantined", "physical_rows"
 _QUARANTINE_TAG, _COUNTS_TAG, _SCORED_TAG = "quarantine", "counts", "scored"
 _ONE_SPLIT = (("all", 1),)  # Ingest's parser assigns a split; batch inference has one
-# ((file, pyarrow.RecordBatch of the typed rows), [serialized tf.Example]): RunInference types its output after
-# its input's key.
-_KEYED_BATCH = Tuple[Tuple[str, Any], List[bytes]]
+# ((file, pyarrow.RecordBatch of the typed rows, their lines in the file), [serialized tf.Example]): RunInference
+# types its output after its input's key.
+_KEYED_BATCH = Tuple[Tuple[str, Any, List[int]], List[bytes]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ class _ParseFile(beam.DoFn):
 
     def _emit(self, path: str, batch: rows.Batch):
         record_batch = batch.record_batch()
-        return (path, record_batch), rows.to_examples(record_batch, self._encoder)
+        return (path, record_batch, batch.lines), rows.to_examples(record_batch, self._encoder)
 
     def process(self, path: str):
         columns = self._options.columns
@@ -97,7 +98,7 @@ class _ParseFile(beam.DoFn):
                 counts[QUARANTINED] += 1
                 yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, json.dumps(row.to_dict(), ensure_ascii=False))
                 continue
-            batch.add(row.values)
+            batch.add(row.values, row.line)
             if len(batch) >= self._options.batch_size:
                 yield self._emit(path, batch)
                 batch = rows.Batch(columns)
@@ -114,7 +115,8 @@ class _ParseFile(beam.DoFn):
 
 
 class _ToTable(beam.DoFn):
-    """A scored batch -> a pyarrow Table (input columns + prediction + model_version); its size per file."""
+    """A scored batch -> a pyarrow Table (source file and line, input columns, prediction, model_version); its
+    size per file."""
 
     def __init__(self, options: PredictOptions):
         self._options = options
@@ -127,9 +129,10 @@ class _ToTable(beam.DoFn):
         import numpy as np
         import pyarrow as pa
 
-        (path, batch), logs = scored
+        (path, batch, lines), logs = scored
         predictions = rows.scores(logs, self._options.model.output)
-        arrays = [*batch.columns, pa.array(predictions, pa.float64()),
+        arrays = [pa.array([path] * len(lines), pa.string()), pa.array(lines, pa.int64()),
+                  *batch.columns, pa.array(predictions, pa.float64()),
                   pa.array(np.full(len(predictions), self._options.model.version, dtype=np.int64))]
         yield pa.Table.from_batches([pa.RecordBatch.from_arrays(arrays, schema=self._schema)])
         yield beam.pvalue.TaggedOutput(_SCORED_TAG, (path, len(predictions)))

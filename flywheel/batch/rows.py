@@ -21,7 +21,8 @@ from flywheel.components.ingest import parsing
 SERVING_ENVIRONMENT = "SERVING"
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
-OUTPUT_COLUMNS = (PREDICTION, MODEL_VERSION)
+SOURCE_FILE, SOURCE_LINE = "source_file", "source_line"  # each row's key: the file and line it was read from
+OUTPUT_COLUMNS = (SOURCE_FILE, SOURCE_LINE, PREDICTION, MODEL_VERSION)
 
 
 def serving_columns(schema: schema_pb2.Schema) -> tuple[parsing.Column, ...]:
@@ -35,11 +36,28 @@ def serving_columns(schema: schema_pb2.Schema) -> tuple[parsing.Column, ...]:
     return tuple(dataclasses.replace(c, required=False) if c.name in absent else c for c in columns)
 
 
+def with_id_column(columns: Sequence[parsing.Column], id_column: str | None) -> tuple[parsing.Column, ...]:
+    """The columns read, with `id_column` required: a schema column as typed there, any other as text (carried
+    to the output, not a model input). PredictError when it would clash with an output column."""
+    if not id_column:
+        return tuple(columns)
+    if id_column in OUTPUT_COLUMNS:
+        raise PredictError(f"predict: id column {id_column!r} would be overwritten by the output column of that "
+                           f"name; the output columns are {list(OUTPUT_COLUMNS)}")
+    if any(c.name == id_column for c in columns):
+        return tuple(dataclasses.replace(c, required=True) if c.name == id_column else c for c in columns)
+    return (*columns, parsing.Column(id_column, parsing.BYTES, True))
+
+
 def arrow_schema(columns: Sequence[parsing.Column]):
-    """The predictions' Parquet schema: the input columns, then `prediction` (float64) and `model_version`."""
+    """The predictions' Parquet schema: `source_file` and `source_line` (where each row was read: with the
+    prediction, a key to join it back to its row), the input columns, then `prediction` (float64) and
+    `model_version`."""
     import pyarrow as pa
 
-    return pa.schema(list(input_schema(columns))
+    return pa.schema([pa.field(SOURCE_FILE, pa.string(), nullable=False),
+                      pa.field(SOURCE_LINE, pa.int64(), nullable=False)]
+                     + list(input_schema(columns))
                      + [pa.field(PREDICTION, pa.float64(), nullable=False),
                         pa.field(MODEL_VERSION, pa.int64(), nullable=False)])
 
@@ -74,16 +92,18 @@ class Batch:
         self.bytes_columns = {c.name for c in columns if c.kind == parsing.BYTES}
         self._schema = input_schema(columns)
         self.values: dict[str, list] = {name: [] for name in self.names}
+        self.lines: list[int] = []  # each row's line in its file
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, values: dict) -> None:
+    def add(self, values: dict, line: int) -> None:
         for name in self.names:
             value = values.get(name)
             self.values[name].append(value.decode("utf-8") if name in self.bytes_columns and value is not None
                                      else value)
+        self.lines.append(line)
         self.size += 1
 
     def record_batch(self):

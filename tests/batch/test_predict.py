@@ -88,7 +88,7 @@ def test_predictions_equal_the_served_models_signature_and_parquet_has_the_schem
     table = _predictions(result)
     assert table.num_rows == 300
     names = [f.name for f in SCHEMA.feature]
-    assert table.schema.names == names + ["prediction", "model_version"]
+    assert table.schema.names == ["source_file", "source_line"] + names + ["prediction", "model_version"]
     assert table.schema.field("fare").type == pa.float64()
     assert table.schema.field("trip_start_hour").type == pa.int64()
     assert table.schema.field("payment_type").type == pa.string()
@@ -151,10 +151,72 @@ def test_bad_rows_are_quarantined_with_line_and_column_and_counts_add_up(serving
     table = _predictions(result)
     assert table.num_rows == 17
     assert table.column("tips").null_count == 7  # absent from the CSV, present in the Parquet file
+    keys = sorted(zip(table.column("source_file").to_pylist(), table.column("source_line").to_pylist(),
+                      strict=True))
+    parquet = os.path.join(data, "b.parquet")
+    assert keys == sorted([(bad_csv, line) for line in range(2, 12) if line not in (4, 6, 8)]
+                          + [(parquet, row) for row in range(1, 11)]), "the quarantine's (file, line) key, in turn"
     with open(result.counts_path) as f:
         files = {c["file"]: c for c in json.load(f)["files"]}
     assert files[bad_csv]["rows_in"] == 10 and files[bad_csv]["rows_quarantined"] == 3
     assert files[os.path.join(data, "b.parquet")]["rows_scored"] == 10
+
+
+def _with_trip_ids(root, rows: int) -> tuple[str, list[dict]]:
+    """A CSV of the shipped rows with a `trip_id` first column (as `flywheel simulate` writes), the third row's id
+    empty, and a record line broken by a quoted line break (one row over two lines)."""
+    sample = tiny_runs.write_sample(str(root / "sample"), 0, rows=rows)
+    with open(os.path.join(sample, "data.csv"), newline="") as f:
+        records = [{"trip_id": f"t-{i}", **r} for i, r in enumerate(csv.DictReader(f))]
+    records[2]["trip_id"] = ""
+    records[4]["company"] = "Two\nLines Cab"
+    path = root / "ids" / "data.csv"
+    path.parent.mkdir()
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return str(path), records
+
+
+def test_each_prediction_joins_back_to_its_row_by_file_and_line_and_by_the_id_column(serving_dir, tmp_path):
+    path, records = _with_trip_ids(tmp_path, 40)
+    result = api.predict("taxi", path, serving_dir, str(tmp_path / "out"), id_column="trip_id")
+    assert result.error is None and result.id_column == "trip_id"
+    assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (40, 39, 1)
+    with open(result.quarantine_path) as f:
+        (missing,) = [json.loads(line) for line in f]
+    assert (missing["line"], missing["column"]) == (4, "trip_id") and "missing required value" in missing["reason"]
+
+    table = _predictions(result)
+    assert table.schema.field("trip_id").type == pa.string() and "trip_id" not in {f.name for f in SCHEMA.feature}
+    by_id = {r["trip_id"]: r for r in table.to_pylist()}
+    assert len(by_id) == 39
+    expected = _model_scores(result.model_path, result.signature, path)
+    for i, record in enumerate(records):
+        if i == 2:
+            continue
+        row = by_id[f"t-{i}"]
+        assert row["fare"] == pytest.approx(float(record["fare"]))
+        key = _key(record["trip_start_timestamp"], record["fare"], record["trip_miles"])
+        assert row["prediction"] == pytest.approx(expected[key], rel=1e-5), "the score of that very row"
+        # line 1 is the header; the record with a line break in a quoted field takes two lines
+        assert (row["source_file"], row["source_line"]) == (path, i + 2 + (i > 4))
+
+    without = api.predict("taxi", path, serving_dir, str(tmp_path / "plain"))
+    assert without.rows_scored == 40 and "trip_id" not in _predictions(without).schema.names
+    lines = {r["source_line"]: r["prediction"] for r in _predictions(without).to_pylist()}
+    assert lines[9] == pytest.approx(by_id["t-6"]["prediction"]), "file and line key a row without any id column"
+
+
+def test_an_id_column_named_as_an_output_column_is_refused(serving_dir, tmp_path, capfd):
+    path, _ = _with_trip_ids(tmp_path, 5)
+    for name in ("prediction", "source_line"):
+        result = call_cli(capfd, "predict", "taxi", "--data", path, "--serving-dir", serving_dir, "--output",
+                          str(tmp_path / name), "--id-column", name)
+        assert result.returncode == 2, result.stderr
+        assert f"id column {name!r} would be overwritten by the output column" in result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / name).exists()
 
 
 def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_path):
@@ -222,6 +284,13 @@ def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path,
     printed = json.loads(result.stdout)
     assert printed["spans"] == [1] and printed["rows_scored"] == 40 and printed["engine"] == "beam"
     assert ds.dataset(str(out / "predictions"), format="parquet").count_rows() == 40
+    told = call_cli(capfd, "predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--output",
+                    str(tmp_path / "told"), "--quiet")
+    assert told.returncode == 0, told.stderr
+    assert f"  predictions: {tmp_path / 'told' / 'predictions'}/part-*.parquet (source_file and source_line key " \
+           "each row)" in told.stdout.splitlines(), told.stdout
+    assert f"  counts: {tmp_path / 'told' / 'counts.json'}" in told.stdout.splitlines()
+    assert "the version serving now" in " ".join(call_cli(capfd, "predict", "--help").stdout.split())
     again = call_cli(capfd, "predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--output",
                      str(out))
     assert again.returncode == 2 and again.stderr.startswith("flywheel: predict: output ")

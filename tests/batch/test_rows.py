@@ -41,10 +41,11 @@ def test_examples_carry_the_values_ingest_writes():
              {"fare": 0.1, "hour": 3, "payment": "Crédit".encode()},
              {"fare": 1e-7, "hour": -2, "payment": b"", "tips": 3.3}]
     batch = rows.Batch(COLUMNS)
-    for values in typed:
-        batch.add(values)
+    for line, values in enumerate(typed, start=2):
+        batch.add(values, line)
     record_batch = batch.record_batch()
     assert record_batch.column("company").to_pylist() == ["Flash Cab", None, None]
+    assert batch.lines == [2, 3, 4] and "source_line" not in record_batch.schema.names, "the key is no model input"
     encoded = rows.to_examples(record_batch, example_coder.RecordBatchToExamplesEncoder())
     assert [_features(e) for e in encoded] == [_features(_to_example(values)) for values in typed]
 
