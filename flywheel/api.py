@@ -122,7 +122,8 @@ class RunResult:
         if self.data:
             lines.append(f"  data: spans {listing(self.data.get('spans'))}, {self.data.get('rows_read') or 0:,} rows "
                          "read, "
-                         f"{self.data.get('rows_quarantined')} quarantined ({self.data.get('uri')})")
+                         f"{self.data.get('rows_quarantined')} quarantined"
+                         + (f" ({self.data['quarantine']})" if self.data.get("quarantine") else ""))
         if self.gate_report:
             passed = self.status != STOPPED
             lines.append(f"  data gate: {'passed' if passed else 'STOPPED THE RUN'} — report {self.gate_report}")
@@ -257,6 +258,9 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
                                                         ingest_spec.ROWS_QUARANTINED, ingest_spec.FINGERPRINT,
                                                         ingest_spec.SPANS)}
         fields["data"]["uri"] = examples["uri"]
+        quarantined = ingest.output(ingest_spec.QUARANTINE_KEY)
+        if quarantined:
+            fields["data"]["quarantine"] = os.path.join(quarantined["uri"], ingest_spec.QUARANTINE_FILE)
     gate = records.get("DataGate")
     verdict = gate.output(gate_spec.VERDICT_KEY) if gate else None
     if verdict:

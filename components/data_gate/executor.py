@@ -30,9 +30,10 @@ def _per_split(artifact: types.Artifact, filename: str, load):
 
 def run_gate(anomalies: types.Artifact, statistics: types.Artifact, verdict_artifact: types.Artifact,
              allowed_anomalies: str, report_html: Optional[types.Artifact] = None,
-             summary: Optional[types.Artifact] = None) -> gate.Verdict:
+             summary: Optional[types.Artifact] = None, quarantine: Optional[types.Artifact] = None) -> gate.Verdict:
     """Decides, writes verdict.json and report.html into the verdict, and the same report (report_html) and a
-    Markdown summary (summary) as the artifacts the KFP UI shows, when given."""
+    Markdown summary (summary) as the artifacts the KFP UI shows, when given; with Ingest's `quarantine`, the
+    report says how many rows were quarantined and where they are."""
     per_split = _per_split(anomalies, _ANOMALIES_FILE, anomalies_util.load_anomalies_binary)
     if not per_split:
         raise ValueError(f"DataGate: no {_ANOMALIES_FILE} in any split of anomalies artifact {anomalies.uri}")
@@ -41,13 +42,14 @@ def run_gate(anomalies: types.Artifact, statistics: types.Artifact, verdict_arti
     fileio.makedirs(verdict_artifact.uri)
     with fileio.open(os.path.join(verdict_artifact.uri, spec.VERDICT_FILE), "w") as f:
         f.write(json.dumps(verdict.to_dict(), indent=2))
-    html = report.render(verdict, stats)
+    quarantined = report.QuarantineSummary.of(quarantine) if quarantine is not None else None
+    html = report.render(verdict, stats, quarantined)
     with fileio.open(os.path.join(verdict_artifact.uri, spec.REPORT_FILE), "w") as f:
         f.write(html)
     if report_html is not None:
         ui_artifacts.write_html(report_html, html)
     if summary is not None:
-        ui_artifacts.write_markdown(summary, report.render_markdown(verdict))
+        ui_artifacts.write_markdown(summary, report.render_markdown(verdict, quarantined))
     verdict_artifact.set_string_custom_property(spec.GATE, "data_validation")
     verdict_artifact.set_int_custom_property(spec.PASSED, int(verdict.passed))
     verdict_artifact.set_int_custom_property(spec.NUM_ANOMALIES, len(verdict.findings))

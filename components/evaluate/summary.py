@@ -13,6 +13,11 @@ AUC = "auc"
 EXAMPLE_COUNT = "example_count"
 MEAN_LABEL = "mean_label"
 POSITIVES = "positives"
+NEGATIVES = "negatives"
+AUC_RELIABLE = "auc_reliable"
+# A slice's AUC is trusted only with at least this many examples of each class: with fewer, it rests on a handful
+# of positive-negative pairs (2 positives among 40 rows: 76 pairs, and one row moves it by more than 0.1).
+MIN_CLASS_COUNT = 10
 # The metrics the report needs on every slice: its size, and the share of positives (a slice holding one
 # class only has no AUC).
 REPORT_METRICS = ("ExampleCount", "MeanLabel")
@@ -44,13 +49,33 @@ def _slice_name(slice_key) -> str:
 
 
 def with_counts(metrics: dict[str, float]) -> dict[str, Any]:
-    """Adds the slice's positive count; AUC becomes None (undefined) when the slice holds one class only."""
+    """Adds the slice's positive and negative counts; AUC becomes None (undefined) when the slice holds one class
+    only, and `auc_reliable` says whether each class has at least MIN_CLASS_COUNT examples."""
     out: dict[str, Any] = dict(metrics)
     if EXAMPLE_COUNT in out and MEAN_LABEL in out:
         out[POSITIVES] = int(round(out[MEAN_LABEL] * out[EXAMPLE_COUNT]))
+        out[NEGATIVES] = int(out[EXAMPLE_COUNT]) - out[POSITIVES]
         if AUC in out and out[POSITIVES] in (0, int(out[EXAMPLE_COUNT])):
             out[AUC] = None
+        elif AUC in out:
+            out[AUC_RELIABLE] = min(out[POSITIVES], out[NEGATIVES]) >= MIN_CLASS_COUNT
     return out
+
+
+def unreliable(metrics: dict[str, Any]) -> bool:
+    """An AUC computed on fewer than MIN_CLASS_COUNT positives or negatives."""
+    return metrics.get(AUC) is not None and metrics.get(AUC_RELIABLE) is False
+
+
+def _few_words(metrics: dict[str, Any]) -> str:
+    return (f"{metrics.get(POSITIVES, 0):,} positives, {metrics.get(NEGATIVES, 0):,} negatives: fewer than "
+            f"{MIN_CLASS_COUNT} of a class, AUC unreliable")
+
+
+def _auc_cell(metrics: dict[str, Any]) -> str:
+    if AUC not in metrics:
+        return "—"
+    return _fmt(metrics[AUC]) + (" (unreliable)" if unreliable(metrics) else "")
 
 
 def metrics_by_slice(output_path: str, model_name: str) -> dict[str, dict[str, Any]]:
@@ -197,27 +222,33 @@ def _slice_rows(slices: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, 
 def _slice_section(feature: str, values: list[tuple[str, dict[str, Any]]]) -> list[str]:
     rows = []
     for value, m in values:
-        auc = m.get(AUC)
         note = ""
-        if AUC in m and auc is None:
+        if AUC in m and m[AUC] is None:
             note = "one class only: AUC undefined"
-        rows.append((value, _count(m.get(EXAMPLE_COUNT)), _count(m.get(POSITIVES)), _fmt(auc) if AUC in m else "—",
+        elif unreliable(m):
+            note = _few_words(m)
+        rows.append((value, _count(m.get(EXAMPLE_COUNT)), _count(m.get(POSITIVES)), _auc_cell(m),
                      _fmt(m.get("binary_accuracy")) if "binary_accuracy" in m else "—", note))
-    charted = [(v, m[AUC]) for v, m in values if m.get(AUC) is not None]
+    charted = [(v, m) for v, m in values if m.get(AUC) is not None and not unreliable(m)]
     undefined = [v for v, m in values if AUC in m and m[AUC] is None]
-    chart = html_report.hbar_chart([f"{v} (n={_count(m.get(EXAMPLE_COUNT))})" for v, m in values
-                                    if m.get(AUC) is not None], [a for _, a in charted], top=1.0)
+    few = [v for v, m in values if unreliable(m)]
+    chart = html_report.hbar_chart([f"{v} (n={_count(m.get(EXAMPLE_COUNT))})" for v, m in charted],
+                                   [m[AUC] for _, m in charted], top=1.0)
     missing = (f'<p class="muted">Not charted (one class only, AUC undefined): '
                f'{html_report.esc(", ".join(undefined))}</p>' if undefined else "")
+    if few:
+        missing += (f'<p class="warn">Not charted, AUC unreliable (fewer than {MIN_CLASS_COUNT} positives or '
+                    f'{MIN_CLASS_COUNT} negatives): {html_report.esc(", ".join(few))}</p>')
     return [f"<h2>AUC by {html_report.esc(feature)}</h2>", chart, missing,
             html_report.table([feature, "examples", "positives", "AUC", "accuracy", "note"], rows)]
 
 
 def render(summary: dict[str, Any]) -> str:
     cand, base = summary["candidate"], summary["baseline"]
-    names = sorted(n for n in cand if not n.startswith("__") and n not in (MEAN_LABEL,))
-    rows = [(n, _count(cand[n]) if n in (EXAMPLE_COUNT, POSITIVES) else _fmt(cand[n]),
-             (_count(base[n]) if n in (EXAMPLE_COUNT, POSITIVES) else _fmt(base[n])) if n in base else "—")
+    names = sorted(n for n in cand if not n.startswith("__") and n not in (MEAN_LABEL, AUC_RELIABLE))
+    counts = (EXAMPLE_COUNT, POSITIVES, NEGATIVES)
+    rows = [(n, _count(cand[n]) if n in counts else _auc_cell(cand) if n == AUC else _fmt(cand[n]),
+             (_count(base[n]) if n in counts else _auc_cell(base) if n == AUC else _fmt(base[n])) if n in base else "—")
             for n in names]
     baseline = (f"serving version {summary['baseline_version']}" if summary["baseline_version"] is not None
                 else "none in serving (absolute thresholds only)")
@@ -230,7 +261,9 @@ def render(summary: dict[str, Any]) -> str:
     failures = (html_report.table(["slice", "metric", "kind", "value", "message"], failure_rows)
                 if summary["failures"] else "<p>All thresholds met.</p>")
     sections = [head, "<h2>Overall metrics</h2>", html_report.table(["metric", "candidate", "baseline"], rows),
-                "<h2>Threshold failures</h2>", failures]
+                "<h2>Threshold failures</h2>", failures,
+                f'<p class="muted">An AUC is marked unreliable (and a slice\'s left out of its chart) when it rests '
+                f"on fewer than {MIN_CLASS_COUNT} positives or {MIN_CLASS_COUNT} negatives.</p>"]
     for feature, values in sorted(_slice_rows(summary["slices"]).items()):
         sections.extend(_slice_section(feature, values))
     return html_report.page("flywheel model evaluation", sections)
@@ -272,8 +305,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
               f["message"]) for f in summary["failures"]]), ""]
     else:
         lines += ["All thresholds met.", ""]
-    rows = [(f"{feature}={value}", _count(m.get(EXAMPLE_COUNT)), _count(m.get(POSITIVES)),
-             _fmt(m.get(AUC)) if AUC in m else "—",
+    rows = [(f"{feature}={value}", _count(m.get(EXAMPLE_COUNT)), _count(m.get(POSITIVES)), _auc_cell(m),
              _fmt(m.get("binary_accuracy")) if "binary_accuracy" in m else "—")
             for feature, values in sorted(_slice_rows(summary["slices"]).items()) for value, m in values]
     if rows:
@@ -281,4 +313,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
                   ""]
         if any(AUC in m and m[AUC] is None for m in summary["slices"].values()):
             lines += ["AUC n/a: the slice holds one class only, so its AUC is undefined (not 0).", ""]
+        if any(unreliable(m) for m in summary["slices"].values()):
+            lines += [f"AUC (unreliable): the slice holds fewer than {MIN_CLASS_COUNT} positives or "
+                      f"{MIN_CLASS_COUNT} negatives.", ""]
     return "\n".join(lines)

@@ -90,7 +90,8 @@ def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
     stats = statistics.outputs[std.STATISTICS_KEY]
     validator = ExampleValidator(statistics=stats, schema=data["schema"].outputs[std.SCHEMA_KEY])
     data_gate = DataGate(anomalies=validator.outputs[std.ANOMALIES_KEY], statistics=stats,
-                         allowed_anomalies=",".join(cfg.allowed_anomalies)).with_id("DataGate")
+                         allowed_anomalies=",".join(cfg.allowed_anomalies),
+                         quarantine=data["ingest"].outputs.get(ingest_spec.QUARANTINE_KEY)).with_id("DataGate")
     return {"statistics": statistics, "validator": validator, "gate": data_gate}
 
 

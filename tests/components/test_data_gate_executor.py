@@ -113,3 +113,25 @@ def test_allow_list(dirty, tmp_path, allow, passed):
     assert decision["allowed_anomalies"] == [allow]
     assert f"Allow-list: `{allow}`." in markdown
     assert markdown.rstrip().endswith(" | allowed |" if passed else " | **blocking** |")
+
+
+def test_the_report_and_the_summary_count_the_quarantined_rows_and_say_where_they_are(dirty, tmp_path):
+    """Ingest's quarantine, as Ingest records it on its artifact (counts as custom properties, the rows in
+    quarantine.jsonl at its uri), reaches the gate's HTML report and the KFP UI's Markdown summary."""
+    from flywheel.components.ingest import spec as ingest_spec
+
+    quarantine = ingest_spec.Quarantine()
+    quarantine.uri = str(tmp_path / "Ingest" / "quarantine" / "4")
+    quarantine.set_int_custom_property(ingest_spec.ROWS_QUARANTINED, 17)
+    quarantine.set_int_custom_property(ingest_spec.ROWS_READ, 15_002)
+    verdict, report_html, summary = spec.GateVerdict(), ui_artifacts.HTML(), ui_artifacts.Markdown()
+    verdict.uri = str(tmp_path / "verdict")
+    report_html.uri = str(tmp_path / "report_html" / "value")
+    summary.uri = str(tmp_path / "summary" / "value")
+    executor.run_gate(*dirty, verdict, "", report_html, summary, quarantine)
+    said = (f"Ingest quarantined 17 of 15,002 rows read (0.11%); they are not in the statistics or the anomalies "
+            f"below. Each is in {os.path.join(quarantine.uri, 'quarantine.jsonl')} with its file, line and reason.")
+    with open(os.path.join(verdict.uri, spec.REPORT_FILE), encoding="utf-8") as f:
+        assert f"<p>Quarantine: {said}</p>" in f.read()
+    with open(summary.uri, encoding="utf-8") as f:
+        assert f"\n{said}\n" in f.read()

@@ -77,3 +77,38 @@ def test_render_shows_counts_na_and_the_rule_not_a_dict():
     assert "Credit Card (n=40)" in html and "Not charted (one class only, AUC undefined): Cash" in html
     assert "Rule: blessed when overall AUC ≥ 0.75" in html and "lower_bound" not in html
     assert "NOT BLESSED" in html and "change against baseline" in html and "<script" not in html
+
+
+@pytest.mark.parametrize("count,mean_label,positives,negatives,reliable", [
+    (42.0, 2 / 42, 2, 40, False),      # the case seen: 2 positives get an AUC no one should read
+    (42.0, 40 / 42, 40, 2, False),     # few negatives: the same
+    (20.0, 0.5, 10, 10, True),         # the minimum of each class
+    (19.0, 9 / 19, 9, 10, False),      # one short
+])
+def test_an_auc_on_few_positives_or_negatives_is_marked_unreliable(count, mean_label, positives, negatives,
+                                                                   reliable):
+    got = summary_lib.with_counts({"example_count": count, "mean_label": mean_label, "auc": 0.391})
+    assert (got["positives"], got["negatives"], got["auc_reliable"]) == (positives, negatives, reliable)
+    assert got["auc"] == 0.391, "the value is kept; the report says not to trust it"
+    assert summary_lib.unreliable(got) is not reliable
+
+
+def test_render_warns_about_an_unreliable_slice_auc_and_leaves_it_out_of_the_chart():
+    slices = {"trip_start_hour=3": summary_lib.with_counts({"example_count": 42.0, "mean_label": 2 / 42,
+                                                            "auc": 0.391}),
+              "trip_start_hour=17": summary_lib.with_counts({"example_count": 400.0, "mean_label": 0.25,
+                                                             "auc": 0.9})}
+    summary = {"blessed": True, "thresholds": {}, "baseline_version": None,
+               "candidate": summary_lib.with_counts({"example_count": 442.0, "mean_label": 102 / 442, "auc": 0.88}),
+               "baseline": {}, "failures": [], "slices": slices}
+    html = summary_lib.render(summary)
+    assert ("<td>3</td><td>42</td><td>2</td><td>0.3910 (unreliable)</td><td>—</td>"
+            "<td>2 positives, 40 negatives: fewer than 10 of a class, AUC unreliable</td>") in html
+    assert "<td>17</td><td>400</td><td>100</td><td>0.9000</td>" in html
+    assert "17 (n=400)" in html and "3 (n=42)" not in html, "only the AUC to trust is charted"
+    assert "Not charted, AUC unreliable (fewer than 10 positives or 10 negatives): 3" in html
+    assert "<td>auc</td><td>0.8800</td>" in html and "auc_reliable" not in html
+    assert "<td>negatives</td><td>340</td>" in html
+    markdown = summary_lib.render_markdown(summary)
+    assert "| trip_start_hour=3 | 42 | 2 | 0.3910 (unreliable) | — |" in markdown
+    assert "AUC (unreliable): the slice holds fewer than 10 positives or 10 negatives." in markdown
