@@ -46,8 +46,11 @@ bench-serving: venv
 bench-rollout: venv
 	$(BIN)/python benchmarks/rollout.py
 
+# The image the committed spec names: kubeflow/README.md's `docker build -t flywheel-taxi:local`; `make compile
+# IMAGE=<registry>/flywheel-taxi:0.1.0` for the image you pushed.
+IMAGE ?= flywheel-taxi:local
 compile: venv
-	$(BIN)/flywheel compile taxi --output kubeflow/taxi_pipeline.yaml
+	$(BIN)/flywheel compile taxi --image $(IMAGE) --output kubeflow/taxi_pipeline.yaml
 
 lint: venv
 	$(BIN)/ruff check flywheel components pipelines schemas tests benchmarks notebooks

@@ -660,7 +660,8 @@ def _writable_folder(output: str) -> None:
 
 def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Optional[str] = None,
                      verbose: bool = False, **options: Any) -> CompileResult:
-    """Compiles the pipeline for Kubeflow Pipelines: .yaml/.yml a PipelineSpec, .json a Vertex AI PipelineJob.
+    """Compiles the pipeline for Kubeflow Pipelines: .yaml/.yml a PipelineSpec, .json a Vertex AI PipelineJob;
+    `image`, the container image the steps run in, is required (UsageError without it: none is published).
 
     options: the pipeline's compile options, e.g. taxi's `data_pvc` and `serving_pvc` (the PersistentVolumeClaims
     mounted at the data and serving folders); None values take the pipeline's defaults.
@@ -672,6 +673,10 @@ def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Opti
         raise UsageError(f"compile: --output {output}: expected a .yaml, .yml or .json file, got "
                          f"{suffix or 'no extension'!r}")
     _writable_folder(output)
+    if not image:
+        raise UsageError("compile: --image is required: the container image every step runs in, built from "
+                         "kubeflow/Dockerfile (`docker build -f kubeflow/Dockerfile -t <registry>/flywheel-taxi:0.1.0 "
+                         ".`) and pushed where the cluster pulls from; no image is published for you")
     quiet.quiet_environment(verbose)
     import tfx  # noqa: F401  (imported before install() so absl is configured)
 

@@ -178,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
 
     comp = command("compile", "compile a pipeline for Kubeflow Pipelines", COMPILE_EXITS)
     _pipeline_arg(comp)
-    comp.add_argument("--image", default=None, help="container image (default: the pipeline's)")
+    comp.add_argument("--image", default=None, help="container image every step runs in, built from "
+                                                    "kubeflow/Dockerfile and pushed where the cluster pulls from "
+                                                    "(required: no image is published)")
     comp.add_argument("--output", help=".yaml/.yml: PipelineSpec for the KFP UI; .json: Vertex AI PipelineJob "
                                        "(default: the pipeline's spec in kubeflow/)")
     comp.add_argument("--data-pvc", help="PersistentVolumeClaim mounted at the data root (default: flywheel-data)")

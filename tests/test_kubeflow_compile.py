@@ -27,10 +27,19 @@ def compiled_twice(tmp_path_factory):
     return [open(kr.compile_pipeline(path), "rb").read() for path in paths]
 
 
+def _make_compile_image() -> str:
+    """The image `make compile` names (the Makefile's IMAGE)."""
+    with open(os.path.join(REPO, "Makefile"), encoding="utf-8") as f:
+        (line,) = [line for line in f if line.startswith("IMAGE ?= ")]
+    return line.split("?=", 1)[1].strip()
+
+
 def test_committed_spec_is_byte_identical_to_a_fresh_compile(tmp_path, capfd):
     """`make compile`'s command line (its entry point in a process of its own: tests/test_cli.py)."""
     fresh = tmp_path / "taxi_pipeline.yaml"
-    result = call_cli(capfd, "compile", "taxi", "--output", str(fresh))
+    image = _make_compile_image()
+    assert image == kr.DEFAULT_IMAGE, "the library's default is the image the README builds and make compile names"
+    result = call_cli(capfd, "compile", "taxi", "--image", image, "--output", str(fresh))
     assert result.returncode == 0, result.stderr
     assert fresh.read_text(encoding="utf-8") == TEXT, "kubeflow/taxi_pipeline.yaml is stale: run `make compile`"
 
@@ -152,7 +161,7 @@ def test_pvc_names_are_compile_options():
 def test_the_command_line_compiles_with_other_pvc_names(tmp_path, capfd):
     output = tmp_path / "spec.yaml"
     result = call_cli(capfd, "compile", "taxi", "--output", str(output), "--data-pvc", "nightly-spans",
-                      "--serving-pvc", "tf-serving-models", "--json")
+                      "--serving-pvc", "tf-serving-models", "--image", "registry.example/flywheel-taxi:0.1.0", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == str(output)
     _, platform = yaml.safe_load_all(output.read_text())
@@ -160,6 +169,65 @@ def test_the_command_line_compiles_with_other_pvc_names(tmp_path, capfd):
     assert {label: [m["constant"] for m in config["pvcMount"]] for label, config in executors.items()} == {
         "Ingest_executor": ["nightly-spans"], "Evaluate_executor": ["tf-serving-models"],
         "Push_executor": ["tf-serving-models"], "Decide_executor": ["nightly-spans", "tf-serving-models"]}
+
+
+def test_compile_without_an_image_is_refused_naming_it(tmp_path, capfd):
+    """No image is published: compiling without choosing one would name an image no cluster can pull."""
+    output = tmp_path / "spec.yaml"
+    result = call_cli(capfd, "compile", "taxi", "--output", str(output))
+    assert result.returncode == 2 and result.stderr.startswith("flywheel: compile: --image is required: "), result
+    assert "kubeflow/Dockerfile" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not output.exists()
+
+
+def _claim_names(document) -> set[str]:
+    """Every persistentVolumeClaim claimName in a Kubernetes manifest, at any depth."""
+    if isinstance(document, dict):
+        found = {document["persistentVolumeClaim"]["claimName"]} if "persistentVolumeClaim" in document else set()
+        return found.union(*(_claim_names(v) for v in document.values()))
+    if isinstance(document, list):
+        return set().union(*(_claim_names(v) for v in document))
+    return set()
+
+
+def test_the_pvc_manifest_defines_every_claim_the_spec_and_the_manifests_mount():
+    """kubeflow/volumes.yaml: one PersistentVolumeClaim for each claim the compiled spec mounts (the compile's
+    default names) and each one the CronJobs and the data loader mount, with the access modes the README gives
+    (serving and request logs ReadWriteMany: TF Serving and the server mount them beside the jobs)."""
+    with open(os.path.join(REPO, "kubeflow", "volumes.yaml"), encoding="utf-8") as f:
+        documents = [d for d in yaml.safe_load_all(f) if d]
+    assert all(d["apiVersion"] == "v1" and d["kind"] == "PersistentVolumeClaim" for d in documents)
+    claims = {d["metadata"]["name"]: d for d in documents}
+    assert len(claims) == len(documents)
+    mounted = {m["constant"] for config in PLATFORM["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+               for m in config["pvcMount"]}
+    assert mounted == {kr.DEFAULT_DATA_PVC, kr.DEFAULT_SERVING_PVC}
+    manifests = [os.path.join(REPO, "kubeflow", "data-loader.yaml")] + [
+        os.path.join(REPO, "kubeflow", "schedule", name) for name in sorted(os.listdir(
+            os.path.join(REPO, "kubeflow", "schedule"))) if name.endswith(".yaml")]
+    for path in manifests:
+        with open(path, encoding="utf-8") as f:
+            used = _claim_names(list(yaml.safe_load_all(f)))
+        assert used and used <= set(claims), (path, used)
+        mounted |= used
+    assert mounted == set(claims), "no claim is defined that nothing mounts"
+    modes = {name: claim["spec"]["accessModes"] for name, claim in claims.items()}
+    assert modes == {"flywheel-data": ["ReadWriteOnce"], "flywheel-serving": ["ReadWriteMany"],
+                     "flywheel-state": ["ReadWriteOnce"], "flywheel-request-logs": ["ReadWriteMany"]}
+    for claim in claims.values():
+        size = claim["spec"]["resources"]["requests"]["storage"]
+        assert size.endswith("Gi") and int(size[:-2]) >= 1
+
+
+def test_the_data_loader_mounts_the_data_claim_as_the_pipeline_user_with_tar_for_kubectl_cp():
+    with open(os.path.join(REPO, "kubeflow", "data-loader.yaml"), encoding="utf-8") as f:
+        (pod,) = [d for d in yaml.safe_load_all(f) if d]
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "flywheel-data-loader"
+    assert _claim_names(pod) == {kr.DEFAULT_DATA_PVC}
+    (container,) = pod["spec"]["containers"]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": kr.DATA_MOUNT}]
+    assert container["image"].startswith("busybox:"), "kubectl cp needs tar in the container"
+    assert {pod["spec"]["securityContext"][k] for k in ("runAsUser", "runAsGroup", "fsGroup")} == {10001}
 
 
 def test_every_container_task_has_cpu_and_memory_requests_and_limits():

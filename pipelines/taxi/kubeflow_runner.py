@@ -31,7 +31,9 @@ from typing import Any, Mapping, Optional
 from flywheel.kfp_executor import COMMAND
 from flywheel.pipelines.taxi.config import PIPELINE_NAME, UNCACHED_NODES, Paths, TaxiConfig
 
-DEFAULT_IMAGE = "ghcr.io/flywheel-ml/flywheel-taxi:0.1.0"
+# No image is published: this is the tag kubeflow/README.md's `docker build` gives the image it builds (loaded into
+# a local cluster as it is, or pushed to a registry the cluster pulls from under a name of the user's).
+DEFAULT_IMAGE = "flywheel-taxi:local"
 IMAGE_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this repository inside the image
 DATA_MOUNT = "/mnt/data"
 SERVING_MOUNT = "/mnt/serving"
