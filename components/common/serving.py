@@ -1,13 +1,13 @@
 """The serving directory: `<serving_dir>/<model_name>/<version>/`, TF Serving's layout, with Push's push.json.
 
 TF Serving loads numeric version folders only, their names read as int64 (`safe_strto64`: `00000123` is
-version 123; a name beyond int64, `99999999999999999999`, is no version); anything else (a push in
-progress under a temporary name) is invisible to it and to these functions. A version counts once its
-`saved_model.pb` exists: Push writes it last, which is TF Serving's completeness rule on object storage
-where a folder cannot be renamed into place. Push's `push.json` beside it is optional: a SavedModel
-exported by anything else serves as it does in TF Serving, with an empty manifest. `rollout.json` beside
-the versions (the rollout state) is not numeric either: once it exists, `current` (what serves by default)
-is its stable version.
+version 123; a name beyond int64, `99999999999999999999`, is no version); anything else (a push in progress
+under a temporary name) is invisible to it and to these functions. A version counts once its `saved_model.pb`
+(or, as TF Serving, a `saved_model.pbtxt`) exists: Push writes it last, which is TF Serving's completeness
+rule on object storage where a folder cannot be renamed into place. Push's `push.json` beside it is optional:
+a SavedModel exported by anything else serves as it does in TF Serving, with an empty manifest. `rollout.json`
+beside the versions (the rollout state) is not numeric either: once it exists, `current` (what serves by
+default) is its stable version.
 
 Every file is reached through TFX's filesystem layer: its local plugin for local paths (no TensorFlow
 import, so the CLI's up-to-date check stays fast) and `tfx.dsl.io.fileio` (TensorFlow's gfile:
@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 MANIFEST_FILE = "push.json"
 SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"  # a SavedModel written as text, which TF Serving loads too
 ROLLOUT_FILE = "rollout.json"  # <serving_dir>/<model>/rollout.json: the rollout state (flywheel.rollout.state)
 INT64_MAX = 2**63 - 1
 
@@ -98,8 +99,19 @@ def version_path(serving_dir: str, model_name: str, version: int) -> str:
     return os.path.join(serving_dir, model_name, name)
 
 
+def saved_model_file(version_path: str) -> Optional[str]:
+    """The version's SavedModel: its saved_model.pb, else its saved_model.pbtxt (TF Serving loads either); None
+    when it has neither (not complete)."""
+    fs = filesystem(version_path)
+    for name in (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE):
+        path = os.path.join(version_path, name)
+        if fs.exists(path):
+            return path
+    return None
+
+
 def is_complete(version_path: str) -> bool:
-    return filesystem(version_path).exists(os.path.join(version_path, SAVED_MODEL_FILE))
+    return saved_model_file(version_path) is not None
 
 
 def versions(serving_dir: str, model_name: str) -> list[int]:
@@ -118,15 +130,19 @@ def version_manifest(version_path: str) -> dict:
 
 
 def read_saved_model(version_path: str) -> Any:
-    """The SavedModel proto of `<version_path>/saved_model.pb`, read through the filesystem layer (gs:// too)
-    without loading the model: its signatures' names, inputs and outputs."""
+    """The SavedModel proto of `<version_path>/saved_model.pb` (or `.pbtxt`), read through the filesystem layer
+    (gs:// too) without loading the model: its signatures' names, inputs and outputs."""
+    from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
 
-    path = os.path.join(version_path, SAVED_MODEL_FILE)
+    path = saved_model_file(version_path) or os.path.join(version_path, SAVED_MODEL_FILE)
     with filesystem(path).open(path, "rb") as f:
         data = f.read()
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString(data)
+    if path.endswith(SAVED_MODEL_TEXT_FILE):
+        text_format.Parse(data.decode("utf-8"), proto)
+    else:
+        proto.ParseFromString(data)
     return proto
 
 

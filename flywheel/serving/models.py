@@ -130,14 +130,11 @@ def load_servable(model: str, version: int, path: str) -> Servable:
     """Loads a SavedModel version into its own graph and session (TensorFlow's v1 loader, as TF Serving loads
     one: variables restored, tables initialized) and its SignatureDefs (as TF Serving reports them)."""
     import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    proto = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(path, serving.SAVED_MODEL_FILE), "rb") as f:
-        proto.ParseFromString(f.read())
+    proto = serving.read_saved_model(path)  # saved_model.pb, or saved_model.pbtxt as TF Serving also loads
     meta_graph = next((m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags), None)
     if meta_graph is None:
-        raise ValueError(f"serve: {path}/{serving.SAVED_MODEL_FILE} has no meta graph tagged 'serve'")
+        raise ValueError(f"serve: {serving.saved_model_file(path)} has no meta graph tagged 'serve'")
     defs = {name: sig for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
     graph = tf.Graph()
     # One intra-op thread: each call runs wholly on its caller's thread. Handing a small graph's ops to a pool

@@ -518,3 +518,17 @@ def tf2_clients(tmp_path_factory):
 def test_tf2_saved_models_without_input_shapes_answer_as_tf_serving(tf2_clients, model, body, status, expected):
     answer = tf2_clients[model].post(f"/v1/models/{model}:predict", json=body)
     assert (answer.status_code, answer.json()) == (status, expected)
+
+
+def test_a_savedmodel_written_as_text_is_served_as_tf_serving_serves_it(built, tmp_path):
+    from google.protobuf import text_format
+
+    version = tmp_path / DEFAULT / "00000007"
+    shutil.copytree(os.path.join(built[tf_serving_models.HALF_PLUS_TWO], "00000123"), version)
+    proto = serving.read_saved_model(str(version))
+    (version / serving.SAVED_MODEL_TEXT_FILE).write_text(text_format.MessageToString(proto))
+    (version / serving.SAVED_MODEL_FILE).unlink()
+    assert serving.versions(str(tmp_path), DEFAULT) == [7]
+    with TestClient(server.create_app(_registry(str(tmp_path), DEFAULT))) as client:
+        assert client.post("/v1/models/default:predict", json={"instances": [2.0]}).json() == {"predictions": [3.0]}
+        assert client.get("/v1/models/default/metadata").json()["metadata"] == _metadata(DEFAULT)["metadata"]
