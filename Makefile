@@ -27,6 +27,7 @@ venv: $(STAMP)
 
 run: venv
 	$(BIN)/flywheel run taxi
+	@echo "flywheel: the flywheel command is in $(VENV)/bin, not on your PATH: 'source $(VENV)/bin/activate' to type it as the README does"
 
 test: venv
 	$(BIN)/python -m pytest tests
