@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import sys
 import time
@@ -1372,7 +1373,7 @@ class AnalyzeResult:
 
 def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional[str] = None, config: Any = None,
                     report_dir: Optional[str] = None, *, apply: bool = True, metadata: Optional[str] = None,
-                    idle_ok: bool = False) -> AnalyzeResult:
+                    idle_ok: bool = False, wait_for_log: float = 0.0) -> AnalyzeResult:
     """`flywheel rollout analyze`: the rollout in progress (its stable and candidate versions and start time, from
     `flywheel.rollout.state`) judged on the request log under `log_dir` (rows logged after the start; `labels`:
     the log with labels joined) -> `flywheel.rollout.analysis.AnalysisResult` (promote | rollback | wait, reasons,
@@ -1384,10 +1385,14 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
     (and in ML-Metadata with `metadata`).
 
     idle_ok: no rollout in progress is a result (decision None, `idle` saying so), not an error — for a job run
-    on a schedule, which finds a rollout to judge only now and then."""
+    on a schedule, which finds a rollout to judge only now and then.
+    wait_for_log: seconds to wait, at most, for the request log to settle before it is read (its newest row two
+    of the server's flush intervals old: what the server held when the traffic stopped is then written)."""
     from flywheel.rollout import analysis, mlmd
     from flywheel.rollout import state as rollout_state
 
+    if not 0 <= wait_for_log < math.inf:
+        raise UsageError(f"rollout analyze: --wait-for-log: expected seconds >= 0, got {wait_for_log}")
     try:
         if config is None or isinstance(config, analysis.AnalysisConfig):
             rule = config or analysis.AnalysisConfig()
@@ -1400,6 +1405,8 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
                                      idle=f"no rollout in progress for {model!r} in {serving_dir}: nothing to analyze")
             raise UsageError(f"rollout analyze: no rollout in progress for {model!r} in {serving_dir}: start one "
                              "with `flywheel rollout start`")
+        if wait_for_log > 0:
+            analysis.wait_for_settled_log(log_dir, wait_for_log)
         found = analysis.analyze(log_dir, current.stable, current.candidate, since=current.started, labels=labels,
                                  config=rule, model=model, report_dir=report_dir)
         if not apply:

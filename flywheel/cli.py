@@ -312,6 +312,9 @@ def _rollout_parser(sub) -> None:
     analyze.add_argument("--dry-run", action="store_true", help="report the decision without applying it")
     analyze.add_argument("--metadata", help="ML-Metadata store (a run's metadata.sqlite) to record the decision in")
     analyze.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    analyze.add_argument("--wait-for-log", type=float, default=0.0, metavar="SECONDS",
+                         help="wait up to this long for the request log to settle (its newest row 10 s old: the "
+                              "server writes every 5 s) before reading it, e.g. right after a replay; 0: read it now")
     analyze.add_argument("--scheduled", action="store_true",
                          help="for cron or a CronJob: no rollout in progress is not an error, and a decision that was "
                               "applied (promote, rollback, wait) exits 0; errors still exit 2")
@@ -479,7 +482,8 @@ def cmd_rollout(args) -> int:
     elif name == "analyze":
         result = api.rollout_analyze(args.serving_dir, args.model, args.log_dir, labels=args.labels,
                                      config=args.config, report_dir=args.report_dir, apply=not args.dry_run,
-                                     metadata=args.metadata, idle_ok=args.scheduled)
+                                     metadata=args.metadata, idle_ok=args.scheduled,
+                                     wait_for_log=args.wait_for_log)
         _show(args, result)
         if args.scheduled and (result.decision is None or result.applied is not None):
             return EXIT_OK

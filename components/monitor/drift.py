@@ -40,8 +40,9 @@ SERVING = "SERVING"
 # The columns of a request log (flywheel.serving.request_log) that describe the request, not the data: never
 # compared as features (a request log's `prediction` column is compared as prediction drift).
 REQUEST_LOG_COLUMNS = ("request_id", "row_index", "time", "model", "model_version", "signature_name", "latency_ms")
-# What a request log says of a request during a rollout: its role, HTTP status and error message (not data).
-ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, "error")
+# What a request log says of a request during a rollout: its role, HTTP status, error message and how it was
+# routed (`default`, or `version` / `label` for a request that named one and bypassed the split): not data.
+ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, "error", "request_route")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,7 +59,8 @@ import json
 import math
 import os
 import statistics
-from typing import Any, Mapping, Optional, Sequence, Union
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -279,7 +280,8 @@ class LogFreshness:
         return said
 
 
-def log_freshness(table: pa.Table, now: Optional[datetime.datetime] = None) -> LogFreshness:
+def log_freshness(table: pa.Table, now: Optional[datetime.datetime] = None,
+                  flush_interval_s: float = SERVER_FLUSH_INTERVAL_S) -> LogFreshness:
     """The newest row's time in a request log (all its rows) against `now` (default: the clock)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     newest = None
@@ -289,11 +291,26 @@ def log_freshness(table: pa.Table, now: Optional[datetime.datetime] = None) -> L
             times = pc.cast(times, pa.timestamp("us", tz="UTC"))
         newest = pc.max(times).as_py()
     if newest is None:
-        return LogFreshness(None, now.isoformat(timespec="seconds"), None)
+        return LogFreshness(None, now.isoformat(timespec="seconds"), None, flush_interval_s)
     if newest.tzinfo is None:
         newest = newest.replace(tzinfo=datetime.timezone.utc)
     return LogFreshness(newest.isoformat(timespec="milliseconds"), now.isoformat(timespec="seconds"),
-                        round((now - newest).total_seconds(), 3))
+                        round((now - newest).total_seconds(), 3), flush_interval_s)
+
+
+def wait_for_settled_log(log_dir: str, timeout_s: float, flush_interval_s: float = SERVER_FLUSH_INTERVAL_S,
+                         sleep: Callable[[float], None] = time.sleep) -> LogFreshness:
+    """Waits, up to `timeout_s`, until the request log has settled: its newest row at least two flush intervals
+    old, so what the server held when the traffic stopped has been written. Re-reads the log when the newest row
+    it saw would be that old (a new row moves the time on); returns the last freshness read, still
+    `maybe_incomplete` when the deadline came first (traffic that goes on)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        fresh = log_freshness(read_log(log_dir, "request log", ()), flush_interval_s=flush_interval_s)
+        left = deadline - time.monotonic()
+        if not fresh.maybe_incomplete or left <= 0:
+            return fresh
+        sleep(min(max(2 * flush_interval_s - fresh.age_s, 0.05), left))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,8 @@ encodes and compresses without the GIL), and writes them in batches:
   `--num-spans 3` / `retrain --window 3` read the last three days.
 - **Columns.** `request_id`, `row_index` (the instance's position in its request), `time` (UTC, microseconds),
   `model`, `model_version`, `signature_name`, `latency_ms`, `rollout_role` (stable | canary | shadow while a
-  rollout runs, else null), `status` (the HTTP status), `error` (its message, null when answered), one column
+  rollout runs, else null), `request_route` (`default`; `version` or `label` for a request that named one and
+  so bypassed a rollout's split), `status` (the HTTP status), `error` (its message, null when answered), one column
   per input feature, `prediction` (float64; a list of float64 for a multi-output model; null for a failed
   request). Failed predict requests are logged too, with their features where the body had them (a failed
   request before any answered one, with no `features` given, is dropped and counted). Feature columns are
@@ -69,6 +70,7 @@ import pyarrow.parquet as pq
 
 from flywheel.components.common import serving
 from flywheel.components.monitor.drift import REQUEST_LOG_COLUMNS, ROLLOUT_COLUMNS
+from flywheel.serving.routing import DEFAULT_ROUTE
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +79,9 @@ REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = 
 PREDICTION = "prediction"
 SPAN_SECONDS = 86_400
 # Rollout columns (flywheel/serving/routing.py; read by the rollout analysis): the request's role in a running
-# rollout (stable | canary | shadow, null without one), its HTTP status and error message (null when answered).
-ROLLOUT_ROLE, STATUS, ERROR = ROLLOUT_COLUMNS
+# rollout (stable | canary | shadow, null without one), its HTTP status, error message (null when answered) and
+# route (default, or version / label when the request named one).
+ROLLOUT_ROLE, STATUS, ERROR, REQUEST_ROUTE = ROLLOUT_COLUMNS
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Lone surrogates: a JSON body may carry them as escapes (`"\ud800"`), Python's parser keeps them, no UTF-8 holds them.
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -245,6 +248,7 @@ class _Buffer:
         self.version: list = []
         self.signature: list = []
         self.role: list = []
+        self.route: list = []  # None: the default route
         self.error: list = []
         self.features = [array.array(_NUMERIC[kind][0]) if kind in _NUMERIC else [] for kind in features.values()]
         self.nulls: list[list[int]] = [[] for _ in features]
@@ -258,11 +262,12 @@ class _Buffer:
         self.answered: list[tuple] = []
 
     def add(self, at: float, request_id: str, model: str, version: Optional[int], signature: str, latency_ms: float,
-            role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged) -> None:
+            role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged,
+            route: Optional[str] = None) -> None:
         """Appends one request; on any failure (a value an array cannot take) every buffer is cut back to where
         it was, so the columns stay aligned, and the error is raised."""
         self.settle()
-        self._add(at, request_id, model, version, signature, latency_ms, role, status, error, count, staged)
+        self._add(at, request_id, model, version, signature, latency_ms, role, status, error, count, staged, route)
         self.requests += 1
         self.rows += count
 
@@ -306,10 +311,12 @@ class _Buffer:
         self.version.extend(versions)
         self.signature.extend(signatures)
         self.role.extend([None] * count)
+        self.route.extend([None] * count)
         self.error.extend([None] * count)
 
     def _add(self, at: float, request_id: str, model: str, version: Optional[int], signature: str, latency_ms: float,
-             role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged) -> None:
+             role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged,
+             route: Optional[str] = None) -> None:
         """Appends one request to the columns (cut back to where they were, and the error raised, on failure)."""
         rows, values, requests = len(self.lengths), len(self.predictions), len(self.at)
         try:
@@ -339,6 +346,7 @@ class _Buffer:
         self.version.append(version)
         self.signature.append(signature)
         self.role.append(role)
+        self.route.append(route)
         self.error.append(error)
 
     def _cut(self, rows: int, values: int, requests: int) -> None:
@@ -404,15 +412,16 @@ class RequestLog:
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: Sequence,
             predictions: Any, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
-            error: Optional[str] = None) -> None:
+            error: Optional[str] = None, route: Optional[str] = None) -> None:
         """Takes one request's values for the next flush (rows: its instances as {feature: value}, or
         `codec.Rows`; one prediction per row, as a list or a numpy array of the output's rows, None for a failed
-        request); role, status and error: its rollout role, HTTP status and error message. A request with no rows
+        request); role, status and error: its rollout role, HTTP status and error message; route: `version` or
+        `label` for a request that named one (None: the default route). A request with no rows
         is not logged; one whose predictions do not match its rows is lost, counted."""
         count = len(rows)
         if not count or not sampled(request_id, self.sample):
             return
-        if count == 1 and status == 200 and role is None and self._prediction_list is False and \
+        if count == 1 and status == 200 and role is None and route is None and self._prediction_list is False and \
                 type(predictions) is np.ndarray and predictions.size == 1 and predictions.dtype.kind in "fiu" and \
                 self._log_one(request_id, model, version, signature, rows, predictions.item(), latency_ms):
             return
@@ -446,7 +455,7 @@ class RequestLog:
                     staged = self._null_predictions(staged, count)
             try:
                 self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
-                                 staged)
+                                 staged, route)
             except (OverflowError, TypeError, ValueError):  # a typed row's value its column cannot take as is
                 # (an int beyond int64 in a hand-built row): one by one
                 typed = _stage_values(self._features, rows, count)
@@ -454,7 +463,7 @@ class RequestLog:
                 typed.predictions, typed.lengths = staged.predictions, staged.lengths
                 typed.null_predictions, typed.is_list = staged.null_predictions, staged.is_list
                 self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
-                                 typed)
+                                 typed, route)
             wake = self._buffer.requests == 1 or self._full(self._buffer)
         if wake:
             self._wake.set()
@@ -703,6 +712,7 @@ class RequestLog:
                   SIGNATURE_NAME: repeated(buffer.signature, SIGNATURE_NAME),
                   LATENCY_MS: repeated(np.frombuffer(buffer.latency, dtype=np.float64), LATENCY_MS),
                   ROLLOUT_ROLE: repeated(buffer.role, ROLLOUT_ROLE),
+                  REQUEST_ROUTE: repeated(buffer.route, REQUEST_ROUTE).fill_null(DEFAULT_ROUTE),
                   STATUS: repeated(np.frombuffer(buffer.status, dtype=np.int32), STATUS),
                   ERROR: repeated(buffer.error, ERROR)}
         for (name, kind), values, nulls in zip(self._features.items(), buffer.features, buffer.nulls, strict=True):
@@ -736,6 +746,7 @@ class RequestLog:
         return pa.schema([(REQUEST_ID, pa.string()), (ROW_INDEX, pa.int32()),
                           (TIME, pa.timestamp("us", tz="UTC")), (MODEL, pa.string()), (MODEL_VERSION, pa.int64()),
                           (SIGNATURE_NAME, pa.string()), (LATENCY_MS, pa.float64()), (ROLLOUT_ROLE, pa.string()),
+                          (REQUEST_ROUTE, pa.string()),
                           (STATUS, pa.int32()), (ERROR, pa.string()),
                           *[(n, _ARROW[k]) for n, k in self._features.items()], (PREDICTION, prediction)])
 

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 ROLLOUT_KEY_HEADER = "X-Rollout-Key"
 VERSION_HEADER = "X-Model-Version"
 STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
+# How a predict request found its version, as the request log records it (`request_route`): the default route (the
+# split, while a rollout runs) or a version or label the request named, which bypasses the split.
+DEFAULT_ROUTE, VERSION_ROUTE, LABEL_ROUTE = "default", "version", "label"
 ROLES = (STABLE, CANARY, SHADOW)
 DEFAULT_SHADOW_QUEUE = 1000
 
@@ -93,6 +96,11 @@ class Route:
     servable: Any
     role: Optional[str] = None
     shadow: Any = None
+
+
+def named(version: Optional[int], label: Optional[str]) -> Optional[str]:
+    """`version` or `label` for a request that named one (`/versions/N`, `/labels/L`); None for the default route."""
+    return VERSION_ROUTE if version is not None else LABEL_ROUTE if label is not None else None
 
 
 def route(registry: Any, model: str, version: Optional[int], label: Optional[str], key: Optional[str]) -> Route:

@@ -57,14 +57,15 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 class RequestLog(Protocol):
     """Receives every predict request, after its response is sent. `log` must not block; `counters` feeds the
     metrics route; `close` runs when the server stops and must write everything logged. The keywords (role,
-    status, error) are passed only when one differs from its default: during a rollout and for failed requests.
+    status, error) are passed only when one differs from its default: during a rollout and for failed requests;
+    `route` (`version` or `label`) only for a request that named its version instead of taking the default route.
     A log whose `typed_rows` attribute is true takes the rows as `codec.parse_rows` decoded them (`codec.Rows`,
     `codec.row_dicts` turns them into dicts) and a numeric single output's predictions as its numpy rows; any
     other gets {input: value} dicts and the answer's predictions as lists."""
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict], predictions: list,
             latency_ms: float, *, role: Optional[str] = None, status: int = 200,
-            error: Optional[str] = None) -> None: ...
+            error: Optional[str] = None, route: Optional[str] = None) -> None: ...
 
     def counters(self) -> dict[str, int]: ...
 
@@ -220,7 +221,8 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         busy[0] += 1
         try:
             body = await _read_body(receive, declared, max_body_bytes)
-            route = routing.route(registry, model, version, label, ctx.get("key"))  # rollout hook
+            ctx["route"] = routing.named(version, label)  # rollout hook: None for the default route (the split)
+            route = routing.route(registry, model, version, label, ctx.get("key"))
             servable, ctx["role"] = route.servable, route.role
             ctx["version"] = str(servable.version)
             # The common body (rows of the default signature, of the inputs' types) decodes straight into columns;
@@ -254,7 +256,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             else:
                 predictions = codec.row_predictions(outputs)
             after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
-                                      predictions, latency * 1000.0, route.role)
+                                      predictions, latency * 1000.0, route.role, route=ctx["route"])
         if route.shadow is not None and request_log is not None:  # rollout hook: the candidate's copy, sent after
             after = _then(after, functools.partial(shadow.submit, route.shadow, doc, request_id, rows))
         return _Answer(200, data, request_id, after, ctx["version"])
@@ -332,7 +334,8 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
                 answer.after = functools.partial(
                     _log, request_log, request_id, ctx["model"], int(ctx["version"]) if ctx["version"] else None,
                     ctx["signature"], ctx["rows"] if "rows" in ctx else routing.rows_of(ctx.get("doc")), None,
-                    (time.perf_counter() - started) * 1000.0, ctx.get("role"), error.status, error.message)
+                    (time.perf_counter() - started) * 1000.0, ctx.get("role"), error.status, error.message,
+                    route=ctx.get("route"))
         return answer
 
     async def metrics_route(request: Request) -> Response:
@@ -375,17 +378,19 @@ def _tensorflow_message(message: str) -> str:
 
 def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
          predictions: Optional[list], latency_ms: float, role: Optional[str] = None, status: int = 200,
-         error: Optional[str] = None) -> None:
-    """Runs after the response is sent; a failing logger is reported, never the request's failure."""
+         error: Optional[str] = None, *, route: Optional[str] = None) -> None:
+    """Runs after the response is sent; a failing logger is reported, never the request's failure. route: how
+    the request named its version (`routing.named`), passed on only when it named one."""
     try:
         if not getattr(request_log, "typed_rows", False):
             rows = codec.row_dicts(rows)
-        if role is None and status == 200:
+        if role is None and status == 200 and route is None:
             request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
             return
+        named = {} if route is None else {"route": route}
         request_log.log(request_id, model, version, signature, rows,
                         [None] * len(rows) if predictions is None else predictions, latency_ms, role=role,
-                        status=status, error=error)
+                        status=status, error=error, **named)
     except Exception:  # the logger's own errors are its business; serving goes on
         logger.exception("serve: request log failed for request %s", request_id)
 

@@ -684,3 +684,28 @@ def test_the_flush_interval_the_analysis_names_is_the_servers():
 
     default = inspect.signature(RequestLog.__init__).parameters["flush_interval_s"].default
     assert analysis.SERVER_FLUSH_INTERVAL_S == default
+
+
+def test_waiting_for_the_log_reads_it_again_when_rows_arrive_and_gives_up_at_its_deadline(tmp_path):
+    import time
+
+    now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    log = _logged_at(str(tmp_path / "log"), now, requests=20)
+    arrivals = []
+
+    def sleep_while_the_server_writes(seconds: float) -> None:
+        if not arrivals:  # the server writes one more request while the analysis waits
+            arrivals.append(datetime.datetime.now(datetime.timezone.utc).timestamp())
+            later = RequestLog(str(tmp_path / "log"), clock=lambda: arrivals[0])
+            later.log("late", MODEL, STABLE, "serving_default", [{"fare": 1.0}], [0.5], 2.0)
+            later.close()
+        time.sleep(seconds)
+
+    settled = analysis.wait_for_settled_log(log, 30.0, flush_interval_s=0.5, sleep=sleep_while_the_server_writes)
+    assert not settled.maybe_incomplete and settled.age_s >= 1.0
+    newest = datetime.datetime.fromisoformat(settled.newest_row).timestamp()
+    assert newest == pytest.approx(arrivals[0], abs=0.002), "the row written during the wait is the newest"
+
+    started = time.monotonic()
+    busy = analysis.wait_for_settled_log(log, 0.3, flush_interval_s=100.0)
+    assert busy.maybe_incomplete and time.monotonic() - started < 5.0, "the deadline, not the log, ended the wait"

@@ -38,8 +38,9 @@ def test_rows_columns_and_spans(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["span-20000", "span-20001"]
     table = pq.read_table(str(tmp_path / "span-20000"))
     assert table.column_names == ["request_id", "row_index", "time", "model", "model_version", "signature_name",
-                                  "latency_ms", "rollout_role", "status", "error", "trip_miles", "fare",
-                                  "trip_start_hour", "payment_type", "prediction"]
+                                  "latency_ms", "rollout_role", "request_route", "status", "error", "trip_miles",
+                                  "fare", "trip_start_hour", "payment_type", "prediction"]
+    assert table.column("request_route").to_pylist() == ["default", "default"]
     assert table.to_pydict()["request_id"] == ["r1", "r1"] and table.column("row_index").to_pylist() == [0, 1]
     assert table.column("fare").to_pylist() == [8.0, 9.5] and table.column("prediction").to_pylist() == [0.1, 0.9]
     assert str(table.schema.field("time").type) == "timestamp[us, tz=UTC]"

@@ -254,6 +254,69 @@ def test_the_log_has_role_status_and_error_and_logs_failed_requests(pinned, tmp_
             version, {1: "stable", 2: "canary"}[version], 200)
 
 
+def test_the_log_records_how_each_request_was_routed(pinned, tmp_path):
+    """`request_route`: default for the split's requests (answered, failed, and the shadow's copies of them);
+    version / label for a request that named one, answered or not."""
+    log_dir = tmp_path / "logs"
+    rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+    _, app = _app(pinned, request_log=_log(pinned, log_dir))
+    no_fare = {"instances": [{k: v for k, v in ISSUE_ROW.items() if k != "fare"}]}
+    sent = {"d0": (PREDICT, BODY), "d1": (PREDICT, BODY), "dbad": (PREDICT, no_fare),
+            "v2": (f"/v1/models/{MODEL}/versions/2:predict", BODY),
+            "v9": (f"/v1/models/{MODEL}/versions/9:predict", BODY),
+            "lc": (f"/v1/models/{MODEL}/labels/canary:predict", BODY),
+            "ls": (f"/v1/models/{MODEL}/labels/stable:predict", BODY),
+            "lbad": (f"/v1/models/{MODEL}/labels/canary:predict", no_fare)}
+    with app as client:
+        status = {rid: client.post(path, json=body, headers={"X-Request-Id": rid}).status_code
+                  for rid, (path, body) in sent.items()}
+    assert status == {"d0": 200, "d1": 200, "dbad": 400, "v2": 200, "v9": 404, "lc": 200, "ls": 200, "lbad": 400}
+    rows = {r["request_id"]: r for r in _rows(log_dir)}
+    routed = {rid: (r["request_route"], r["model_version"], r["rollout_role"]) for rid, r in rows.items()}
+    assert {rid: route for rid, (route, _, _) in routed.items()} == {
+        "d0": "default", "d1": "default", "dbad": "default", "v2": "version", "v9": "version", "lc": "label",
+        "ls": "label", "lbad": "label"}
+    assert routed["lc"][1:] == routed["lbad"][1:] == (2, "canary") and routed["ls"][1:] == (1, "stable")
+    assert routed["v9"][1] is None, "no such version: nothing answered"
+
+    rollout.rollback(pinned, MODEL)
+    rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+    shadow_dir = tmp_path / "shadow_logs"
+    _, app = _app(pinned, request_log=_log(pinned, shadow_dir))
+    with app as client:
+        assert client.post(PREDICT, json=BODY, headers={"X-Request-Id": "s"}).status_code == 200
+        assert client.post(f"/v1/models/{MODEL}/labels/canary:predict", json=BODY,
+                           headers={"X-Request-Id": "sc"}).status_code == 200
+    shadowed = collections.Counter((r["request_id"], r["rollout_role"], r["request_route"]) for r in _rows(shadow_dir))
+    assert shadowed == {("s", "stable", "default"): 1, ("s", "shadow", "default"): 1, ("sc", "canary", "label"): 1}
+
+
+def test_hostile_requests_naming_the_canary_do_not_sink_a_healthy_one(pinned, tmp_path, capsys):
+    """A 50 % canary of a copy of stable, behind the real app and request log: 300 requests through the split,
+    and 80 bodies missing `fare` sent to /labels/canary. The analysis judges the split's requests only: PROMOTE,
+    with the 80 counted apart in its output."""
+    from flywheel import cli
+
+    log_dir = tmp_path / "logs"
+    rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+    _, app = _app(pinned, request_log=_log(pinned, log_dir))
+    no_fare = {"instances": [{k: v for k, v in ISSUE_ROW.items() if k != "fare"}]}
+    with app as client:
+        split = [client.post(PREDICT, json={"instances": [dict(ISSUE_ROW, fare=2.0 + (i % 50), trip_miles=0.1 * i)]},
+                             headers={"X-Request-Id": f"r{i}"}) for i in range(300)]
+        hostile = [client.post(f"/v1/models/{MODEL}/labels/canary:predict", json=no_fare,
+                               headers={"X-Request-Id": f"h{i}"}) for i in range(80)]
+    assert {a.status_code for a in split} == {200} and {a.status_code for a in hostile} == {400}
+    where = ["--serving-dir", pinned, "--model", MODEL, "--log-dir", str(log_dir)]
+    assert cli.main(["rollout", "analyze", *where, "--dry-run"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("flywheel rollout analyze: PROMOTE candidate 2 vs stable 1"), out
+    assert "not judged: 80 named a label (stable 1: 0, candidate 2: 80; 80 not answered)" in out, out
+    result = api.rollout_analyze(pinned, MODEL, str(log_dir), apply=False)
+    assert result.analysis.stable.requests + result.analysis.candidate.requests == 300
+    assert result.analysis.candidate.client_errors == 0
+
+
 def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the_evidence(pinned, tmp_path):
     """A candidate whose model fails inside TensorFlow on fares above 10 (a 500, not bad input), as a 50 % canary
     behind the real app and request log: the analysis of the log rolls it back by itself, naming the error rate."""
