@@ -195,6 +195,9 @@ CASES = [
     Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", [1], 400, "JSON Value: [1] Is not object"),
     Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": {"x": [1.0]}}, 400,
          "Expecting 'instances' to be an list/array"),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"inputs": []}, 200, {"outputs": []}),
+    Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"instances": []}, 400,
+         "No values in 'instances' array"),
     Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:predict", {"inputs": {"y": [1.0]}}, 400,
          "Missing named input: x in 'inputs' object."),
     Case(JSON_TENSOR, DEFAULT, "POST", "/v1/models/default:regress", {"signature_name": "regress_x_to_y"}, 400,
@@ -532,3 +535,20 @@ def test_a_savedmodel_written_as_text_is_served_as_tf_serving_serves_it(built, t
     with TestClient(server.create_app(_registry(str(tmp_path), DEFAULT))) as client:
         assert client.post("/v1/models/default:predict", json={"instances": [2.0]}).json() == {"predictions": [3.0]}
         assert client.get("/v1/models/default/metadata").json()["metadata"] == _metadata(DEFAULT)["metadata"]
+
+
+def test_a_version_folder_beyond_int64_costs_the_request_log_nothing(built, tmp_path):
+    """It used to be served, and then every flush of the request log failed on its version number."""
+    import pyarrow.parquet as pq
+
+    from flywheel.serving.request_log import RequestLog
+
+    for name in ("1", "99999999999999999999"):
+        shutil.copytree(os.path.join(built[tf_serving_models.HALF_PLUS_TWO], "00000123"), tmp_path / "m" / name)
+    log = RequestLog(str(tmp_path / "logs"))
+    with TestClient(server.create_app(_registry(str(tmp_path), "m"), request_log=log)) as client:
+        for x in (1.0, 2.0):
+            assert client.post("/v1/models/m:predict", json={"instances": [x]}).json() == {"predictions": [x / 2 + 2]}
+    assert log.counters()["write_errors"] == 0 and log.counters()["logged_rows"] == 2, log.counters()
+    table = pq.read_table(str(tmp_path / "logs"))
+    assert table.column("model_version").to_pylist() == [1, 1]
