@@ -64,7 +64,7 @@ def test_registry_lookup_and_registration():
 @pytest.mark.parametrize("drift_from", ["5", "0", "-1"])
 def test_simulate_drift_from_outside_the_spans_is_an_error(drift_from, tmp_path, capfd):
     result = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path), "--spans", "4", "--drift-from", drift_from)
-    _one_line_error(result, 2, f"got {drift_from}", "spans=4")
+    _one_line_error(result, 2, f"got {drift_from}", "expected a span number from 1 to 4, the last span this writes")
     assert not os.listdir(tmp_path)
 
 
