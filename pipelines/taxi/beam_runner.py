@@ -22,13 +22,31 @@ def with_beam_args(cfg: TaxiConfig, args: tuple[str, ...] | None = None) -> Taxi
     return dataclasses.replace(cfg, beam_pipeline_args=tuple(args) if args else DEFAULT_BEAM_ARGS)
 
 
-def run(cfg: TaxiConfig) -> None:
+def beam_dag_runner():
+    """TFX's BeamDagRunner with UNCACHED_NODES' caching off."""
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
+    class TaxiBeamDagRunner(local_runner.UncachedNodes, BeamDagRunner):
+        pass
+
+    return TaxiBeamDagRunner()
+
+
+def run(cfg: TaxiConfig) -> None:
     if not cfg.beam_pipeline_args:
         cfg = with_beam_args(cfg)
-    BeamDagRunner().run_with_ir(local_runner.compile_ir(local_runner.build(cfg)))
+    beam_dag_runner().run(local_runner.build(cfg))
+
+
+def config_from_env() -> TaxiConfig:
+    """local_runner.config_from_env with FLYWHEEL_BEAM_ARGS (default DEFAULT_BEAM_ARGS)."""
+    raw = os.environ.get("FLYWHEEL_BEAM_ARGS", "")
+    try:
+        args = tuple(shlex.split(raw))
+    except ValueError as e:
+        raise ValueError(f"FLYWHEEL_BEAM_ARGS: expected Beam flags quoted as in a shell, got {raw!r} ({e})") from None
+    return with_beam_args(local_runner.config_from_env(), args)
 
 
 if __name__ == "__main__":
-    run(with_beam_args(local_runner.config_from_env(), tuple(shlex.split(os.environ.get("FLYWHEEL_BEAM_ARGS", "")))))
+    local_runner.run_as_script(run, config_from_env)

@@ -3,7 +3,9 @@
 Also the file the TFX CLI takes:
     tfx pipeline create --engine local --pipeline_path pipelines/taxi/local_runner.py
     tfx run create --engine local --pipeline_name taxi
-FLYWHEEL_OUTPUT_DIR, FLYWHEEL_DATA, FLYWHEEL_SERVING_DIR and FLYWHEEL_TRAIN_STEPS override the defaults there.
+FLYWHEEL_OUTPUT_DIR, FLYWHEEL_DATA, FLYWHEEL_SERVING_DIR and FLYWHEEL_TRAIN_STEPS override the defaults there;
+FLYWHEEL_CONTINUOUS_TRAINING=1 puts Decide at the pipeline's head; FLYWHEEL_VERBOSE=1 shows TensorFlow's and
+Beam's logs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
+from typing import Callable
 
 from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
@@ -19,8 +23,16 @@ def config_from_env(**overrides) -> TaxiConfig:
     paths = Paths.under(os.environ.get("FLYWHEEL_OUTPUT_DIR", "flywheel_output"), os.environ.get("FLYWHEEL_DATA"),
                         os.environ.get("FLYWHEEL_SERVING_DIR"))
     cfg = TaxiConfig(paths=paths)
-    if os.environ.get("FLYWHEEL_TRAIN_STEPS"):
-        cfg = dataclasses.replace(cfg, train_steps=int(os.environ["FLYWHEEL_TRAIN_STEPS"]))
+    steps = os.environ.get("FLYWHEEL_TRAIN_STEPS", "").strip()
+    if steps:
+        if not steps.isdecimal() or not steps.isascii():
+            raise ValueError(f"FLYWHEEL_TRAIN_STEPS: expected a whole number of steps, got {steps!r}")
+        cfg = dataclasses.replace(cfg, train_steps=int(steps))
+    continuous = os.environ.get("FLYWHEEL_CONTINUOUS_TRAINING", "").strip()
+    if continuous not in ("", "0", "1"):
+        raise ValueError(f"FLYWHEEL_CONTINUOUS_TRAINING: expected 1 (Decide heads the pipeline) or 0, "
+                         f"got {continuous!r}")
+    cfg = dataclasses.replace(cfg, continuous_training=continuous == "1")
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -49,27 +61,69 @@ def build(cfg: TaxiConfig):
     return create_pipeline(cfg, sqlite_metadata_connection_config(cfg.paths.metadata_path))
 
 
-def compile_ir(pipeline):
-    """The pipeline's IR, with caching off for the nodes that must look every run (UNCACHED_NODES: Decide).
+def uncache_nodes(ir):
+    """The pipeline's IR with caching off for the nodes that must look every run (UNCACHED_NODES: Decide).
 
     TFX's DSL sets caching for the whole pipeline; the IR holds it per node.
     """
-    from tfx.dsl.compiler import compiler
-
     from flywheel.pipelines.taxi.config import UNCACHED_NODES
 
-    ir = compiler.Compiler().compile(pipeline)
     for node in ir.nodes:
         if node.pipeline_node.node_info.id in UNCACHED_NODES:
             node.pipeline_node.execution_options.caching_options.enable_cache = False
     return ir
 
 
-def run(cfg: TaxiConfig) -> None:
+def compile_ir(pipeline):
+    """The pipeline compiled as the runners run it (uncache_nodes applied)."""
+    from tfx.dsl.compiler import compiler
+
+    return uncache_nodes(compiler.Compiler().compile(pipeline))
+
+
+class UncachedNodes:
+    """Mixed in before a TFX IR-based runner: the runner's own `run` compiles the pipeline and calls `run_with_ir`,
+    where this applies uncache_nodes. `run` stays the runner's, which is the method the TFX CLI patches to
+    capture a pipeline without running it (`tfx pipeline create`)."""
+
+    def run_with_ir(self, pipeline, run_options=None, **kwargs):
+        return super().run_with_ir(uncache_nodes(pipeline), run_options=run_options, **kwargs)
+
+
+def local_dag_runner():
+    """TFX's LocalDagRunner with UNCACHED_NODES' caching off."""
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    LocalDagRunner().run_with_ir(compile_ir(build(cfg)))
+    class TaxiLocalDagRunner(UncachedNodes, LocalDagRunner):
+        pass
+
+    return TaxiLocalDagRunner()
+
+
+def run(cfg: TaxiConfig) -> None:
+    local_dag_runner().run(build(cfg))
+
+
+def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[], TaxiConfig]) -> None:
+    """What `python <runner>.py` does, so what `tfx run create` runs (and `tfx pipeline create`, with the runner's
+    `run` patched to capture the pipeline): TensorFlow, Beam and absl kept quiet unless FLYWHEEL_VERBOSE=1, a line
+    per component on stdout, and a failure as one line on stderr with exit status 1. It holds the output
+    directory's lock, as `flywheel run` does: a second run there refuses at once."""
+    from flywheel.pipelines import lock, quiet
+
+    verbose = os.environ.get("FLYWHEEL_VERBOSE", "") not in ("", "0")
+    quiet.quiet_environment(verbose)
+    import tfx  # noqa: F401  (imported before install() so absl is configured)
+
+    quiet.install(verbose)
+    try:
+        cfg = config()
+        os.makedirs(cfg.paths.output_dir, exist_ok=True)
+        with lock.exclusive(cfg.paths.output_dir):
+            run_pipeline(cfg)
+    except Exception as e:  # a bad setting or a failed component: one line, the components' errors are above it
+        sys.exit(f"flywheel: taxi pipeline: {e or 'a component failed'}")
 
 
 if __name__ == "__main__":
-    run(config_from_env())
+    run_as_script(run, config_from_env)
