@@ -6,13 +6,18 @@ Input is a request log (`flywheel.serving.request_log`: `span-N/*.parquet`, one 
 `request_id`, `time`, `model_version`, `prediction`, `latency_ms`, ...) and, optionally, the same log with
 labels joined (`flywheel logs join` output: the log's columns plus the label). Rows are grouped by
 `model_version`; rows of other versions, and rows logged at or before `since`, are left out and counted.
-When the log has them, three columns written by the rollout routing are read:
+When the log has them, four columns written by the rollout routing are read:
 
 - `status` — the HTTP status of the answer (200 on success). A log without it counts every row as 200
   (the result's notes say so): the request log written before rollouts only held answered requests.
 - `error` — the error text, or null.
 - `rollout_role` — "stable" | "canary" | "shadow" | null; only used to count shadow requests, whose answers
   were logged but never returned to a client.
+- `request_route` — "default" | "version" | "label": how the request found its version. Only the default route's
+  requests are judged: the split chose their side. A request that named its version (`/versions/N`) or label
+  (`/labels/canary`) chose its side itself, so any client could load one side with bad input; those requests
+  are counted per route kind (`named_routes`), shown apart, never judged. A log without the column (written
+  before it existed) is judged whole, and a note says so.
 
 Per side: requests (distinct `request_id`), rows, model errors (a request with status >= 500, or an error
 that is not a 4xx), client errors (4xx, reported apart: bad input is not the model's failure), latency p50/p90/p99
@@ -70,7 +75,8 @@ from flywheel.components.common import storage
 from flywheel.components.monitor import drift, profile
 from flywheel.components.monitor.monitor import auc as auc_of
 
-STATUS, ERROR, ROLE = "status", "error", "rollout_role"
+STATUS, ERROR, ROLE, ROUTE = "status", "error", "rollout_role", "request_route"
+DEFAULT_ROUTE = "default"  # the request took the split; `version` / `label`: it named its version
 REQUEST_ID, TIME, MODEL, MODEL_VERSION, PREDICTION, LATENCY_MS = (
     "request_id", "time", "model", "model_version", "prediction", "latency_ms")
 SHADOW = "shadow"
@@ -330,6 +336,8 @@ class AnalysisResult:
     report: Optional[str] = None
     prediction_drift: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     freshness: Optional["LogFreshness"] = None
+    # Requests that named their version or label (not judged): {route kind: {"stable", "candidate", "failed"}}.
+    named_routes: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
@@ -340,13 +348,16 @@ class AnalysisResult:
                 "prediction_drift": {k: v for k, v in self.prediction_drift.items() if k != "chart"},
                 "config": self.config.to_dict(), "log_dir": self.log_dir, "since": self.since,
                 "labels": self.labels, "notes": list(self.notes), "report": self.report,
-                "log_freshness": self.freshness.to_dict() if self.freshness else None}
+                "log_freshness": self.freshness.to_dict() if self.freshness else None,
+                "named_routes": {k: dict(v) for k, v in self.named_routes.items()}}
 
     def lines(self) -> list[str]:
         s, c = self.stable, self.candidate
         out = [f"flywheel rollout analyze: {self.decision.upper()} candidate {c.version} vs stable {s.version} "
                f"({c.requests:,} vs {s.requests:,} requests)"]
         out += [f"  - {reason}" for reason in self.reasons]
+        if self.named_routes:
+            out.append(f"  not judged: {named_route_words(self.named_routes, s.version, c.version)}")
         if self.freshness:
             out.append(f"  log: {self.freshness.words()}")
         out += [f"  note: {note}" for note in self.notes]
@@ -357,7 +368,7 @@ class AnalysisResult:
 
 # ---- reading the log ------------------------------------------------------------------------------------------
 
-_COLUMNS = (REQUEST_ID, TIME, MODEL, MODEL_VERSION, PREDICTION, LATENCY_MS, STATUS, ERROR, ROLE)
+_COLUMNS = (REQUEST_ID, TIME, MODEL, MODEL_VERSION, PREDICTION, LATENCY_MS, STATUS, ERROR, ROLE, ROUTE)
 
 
 def _since(since: Union[None, str, datetime.datetime]) -> Optional[datetime.datetime]:
@@ -423,6 +434,40 @@ def _select(table: pa.Table, versions: Sequence[int], model: Optional[str],
         sides[version] = table.filter(keep)
     left_out["other_version"] = table.num_rows - sum(t.num_rows for t in sides.values())
     return sides, left_out
+
+
+def split_routes(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(the rows of requests the split routed, the rows of requests that named their version or label). A row
+    without a route (a log written before the column, or a log that leaves it null) took the default route."""
+    if table.num_rows == 0 or ROUTE not in table.column_names:
+        return table, table.slice(0, 0)
+    default = pc.fill_null(pc.equal(table.column(ROUTE), DEFAULT_ROUTE), True)
+    return table.filter(default), table.filter(pc.invert(default))
+
+
+def named_route_counts(sides: Mapping[str, pa.Table]) -> dict[str, dict[str, int]]:
+    """{route kind: {"stable": requests, "candidate": requests, "failed": requests not answered}} of the requests
+    that named their version or label, per side ({"stable": rows, "candidate": rows})."""
+    counts: dict[str, dict[str, int]] = {}
+    for side, table in sides.items():
+        if table.num_rows == 0:
+            continue
+        failed, client = _row_flags(table)
+        frame = pa.table({"route": pc.cast(table.column(ROUTE), pa.string()),
+                          "id": pc.cast(table.column(REQUEST_ID), pa.string()), "failed": pc.or_(failed, client)})
+        for route in sorted(set(frame.column("route").to_pylist())):
+            rows = frame.filter(pc.equal(frame.column("route"), route))
+            count = counts.setdefault(route, {"stable": 0, "candidate": 0, "failed": 0})
+            count[side] += len(set(rows.column("id").to_pylist()))
+            count["failed"] += len(set(rows.filter(rows.column("failed")).column("id").to_pylist()))
+    return counts
+
+
+def named_route_words(counts: Mapping[str, Mapping[str, int]], stable: int, candidate: int) -> str:
+    """The requests that named their version or label, in words (for the CLI's output and the report)."""
+    parts = [f"{c['stable'] + c['candidate']:,} named a {route} (stable {stable}: {c['stable']:,}, candidate "
+             f"{candidate}: {c['candidate']:,}; {c['failed']:,} not answered)" for route, c in sorted(counts.items())]
+    return ("; ".join(parts) + ": they bypassed the split, so they are counted here and not judged") if parts else ""
 
 
 def _predictions(table: pa.Table, where: str) -> pa.ChunkedArray:
@@ -744,7 +789,13 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
                      "status 200")
     if log.num_rows and ROLE not in log.column_names:
         notes.append("the log has no 'rollout_role' column: shadow requests cannot be told apart")
+    if log.num_rows and ROUTE not in log.column_names:
+        notes.append(f"the log has no '{ROUTE}' column: requests that named a version or label cannot be told "
+                     "apart from those the split routed, and are judged with them")
+    log, named = split_routes(log)
     sides, left_out = _select(log, (stable, candidate), model, start)
+    named_sides, _ = _select(named, (stable, candidate), model, start)
+    named_routes = named_route_counts({"stable": named_sides[stable], "candidate": named_sides[candidate]})
     for key, words in (("other_version", "of other versions"), ("other_model", f"of models other than {model!r}"),
                        ("before_since", f"logged at or before {start.isoformat() if start else ''}")):
         if left_out[key]:
@@ -756,7 +807,8 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
                      "returned to a client")
     auc_bound: Optional[float] = None
     if labels is not None:
-        labelled, _ = _select(read_log(labels, "labels", (config.label_column,)), (stable, candidate), model, start)
+        labelled, _ = _select(split_routes(read_log(labels, "labels", (config.label_column,)))[0],
+                              (stable, candidate), model, start)
         rows_s, auc_s, *stable_labelled = _labelled_auc(labelled[stable], config.label_column,
                                                         f"labels, stable version {stable}")
         rows_c, auc_c, *candidate_labelled = _labelled_auc(labelled[candidate], config.label_column,
@@ -791,7 +843,8 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
         reasons = tuple(ch.reason() for ch in failed) or promote_reasons(checks)
     result = AnalysisResult(decision=decision, reasons=reasons, stable=s, candidate=c, checks=checks, config=config,
                             log_dir=log_dir, since=start.isoformat() if start else None, labels=labels,
-                            notes=tuple(notes), prediction_drift=found, freshness=freshness)
+                            notes=tuple(notes), prediction_drift=found, freshness=freshness,
+                            named_routes=named_routes)
     if report_dir:
         result = write_report(result, report_dir)
     return result

@@ -62,6 +62,21 @@ def _sides(result: "AnalysisResult") -> str:
                                        ["candidate", *_side_rows(result.candidate)]])
 
 
+def _named_routes(result: "AnalysisResult") -> str:
+    """The requests that named their version or label: counted, not judged (the split did not choose them)."""
+    s, c = result.stable.version, result.candidate.version
+    if not result.named_routes:
+        return ('<p class="muted">Judged: the requests the split routed (the default route). No request named a '
+                "version or label.</p>")
+    rows = [(f"/{route}s/...", f"{n['stable']:,}", f"{n['candidate']:,}", f"{n['failed']:,}")
+            for route, n in sorted(result.named_routes.items())]
+    return ("<h3>Not judged: requests that named a version or label</h3>"
+            + html_report.table(["route", f"to stable v{s}", f"to candidate v{c}", "not answered (4xx/5xx)"], rows)
+            + '<p class="muted">Judged: only the requests the split routed (the default route). A request to '
+              "/versions/N or /labels/L chose its side itself, so it says nothing about the split's traffic (a "
+              "client could sink either side with bad input): it is counted here, never judged.</p>")
+
+
 def _prediction_card(result: "AnalysisResult") -> str:
     found = result.prediction_drift
     chart = found.get("chart") if found else None
@@ -125,7 +140,7 @@ def render(result: "AnalysisResult", title: str = "flywheel rollout analysis") -
                 "<h2>Checks</h2>" + _checks(result)
                 + f'<p class="muted">The rule {esc(RULE.format(min_requests=result.config.min_requests))}. '
                   "Each value is compared with its limit in the direction the limit column gives.</p>",
-                "<h2>Traffic</h2>" + _sides(result),
+                "<h2>Traffic</h2>" + _sides(result) + _named_routes(result),
                 '<h2>Charts</h2><div class="cards">' + _prediction_card(result) + _latency_card(result)
                 + _errors_card(result) + "</div>"]
     if result.notes:

@@ -333,6 +333,70 @@ def test_shadow_requests_are_counted_and_rows_before_the_start_left_out(tmp_path
     assert everything.decision == analysis.ROLLBACK and everything.candidate.requests == 300
 
 
+def _hostile(log_dir: str, records: list[dict], count: int, *, start: float, route: Optional[str],
+             status: int = 400, version: Optional[int] = CANDIDATE) -> None:
+    """`count` failed requests logged as the server logs them: a body missing `fare` (400, the row without it) or,
+    with status 500, one the server failed on (no rows read). route: "label" / "version" (the client named the
+    candidate), or None: the default route, the split alternating them between the sides."""
+    now = [start]
+    log = RequestLog(log_dir, features=features_from_schema(schemas.schema_path("taxi"), FEATURES),
+                     clock=lambda: now[0])
+    for i in range(count):
+        side = version if route is not None else (STABLE, CANDIDATE)[i % 2]
+        row = {f: records[i][f] for f in FEATURES if f != "fare"} if status == 400 else {}
+        error = "Missing 'fare' in instance 0" if status == 400 else "Internal error"
+        log.log(f"hostile-{route}-{status}-{i}", MODEL, side, "serving_default", [row], [None], 1.0,
+                role="canary" if side == CANDIDATE else "stable", status=status, error=error, route=route)
+        now[0] += 0.5
+    log.close()
+    assert log.counters()["dropped_rows"] == 0
+
+
+def test_requests_naming_the_candidate_are_counted_apart_and_never_judged(tmp_path, servables, records):
+    """A healthy canary (stable's own model under the candidate's number) and hostile clients that name the
+    candidate: 80 bodies missing `fare` sent to /labels/canary and 30 that the server failed on sent to
+    /versions/2. They chose the candidate themselves, so they say nothing about it: still PROMOTE, with the
+    requests counted per route kind. A log without the route column (written before it existed) cannot tell them
+    apart: the same requests then roll the canary back, the notes say why."""
+    log = _traffic(str(tmp_path / "log"), _score_order(servables["stable"], records[:800]),
+                   [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])])
+    _hostile(log, records, 80, start=T0 + 50.25, route="label")
+    _hostile(log, records, 30, start=T0 + 60.75, route="version", status=500)
+    result = analyze(log, STABLE, CANDIDATE, report_dir=str(tmp_path / "report"))
+
+    assert result.decision == analysis.PROMOTE, result.lines()
+    assert (result.stable.requests, result.candidate.requests) == (200, 200), "the split's requests alone"
+    assert result.candidate.client_errors == result.candidate.model_errors == 0
+    assert result.named_routes == {"label": {"stable": 0, "candidate": 80, "failed": 80},
+                                   "version": {"stable": 0, "candidate": 30, "failed": 30}}
+    said = next(line for line in result.lines() if line.startswith("  not judged: "))
+    assert "80 named a label (stable 1: 0, candidate 2: 80; 80 not answered)" in said, said
+    assert "30 named a version (stable 1: 0, candidate 2: 30; 30 not answered)" in said
+    assert json.loads((tmp_path / "report" / "analysis.json").read_text())["named_routes"] == result.named_routes
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Not judged: requests that named a version or label" in page and "/labels/..." in page
+
+    _rewrite(log, lambda table: table.drop(["request_route"]))
+    blind = analyze(log, STABLE, CANDIDATE)
+    assert blind.decision == analysis.ROLLBACK and blind.candidate.requests == 310, blind.lines()
+    assert {c.name for c in blind.checks if c.passed is False} == {"error_rate", "client_error_rate"}
+    assert any("no 'request_route' column" in note for note in blind.notes) and not blind.named_routes
+
+
+def test_the_same_hostile_requests_on_the_default_route_are_judged(tmp_path, servables, records):
+    """Bodies missing `fare` sent to the default route: the split chose their side, so they are judged, and count
+    on both sides alike (a bad client hurts both, not one)."""
+    log = _traffic(str(tmp_path / "log"), _score_order(servables["stable"], records[:800]),
+                   [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])])
+    _hostile(log, records, 80, start=T0 + 50.25, route=None)
+    result = analyze(log, STABLE, CANDIDATE)
+    assert (result.stable.requests, result.candidate.requests) == (240, 240)
+    assert result.stable.client_errors == result.candidate.client_errors == 40
+    assert result.named_routes == {} and not any(line.startswith("  not judged") for line in result.lines())
+    assert result.decision == analysis.PROMOTE, result.lines()
+    assert result.check("client_error_rate").value == 0.0
+
+
 def test_a_slower_candidate_is_rolled_back_naming_the_p99_latency(tmp_path, servables, records):
     routes = [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])]
     sample = _score_order(servables["stable"], records[:800])
