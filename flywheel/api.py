@@ -1125,7 +1125,7 @@ class RolloutResult:
         found = rollout_state.RolloutState.from_dict(self.state)
         lines = [f"{head}: {found.describe()} (generation {found.generation})",
                  f"  served by default: version {self.serving_version}"
-                 + (f"; rolled back: {list(found.rolled_back)}" if found.rolled_back else "")]
+                 + (f"; rolled back: {listing(found.rolled_back)}" if found.rolled_back else "")]
         for decision in found.decisions[-5:]:
             lines.append(f"  {decision.time}  {decision.action:<8} version {decision.version}"
                          + (f": {decision.reason}" if decision.reason else ""))

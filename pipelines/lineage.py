@@ -132,7 +132,8 @@ def describe(metadata_path: str, serving_dir: str, model_name: str, version: Opt
 
 def render(lineage: dict[str, Any]) -> str:
     lines = [f"model {lineage['model_name']} version {lineage['version']} ({lineage['path']}), pushed "
-             f"{lineage['pushed_at']}; trained on spans {lineage['spans']}, data {lineage['data_fingerprint'][:12]}"]
+             f"{lineage['pushed_at']}; trained on spans {', '.join(map(str, lineage['spans'] or ())) or 'none'}, "
+             f"data {lineage['data_fingerprint'][:12]}"]
     for step in lineage["steps"]:
         facts = {k: v for o in step["outputs"] for k, v in o.items() if k in _SHOW}
         shown = ", ".join(f"{k}={v}" for k, v in facts.items())

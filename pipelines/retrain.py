@@ -76,7 +76,7 @@ class RetrainPlan:
             return f"new data in span {self.span} did not drift ({drift['reason']}): serving keeps version " \
                    f"{self.serving_version}"
         why = {None: "no baseline", True: "drift", False: "new data"}[drift["drift_detected"]]
-        return f"retrain on spans {list(self.window)}: {why} ({drift['reason']})"
+        return f"retrain on spans {', '.join(map(str, self.window))}: {why} ({drift['reason']})"
 
 
 def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_path: str = "",
@@ -99,7 +99,7 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_
     if served is not None and served.manifest.get("baseline_profile"):
         baseline = os.path.join(served.path, served.manifest["baseline_profile"])
     if served is not None and served.manifest.get("data_fingerprint") == resolved.fingerprint:
-        reason = (f"nothing new: serving version {version} was trained on spans {list(resolved.spans)} "
+        reason = (f"nothing new: serving version {version} was trained on spans {', '.join(map(str, resolved.spans))} "
                   f"(data fingerprint {resolved.fingerprint[:12]})")
         return RetrainPlan(newest, resolved.spans, baseline, version,
                            {"drift_detected": None, "reason": reason, "report": None, "span": newest},

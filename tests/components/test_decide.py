@@ -76,7 +76,7 @@ def test_serving_trained_on_this_data_is_nothing_new_and_skips_the_drift_check(t
     monkeypatch.setattr(monitor, "profile_span", lambda *a: pytest.fail("nothing new must not profile the span"))
     plan = retrain.plan(TESTDATA, str(serving), "taxi", 2, SCHEMA)
     assert not plan.retrain and plan.verdict == retrain.NOTHING_NEW and not plan.new_data
-    assert plan.serving_version == 4 and "nothing new: serving version 4 was trained on spans [1, 2]" in plan.reason
+    assert plan.serving_version == 4 and "nothing new: serving version 4 was trained on spans 1, 2 " in plan.reason
     monkeypatch.undo()  # a different window is different data
     assert retrain.plan(TESTDATA, str(serving), "taxi", 1, SCHEMA).verdict == retrain.RETRAIN
 
@@ -90,7 +90,7 @@ def test_new_data_without_drift_waits_only_when_asked_to(tmp_path):
     assert gated.new_data and gated.drift_decision["drift_detected"] is False and gated.verdict == retrain.NO_DRIFT
     assert not gated.retrain and gated.reason == "new data in span 2 did not drift (no drift): serving keeps version 1"
     eager = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=False)
-    assert eager.retrain and eager.reason.startswith("retrain on spans [1, 2]: new data")
+    assert eager.retrain and eager.reason.startswith("retrain on spans 1, 2: new data")
 
 
 def test_drifted_new_span_retrains(tmp_path):
@@ -153,7 +153,7 @@ def test_decide_says_nothing_new_when_serving_has_this_data(tmp_path):
     assert decision.get_string_custom_property(spec.VERDICT) == "nothing_new"
     assert serving_version.read() == 7
     page, summary = (tmp_path / "ui" / "report.html").read_text(), (tmp_path / "ui" / "summary.md").read_text()
-    assert "nothing_new" in page and "serving version 7 was trained on spans [1, 2]" in page
+    assert "nothing_new" in page and "serving version 7 was trained on spans 1, 2 " in page
     assert summary.startswith("# Continuous training: no retraining (nothing new)") and "Drift monitor" not in summary
 
 
