@@ -77,3 +77,15 @@ def test_a_rollback_reason_nests_no_parentheses_in_parentheses():
     check = analysis.constant_check(side(1, 0.08944), side(2, 0.0), analysis.AnalysisConfig())
     assert check.passed is False
     assert _depth(check.reason()) <= 1, check.reason()
+
+
+def test_lineage_and_rollout_status_write_spans_and_versions_out():
+    from flywheel.pipelines import lineage
+    from flywheel.rollout import state as rollout_state
+
+    text = lineage.render({"model_name": "taxi", "version": 7, "path": "s/taxi/7", "pushed_at": "t",
+                           "spans": [1, 2, 3], "data_fingerprint": "abcdef0123456789", "steps": []})
+    assert "trained on spans 1, 2, 3, data abcdef012345" in text and not PYTHON_LITERAL.search(text)
+    state = rollout_state.RolloutState(model="taxi", stable=2, generation=3, rolled_back=(1, 5)).to_dict()
+    status = api.RolloutResult(action="status", model="taxi", serving_dir="s", serving_version=2, state=state)
+    assert "  served by default: version 2; rolled back: 1, 5" in status.lines()
