@@ -6,6 +6,7 @@ import base64
 import json
 import re
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -195,8 +196,10 @@ def test_the_request_log_gets_each_answered_request_with_its_id(serving_dir):
     assert [c[0] for c in recorder.calls] == ["abc-123", generated.headers["X-Request-Id"]]
     request_id, model, version, signature, rows, predictions, latency_ms = recorder.calls[0]
     assert (model, version, signature, rows) == (MODEL, 1, "serving_default", [ISSUE_ROW])
-    assert predictions == given.json()["predictions"] and latency_ms > 0
-    assert recorder.calls[1][4] == [ISSUE_ROW] and recorder.calls[1][5] == generated.json()["outputs"]
+    # the log keeps each float32 exactly (as its float64); the answer writes its shortest text: the same float32
+    assert np.array_equal(np.float32(predictions), np.float32(given.json()["predictions"])) and latency_ms > 0
+    assert recorder.calls[1][4] == [ISSUE_ROW]
+    assert np.array_equal(np.float32(recorder.calls[1][5]), np.float32(generated.json()["outputs"]))
 
 
 def test_generated_request_ids_differ_within_a_server_and_between_servers(serving_dir):
