@@ -46,7 +46,8 @@ def test_status_of_a_folder_that_is_not_one(tmp_path, capfd):
 def test_monitor_takes_a_models_folder_in_serving_as_its_baseline(serving_dir, capfd):
     """`--baseline <serving>/<model>`: the training profile of the version served by default, with its schema."""
     add_version(serving_dir, os.path.join(serving_dir, MODEL, "1"), 2)
-    api.rollout_start(serving_dir, MODEL, version=2, mode="shadow")  # stable stays 1, the newest is 2
+    api.rollout_start(serving_dir, MODEL, version=1, mode="shadow")  # stable: 2, the newest
+    api.rollout_promote(serving_dir, MODEL)  # stable: 1, while 2 is the newest
     result = call_cli(capfd, "monitor", "--baseline", os.path.join(serving_dir, MODEL), "--current",
                       "components/ingest/testdata/spans/span-1")
     assert result.returncode in (0, 1), result.stderr
