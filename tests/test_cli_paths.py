@@ -113,3 +113,18 @@ def test_save_profile_makes_its_folder(tmp_path, capfd):
     result = call_cli(capfd, "monitor", "--baseline", SPANS, "--current", SPANS, "--save-profile", str(target))
     assert result.returncode == 0, result.stderr
     assert target.read_text().startswith('{"format"')
+
+
+@pytest.mark.parametrize("line", [
+    "monitor --baseline " + SPANS + " --current " + SPANS + " --schema {p}",
+    "ingest --data " + SPANS + " --schema {p} --output-dir {out}",
+    "monitor --baseline " + SPANS + " --current " + SPANS + " --reference-metrics {p}",
+    "rollout analyze --serving-dir " + SPANS + " --log-dir " + SPANS + " --config {p}",
+])
+def test_a_file_that_cannot_be_read_is_named(tmp_path, capfd, line):
+    """/proc/self/mem exists and is a file, but reading it from its start fails (EIO) for every user, root too:
+    the unreadable file a test run as root can make."""
+    result = call_cli(capfd, *line.format(p="/proc/self/mem", out=tmp_path / "out").split())
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "/proc/self/mem: expected a file this user can read, could not read " \
+                                              "it: Input/output error" in result.stderr, result.stderr
