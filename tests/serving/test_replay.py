@@ -136,6 +136,7 @@ def test_replay_cli_json_and_exit_codes(server, span, capfd):
     ({"rate": 0}, "rate: expected requests per second > 0"),
     ({"features": ("tips",)}, r"features \['tips'\] are not serving features"),
     ({"features": ("fare",), "id_column": "no_such_column"}, r"missing required column\(s\) \['no_such_column'\]"),
+    ({"wait_s": -1}, r"--wait: expected seconds >= 0, got -1"),
 ])
 def test_replay_bad_input(server, span, kwargs, message):
     url, requests = server
