@@ -240,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--keep-alive-timeout", type=float, default=5.0,
                      help="seconds a connection may stay idle after an answer before it is closed")
     srv.add_argument("--read-timeout", type=float, default=30.0,
-                     help="seconds a client has to send a whole request (from its connection or its last answer)")
+                     help="seconds a client has to send a whole request (from its connection or the request's "
+                          "first byte)")
     srv.add_argument("--max-header-bytes", type=int, default=64 * 1024,
                      help="largest request line and headers taken (beyond: 431)")
 

@@ -5,8 +5,9 @@ answered 503 and its connection closed) and closes a connection idle after an an
 It sets no deadline on a request still being read and no size on its head: a client that opens a connection and
 sends nothing, or a header a byte at a time, holds the connection (a file handle) for ever. `protocol` adds both
 to uvicorn's httptools protocol:
-- read deadline: from the moment a connection opens, or its last answer is sent, the client has `read_timeout`
-  seconds to send a whole request (head and body), else the connection is closed;
+- read deadline: from the moment a connection opens, or the first byte of a request arrives, the client has
+  `read_timeout` seconds to send a whole request (head and body), else the connection is closed (idle between
+  requests, it is uvicorn's keep-alive timeout that closes it);
 - head size: a request line and headers beyond `max_header_bytes` get 431 and the connection is closed;
 - connections past twice `max_connections` are closed as soon as they open, unread: the file handles the server
   holds stay bounded whatever clients do, and those between the two limits get uvicorn's 503.
@@ -54,81 +55,71 @@ class ConnectionLimits:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a read deadline, a head size limit and a hard connection limit."""
+    """uvicorn's httptools protocol with a read deadline, a head size limit and a hard connection limit. Its cost
+    per request is one call (`data_received`) and a clock read: one timer per connection checks the deadline."""
 
     limits = ConnectionLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: Optional[asyncio.TimerHandle] = None
-        self._read = self._answered = self._head_bytes = 0
-        self._refused = False
+        self._head_bytes = 0
         super().connection_made(transport)
+        self._since = self.loop.time()  # when the request being read began (or the connection, before one)
         if len(self.connections) > 2 * self.limits.max_connections:
             logger.info("serve: %d connections open: a new one is closed unread", len(self.connections))
             transport.close()
             return
-        self._arm()
+        self._deadline = self.loop.call_later(self.limits.read_timeout_seconds, self._check_deadline)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.limits.read_timeout_seconds, self._timed_out)
-
-    def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        super().connection_lost(exc)
 
-    def _timed_out(self) -> None:
-        """Closes the connection when the client is the one expected to send (every request read was answered)."""
+    def _between_requests(self) -> bool:
+        """True while no request is in progress: the next one's head is awaited or being read."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def data_received(self, data: bytes) -> None:
+        if self._between_requests():  # a head is awaited or being read
+            if not self._head_bytes:
+                self._since = self.loop.time()
+            if self._head_bytes + len(data) > self.limits.max_header_bytes and self._head_too_large(data):
+                return
+        super().data_received(data)
+        self._head_bytes = self._head_bytes + len(data) if self._between_requests() else 0
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Answers 431 and closes the connection, before the parser sees `data`, when the head being read ends
+        beyond `max_header_bytes` or does not end in it (its blank line is not there)."""
+        end = data.find(b"\r\n\r\n")
+        if end != -1 and self._head_bytes + end + 4 <= self.limits.max_header_bytes:
+            return False
+        body = b'{"error":"Request line and headers exceed the limit of %d bytes"}' % self.limits.max_header_bytes
+        self.transport.write(HEADERS_TOO_LARGE % (len(body), body))
+        self.transport.close()
+        return True
+
+    def _check_deadline(self) -> None:
+        """Closes the connection when the client is the one expected to send (its first request, a head begun, a
+        body still coming) and `read_timeout_seconds` passed since that began; else checks again when it could."""
         self._deadline = None
-        if self._read == self._answered and not self.transport.is_closing():
-            logger.info("serve: a connection from %s sent no whole request within %g s: closed",
-                           self.client, self.limits.read_timeout_seconds)
-            self.transport.close()
-
-    def on_message_begin(self) -> None:
-        self._head_bytes = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value))
-        super().on_header(name, value)
-
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.limits.max_header_bytes and not self._refused:
-            self._refused = True
-            body = b'{"error":"Request line and headers exceed the limit of %d bytes"}' % self.limits.max_header_bytes
-            self.transport.write(HEADERS_TOO_LARGE % (len(body), body))
-            self.transport.close()
-
-    def on_headers_complete(self) -> None:
-        if not self._refused:  # a refused request is never started
-            super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        if not self._refused:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        if self._refused:
+        if self.transport.is_closing():
             return
-        self._read += 1
-        super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        self._answered += 1
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
+        timeout, cycle = self.limits.read_timeout_seconds, self.cycle
+        if cycle is None:  # nothing read since the connection opened
+            reading = True
+        elif cycle.response_complete:  # between requests: idle is uvicorn's keep-alive timeout's to close
+            reading = self._head_bytes > 0
+        else:
+            reading = cycle.more_body
+        left = self._since + timeout - self.loop.time() if reading else timeout
+        if left <= 0:
+            logger.info("serve: a connection from %s sent no whole request within %g s: closed", self.client, timeout)
+            self.transport.close()
+            return
+        self._deadline = self.loop.call_later(left, self._check_deadline)
 
 
 def protocol(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:

@@ -471,6 +471,10 @@ def test_idle_slow_and_oversized_connections_are_closed_and_past_the_limit_reque
     kept.close()
     big_head = _request(port, f"GET /v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 5000}\r\n\r\n".encode())
     assert big_head.startswith(b"HTTP/1.1 431 ") and b"exceed the limit of 4096 bytes" in big_head
+    rows = json.dumps({"instances": [ISSUE_ROW] * 200}).encode()  # a body far above the head limit, in one send
+    big_body = _request(port, f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                              f"Content-Length: {len(rows)}\r\n\r\n".encode() + rows)
+    assert big_body.startswith(b"HTTP/1.1 200 ") and big_body.count(b"],[") == 199
     for raw in (b"POST /v1/models/taxi:predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
                 b"POST /v1/models/taxi:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
                 b"GARBAGE\r\n\r\n", b"GET /v1/models/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n"):
