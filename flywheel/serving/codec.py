@@ -79,8 +79,8 @@ def _scalar(value: Any, dtype: Any) -> Any:
     if dtype.is_integer:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _type_error(value, dtype)
-        if not dtype.min <= value <= dtype.max:
-            raise InvalidArgument(f"JSON Value: {value} out of range for {_type_name(dtype)}")
+        if not dtype.min <= value <= dtype.max:  # rapidjson's IsInt/IsInt64/IsUint: a type error in TF Serving
+            raise _type_error(value, dtype)
         return value
     if dtype.is_bool:
         if not isinstance(value, bool):

@@ -92,7 +92,7 @@ BAD_REQUESTS = [
      r"key: trip_seconds .*is not of expected type: int64"),
     (json.dumps({"instances": [{**ISSUE_ROW, "payment_type": 3}]}), r"key: payment_type .*expected type: string"),
     (json.dumps({"instances": [ISSUE_ROW, {**ISSUE_ROW, "trip_seconds": 2**63}]}),
-     r"element: 1 key: trip_seconds .*JSON Value: 9223372036854775808 out of range for int64"),
+     r"element: 1 key: trip_seconds .*JSON Value: 9223372036854775808 Type: Number is not of expected type: int64"),
     (json.dumps({"instances": [{**ISSUE_ROW, "fare": [8.5, 9.0]}]}), r"key: fare .*is a list"),
     (json.dumps({"inputs": {k: [v] for k, v in ISSUE_ROW.items() if k != "fare"}}),
      r"Missing named input: fare in 'inputs' object."),

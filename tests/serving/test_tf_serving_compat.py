@@ -468,8 +468,8 @@ def test_every_json_type_goes_to_its_dtypes_and_back(echo_client):
 
 
 @pytest.mark.parametrize("name,value,message", [
-    ("i32", 2**31, "JSON Value: 2147483648 out of range for int32"),
-    ("u8", -1, "JSON Value: -1 out of range for uint8"),
+    ("i32", 2**31, "JSON Value: 2147483648 Type: Number is not of expected type: int32"),
+    ("u8", -1, "JSON Value: -1 Type: Number is not of expected type: uint8"),
     ("i64", 1.5, "JSON Value: 1.5 Type: Number is not of expected type: int64"),
     ("flag", 1, "JSON Value: 1 Type: Number is not of expected type: bool"),
     ("f64", "0.1", 'JSON Value: "0.1" Type: String is not of expected type: double'),
