@@ -112,6 +112,12 @@ HOSTILE = [  # (method, path, body, status, message or None: any 4xx)
      400, None),
     ("POST", PREDICT, b'{"instances": [' + b'{"fare": 1.0, "fare": 2.0},' * 3 + b"{}]}", 400, None),
     ("POST", PREDICT, b'{"instances": [1e400]}', 400, None),
+    # :classify and :regress read their bodies with the same parser
+    ("POST", f"/v1/models/{MODEL}:classify", b'{"examples":' + b"[" * 1025 + b"]" * 1025 + b"}", 400, "nest deeper"),
+    ("POST", f"/v1/models/{MODEL}:regress", b'{"examples": ["\xff"]}', 400, "Invalid encoding in string"),
+    ("POST", f"/v1/models/{MODEL}:classify", b'{"examples": [{"fare": 1e400}]}', 400, "Number too big"),
+    ("POST", f"/v1/models/{MODEL}:regress", b'{"examples": ["\\ud800"]}', 400, "The surrogate pair"),
+    ("POST", f"/v1/models/{MODEL}:classify", b"", 400, None),
     # URLs: versions beyond int64 and uint64, 5,000 digits, percent-encoded junk, unknown methods and paths
     ("POST", f"/v1/models/{MODEL}/versions/{'9' * 5000}:predict", ROW, 400, r"Failed to convert version: 9{20}\.\.\."),
     ("GET", f"/v1/models/{MODEL}/versions/{'9' * 5000}", b"", 400, "Failed to convert version"),
