@@ -552,3 +552,59 @@ def test_a_version_folder_beyond_int64_costs_the_request_log_nothing(built, tmp_
     assert log.counters()["write_errors"] == 0 and log.counters()["logged_rows"] == 2, log.counters()
     table = pq.read_table(str(tmp_path / "logs"))
     assert table.column("model_version").to_pylist() == [1, 1]
+
+
+@pytest.fixture(scope="module")
+def labelled_client(tmp_path_factory):
+    """classify with class labels and scores (two classes), classify with labels only, regress to a [batch] output:
+    the shapes classifier.cc and regressor.cc take beyond half_plus_two's."""
+    import tensorflow as tf
+
+    path = tmp_path_factory.mktemp("labelled") / "labelled" / "00000001"
+    sc = tf.compat.v1.saved_model.signature_constants
+    builder = tf.compat.v1.saved_model.Builder(str(path))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
+        x = tf.compat.v1.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        scores = tf.concat([x, 1.0 - x], axis=1)
+        classes = tf.tile(tf.constant([["yes", "no"]]), [tf.shape(x)[0], 1])
+        signatures = {
+            "both": _signature_def({sc.CLASSIFY_INPUTS: serialized},
+                                   {sc.CLASSIFY_OUTPUT_CLASSES: classes, sc.CLASSIFY_OUTPUT_SCORES: scores},
+                                   sc.CLASSIFY_METHOD_NAME),
+            "labels": _signature_def({sc.CLASSIFY_INPUTS: serialized}, {sc.CLASSIFY_OUTPUT_CLASSES: classes},
+                                     sc.CLASSIFY_METHOD_NAME),
+            "flat": _signature_def({sc.REGRESS_INPUTS: serialized}, {sc.REGRESS_OUTPUTS: tf.reshape(x, [-1]) * 2.0},
+                                   sc.REGRESS_METHOD_NAME),
+            "wide": _signature_def({sc.REGRESS_INPUTS: serialized}, {sc.REGRESS_OUTPUTS: scores},
+                                   sc.REGRESS_METHOD_NAME),
+        }
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+    builder.save()
+    with TestClient(server.create_app(_registry(str(path.parent.parent), "labelled"))) as client:
+        yield client
+
+
+def _signature_def(inputs: dict, outputs: dict, method: str) -> Any:
+    import tensorflow as tf
+
+    info = tf.compat.v1.saved_model.utils.build_tensor_info
+    return tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
+        {k: info(v) for k, v in inputs.items()}, {k: info(v) for k, v in outputs.items()}, method)
+
+
+@pytest.mark.parametrize("method,signature,status,expected", [
+    ("classify", "both", 200, {"results": [[["yes", 0.25], ["no", 0.75]], [["yes", 0.5], ["no", 0.5]]]}),
+    ("classify", "labels", 200, {"results": [[["yes", 0.0], ["no", 0.0]], [["yes", 0.0], ["no", 0.0]]]}),
+    ("regress", "flat", 200, {"results": [0.5, 1.0]}),
+    # regressor.cc: "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got [2,2]"
+    ("regress", "wide", 400, {"error": "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+                                       "but got [2,2]"}),
+    ("regress", "both", 400, {"error": "Expected regression signature method_name to be tensorflow/serving/regress. "
+                                       "Was: tensorflow/serving/classify"}),
+])
+def test_classify_and_regress_results_as_tf_serving_writes_them(labelled_client, method, signature, status,
+                                                                 expected):
+    body = {"signature_name": signature, "examples": [{"x": 0.25}, {"x": [0.5]}]}
+    answer = labelled_client.post(f"/v1/models/labelled:{method}", json=body)
+    assert (answer.status_code, answer.json()) == (status, expected)
