@@ -314,17 +314,8 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             return _Answer(200, codec.dumps(payload), request_id)
         except ServingError as e:
             error = e
-        except Exception as e:  # TensorFlow's own errors: its InvalidArgument is the caller's, the rest are ours
-            import tensorflow as tf
-
-            if isinstance(e, tf.errors.InvalidArgumentError):
-                logger.warning("serve: %s %s (request %s) refused by TensorFlow: %s", method, path, request_id,
-                               e.message)
-                error = InvalidArgument(_tensorflow_message(e.message))
-            else:
-                logger.warning("serve: %s %s (request %s) failed", method, path, request_id, exc_info=True)
-                error = ServingError(f"Internal error: the server failed to answer request {request_id}; its log "
-                                     "has the detail")
+        except Exception as e:  # TensorFlow's own errors: a 4xx by its code is the caller's, the rest are ours
+            error = _unexpected(e, method, path, request_id)
         model = ctx["model"] if ctx["model"] == registry.model else UNKNOWN_LABEL
         metrics.errors.labels(model, ctx["version"], ctx["signature"], ctx["api"], str(error.status)).inc()
         answer = _error(error, request_id)
@@ -368,6 +359,29 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
 
 
 _TENSORFLOW_CONTEXT = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\{\{(?:function_)?node [^}]*\}\}", re.DOTALL)
+
+
+# TF Serving's HTTP status of a TensorFlow error code (http_server.cc's ToHTTPStatusCode): the 4xx ones.
+_CLIENT_ERROR_CODES = {"CANCELLED": 499, "INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
+                       "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400,
+                       "ABORTED": 409, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401}
+
+
+def _unexpected(e: Exception, method: str, path: str, request_id: str) -> ServingError:
+    """The answer to an exception that is no ServingError: a TensorFlow error TF Serving answers with a 4xx (the
+    request's values were refused: InvalidArgument, OutOfRange...) keeps its message without the graph's node
+    names; anything else is a 500 naming only the request. The server's log has the detail."""
+    import tensorflow as tf
+
+    codes = {getattr(tf.errors, name): status for name, status in _CLIENT_ERROR_CODES.items()}
+    status = codes.get(e.error_code, 500) if isinstance(e, tf.errors.OpError) else 500
+    if status < 500:
+        logger.warning("serve: %s %s (request %s) refused by TensorFlow: %s", method, path, request_id, e.message)
+        error = ServingError(_tensorflow_message(e.message))
+        error.status = status
+        return error
+    logger.warning("serve: %s %s (request %s) failed", method, path, request_id, exc_info=True)
+    return ServingError(f"Internal error: the server failed to answer request {request_id}; its log has the detail")
 
 
 def _tensorflow_message(message: str) -> str:

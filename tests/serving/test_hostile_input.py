@@ -278,6 +278,29 @@ def test_an_unexpected_failure_is_a_500_that_names_the_request_and_logs_the_deta
     assert "r-500" in logged and "/secret/serving_default:0" in logged
 
 
+@pytest.mark.parametrize("error,status,message", [
+    ("OutOfRangeError", 400, "indices[0] = 7 is not in [0, 3)"),
+    ("FailedPreconditionError", 400, "indices[0] = 7 is not in [0, 3)"),
+    ("ResourceExhaustedError", 429, "indices[0] = 7 is not in [0, 3)"),
+    ("InternalError", 500, "Internal error: the server failed to answer request r-tf; its log has the detail"),
+    ("UnknownError", 500, "Internal error: the server failed to answer request r-tf; its log has the detail"),
+])
+def test_tensorflow_errors_get_tf_servings_status_and_lose_the_graphs_names(serving_dir, error, status, message):
+    import tensorflow as tf
+
+    def failing(signature, inputs):
+        raise getattr(tf.errors, error)(None, None, "indices[0] = 7 is not in [0, 3)\n\t [[{{node "
+                                        "StatefulPartitionedCall/model/Gather}}]]")
+
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
+    app = server.create_app(registry)
+    with TestClient(app) as client:
+        app.state.batcher._run = failing
+        response = client.post(PREDICT, content=ROW, headers={"X-Request-Id": "r-tf"})
+    assert response.status_code == status
+    assert response.json() == {"error": message}
+
+
 def _metrics_size(client) -> int:
     return len(client.get("/monitoring/prometheus/metrics").content)
 
