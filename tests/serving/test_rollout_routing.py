@@ -9,6 +9,7 @@ import concurrent.futures
 import dataclasses
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -352,30 +353,37 @@ def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the
 
 
 class _Load:
-    """Clients sending predict requests without pause; counts answers by version and every failure."""
+    """Clients sending requests without pause: client i to paths[i % len(paths)] (a POST to a :predict path, a GET
+    to a metadata path). An answer counts when it is a 200 holding `predictions` (`metadata`); anything else is a
+    failure, kept with the path. Default-route answers are counted by version."""
 
-    def __init__(self, base: str, clients: int = 3):
+    def __init__(self, base: str, clients: int = 3, paths: tuple[str, ...] = (PREDICT,)):
         self.base, self.stop = base, threading.Event()
         self.versions: collections.Counter = collections.Counter()
+        self.answered: collections.Counter = collections.Counter()
         self.failures: list[str] = []
         self.lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(clients)
-        self.futures = [self.pool.submit(self._run, i) for i in range(clients)]
+        self.futures = [self.pool.submit(self._run, i, paths[i % len(paths)]) for i in range(clients)]
 
-    def _run(self, client: int) -> None:
+    def _run(self, client: int, path: str) -> None:
+        field = "metadata" if path.endswith("/metadata") else "predictions"
         with httpx.Client(base_url=self.base, timeout=30) as http:
             n = 0
             while not self.stop.is_set():
                 n += 1
                 headers = {routing.ROLLOUT_KEY_HEADER: f"rider-{client}-{n % 7}"} if client == 0 else {}
                 try:
-                    answer = http.post(PREDICT, json=BODY, headers=headers)
-                    ok, what = answer.status_code == 200, f"{answer.status_code} {answer.text[:200]}"
+                    answer = http.get(path) if field == "metadata" else http.post(path, json=BODY, headers=headers)
+                    ok = answer.status_code == 200 and field in answer.json()
+                    what = f"{path}: {answer.status_code} {answer.text[:200]}"
                 except httpx.HTTPError as e:
-                    ok, what = False, f"{type(e).__name__}: {e}"
+                    ok, what = False, f"{path}: {type(e).__name__}: {e}"
                 with self.lock:
                     if ok:
-                        self.versions[answer.headers[routing.VERSION_HEADER]] += 1
+                        self.answered[path] += 1
+                        if path == PREDICT:
+                            self.versions[answer.headers[routing.VERSION_HEADER]] += 1
                     else:
                         self.failures.append(what)
 
@@ -439,3 +447,80 @@ def test_zero_failed_requests_across_start_promote_and_rollback_in_a_real_server
     assert proc.returncode == 0, proc.stderr.read()
     assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}"
     assert answered > 0
+
+
+def _burn_cores() -> list[subprocess.Popen]:
+    """One process spinning on each core for the caller's duration (kill them in a finally)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+
+
+def _until(check, what: str, deadline_s: float = 120.0) -> None:
+    """Until check() is true, looked at every 0.2 s, failing with `what` after deadline_s."""
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < deadline, f"never happened within {deadline_s:.0f} s: {what}"
+        time.sleep(0.2)
+
+
+def _label_serves(base: str, label: str) -> bool:
+    return httpx.get(f"{base}/v1/models/{MODEL}/labels/{label}", timeout=30).status_code == 200
+
+
+def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback_with_busy_cores(
+        pinned, pushed_version, tmp_path):
+    """A real server process with its request log, every core kept busy by other processes, and clients on the
+    default route, /versions/1 (stable until the promote), /labels/stable and the metadata route: a shadow
+    start (with requests sent the moment it is written), a promote, a second shadow and a rollback. Every answer
+    is a 200 with `predictions` (`metadata`), and requests sent right after the start on the default route and
+    on /versions/<stable> are answered by stable."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port), "--log-dir",
+                             str(tmp_path / "logs")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    burners, load, stable_load = _burn_cores(), None, None
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                return httpx.get(f"{base}/v1/models/{MODEL}", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _until(up, "the server answers")
+        load = _Load(base, clients=3, paths=(PREDICT, f"/v1/models/{MODEL}/labels/stable:predict",
+                                             f"/v1/models/{MODEL}/metadata"))
+        stable_load = _Load(base, clients=1, paths=(f"/v1/models/{MODEL}/versions/1:predict",))
+        load.wait_for("1", only=True)
+        rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for _ in range(20):  # while the server loads and warms the candidate up, and as it switches
+                for path in (PREDICT, f"/v1/models/{MODEL}/versions/1:predict"):
+                    answer = http.post(path, json=BODY)
+                    assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
+                    assert answer.headers[routing.VERSION_HEADER] == "1", "shadow: stable answers"
+        _until(lambda: _label_serves(base, "canary"), "the shadow routing takes over")
+        stable_load.close()  # version 1 leaves at the promote
+        rollout.promote(pinned, MODEL)
+        load.wait_for("2", only=True)
+        add_version(pinned, pushed_version, 3)
+        rollout.start(pinned, MODEL, 3, rollout.SHADOW)
+        _until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
+        rollout.rollback(pinned, MODEL)
+        _until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
+        load.wait_for("2", only=True)
+        assert not load.failures and not stable_load.failures, (load.failures + stable_load.failures)[:5]
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        answered = load.close() if load is not None else 0
+        if stable_load is not None:
+            stable_load.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+    failures = load.failures + stable_load.failures
+    assert not failures, f"{len(failures)} answers without predictions: {failures[:5]}"
+    assert answered > 0 and min(load.answered.values()) > 0 and stable_load.answered, (load.answered,
+                                                                                          stable_load.answered)
