@@ -874,24 +874,31 @@ def signature_inputs(version_path: str, signature: str = "serving_default") -> d
     return {name: tf.dtypes.as_dtype(spec.dtype).name for name, spec in signatures[signature].inputs.items()}
 
 
-def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float):
+def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float, log_max_pending_mb: float):
     """The request logger for `serve --log-dir`: one column per raw input of the latest version's default
-    signature, typed from it (without a version yet, the first logged row's values type the columns)."""
+    signature, typed from it (without a version yet, the first logged row's values type the columns); at most
+    `log_max_pending_mb` megabytes of requests wait to be written."""
     from flywheel.components.common import serving as serving_layout
     from flywheel.serving import request_log
 
     served = serving_layout.current(serving_dir, model)
     features = signature_inputs(served.path) if served is not None else None
     try:
-        return request_log.RequestLog(log_dir, sample=log_sample, features=features)
+        return request_log.RequestLog(log_dir, sample=log_sample, features=features,
+                                      max_pending_bytes=int(log_max_pending_mb * 2**20))
     except ValueError as e:
         raise UsageError(f"serve: --log-dir {log_dir}: {e}") from e
+
+
+# `serve --log-dir`: megabytes of requests waiting to be written at most (request_log.DEFAULT_MAX_PENDING_BYTES, which
+# api does not import: it pulls pyarrow in).
+LOG_MAX_PENDING_MB = 256
 
 
 def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: int = 8501,
           max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
           log_sample: float = 1.0, *, request_log: Any = None, rollout_key_header: str = "X-Rollout-Key",
-          limits: Any = None,
+          limits: Any = None, log_max_pending_mb: float = LOG_MAX_PENDING_MB,
           verbose: bool = False, events: Optional[TextIO] = None) -> None:
     """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
 
@@ -903,10 +910,14 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     `rollout_key_header` value keeps it on one version during a canary. events: where a line goes per event (each
     version loaded or unloaded, each rollout change, `ready` once it answers, `stopped`; see
     `flywheel.serving.console`); none when None. verbose: TensorFlow's own logs too. limits: the connections' limits
-    (`flywheel.serving.connections.ConnectionLimits`, its defaults when None).
+    (`flywheel.serving.connections.ConnectionLimits`, its defaults when None). log_max_pending_mb: the most
+    megabytes of requests (their bodies' length) the log holds until they are written; beyond, a request is not
+    logged and counted in `dropped_rows`.
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
+    if not log_max_pending_mb * 2**20 >= 1:
+        raise UsageError(f"serve: --log-max-pending-mb must be above 0, got {log_max_pending_mb}")
     from flywheel.components.common import serving as serving_layout
     from flywheel.serving import console
 
@@ -921,7 +932,7 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     undo = console.show_events(lambda: events, verbose) if events is not None else (lambda: None)
     try:
         _serve_on(listener, serving_dir, model, host, port, max_batch_size, batch_timeout_ms, log_dir, log_sample,
-                  request_log, rollout_key_header, limits, events, verbose)
+                  request_log, rollout_key_header, limits, events, verbose, log_max_pending_mb)
     finally:
         undo()
         listener.close()
@@ -929,7 +940,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
 
 def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int, max_batch_size: int,
               batch_timeout_ms: float, log_dir: Optional[str], log_sample: float, request_log: Any,
-              rollout_key_header: str, limits: Any, events: Optional[TextIO], verbose: bool) -> None:
+              rollout_key_header: str, limits: Any, events: Optional[TextIO], verbose: bool,
+              log_max_pending_mb: float) -> None:
     """`serve` once the address is bound: the app, uvicorn on the bound socket, the ready and stopped lines."""
     import signal
 
@@ -939,7 +951,7 @@ def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int,
 
     quiet.install(verbose, sys.stderr)  # TensorFlow's Python logger (deprecations at load) at ERROR unless verbose
     if log_dir is not None and request_log is None:
-        request_log = _request_log(serving_dir, model, log_dir, log_sample)
+        request_log = _request_log(serving_dir, model, log_dir, log_sample, log_max_pending_mb)
     from flywheel.serving.connections import ConnectionLimits
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,

@@ -228,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8501, help="port (TF Serving's REST port by default)")
     srv.add_argument("--log-dir", help="write sampled requests and predictions here as Parquet spans")
     srv.add_argument("--log-sample", type=float, default=1.0, help="share of requests logged, in (0, 1]")
+    srv.add_argument("--log-max-pending-mb", type=float, default=api.LOG_MAX_PENDING_MB,
+                     help="most megabytes of requests (their bodies' length) waiting to be written to --log-dir; "
+                          "beyond, a request is answered but not logged, and counted in dropped_rows")
     srv.add_argument("--max-batch-size", type=int, default=512, help="most rows in one TensorFlow call")
     srv.add_argument("--batch-timeout-ms", type=float, default=0.0,
                      help="how long a batch waits for more requests before it runs")
@@ -445,6 +448,7 @@ def cmd_serve(args) -> int:
         raise api.UsageError(str(e)) from None
     api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
               batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample,
+              log_max_pending_mb=args.log_max_pending_mb,
               rollout_key_header=args.rollout_key_header, limits=limits, verbose=args.verbose, events=sys.stderr)
     return EXIT_OK
 

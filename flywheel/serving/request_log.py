@@ -78,6 +78,8 @@ INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
 REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = REQUEST_LOG_COLUMNS
 PREDICTION = "prediction"
 SPAN_SECONDS = 86_400
+# Log data waiting to be written (and being written) at most, in bytes: beyond it requests are dropped and counted.
+DEFAULT_MAX_PENDING_BYTES = 256 * 2**20
 # Rollout columns (flywheel/serving/routing.py; read by the rollout analysis): the request's role in a running
 # rollout (stable | canary | shadow, null without one), its HTTP status, error message (null when answered) and
 # route (default, or version / label when the request named one).
@@ -241,6 +243,7 @@ class _Buffer:
     def __init__(self, features: Mapping[str, str]):
         self.kinds = features  # the log's own {feature: kind}, fixed once set
         self.requests = self.rows = 0  # every request logged since the flush: in the columns or in `answered`
+        self.bytes = 0  # their size, as the callers gave it or estimated (`RequestLog.log`)
         self.at, self.latency = array.array("d"), array.array("d")
         self.status, self.counts = array.array("i"), array.array("q")
         self.request_id: list = []
@@ -262,22 +265,24 @@ class _Buffer:
         self.answered: list[tuple] = []
 
     def add(self, at: float, request_id: str, model: str, version: Optional[int], signature: str, latency_ms: float,
-            role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged,
+            role: Optional[str], status: int, error: Optional[str], count: int, staged: _Staged, size: int,
             route: Optional[str] = None) -> None:
-        """Appends one request; on any failure (a value an array cannot take) every buffer is cut back to where
-        it was, so the columns stay aligned, and the error is raised."""
+        """Appends one request of `size` bytes; on any failure (a value an array cannot take) every buffer is cut
+        back to where it was, so the columns stay aligned, and the error is raised."""
         self.settle()
         self._add(at, request_id, model, version, signature, latency_ms, role, status, error, count, staged, route)
         self.requests += 1
         self.rows += count
+        self.bytes += size
 
-    def add_one(self, entry: tuple) -> None:
+    def add_one(self, entry: tuple, size: int) -> None:
         """Queues an answered one-row request with one numeric prediction, (time, request id, model, version,
-        signature, latency, prediction, *its values in the features' order, of the columns' own types): the
-        server's common request, spared `add`'s generality until `settle`."""
+        signature, latency, prediction, *its values in the features' order, of the columns' own types), of `size`
+        bytes: the server's common request, spared `add`'s generality until `settle`."""
         self.answered.append(entry)
         self.requests += 1
         self.rows += 1
+        self.bytes += size
 
     def settle(self) -> None:
         """Moves the queued one-row requests into the columns, a column at a time. A value a column cannot take
@@ -372,13 +377,15 @@ class RequestLog:
 
     def __init__(self, log_dir: str, *, features: Optional[Mapping[str, str]] = None, sample: float = 1.0,
                  flush_interval_s: float = 5.0, max_rows_per_file: int = 100_000, span_seconds: int = SPAN_SECONDS,
-                 max_pending_requests: int = 100_000, clock: Callable[[], float] = time.time):
+                 max_pending_requests: int = 100_000, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+                 clock: Callable[[], float] = time.time):
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"request log: sample: expected a share from 0 to 1, got {sample}")
-        if flush_interval_s <= 0 or max_rows_per_file < 1 or span_seconds < 1 or max_pending_requests < 1:
-            raise ValueError(f"request log: expected flush_interval_s > 0, max_rows_per_file, span_seconds and "
-                             f"max_pending_requests >= 1; got {flush_interval_s}, {max_rows_per_file}, "
-                             f"{span_seconds}, {max_pending_requests}")
+        if flush_interval_s <= 0 or min(max_rows_per_file, span_seconds, max_pending_requests,
+                                        max_pending_bytes) < 1:
+            raise ValueError(f"request log: expected flush_interval_s > 0, max_rows_per_file, span_seconds, "
+                             f"max_pending_requests and max_pending_bytes >= 1; got {flush_interval_s}, "
+                             f"{max_rows_per_file}, {span_seconds}, {max_pending_requests}, {max_pending_bytes}")
         self.log_dir = log_dir
         self.sample = sample
         self.flush_interval_s = flush_interval_s
@@ -397,6 +404,9 @@ class RequestLog:
         self._lock = threading.Lock()
         self._closed = self._stopping = False
         self.max_pending_requests = max_pending_requests
+        self.max_pending_bytes = max_pending_bytes
+        self._early_bytes = (max_pending_bytes + 1) // 2  # waiting bytes that start the writer at once
+        self._byte_limit = max_pending_bytes  # the bytes that may wait: less those being written (guarded by _lock)
         self._flushes: list[threading.Event] = []  # flush() calls waiting for the next write
         self._wake = threading.Event()
         self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -409,21 +419,26 @@ class RequestLog:
     # The server hands this log the rows as `codec.parse_rows` decoded them and the single output's numpy rows
     # instead of {feature: value} dicts and lists; their values are taken out of them at once.
     typed_rows = True
+    # ...and the length of the request's body as `body_bytes`, its size while it waits.
+    takes_body_bytes = True
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: Sequence,
             predictions: Any, latency_ms: float, *, role: Optional[str] = None, status: int = 200,
-            error: Optional[str] = None, route: Optional[str] = None) -> None:
+            error: Optional[str] = None, body_bytes: Optional[int] = None, route: Optional[str] = None) -> None:
         """Takes one request's values for the next flush (rows: its instances as {feature: value}, or
         `codec.Rows`; one prediction per row, as a list or a numpy array of the output's rows, None for a failed
         request); role, status and error: its rollout role, HTTP status and error message; route: `version` or
-        `label` for a request that named one (None: the default route). A request with no rows
-        is not logged; one whose predictions do not match its rows is lost, counted."""
+        `label` for a request that named one (None: the default route); body_bytes: its size
+        as received, which counts against `max_pending_bytes` while it waits (None: estimated from its rows, a
+        fixed cost per row and cell plus the length of its text). A request with no rows is not logged; one whose
+        predictions do not match its rows, or beyond the waiting limits, is lost, counted."""
         count = len(rows)
         if not count or not sampled(request_id, self.sample):
             return
         if count == 1 and status == 200 and role is None and route is None and self._prediction_list is False and \
                 type(predictions) is np.ndarray and predictions.size == 1 and predictions.dtype.kind in "fiu" and \
-                self._log_one(request_id, model, version, signature, rows, predictions.item(), latency_ms):
+                self._log_one(request_id, model, version, signature, rows, predictions.item(), latency_ms,
+                              body_bytes):
             return
         if self._features is None:  # typed from the first answered request's row
             if status != 200:
@@ -436,6 +451,7 @@ class RequestLog:
                     self._set_features(_inferred(_row_dict(rows, 0)))
         staged = self._stage(rows, predictions, count)
         at = self._clock()
+        size = body_bytes if body_bytes is not None or staged is None else self._estimate(staged, count)
         with self._lock:
             if staged is None:
                 given = "no predictions" if predictions is None else f"{len(predictions)} prediction(s)"
@@ -448,6 +464,11 @@ class RequestLog:
                 self._lose(count, f"the queue of {self.max_pending_requests:,} requests waiting to be written "
                                   "is full")
                 return
+            if self._buffer.bytes + size > self._byte_limit:
+                self._lose(count, f"request {request_id!r} of {size:,} bytes: the log data waiting to be written "
+                                  f"would exceed max_pending_bytes ({self.max_pending_bytes:,}); "
+                                  f"{self._buffer.bytes + self.max_pending_bytes - self._byte_limit:,} bytes wait")
+                return
             if staged.is_list is not None and staged.is_list != self._prediction_list:
                 if self._prediction_list is None:
                     self._prediction_list = staged.is_list
@@ -455,7 +476,7 @@ class RequestLog:
                     staged = self._null_predictions(staged, count)
             try:
                 self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
-                                 staged, route)
+                                 staged, size, route)
             except (OverflowError, TypeError, ValueError):  # a typed row's value its column cannot take as is
                 # (an int beyond int64 in a hand-built row): one by one
                 typed = _stage_values(self._features, rows, count)
@@ -463,13 +484,13 @@ class RequestLog:
                 typed.predictions, typed.lengths = staged.predictions, staged.lengths
                 typed.null_predictions, typed.is_list = staged.null_predictions, staged.is_list
                 self._buffer.add(at, request_id, model, version, signature, latency_ms, role, status, error, count,
-                                 typed, route)
+                                 typed, size, route)
             wake = self._buffer.requests == 1 or self._full(self._buffer)
         if wake:
             self._wake.set()
 
     def _log_one(self, request_id: str, model: str, version: int, signature: str, rows: Sequence, prediction: float,
-                 latency_ms: float) -> bool:
+                 latency_ms: float, body_bytes: Optional[int]) -> bool:
         """`log` of an answered one-row request with one numeric prediction, once predictions are known to be
         scalars; False when its row needs typing (or the log is closed or full): `log`'s general path then takes
         it."""
@@ -477,17 +498,31 @@ class RequestLog:
         if getter is None:
             return False
         values = getter(rows[0])
-        entry = (float(self._clock()), request_id, model, version, signature, float(latency_ms), prediction) + \
-            (values if len(self._features) > 1 else (values,))
+        if len(self._features) == 1:
+            values = (values,)
+        entry = (float(self._clock()), request_id, model, version, signature, float(latency_ms), prediction) + values
+        size = body_bytes if body_bytes is not None else self._estimate_row(values)
         with self._lock:
             buffer = self._buffer
-            if self._closed or buffer.requests >= self.max_pending_requests:
+            if self._closed or buffer.requests >= self.max_pending_requests or buffer.bytes + size > self._byte_limit:
                 return False  # lost and counted by the general path
-            buffer.add_one(entry)
+            buffer.add_one(entry, size)
             wake = buffer.requests == 1 or self._full(buffer)
         if wake:
             self._wake.set()
         return True
+
+    def _estimate_row(self, values: Sequence) -> int:
+        """The bytes of one row of these feature values, when the caller gave none: see `log`."""
+        return _ROW_BYTES + _CELL_BYTES * len(values) + sum(len(v) for v in values if isinstance(v, str))
+
+    def _estimate(self, staged: _Staged, count: int) -> int:
+        """The bytes of a request's staged rows, when the caller gave none: see `log`."""
+        if staged.row is not None:
+            return self._estimate_row(staged.row)
+        text = sum(len(v) for kind, column in zip(self._features.values(), staged.columns, strict=True)
+                   if kind == BYTES for v in column if isinstance(v, str))
+        return count * (_ROW_BYTES + _CELL_BYTES * len(self._features)) + text
 
     def _stage(self, rows: Sequence, predictions: Any, count: int) -> Optional[_Staged]:
         """The request's values typed for the columns; None when its predictions do not match its rows."""
@@ -573,7 +608,8 @@ class RequestLog:
     def _full(self, buffer: _Buffer) -> bool:
         """True when the waiting requests are written at once: a file's worth of rows, or half the requests that
         may wait (so that a burst is written before any is dropped)."""
-        return buffer.rows >= self.max_rows_per_file or 2 * buffer.requests >= self.max_pending_requests
+        return buffer.rows >= self.max_rows_per_file or 2 * buffer.requests >= self.max_pending_requests or \
+            buffer.bytes >= self._early_bytes
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Writes every request logged so far; True when done within `timeout` seconds (None: wait)."""
@@ -640,8 +676,11 @@ class RequestLog:
                 with self._lock:
                     if waiting:
                         buffer, self._buffer = self._buffer, _Buffer(self._features)
+                        self._byte_limit = self.max_pending_bytes - buffer.bytes
                 if buffer is not None:
                     self._write_buffer(buffer)
+                    with self._lock:
+                        self._byte_limit = self.max_pending_bytes
                 due = None
                 for done in flushes:
                     done.set()

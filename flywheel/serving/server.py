@@ -61,7 +61,8 @@ class RequestLog(Protocol):
     `route` (`version` or `label`) only for a request that named its version instead of taking the default route.
     A log whose `typed_rows` attribute is true takes the rows as `codec.parse_rows` decoded them (`codec.Rows`,
     `codec.row_dicts` turns them into dicts) and a numeric single output's predictions as its numpy rows; any
-    other gets {input: value} dicts and the answer's predictions as lists."""
+    other gets {input: value} dicts and the answer's predictions as lists. A log whose `takes_body_bytes` attribute
+    is true also gets an answered request's body length as `body_bytes` (its bound on waiting data is in bytes)."""
 
     def log(self, request_id: str, model: str, version: int, signature: str, rows: list[dict], predictions: list,
             latency_ms: float, *, role: Optional[str] = None, status: int = 200,
@@ -210,6 +211,7 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
     batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
     key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
     shadow = routing.Shadow(request_log, run_signature)
+    sized = getattr(request_log, "takes_body_bytes", False)  # the log counts a request's body length while it waits
     busy = [0]  # predict requests between the start of their body's read and the end of their TensorFlow call
     # Generated request ids: 32 hex digits, a random half drawn once per app and a counter (uuid4 reads the OS's
     # random source on every call, a system call per request).
@@ -256,7 +258,8 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
             else:
                 predictions = codec.row_predictions(outputs)
             after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
-                                      predictions, latency * 1000.0, route.role, route=ctx["route"])
+                                      predictions, latency * 1000.0, route.role, route=ctx["route"],
+                                      body_bytes=len(body) if sized else None)
         if route.shadow is not None and request_log is not None:  # rollout hook: the candidate's copy, sent after
             after = _then(after, functools.partial(shadow.submit, route.shadow, doc, request_id, rows))
         return _Answer(200, data, request_id, after, ctx["version"])
@@ -392,16 +395,23 @@ def _tensorflow_message(message: str) -> str:
 
 def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
          predictions: Optional[list], latency_ms: float, role: Optional[str] = None, status: int = 200,
-         error: Optional[str] = None, *, route: Optional[str] = None) -> None:
+         error: Optional[str] = None, *, route: Optional[str] = None, body_bytes: Optional[int] = None) -> None:
     """Runs after the response is sent; a failing logger is reported, never the request's failure. route: how
-    the request named its version (`routing.named`), passed on only when it named one."""
+    the request named its version (`routing.named`), passed on only when it named one; body_bytes: the body's
+    length, passed on when given (to a log that `takes_body_bytes`)."""
     try:
         if not getattr(request_log, "typed_rows", False):
             rows = codec.row_dicts(rows)
         if role is None and status == 200 and route is None:
-            request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
+            if body_bytes is None:
+                request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
+            else:
+                request_log.log(request_id, model, version, signature, rows, predictions, latency_ms,
+                                body_bytes=body_bytes)
             return
         named = {} if route is None else {"route": route}
+        if body_bytes is not None:
+            named["body_bytes"] = body_bytes
         request_log.log(request_id, model, version, signature, rows,
                         [None] * len(rows) if predictions is None else predictions, latency_ms, role=role,
                         status=status, error=error, **named)
