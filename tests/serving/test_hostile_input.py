@@ -422,6 +422,31 @@ def test_a_broken_version_given_up_loads_when_its_folder_is_repaired(tmp_path, p
         assert client.post(f"/v1/models/{MODEL}/versions/2:predict", content=ROW).status_code == 200
 
 
+def test_a_rollout_candidate_that_failed_to_load_is_retried_and_then_takes_its_traffic(serving_dir, pushed_version):
+    from flywheel.rollout import state as rollout
+    from flywheel.serving import routing, warmup
+
+    rollout.pin(serving_dir, MODEL)
+    candidate = add_version(serving_dir, pushed_version, 2)
+    with open(os.path.join(candidate, warmup.WARMUP_PATH), "wb") as f:
+        f.write(b"\x00" * 40)
+    clock = _Clock()
+    registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0, clock=clock,
+                                    load_retries=models.LoadRetries(max_retries=1, interval_seconds=60.0))
+    with TestClient(server.create_app(registry)) as client:
+        rollout.start(serving_dir, MODEL, 2, rollout.BLUE_GREEN)
+        registry.poll()
+        clock.now += 60.0
+        registry.poll()
+        assert registry.loaded_versions() == [1] and registry.router.candidate is None
+        message = registry.status(MODEL, 2)[0]["status"]["error_message"]
+        assert "warmup" in message and "gave up after 2 attempts" in message, message
+        shutil.copy(os.path.join(pushed_version, warmup.WARMUP_PATH), os.path.join(candidate, warmup.WARMUP_PATH))
+        registry.poll()
+        answer = client.post(PREDICT, content=ROW)
+        assert answer.status_code == 200 and answer.headers[routing.VERSION_HEADER] == "2"
+
+
 # ---- connections, against a real `flywheel serve` process -----------------------------------------------------
 
 
