@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
 import httpx
 import pyarrow.parquet as pq
@@ -355,10 +356,12 @@ def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the
 class _Load:
     """Clients sending requests without pause: client i to paths[i % len(paths)] (a POST to a :predict path, a GET
     to a metadata path). An answer counts when it is a 200 holding `predictions` (`metadata`); anything else is a
-    failure, kept with the path. Default-route answers are counted by version."""
+    failure, kept with the path. Default-route answers are counted by version. bodies: {path: body} for paths
+    that take another body than BODY (a :classify or :regress path's answer must hold `results`)."""
 
-    def __init__(self, base: str, clients: int = 3, paths: tuple[str, ...] = (PREDICT,)):
-        self.base, self.stop = base, threading.Event()
+    def __init__(self, base: str, clients: int = 3, paths: tuple[str, ...] = (PREDICT,),
+                 bodies: Optional[dict[str, dict]] = None):
+        self.base, self.stop, self.bodies = base, threading.Event(), bodies or {}
         self.versions: collections.Counter = collections.Counter()
         self.answered: collections.Counter = collections.Counter()
         self.failures: list[str] = []
@@ -367,14 +370,16 @@ class _Load:
         self.futures = [self.pool.submit(self._run, i, paths[i % len(paths)]) for i in range(clients)]
 
     def _run(self, client: int, path: str) -> None:
-        field = "metadata" if path.endswith("/metadata") else "predictions"
+        field = ("metadata" if path.endswith("/metadata") else "results" if path.endswith((":classify", ":regress"))
+                 else "predictions")
+        body = self.bodies.get(path, BODY)
         with httpx.Client(base_url=self.base, timeout=30) as http:
             n = 0
             while not self.stop.is_set():
                 n += 1
                 headers = {routing.ROLLOUT_KEY_HEADER: f"rider-{client}-{n % 7}"} if client == 0 else {}
                 try:
-                    answer = http.get(path) if field == "metadata" else http.post(path, json=BODY, headers=headers)
+                    answer = http.get(path) if field == "metadata" else http.post(path, json=body, headers=headers)
                     ok = answer.status_code == 200 and field in answer.json()
                     what = f"{path}: {answer.status_code} {answer.text[:200]}"
                 except httpx.HTTPError as e:
@@ -524,3 +529,59 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
     assert not failures, f"{len(failures)} answers without predictions: {failures[:5]}"
     assert answered > 0 and min(load.answered.values()) > 0 and stable_load.answered, (load.answered,
                                                                                           stable_load.answered)
+
+
+def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(tmp_path):
+    """`:classify`, `:regress` and the metadata route are not split: they answer from stable (or the version or
+    label they name). TF Serving's half_plus_two test model (versions 123 and 124) in a real server process, every
+    core busy, clients on each, across a blue/green start, a promote, a shadow and a rollback: every answer is a
+    200 with `results` (`metadata`)."""
+    from tests.serving import tf_serving_models
+
+    built = tf_serving_models.build(str(tmp_path / "models"))
+    name = tf_serving_models.TWO_VERSIONS
+    folder = os.path.dirname(built[name])
+    rollout.pin(folder, name)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", folder, "--model", name, "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    model = f"/v1/models/{name}"
+    bodies = {f"{model}:classify": {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}, {"x": 2.0}]},
+              f"{model}:regress": {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]},
+              f"{model}/labels/stable:regress": {"signature_name": "regress_x_to_y", "examples": [{"x": 3.0}]}}
+    burners, load = _burn_cores(), None
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                return httpx.get(f"{base}{model}", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        def label_serves(label: str) -> bool:
+            return httpx.get(f"{base}{model}/labels/{label}", timeout=30).status_code == 200
+
+        _until(up, "the server answers")
+        load = _Load(base, clients=4, paths=(*bodies, f"{model}/metadata"), bodies=bodies)
+        _until(lambda: len(load.answered) == 4 and min(load.answered.values()) >= 5, "every client answered")
+        rollout.start(folder, name, 123, rollout.BLUE_GREEN)
+        _until(lambda: label_serves("canary"), "the blue/green start takes effect")
+        rollout.promote(folder, name)
+        _until(lambda: not label_serves("canary"), "the promote takes effect")
+        rollout.start(folder, name, 124, rollout.SHADOW)
+        _until(lambda: label_serves("canary"), "the shadow takes effect")
+        rollout.rollback(folder, name)
+        _until(lambda: not label_serves("canary"), "the rollback takes effect")
+        before = dict(load.answered)
+        _until(lambda: all(load.answered[p] >= before[p] + 5 for p in before), "answers after the rollback")
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        if load is not None:
+            load.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not load.failures, f"{len(load.failures)} answers without results or metadata: {load.failures[:5]}"
