@@ -842,7 +842,8 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
 
 
 def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
-                request_log: Any = None, poll_seconds: float = 1.0, rollout_key_header: str = "X-Rollout-Key"):
+                request_log: Any = None, poll_seconds: float = 1.0, rollout_key_header: str = "X-Rollout-Key",
+                load_retries: Any = None):
     """The TF Serving-compatible ASGI app over `<serving_dir>/<model>/<version>/` (not started: its lifespan
     loads the latest version, or the versions of the model's rollout state, and polls for changes; see
     `flywheel/serving/routing.py`). UsageError for a missing folder or a bad setting."""
@@ -856,7 +857,8 @@ def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 
         raise UsageError(f"serve: --batch-timeout-ms must be >= 0, got {batch_timeout_ms}")
     from flywheel.serving import models, server
 
-    registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds)
+    registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds,
+                                     load_retries=load_retries or models.LoadRetries())
     return server.create_app(registry_, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                              request_log=request_log, rollout_key_header=rollout_key_header)
 
@@ -899,7 +901,7 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
           max_batch_size: int = 512, batch_timeout_ms: float = 0.0, log_dir: Optional[str] = None,
           log_sample: float = 1.0, *, request_log: Any = None, rollout_key_header: str = "X-Rollout-Key",
           limits: Any = None, log_max_pending_mb: float = LOG_MAX_PENDING_MB,
-          verbose: bool = False, events: Optional[TextIO] = None) -> None:
+          verbose: bool = False, events: Optional[TextIO] = None, load_retries: Any = None) -> None:
     """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
 
     log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
@@ -912,7 +914,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     `flywheel.serving.console`); none when None. verbose: TensorFlow's own logs too. limits: the connections' limits
     (`flywheel.serving.connections.ConnectionLimits`, its defaults when None). log_max_pending_mb: the most
     megabytes of requests (their bodies' length) the log holds until they are written; beyond, a request is not
-    logged and counted in `dropped_rows`.
+    logged and counted in `dropped_rows`. load_retries: how a version that failed to load is tried again
+    (`flywheel.serving.models.LoadRetries`, TF Serving's 5 retries a minute apart when None).
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
@@ -932,7 +935,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     undo = console.show_events(lambda: events, verbose) if events is not None else (lambda: None)
     try:
         _serve_on(listener, serving_dir, model, host, port, max_batch_size, batch_timeout_ms, log_dir, log_sample,
-                  request_log, rollout_key_header, limits, events, verbose, log_max_pending_mb)
+                  request_log, rollout_key_header, limits, events, verbose, log_max_pending_mb,
+                  load_retries=load_retries)
     finally:
         undo()
         listener.close()
@@ -941,7 +945,7 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
 def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int, max_batch_size: int,
               batch_timeout_ms: float, log_dir: Optional[str], log_sample: float, request_log: Any,
               rollout_key_header: str, limits: Any, events: Optional[TextIO], verbose: bool,
-              log_max_pending_mb: float) -> None:
+              log_max_pending_mb: float, *, load_retries: Any = None) -> None:
     """`serve` once the address is bound: the app, uvicorn on the bound socket, the ready and stopped lines."""
     import signal
 
@@ -955,7 +959,7 @@ def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int,
     from flywheel.serving.connections import ConnectionLimits
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
-                      request_log=request_log, rollout_key_header=rollout_key_header)
+                      request_log=request_log, rollout_key_header=rollout_key_header, load_retries=load_retries)
 
     def stopped(signum, frame):
         raise SystemExit(0)

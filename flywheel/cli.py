@@ -247,6 +247,11 @@ def _parser() -> argparse.ArgumentParser:
                           "first byte)")
     srv.add_argument("--max-header-bytes", type=int, default=64 * 1024,
                      help="largest request line and headers taken (beyond: 431)")
+    srv.add_argument("--max-load-retries", type=int, default=5,
+                     help="times a version that failed to load is tried again before the server gives up on it "
+                          "until its folder changes (TF Serving's --max_num_load_retries)")
+    srv.add_argument("--load-retry-interval", type=float, default=60.0,
+                     help="seconds between those tries (TF Serving's --load_retry_interval_micros, in seconds)")
 
     _rollout_parser(sub)
 
@@ -440,16 +445,19 @@ def cmd_logs(args) -> int:
 
 def cmd_serve(args) -> int:
     from flywheel.serving.connections import ConnectionLimits
+    from flywheel.serving.models import LoadRetries
 
     try:
         limits = ConnectionLimits(args.max_connections, args.keep_alive_timeout, args.read_timeout,
                                   args.max_header_bytes)
+        load_retries = LoadRetries(args.max_load_retries, args.load_retry_interval)
     except ValueError as e:
         raise api.UsageError(str(e)) from None
     api.serve(args.serving_dir, args.model, args.host, args.port, max_batch_size=args.max_batch_size,
               batch_timeout_ms=args.batch_timeout_ms, log_dir=args.log_dir, log_sample=args.log_sample,
               log_max_pending_mb=args.log_max_pending_mb,
-              rollout_key_header=args.rollout_key_header, limits=limits, verbose=args.verbose, events=sys.stderr)
+              rollout_key_header=args.rollout_key_header, limits=limits, verbose=args.verbose, events=sys.stderr,
+              load_retries=load_retries)
     return EXIT_OK
 
 

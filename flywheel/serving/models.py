@@ -203,6 +203,12 @@ class LoadRetries:
     max_retries: int = 5
     interval_seconds: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"serve: --max-load-retries must be 0 or more, got {self.max_retries}")
+        if not self.interval_seconds > 0:
+            raise ValueError(f"serve: --load-retry-interval must be above 0, got {self.interval_seconds}")
+
 
 @dataclasses.dataclass(frozen=True)
 class _LoadFailure:

@@ -545,8 +545,22 @@ def test_idle_slow_and_oversized_connections_are_closed_and_past_the_limit_reque
     assert proc.poll() is None
 
 
-def test_flywheel_serve_refuses_a_limit_that_is_not_positive(tmp_path):
-    proc = subprocess.run([FLYWHEEL, "serve", "--serving-dir", str(tmp_path), "--read-timeout", "0"],
+@pytest.mark.parametrize("flag,value,message", [
+    ("--read-timeout", "0", "--read-timeout must be above 0, got 0.0"),
+    ("--max-connections", "-3", "--max-connections must be above 0, got -3"),
+    ("--max-load-retries", "-1", "--max-load-retries must be 0 or more, got -1"),
+    ("--load-retry-interval", "0", "--load-retry-interval must be above 0, got 0.0"),
+])
+def test_flywheel_serve_refuses_a_limit_out_of_range(tmp_path, flag, value, message):
+    proc = subprocess.run([FLYWHEEL, "serve", "--serving-dir", str(tmp_path), flag, value],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2
-    assert "--read-timeout must be above 0, got 0.0" in proc.stderr
+    assert message in proc.stderr
+
+
+def test_the_served_app_takes_the_load_retries_given(serving_dir):
+    from flywheel import api
+
+    assert api.serving_app(serving_dir).state.registry.load_retries == models.LoadRetries(5, 60.0)
+    retries = models.LoadRetries(max_retries=0, interval_seconds=2.5)
+    assert api.serving_app(serving_dir, load_retries=retries).state.registry.load_retries == retries
