@@ -2,13 +2,13 @@
 
 `RequestLog.log(...)` is called by the server after it has answered; it takes the request's values, one row per
 instance, and returns: it never blocks, never raises on I/O, and wakes the writer thread only when nothing was
-waiting or a flush is due at once (`max_rows_per_file` rows, or half of `max_pending_requests` requests), not
-once per request. The server's common request (one row, answered, one numeric prediction) costs one append of a
-tuple of its plain values; any other is typed into the columns of the waiting requests (numbers into typed
-arrays), after the queued tuples, which go in a column at a time. Either way a waiting request holds none of the
-objects the server made for it (its decoded rows, the batch's output). A background thread takes the columns at
-each flush, turns them into Arrow arrays without a pass over the requests (typed arrays without a copy; pyarrow
-encodes and compresses without the GIL), and writes them in batches:
+waiting or a flush is due at once (`max_rows_per_file` rows, or half of `max_pending_requests` requests or of
+`max_pending_bytes`), not once per request. The server's common request (one row, answered, one numeric prediction)
+costs one append of a tuple of its plain values; any other is typed into the columns of the waiting requests
+(numbers into typed arrays), after the queued tuples, which go in a column at a time. Either way a waiting request
+holds none of the objects the server made for it (its decoded rows, the batch's output). A background thread takes
+the columns at each flush, turns them into Arrow arrays without a pass over the requests (typed arrays without a
+copy; pyarrow encodes and compresses without the GIL), and writes them in batches:
 
     <log_dir>/span-<N>/part-<UTC time>-<writer>-<seq>.parquet
 
@@ -38,12 +38,13 @@ encodes and compresses without the GIL), and writes them in batches:
   which Ingest and the monitor pass over), fsynced, then renamed into place; on object storage (gs://, s3://,
   through `tfx.dsl.io.fileio`) the object is written once under its final name, which appears only when
   complete.
-- **What can be lost.** Rows are written `flush_interval_s` (default 5 s) after the first row of a batch
-  arrives, or as soon as `max_rows_per_file` rows or half of `max_pending_requests` (default 100,000)
-  requests are waiting. A killed server (SIGKILL, OOM) loses at most the requests of the last flush interval
-  plus a file being written; `close()` (the server calls it on shutdown and SIGTERM) writes everything first.
-  A full set of waiting requests (`max_pending_requests`: a writer that cannot keep up), a full disk or any
-  write error never reaches serving: the rows are dropped and counted (`dropped_rows`, `write_errors`, for the
+- **What can be lost.** Rows are written `flush_interval_s` (default 5 s) after the first row of a batch arrives, or
+  as soon as `max_rows_per_file` rows or half of `max_pending_requests` (default 100,000) requests are waiting. A
+  killed server (SIGKILL, OOM) loses at most the requests of the last flush interval plus a file being written;
+  `close()` (the server calls it on shutdown and SIGTERM) writes everything first. A full set of waiting requests
+  (`max_pending_requests`, or `max_pending_bytes` (default 256 MiB) counting what waits and what is being written,
+  each request at its body's length: a writer that cannot keep up, or bodies too large for memory), a full disk or
+  any write error never reaches serving: the rows are dropped and counted (`dropped_rows`, `write_errors`, for the
   server's metrics) and the first error of a run of failures is logged, then its end.
 - **Sampling** is per request and deterministic: a request is kept when the hash of its id falls below
   `sample`, so a replay of the same ids samples the same requests.
