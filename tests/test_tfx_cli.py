@@ -4,11 +4,11 @@ keeps what it registered). The CLI's neighbours (update, compile, list, delete) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 
@@ -24,7 +24,7 @@ TRAIN_STEPS = "20"
 UNSET = ("TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")
 
 
-@dataclass
+@dataclasses.dataclass
 class Cli:
     """One user's TFX CLI: its HOME, its environment and the engine it registers the taxi pipeline on."""
 
@@ -80,18 +80,23 @@ def listing(folder: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
 
 
-@dataclass
+@dataclasses.dataclass
 class Session:
     cli: Cli
     created: subprocess.CompletedProcess
+    registration: dict  # what `pipeline create` recorded, read before anything else ran
     after_create: list[str]
     runs: list[subprocess.CompletedProcess]
 
 
 def create_and_run(cli: Cli, times: int) -> Session:
     created = cli.create()
+    registration = {}
+    if os.path.exists(cli.registered):
+        with open(cli.registered) as f:
+            registration = json.load(f)
     after_create = listing(cli.output_dir)
-    return Session(cli, created, after_create, [cli.run() for _ in range(times)])
+    return Session(cli, created, registration, after_create, [cli.run() for _ in range(times)])
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +124,8 @@ def test_pipeline_create_registers_without_running(session):
     cli, created = session.cli, session.created
     assert created.returncode == 0, created.stdout + created.stderr
     assert 'Pipeline "taxi" created successfully.' in created.stdout
-    with open(cli.registered) as f:
-        assert json.load(f) == {"pipeline_name": "taxi", "pipeline_root": os.path.join(cli.output_dir, "pipeline"),
-                                "pipeline_dsl_path": RUNNERS[cli.engine]}
+    assert session.registration == {"pipeline_name": "taxi", "pipeline_root": os.path.join(cli.output_dir, "pipeline"),
+                                    "pipeline_dsl_path": RUNNERS[cli.engine]}
     # building the pipeline pins the schema (a content-addressed copy) under the output directory's lock; nothing
     # ran: no metadata, no artifacts
     lock_file, schema = session.after_create
@@ -163,7 +167,8 @@ def test_decide_runs_on_every_run_through_the_cli(beam):
 def test_pipeline_update_compile_list_and_delete(local):
     """The neighbours on the registered local pipeline: update and compile build it again without running it, list
     names it, run list is not supported by the CLI's local engine, a run refuses while another process holds the
-    output directory, delete forgets the pipeline and keeps what it produced."""
+    output directory, a run reads the environment it is started in (here data that is not there), delete forgets
+    the pipeline and keeps what it produced."""
     cli = local.cli
     before = len(pipeline_runs(cli.metadata))
     again = cli.create()
@@ -182,14 +187,23 @@ def test_pipeline_update_compile_list_and_delete(local):
     assert locked.returncode != 0  # the runner's one line, then the CLI's own 'Error while running ...'
     assert any(line.startswith(f"flywheel: taxi pipeline: {cli.output_dir} is in use by pid {os.getpid()}")
                for line in locked.stderr.splitlines()), locked.stderr
-    assert "Traceback" not in locked.stderr
+    assert "Traceback" not in locked.stderr and len(pipeline_runs(cli.metadata)) == before
+    # the CLI keeps only the file's path: the environment of `run create` is the run's
+    missing = os.path.join(cli.output_dir, "no-data")
+    elsewhere = dataclasses.replace(cli, env={**cli.env, "FLYWHEEL_DATA": missing}).run()
+    assert elsewhere.returncode != 0 and "Traceback" not in elsewhere.stderr
+    assert f"flywheel: taxi pipeline: ingest: input '{missing}' does not exist" in elsewhere.stderr.splitlines()
+    *_, failed = pipeline_runs(cli.metadata)
+    # the input check is Ingest's driver, which fails before TFX marks the execution: it is left RUNNING
+    assert len(pipeline_runs(cli.metadata)) == before + 1 and set(failed) == {"ImportSchemaGen", "Ingest"}
+    assert failed["Ingest"] != "COMPLETE"
     deleted = cli("pipeline", "delete", "--pipeline_name", "taxi")
     assert deleted.returncode == 0 and 'Pipeline "taxi" deleted successfully.' in deleted.stdout, deleted.stderr
     assert not os.path.exists(os.path.dirname(cli.registered))
     assert os.listdir(os.path.join(cli.output_dir, "serving", "taxi")) and pipeline_runs(cli.metadata)
     gone = cli.run()
     assert gone.returncode != 0 and 'Pipeline "taxi" does not exist.' in gone.stdout + gone.stderr
-    assert len(pipeline_runs(cli.metadata)) == before
+    assert len(pipeline_runs(cli.metadata)) == before + 1
 
 
 @pytest.mark.parametrize("name, value, expected", [
@@ -204,3 +218,29 @@ def test_a_bad_setting_is_one_line_and_registers_nothing(tmp_path, name, value, 
     assert created.stderr.strip().splitlines()[-1] == f"flywheel: taxi pipeline: {expected}"
     assert "Traceback" not in created.stderr
     assert not os.path.exists(cli.registered)
+
+
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_the_clis_patch_catches_the_runner_and_decide_stays_uncached(tmp_path, monkeypatch, engine):
+    """In this process, with the TFX CLI's own patchers: the runner's `run` is the one the CLI replaces (nothing
+    runs; the pipeline's name and root are captured). Unpatched, the compiled pipeline that reaches TFX's
+    run_with_ir has caching off for Decide alone."""
+    from tfx.tools.cli.handler import beam_dag_runner_patcher, local_dag_runner_patcher
+
+    from flywheel.pipelines.taxi import beam_runner, local_runner
+
+    module, patcher = {"local": (local_runner, local_dag_runner_patcher.LocalDagRunnerPatcher()),
+                       "beam": (beam_runner, beam_dag_runner_patcher.BeamDagRunnerPatcher())}[engine]
+    cfg = tiny_runs.config(str(tmp_path / "out"), str(tmp_path), continuous_training=True)
+    with patcher.patch() as context:
+        module.run(cfg)
+    assert patcher.run_called and context[patcher.PIPELINE_NAME] == "taxi"
+    assert context[patcher.PIPELINE_ROOT] == cfg.paths.pipeline_root
+    assert not os.path.exists(cfg.paths.metadata_path) and not os.path.exists(cfg.paths.pipeline_root)
+    received = []
+    monkeypatch.setattr(patcher.get_runner_class(), "run_with_ir", lambda self, ir, **kwargs: received.append(ir))
+    module.run(cfg)
+    (ir,) = received
+    caching = {n.pipeline_node.node_info.id: n.pipeline_node.execution_options.caching_options.enable_cache
+               for n in ir.nodes}
+    assert caching.pop("Decide") is False and caching and all(caching.values())
