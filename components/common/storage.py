@@ -78,9 +78,10 @@ def read_text(path: str) -> str:
         return f.read().decode("utf-8")
 
 
-def read_file(path: str, what: str) -> str:
+def read_file(path: str, what: str, *, empty_ok: bool = False) -> str:
     """The UTF-8 text of a file given as `what` (e.g. "--schema"): FileArgumentError naming the file and what was
-    expected when it does not exist, is a folder, cannot be read, is not UTF-8 text, or is empty."""
+    expected when it does not exist, is a folder, cannot be read, is not UTF-8 text, or is empty (unless
+    `empty_ok`: a file whose emptiness means "all defaults")."""
     expected = f"{what} {path}: expected a file"
     if not exists(path):
         raise FileArgumentError(f"{expected}, found nothing there (no such file)")
@@ -94,7 +95,7 @@ def read_file(path: str, what: str) -> str:
     except Exception as e:  # gfile raises its own errors (tf.errors.OpError), not OSError
         raise FileArgumentError(f"{expected} this user can read, could not read it: "
                                 f"{getattr(e, 'strerror', None) or getattr(e, 'message', None) or e}") from None
-    if not text.strip():
+    if not empty_ok and not text.strip():
         raise FileArgumentError(f"{expected} with content, found an empty file")
     return text
 

@@ -156,9 +156,10 @@ class AnalysisConfig:
 
     @classmethod
     def load(cls, path: str) -> "AnalysisConfig":
-        """A config file: .json, or .yaml/.yml."""
+        """A config file: .json, or .yaml/.yml (an empty YAML file: every default)."""
         try:
-            text = storage.read_file(path, "rollout analysis: config")
+            yaml_file = path.lower().endswith((".yaml", ".yml"))
+            text = storage.read_file(path, "rollout analysis: config", empty_ok=yaml_file)
         except storage.FileArgumentError as e:
             raise AnalysisError(str(e)) from None
         if path.lower().endswith((".yaml", ".yml")):
