@@ -919,8 +919,8 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
-    if not log_max_pending_mb * 2**20 >= 1:
-        raise UsageError(f"serve: --log-max-pending-mb must be above 0, got {log_max_pending_mb}")
+    if not (math.isfinite(log_max_pending_mb) and log_max_pending_mb * 2**20 >= 1):
+        raise UsageError(f"serve: --log-max-pending-mb must be a number above 0, got {log_max_pending_mb}")
     from flywheel.components.common import serving as serving_layout
     from flywheel.serving import console
 

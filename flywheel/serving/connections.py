@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from typing import Any, Optional
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -45,8 +46,8 @@ class ConnectionLimits:
 
     def __post_init__(self) -> None:
         for name, flag in FLAGS.items():
-            if getattr(self, name) <= 0:
-                raise ValueError(f"serve: {flag} must be above 0, got {getattr(self, name)}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"serve: {flag} must be a number above 0, got {getattr(self, name)}")
 
     def uvicorn_options(self) -> dict[str, Any]:
         """Keyword arguments of `uvicorn.run` (or `uvicorn.Config`) that apply these limits."""
@@ -63,6 +64,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: Optional[asyncio.TimerHandle] = None
         self._head_bytes = 0
+        self._head_tail = b""  # the last bytes of the head read so far: its blank line may straddle two reads
         super().connection_made(transport)
         self._since = self.loop.time()  # when the request being read began (or the connection, before one)
         if len(self.connections) > 2 * self.limits.max_connections:
@@ -88,13 +90,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes + len(data) > self.limits.max_header_bytes and self._head_too_large(data):
                 return
         super().data_received(data)
-        self._head_bytes = self._head_bytes + len(data) if self._between_requests() else 0
+        if self._between_requests():
+            self._head_bytes += len(data)
+            self._head_tail = (self._head_tail + data)[-3:]
+        else:
+            self._head_bytes, self._head_tail = 0, b""
 
     def _head_too_large(self, data: bytes) -> bool:
         """Answers 431 and closes the connection, before the parser sees `data`, when the head being read ends
         beyond `max_header_bytes` or does not end in it (its blank line is not there)."""
-        end = data.find(b"\r\n\r\n")
-        if end != -1 and self._head_bytes + end + 4 <= self.limits.max_header_bytes:
+        end = (self._head_tail + data).find(b"\r\n\r\n")
+        if end != -1 and self._head_bytes - len(self._head_tail) + end + 4 <= self.limits.max_header_bytes:
             return False
         body = b'{"error":"Request line and headers exceed the limit of %d bytes"}' % self.limits.max_header_bytes
         self.transport.write(HEADERS_TOO_LARGE % (len(body), body))

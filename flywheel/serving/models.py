@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 import threading
@@ -206,8 +207,8 @@ class LoadRetries:
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise ValueError(f"serve: --max-load-retries must be 0 or more, got {self.max_retries}")
-        if not self.interval_seconds > 0:
-            raise ValueError(f"serve: --load-retry-interval must be above 0, got {self.interval_seconds}")
+        if not (math.isfinite(self.interval_seconds) and self.interval_seconds > 0):
+            raise ValueError(f"serve: --load-retry-interval must be a number above 0, got {self.interval_seconds}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,10 +168,12 @@ def _unquote(part: Optional[str]) -> Optional[str]:
 
 
 def _version(digits: str) -> int:
-    if len(digits.lstrip("0")) > 19 or int(digits) > INT64_MAX:
+    """The URL's version as TF Serving reads it (safe_strto64): leading zeros allowed, beyond int64 refused."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > 19 or int(significant) > INT64_MAX:
         shown = digits if len(digits) <= 40 else f"{digits[:20]}...({len(digits)} digits)"
         raise InvalidArgument(f"Failed to convert version: {shown} to numeric.")
-    return int(digits)
+    return int(significant)
 
 
 def _metadata(servable: Servable) -> dict:

@@ -18,7 +18,7 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from flywheel.serving import models, server
+from flywheel.serving import connections, models, server
 from tests.conftest import FLYWHEEL, REPO
 from tests.serving.conftest import ISSUE_ROW, MODEL, add_version
 
@@ -130,6 +130,8 @@ HOSTILE = [  # (method, path, body, status, message or None: any 4xx)
     ("POST", f"/v1/models/{MODEL}/versions/9223372036854775807:predict", ROW, 404,
      re.escape(f"Servable not found for request: Specific({MODEL}, 9223372036854775807)")),
     ("GET", f"/v1/models/{MODEL}/versions/{'0' * 30}1", b"", 200, None),
+    ("GET", f"/v1/models/{MODEL}/versions/{'0' * 5000}1", b"", 200, None),
+    ("GET", f"/v1/models/{MODEL}/versions/{'0' * 5000}9223372036854775808", b"", 400, "Failed to convert version"),
     ("POST", f"/v1/models/{MODEL}/versions/%31:predict", ROW, 400, "Malformed request"),
     ("POST", "/v1/models/%ff%fe%00:predict", ROW, 404, None),
     ("POST", "/v1/models/%ed%a0%80:predict", ROW, 404, None),
@@ -545,11 +547,40 @@ def test_idle_slow_and_oversized_connections_are_closed_and_past_the_limit_reque
     assert proc.poll() is None
 
 
+class _Transport:
+    def __init__(self):
+        self.written, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("first_read", [b"\r", b"\r\n", b"\r\n\r"])
+def test_a_head_whose_blank_line_straddles_two_reads_is_not_refused(first_read):
+    """The head's end split across two reads, the second carrying a body far above --max-header-bytes: the head
+    is within the limit, so the request goes on (no 431)."""
+    head = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000".encode()  # its blank line: \r\n\r\n
+    protocol = connections.LimitedHttpToolsProtocol.__new__(connections.protocol(connections.ConnectionLimits(
+        max_header_bytes=len(head) + 4)))
+    protocol.transport = _Transport()
+    protocol._head_bytes, protocol._head_tail = len(head + first_read), (head + first_read)[-3:]
+    second_read = b"\r\n\r\n"[len(first_read):] + b"x" * 100_000
+    assert not protocol._head_too_large(second_read) and not protocol.transport.closed
+    protocol._head_bytes += 1  # the same head one byte longer is beyond the limit: refused
+    assert protocol._head_too_large(second_read) and protocol.transport.written.startswith(b"HTTP/1.1 431 ")
+
+
 @pytest.mark.parametrize("flag,value,message", [
-    ("--read-timeout", "0", "--read-timeout must be above 0, got 0.0"),
-    ("--max-connections", "-3", "--max-connections must be above 0, got -3"),
+    ("--read-timeout", "0", "--read-timeout must be a number above 0, got 0.0"),
+    ("--read-timeout", "nan", "--read-timeout must be a number above 0, got nan"),
+    ("--keep-alive-timeout", "inf", "--keep-alive-timeout must be a number above 0, got inf"),
+    ("--max-connections", "-3", "--max-connections must be a number above 0, got -3"),
     ("--max-load-retries", "-1", "--max-load-retries must be 0 or more, got -1"),
-    ("--load-retry-interval", "0", "--load-retry-interval must be above 0, got 0.0"),
+    ("--load-retry-interval", "0", "--load-retry-interval must be a number above 0, got 0.0"),
+    ("--load-retry-interval", "inf", "--load-retry-interval must be a number above 0, got inf"),
 ])
 def test_flywheel_serve_refuses_a_limit_out_of_range(tmp_path, flag, value, message):
     proc = subprocess.run([FLYWHEEL, "serve", "--serving-dir", str(tmp_path), flag, value],

@@ -643,12 +643,12 @@ def test_without_a_body_length_a_request_is_estimated_from_its_rows_and_text(tmp
 
 
 def test_serve_refuses_a_byte_budget_that_is_not_above_zero(tmp_path, capfd):
-    for value in ("0", "-1", "nan"):
+    for value in ("0", "-1", "nan", "inf"):
         out = call_cli(capfd, "serve", "--serving-dir", str(tmp_path), "--log-dir", str(tmp_path / "logs"),
                        "--log-max-pending-mb", value)
         assert out.returncode == 2, out.stderr
         assert out.stderr.strip().splitlines()[-1] == \
-            f"flywheel: serve: --log-max-pending-mb must be above 0, got {float(value)}"
+            f"flywheel: serve: --log-max-pending-mb must be a number above 0, got {float(value)}"
 
 
 def _served_log(serving_dir: str, log_dir: str, **kwargs) -> RequestLog:
