@@ -269,7 +269,7 @@ class LogFreshness:
     @property
     def maybe_incomplete(self) -> bool:
         """True while traffic may still be waiting in the server: the newest row is younger than two writes."""
-        return self.age_s is not None and self.age_s < 2 * self.flush_interval_s
+        return self.age_s is not None and 0 <= self.age_s < 2 * self.flush_interval_s
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "maybe_incomplete": self.maybe_incomplete}

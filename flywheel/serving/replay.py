@@ -49,7 +49,7 @@ def wait_for_server(url: str, wait_s: float, clock: Callable[[], float] = time.m
         except httpx.ConnectError as e:
             why = _first_line(e) or "connection refused"
         except httpx.HTTPError as e:
-            raise ReplayError(f"replay: no answer from {url}: {type(e).__name__}: {_first_line(e)}") from None
+            raise ReplayError(f"replay: no answer from {url}: {no_answer(e)}") from None
         remaining = deadline - clock()
         if remaining <= 0:
             waited = f"after waiting {wait_s:g} s" if wait_s else "(--wait 0: not waited for)"
@@ -63,6 +63,19 @@ def _first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [""])[0]
 
 
+def no_answer(error: Exception) -> str:
+    """What went wrong with an HTTP call, in words (httpx's error classes named by what they mean)."""
+    import httpx
+
+    kinds = [(httpx.ConnectTimeout, "connecting timed out"), (httpx.ReadTimeout, "no answer within the timeout"),
+             (httpx.TimeoutException, "timed out"), (httpx.ConnectError, "could not connect"),
+             (httpx.RemoteProtocolError, "the server closed the connection or broke HTTP"),
+             (httpx.UnsupportedProtocol, "not an http:// or https:// URL"), (httpx.InvalidURL, "not a valid URL")]
+    kind = next((words for cls, words in kinds if isinstance(error, cls)), "the request failed")
+    detail = _first_line(error)
+    return f"{kind} ({detail})" if detail else kind
+
+
 def model_inputs(url: str, timeout: float = 10.0) -> list[str]:
     """The input names of the model's default signature, from TF Serving's `GET <url>/metadata`."""
     import httpx
@@ -71,14 +84,13 @@ def model_inputs(url: str, timeout: float = 10.0) -> list[str]:
     try:
         response = httpx.get(metadata, timeout=timeout)
     except httpx.HTTPError as e:
-        raise ReplayError(f"replay: no answer from {metadata}: {type(e).__name__}: {_first_line(e)}") from None
+        raise ReplayError(f"replay: no answer from {metadata}: {no_answer(e)}") from None
     try:
         response.raise_for_status()
         inputs = response.json()["metadata"]["signature_def"]["signature_def"][DEFAULT_SIGNATURE]["inputs"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
         found = (f"it answered {response.status_code}" if response.is_error
-                 else f"its answer lacks metadata.signature_def.signature_def.{DEFAULT_SIGNATURE}.inputs "
-                      f"({type(e).__name__}: {_first_line(e)})")
+                 else f"its answer lacks metadata.signature_def.signature_def.{DEFAULT_SIGNATURE}.inputs")
         raise ReplayError(f"replay: expected TF Serving's model metadata at {metadata}, but {found}: check the model "
                           "URL, or give the model's inputs with --features") from None
     return sorted(inputs)
@@ -182,8 +194,10 @@ async def _send(batches: Iterator[Batch], url: str, rate: Optional[float], concu
             try:
                 response = await client.post(endpoint, json={"instances": item.rows}, headers=headers)
                 status = str(response.status_code)
-            except httpx.HTTPError as e:
-                status = type(e).__name__
+            except httpx.TimeoutException:
+                status = "timed out"
+            except httpx.HTTPError:
+                status = "no answer"
             latencies.append((time.monotonic() - sent) * 1000.0)
             by_status[status] = by_status.get(status, 0) + 1
             rows_sent += len(item.rows)

@@ -10,15 +10,9 @@ from typing import Any, Optional
 
 from flywheel.components.common import serving
 from flywheel.rollout import state as rollout_state
+from flywheel.serving import replay
 
 EVALUATION_REPORT = "report.html"  # the Evaluate artifact's HTML report, in the folder push.json names
-
-
-def _folder(serving_dir: str, model: str, version: int) -> str:
-    """A version's folder: its plain name, or the zero-padded one TF Serving also reads."""
-    root = os.path.join(serving_dir, model)
-    names = [n for n in serving.listdir(root) if n.strip("/").isdigit() and int(n.strip("/")) == version]
-    return os.path.join(root, min(names, key=len).strip("/") if names else str(version))
 
 
 def _existing(path: Optional[str]) -> Optional[str]:
@@ -41,7 +35,7 @@ def _role(version: int, state: Optional[rollout_state.RolloutState], default: Op
 
 def version_record(serving_dir: str, model: str, version: int, role: str) -> dict[str, Any]:
     """One version: its folder, role, and what its push.json recorded (an unreadable one is named, not fatal)."""
-    path = _folder(serving_dir, model, version)
+    path = serving.version_path(serving_dir, model, version)
     record: dict[str, Any] = {"version": version, "path": path, "role": role}
     manifest_path = os.path.join(path, serving.MANIFEST_FILE)
     if not serving.filesystem(manifest_path).exists(manifest_path):
@@ -88,7 +82,7 @@ def server_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
     try:
         answer = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as e:
-        return {"url": url, "error": f"no answer: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"}
+        return {"url": url, "error": f"no answer: {replay.no_answer(e)}"}
     try:
         body = answer.json()
     except ValueError:
@@ -97,6 +91,11 @@ def server_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
         error = body.get("error") if isinstance(body, dict) else None
         return {"url": url, "error": f"answered {answer.status_code}" + (f": {error}" if error else "")
                                      + ("" if answer.is_error else ", without model_version_status")}
-    return {"url": url, "versions": [{"version": int(v.get("version", -1)), "state": v.get("state"),
-                                      "error": (v.get("status") or {}).get("error_message") or None}
-                                     for v in body["model_version_status"]]}
+    try:
+        versions = [{"version": int(v.get("version", -1)), "state": v.get("state"),
+                     "error": (v.get("status") or {}).get("error_message") or None}
+                    for v in body["model_version_status"]]
+    except (AttributeError, TypeError, ValueError):
+        return {"url": url, "error": f"answered {answer.status_code} with a model_version_status that is not TF "
+                                     "Serving's (a list of objects with a numeric version)"}
+    return {"url": url, "versions": versions}

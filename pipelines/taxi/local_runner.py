@@ -122,7 +122,7 @@ def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[
         with lock.exclusive(cfg.paths.output_dir):
             run_pipeline(cfg)
     except Exception as e:  # a bad setting or a failed component: one line, the components' errors are above it
-        sys.exit(f"flywheel: taxi pipeline: {e or 'a component failed'}")
+        sys.exit(f"flywheel: taxi pipeline: {str(e) or 'a component failed (its error is above)'}")
 
 
 if __name__ == "__main__":
