@@ -123,7 +123,7 @@ class RunResult:
         if self.data:
             lines.append(f"  data: spans {listing(self.data.get('spans'))}, {self.data.get('rows_read') or 0:,} rows "
                          "read, "
-                         f"{self.data.get('rows_quarantined')} quarantined"
+                         f"{self.data.get('rows_quarantined') or 0:,} quarantined"
                          + (f" ({self.data['quarantine']})" if self.data.get("quarantine") else ""))
         if self.gate_report:
             passed = self.status != STOPPED
@@ -974,7 +974,8 @@ def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int,
 
     def ready() -> None:
         versions = ", ".join(str(v) for v in app.state.registry.loaded_versions()) or "none yet"
-        say(f"ready: {model} from {serving_dir} on http://{host}:{port}/v1/models/{model} (versions loaded: "
+        bound = listener.getsockname()[1]  # the port asked for, or the one the system chose for --port 0
+        say(f"ready: {model} from {serving_dir} on http://{host}:{bound}/v1/models/{model} (versions loaded: "
             f"{versions})")
 
     config = uvicorn.Config(app, log_level="warning", access_log=False,
@@ -988,8 +989,16 @@ def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    say(f"stopped ({server.stop_signal or 'the server exited'})"
-        + (f"; request log written to {log_dir}" if log_dir else ""))
+    said_log = _log_outcome(request_log, log_dir) if log_dir else ""
+    say(f"stopped ({server.stop_signal or 'the server exited'}){said_log}")
+
+
+def _log_outcome(request_log: Any, log_dir: str) -> str:
+    """The request log's account at the server's stop: where it is, and the rows it could not keep, if any."""
+    counts = request_log.counters() if hasattr(request_log, "counters") else {}
+    lost = [f"{counts[key]:,} {words}" for key, words in (("dropped_rows", "rows dropped"),
+                                                          ("write_errors", "failed writes")) if counts.get(key)]
+    return f"; request log written to {log_dir}" + (f" ({', '.join(lost)})" if lost else "")
 
 
 # ---- predict -------------------------------------------------------------------------------------------------
