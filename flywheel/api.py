@@ -61,17 +61,17 @@ def file_argument(path: Optional[str], what: str) -> None:
 
 
 def listing(values: Any) -> str:
-    """A list (or a string already rendered) as text: `1, 2, 3`; `none` when empty. Numbers get thousands
-    separators."""
+    """A list of names or numbers that name things (spans, versions), or a string already rendered, as text:
+    `1, 2, 3`; `none` when empty. No thousands separators: version 1796679337 is a name, not a count."""
     if isinstance(values, str):
         return values or "none"
-    items = [f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in values or ()]
-    return ", ".join(items) or "none"
+    return ", ".join(str(v) for v in values or ()) or "none"
 
 
 def counts(found: dict[str, Any], sep: str = " ") -> str:
     """A {name: count} mapping as text: `train 3,388, eval 1,612` (`200: 4,999` with sep ': '); `none` when empty."""
-    return ", ".join(f"{name}{sep}{listing([n])}" for name, n in found.items()) or "none"
+    return ", ".join(f"{name}{sep}{n:,}" if isinstance(n, int) and not isinstance(n, bool) else f"{name}{sep}{n}"
+                     for name, n in found.items()) or "none"
 
 
 # ---- run -----------------------------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ print("answered by (version, role):", answered_since(flywheel.api.rollout_status
 # compares the two versions on the requests logged since the rollout started — error rate, p99 latency, the
 # distribution of the predictions, a constant-output check and the AUC on the labelled rows — and applies its
 # decision. A retrained model is expected to answer differently from the old one on drifted data: with labels
-# saying it ranks no worse, a shifted prediction distribution is noted, not a reason to roll back.
+# saying it ranks no worse, a shifted prediction distribution fails its check without blocking the release
+# (the check shows `FAIL, does not block` and why).
 
 # %%
 joined = os.path.join(work, "joined")
@@ -223,6 +224,7 @@ def show(analyzed):
     print("\n".join(analyzed.lines()))
     for check in analyzed.analysis.checks:
         verdict = {True: "pass", False: "FAIL", None: "not evaluated"}[check.passed]
+        verdict += ", does not block" if check.overruled else ""
         print(f"  check {check.name:<17} {verdict:<13} {check.detail}")
     print("decision:", analyzed.decision, "- applied:", analyzed.applied)
 

@@ -25,7 +25,7 @@ def _depth(text: str) -> int:
 
 def test_lists_and_counts_are_written_out():
     assert api.listing([1, 2, 3]) == "1, 2, 3" and api.listing([]) == "none" and api.listing("0") == "0"
-    assert api.listing([15002]) == "15,002"
+    assert api.listing([1796679337]) == "1796679337", "a version (or span) is a name: no thousands separators"
     assert api.counts({"train": 3388, "eval": 1612}) == "train 3,388, eval 1,612"
     assert api.counts({"200": 4999, "503": 1}, ": ") == "200: 4,999, 503: 1" and api.counts({}) == "none"
 

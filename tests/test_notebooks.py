@@ -62,7 +62,7 @@ def test_continuous_training_notebook_walks_the_loop():
     assert "  - constant_output: " in rolled_back and "  - prediction_drift: " in rolled_back
     assert "failed requests across the release: 0 of" in text, "no client request failed across the release"
     assert text.count("the same server process: True") == 2, "the candidate and the rollback, without a restart"
-    assert re.search(r"no rollout: stable (\d+) .*\n  served by default: version \1; rolled back: \[\d+\]$",
+    assert re.search(r"no rollout: stable (\d+) .*\n  served by default: version \1; rolled back: \d+$",
                      rolled_back, re.M), "after the rollback: the promoted version serves, the bad one rolled back"
     lineage = text[text.index("rollouts of taxi"):]
     assert [line.split()[1] for line in lineage.splitlines()[1:]] == ["start", "promote", "start", "rollback"]
