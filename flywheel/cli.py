@@ -240,8 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-connections", type=int, default=1000,
                      help="open connections (and requests in progress) past which a request gets 503; connections "
                           "past twice this are closed as they open")
-    srv.add_argument("--keep-alive-timeout", type=float, default=5.0,
-                     help="seconds a connection may stay idle after an answer before it is closed")
+    srv.add_argument("--keep-alive-timeout", type=float, default=20.0,
+                     help="seconds a connection may stay idle after an answer before it is closed (longer than "
+                          "clients keep an idle connection: httpx 5 s, aiohttp 15 s)")
     srv.add_argument("--read-timeout", type=float, default=30.0,
                      help="seconds a client has to send a whole request (from its connection or the request's "
                           "first byte)")

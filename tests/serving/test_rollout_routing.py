@@ -7,7 +7,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -529,6 +532,156 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
     assert not failures, f"{len(failures)} answers without predictions: {failures[:5]}"
     assert answered > 0 and min(load.answered.values()) > 0 and stable_load.answered, (load.answered,
                                                                                           stable_load.answered)
+
+
+def _raw_request(path: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
+            "\r\n").encode("latin-1") + data
+
+
+def _raw_answer(sock: socket.socket) -> tuple[int, dict, str]:
+    """(status, headers, body) of one HTTP/1.1 answer read from a keep-alive connection; ConnectionError when the
+    server closed it instead of answering."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection without answering (read {data!r})")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection in the middle of an answer")
+        body += chunk
+    return int(lines[0].split()[1]), headers, body.decode()
+
+
+def test_a_request_sent_at_the_keep_alive_deadline_while_the_server_runs_late_is_answered(pinned, tmp_path):
+    """The outside check's failure (issue 19): a client reused its keep-alive connection right after running
+    `flywheel rollout start --shadow` (the CLI took about the keep-alive timeout on a busy machine) and got no
+    answer. uvloop runs due timers before it reads sockets: when the event loop ran late (busy cores, the thread
+    loading the candidate), the keep-alive timer closed a connection whose next request had already arrived,
+    unread (a reset). Made certain here: the server process is stopped (SIGSTOP) across each rollout switch (the
+    CLI, run meanwhile) until its keep-alive deadline has passed, the next requests are sent on the same
+    connections (default route and /versions/<stable>), then it resumes. Every one must be answered with
+    predictions."""
+    port = _free_port()
+    keep_alive = 1.0
+    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port), "--log-dir",
+                             str(tmp_path / "logs"), "--keep-alive-timeout", str(keep_alive)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    burners, connections, stopped = _burn_cores(), {}, False
+    paths = (PREDICT, f"/v1/models/{MODEL}/versions/1:predict")  # the default route, and stable named
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/v1/models/{MODEL}", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _until(up, "the server answers")
+        connections = {path: socket.create_connection(("127.0.0.1", port), timeout=60) for path in paths}
+        failures = []
+        for switch in ("start", "rollback", "start", "rollback", "start", "rollback"):
+            answered = {}
+            for path, sock in connections.items():
+                sock.sendall(_raw_request(path, BODY))
+                status, _, text = _raw_answer(sock)
+                assert status == 200 and "predictions" in json.loads(text), (path, status, text)
+                answered[path] = time.monotonic()
+            os.kill(proc.pid, signal.SIGSTOP)
+            stopped = True
+            args = ["start", "--version", "2", "--shadow"] if switch == "start" else ["rollback"]
+            cli = subprocess.run([FLYWHEEL, "rollout", *args, "--serving-dir", pinned], cwd=REPO,
+                                 capture_output=True, text=True, timeout=300)
+            assert cli.returncode == 0, cli.stderr
+            due = max(answered.values()) + keep_alive + 0.3
+            _until(lambda due=due: time.monotonic() > due, "the connections' keep-alive deadline passes",
+                   deadline_s=10)
+            for path, sock in connections.items():
+                sock.sendall(_raw_request(path, BODY))
+            os.kill(proc.pid, signal.SIGCONT)
+            stopped = False
+            for path, sock in list(connections.items()):
+                try:
+                    status, headers, text = _raw_answer(sock)
+                    if status != 200 or "predictions" not in json.loads(text):
+                        failures.append(f"after {switch}: {path}: {status} {headers} {text[:200]}")
+                except OSError as e:  # the reset: the request was thrown away with its connection
+                    failures.append(f"after {switch}: {path}: {type(e).__name__}: {e}")
+                    sock.close()
+                    connections[path] = socket.create_connection(("127.0.0.1", port), timeout=60)
+        assert not failures, f"{len(failures)} of 12 requests sent at the keep-alive deadline got no answer " \
+                             f"with predictions: {failures}"
+    finally:
+        if stopped:
+            os.kill(proc.pid, signal.SIGCONT)
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        for sock in connections.values():
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive_across_a_shadow_start(pinned):
+    """The other half of issue 19's lost answer: uvicorn's keep-alive default (5 s) equals httpx's (a client stops
+    reusing an idle connection after 5 s by its own clock, which starts when it has read the answer, after the
+    server's did), so a client idle for just under 5 s across `flywheel rollout start --shadow` reused a
+    connection the server was closing. The server's default now outlasts it: a connection idle for longer than
+    httpx's 5 s across a shadow start, with every core busy, still answers the default route and /versions/<stable>
+    (and httpx's own client, idle as long, gets its answers)."""
+    port = _free_port()
+    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    burners, connections = _burn_cores(), {}
+    paths = (PREDICT, f"/v1/models/{MODEL}/versions/1:predict")
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/v1/models/{MODEL}", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _until(up, "the server answers")
+        connections = {path: socket.create_connection(("127.0.0.1", port), timeout=60) for path in paths}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            for path, sock in connections.items():
+                sock.sendall(_raw_request(path, BODY))
+                status, _, text = _raw_answer(sock)
+                assert status == 200 and "predictions" in json.loads(text), (path, status, text)
+                assert http.post(path, json=BODY).status_code == 200
+            answered = time.monotonic()
+            cli = subprocess.run([FLYWHEEL, "rollout", "start", "--version", "2", "--shadow", "--serving-dir", pinned],
+                                 cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert cli.returncode == 0, cli.stderr
+            _until(lambda: time.monotonic() > answered + 5.5, "httpx's keep-alive expiry (5 s) passes", deadline_s=10)
+            for path, sock in connections.items():
+                sock.sendall(_raw_request(path, BODY))
+                try:
+                    status, _, text = _raw_answer(sock)
+                except OSError as e:
+                    raise AssertionError(f"{path}: the server closed a connection idle 5.5 s: {e}") from None
+                assert status == 200 and "predictions" in json.loads(text), (path, status, text)
+                answer = http.post(path, json=BODY)
+                assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        for sock in connections.values():
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(tmp_path):
