@@ -142,7 +142,7 @@ def _ms(text: str) -> float:
 
 def parse_wrk(output: str, load: Load) -> Load:
     """Fills `load` from wrk --latency output; raises naming the line wrk did not print."""
-    percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", output, re.M))
     total = re.search(r"^\s+(\d+) requests in", output, re.M)
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
     if len(percentiles) != 3 or total is None or rps is None:

@@ -42,6 +42,14 @@ def test_interleaved_runs_give_the_median_requests_per_second_and_percentiles_an
     assert (load.requests, load.failed, load.concurrency, load.rows) == (59000, 2, 32, 1)
 
 
+def test_latencies_in_seconds_as_wrk_pads_them_are_read():
+    """wrk writes a latency of a second or more as `1.11s ` (padded to its column): a slow peer's p99."""
+    bench = _bench()
+    load = bench.parse_wrk(WRK_OUTPUT.format(p50="1.06ms", p90="309.78ms", p99="1.11s ", requests=6172,
+                                             rps="616.62", failures=""), bench.Load("KServe, 1 row", 1, 1))
+    assert (load.p50, load.p90, load.p99, load.rps) == (1.06, 309.78, 1110.0, 616.62)
+
+
 def test_the_request_logs_counters_and_rows_are_read_from_the_servers_metrics_and_files(tmp_path):
     """The benchmark checks that every request was logged: the counters from the metrics text the server's own
     Metrics write, the rows from the Parquet files a RequestLog writes."""
