@@ -466,7 +466,6 @@ def test_labels_showing_a_reshaped_candidate_no_worse_outrank_its_changed_distri
     assert "0.00% 0.00% 0.00% 0.00% 5xx model 4xx client" in text, "a zero error rate is written on its bar"
 
 
-
 def _page_text(path: str) -> str:
     """A report's visible text, tags removed, whitespace collapsed."""
     import html
