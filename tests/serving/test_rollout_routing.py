@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -462,6 +463,34 @@ def _burn_cores() -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
 
 
+@contextlib.contextmanager
+def _served_on_busy_cores(*args: str, model: str = MODEL):
+    """`flywheel serve ARGS --port <free>` as a process with every core kept busy by other processes, yielded as
+    (process, port) once it answers; stopped after, and it must have exited cleanly."""
+    port = _free_port()
+    proc = subprocess.Popen([FLYWHEEL, "serve", *args, "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    burners = _burn_cores()
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        _until(up, "the server answers")
+        yield proc, port
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+
+
 def _until(check, what: str, deadline_s: float = 120.0) -> None:
     """Until check() is true, looked at every 0.2 s, failing with `what` after deadline_s."""
     deadline = time.monotonic() + deadline_s
@@ -481,53 +510,36 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
     start (with requests sent the moment it is written), a promote, a second shadow and a rollback. Every answer
     is a 200 with `predictions` (`metadata`), and requests sent right after the start on the default route and
     on /versions/<stable> are answered by stable."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port), "--log-dir",
-                             str(tmp_path / "logs")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    burners, load, stable_load = _burn_cores(), None, None
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                return httpx.get(f"{base}/v1/models/{MODEL}", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _until(up, "the server answers")
-        load = _Load(base, clients=3, paths=(PREDICT, f"/v1/models/{MODEL}/labels/stable:predict",
-                                             f"/v1/models/{MODEL}/metadata"))
-        stable_load = _Load(base, clients=1, paths=(f"/v1/models/{MODEL}/versions/1:predict",))
-        load.wait_for("1", only=True)
-        rollout.start(pinned, MODEL, 2, rollout.SHADOW)
-        with httpx.Client(base_url=base, timeout=30) as http:
-            for _ in range(20):  # while the server loads and warms the candidate up, and as it switches
-                for path in (PREDICT, f"/v1/models/{MODEL}/versions/1:predict"):
-                    answer = http.post(path, json=BODY)
-                    assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
-                    assert answer.headers[routing.VERSION_HEADER] == "1", "shadow: stable answers"
-        _until(lambda: _label_serves(base, "canary"), "the shadow routing takes over")
-        stable_load.close()  # version 1 leaves at the promote
-        rollout.promote(pinned, MODEL)
-        load.wait_for("2", only=True)
-        add_version(pinned, pushed_version, 3)
-        rollout.start(pinned, MODEL, 3, rollout.SHADOW)
-        _until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
-        rollout.rollback(pinned, MODEL)
-        _until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
-        load.wait_for("2", only=True)
-        assert not load.failures and not stable_load.failures, (load.failures + stable_load.failures)[:5]
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
-        answered = load.close() if load is not None else 0
-        if stable_load is not None:
-            stable_load.close()
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr.read()
+    load, stable_load = None, None
+    with _served_on_busy_cores("--serving-dir", pinned, "--log-dir", str(tmp_path / "logs")) as (proc, port):
+        base = f"http://127.0.0.1:{port}"
+        try:
+            load = _Load(base, clients=3, paths=(PREDICT, f"/v1/models/{MODEL}/labels/stable:predict",
+                                                 f"/v1/models/{MODEL}/metadata"))
+            stable_load = _Load(base, clients=1, paths=(f"/v1/models/{MODEL}/versions/1:predict",))
+            load.wait_for("1", only=True)
+            rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+            with httpx.Client(base_url=base, timeout=30) as http:
+                for _ in range(20):  # while the server loads and warms the candidate up, and as it switches
+                    for path in (PREDICT, f"/v1/models/{MODEL}/versions/1:predict"):
+                        answer = http.post(path, json=BODY)
+                        assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
+                        assert answer.headers[routing.VERSION_HEADER] == "1", "shadow: stable answers"
+            _until(lambda: _label_serves(base, "canary"), "the shadow routing takes over")
+            stable_load.close()  # version 1 leaves at the promote
+            rollout.promote(pinned, MODEL)
+            load.wait_for("2", only=True)
+            add_version(pinned, pushed_version, 3)
+            rollout.start(pinned, MODEL, 3, rollout.SHADOW)
+            _until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
+            rollout.rollback(pinned, MODEL)
+            _until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
+            load.wait_for("2", only=True)
+            assert not load.failures and not stable_load.failures, (load.failures + stable_load.failures)[:5]
+        finally:
+            answered = load.close() if load is not None else 0
+            if stable_load is not None:
+                stable_load.close()
     failures = load.failures + stable_load.failures
     assert not failures, f"{len(failures)} answers without predictions: {failures[:5]}"
     assert answered > 0 and min(load.answered.values()) > 0 and stable_load.answered, (load.answered,
@@ -569,66 +581,50 @@ def test_a_request_sent_at_the_keep_alive_deadline_while_the_server_runs_late_is
     CLI, run meanwhile) until its keep-alive deadline has passed, the next requests are sent on the same
     connections (default route and /versions/<stable>), then it resumes. Every one must be answered with
     predictions."""
-    port = _free_port()
     keep_alive = 1.0
-    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port), "--log-dir",
-                             str(tmp_path / "logs"), "--keep-alive-timeout", str(keep_alive)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    burners, connections, stopped = _burn_cores(), {}, False
+    connections, stopped = {}, False
     paths = (PREDICT, f"/v1/models/{MODEL}/versions/1:predict")  # the default route, and stable named
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/v1/models/{MODEL}", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _until(up, "the server answers")
-        connections = {path: socket.create_connection(("127.0.0.1", port), timeout=60) for path in paths}
-        failures = []
-        for switch in ("start", "rollback", "start", "rollback", "start", "rollback"):
-            answered = {}
-            for path, sock in connections.items():
-                sock.sendall(_raw_request(path, BODY))
-                status, _, text = _raw_answer(sock)
-                assert status == 200 and "predictions" in json.loads(text), (path, status, text)
-                answered[path] = time.monotonic()
-            os.kill(proc.pid, signal.SIGSTOP)
-            stopped = True
-            args = ["start", "--version", "2", "--shadow"] if switch == "start" else ["rollback"]
-            cli = subprocess.run([FLYWHEEL, "rollout", *args, "--serving-dir", pinned], cwd=REPO,
-                                 capture_output=True, text=True, timeout=300)
-            assert cli.returncode == 0, cli.stderr
-            due = max(answered.values()) + keep_alive + 0.3
-            _until(lambda due=due: time.monotonic() > due, "the connections' keep-alive deadline passes",
-                   deadline_s=10)
-            for path, sock in connections.items():
-                sock.sendall(_raw_request(path, BODY))
-            os.kill(proc.pid, signal.SIGCONT)
-            stopped = False
-            for path, sock in list(connections.items()):
-                try:
-                    status, headers, text = _raw_answer(sock)
-                    if status != 200 or "predictions" not in json.loads(text):
-                        failures.append(f"after {switch}: {path}: {status} {headers} {text[:200]}")
-                except OSError as e:  # the reset: the request was thrown away with its connection
-                    failures.append(f"after {switch}: {path}: {type(e).__name__}: {e}")
-                    sock.close()
-                    connections[path] = socket.create_connection(("127.0.0.1", port), timeout=60)
-        assert not failures, f"{len(failures)} of 12 requests sent at the keep-alive deadline got no answer " \
-                             f"with predictions: {failures}"
-    finally:
-        if stopped:
-            os.kill(proc.pid, signal.SIGCONT)
-        for burner in burners:
-            burner.kill()
-            burner.wait()
-        for sock in connections.values():
-            sock.close()
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr.read()
+    with _served_on_busy_cores("--serving-dir", pinned, "--log-dir", str(tmp_path / "logs"),
+                               "--keep-alive-timeout", str(keep_alive)) as (proc, port):
+        try:
+            connections = {path: socket.create_connection(("127.0.0.1", port), timeout=60) for path in paths}
+            failures = []
+            for switch in ("start", "rollback", "start", "rollback", "start", "rollback"):
+                answered = {}
+                for path, sock in connections.items():
+                    sock.sendall(_raw_request(path, BODY))
+                    status, _, text = _raw_answer(sock)
+                    assert status == 200 and "predictions" in json.loads(text), (path, status, text)
+                    answered[path] = time.monotonic()
+                os.kill(proc.pid, signal.SIGSTOP)
+                stopped = True
+                args = ["start", "--version", "2", "--shadow"] if switch == "start" else ["rollback"]
+                cli = subprocess.run([FLYWHEEL, "rollout", *args, "--serving-dir", pinned], cwd=REPO,
+                                     capture_output=True, text=True, timeout=300)
+                assert cli.returncode == 0, cli.stderr
+                due = max(answered.values()) + keep_alive + 0.3
+                _until(lambda due=due: time.monotonic() > due, "the connections' keep-alive deadline passes",
+                       deadline_s=10)
+                for path, sock in connections.items():
+                    sock.sendall(_raw_request(path, BODY))
+                os.kill(proc.pid, signal.SIGCONT)
+                stopped = False
+                for path, sock in list(connections.items()):
+                    try:
+                        status, headers, text = _raw_answer(sock)
+                        if status != 200 or "predictions" not in json.loads(text):
+                            failures.append(f"after {switch}: {path}: {status} {headers} {text[:200]}")
+                    except OSError as e:  # the reset: the request was thrown away with its connection
+                        failures.append(f"after {switch}: {path}: {type(e).__name__}: {e}")
+                        sock.close()
+                        connections[path] = socket.create_connection(("127.0.0.1", port), timeout=60)
+            assert not failures, f"{len(failures)} of 12 requests sent at the keep-alive deadline got no answer " \
+                                 f"with predictions: {failures}"
+        finally:
+            if stopped:
+                os.kill(proc.pid, signal.SIGCONT)
+            for sock in connections.values():
+                sock.close()
 
 
 def test_an_idle_connection_outlives_the_clients_keep_alive_across_a_shadow_start(pinned):
@@ -638,50 +634,35 @@ def test_an_idle_connection_outlives_the_clients_keep_alive_across_a_shadow_star
     connection the server was closing. The server's default now outlasts it: a connection idle for longer than
     httpx's 5 s across a shadow start, with every core busy, still answers the default route and /versions/<stable>
     (and httpx's own client, idle as long, gets its answers)."""
-    port = _free_port()
-    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    burners, connections = _burn_cores(), {}
+    connections = {}
     paths = (PREDICT, f"/v1/models/{MODEL}/versions/1:predict")
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/v1/models/{MODEL}", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _until(up, "the server answers")
-        connections = {path: socket.create_connection(("127.0.0.1", port), timeout=60) for path in paths}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            for path, sock in connections.items():
-                sock.sendall(_raw_request(path, BODY))
-                status, _, text = _raw_answer(sock)
-                assert status == 200 and "predictions" in json.loads(text), (path, status, text)
-                assert http.post(path, json=BODY).status_code == 200
-            answered = time.monotonic()
-            cli = subprocess.run([FLYWHEEL, "rollout", "start", "--version", "2", "--shadow", "--serving-dir", pinned],
-                                 cwd=REPO, capture_output=True, text=True, timeout=300)
-            assert cli.returncode == 0, cli.stderr
-            _until(lambda: time.monotonic() > answered + 5.5, "httpx's keep-alive expiry (5 s) passes", deadline_s=10)
-            for path, sock in connections.items():
-                sock.sendall(_raw_request(path, BODY))
-                try:
+    with _served_on_busy_cores("--serving-dir", pinned) as (proc, port):
+        try:
+            connections = {path: socket.create_connection(("127.0.0.1", port), timeout=60) for path in paths}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                for path, sock in connections.items():
+                    sock.sendall(_raw_request(path, BODY))
                     status, _, text = _raw_answer(sock)
-                except OSError as e:
-                    raise AssertionError(f"{path}: the server closed a connection idle 5.5 s: {e}") from None
-                assert status == 200 and "predictions" in json.loads(text), (path, status, text)
-                answer = http.post(path, json=BODY)
-                assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
-        for sock in connections.values():
-            sock.close()
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr.read()
+                    assert status == 200 and "predictions" in json.loads(text), (path, status, text)
+                    assert http.post(path, json=BODY).status_code == 200
+                answered = time.monotonic()
+                cli = subprocess.run([FLYWHEEL, "rollout", "start", "--version", "2", "--shadow", "--serving-dir",
+                                      pinned], cwd=REPO, capture_output=True, text=True, timeout=300)
+                assert cli.returncode == 0, cli.stderr
+                _until(lambda: time.monotonic() > answered + 5.5, "httpx's keep-alive expiry (5 s) passes",
+                       deadline_s=10)
+                for path, sock in connections.items():
+                    sock.sendall(_raw_request(path, BODY))
+                    try:
+                        status, _, text = _raw_answer(sock)
+                    except OSError as e:
+                        raise AssertionError(f"{path}: the server closed a connection idle 5.5 s: {e}") from None
+                    assert status == 200 and "predictions" in json.loads(text), (path, status, text)
+                    answer = http.post(path, json=BODY)
+                    assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
+        finally:
+            for sock in connections.values():
+                sock.close()
 
 
 def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(tmp_path):
@@ -695,46 +676,31 @@ def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(t
     name = tf_serving_models.TWO_VERSIONS
     folder = os.path.dirname(built[name])
     rollout.pin(folder, name)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", folder, "--model", name, "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     model = f"/v1/models/{name}"
     bodies = {f"{model}:classify": {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}, {"x": 2.0}]},
               f"{model}:regress": {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]},
               f"{model}/labels/stable:regress": {"signature_name": "regress_x_to_y", "examples": [{"x": 3.0}]}}
-    burners, load = _burn_cores(), None
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                return httpx.get(f"{base}{model}", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
+    load = None
+    with _served_on_busy_cores("--serving-dir", folder, "--model", name, model=name) as (proc, port):
+        base = f"http://127.0.0.1:{port}"
 
         def label_serves(label: str) -> bool:
             return httpx.get(f"{base}{model}/labels/{label}", timeout=30).status_code == 200
 
-        _until(up, "the server answers")
-        load = _Load(base, clients=4, paths=(*bodies, f"{model}/metadata"), bodies=bodies)
-        _until(lambda: len(load.answered) == 4 and min(load.answered.values()) >= 5, "every client answered")
-        rollout.start(folder, name, 123, rollout.BLUE_GREEN)
-        _until(lambda: label_serves("canary"), "the blue/green start takes effect")
-        rollout.promote(folder, name)
-        _until(lambda: not label_serves("canary"), "the promote takes effect")
-        rollout.start(folder, name, 124, rollout.SHADOW)
-        _until(lambda: label_serves("canary"), "the shadow takes effect")
-        rollout.rollback(folder, name)
-        _until(lambda: not label_serves("canary"), "the rollback takes effect")
-        before = dict(load.answered)
-        _until(lambda: all(load.answered[p] >= before[p] + 5 for p in before), "answers after the rollback")
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
-        if load is not None:
-            load.close()
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr.read()
+        try:
+            load = _Load(base, clients=4, paths=(*bodies, f"{model}/metadata"), bodies=bodies)
+            _until(lambda: len(load.answered) == 4 and min(load.answered.values()) >= 5, "every client answered")
+            rollout.start(folder, name, 123, rollout.BLUE_GREEN)
+            _until(lambda: label_serves("canary"), "the blue/green start takes effect")
+            rollout.promote(folder, name)
+            _until(lambda: not label_serves("canary"), "the promote takes effect")
+            rollout.start(folder, name, 124, rollout.SHADOW)
+            _until(lambda: label_serves("canary"), "the shadow takes effect")
+            rollout.rollback(folder, name)
+            _until(lambda: not label_serves("canary"), "the rollback takes effect")
+            before = dict(load.answered)
+            _until(lambda: all(load.answered[p] >= before[p] + 5 for p in before), "answers after the rollback")
+        finally:
+            if load is not None:
+                load.close()
     assert not load.failures, f"{len(load.failures)} answers without results or metadata: {load.failures[:5]}"
