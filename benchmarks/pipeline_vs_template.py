@@ -26,7 +26,7 @@ _DONE = re.compile(r"✓ (\S+) ([\d.]+) s")
 _TEMPLATE_DRIVER = """
 import os, sys
 sys.path.insert(0, os.getcwd())
-from flywheel.pipelines import quiet
+from flywheel import quiet
 quiet.quiet_environment(False)
 import tfx
 quiet.install(False)

@@ -41,7 +41,7 @@ _DONE = re.compile(r"✓ (\S+) ([\d.]+) s")
 
 _STOCK_DRIVER = """
 import os, sys
-from flywheel.pipelines import quiet
+from flywheel import quiet
 quiet.quiet_environment(False)
 import tfx
 quiet.install(False)
@@ -181,14 +181,14 @@ def main() -> None:
     parser.add_argument("--serving-dir", help="serving folder with a pushed taxi model (default: train one)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     args = parser.parse_args()
-    from flywheel.batch import served
+    from flywheel.batch import model_version
 
     stock_rows = args.rows if args.stock_rows is None else args.stock_rows
     workdir = tempfile.mkdtemp(prefix="flywheel-bench-predict-")
     env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
         serving_dir = args.serving_dir or train_model(workdir)
-        model = served.resolve(serving_dir, "taxi")
+        model = model_version.resolve(serving_dir, "taxi")
         sizes = sorted({args.rows, *([stock_rows] if stock_rows else []),
                         *([args.memory_rows] if args.memory_rows else [])})
         data = {n: make_rows(os.path.join(workdir, f"data-{n}"), n, args.files) for n in sizes}

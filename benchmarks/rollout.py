@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 from benchmarks import serving as serving_bench
-from flywheel.pipelines import quiet
+from flywheel import quiet
 
 MODEL = serving_bench.MODEL
 ID_COLUMN = "trip_id"
@@ -95,7 +95,7 @@ def signature_spec(version_path: str) -> dict[str, dict[str, dict[str, Any]]]:
     """{"inputs"|"outputs": {name: {"dtype", "shape"}}} of a SavedModel's serving_default (-1: any size)."""
     import tensorflow as tf
 
-    from flywheel.components.common import serving as serving_layout
+    from flywheel.store import layout as serving_layout
 
     graph = next(g for g in serving_layout.read_saved_model(version_path).meta_graphs
                  if "serve" in g.meta_info_def.tags)
@@ -113,7 +113,7 @@ def publish(serving_dir: str, source: Optional[str], version: int,
             build: Optional[Callable[[str], None]] = None) -> str:
     """Publishes version `version` as Push does (a hidden staging folder renamed into place whole, push.json
     beside saved_model.pb): a copy of `source`, or what `build(staging)` saves."""
-    from flywheel.components.common import serving as serving_layout
+    from flywheel.store import layout as serving_layout
 
     root = os.path.join(serving_dir, MODEL)
     os.makedirs(root, exist_ok=True)
@@ -389,7 +389,7 @@ def percentiles(values: np.ndarray) -> str:
 def canary_share(log: Log, start: Switch, stable: int, candidate: int) -> dict[str, Any]:
     """The candidate's share of the replayed requests routed under the canary (roles stable/canary, after it
     applied; the keyed clients' requests left out: their keys, not a draw, choose)."""
-    from flywheel.serving import routing
+    from flywheel.server import routing
 
     replayed = np.array([not str(i).startswith(KEYED_PREFIX) for i in log.request_id], dtype=bool)
     roles = np.array([r in (routing.STABLE, routing.CANARY) for r in log.role], dtype=bool)
@@ -414,7 +414,7 @@ def share_tolerance(requests: int) -> float:
 def sticky(answers: list[Keyed], start: Switch, end: Switch, stable: int, candidate: int) -> dict[str, Any]:
     """The keyed clients between a canary's start applying and its end being written: keys answered by one
     version only, and by the one their key hashes to (routing.key_share * 100 < percent: the candidate)."""
-    from flywheel.serving import routing
+    from flywheel.server import routing
 
     seen: dict[str, set[Optional[int]]] = {}
     for answer in answers:

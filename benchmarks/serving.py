@@ -38,7 +38,7 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
-from flywheel.pipelines import quiet
+from flywheel import quiet
 
 BIN = os.path.dirname(sys.executable)
 MODEL = "taxi"
@@ -210,9 +210,9 @@ def train_model(workdir: str) -> str:
 
 
 def latest_version(serving_dir: str) -> str:
-    from flywheel.components.common import serving
+    from flywheel.store import layout
 
-    latest = serving.latest(serving_dir, MODEL)
+    latest = layout.latest(serving_dir, MODEL)
     if latest is None:
         raise SystemExit(f"serving bench: no pushed {MODEL} version under {serving_dir}/{MODEL}/")
     return latest.path

@@ -19,36 +19,26 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from flywheel.api import (  # noqa: E402  (after the environment is set)
-    CompileError,
-    CompileResult,
-    IngestResult,
-    JoinResult,
-    LineageResult,
-    MonitorResult,
-    PredictResult,
-    ReplayResult,
-    RetrainResult,
-    RunResult,
-    SimulateResult,
-    UsageError,
-    compile_pipeline,
-    ingest,
-    lineage,
-    logs_join,
-    monitor,
-    pipeline_config,
-    predict,
-    replay,
-    retrain,
-    run_pipeline,
-    serve,
-    simulate,
-)
-from flywheel.pipelines.lock import LockedError  # noqa: E402
-from flywheel.pipelines.registry import UnknownPipelineError  # noqa: E402
+_API = ("CompileError", "CompileResult", "IngestResult", "JoinResult", "LineageResult", "MonitorResult",
+        "PredictResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult", "UsageError",
+        "compile_pipeline", "ingest", "lineage", "logs_join", "monitor", "pipeline_config", "predict", "replay",
+        "retrain", "run_pipeline", "serve", "simulate")
+__all__ = sorted(_API + ("LockedError", "UnknownPipelineError"))
 
-__all__ = ["CompileError", "CompileResult", "IngestResult", "JoinResult", "LineageResult", "LockedError",
-           "MonitorResult", "PredictResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult",
-           "UnknownPipelineError", "UsageError", "compile_pipeline", "ingest", "lineage", "logs_join", "monitor",
-           "pipeline_config", "predict", "replay", "retrain", "run_pipeline", "serve", "simulate"]
+
+def __getattr__(name: str):
+    """The public API on first use: importing a library module (`flywheel.storage`) or a component does not load
+    the API and everything it reaches."""
+    if name in _API:
+        from flywheel import api
+
+        return getattr(api, name)
+    if name == "LockedError":
+        from flywheel.lock import LockedError
+
+        return LockedError
+    if name == "UnknownPipelineError":
+        from flywheel.pipelines.registry import UnknownPipelineError
+
+        return UnknownPipelineError
+    raise AttributeError(f"module 'flywheel' has no attribute {name!r}")

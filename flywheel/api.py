@@ -20,7 +20,9 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from flywheel.pipelines import lock, quiet, registry, stamp
+from flywheel import lock, quiet, storage
+from flywheel.pipelines import registry, stamp
+from flywheel.store import layout
 
 FINISHED, UP_TO_DATE, STOPPED, FAILED = "finished", "up_to_date", "stopped", "failed"
 NO_DRIFT, NOTHING_NEW = "no_drift", "nothing_new"  # the retraining decision's "nothing to run" verdicts
@@ -40,24 +42,22 @@ def _to_dict(result: Any) -> dict[str, Any]:
 
 def folder_argument(path: Optional[str], what: str) -> None:
     """UsageError naming `what` (e.g. "--output-dir") when a folder to write into is a file."""
-    from flywheel.components.common import serving
 
-    if path and serving.filesystem(path).exists(path) and not serving.filesystem(path).isdir(path):
+    if path and storage.filesystem(path).exists(path) and not storage.filesystem(path).isdir(path):
         raise UsageError(f"{what} {path}: expected a folder (new or existing), found a file")
 
 
 def file_argument(path: Optional[str], what: str) -> None:
     """UsageError naming `what` when a file to write is a folder; its folder is made when missing."""
-    from flywheel.components.common import serving
 
     if not path:
         return
-    if serving.filesystem(path).isdir(path):
+    if storage.filesystem(path).isdir(path):
         raise UsageError(f"{what} {path}: expected a file to write, found a folder")
     parent = os.path.dirname(path)
     folder_argument(parent, f"{what}'s folder")
     if parent:
-        serving.filesystem(parent).makedirs(parent)
+        storage.filesystem(parent).makedirs(parent)
 
 
 def listing(values: Any) -> str:
@@ -160,7 +160,7 @@ def pipeline_config(pipeline: str, output_dir: str = "flywheel_output", *, data:
 
 
 def _resolve_input(data_root: str, span: int, num_spans: int):
-    from flywheel.components.ingest import inputs
+    from flywheel.data import inputs
 
     try:
         return inputs.resolve_input(data_root, span, num_spans)
@@ -169,9 +169,8 @@ def _resolve_input(data_root: str, span: int, num_spans: int):
 
 
 def _serving_now(cfg) -> Optional[int]:
-    from flywheel.components.common import serving
 
-    served = serving.current(cfg.paths.serving_dir, cfg.model_name)
+    served = layout.current(cfg.paths.serving_dir, cfg.model_name)
     return served.version if served else None
 
 
@@ -223,7 +222,7 @@ def _execute(cfg, pipeline: str, engine: str, runner, resolved, progress: Option
     import tfx  # noqa: F401  (imported before install() so absl is configured)
 
     quiet.install(verbose, out)
-    from flywheel.pipelines import run_record
+    from flywheel.metadata import run_record
 
     error: Optional[BaseException] = None
     try:
@@ -281,9 +280,8 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
         version = pushed.get(push_spec.PUSHED_VERSION)  # a string, as the stock Pusher stores it
         fields["pushed_version"] = int(version) if fields["pushed"] and version is not None else None
         fields["push_reason"] = pushed.get(push_spec.REASON)
-    from flywheel.components.common import serving
 
-    served = serving.current(cfg.paths.serving_dir, cfg.model_name)
+    served = layout.current(cfg.paths.serving_dir, cfg.model_name)
     fields["serving_version"] = served.version if served else None
     fields["serving_path"] = served.path if served else None
     return fields
@@ -441,7 +439,8 @@ def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans
            quarantine_limit: float = 0.01, split_key: tuple[str, ...] = (), verbose: bool = False) -> IngestResult:
     """Ingests CSV/Parquet into gzip tf.Examples under <output_dir>/examples and a quarantine, without a pipeline."""
     quiet.quiet_environment(verbose)
-    from flywheel.components.ingest import beam_ingest, parsing, quarantine, run
+    from flywheel.components.ingest import beam_ingest, quarantine, run
+    from flywheel.data import parsing
 
     resolved = _resolve_input(data, span, num_spans)
     folder_argument(output_dir, "ingest: --output-dir")
@@ -509,14 +508,13 @@ def _served_baseline(baseline: str) -> tuple[str, str]:
     """A model's folder in serving (`<serving>/<model>`) stands for the training profile of the version it serves
     by default (the stable one of a rollout, else the newest): (that profile's path, where it came from). Any
     other path is returned as it is, with ""."""
-    from flywheel.components.common import serving
 
     serving_dir, model = os.path.split(baseline.rstrip("/"))
-    if not serving.filesystem(baseline).isdir(baseline) or not serving.versions(serving_dir, model):
+    if not storage.filesystem(baseline).isdir(baseline) or not layout.versions(serving_dir, model):
         return baseline, ""
     try:
-        served = serving.current(serving_dir, model)
-    except serving.ManifestError as e:
+        served = layout.current(serving_dir, model)
+    except layout.ManifestError as e:
         raise UsageError(f"monitor: --baseline {baseline}: {e}") from e
     name = served.manifest.get("baseline_profile") if served else None
     if not name:
@@ -530,16 +528,15 @@ def _served_baseline(baseline: str) -> tuple[str, str]:
 def _schema_beside(baseline: str) -> tuple[Optional[str], str]:
     """The schema of the pipeline that pushed a `baseline_profile.json` (the push.json beside it names the model,
     and a registered pipeline of that name has the schema), with where it came from; (None, "") otherwise."""
-    from flywheel.components.common import serving
 
     folder = os.path.dirname(baseline)
-    manifest_path = os.path.join(folder, serving.MANIFEST_FILE)
-    if not baseline.lower().endswith(".json") or not serving.filesystem(manifest_path).exists(manifest_path):
+    manifest_path = os.path.join(folder, layout.MANIFEST_FILE)
+    if not baseline.lower().endswith(".json") or not storage.filesystem(manifest_path).exists(manifest_path):
         return None, ""
     try:
-        name = serving.read_manifest(manifest_path).get("model_name")
+        name = layout.read_manifest(manifest_path).get("model_name")
         path = registry.get(name).schema_path() if isinstance(name, str) else None
-    except (serving.ManifestError, registry.UnknownPipelineError):
+    except (layout.ManifestError, registry.UnknownPipelineError):
         return None, ""
     if path is None:
         return None, ""
@@ -552,7 +549,7 @@ def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report
     """Drift between two datasets (CSV/Parquet file or folder, or a saved profile .json); reference_predictions:
     data with a `prediction` column (a request-log span) that stands for the baseline's predictions. Without a
     schema, a model's own `baseline_profile.json` brings its pipeline's (see `_schema_beside`)."""
-    from flywheel.components.monitor import monitor as drift_monitor
+    from flywheel.monitoring import monitor as drift_monitor
 
     folder_argument(report_dir, "monitor: --report")
     file_argument(save_profile, "monitor: --save-profile")
@@ -598,7 +595,7 @@ class LineageResult:
         return _to_dict(self)
 
     def lines(self) -> list[str]:
-        from flywheel.pipelines import lineage as mlmd_lineage
+        from flywheel.metadata import lineage as mlmd_lineage
 
         return mlmd_lineage.render(self.to_dict()).splitlines()
 
@@ -606,7 +603,7 @@ class LineageResult:
 def lineage(pipeline: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
             model: str = "latest", model_name: Optional[str] = None) -> LineageResult:
     """The lineage of a served model (`model`: latest or a version number) from the output directory's ML-Metadata."""
-    from flywheel.pipelines import lineage as mlmd_lineage
+    from flywheel.metadata import lineage as mlmd_lineage
 
     cfg = pipeline_config(pipeline, output_dir, serving_dir=serving_dir)
     metadata = cfg.paths.metadata_path
@@ -765,7 +762,7 @@ def replay(pipeline: str, data: str, url: str, *, rate: Optional[float] = None, 
     """Sends the latest span of `data` (rows typed by the pipeline's schema, label left out) to a TF Serving REST
     endpoint (`url`, e.g. http://127.0.0.1:8501/v1/models/taxi) as `:predict` requests, waiting up to wait_s
     seconds for a server whose connections are still refused (one started a moment ago)."""
-    from flywheel.serving import replay as replay_mod
+    from flywheel.traffic import replay as replay_mod
 
     entry = registry.get(pipeline)
     try:
@@ -778,7 +775,7 @@ def replay(pipeline: str, data: str, url: str, *, rate: Optional[float] = None, 
 
 @dataclasses.dataclass(frozen=True)
 class JoinResult:
-    """A join's counts (see flywheel.serving.join): rows joined, unmatched logs and labels, duplicates, rows
+    """A join's counts (see flywheel.traffic.join): rows joined, unmatched logs and labels, duplicates, rows
     without key or label value, per span; the first unmatched keys."""
 
     output: str
@@ -820,9 +817,9 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
     `log_key`, by default `key` when the log has it, else `request_id`) into `<output>/span-N/` (the log's spans) that
     Ingest, `flywheel retrain --data` and `flywheel monitor` read; nothing is written when the joined rows would
     lack a column the pipeline's schema requires."""
-    from flywheel.components.ingest import parsing
-    from flywheel.components.monitor import drift
-    from flywheel.serving import join as join_mod
+    from flywheel.data import parsing
+    from flywheel.monitoring import drift
+    from flywheel.traffic import join as join_mod
 
     entry = registry.get(pipeline)
     schema = entry.schema_path()
@@ -846,8 +843,8 @@ def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 
                 load_retries: Any = None):
     """The TF Serving-compatible ASGI app over `<serving_dir>/<model>/<version>/` (not started: its lifespan
     loads the latest version, or the versions of the model's rollout state, and polls for changes; see
-    `flywheel/serving/routing.py`). UsageError for a missing folder or a bad setting."""
-    from flywheel.components.common import serving as serving_layout
+    `flywheel/server/routing.py`). UsageError for a missing folder or a bad setting."""
+    from flywheel.store import layout as serving_layout
 
     if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
         raise UsageError(f"serve: --serving-dir {serving_dir} is not a folder")
@@ -855,7 +852,7 @@ def serving_app(serving_dir: str, model: str = "taxi", *, max_batch_size: int = 
         raise UsageError(f"serve: --max-batch-size must be at least 1, got {max_batch_size}")
     if batch_timeout_ms < 0:
         raise UsageError(f"serve: --batch-timeout-ms must be >= 0, got {batch_timeout_ms}")
-    from flywheel.serving import models, server
+    from flywheel.server import models, server
 
     registry_ = models.ModelRegistry(serving_dir, model, poll_seconds=poll_seconds,
                                      load_retries=load_retries or models.LoadRetries())
@@ -867,7 +864,7 @@ def signature_inputs(version_path: str, signature: str = "serving_default") -> d
     """{input name: dtype name} of a SavedModel's signature, read from saved_model.pb without loading it."""
     import tensorflow as tf
 
-    from flywheel.components.common import serving as serving_layout
+    from flywheel.store import layout as serving_layout
 
     graphs = [g for g in serving_layout.read_saved_model(version_path).meta_graphs if "serve" in g.meta_info_def.tags]
     signatures = graphs[0].signature_def if graphs else {}
@@ -880,8 +877,8 @@ def _request_log(serving_dir: str, model: str, log_dir: str, log_sample: float, 
     """The request logger for `serve --log-dir`: one column per raw input of the latest version's default
     signature, typed from it (without a version yet, the first logged row's values type the columns); at most
     `log_max_pending_mb` megabytes of requests wait to be written."""
-    from flywheel.components.common import serving as serving_layout
-    from flywheel.serving import request_log
+    from flywheel.server import request_log
+    from flywheel.store import layout as serving_layout
 
     served = serving_layout.current(serving_dir, model)
     features = signature_inputs(served.path) if served is not None else None
@@ -905,24 +902,24 @@ def serve(serving_dir: str, model: str = "taxi", host: str = "127.0.0.1", port: 
     """Serves the model's versions over TF Serving's REST API with uvicorn until SIGINT/SIGTERM.
 
     log_dir: a sampled share (log_sample) of requests is written there as Parquet under span-N/ folders
-    (`flywheel.serving.request_log.RequestLog`, columns typed from the served model's raw-feature signature);
+    (`flywheel.server.request_log.RequestLog`, columns typed from the served model's raw-feature signature);
     it is closed, everything written, when the server stops. request_log: any object with
     `.log(request_id, model, version, signature, rows, predictions, latency_ms, *, role, status, error)` instead.
     With a rollout state (`flywheel rollout start`), the server follows it without a restart; a request's
     `rollout_key_header` value keeps it on one version during a canary. events: where a line goes per event (each
     version loaded or unloaded, each rollout change, `ready` once it answers, `stopped`; see
-    `flywheel.serving.console`); none when None. verbose: TensorFlow's own logs too. limits: the connections' limits
-    (`flywheel.serving.connections.ConnectionLimits`, its defaults when None). log_max_pending_mb: the most
+    `flywheel.server.console`); none when None. verbose: TensorFlow's own logs too. limits: the connections' limits
+    (`flywheel.server.connections.ConnectionLimits`, its defaults when None). log_max_pending_mb: the most
     megabytes of requests (their bodies' length) the log holds until they are written; beyond, a request is not
     logged and counted in `dropped_rows`. load_retries: how a version that failed to load is tried again
-    (`flywheel.serving.models.LoadRetries`, TF Serving's 5 retries a minute apart when None).
+    (`flywheel.server.models.LoadRetries`, TF Serving's 5 retries a minute apart when None).
     """
     if not 0.0 < log_sample <= 1.0:
         raise UsageError(f"serve: --log-sample must be in (0, 1], got {log_sample}")
     if not (math.isfinite(log_max_pending_mb) and log_max_pending_mb * 2**20 >= 1):
         raise UsageError(f"serve: --log-max-pending-mb must be a number above 0, got {log_max_pending_mb}")
-    from flywheel.components.common import serving as serving_layout
-    from flywheel.serving import console
+    from flywheel.server import console
+    from flywheel.store import layout as serving_layout
 
     if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
         raise UsageError(f"serve: --serving-dir {serving_dir} is not a folder")
@@ -951,12 +948,12 @@ def _serve_on(listener: Any, serving_dir: str, model: str, host: str, port: int,
 
     import uvicorn
 
-    from flywheel.serving import console
+    from flywheel.server import console
 
     quiet.install(verbose, sys.stderr)  # TensorFlow's Python logger (deprecations at load) at ERROR unless verbose
     if log_dir is not None and request_log is None:
         request_log = _request_log(serving_dir, model, log_dir, log_sample, log_max_pending_mb)
-    from flywheel.serving.connections import ConnectionLimits
+    from flywheel.server.connections import ConnectionLimits
 
     app = serving_app(serving_dir, model, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                       request_log=request_log, rollout_key_header=rollout_key_header, load_retries=load_retries)
@@ -1052,8 +1049,8 @@ def _data_error(error: BaseException) -> Optional[str]:
             text = text[text.rindex(marker) + len(marker):]
             break
     else:
-        from flywheel.batch.served import PredictError
-        from flywheel.components.ingest.parsing import IngestError
+        from flywheel.batch.model_version import PredictError
+        from flywheel.data.parsing import IngestError
 
         if not isinstance(error, (PredictError, IngestError)):
             return None
@@ -1073,9 +1070,9 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     UsageError for bad arguments (engine, data location, unknown model or version, a non-empty output)."""
     entry = registry.get(pipeline)
     quiet.quiet_environment(verbose)
+    from flywheel.batch import model_version, rows
     from flywheel.batch import predict as batch_predict
-    from flywheel.batch import rows, served
-    from flywheel.components.ingest import parsing
+    from flywheel.data import parsing
 
     try:
         args = batch_predict.beam_args(engine)
@@ -1087,7 +1084,7 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     out = output if "://" in output else os.path.abspath(output)
     model_name = entry.make_config(paths=entry.make_paths(out, data, serving_dir)).model_name
     try:
-        model = served.resolve(serving_dir, model_name, version, apart=engine == "beam")
+        model = model_version.resolve(serving_dir, model_name, version, apart=engine == "beam")
         columns = rows.with_id_column(rows.serving_columns(parsing.load_schema(entry.schema_path())), id_column)
         batch_predict.check_output(out)
     except (ValueError, OSError) as e:
@@ -1165,7 +1162,7 @@ class RolloutResult:
 
 
 def _serving_folder(serving_dir: str, command: str) -> None:
-    from flywheel.components.common import serving as serving_layout
+    from flywheel.store import layout as serving_layout
 
     if not serving_layout.filesystem(serving_dir).isdir(serving_dir):
         raise UsageError(f"rollout {command}: --serving-dir {serving_dir} is not a folder")
@@ -1173,9 +1170,9 @@ def _serving_folder(serving_dir: str, command: str) -> None:
 
 def _rollout_result(action: str, serving_dir: str, model: str, metadata: Optional[str] = None,
                     recorded: tuple[Optional[int], Optional[int]] = (None, None)) -> RolloutResult:
-    from flywheel.components.common import serving as serving_layout
     from flywheel.rollout import manifests
     from flywheel.rollout import state as rollout_state
+    from flywheel.store import layout as serving_layout
 
     try:
         found = rollout_state.load(serving_dir, model)
@@ -1291,8 +1288,8 @@ class StatusResult:
 def status(serving_dir: str, model: str = "taxi", *, url: Optional[str] = None) -> StatusResult:
     """What serves now: versions with their roles and push records, the rollout and, with `url` (a model URL,
     e.g. http://127.0.0.1:8501/v1/models/taxi), the running server's model status. Nothing is written."""
-    from flywheel.components.common import serving as serving_layout
-    from flywheel.serving import status as serving_status
+    from flywheel.server import status as serving_status
+    from flywheel.store import layout as serving_layout
 
     fs = serving_layout.filesystem(serving_dir)
     if not fs.isdir(serving_dir):
@@ -1331,7 +1328,7 @@ def rollout_manifests(serving_dir: str, output: str, model: str = "taxi", *,
     storage URI (`{model}`, `{version}`; default `manifests.DEFAULT_STORAGE_URI`)."""
     import yaml
 
-    from flywheel.components.common import storage
+    from flywheel import storage
     from flywheel.rollout import manifests
     from flywheel.rollout import state as rollout_state
 

@@ -16,8 +16,8 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from flywheel import __version__, api
-from flywheel.pipelines import lock, registry
+from flywheel import __version__, api, lock
+from flywheel.pipelines import registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -445,8 +445,8 @@ def cmd_logs(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from flywheel.serving.connections import ConnectionLimits
-    from flywheel.serving.models import LoadRetries
+    from flywheel.server.connections import ConnectionLimits
+    from flywheel.server.models import LoadRetries
 
     try:
         limits = ConnectionLimits(args.max_connections, args.keep_alive_timeout, args.read_timeout,

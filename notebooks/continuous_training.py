@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 
-from flywheel.pipelines import quiet
+from flywheel import quiet
 
 quiet.quiet_environment(verbose=False)  # before TensorFlow is imported: no warnings buried in the cells
 
@@ -274,7 +274,7 @@ def served_inputs():
 
 def publish_version(model_dir, note):
     """Publishes a SavedModel folder as the next version, as Push does (under Push's serving lock)."""
-    from flywheel.components.push import publish
+    from flywheel.store import publish
 
     with publish.serving_lock(os.path.join(serving_dir, "taxi")):
         version, _ = publish.publish(model_dir, serving_dir, "taxi", {"model_name": "taxi", "note": note})

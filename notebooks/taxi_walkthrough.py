@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 
-from flywheel.pipelines import quiet
+from flywheel import quiet
 
 quiet.quiet_environment(verbose=False)  # before TensorFlow is imported: no warnings buried in the cells
 

@@ -33,7 +33,7 @@ class PipelineEntry:
     simulate:  (out_dir, spans, drift_from, rows, seed) -> files written; '' when the pipeline has none.
     schema:    () -> path of the curated schema.
     binary_label: () -> the join's rule for the binary training label from the raw one
-               (flywheel.serving.join.BinaryLabel); '' when the raw label is the training label.
+               (flywheel.traffic.join.BinaryLabel); '' when the raw label is the training label.
     """
 
     name: str

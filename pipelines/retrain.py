@@ -12,10 +12,10 @@ import dataclasses
 import os
 from typing import Any, Optional
 
-from flywheel.components.common import serving
-from flywheel.components.ingest import inputs
-from flywheel.components.monitor import monitor
+from flywheel.data import inputs
+from flywheel.monitoring import monitor
 from flywheel.rollout import state as rollout_state
+from flywheel.store import layout
 
 RETRAIN, NO_DRIFT, NOTHING_NEW = "retrain", "no_drift", "nothing_new"
 
@@ -93,7 +93,7 @@ def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_
         raise inputs.InputError(f"retrain: window: expected >= 1 span, got {window}")
     resolved = inputs.resolve_input(data_root, -1, window)
     newest = max(resolved.spans)
-    served = serving.current(serving_dir, model_name)
+    served = layout.current(serving_dir, model_name)
     version = served.version if served else None
     baseline = ""
     if served is not None and served.manifest.get("baseline_profile"):
@@ -117,7 +117,7 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
     """The job's answer from a retraining run's ML-Metadata records and the plan's drift decision.
 
     retrained: the Trainer executed in this run (COMPLETE), not a cache hit; model_version: the version served by
-    default after the run (`serving.current`: the stable one while a rollout releases the new one).
+    default after the run (`layout.current`: the stable one while a rollout releases the new one).
     """
     from tfx.types import standard_component_specs as std
 
@@ -130,7 +130,7 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
     blessing = evaluate.output(evaluate_spec.BLESSING_KEY) if evaluate else None
     push = records.get("Push")
     pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
-    served = serving.current(serving_dir, model_name)
+    served = layout.current(serving_dir, model_name)
     return {
         "span": span,
         "drift_detected": drift.get("drift_detected"),

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.ram_guard import ram  # noqa: F401  (the ram:// fixture, for every test folder)
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -87,7 +89,7 @@ def loop(tmp_path_factory):
     the one data folder as it arrives (spans 1-2 stable, drift from span 3) and the job runs after each
     (tests/test_continuous_training.py; tests/test_serving_loop.py serves its first model). `simulated`: what each
     `flywheel simulate` printed."""
-    from flywheel.components.common import serving
+    from flywheel.store import layout
 
     root = tmp_path_factory.mktemp("loop")
     data, out = root / "data", str(root / "out")
@@ -101,6 +103,6 @@ def loop(tmp_path_factory):
                     "--json", output_dir=out)
         assert r.returncode == 0, r.stdout + r.stderr
         results.append(json.loads(r.stdout))  # --json: stdout holds the JSON object and nothing else
-        versions.append(serving.versions(os.path.join(out, "serving"), "taxi"))
+        versions.append(layout.versions(os.path.join(out, "serving"), "taxi"))
     return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(data),
             "simulated": simulated}

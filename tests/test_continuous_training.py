@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from flywheel import api
-from flywheel.pipelines import lock, retrain
-from flywheel.pipelines.run_record import NodeRecord
+from flywheel import api, lock
+from flywheel.metadata.run_record import NodeRecord
+from flywheel.pipelines import retrain
 from tests.conftest import call_cli, run_cli
 
 

@@ -4,7 +4,7 @@ import inspect
 
 from flywheel import api
 from flywheel.rollout import analysis
-from flywheel.serving import request_log, routing
+from flywheel.server import request_log, routing
 
 
 def test_the_analysis_names_the_servers_flush_interval_and_default_route():

@@ -57,7 +57,7 @@ def make_site(root: str, seed_model: str, log=None) -> Site:
     """Night 1 is over: `seed_model` (a version pushed by a local run of the same pipeline) is in serving as
     version 1. Spans 1 and 2 (drifted) wait on the data volume for night 2."""
     import flywheel
-    from tests.serving.conftest import add_version
+    from tests.server.conftest import add_version
 
     spec_path = compile_for_test(root)
     data, serving = os.path.join(root, "data-volume"), os.path.join(root, "serving-volume")

@@ -35,7 +35,7 @@ def _make_compile_image() -> str:
 
 
 def test_committed_spec_is_byte_identical_to_a_fresh_compile(tmp_path, capfd):
-    """`make compile`'s command line (its entry point in a process of its own: tests/test_cli.py)."""
+    """`make compile`'s command line (its entry point in a process of its own: tests/cli/test_cli.py)."""
     fresh = tmp_path / "taxi_pipeline.yaml"
     image = _make_compile_image()
     assert image == kr.DEFAULT_IMAGE, "the library's default is the image the README builds and make compile names"

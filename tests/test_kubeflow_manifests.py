@@ -10,8 +10,7 @@ import re
 import pytest
 import yaml
 
-from flywheel import cli
-from flywheel.pipelines import lock
+from flywheel import cli, lock
 from tests.conftest import REPO
 
 DOCKERFILE = open(os.path.join(REPO, "kubeflow", "Dockerfile"), encoding="utf-8").read()

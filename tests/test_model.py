@@ -137,11 +137,11 @@ def exported(tmp_path_factory):
 
     import tensorflow as tf
 
-    from flywheel.components.common import serving
+    from flywheel.store import layout
     from tests import tiny_runs
 
     out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
-    return tf.saved_model.load(serving.latest(os.path.join(out, "serving"), "taxi").path)
+    return tf.saved_model.load(layout.latest(os.path.join(out, "serving"), "taxi").path)
 
 
 def test_serving_default_takes_the_nine_raw_features_by_name_as_the_schema_types_them(exported):

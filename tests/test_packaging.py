@@ -44,12 +44,12 @@ def test_a_users_own_components_and_pipelines_packages_do_not_collide(tmp_path):
     for package in ("components", "pipelines"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text(f"OWNER = 'user {package}'\n")
-    code = ("import components, pipelines; import flywheel.components.ingest.parsing as p; "
+    code = ("import components, pipelines; import flywheel.data.parsing as p; "
             "from flywheel.pipelines.taxi import config; "
             "print(components.OWNER, pipelines.OWNER, p.__name__, config.PIPELINE_NAME)")
     out = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["user", "components", "user", "pipelines",
-                                  "flywheel.components.ingest.parsing", "taxi"]
+                                  "flywheel.data.parsing", "taxi"]
 
 
 def _python_files() -> list[str]:

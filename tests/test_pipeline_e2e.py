@@ -11,9 +11,8 @@ import subprocess
 
 import tensorflow as tf
 
-from flywheel.components.common import serving
-from flywheel.components.push import publish
-from flywheel.pipelines import run_record
+from flywheel.metadata import run_record
+from flywheel.store import layout, publish
 from tests import tiny_runs
 from tests.conftest import FLYWHEEL, REPO, TRAIN_STEPS, call_cli, run_cli, shipped_data
 
@@ -48,7 +47,7 @@ def test_local_run_prints_progress_and_summary(local_run):
 
 
 def test_pushed_model_loads_predicts_and_has_complete_manifest(local_run):
-    served = serving.latest(os.path.join(local_run.output_dir, "serving"), "taxi")
+    served = layout.latest(os.path.join(local_run.output_dir, "serving"), "taxi")
     assert served is not None
     m = served.manifest
     for key in ("version", "model_uri", "model_sha256", "data_fingerprint", "spans", "metrics", "blessing",
@@ -89,7 +88,7 @@ def test_unchanged_rerun_says_so_without_importing_tensorflow(local_run, tmp_pat
     again = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=local_run.output_dir,
                     env={"PYTHONPATH": str(poison.parent)})
     assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
-    assert len(serving.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
+    assert len(layout.versions(os.path.join(local_run.output_dir, "serving"), "taxi")) == 1
 
 
 def test_changed_gate_config_reuses_the_upstream_cache(local_run, capfd):
@@ -108,7 +107,7 @@ def test_beam_runner_run(beam_run):
     records = run_record.latest_run(os.path.join(beam_run.output_dir, "metadata.sqlite"), "taxi")
     assert set(records) == EXPECTED_NODES
     assert all(r.state == "COMPLETE" for r in records.values())
-    assert serving.latest(os.path.join(beam_run.output_dir, "serving"), "taxi") is not None
+    assert layout.latest(os.path.join(beam_run.output_dir, "serving"), "taxi") is not None
     assert "on the beam engine" in beam_run.stdout
 
 
@@ -165,7 +164,7 @@ def test_killed_run_completes_when_run_again(tmp_path, capfd):
     again = call_cli(capfd, "run", "taxi", "--data", data, "--train-steps", "50", output_dir=out)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "✓ Transform" in again.stdout and "(cached)" in again.stdout
-    assert serving.latest(os.path.join(out, "serving"), "taxi") is not None
+    assert layout.latest(os.path.join(out, "serving"), "taxi") is not None
 
 
 def test_model_removed_from_serving_is_pushed_again_not_answered_from_cache(local_run, capfd):
@@ -176,7 +175,7 @@ def test_model_removed_from_serving_is_pushed_again_not_answered_from_cache(loca
     done = {line.split()[1]: line for line in again.stdout.splitlines() if line.strip().startswith("✓")}
     assert "(cached)" in done["Trainer"], done["Trainer"]
     assert "(cached)" not in done["Push"], "the cached push's version is gone from serving: push again"
-    after = serving.latest(root, "taxi")
+    after = layout.latest(root, "taxi")
     records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
     assert after is not None and after.manifest["model_uri"] == records["Trainer"].output("model")["uri"]
     assert records["Push"].output("pushed_model")["pushed_version"] == str(after.version)

@@ -6,7 +6,7 @@ import io
 import logging
 import sys
 
-from flywheel.pipelines import quiet
+from flywheel import quiet
 
 
 def test_progress_and_error_lines_follow_a_swapped_stream_and_never_write_to_a_closed_one(monkeypatch):

@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel import api, schemas
-from flywheel.components.common import serving
-from flywheel.components.push import publish
+from flywheel.store import layout, publish
 from tests.conftest import FLYWHEEL, REPO
 from tests.rollout.conftest import add_version, constant_model
 
@@ -75,7 +74,7 @@ def served(loop, tmp_path_factory):
     os.makedirs(os.path.join(serving_dir, MODEL))
     os.symlink(os.path.join(loop["out"], "serving", MODEL, str(version)), os.path.join(serving_dir, MODEL,
                                                                                        str(version)))
-    first = serving.latest(serving_dir, MODEL)
+    first = layout.latest(serving_dir, MODEL)
     (root / "data").mkdir()
     os.symlink(os.path.join(sim, "span-1"), root / "data" / "span-1")
 

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 import flywheel
-from flywheel import api
-from flywheel.pipelines import lock, stamp
+from flywheel import api, lock
+from flywheel.pipelines import stamp
 
 DATA = "trip_miles,fare\n1.5,7.25\n2.0,9.5\n"
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from flywheel.pipelines import lock
+from flywheel import lock
 from tests import tiny_runs
 from tests.conftest import REPO
 
@@ -68,7 +68,7 @@ def pipeline_runs(metadata_path: str) -> list[dict[str, str]]:
     """Each run of the taxi pipeline in the store, oldest first: node -> execution state (COMPLETE, CACHED, ...)."""
     from ml_metadata.proto import metadata_store_pb2
 
-    from flywheel.pipelines import run_record
+    from flywheel.metadata import run_record
 
     store = run_record.open_store(metadata_path)
     name = metadata_store_pb2.Execution.State.Name
@@ -135,14 +135,14 @@ def test_pipeline_create_registers_without_running(session):
 
 
 def test_run_create_runs_to_a_pushed_model(session):
-    from flywheel.components.common import serving
+    from flywheel.store import layout
 
     first = session.runs[0]
     assert first.returncode == 0, first.stdout + first.stderr
     states = pipeline_runs(session.cli.metadata)[0]
     assert set(states.values()) == {"COMPLETE"}, states
     assert {"Ingest", "Trainer", "Evaluate", "Push"} <= set(states)
-    versions = serving.versions(os.path.join(session.cli.output_dir, "serving"), "taxi")
+    versions = layout.versions(os.path.join(session.cli.output_dir, "serving"), "taxi")
     assert len(versions) == 1
     version_dir = os.path.join(session.cli.output_dir, "serving", "taxi", str(versions[0]))
     with open(os.path.join(version_dir, "push.json")) as f:

@@ -14,7 +14,7 @@ from tfx.proto import trainer_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from flywheel.pipelines import run_record
+from flywheel.metadata import run_record
 from flywheel.pipelines.taxi import model, pipeline
 from tests import tiny_runs
 

@@ -9,9 +9,9 @@ from typing import Optional
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx import types
 
-from flywheel.components.common import html_report, markdown, statistics_charts
 from flywheel.components.data_gate import gate
 from flywheel.components.ingest import spec as ingest_spec
+from flywheel.reports import html_report, markdown, statistics_charts
 
 
 @dataclasses.dataclass(frozen=True)

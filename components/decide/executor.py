@@ -8,10 +8,12 @@ from typing import Any
 
 from tfx import types
 
-from flywheel.components.common import html_report, storage, ui_artifacts
+from flywheel import storage
+from flywheel.components.common import ui_artifacts
 from flywheel.components.decide import spec
-from flywheel.components.monitor import report
+from flywheel.monitoring import report
 from flywheel.pipelines import retrain
+from flywheel.reports import html_report
 
 
 def decision_record(plan: retrain.RetrainPlan) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
-from flywheel.components.common import serving, ui_artifacts
+from flywheel.components.common import ui_artifacts
 from flywheel.components.evaluate import spec
 from flywheel.components.evaluate import summary as summary_lib
+from flywheel.store import layout
 
 
 def check_model_name(model_name: object, where: str = "Evaluate: model_name") -> None:
@@ -24,9 +25,9 @@ def check_model_name(model_name: object, where: str = "Evaluate: model_name") ->
 
 def baseline_from_serving(serving_dir: str, model_name: str, work_dir: str
                           ) -> tuple[Optional[types.Artifact], Optional[int]]:
-    """A Model artifact holding a copy of the SavedModel served by default (`serving.current`: the newest pushed
+    """A Model artifact holding a copy of the SavedModel served by default (`layout.current`: the newest pushed
     one, or the stable version of a rollout), or None, None if none."""
-    served = serving.current(serving_dir, model_name)
+    served = layout.current(serving_dir, model_name)
     if served is None:
         return None, None
     baseline = standard_artifacts.Model()

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
-from flywheel.components.common import html_report, markdown
+from flywheel.reports import html_report, markdown
 
 AUC = "auc"
 EXAMPLE_COUNT = "example_count"

@@ -11,9 +11,10 @@ from typing import Mapping, Optional, Sequence
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
-from flywheel.components.ingest import parsing, spec
-from flywheel.components.monitor import profile_beam
-from flywheel.components.monitor.profile import schema_kinds
+from flywheel.components.ingest import spec
+from flywheel.data import parsing
+from flywheel.monitoring import profile_beam
+from flywheel.monitoring.profile import schema_kinds
 
 QUARANTINE_TAG = "__quarantine__"
 READ_TAG = "__read__"

@@ -11,7 +11,8 @@ from tfx.orchestration.portable import base_driver as ir_base_driver
 from tfx.orchestration.portable import data_types
 from tfx.proto.orchestration import driver_output_pb2
 
-from flywheel.components.ingest import inputs, spec
+from flywheel.components.ingest import spec
+from flywheel.data import inputs
 
 
 class IngestDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):

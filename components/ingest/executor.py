@@ -11,8 +11,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from flywheel.components.ingest import beam_ingest, inputs, parsing, quarantine, run, spec
-from flywheel.components.monitor import profile_beam
+from flywheel.components.ingest import beam_ingest, quarantine, run, spec
+from flywheel.data import inputs, parsing
+from flywheel.monitoring import profile_beam
 
 
 def resolved_input(exec_properties: dict[str, Any]) -> inputs.ResolvedInput:

@@ -7,7 +7,8 @@ import os
 
 from tfx.dsl.io import fileio
 
-from flywheel.components.ingest import beam_ingest, parsing, spec
+from flywheel.components.ingest import beam_ingest, spec
+from flywheel.data import parsing
 
 
 def first_quarantined(quarantine_uri: str, n: int = 3) -> list[dict]:

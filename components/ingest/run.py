@@ -9,7 +9,8 @@ from typing import Callable
 import apache_beam as beam
 from tfx.dsl.io import fileio
 
-from flywheel.components.ingest import beam_ingest, inputs, parsing, spec
+from flywheel.components.ingest import beam_ingest, spec
+from flywheel.data import inputs, parsing
 
 
 def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOptions, examples_uri: str,

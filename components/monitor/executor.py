@@ -6,7 +6,8 @@ from typing import Optional
 
 from tfx import types
 
-from flywheel.components.monitor import monitor, profile, report, spec
+from flywheel.components.monitor import spec
+from flywheel.monitoring import monitor, profile, report
 
 
 def record(drift_report: types.Artifact, result: dict) -> None:

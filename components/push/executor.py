@@ -9,14 +9,14 @@ from typing import Any, Optional
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 
-from flywheel.components.common import serving
-from flywheel.components.common.serving import filesystem as _fs
+from flywheel import storage
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
-from flywheel.components.monitor import profile
-from flywheel.components.monitor.drift import Policy
-from flywheel.components.push import publish, spec
-from flywheel.serving import warmup
+from flywheel.components.push import spec
+from flywheel.monitoring import profile
+from flywheel.monitoring.drift import Policy
+from flywheel.storage import filesystem as _fs
+from flywheel.store import layout, publish, warmup
 
 PREDICTION = Policy.prediction_column
 
@@ -33,7 +33,7 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
         return record(pushed_model, publish.decide(False, "", baseline_version, None), None)
     digest = publish.tree_digest(model_dir)
     with publish.serving_lock(os.path.join(serving_dir, model_name)):
-        reason = publish.decide(True, digest, baseline_version, serving.current(serving_dir, model_name))
+        reason = publish.decide(True, digest, baseline_version, layout.current(serving_dir, model_name))
         if reason is not None:
             return record(pushed_model, reason, None)
         sample = publish.sample_examples(examples.uri, "eval", max(num_check_examples, num_profile_examples))
@@ -99,7 +99,7 @@ def link_or_copy_manifest(artifact_uri: str, version_path: str) -> None:
     again instead of reporting a model that is no longer served. Elsewhere (gs://) it holds a copy
     of push.json. Links exist on local filesystems only, so only they use `os`.
     """
-    if serving.is_local(artifact_uri) and serving.is_local(version_path):
+    if storage.is_local(artifact_uri) and storage.is_local(version_path):
         if os.path.islink(artifact_uri):
             os.remove(artifact_uri)
         elif _fs(artifact_uri).isdir(artifact_uri):
@@ -110,6 +110,6 @@ def link_or_copy_manifest(artifact_uri: str, version_path: str) -> None:
         os.symlink(os.path.abspath(version_path), artifact_uri, target_is_directory=True)
         return
     _fs(artifact_uri).makedirs(artifact_uri)
-    manifest = serving.read_manifest(os.path.join(version_path, serving.MANIFEST_FILE))
-    with _fs(artifact_uri).open(os.path.join(artifact_uri, serving.MANIFEST_FILE), "w") as f:
+    manifest = layout.read_manifest(os.path.join(version_path, layout.MANIFEST_FILE))
+    with _fs(artifact_uri).open(os.path.join(artifact_uri, layout.MANIFEST_FILE), "w") as f:
         f.write(json.dumps(manifest, indent=2))

@@ -8,7 +8,7 @@
                                      └─► per-file counts ─┐
                      scored rows per file (from ToTable) ─┴─► checked: read == scored + quarantined ─► counts.json
 
-Files are read with Ingest's own parser and typing (`components/ingest/parsing.py`), so a row Ingest
+Files are read with Ingest's own parser and typing (`flywheel/data/parsing.py`), so a row Ingest
 would quarantine is quarantined here for the same reason, and each file's rows are checked against a
 count made apart from the parser. Rows stream: a worker holds one batch of `batch_size` rows at a time,
 never a file or a span. Parquet is written by Beam's parquetio, through Beam's filesystems (gs:// too).
@@ -34,9 +34,9 @@ from typing import Any, List, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference
 
-from flywheel.batch import rows, served, worker
-from flywheel.components.common import serving
-from flywheel.components.ingest import parsing
+from flywheel import storage
+from flywheel.batch import model_version, rows, worker
+from flywheel.data import parsing
 
 QUARANTINE_FILE = "quarantine.jsonl"
 COUNTS_FILE = "counts.json"
@@ -54,7 +54,7 @@ class PredictOptions:
     """What to read and which model to score it with."""
 
     columns: tuple[parsing.Column, ...]
-    model: served.ServedModel
+    model: model_version.ServedModel
     batch_size: int = 1024
     progress_every: int = 0  # > 0: a line on stderr every that many rows of a file, and when a file is done
     started: float = 0.0  # time.time() when the run started: progress lines give the time elapsed since
@@ -144,7 +144,7 @@ def _check_file(joined) -> dict:
     (counts,) = grouped[_COUNTS_TAG]
     scored = sum(grouped[_SCORED_TAG])
     if counts[READ] != scored + counts[QUARANTINED]:
-        raise served.PredictError(f"predict: {path}: {counts[READ]:,} rows read but {scored:,} scored + "
+        raise model_version.PredictError(f"predict: {path}: {counts[READ]:,} rows read but {scored:,} scored + "
                                   f"{counts[QUARANTINED]:,} quarantined; rows were lost or counted twice "
                                   f"(please report this as a bug)")
     return {"file": path, READ: counts[READ], SCORED: scored, QUARANTINED: counts[QUARANTINED],
@@ -191,14 +191,14 @@ class _KeyedBatches(inference.ModelHandler):
         return {"min_batch_size": 1, "max_batch_size": 1}  # each element is already a batch of rows
 
 
-def inference_spec(model: served.ServedModel):
+def inference_spec(model: model_version.ServedModel):
     """tfx-bsl's endpoint for the version's examples signature, as BulkInferrer builds it (a protobuf message:
     no TensorFlow import)."""
     from tfx_bsl.public.proto import model_spec_pb2
 
     spec = model_spec_pb2.InferenceSpecType()
     spec.saved_model_spec.CopyFrom(model_spec_pb2.SavedModelSpec(
-        model_path=model.path, tag=[served.SERVE_TAG], signature_name=[model.signature]))
+        model_path=model.path, tag=[model_version.SERVE_TAG], signature_name=[model.signature]))
     # Each element is already a batch of rows: one model call each, never several held together.
     spec.batch_parameters.min_batch_size = 1
     spec.batch_parameters.max_batch_size = 1
@@ -285,19 +285,19 @@ def _quiet_about_worker_mode(chosen):
 
 def check_output(output: str) -> None:
     """An output folder must be new or empty: shards of an earlier run would mix with this one's."""
-    fs = serving.filesystem(output)
+    fs = storage.filesystem(output)
     if fs.exists(output) and (not fs.isdir(output) or fs.listdir(output)):
-        raise served.PredictError(f"predict: output {output} already exists and is not an empty folder; "
+        raise model_version.PredictError(f"predict: output {output} already exists and is not an empty folder; "
                                   f"give a new folder (earlier predictions would mix with these)")
 
 
 def read_counts(output: str) -> dict:
     """counts.json, checked again as a whole: rows in == scored + quarantined."""
     path = os.path.join(output, COUNTS_FILE)
-    with serving.filesystem(path).open(path, "r") as f:
+    with storage.filesystem(path).open(path, "r") as f:
         counts = json.loads(f.read())
     if counts[READ] != counts[SCORED] + counts[QUARANTINED]:
-        raise served.PredictError(f"predict: {path}: {counts[READ]:,} rows in but {counts[SCORED]:,} scored + "
+        raise model_version.PredictError(f"predict: {path}: {counts[READ]:,} rows in but {counts[SCORED]:,} scored + "
                                   f"{counts[QUARANTINED]:,} quarantined")
     return counts
 
@@ -309,7 +309,7 @@ def run(files: Sequence[str], options: PredictOptions, output: str, args: Sequen
 
     check_output(output)
     parsing.check_files(files, options.columns)
-    serving.filesystem(output).makedirs(output)
+    storage.filesystem(output).makedirs(output)
     options = dataclasses.replace(options, started=options.started or time.time())
     _progress(options, f"scoring {len(files)} file(s) with {options.model.name} version {options.model.version}")
     pipeline_options = PipelineOptions(list(args))

@@ -1,6 +1,6 @@
 """Rows for batch inference: which columns are read, how a typed row becomes a tf.Example and a Parquet row.
 
-Plain functions on Ingest's typing (`components/ingest/parsing.py`). The label is not required: a schema
+Plain functions on Ingest's typing (`flywheel/data/parsing.py`). The label is not required: a schema
 feature marked `not_in_environment: "SERVING"` (TFDV's way of saying "absent at serving time") is read
 when present and left empty when not. Every schema column is written, typed from the schema (INT ->
 int64, FLOAT -> float64 holding the value as written, BYTES -> UTF-8 string), so every shard of one run
@@ -15,8 +15,8 @@ from typing import Sequence
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from flywheel.batch.served import PredictError
-from flywheel.components.ingest import parsing
+from flywheel.batch.model_version import PredictError
+from flywheel.data import parsing
 
 SERVING_ENVIRONMENT = "SERVING"
 PREDICTION = "prediction"

@@ -2,7 +2,7 @@
 
     analyze(log_dir, stable, candidate, since=..., labels=..., config=AnalysisConfig()) -> AnalysisResult
 
-Input is a request log (`flywheel.serving.request_log`: `span-N/*.parquet`, one row per instance with
+Input is a request log (`flywheel.server.request_log`: `span-N/*.parquet`, one row per instance with
 `request_id`, `time`, `model_version`, `prediction`, `latency_ms`, ...) and, optionally, the same log with
 labels joined (`flywheel logs join` output: the log's columns plus the label). Rows are grouped by
 `model_version`; rows of other versions, and rows logged at or before `since`, are left out and counted.
@@ -71,9 +71,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.components.common import storage
-from flywheel.components.monitor import drift, profile
-from flywheel.components.monitor.monitor import auc as auc_of
+from flywheel import storage
+from flywheel.monitoring import drift, profile
+from flywheel.monitoring.monitor import auc as auc_of
 
 STATUS, ERROR, ROLE, ROUTE = "status", "error", "rollout_role", "request_route"
 DEFAULT_ROUTE = "default"  # the request took the split; `version` / `label`: it named its version

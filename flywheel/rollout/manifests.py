@@ -15,8 +15,9 @@ import os
 import re
 from typing import Any, Optional
 
-from flywheel.components.common import serving
+from flywheel import storage
 from flywheel.rollout import state as rollout_state
+from flywheel.store import layout
 
 CONFIG_FILE = "models.config"
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
@@ -26,14 +27,14 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 def _base_path(serving_dir: str, model: str) -> str:
     root = os.path.join(serving_dir, model)
-    return os.path.abspath(root) if serving.is_local(root) else root
+    return os.path.abspath(root) if storage.is_local(root) else root
 
 
 def _models(serving_dir: str) -> list[str]:
     """Model folders that hold a version or a rollout state, sorted."""
-    return sorted(name for name in serving.listdir(serving_dir)
-                  if serving.numeric_folders(serving_dir, name)
-                  or serving.filesystem(rollout_state.state_path(serving_dir, name)).exists(
+    return sorted(name for name in storage.listdir(serving_dir)
+                  if layout.numeric_folders(serving_dir, name)
+                  or storage.filesystem(rollout_state.state_path(serving_dir, name)).exists(
                       rollout_state.state_path(serving_dir, name)))
 
 

@@ -43,7 +43,7 @@ def _type_id(store) -> int:
 def pushed_model(store, version: int):
     """The PushedModel artifact that published `version` (the first one, as lineage does), or None."""
     from flywheel.components.push import spec as push_spec
-    from flywheel.pipelines import run_record
+    from flywheel.metadata import run_record
 
     found = [a for a in store.get_artifacts_by_type("PushedModel")
              if run_record.artifact_props(a).get(push_spec.PUSHED)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from flywheel.components.common import html_report
-from flywheel.components.common.html_report import esc
-from flywheel.components.monitor import report as monitor_report
+from flywheel.monitoring import report as monitor_report
+from flywheel.reports import html_report
+from flywheel.reports.html_report import esc
 from flywheel.rollout.analysis import RULE
 
 if TYPE_CHECKING:

@@ -2,8 +2,8 @@
 
 One file says which version is stable (served by default), which one is the candidate, how the candidate
 takes traffic (canary share, shadow copies, blue/green switch) and every decision taken, with its evidence.
-`rollout.json` is not a numeric folder, so TF Serving and `serving.versions` pass over it; once it exists,
-`serving.current` (what serves) is its stable version, not the newest folder.
+`rollout.json` is not a numeric folder, so TF Serving and `layout.versions` pass over it; once it exists,
+`layout.current` (what serves) is its stable version, not the newest folder.
 
 Every write holds Push's serving lock (`publish.serving_lock`), so a Push and a rollout command never
 interleave, and is atomic: locally a temporary file, fsynced and renamed over the old one; on object
@@ -20,10 +20,11 @@ import json
 import os
 from typing import Any, Callable, Optional
 
-from flywheel.components.common import serving
+from flywheel import storage
+from flywheel.store import layout
 
 SCHEMA_VERSION = 1
-STATE_FILE = serving.ROLLOUT_FILE
+STATE_FILE = layout.ROLLOUT_FILE
 CANARY, SHADOW, BLUE_GREEN = "canary", "shadow", "blue_green"
 MODES = (CANARY, SHADOW, BLUE_GREEN)
 START, PROMOTE, ROLLBACK, ANALYZE = "start", "promote", "rollback", "analyze"
@@ -152,11 +153,11 @@ def state_path(serving_dir: str, model: str) -> str:
 def load(serving_dir: str, model: str) -> Optional[RolloutState]:
     """The model's rollout state, or None when it has none (the newest version serves)."""
     path = state_path(serving_dir, model)
-    if not serving.filesystem(path).exists(path):
+    if not storage.filesystem(path).exists(path):
         return None
     try:
-        data = serving.read_manifest(path)
-    except serving.ManifestError as e:
+        data = layout.read_manifest(path)
+    except layout.ManifestError as e:
         raise RolloutError(str(e).replace("serving:", "rollout:", 1)) from e
     state = RolloutState.from_dict(data, path)
     if state.model != model:
@@ -167,7 +168,7 @@ def load(serving_dir: str, model: str) -> Optional[RolloutState]:
 def write_atomic(path: str, text: str) -> None:
     """Writes a whole file that readers see whole or not at all (the request log's writer: locally a fsynced
     temporary file renamed over `path`; on object storage one object write)."""
-    from flywheel.serving.request_log import write_whole
+    from flywheel.server.request_log import write_whole
 
     write_whole(os.path.dirname(path) or ".", os.path.basename(path), text.encode("utf-8"))
 
@@ -175,8 +176,8 @@ def write_atomic(path: str, text: str) -> None:
 def _update(serving_dir: str, model: str,
             change: Callable[[Optional[RolloutState]], RolloutState]) -> RolloutState:
     """Reads, changes and writes the state under Push's serving lock; rewrites models.config from it."""
-    from flywheel.components.push import publish
     from flywheel.rollout import manifests
+    from flywheel.store import publish
 
     with publish.serving_lock(os.path.join(serving_dir, model)):
         before = load(serving_dir, model)
@@ -188,15 +189,15 @@ def _update(serving_dir: str, model: str,
 
 
 def _check_version(serving_dir: str, model: str, version: int) -> None:
-    path = serving.version_path(serving_dir, model, version)
-    if not serving.is_complete(path):
+    path = layout.version_path(serving_dir, model, version)
+    if not layout.is_complete(path):
         raise RolloutError(f"rollout: version {version}: expected a complete version in {serving_dir}/{model} "
-                           f"({serving.SAVED_MODEL_FILE}); complete versions: "
-                           f"{serving.versions(serving_dir, model)}")
+                           f"({layout.SAVED_MODEL_FILE}); complete versions: "
+                           f"{layout.versions(serving_dir, model)}")
 
 
 def _served_now(serving_dir: str, model: str) -> int:
-    served = serving.latest(serving_dir, model)
+    served = layout.latest(serving_dir, model)
     if served is None:
         raise RolloutError(f"rollout: no model in serving under {serving_dir}/{model}: a rollout needs a stable "
                            "version to compare the candidate with (push one first)")
@@ -300,7 +301,7 @@ def pin(serving_dir: str, model: str) -> Optional[RolloutState]:
     existing = load(serving_dir, model)
     if existing is not None:
         return existing
-    if serving.latest(serving_dir, model) is None:
+    if layout.latest(serving_dir, model) is None:
         return None
     return _update(serving_dir, model, lambda state: state if state is not None
                    else RolloutState(model=model, stable=_served_now(serving_dir, model)))

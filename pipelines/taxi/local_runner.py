@@ -109,7 +109,7 @@ def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[
     `run` patched to capture the pipeline): TensorFlow, Beam and absl kept quiet unless FLYWHEEL_VERBOSE=1, a line
     per component on stdout, and a failure as one line on stderr with exit status 1. It holds the output
     directory's lock, as `flywheel run` does: a second run there refuses at once."""
-    from flywheel.pipelines import lock, quiet
+    from flywheel import lock, quiet
 
     verbose = os.environ.get("FLYWHEEL_VERBOSE", "") not in ("", "0")
     quiet.quiet_environment(verbose)

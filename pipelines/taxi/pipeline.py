@@ -96,13 +96,13 @@ def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
 
 
 def _latest_served(cfg: TaxiConfig):
-    """The version served by default at build time (`serving.current`: the newest, or a rollout's stable one);
+    """The version served by default at build time (`layout.current`: the newest, or a rollout's stable one);
     None when nothing is pushed yet or the folder is only known at run time (a Kubeflow runtime parameter)."""
     if not isinstance(cfg.paths.serving_dir, str):
         return None
-    from flywheel.components.common import serving
+    from flywheel.store import layout
 
-    return serving.current(cfg.paths.serving_dir, cfg.model_name)
+    return layout.current(cfg.paths.serving_dir, cfg.model_name)
 
 
 def serving_version(cfg: TaxiConfig) -> int:

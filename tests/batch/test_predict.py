@@ -22,12 +22,12 @@ import pytest
 import tensorflow as tf
 
 from flywheel import api
+from flywheel.batch import model_version
 from flywheel.batch import predict as batch_predict
-from flywheel.batch import served
-from flywheel.components.common import serving
-from flywheel.components.ingest import parsing
+from flywheel.data import parsing
 from flywheel.pipelines.taxi import features
 from flywheel.schemas import schema_path
+from flywheel.store import layout
 from tests import tiny_runs
 from tests.conftest import call_cli, run_cli, shipped_data
 
@@ -42,7 +42,7 @@ def serving_dir(tmp_path_factory) -> str:
 
 
 def _versions(serving_dir: str) -> list[int]:
-    return serving.versions(serving_dir, "taxi")
+    return layout.versions(serving_dir, "taxi")
 
 
 def _example(row: dict) -> bytes:
@@ -268,7 +268,8 @@ def test_a_non_empty_output_is_refused(serving_dir, tmp_path):
 
 def test_counts_that_do_not_add_up_fail_naming_the_file():
     counts = {"rows_in": 10, "rows_quarantined": 2, "physical_rows": 10}
-    with pytest.raises(served.PredictError, match="data/part-1.csv: 10 rows read but 7 scored \\+ 2 quarantined"):
+    expected = "data/part-1.csv: 10 rows read but 7 scored \\+ 2 quarantined"
+    with pytest.raises(model_version.PredictError, match=expected):
         batch_predict._check_file(("data/part-1.csv", {"counts": [counts], "scored": [3, 4]}))
     assert batch_predict._check_file(("f.csv", {"counts": [counts], "scored": [8]}))["rows_scored"] == 8
 
@@ -334,7 +335,7 @@ def test_the_beam_engine_launcher_never_imports_tensorflow(serving_dir, tmp_path
             "from flywheel.batch import predict, rows, served\n"
             "from flywheel.components.ingest import parsing\n"
             "from flywheel.schemas import schema_path\n"
-            "model = served.resolve(sys.argv[1], 'taxi', apart=True)\n"
+            "model = model_version.resolve(sys.argv[1], 'taxi', apart=True)\n"
             "columns = rows.serving_columns(parsing.load_schema(schema_path('taxi')))\n"
             "predict.check_output(sys.argv[3])\n"
             "predict.expand(beam.Pipeline(), [sys.argv[2]], predict.PredictOptions(columns, model), sys.argv[3])\n"

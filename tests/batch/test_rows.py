@@ -8,9 +8,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 from tfx_bsl.coders import example_coder
 
-from flywheel.batch import rows, served
-from flywheel.components.ingest import parsing
+from flywheel.batch import model_version, rows
 from flywheel.components.ingest.beam_ingest import _to_example
+from flywheel.data import parsing
 from flywheel.schemas import schema_path
 
 COLUMNS = (parsing.Column("fare", parsing.FLOAT, True), parsing.Column("hour", parsing.INT, True),
@@ -60,5 +60,5 @@ def test_scores_read_one_value_per_row_and_refuse_more():
     logs = [_log(np.array([0.25], np.float32)), _log(np.array([0.125], np.float32))]
     np.testing.assert_array_equal(rows.scores(logs, "outputs"), [0.25, 0.125])
     np.testing.assert_array_equal(rows.scores([_log(np.array([[0.5]], np.float64))], "outputs"), [0.5])
-    with pytest.raises(served.PredictError, match="'outputs' has 2 values for 1 rows"):
+    with pytest.raises(model_version.PredictError, match="'outputs' has 2 values for 1 rows"):
         rows.scores([_log(np.array([0.25, 0.75], np.float32))], "outputs")

@@ -13,7 +13,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from flywheel import schemas
 from flywheel.components.common import ui_artifacts
 from flywheel.components.data_gate import executor, spec
-from flywheel.pipelines import run_record
+from flywheel.metadata import run_record
 from tests import tiny_runs
 
 

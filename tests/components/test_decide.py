@@ -11,9 +11,9 @@ from tfx.types import standard_artifacts
 from flywheel import schemas
 from flywheel.components.decide import executor, spec
 from flywheel.components.ingest import executor as ingest_executor
-from flywheel.components.ingest import inputs, parsing
 from flywheel.components.ingest import spec as ingest_spec
-from flywheel.components.monitor import profile
+from flywheel.data import inputs, parsing
+from flywheel.monitoring import profile
 from flywheel.pipelines import retrain
 from tests.components.test_ingest_executor import TESTDATA
 
@@ -34,7 +34,7 @@ def _serve(serving_dir, version: int, fingerprint: str | None, baseline: profile
 
 
 def _span_profile(data, span: int) -> profile.DatasetProfile:
-    from flywheel.components.monitor import monitor
+    from flywheel.monitoring import monitor
 
     return monitor.profile_span(str(data), span, SCHEMA)[0]
 
@@ -71,7 +71,7 @@ def test_no_model_in_serving_retrains_on_the_window(tmp_path):
 def test_serving_trained_on_this_data_is_nothing_new_and_skips_the_drift_check(tmp_path, monkeypatch):
     serving = tmp_path / "serving"
     _serve(serving, 4, inputs.resolve_input(TESTDATA, 2, 2).fingerprint)
-    from flywheel.components.monitor import monitor
+    from flywheel.monitoring import monitor
 
     monkeypatch.setattr(monitor, "profile_span", lambda *a: pytest.fail("nothing new must not profile the span"))
     plan = retrain.plan(TESTDATA, str(serving), "taxi", 2, SCHEMA)

@@ -18,12 +18,12 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.utils import json_utils, proto_utils
 
-from flywheel.components.common import serving, ui_artifacts
+from flywheel.components.common import ui_artifacts
 from flywheel.components.evaluate import executor, spec
 from flywheel.components.evaluate import summary as summary_lib
-from flywheel.components.push import publish
-from flywheel.pipelines import run_record
+from flywheel.metadata import run_record
 from flywheel.pipelines.taxi import features, pipeline
+from flywheel.store import layout, publish
 from tests import tiny_runs
 
 
@@ -34,7 +34,7 @@ def run(tmp_path_factory):
     examples = records["Ingest"].output("examples")
     return {"out": out, "examples": examples, "model": records["Trainer"].output("model")["uri"],
             "schema": records["ImportSchemaGen"].output("schema")["uri"],
-            "versions": serving.versions(os.path.join(out, "serving"), "taxi")}
+            "versions": layout.versions(os.path.join(out, "serving"), "taxi")}
 
 
 def _evaluate(run, tmp_path, config, served_versions=(), model_name="taxi"):

@@ -13,7 +13,8 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from flywheel import schemas
 from flywheel.components.ingest import executor as ingest_executor
-from flywheel.components.ingest import inputs, parsing, spec
+from flywheel.components.ingest import spec
+from flywheel.data import inputs, parsing
 from tests.conftest import call_cli, run_cli
 
 TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")

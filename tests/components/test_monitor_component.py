@@ -10,8 +10,9 @@ import pytest
 
 from flywheel import schemas
 from flywheel.components.common import ui_artifacts
-from flywheel.components.ingest import parsing
-from flywheel.components.monitor import executor, monitor, profile, profile_beam, report, spec
+from flywheel.components.monitor import executor, spec
+from flywheel.data import parsing
+from flywheel.monitoring import monitor, profile, profile_beam, report
 from flywheel.pipelines import retrain
 from tests.components.test_ingest_executor import TESTDATA, _run_executor
 
@@ -204,7 +205,7 @@ def test_plan_without_a_baseline_says_so(tmp_path):
 
 
 def test_the_cli_profile_of_a_csv_equals_the_profile_of_the_rows_ingest_types():
-    from flywheel.components.monitor import drift
+    from flywheel.monitoring import drift
     from tests.conftest import shipped_data
 
     policy = drift.Policy.from_schema(SCHEMA)

@@ -10,10 +10,10 @@ import shutil
 import pytest
 
 from flywheel import schemas
-from flywheel.components.ingest import inputs, parsing
-from tests.components import ram_filesystem
+from flywheel.data import inputs, parsing
+from tests import ram_filesystem
 
-TESTDATA = os.path.join(os.path.dirname(inputs.__file__), "testdata", "spans")
+TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")
 
 
 @pytest.fixture

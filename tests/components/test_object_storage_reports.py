@@ -13,7 +13,7 @@ from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.evaluate import executor as evaluate_executor
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.evaluate import summary as summary_lib
-from tests.components import ram_filesystem
+from tests import ram_filesystem
 
 
 def _split_artifact(kind, uri: str, filename: str, proto) -> object:

@@ -10,13 +10,13 @@ import pytest
 from tfx.components.pusher import executor as stock_pusher
 from tfx.types import standard_artifacts
 
-from flywheel.components.common import serving
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor.spec import DataProfile
-from flywheel.components.push import publish, spec
+from flywheel.components.push import spec
 from flywheel.components.push.component import Push
-from flywheel.pipelines import run_record
+from flywheel.metadata import run_record
+from flywheel.store import layout, publish
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_a_blessed_model_is_pushed_like_the_stock_pusher_with_a_complete_manifes
 
     serving_dir = str(tmp_path / "serving")
     pushed = _push(run_outputs, tmp_path, serving_dir, blessed=True)
-    served = serving.latest(serving_dir, "taxi")
-    assert served is not None and serving.versions(serving_dir, "taxi") == [served.version]
+    served = layout.latest(serving_dir, "taxi")
+    assert served is not None and layout.versions(serving_dir, "taxi") == [served.version]
     ours = _props(pushed)
     assert ours[spec.PUSHED] == ("int_value", 1) and ours[spec.REASON][1] == spec.PUSHED_REASON
     stock = standard_artifacts.PushedModel()
@@ -102,11 +102,11 @@ def test_the_baseline_profile_holds_the_models_scores_on_eval_examples_for_predi
     import pyarrow.parquet as pq
     import tensorflow as tf
 
-    from flywheel.components.monitor import monitor, profile
+    from flywheel.monitoring import monitor, profile
 
     serving_dir = str(tmp_path / "serving")
     _push(run_outputs, tmp_path, serving_dir, blessed=True)
-    served = serving.latest(serving_dir, "taxi")
+    served = layout.latest(serving_dir, "taxi")
     baseline_path = os.path.join(served.path, publish.BASELINE_PROFILE)
     column = profile.load(baseline_path).columns["prediction"]
     examples = publish.sample_examples(run_outputs["examples"]["uri"], "eval", PROFILED)
@@ -139,7 +139,7 @@ def test_the_model_already_in_serving_is_not_pushed_again(run_outputs, tmp_path)
     again = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=version)
     assert _props(again) == {spec.PUSHED: ("int_value", 0),
                              spec.REASON: ("string_value", f"identical to serving version {version}")}
-    assert serving.versions(serving_dir, "taxi") == [version]
+    assert layout.versions(serving_dir, "taxi") == [version]
 
 
 def test_a_model_blessed_against_an_older_version_is_not_published_over_a_newer_one(run_outputs, tmp_path):
@@ -154,8 +154,8 @@ def test_a_model_blessed_against_an_older_version_is_not_published_over_a_newer_
     assert stale.get_int_custom_property(spec.PUSHED) == 0
     assert stale.get_string_custom_property(spec.REASON).startswith(
         f"blessed against no model in serving, but serving now has version {newer}")
-    assert serving.versions(serving_dir, "taxi") == [newer]
+    assert layout.versions(serving_dir, "taxi") == [newer]
     current = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=newer, model_uri=str(other))
     assert current.get_int_custom_property(spec.PUSHED) == 1
-    assert serving.versions(serving_dir, "taxi") == [newer, int(current.get_string_custom_property(
+    assert layout.versions(serving_dir, "taxi") == [newer, int(current.get_string_custom_property(
         spec.PUSHED_VERSION))]

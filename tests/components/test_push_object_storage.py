@@ -17,8 +17,9 @@ import uuid
 import pytest
 from tfx.dsl.io import fileio
 
-from flywheel.components.common import serving
-from flywheel.components.push import executor, publish
+from flywheel import storage
+from flywheel.components.push import executor
+from flywheel.store import layout, publish
 
 GUARDED = ([(os, name) for name in ("open", "stat", "lstat", "listdir", "scandir", "mkdir", "makedirs", "remove",
                                     "unlink", "rmdir", "rename", "replace", "walk", "symlink")]
@@ -80,22 +81,22 @@ def test_publish_to_object_storage_writes_saved_model_pb_last(ram, monkeypatch):
     monkeypatch.setattr(fileio, "open", recording_open)
     monkeypatch.setattr(fileio, "copy", recording_copy)
     with publish.serving_lock(f"{serving_dir}/taxi"):
-        assert serving.latest(serving_dir, "taxi") is None
+        assert layout.latest(serving_dir, "taxi") is None
         version, path = publish.publish(model, serving_dir, "taxi", {"model_sha256": publish.tree_digest(model)},
                                         extra_files={publish.BASELINE_PROFILE: "{}"})
     assert path == f"{serving_dir}/taxi/{version}"
     into_version = [w for w in writes if w.startswith(path + "/")]
     assert into_version[-1] == f"{path}/saved_model.pb", into_version
     assert into_version.index(f"{path}/push.json") < len(into_version) - 1
-    served = serving.latest(serving_dir, "taxi")
+    served = layout.latest(serving_dir, "taxi")
     assert served.version == version and served.manifest["model_sha256"] == publish.tree_digest(model)
     assert sorted(publish.tree(path)[1]) == sorted(publish.tree(model)[1] + ["push.json", "baseline_profile.json"])
-    assert [n for n in serving.listdir(f"{serving_dir}/taxi") if n.startswith(publish.TMP_PREFIX)] == []
+    assert [n for n in storage.listdir(f"{serving_dir}/taxi") if n.startswith(publish.TMP_PREFIX)] == []
     executor.link_or_copy_manifest(f"{ram}/pushed_model", path)
     with fileio.open(f"{ram}/pushed_model/push.json") as f:
         assert json.loads(f.read())["version"] == version
     second, _ = publish.publish(model, serving_dir, "taxi", {"model_sha256": "other"})
-    assert serving.versions(serving_dir, "taxi") == [version, second] and second > version
+    assert layout.versions(serving_dir, "taxi") == [version, second] and second > version
 
 
 def test_object_storage_cleans_dead_writers_only_and_skips_a_corrupt_manifest(ram, caplog):
@@ -109,13 +110,13 @@ def test_object_storage_cleans_dead_writers_only_and_skips_a_corrupt_manifest(ra
     _write(f"{root}/400/saved_model.pb", b"graph")
     _write(f"{root}/400/push.json", b'{"model_sha256": "abc", "ver')  # truncated
     with caplog.at_level(logging.WARNING):
-        assert serving.latest(f"{ram}/serving", "taxi") is None
+        assert layout.latest(f"{ram}/serving", "taxi") is None
         removed = publish.clean_stale(root)
     assert f"{root}/400/push.json" in caplog.text and "version 400 skipped" in caplog.text
     assert sorted(removed) == [".push-500-dead", "500"]
-    assert sorted(serving.listdir(root)) == [".push-600-live", ".push-700-new", "400", "600"]
+    assert sorted(storage.listdir(root)) == [".push-600-live", ".push-700-new", "400", "600"]
     version, _ = publish.publish(_model(ram), f"{ram}/serving", "taxi", {})
-    assert version > 700 and serving.latest(f"{ram}/serving", "taxi").version == version
+    assert version > 700 and layout.latest(f"{ram}/serving", "taxi").version == version
 
 
 def test_a_push_that_fails_on_object_storage_leaves_no_partial_version(ram, monkeypatch):
@@ -130,4 +131,4 @@ def test_a_push_that_fails_on_object_storage_leaves_no_partial_version(ram, monk
     monkeypatch.setattr(fileio, "copy", failing_copy)
     with pytest.raises(OSError, match="connection reset"):
         publish.publish(model, serving_dir, "taxi", {})
-    assert serving.listdir(f"{serving_dir}/taxi") == []
+    assert storage.listdir(f"{serving_dir}/taxi") == []

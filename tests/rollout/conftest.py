@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from flywheel.components.common import serving
+from flywheel.store import layout
 from tests import tiny_runs
 
 MODEL = "taxi"
@@ -44,8 +44,8 @@ def add_version(serving_dir: str, source: str, version: int, manifest: dict | No
     os.makedirs(root, exist_ok=True)
     staging = os.path.join(root, f".push-{version}-test")
     shutil.copytree(source, staging)
-    if manifest is not None or not os.path.exists(os.path.join(staging, serving.MANIFEST_FILE)):
-        with open(os.path.join(staging, serving.MANIFEST_FILE), "w") as f:
+    if manifest is not None or not os.path.exists(os.path.join(staging, layout.MANIFEST_FILE)):
+        with open(os.path.join(staging, layout.MANIFEST_FILE), "w") as f:
             json.dump({"model_name": MODEL, "version": version, **(manifest or {})}, f)
     final = os.path.join(root, str(version))
     os.rename(staging, final)

@@ -26,13 +26,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel import schemas
-from flywheel.components.common import serving
-from flywheel.components.monitor import drift, profile
-from flywheel.components.monitor.monitor import auc
+from flywheel.monitoring import drift, profile
+from flywheel.monitoring.monitor import auc
 from flywheel.rollout import analysis
 from flywheel.rollout.analysis import AnalysisConfig, AnalysisError, analyze
-from flywheel.serving import join, models
-from flywheel.serving.request_log import RequestLog, features_from_schema
+from flywheel.server import models
+from flywheel.server.request_log import RequestLog, features_from_schema
+from flywheel.store import layout
+from flywheel.traffic import join
 from tests import tiny_runs
 from tests.conftest import shipped_data
 from tests.rollout.conftest import constant_model
@@ -50,7 +51,7 @@ SMALL_CANARY_DRAW = 5  # a fixed draw of the canary's score ranks: PSI 0.58, KS 
 def servables(tmp_path_factory) -> Iterator[dict[str, models.Servable]]:
     out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
     folder = os.path.join(out, "serving")
-    first = serving.versions(folder, MODEL)[-2]
+    first = layout.versions(folder, MODEL)[-2]
     constant = constant_model(str(tmp_path_factory.mktemp("constant") / "model"), FEATURES)
     stable = models.load_servable(MODEL, first, os.path.join(folder, MODEL, str(first)))
     loaded = {"stable": stable, "reshaped": Squared(stable), "constant": models.load_servable(MODEL, 3, constant)}

@@ -7,15 +7,16 @@ import json
 import os
 
 from flywheel import api
-from flywheel.components.common import serving
 from flywheel.components.evaluate import executor as evaluate_executor
 from flywheel.components.evaluate import spec as evaluate_spec
-from flywheel.components.ingest import inputs
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.push import spec as push_spec
-from flywheel.pipelines import registry, retrain, run_record
+from flywheel.data import inputs
+from flywheel.metadata import run_record
+from flywheel.pipelines import registry, retrain
 from flywheel.pipelines.taxi import pipeline as taxi_pipeline
 from flywheel.rollout import state
+from flywheel.store import layout
 from tests import tiny_runs
 from tests.components.test_push_executor import _push
 from tests.rollout.conftest import MODEL, add_version
@@ -25,7 +26,7 @@ def _pin_older(serving_dir: str) -> None:
     """Versions 1 and 2 in serving; the rollout state pins 1 as stable (2 was rolled back)."""
     state.start(serving_dir, MODEL, 1, state.CANARY, 10)
     state.promote(serving_dir, MODEL)
-    assert serving.latest(serving_dir, MODEL).version == 2 and serving.current(serving_dir, MODEL).version == 1
+    assert layout.latest(serving_dir, MODEL).version == 2 and layout.current(serving_dir, MODEL).version == 1
 
 
 def test_evaluate_compares_against_the_stable_version(serving_dir, tmp_path):
@@ -64,7 +65,7 @@ def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_
     outputs = {"model": records["Trainer"].output("model"), "evaluation": records["Evaluate"].output("evaluation"),
                "examples": records["Ingest"].output(ingest_spec.EXAMPLES_KEY),
                "profile": records["Ingest"].output(ingest_spec.PROFILE_KEY)}
-    older, newer = serving.versions(os.path.join(tiny_out, "serving"), MODEL)
+    older, newer = layout.versions(os.path.join(tiny_out, "serving"), MODEL)
     serving_dir = str(tmp_path / "serving")
     add_version(serving_dir, os.path.join(tiny_out, "serving", MODEL, str(older)), 1)
     add_version(serving_dir, os.path.join(tiny_out, "serving", MODEL, str(newer)), 2)
@@ -74,16 +75,16 @@ def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_
     pushed = _push(outputs, work, serving_dir, blessed=True, baseline=1)
     assert pushed.get_int_custom_property(push_spec.PUSHED) == 1, pushed.get_string_custom_property(push_spec.REASON)
     version = int(pushed.get_string_custom_property(push_spec.PUSHED_VERSION))
-    assert version > 2 and serving.latest(serving_dir, MODEL).version == version
-    assert serving.current(serving_dir, MODEL).version == 1
+    assert version > 2 and layout.latest(serving_dir, MODEL).version == version
+    assert layout.current(serving_dir, MODEL).version == 1
 
 
 def test_lineage_of_the_model_in_serving_is_the_stable_versions(run_copy):
     serving_dir = os.path.join(run_copy, "serving")
-    first, second = serving.versions(serving_dir, MODEL)
+    first, second = layout.versions(serving_dir, MODEL)
     state.start(serving_dir, MODEL, first, state.CANARY, 50)
     state.promote(serving_dir, MODEL)
     found = api.lineage("taxi", run_copy)
     assert found.version == first
-    with open(os.path.join(serving_dir, MODEL, str(first), serving.MANIFEST_FILE)) as f:
+    with open(os.path.join(serving_dir, MODEL, str(first), layout.MANIFEST_FILE)) as f:
         assert found.data_fingerprint == json.load(f)["data_fingerprint"]

@@ -35,7 +35,7 @@ def test_rule_violations_exit_2_with_the_rule_named(serving_dir, capsys, tmp_pat
 
 def _fresh_log(log_dir: str, newest: float, versions: tuple[int, int] = (2, 1), requests: int = 40) -> str:
     """A request log written by RequestLog, its last row at `newest` (seconds since the epoch)."""
-    from flywheel.serving.request_log import RequestLog
+    from flywheel.server.request_log import RequestLog
 
     now = [newest - 0.01 * (requests - 1)]
     log = RequestLog(log_dir, clock=lambda: now[0])

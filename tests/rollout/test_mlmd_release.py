@@ -8,10 +8,9 @@ import os
 import pytest
 
 from flywheel import api
-from flywheel.components.common import serving
-from flywheel.components.push import publish
 from flywheel.pipelines import retrain
 from flywheel.rollout import mlmd, state
+from flywheel.store import layout, publish
 from tests.rollout.conftest import MODEL
 
 
@@ -21,7 +20,7 @@ def _paths(out: str) -> tuple[str, str]:
 
 def test_decisions_are_rollout_executions_linked_to_the_pushed_model_and_shown_by_lineage(run_copy):
     serving_dir, metadata = _paths(run_copy)
-    first, second = serving.versions(serving_dir, MODEL)
+    first, second = layout.versions(serving_dir, MODEL)
     started = api.rollout_start(serving_dir, MODEL, version=first, mode="blue_green", reason="back to the first",
                                 metadata=metadata)
     assert started.execution_id is not None and started.pushed_model_id is not None
@@ -49,12 +48,12 @@ def test_a_store_without_rollouts_has_none_and_a_missing_store_is_refused(run_co
 
 def test_canary_release_pins_stable_before_push_and_starts_the_rollout_after(run_copy):
     serving_dir, metadata = _paths(run_copy)
-    served = serving.current(serving_dir, MODEL).version
+    served = layout.current(serving_dir, MODEL).version
     pinned = retrain.prepare_release(serving_dir, MODEL, "canary:10")
     assert pinned.stable == served and not pinned.running
-    source = serving.latest(serving_dir, MODEL).path
+    source = layout.latest(serving_dir, MODEL).path
     pushed, _ = publish.publish(source, serving_dir, MODEL, {"model_name": MODEL})
-    assert serving.current(serving_dir, MODEL).version == served  # Push did not make it served by default
+    assert layout.current(serving_dir, MODEL).version == served  # Push did not make it served by default
     after = retrain.finish_release(serving_dir, MODEL, "canary:10", pushed, pinned, "retrain on spans [1]", metadata)
     assert (after.stable, after.candidate, after.mode, after.percent) == (served, pushed, "canary", 10.0)
     assert mlmd.decisions(metadata, MODEL)[-1]["action"] == "start"
@@ -66,16 +65,16 @@ def test_canary_release_pins_stable_before_push_and_starts_the_rollout_after(run
 def test_direct_release_with_a_state_makes_the_pushed_version_stable_and_without_one_changes_nothing(run_copy):
     serving_dir, metadata = _paths(run_copy)
     assert retrain.prepare_release(serving_dir, MODEL, "direct") is None
-    newest = serving.latest(serving_dir, MODEL).version
+    newest = layout.latest(serving_dir, MODEL).version
     assert retrain.finish_release(serving_dir, MODEL, "direct", newest, None) is None
     assert state.load(serving_dir, MODEL) is None
     state.pin(serving_dir, MODEL)
     pinned = retrain.prepare_release(serving_dir, MODEL, "direct")
-    pushed, _ = publish.publish(serving.latest(serving_dir, MODEL).path, serving_dir, MODEL, {"model_name": MODEL})
+    pushed, _ = publish.publish(layout.latest(serving_dir, MODEL).path, serving_dir, MODEL, {"model_name": MODEL})
     after = retrain.finish_release(serving_dir, MODEL, "direct", pushed, pinned, "retrain", metadata)
     assert (after.stable, after.candidate, after.decisions[-1].action) == (pushed, None, "promote")
     assert after.decisions[-1].evidence["mode"] == "direct"
-    assert serving.current(serving_dir, MODEL).version == pushed
+    assert layout.current(serving_dir, MODEL).version == pushed
 
 
 def test_the_first_model_is_released_directly(tmp_path):

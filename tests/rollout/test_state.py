@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from flywheel.components.common import serving
-from flywheel.components.push import publish
 from flywheel.rollout import state
+from flywheel.store import layout, publish
 from tests.rollout.conftest import MODEL, add_version
 
 
@@ -28,7 +27,7 @@ def test_first_start_pins_the_newest_version_as_stable_and_writes_state_beside_t
     assert on_disk["schema_version"] == state.SCHEMA_VERSION and on_disk["stable"] == 2 and on_disk["candidate"] == 1
     assert on_disk["decisions"][0]["action"] == "start" and on_disk["decisions"][0]["reason"].startswith("older")
     assert state.load(serving_dir, MODEL) == started
-    assert serving.versions(serving_dir, MODEL) == [1, 2]  # rollout.json is no version
+    assert layout.versions(serving_dir, MODEL) == [1, 2]  # rollout.json is no version
     assert sorted(os.listdir(os.path.join(serving_dir, MODEL))) == [".push.lock", "1", "2", "rollout.json"]
 
 
@@ -36,15 +35,15 @@ def test_a_version_pushed_after_the_pin_is_not_served_until_promoted(serving_dir
     pinned = state.pin(serving_dir, MODEL)
     assert (pinned.stable, pinned.candidate, pinned.decisions) == (2, None, ())
     version, _ = publish.publish(saved_model, serving_dir, MODEL, {"model_name": MODEL})
-    assert serving.latest(serving_dir, MODEL).version == version
-    assert serving.current(serving_dir, MODEL).version == 2
+    assert layout.latest(serving_dir, MODEL).version == version
+    assert layout.current(serving_dir, MODEL).version == 2
     state.start(serving_dir, MODEL, version, state.CANARY, 25)
-    assert serving.current(serving_dir, MODEL).version == 2
+    assert layout.current(serving_dir, MODEL).version == 2
     promoted = state.promote(serving_dir, MODEL, reason="analysis passed", evidence={"auc": 0.8})
     assert (promoted.stable, promoted.candidate, promoted.mode, promoted.started) == (version, None, None, None)
     assert promoted.generation == 3 and [d.action for d in promoted.decisions] == ["start", "promote"]
     assert promoted.decisions[-1].evidence == {"auc": 0.8, "previous_stable": 2, "mode": "canary"}
-    assert serving.current(serving_dir, MODEL).version == version
+    assert layout.current(serving_dir, MODEL).version == version
 
 
 def test_rollback_keeps_stable_and_the_folder_but_never_serves_the_candidate_by_default(serving_dir, saved_model):
@@ -54,13 +53,13 @@ def test_rollback_keeps_stable_and_the_folder_but_never_serves_the_candidate_by_
     rolled = state.rollback(serving_dir, MODEL, reason="errors", evidence={"error_rate": 0.2})
     assert (rolled.stable, rolled.candidate, rolled.rolled_back) == (2, None, (3,))
     assert os.path.isdir(os.path.join(serving_dir, MODEL, "3"))
-    assert serving.latest(serving_dir, MODEL).version == 3 and serving.current(serving_dir, MODEL).version == 2
+    assert layout.latest(serving_dir, MODEL).version == 3 and layout.current(serving_dir, MODEL).version == 2
     assert rolled.decisions[-1].to_dict()["evidence"] == {"error_rate": 0.2, "stable": 2, "mode": "blue_green"}
 
 
 def test_without_a_rollout_state_the_newest_version_serves(serving_dir):
     assert state.load(serving_dir, MODEL) is None
-    assert serving.current(serving_dir, MODEL).version == 2
+    assert layout.current(serving_dir, MODEL).version == 2
 
 
 @pytest.mark.parametrize("mode, percent, message", [
@@ -84,7 +83,7 @@ def test_candidate_must_be_a_complete_version_other_than_stable(serving_dir, sav
                                                  r"\[1, 2\]"):
         state.start(serving_dir, MODEL, 9, state.SHADOW)
     partial = add_version(serving_dir, saved_model, 3)
-    os.remove(os.path.join(partial, serving.SAVED_MODEL_FILE))
+    os.remove(os.path.join(partial, layout.SAVED_MODEL_FILE))
     with pytest.raises(state.RolloutError, match=r"version 3: expected a complete version"):
         state.start(serving_dir, MODEL, 3, state.SHADOW)
 
@@ -153,9 +152,9 @@ def test_a_damaged_state_file_is_named_in_the_error(serving_dir, content, messag
 def test_a_state_pinning_a_missing_version_fails_current_with_the_file_named(serving_dir):
     with open(os.path.join(serving_dir, MODEL, state.STATE_FILE), "w") as f:
         json.dump({"schema_version": 1, "model": MODEL, "stable": 7, "generation": 1}, f)
-    with pytest.raises(serving.ManifestError, match=r"rollout\.json pins stable version 7, expected a complete "
+    with pytest.raises(layout.ManifestError, match=r"rollout\.json pins stable version 7, expected a complete "
                                                      r"version .*complete versions: \[1, 2\]"):
-        serving.current(serving_dir, MODEL)
+        layout.current(serving_dir, MODEL)
 
 
 def test_writes_wait_for_the_serving_lock_and_leave_no_temporary_file(serving_dir):

@@ -1,0 +1,45 @@
+"""A tiny trained and pushed taxi model (the session's two tiny pipeline runs), and serving folders built from it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from flywheel.store import layout
+from tests import tiny_runs
+
+MODEL = "taxi"
+ISSUE_ROW = {"trip_miles": 1.2, "fare": 8.5, "trip_seconds": 600, "pickup_latitude": 41.9,
+             "pickup_longitude": -87.6, "trip_start_hour": 14, "trip_start_day": 3, "trip_start_month": 5,
+             "payment_type": "Cash"}
+
+
+@pytest.fixture(scope="session")
+def pushed_version(tmp_path_factory) -> str:
+    """The newest version Push published in the tiny runs: a real SavedModel with push.json and warmup file."""
+    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
+    serving_dir = os.path.join(out, "serving")
+    latest = layout.latest(serving_dir, MODEL)
+    assert latest is not None, f"the tiny runs pushed nothing into {serving_dir}"
+    return latest.path
+
+
+def add_version(serving_dir: str, source: str, version: int) -> str:
+    """Publishes a copy of `source` as <serving_dir>/taxi/<version> the way Push does: saved_model.pb last."""
+    root = os.path.join(serving_dir, MODEL)
+    os.makedirs(root, exist_ok=True)
+    staging = os.path.join(root, f".push-{version}-test")
+    shutil.copytree(source, staging)
+    final = os.path.join(root, str(version))
+    os.rename(staging, final)
+    return final
+
+
+@pytest.fixture
+def serving_dir(tmp_path, pushed_version) -> str:
+    """A serving folder holding version 1 (a copy of the pushed model)."""
+    folder = str(tmp_path / "serving")
+    add_version(folder, pushed_version, 1)
+    return folder
