@@ -13,7 +13,7 @@ import os
 from typing import IO, Any
 
 __all__ = ["FileArgumentError", "exists", "filesystem", "is_local", "isdir", "listdir", "makedirs", "open_binary",
-           "read_file", "read_text", "relative", "walk_files", "write_text"]
+           "read_file", "read_text", "relative", "walk_files", "write_text", "write_whole"]
 
 
 class FileArgumentError(ValueError):
@@ -142,3 +142,35 @@ def relative(path: str, base: str) -> str:
     if not path.startswith(prefix):
         raise ValueError(f"{path} is not below {base}")
     return path[len(prefix):]
+
+
+def write_whole(folder: str, name: str, data: bytes) -> str:
+    """Writes `folder/name` so that it appears whole or not at all; returns its path.
+
+    Local: a hidden temporary file, fsynced, renamed into place (the folder fsynced after; `os` only for the
+    fsyncs, which the filesystem layer has no call for). Object storage:
+    the object is written once under its final name (it becomes visible when the upload completes).
+    """
+    fs = filesystem(folder)
+    fs.makedirs(folder)
+    final = os.path.join(folder, name)
+    if not is_local(folder):
+        with fs.open(final, "wb") as f:
+            f.write(data)
+        return final
+    temporary = os.path.join(folder, f".{name}.tmp")
+    try:
+        with fs.open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fs.rename(temporary, final, overwrite=True)
+    finally:
+        if fs.exists(temporary):
+            fs.remove(temporary)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return final

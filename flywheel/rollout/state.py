@@ -168,9 +168,7 @@ def load(serving_dir: str, model: str) -> Optional[RolloutState]:
 def write_atomic(path: str, text: str) -> None:
     """Writes a whole file that readers see whole or not at all (the request log's writer: locally a fsynced
     temporary file renamed over `path`; on object storage one object write)."""
-    from flywheel.server.request_log import write_whole
-
-    write_whole(os.path.dirname(path) or ".", os.path.basename(path), text.encode("utf-8"))
+    storage.write_whole(os.path.dirname(path) or ".", os.path.basename(path), text.encode("utf-8"))
 
 
 def _update(serving_dir: str, model: str,

@@ -801,7 +801,7 @@ class RequestLog:
             # interpreter lock again for every piece written (next to a busy event loop, 30 ms -> 350 ms a flush).
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink)
-            write_whole(folder, name, sink.getvalue().to_pybytes())
+            storage.write_whole(folder, name, sink.getvalue().to_pybytes())
         except Exception as e:  # every filesystem raises its own errors (OSError, TensorFlow's on gs://): counted
             with self._lock:
                 self._lose(table.num_rows, f"cannot write {os.path.join(folder, name)}: {type(e).__name__}: {e}",
@@ -857,35 +857,3 @@ def _cell(value: Any, kind: pa.DataType) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value <= _INT64_MAX:
         return None
     return value
-
-
-def write_whole(folder: str, name: str, data: bytes) -> str:
-    """Writes `folder/name` so that it appears whole or not at all; returns its path.
-
-    Local: a hidden temporary file, fsynced, renamed into place (the folder fsynced after; `os` only for the
-    fsyncs, which the filesystem layer has no call for). Object storage:
-    the object is written once under its final name (it becomes visible when the upload completes).
-    """
-    fs = storage.filesystem(folder)
-    fs.makedirs(folder)
-    final = os.path.join(folder, name)
-    if not storage.is_local(folder):
-        with fs.open(final, "wb") as f:
-            f.write(data)
-        return final
-    temporary = os.path.join(folder, f".{name}.tmp")
-    try:
-        with fs.open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        fs.rename(temporary, final, overwrite=True)
-    finally:
-        if fs.exists(temporary):
-            fs.remove(temporary)
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    return final

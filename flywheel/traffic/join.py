@@ -38,8 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flywheel import storage
 from flywheel.monitoring import profile
-from flywheel.server.request_log import PREDICTION, REQUEST_ID, TIME, write_whole
+from flywheel.server.request_log import PREDICTION, REQUEST_ID, TIME
 
 OUTPUT_FILE = "joined.parquet"
 _SHOWN = 5
@@ -202,7 +203,8 @@ def join(logs: str, labels: str, key: str, output: str, *, label_column: str = "
         pq.write_table(joined, sink)
         folder, name = ((f"span-{span}", OUTPUT_FILE) if target_span is None
                         else (f"span-{target_span}", f"joined-{span}.parquet"))
-        counts["spans"][span]["path"] = write_whole(os.path.join(output, folder), name, sink.getvalue().to_pybytes())
+        counts["spans"][span]["path"] = storage.write_whole(os.path.join(output, folder), name,
+                                                            sink.getvalue().to_pybytes())
         counts["joined_rows"] += joined.num_rows
     unlabelled = [k for k in label_of if k not in matched]
     counts["unmatched_labels"] = len(unlabelled)
