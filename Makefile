@@ -1,4 +1,5 @@
-# flywheel: `make run` runs the taxi pipeline end to end; `make test` runs the whole suite.
+# flywheel: `make run` runs the taxi pipeline end to end; `make test` runs the whole suite (what CI runs);
+# `make test-unit` the quick lane: no pipeline run, no training, no server process (tests marked e2e or slow left out).
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ for c in "$$PYTHON" python3.10 "$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/
 done; exit 1
 endef
 
-.PHONY: venv run test bench bench-monitor bench-predict bench-serving bench-rollout compile lint clean
+.PHONY: venv run test test-unit bench bench-monitor bench-predict bench-serving bench-rollout compile lint clean
 
 $(STAMP): setup.py constraints.txt
 	@py="$$( $(find_python) )" || { echo "flywheel needs Python 3.10 (tfx 1.16 supports Python < 3.11). Install it (e.g. 'pyenv install 3.10.13') or set PYTHON=/path/to/python3.10." >&2; exit 1; }; \
@@ -31,6 +32,9 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest tests
+
+test-unit: venv
+	$(BIN)/python -m pytest tests -m "not e2e and not slow"
 
 bench: venv
 	$(BIN)/python benchmarks/pipeline_vs_template.py
