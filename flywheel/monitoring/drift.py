@@ -23,13 +23,12 @@ import numpy as np
 from flywheel.monitoring.profile import (
     CATEGORICAL,
     NUMERIC,
-    ROLLOUT_ROLE,
-    STATUS,
     ColumnProfile,
     DatasetProfile,
     MonitorError,
     schema_kinds,
 )
+from flywheel.server.log_columns import REQUEST_LOG_COLUMNS, ROLLOUT_COLUMNS
 
 QUANTILE_BINS = 20
 TRIM = 0.01  # the Wasserstein distance compares the 1st..99th percentiles
@@ -37,12 +36,6 @@ _PSI_FLOOR = 1e-4
 _CHART_BINS = 30
 _CHART_CATEGORIES = 15
 SERVING = "SERVING"
-# The columns of a request log (flywheel.server.request_log) that describe the request, not the data: never
-# compared as features (a request log's `prediction` column is compared as prediction drift).
-REQUEST_LOG_COLUMNS = ("request_id", "row_index", "time", "model", "model_version", "signature_name", "latency_ms")
-# What a request log says of a request during a rollout: its role, HTTP status, error message and how it was
-# routed (`default`, or `version` / `label` for a request that named one and bypassed the split): not data.
-ROLLOUT_COLUMNS = (ROLLOUT_ROLE, STATUS, "error", "request_route")
 
 
 @dataclasses.dataclass(frozen=True)

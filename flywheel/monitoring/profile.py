@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from flywheel import storage
+from flywheel.server.log_columns import ROLLOUT_ROLE, SHADOW, STATUS
 
 K = 8192  # distinct values kept per column (see README: resample noise at 200,000 rows, 1M-row speed)
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -391,14 +392,10 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
         raise MonitorError(f"monitor: {path}: files have incompatible columns: {e}") from None
 
 
-# A request log's columns that say whether a client was answered with the row (flywheel.server.request_log):
-# failed requests (status other than 200) and shadow copies (rollout_role "shadow") are not production data.
-STATUS, ROLLOUT_ROLE, SHADOW = "status", "rollout_role", "shadow"
-
-
 def answered_rows(table: pa.Table) -> pa.Table:
-    """The rows a client was answered with: a request log's failed requests and shadow copies left out (a table
-    without those columns passes whole)."""
+    """The rows a client was answered with: a request log's failed requests (status other than 200) and shadow
+    copies (rollout_role "shadow") left out, as they are not production data (a table without those columns passes
+    whole)."""
     import pyarrow.compute as pc
 
     keep = None

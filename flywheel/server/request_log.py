@@ -70,21 +70,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel import storage
-from flywheel.monitoring.drift import REQUEST_LOG_COLUMNS, ROLLOUT_COLUMNS
-from flywheel.server.routing import DEFAULT_ROUTE
+from flywheel.data import parsing
+from flywheel.monitoring import drift
+from flywheel.server.log_columns import (
+    DEFAULT_ROUTE,
+    ERROR,
+    LATENCY_MS,
+    MODEL,
+    MODEL_VERSION,
+    PREDICTION,
+    REQUEST_ID,
+    REQUEST_LOG_COLUMNS,
+    REQUEST_ROUTE,
+    ROLLOUT_COLUMNS,
+    ROLLOUT_ROLE,
+    ROW_INDEX,
+    SIGNATURE_NAME,
+    STATUS,
+    TIME,
+)
 
 logger = logging.getLogger(__name__)
 
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
-REQUEST_ID, ROW_INDEX, TIME, MODEL, MODEL_VERSION, SIGNATURE_NAME, LATENCY_MS = REQUEST_LOG_COLUMNS
-PREDICTION = "prediction"
 SPAN_SECONDS = 86_400
 # Log data waiting to be written (and being written) at most, in bytes: beyond it requests are dropped and counted.
 DEFAULT_MAX_PENDING_BYTES = 256 * 2**20
-# Rollout columns (flywheel/server/routing.py; read by the rollout analysis): the request's role in a running
-# rollout (stable | canary | shadow, null without one), its HTTP status, error message (null when answered) and
-# route (default, or version / label when the request named one).
-ROLLOUT_ROLE, STATUS, ERROR, REQUEST_ROUTE = ROLLOUT_COLUMNS
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Lone surrogates: a JSON body may carry them as escapes (`"\ud800"`), Python's parser keeps them, no UTF-8 holds them.
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -111,9 +122,6 @@ def feature_kind(kind: str) -> str:
 
 def features_from_schema(schema_path: str, names: Optional[Sequence[str]] = None) -> dict[str, str]:
     """{name: INT|FLOAT|BYTES} of a TFDV schema's serving features (`names` only, in that order, when given)."""
-    from flywheel.data import parsing
-    from flywheel.monitoring import drift
-
     kinds = {c.name: c.kind for c in parsing.columns_from_schema(parsing.load_schema(schema_path))}
     policy = drift.Policy.from_schema(schema_path)
     serving_features = [n for n in kinds if n not in policy.labels]
