@@ -12,6 +12,8 @@ import pytest
 
 from tests.ram_guard import ram  # noqa: F401  (the ram:// fixture, for every test folder)
 
+pytest_plugins = ["tests.lane_guard"]  # the unit lane refuses flywheel processes and training in unmarked tests
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
