@@ -62,9 +62,13 @@ os.makedirs(data)
 def arrive(span):
     """A span lands; the scheduled job runs (`flywheel retrain taxi --if-drift` calls the same function)."""
     shutil.copytree(os.path.join(incoming, f"span-{span}"), os.path.join(data, f"span-{span}"))
-    result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS)
-    shown = ("span", "drift_detected", "retrained", "blessed", "pushed", "model_version", "drift_reason")
-    return {k: result.to_dict()[k] for k in shown}
+    return flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS)
+
+
+def shown(result, keys=("span", "drift_detected", "retrained", "blessed", "pushed", "model_version",
+                        "drift_reason")):
+    """The job's answer, the fields that tell the story."""
+    return {k: result.to_dict()[k] for k in keys}
 
 
 # %% [markdown]
@@ -72,14 +76,14 @@ def arrive(span):
 
 # %%
 first = arrive(1)
-print(first)
+print(shown(first))
 
 # %% [markdown]
 # ## Span 2: same distribution, no drift, nothing to do (answered without TensorFlow)
 
 # %%
 second = arrive(2)
-print(second)
+print(shown(second))
 
 # %% [markdown]
 # ## Serving: version 1 answers requests, and every request is logged
@@ -146,7 +150,7 @@ print("logged rows:", logged_rows())
 # feature drift, and the shift of the predictions themselves.
 
 # %%
-baseline = os.path.join(serving_dir, "taxi", str(first["model_version"]), "baseline_profile.json")
+baseline = os.path.join(serving_dir, "taxi", str(first.model_version), "baseline_profile.json")
 report_dir = os.path.join(work, "drift_report")
 verdict = flywheel.monitor(baseline, logs, schema=schemas.schema_path("taxi"), report_dir=report_dir)
 print("drift detected:", verdict.drift_detected, "in", verdict.drifted)
@@ -159,7 +163,8 @@ display(HTML(open(verdict.report).read()))
 # rows land in the data folder as span 3, after the spans trained on before.
 
 # %%
-print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", data, span=3).lines()))
+labelled = flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", data, span=3)
+print("\n".join(labelled.lines()))
 print("spans:", sorted(os.listdir(data)))
 
 # %% [markdown]
@@ -171,9 +176,8 @@ print("spans:", sorted(os.listdir(data)))
 
 # %%
 result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS, release="canary:50")
-third = {k: result.to_dict()[k] for k in ("window", "drift_detected", "retrained", "blessed", "pushed",
-                                          "model_version", "pushed_version", "release")}
-print(third)
+print(shown(result, ("window", "drift_detected", "retrained", "blessed", "pushed", "model_version",
+                     "pushed_version", "release")))
 new, metadata = result.pushed_version, os.path.join(out, "metadata.sqlite")
 print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
 
@@ -300,6 +304,7 @@ print("answered by (version, role):", answered_since(flywheel.api.rollout_status
 # %% [markdown]
 # No labels this time: the predictions alone condemn it. Its distribution moved away from stable's, and its
 # spread is nothing next to stable's.
+# Once the rollback is applied, the same trips sent again are answered by the promoted version alone.
 
 # %%
 rolled_back = flywheel.api.rollout_analyze(serving_dir, "taxi", logs, report_dir=os.path.join(work, "rollback"),
@@ -308,6 +313,9 @@ show(rolled_back)
 print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
 wait_until(lambda: bad not in served_versions(), "the bad candidate unloaded")
 print("serving versions:", served_versions(), "- the same server process:", server.poll() is None)
+replays.append(flywheel.replay("taxi", some_trips, url, id_column="trip_id"))
+wait_until(lambda: logged_rows() >= sum(r.rows_sent for r in replays), "complete request log")
+print("after the rollback, answered by (version, role):", answered_since(rolled_back.state["decisions"][-1]["time"]))
 print("failed requests across the release:", sum(r.failed for r in replays), "of",
       sum(r.requests_sent for r in replays))
 server.terminate()

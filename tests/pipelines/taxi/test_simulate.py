@@ -1,0 +1,38 @@
+"""`flywheel simulate`: spans of taxi trips, the same for the same seed, appended after the spans already there."""
+
+from __future__ import annotations
+
+from tests.conftest import call_cli
+
+
+def test_simulator_is_deterministic(tmp_path, capfd):
+    for name in ("a", "b"):
+        assert call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / name), "--spans", "2", "--drift-from", "2",
+                       "--rows", "300", "--seed", "3").returncode == 0
+    for span in (1, 2):
+        a = (tmp_path / "a" / f"span-{span}" / "data.csv").read_bytes()
+        assert a == (tmp_path / "b" / f"span-{span}" / "data.csv").read_bytes()
+
+
+def test_simulate_appends_after_the_spans_already_there_and_overwrites_nothing(tmp_path, capfd):
+    one_call, two_calls = tmp_path / "one", tmp_path / "two"
+    assert call_cli(capfd, "simulate", "taxi", "--out", str(one_call), "--spans", "3", "--drift-from", "3", "--rows",
+                    "200").returncode == 0
+    first = call_cli(capfd, "simulate", "taxi", "--out", str(two_calls), "--spans", "2", "--rows", "200")
+    assert first.stdout == f"flywheel simulate: 2 span(s) of 200 rows in {two_calls} (span-1, span-2); no drift\n"
+    kept = (two_calls / "span-1" / "data.csv").stat().st_mtime_ns
+    second = call_cli(capfd, "simulate", "taxi", "--out", str(two_calls), "--spans", "1", "--drift-from", "3",
+                      "--rows", "200")
+    assert second.stdout == f"flywheel simulate: 1 span(s) of 200 rows in {two_calls} (span-3); drift from span 3\n"
+    assert (two_calls / "span-1" / "data.csv").stat().st_mtime_ns == kept, "nothing already there is rewritten"
+    for span in (1, 2, 3):
+        assert (one_call / f"span-{span}" / "data.csv").read_bytes() == \
+            (two_calls / f"span-{span}" / "data.csv").read_bytes(), "two calls write what one call writes"
+    late = call_cli(capfd, "simulate", "taxi", "--out", str(two_calls), "--spans", "1", "--drift-from", "9")
+    assert late.returncode == 2 and late.stderr == (
+        "flywheel: simulate: --drift-from: expected a span number from 1 to 4, the last span this writes (after the "
+        f"span-1 to span-3 already in {two_calls}), got 9\n")
+    (tmp_path / "file").write_text("x")
+    on_file = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / "file"))
+    assert on_file.returncode == 2 and on_file.stderr == (f"flywheel: simulate: --out {tmp_path / 'file'}: expected a "
+                                                          "folder (new, or holding span-N folders), found a file\n")
