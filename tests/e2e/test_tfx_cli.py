@@ -109,7 +109,7 @@ def local(tmp_path_factory) -> Session:
 def beam(tmp_path_factory) -> Session:
     """The Beam engine with Decide at the pipeline's head (FLYWHEEL_CONTINUOUS_TRAINING=1), run twice: the second
     run finds nothing new. Beam args through FLYWHEEL_BEAM_ARGS: the in-memory DirectRunner, which spares the
-    default's worker processes (each imports TensorFlow; tests/test_pipeline_e2e.py runs the default)."""
+    default's worker processes (each imports TensorFlow; tests/e2e/test_pipeline_runs.py runs the default)."""
     cli = make_cli("beam", tmp_path_factory.mktemp("tfx_beam"), FLYWHEEL_CONTINUOUS_TRAINING="1",
                    FLYWHEEL_BEAM_ARGS="--direct_running_mode=in_memory")
     return create_and_run(cli, times=2)
