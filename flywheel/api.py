@@ -21,6 +21,7 @@ import time
 from typing import Any, Optional, TextIO
 
 from flywheel import lock, quiet, storage
+from flywheel.metadata import artifacts
 from flywheel.pipelines import registry, stamp
 from flywheel.store import layout
 
@@ -208,8 +209,8 @@ def _must_exist(result: RunResult) -> list[str]:
     """The files a valid stamp needs: the metadata store, the serving version and every local artifact."""
     paths = [result.metadata] + ([result.serving_path] if result.serving_path else [])
     for record in result.records.values():
-        for artifacts in record.outputs.values():
-            paths += [a["uri"] for a in artifacts if a.get("uri") and "://" not in a["uri"]]
+        for outputs in record.outputs.values():
+            paths += [a["uri"] for a in outputs if a.get("uri") and "://" not in a["uri"]]
     return sorted(set(paths))
 
 
@@ -276,10 +277,10 @@ def summarize(records: dict, cfg) -> dict[str, Any]:
     push = records.get("Push")
     pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
     if pushed:
-        fields["pushed"] = bool(pushed.get(push_spec.PUSHED))
-        version = pushed.get(push_spec.PUSHED_VERSION)  # a string, as the stock Pusher stores it
+        fields["pushed"] = bool(pushed.get(artifacts.PUSHED))
+        version = pushed.get(artifacts.PUSHED_VERSION)  # a string, as the stock Pusher stores it
         fields["pushed_version"] = int(version) if fields["pushed"] and version is not None else None
-        fields["push_reason"] = pushed.get(push_spec.REASON)
+        fields["push_reason"] = pushed.get(artifacts.PUSH_REASON)
 
     served = layout.current(cfg.paths.serving_dir, cfg.model_name)
     fields["serving_version"] = served.version if served else None
@@ -352,7 +353,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     no baseline, or new data without if_drift) the pipeline on the last `window` spans -> Evaluate against
     serving -> Push if blessed.
 
-    The decision is `flywheel.pipelines.retrain.plan`'s (the compiled Kubeflow pipeline's Decide task takes the
+    The decision is `flywheel.retraining.plan`'s (the compiled Kubeflow pipeline's Decide task takes the
     same one), computed once before anything runs; the pipeline does not monitor again. Holds the output
     directory's lock throughout and invalidates `run`'s up-to-date stamp when it runs the pipeline.
 
@@ -361,6 +362,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     state is pinned before the pipeline runs (`retrain.prepare_release`), so Push never makes it served in
     between, and the decision is recorded in the run's ML-Metadata store.
     """
+    from flywheel import retraining
     from flywheel.pipelines import retrain as job
     from flywheel.rollout import state as rollout_state
 
@@ -377,8 +379,8 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     os.makedirs(base.paths.output_dir, exist_ok=True)
     with lock.exclusive(base.paths.output_dir):
         try:
-            plan = job.plan(data, base.paths.serving_dir, base.model_name, window, entry.schema_path(),
-                            report_dir=os.path.join(base.paths.output_dir, DRIFT_DIR), if_drift=if_drift)
+            plan = retraining.plan(data, base.paths.serving_dir, base.model_name, window, entry.schema_path(),
+                                   report_dir=os.path.join(base.paths.output_dir, DRIFT_DIR), if_drift=if_drift)
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from e
         drift = plan.drift_decision

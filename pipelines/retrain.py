@@ -1,115 +1,17 @@
-"""The continuous-training decision: newest span -> new data? drifted? -> (retrain -> evaluate -> push).
+"""The retraining job's steps around a pipeline run: a rollout release pinned before it and started after it,
+and the job's answer read from the run's ML-Metadata records.
 
-One decision, `plan`, for both places it is taken: the scheduled job (`flywheel retrain`, orchestrated by
-`flywheel.api.retrain`) and the head of the compiled Kubeflow pipeline (the `Decide` component). It answers
-from the data's fingerprint, the serving model's push.json and the monitor library alone (no TensorFlow, no
-pipeline run): scheduled jobs run often and mostly find nothing new.
+The decision whether to retrain at all is `flywheel.retraining.plan`'s, taken before anything runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Any, Optional
 
-from flywheel.data import inputs
-from flywheel.monitoring import monitor
-from flywheel.rollout import state as rollout_state
+from flywheel.components.push.spec import PUSHED_MODEL_KEY
+from flywheel.metadata import artifacts
+from flywheel.rollout import mlmd, state
 from flywheel.store import layout
-
-RETRAIN, NO_DRIFT, NOTHING_NEW = "retrain", "no_drift", "nothing_new"
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrainPlan:
-    """What the continuous-training decision found before running anything.
-
-    drift: `monitor.check`'s result (the same shape as `flywheel monitor` and the DriftMonitor's drift.json):
-    `drift_detected` True/False, or None when there is no baseline (not drift: the first model is trained);
-    `reason`; `report` (the HTML report's path, None without report_dir); `features`, `label_drift`, `rows`,
-    and `data` (rows read and quarantined in the newest span, as Ingest types them). When the serving model was
-    trained on exactly this data, drift is not checked (`drift_detected` None, the reason says so).
-    fingerprint: the training window's data fingerprint, as Ingest computes it for (span, len(window)); new_data
-    is False when it equals the serving model's `data_fingerprint` (push.json).
-    """
-
-    span: int
-    window: tuple[int, ...]
-    baseline_profile: str  # '' when no model is in serving
-    serving_version: Optional[int]
-    drift: dict[str, Any]
-    fingerprint: str = ""
-    new_data: bool = True
-    if_drift: bool = False
-
-    @property
-    def drift_decision(self) -> dict[str, Any]:
-        """The drift verdict, with drift_detected None (not drift) when there is no baseline."""
-        drift = dict(self.drift)
-        if self.new_data and not self.baseline_profile:
-            reason = str(drift.get("reason") or "")
-            drift["drift_detected"] = None
-            drift["reason"] = reason if reason.startswith("no baseline") else f"no baseline ({reason})"
-        drift.setdefault("report", None)
-        return drift
-
-    @property
-    def verdict(self) -> str:
-        """nothing_new (serving was trained on this data), no_drift (if_drift and none found) or retrain."""
-        if not self.new_data:
-            return NOTHING_NEW
-        if self.if_drift and self.drift_decision["drift_detected"] is False:
-            return NO_DRIFT
-        return RETRAIN
-
-    @property
-    def retrain(self) -> bool:
-        return self.verdict == RETRAIN
-
-    @property
-    def reason(self) -> str:
-        """The decision in words."""
-        drift = self.drift_decision
-        if self.verdict == NOTHING_NEW:
-            return drift["reason"]
-        if self.verdict == NO_DRIFT:
-            return f"new data in span {self.span} did not drift ({drift['reason']}): serving keeps version " \
-                   f"{self.serving_version}"
-        why = {None: "no baseline", True: "drift", False: "new data"}[drift["drift_detected"]]
-        return f"retrain on spans {', '.join(map(str, self.window))}: {why} ({drift['reason']})"
-
-
-def plan(data_root: str, serving_dir: str, model_name: str, window: int, schema_path: str = "",
-         report_dir: Optional[str] = None, if_drift: bool = False) -> RetrainPlan:
-    """Newest span, the training window, whether it is new data, and the drift decision against the serving
-    model's training profile. `.retrain` / `.verdict` / `.reason` are the decision.
-
-    A folder without span-N folders is span 0. The newest span is profiled through Ingest's typed parsing: a
-    bad cell quarantines its row (counted in drift["data"]) instead of failing the check. With report_dir,
-    drift.json and report.html are written in its `span-<N>/` folder (N: the newest span), so each night's
-    decision is kept.
-    """
-    if window < 1:
-        raise inputs.InputError(f"retrain: window: expected >= 1 span, got {window}")
-    resolved = inputs.resolve_input(data_root, -1, window)
-    newest = max(resolved.spans)
-    served = layout.current(serving_dir, model_name)
-    version = served.version if served else None
-    baseline = ""
-    if served is not None and served.manifest.get("baseline_profile"):
-        baseline = os.path.join(served.path, served.manifest["baseline_profile"])
-    if served is not None and served.manifest.get("data_fingerprint") == resolved.fingerprint:
-        reason = (f"nothing new: serving version {version} was trained on spans {', '.join(map(str, resolved.spans))} "
-                  f"(data fingerprint {resolved.fingerprint[:12]})")
-        return RetrainPlan(newest, resolved.spans, baseline, version,
-                           {"drift_detected": None, "reason": reason, "report": None, "span": newest},
-                           resolved.fingerprint, False, if_drift)
-    absent = "no model in serving" if served is None else f"serving version {version} has no training profile"
-    current, data = monitor.profile_span(data_root, newest, schema_path)
-    base, why = monitor.load_baseline(baseline, absent)
-    span_report_dir = os.path.join(report_dir, f"span-{newest}") if report_dir else None
-    verdict = monitor.check(base, current, schema_path, why, span_report_dir, extra={"span": newest, "data": data})
-    return RetrainPlan(newest, resolved.spans, baseline, version, verdict, resolved.fingerprint, True, if_drift)
 
 
 def summary_from_records(records: dict, span: int, serving_dir: str, model_name: str,
@@ -119,17 +21,17 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
     retrained: the Trainer executed in this run (COMPLETE), not a cache hit; model_version: the version served by
     default after the run (`layout.current`: the stable one while a rollout releases the new one).
     """
-    from tfx.types import standard_component_specs as std
-
-    from flywheel.components.evaluate import spec as evaluate_spec
-    from flywheel.components.push import spec as push_spec
+    # TFX's keys (the Trainer's, and the blessing the Evaluate component writes as the stock Evaluator does):
+    # importing TFX imports TensorFlow, which a job that finds nothing new never needs
+    from tfx.components.evaluator.constants import ARTIFACT_PROPERTY_BLESSED_KEY
+    from tfx.types.standard_component_specs import BLESSING_KEY, MODEL_KEY
 
     trainer = records.get("Trainer")
-    retrained = bool(trainer and trainer.state == "COMPLETE" and trainer.output(std.MODEL_KEY))
+    retrained = bool(trainer and trainer.state == "COMPLETE" and trainer.output(MODEL_KEY))
     evaluate = records.get("Evaluate")
-    blessing = evaluate.output(evaluate_spec.BLESSING_KEY) if evaluate else None
+    blessing = evaluate.output(BLESSING_KEY) if evaluate else None
     push = records.get("Push")
-    pushed = push.output(push_spec.PUSHED_MODEL_KEY) if push else None
+    pushed = push.output(PUSHED_MODEL_KEY) if push else None
     served = layout.current(serving_dir, model_name)
     return {
         "span": span,
@@ -137,43 +39,41 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
         "drift_reason": drift.get("reason"),
         "drift_report": drift.get("report"),
         "retrained": retrained,
-        "blessed": bool(blessing.get(evaluate_spec.BLESSED)) if blessing else None,
-        "pushed": bool(pushed.get(push_spec.PUSHED)) if pushed else False,
+        "blessed": bool(blessing.get(ARTIFACT_PROPERTY_BLESSED_KEY)) if blessing else None,
+        "pushed": bool(pushed.get(artifacts.PUSHED)) if pushed else False,
         "model_version": served.version if served else None,
     }
 
 
-def prepare_release(serving_dir: str, model_name: str, release: str) -> Optional[rollout_state.RolloutState]:
+def prepare_release(serving_dir: str, model_name: str, release: str) -> Optional[state.RolloutState]:
     """Before the pipeline runs, so that Push never makes the new version served by default in between: with a
     rollout release (canary:P, shadow, blue-green), pins the version served now as stable in rollout.json.
 
     Returns the model's rollout state (None when it has none: a direct release, or nothing in serving yet).
     RolloutError when a rollout is already running (one at a time) or `release` is not a release.
     """
-    mode, _ = rollout_state.parse_release(release)
-    found = rollout_state.load(serving_dir, model_name)
+    mode, _ = state.parse_release(release)
+    found = state.load(serving_dir, model_name)
     if found is not None and found.running:
-        raise rollout_state.RolloutError(f"retrain --release {release}: a rollout of {model_name} is running "
-                                         f"({found.describe()}): promote or roll it back before releasing another")
-    return found if mode == rollout_state.DIRECT else rollout_state.pin(serving_dir, model_name)
+        raise state.RolloutError(f"retrain --release {release}: a rollout of {model_name} is running "
+                                 f"({found.describe()}): promote or roll it back before releasing another")
+    return found if mode == state.DIRECT else state.pin(serving_dir, model_name)
 
 
 def finish_release(serving_dir: str, model_name: str, release: str, pushed_version: Optional[int],
-                   pinned: Optional[rollout_state.RolloutState], reason: str = "",
-                   metadata_path: Optional[str] = None) -> Optional[rollout_state.RolloutState]:
+                   pinned: Optional[state.RolloutState], reason: str = "",
+                   metadata_path: Optional[str] = None) -> Optional[state.RolloutState]:
     """After a run that pushed `pushed_version`: a rollout release starts a rollout with it as the candidate;
     a direct release with a rollout state makes it stable at once. Without a state before the run (`pinned`
     None: a direct release as today, or the first model, which has no stable to compare with) nothing is
     written and the newest version serves. With metadata_path, the decision is recorded in ML-Metadata."""
-    from flywheel.rollout import mlmd
-
-    mode, percent = rollout_state.parse_release(release)
+    mode, percent = state.parse_release(release)
     if pushed_version is None or pinned is None:
-        return rollout_state.load(serving_dir, model_name)
-    if mode == rollout_state.DIRECT:
-        after = rollout_state.release(serving_dir, model_name, pushed_version, reason)
+        return state.load(serving_dir, model_name)
+    if mode == state.DIRECT:
+        after = state.release(serving_dir, model_name, pushed_version, reason)
     else:
-        after = rollout_state.start(serving_dir, model_name, pushed_version, mode, percent, reason)
+        after = state.start(serving_dir, model_name, pushed_version, mode, percent, reason)
     if metadata_path:
         mlmd.record(metadata_path, after, after.decisions[-1])
     return after

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import flywheel
-from flywheel import api, lock
+from flywheel import api, lock, retraining
 from flywheel.pipelines import stamp
 
 DATA = "trip_miles,fare\n1.5,7.25\n2.0,9.5\n"
@@ -181,9 +181,9 @@ def test_a_retrain_that_runs_the_pipeline_clears_the_run_stamp(setup, tmp_path, 
     spans = tmp_path / "spans" / "span-1"
     spans.mkdir(parents=True)
     (spans / "data.csv").write_text(DATA)
-    planned = job.RetrainPlan(1, (1,), "/serving/taxi/3/baseline_profile.json", 3,
-                              {"drift_detected": True, "reason": "fare"})
-    monkeypatch.setattr(job, "plan", lambda *a, **kw: planned)
+    planned = retraining.RetrainPlan(1, (1,), "/serving/taxi/3/baseline_profile.json", 3,
+                                     {"drift_detected": True, "reason": "fare"})
+    monkeypatch.setattr(retraining, "plan", lambda *a, **kw: planned)
     monkeypatch.setattr(job, "summary_from_records", lambda *a: {"retrained": True, "blessed": True,
                                                                  "pushed": True, "model_version": 4})
     result = flywheel.retrain("taxi", str(tmp_path / "spans"), cfg.paths.output_dir, if_drift=True)

@@ -8,7 +8,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from flywheel.components.common import ui_artifacts
-from flywheel.components.data_gate import gate, spec
+from flywheel.components.data_gate import executor, gate, spec
 from flywheel.components.ingest.spec import Quarantine
 
 
@@ -23,8 +23,6 @@ def DataGate(  # noqa: N802 - TFX component names are classes
     allowed_anomalies: Parameter[str] = "",
 ) -> None:
     """Passes when every anomaly is in the allow-list ('TYPE', 'feature:TYPE' or 'feature:*', comma-separated)."""
-    from flywheel.components.data_gate import executor
-
     executor.run_gate(anomalies, statistics, verdict, allowed_anomalies, report_html, summary, quarantine)
 
 

@@ -5,7 +5,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from flywheel.components.common import ui_artifacts
-from flywheel.components.decide import spec
+from flywheel.components.decide import executor, spec
 
 
 @component
@@ -26,7 +26,7 @@ def Decide(  # noqa: N802 - TFX component names are classes
     """Whether to retrain: new data (the training window's fingerprint is not the serving model's) that
     drifted from the serving model's training profile, or no model to compare with.
 
-    The decision is `flywheel.pipelines.retrain.plan`'s, the one `flywheel retrain` takes. It reads the data
+    The decision is `flywheel.retraining.plan`'s, the one `flywheel retrain` takes. It reads the data
     and the serving folder every time: a recurring run must not take it from a cache.
 
     Args:
@@ -45,7 +45,5 @@ def Decide(  # noqa: N802 - TFX component names are classes
       report_html, summary: system.HTML / system.Markdown for the KFP UI: the drift report (or the decision,
         when drift was not checked) and the decision with the drift table.
     """
-    from flywheel.components.decide import executor
-
     executor.run_decide(decision, span, fingerprint, serving_version, data_root, serving_dir, model_name,
                         window, bool(if_drift), schema_path, report_html, summary)

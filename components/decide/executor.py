@@ -1,4 +1,4 @@
-"""Decide's execution: `flywheel.pipelines.retrain.plan` (the decision `flywheel retrain` takes), recorded."""
+"""Decide's execution: `flywheel.retraining.plan` (the decision `flywheel retrain` takes), recorded."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from typing import Any
 
 from tfx import types
 
-from flywheel import storage
+from flywheel import retraining, storage
 from flywheel.components.common import ui_artifacts
 from flywheel.components.decide import spec
 from flywheel.monitoring import report
-from flywheel.pipelines import retrain
 from flywheel.reports import html_report
 
 
-def decision_record(plan: retrain.RetrainPlan) -> dict[str, Any]:
+def decision_record(plan: retraining.RetrainPlan) -> dict[str, Any]:
     """decision.json: the verdict, why, and what the training branch reads."""
     drift = plan.drift_decision
     return {
@@ -49,10 +48,10 @@ def record(decision: types.Artifact, result: dict[str, Any]) -> None:
         decision.set_string_custom_property(spec.REPORT, result[spec.REPORT])
 
 
-def render_markdown(plan: retrain.RetrainPlan) -> str:
+def render_markdown(plan: retraining.RetrainPlan) -> str:
     """The decision for the KFP UI: verdict and reason, then the drift monitor's table when it was checked."""
-    word = {retrain.RETRAIN: "retrain", retrain.NO_DRIFT: "no retraining (no drift)",
-            retrain.NOTHING_NEW: "no retraining (nothing new)"}[plan.verdict]
+    word = {retraining.RETRAIN: "retrain", retraining.NO_DRIFT: "no retraining (no drift)",
+            retraining.NOTHING_NEW: "no retraining (nothing new)"}[plan.verdict]
     served = f"version {plan.serving_version}" if plan.serving_version is not None else "no model"
     lines = [f"# Continuous training: {word}", "", plan.reason + ".", "",
              f"Newest span {plan.span}; training window {list(plan.window)}; in serving: {served}.", ""]
@@ -61,7 +60,7 @@ def render_markdown(plan: retrain.RetrainPlan) -> str:
     return "\n".join(lines)
 
 
-def render_html(plan: retrain.RetrainPlan) -> str:
+def render_html(plan: retraining.RetrainPlan) -> str:
     """The drift report (with its charts) when drift was checked; otherwise a page with the decision."""
     if plan.drift.get("report"):
         return storage.read_text(plan.drift["report"])
@@ -75,7 +74,7 @@ def run_decide(decision: types.Artifact, span: types.Artifact, fingerprint: type
                serving_version: types.Artifact, data_root: str, serving_dir: str, model_name: str, window: int,
                if_drift: bool, schema_path: str, report_html: types.Artifact | None = None,
                summary: types.Artifact | None = None) -> dict[str, Any]:
-    plan = retrain.plan(data_root, serving_dir, model_name, window, schema_path, report_dir=decision.uri,
+    plan = retraining.plan(data_root, serving_dir, model_name, window, schema_path, report_dir=decision.uri,
                         if_drift=if_drift)
     result = decision_record(plan)
     storage.makedirs(decision.uri)

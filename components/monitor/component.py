@@ -4,7 +4,7 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 
 from flywheel.components.common import ui_artifacts
-from flywheel.components.monitor import spec
+from flywheel.components.monitor import executor, spec
 
 
 @component
@@ -31,6 +31,4 @@ def DriftMonitor(  # noqa: N802 - TFX component names are classes
       summary: the verdict, its reason and a table of the features as a system.Markdown artifact, shown in the
         KFP UI.
     """
-    from flywheel.components.monitor import executor
-
     executor.run_drift_monitor(profile, drift_report, baseline_profile, schema_path, report_html, summary)

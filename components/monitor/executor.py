@@ -6,6 +6,8 @@ from typing import Optional
 
 from tfx import types
 
+from flywheel import storage
+from flywheel.components.common import ui_artifacts
 from flywheel.components.monitor import spec
 from flywheel.monitoring import monitor, profile, report
 
@@ -31,5 +33,16 @@ def run_drift_monitor(data_profile: types.Artifact, drift_report: types.Artifact
                            extra={spec.SPAN: int(newest)})
     record(drift_report, result)
     if report_html is not None or summary is not None:
-        report.write_ui_artifacts(result, report_html, summary)
+        write_ui_artifacts(result, report_html, summary)
     return result
+
+
+def write_ui_artifacts(verdict: dict, html_artifact: types.Artifact, markdown_artifact: types.Artifact) -> None:
+    """The drift report as the two artifacts the KFP UI shows: the HTML report `monitor.check` wrote (at
+    verdict["report"], with its charts) into a system.HTML artifact, and `report.render_markdown(verdict)` into
+    a system.Markdown one. `verdict` is what `monitor.check(..., report_dir=...)` returned."""
+    if not verdict.get("report"):
+        raise ValueError("drift monitor: the verdict has no HTML report to show (monitor.check was called without "
+                         f"report_dir); reason {verdict.get('reason')!r}")
+    ui_artifacts.write_html(html_artifact, storage.read_text(verdict["report"]))
+    ui_artifacts.write_markdown(markdown_artifact, report.render_markdown(verdict))

@@ -1,10 +1,6 @@
-"""DriftMonitor's keys and its artifact types (the report, and the per-span data profiles Ingest writes).
+"""DriftMonitor's keys and its artifact types (the report, and the per-span data profiles Ingest writes)."""
 
-The keys import nothing; the artifact types are built on first use (importing TFX imports TensorFlow,
-which `flywheel monitor` and the retraining check never need).
-"""
-
-from typing import Any
+from tfx.types.artifact import Artifact
 
 PROFILE_KEY = "profile"
 REPORT_KEY = "drift_report"
@@ -13,48 +9,29 @@ SUMMARY_KEY = "summary"  # the verdict and the features as a system.Markdown art
 BASELINE_PROFILE_KEY = "baseline_profile"
 SCHEMA_PATH_KEY = "schema_path"
 
-# Custom properties of the DriftReport (and keys of drift.json)
+# Custom properties of the DriftReport (and keys of drift.json, `flywheel.monitoring.monitor.RESULT_FILE`)
 RETRAIN = "retrain"  # 1 when drift was found or there is no baseline: what tfx.dsl.Cond tests
 DRIFT_DETECTED = "drift_detected"  # 1/0; absent when there is no baseline (drift.json: null)
 REASON = "reason"
 REPORT = "report"
 SPAN = "span"
 
-REPORT_FILE = "report.html"
-RESULT_FILE = "drift.json"
-
 SPANS = "spans"
 
 
-def profile_file(span: int) -> str:
-    return f"profile-span-{span}.json"
+class DriftReport(Artifact):
+    """drift.json + report.html; `retrain` (1/0) is a custom property usable in tfx.dsl.Cond."""
+
+    TYPE_NAME = "flywheel.DriftReport"
 
 
-def _artifact_types() -> dict[str, Any]:
-    from tfx.types.artifact import Artifact
+class DataProfile(Artifact):
+    """Per-span profiles of the typed rows (what the drift checks need): one `profile-span-<N>.json` per span
+    (`flywheel.monitoring.profile.profile_file`).
 
-    class DriftReport(Artifact):
-        """drift.json + report.html; `retrain` (1/0) is a custom property usable in tfx.dsl.Cond."""
+    Written by Ingest from within its Beam pipeline; read by DriftMonitor (the newest span vs the serving
+    model's baseline) and Push (the training window, merged exactly, kept beside the model as its baseline).
+    Custom property `spans`: "1,2,3".
+    """
 
-        TYPE_NAME = "flywheel.DriftReport"
-
-    class DataProfile(Artifact):
-        """Per-span profiles of the typed rows (what the drift checks need): one `profile-span-<N>.json` per span.
-
-        Written by Ingest from within its Beam pipeline; read by DriftMonitor (the newest span vs the serving
-        model's baseline) and Push (the training window, merged exactly, kept beside the model as its baseline).
-        Custom property `spans`: "1,2,3".
-        """
-
-        TYPE_NAME = "flywheel.DataProfile"
-
-    for cls in (DriftReport, DataProfile):
-        cls.__qualname__ = cls.__name__  # pickled and looked up as spec.<name>, like a module-level class
-    return {"DriftReport": DriftReport, "DataProfile": DataProfile}
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("DriftReport", "DataProfile"):
-        globals().update(_artifact_types())
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    TYPE_NAME = "flywheel.DataProfile"

@@ -5,6 +5,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from flywheel.components.monitor.spec import DataProfile
+from flywheel.components.push import executor
 
 
 @component
@@ -47,7 +48,5 @@ def Push(  # noqa: N802 - TFX component names are classes
       pushed_model: custom properties as the stock Pusher sets them, `pushed` (int 1/0), `pushed_version` and
         `pushed_destination` (strings, when pushed), plus `reason` (string: why it was or was not pushed).
     """
-    from flywheel.components.push import executor
-
     executor.run_push(model, model_blessing, evaluation, examples, profile, pushed_model, serving_dir, model_name,
                       num_check_examples, num_profile_examples)

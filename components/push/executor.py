@@ -13,6 +13,7 @@ from flywheel import storage
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.push import spec
+from flywheel.metadata import artifacts
 from flywheel.monitoring import profile
 from flywheel.monitoring.drift import Policy
 from flywheel.storage import filesystem as _fs
@@ -79,13 +80,13 @@ def build_manifest(model: types.Artifact, blessing: types.Artifact, evaluation: 
 
 def record(pushed_model: types.Artifact, reason: Optional[str], published: Optional[tuple[int, str]]) -> dict:
     """Sets the PushedModel's properties the way the stock Pusher does, plus `reason`; returns them."""
-    pushed_model.set_int_custom_property(spec.PUSHED, int(published is not None))
-    pushed_model.set_string_custom_property(spec.REASON, reason or spec.PUSHED_REASON)
+    pushed_model.set_int_custom_property(artifacts.PUSHED, int(published is not None))
+    pushed_model.set_string_custom_property(artifacts.PUSH_REASON, reason or spec.PUSHED_REASON)
     result: dict[str, Any] = {"pushed": published is not None, "reason": reason or spec.PUSHED_REASON}
     if published is not None:
         version, path = published
-        pushed_model.set_string_custom_property(spec.PUSHED_VERSION, str(version))
-        pushed_model.set_string_custom_property(spec.PUSHED_DESTINATION, path)
+        pushed_model.set_string_custom_property(artifacts.PUSHED_VERSION, str(version))
+        pushed_model.set_string_custom_property(artifacts.PUSHED_DESTINATION, path)
         link_or_copy_manifest(pushed_model.uri, path)
         result.update(version=version, path=path)
     return result

@@ -1,7 +1,7 @@
-"""Push's keys (they are also the @component parameter names) and custom properties.
+"""Push's keys (they are also the @component parameter names).
 
-The PushedModel's `pushed` (int 1/0), `pushed_destination` (string) and `pushed_version` (string) are
-named and typed as the stock TFX Pusher records them, so tools that read a stock push read ours.
+The PushedModel's custom properties (`pushed`, `pushed_version`, `pushed_destination`, `reason`) are named in
+`flywheel.metadata.artifacts`, where the libraries that read them back find them too.
 """
 
 MODEL_KEY = "model"
@@ -16,8 +16,4 @@ NUM_CHECK_EXAMPLES_KEY = "num_check_examples"
 NUM_PROFILE_EXAMPLES_KEY = "num_profile_examples"
 SERVING_VERSION_KEY = "serving_version"
 
-PUSHED = "pushed"
-PUSHED_VERSION = "pushed_version"
-PUSHED_DESTINATION = "pushed_destination"
-REASON = "reason"
 PUSHED_REASON = "blessed and different from serving"

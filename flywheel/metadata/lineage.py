@@ -7,7 +7,8 @@ import datetime
 import os
 from typing import Any, Optional
 
-from flywheel.metadata import run_record
+from flywheel.metadata import artifacts, run_record
+from flywheel.rollout import mlmd
 from flywheel.store import layout
 
 
@@ -21,7 +22,7 @@ MAX_HOPS = 40
 
 
 def _is_output(event) -> bool:
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # ML-Metadata: only the commands that read a store need it
 
     return event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
@@ -31,12 +32,10 @@ def push_execution(store, served: layout.ServedVersion):
 
     Later runs with nothing new replay that execution from the cache, producing the same artifact again.
     """
-    from flywheel.components.push import spec as push_spec
-
-    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
-              if run_record.artifact_props(a).get(push_spec.PUSHED)
-              and (str(run_record.artifact_props(a).get(push_spec.PUSHED_VERSION)) == str(served.version)
-                   or run_record.artifact_props(a).get(push_spec.PUSHED_DESTINATION) == served.path)]
+    pushed = [a for a in store.get_artifacts_by_type(artifacts.PUSHED_MODEL_TYPE)
+              if run_record.artifact_props(a).get(artifacts.PUSHED)
+              and (str(run_record.artifact_props(a).get(artifacts.PUSHED_VERSION)) == str(served.version)
+                   or run_record.artifact_props(a).get(artifacts.PUSHED_DESTINATION) == served.path)]
     events = [e for e in store.get_events_by_artifact_ids([a.id for a in pushed]) if _is_output(e)]
     executions = store.get_executions_by_id({e.execution_id for e in events})
     if not executions:
@@ -47,7 +46,7 @@ def push_execution(store, served: layout.ServedVersion):
 
 def upstream(store, execution_id: int):
     """The lineage subgraph upstream of one execution (its executions, artifacts, events, contexts), from MLMD."""
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # ML-Metadata: only the commands that read a store need it
 
     options = metadata_store_pb2.LineageSubgraphQueryOptions(
         starting_executions=metadata_store_pb2.LineageSubgraphQueryOptions.StartingNodes(
@@ -68,7 +67,7 @@ def trace(metadata_path: str, served: layout.ServedVersion) -> list[dict[str, An
     whose output was also replayed from the cache (in this run or a later one) is shown by the execution that
     really produced it, and nothing after the Push is included.
     """
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # ML-Metadata: only the commands that read a store need it
 
     store = run_record.open_store(metadata_path)
     push = push_execution(store, served)
@@ -113,16 +112,12 @@ def describe(metadata_path: str, serving_dir: str, model_name: str, version: Opt
         if served is None:
             raise LookupError(f"lineage: no model in serving under {serving_dir}/{model_name}")
     else:
-
-
         path = os.path.join(serving_dir, model_name, str(version))
         if not os.path.exists(os.path.join(path, layout.MANIFEST_FILE)):
             raise LookupError(f"lineage: no version {version} under {serving_dir}/{model_name}; "
                               f"versions: {layout.versions(serving_dir, model_name)}")
         served = layout.ServedVersion(int(version), path, layout.read_manifest(os.path.join(path,
                                                                                               layout.MANIFEST_FILE)))
-    from flywheel.rollout import mlmd
-
     steps = trace(metadata_path, served)
     return {"model_name": model_name, "version": served.version, "path": served.path,
             "pushed_at": served.manifest.get("pushed_at"), "spans": served.manifest.get("spans"),

@@ -27,8 +27,8 @@ def artifact_props(artifact) -> dict[str, Any]:
 
 
 def open_store(metadata_path: str):
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.metadata_store import metadata_store  # ML-Metadata: only the commands that read a store need it
+    from ml_metadata.proto import metadata_store_pb2  # (its native library loads with it)
 
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
@@ -56,7 +56,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> dict[str, NodeRecord]:
 
     Other pipelines sharing the metadata store are ignored; {} when this pipeline never ran.
     """
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # ML-Metadata: only the commands that read a store need it
 
     store = open_store(metadata_path)
     runs = pipeline_runs(store, pipeline_name)

@@ -13,8 +13,13 @@ from typing import Any, Optional
 import numpy as np
 
 from flywheel import storage
-from flywheel.components.monitor import spec
+from flywheel.data import inputs, parsing
 from flywheel.monitoring import drift, profile, report
+
+# A drift check's files, written side by side: the result (the DriftReport's custom properties and more) and
+# the report people read
+RESULT_FILE = "drift.json"
+REPORT_FILE = "report.html"
 
 
 def load_baseline(path: str, absent_reason: str = "no model in serving"
@@ -38,8 +43,8 @@ def load_baseline(path: str, absent_reason: str = "no model in serving"
 def write_report(result: dict[str, Any], out_dir: str) -> str:
     """drift.json and report.html into out_dir (any filesystem tfx.dsl.io supports); returns the HTML's path."""
     storage.makedirs(out_dir)
-    html_path = os.path.join(out_dir, spec.REPORT_FILE)
-    storage.write_text(os.path.join(out_dir, spec.RESULT_FILE), json.dumps(dict(result, report=html_path), indent=2))
+    html_path = os.path.join(out_dir, REPORT_FILE)
+    storage.write_text(os.path.join(out_dir, RESULT_FILE), json.dumps(dict(result, report=html_path), indent=2))
     storage.write_text(html_path, report.render(result))
     return html_path
 
@@ -63,8 +68,6 @@ def check(baseline: Optional[profile.DatasetProfile], current: profile.DatasetPr
 
 def profile_span(data_root: str, span: int, schema_path: str) -> tuple[profile.DatasetProfile, dict[str, Any]]:
     """The profile of one span's rows as Ingest types them: quarantined rows are left out and counted."""
-    from flywheel.data import inputs, parsing
-
     if not schema_path:
         raise profile.MonitorError("monitor: profiling a span needs the schema Ingest types rows with")
     columns = parsing.columns_from_schema(parsing.load_schema(schema_path))

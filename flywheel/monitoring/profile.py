@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -421,13 +422,19 @@ def load(path: str, columns: Optional[Sequence[str]] = None, kinds: Optional[Map
     return profile_table(table, path, kinds)
 
 
+def profile_file(span: int) -> str:
+    """The name of a span's profile in a DataProfile artifact (what Ingest writes, one per span)."""
+    return f"profile-span-{span}.json"
+
+
+_PROFILE_FILE = re.compile(r"profile-span-(\d+)\.json")
+
+
 def read_span_profiles(profile_uri: str) -> dict[int, DatasetProfile]:
     """The per-span profiles of a DataProfile artifact, {span: profile}; raises MonitorError when it has none."""
-    import re
-
     found: dict[int, DatasetProfile] = {}
     for name in storage.listdir(profile_uri):
-        m = re.fullmatch(r"profile-span-(\d+)\.json", name)
+        m = _PROFILE_FILE.fullmatch(name)
         if m:
             path = os.path.join(profile_uri, name)
             found[int(m.group(1))] = DatasetProfile.from_json(storage.read_text(path), path)

@@ -15,7 +15,6 @@ from typing import Any, Mapping, Optional, Sequence
 import apache_beam as beam
 
 from flywheel import storage
-from flywheel.components.monitor import spec
 from flywheel.monitoring import profile
 
 
@@ -45,7 +44,7 @@ def _write(span_and_profile: tuple[int, profile.DatasetProfile], profile_uri: st
     span, result = span_and_profile
     result.source = f"span {span}"
     storage.makedirs(profile_uri)
-    path = os.path.join(profile_uri, spec.profile_file(span))
+    path = os.path.join(profile_uri, profile.profile_file(span))
     storage.write_text(path, result.to_json())
     return path
 

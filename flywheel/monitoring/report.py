@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from flywheel import storage
 from flywheel.reports import html_report, markdown
 from flywheel.reports.html_report import esc
 
@@ -245,15 +244,3 @@ def render_markdown(result: dict[str, Any]) -> str:
                                   for name, f in labels.items()]), ""]
     return "\n".join(lines)
 
-
-def write_ui_artifacts(verdict: dict[str, Any], html_artifact: Any, markdown_artifact: Any) -> None:
-    """The drift report as the two artifacts the KFP UI shows: the HTML report `monitor.check` wrote (at
-    verdict["report"], with its charts) into a system.HTML artifact, and `render_markdown(verdict)` into a
-    system.Markdown one. `verdict` is what `monitor.check(..., report_dir=...)` returned."""
-    from flywheel.components.common import ui_artifacts
-
-    if not verdict.get("report"):
-        raise ValueError("drift monitor: the verdict has no HTML report to show (monitor.check was called without "
-                         f"report_dir); reason {verdict.get('reason')!r}")
-    ui_artifacts.write_html(html_artifact, storage.read_text(verdict["report"]))
-    ui_artifacts.write_markdown(markdown_artifact, render_markdown(verdict))

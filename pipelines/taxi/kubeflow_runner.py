@@ -1,7 +1,7 @@
 """Compiles the taxi pipeline for Kubeflow Pipelines (v2) with KubeflowV2DagRunner, ready to deploy.
 
 The compiled pipeline is the continuous-training job: its head task, Decide, reads the newest span, the
-serving model's push.json and the drift monitor (`flywheel.pipelines.retrain.plan`, the decision
+serving model's push.json and the drift monitor (`flywheel.retraining.plan`, the decision
 `flywheel retrain` takes) on every run, uncached; everything else runs only when it says retrain, and is
 keyed on what it decided (Ingest on the span and its data fingerprint, Evaluate and Push on the version in
 serving), so a recurring run with new drifted data trains and pushes, one with nothing new trains nothing,

@@ -1,4 +1,4 @@
-"""The continuous-training decision (`retrain.plan`) and the Decide component's execution on real spans."""
+"""The continuous-training decision (`retraining.plan`) and the Decide component's execution on real spans."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import shutil
 import pytest
 from tfx.types import standard_artifacts
 
-from flywheel import schemas
+from flywheel import retraining, schemas
 from flywheel.components.decide import executor, spec
 from flywheel.components.ingest import executor as ingest_executor
 from flywheel.components.ingest import spec as ingest_spec
 from flywheel.data import inputs, parsing
 from flywheel.monitoring import profile
-from flywheel.pipelines import retrain
 from tests.components.test_ingest_executor import TESTDATA
 
 SCHEMA = schemas.schema_path("taxi")
@@ -61,8 +60,8 @@ def _outputs(tmp_path):
 
 
 def test_no_model_in_serving_retrains_on_the_window(tmp_path):
-    plan = retrain.plan(TESTDATA, str(tmp_path / "serving"), "taxi", 2, SCHEMA, if_drift=True)
-    assert plan.retrain and plan.verdict == retrain.RETRAIN and plan.new_data
+    plan = retraining.plan(TESTDATA, str(tmp_path / "serving"), "taxi", 2, SCHEMA, if_drift=True)
+    assert plan.retrain and plan.verdict == retraining.RETRAIN and plan.new_data
     assert plan.window == (1, 2) and plan.span == 2 and plan.serving_version is None
     assert plan.fingerprint == inputs.resolve_input(TESTDATA, 2, 2).fingerprint
     assert plan.drift_decision["drift_detected"] is None and "no baseline" in plan.reason
@@ -74,11 +73,11 @@ def test_serving_trained_on_this_data_is_nothing_new_and_skips_the_drift_check(t
     from flywheel.monitoring import monitor
 
     monkeypatch.setattr(monitor, "profile_span", lambda *a: pytest.fail("nothing new must not profile the span"))
-    plan = retrain.plan(TESTDATA, str(serving), "taxi", 2, SCHEMA)
-    assert not plan.retrain and plan.verdict == retrain.NOTHING_NEW and not plan.new_data
+    plan = retraining.plan(TESTDATA, str(serving), "taxi", 2, SCHEMA)
+    assert not plan.retrain and plan.verdict == retraining.NOTHING_NEW and not plan.new_data
     assert plan.serving_version == 4 and "nothing new: serving version 4 was trained on spans 1, 2 " in plan.reason
     monkeypatch.undo()  # a different window is different data
-    assert retrain.plan(TESTDATA, str(serving), "taxi", 1, SCHEMA).verdict == retrain.RETRAIN
+    assert retraining.plan(TESTDATA, str(serving), "taxi", 1, SCHEMA).verdict == retraining.RETRAIN
 
 
 def test_new_data_without_drift_waits_only_when_asked_to(tmp_path):
@@ -86,10 +85,10 @@ def test_new_data_without_drift_waits_only_when_asked_to(tmp_path):
     shutil.copytree(TESTDATA, data)
     serving = tmp_path / "serving"
     _serve(serving, 1, inputs.resolve_input(str(data), 1, 1).fingerprint, _span_profile(data, 2))
-    gated = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=True)
-    assert gated.new_data and gated.drift_decision["drift_detected"] is False and gated.verdict == retrain.NO_DRIFT
+    gated = retraining.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=True)
+    assert gated.new_data and gated.drift_decision["drift_detected"] is False and gated.verdict == retraining.NO_DRIFT
     assert not gated.retrain and gated.reason == "new data in span 2 did not drift (no drift): serving keeps version 1"
-    eager = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=False)
+    eager = retraining.plan(str(data), str(serving), "taxi", 2, SCHEMA, if_drift=False)
     assert eager.retrain and eager.reason.startswith("retrain on spans 1, 2: new data")
 
 
@@ -107,7 +106,7 @@ def test_drifted_new_span_retrains(tmp_path):
     csv.write_text("\n".join([header, *shifted]) + "\n")
     serving = tmp_path / "serving"
     _serve(serving, 3, "an older fingerprint", _span_profile(TESTDATA, 2))
-    plan = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, report_dir=str(tmp_path / "r"), if_drift=True)
+    plan = retraining.plan(str(data), str(serving), "taxi", 2, SCHEMA, report_dir=str(tmp_path / "r"), if_drift=True)
     assert plan.retrain and plan.drift_decision["drift_detected"] is True and "fare" in plan.reason
     assert plan.drift_decision["report"] == str(tmp_path / "r" / "span-2" / "report.html")
 
@@ -115,13 +114,13 @@ def test_drifted_new_span_retrains(tmp_path):
 def test_a_folder_without_spans_is_span_0(tmp_path):
     flat = tmp_path / "flat"
     shutil.copytree(TESTDATA + "/span-1", flat)
-    plan = retrain.plan(str(flat), str(tmp_path / "serving"), "taxi", 3, SCHEMA)
+    plan = retraining.plan(str(flat), str(tmp_path / "serving"), "taxi", 3, SCHEMA)
     assert plan.span == 0 and plan.window == (0,) and plan.retrain and plan.drift["rows"]["current"] > 0
 
 
 def test_window_below_one_is_refused(tmp_path):
     with pytest.raises(inputs.InputError, match="window: expected >= 1 span, got 0"):
-        retrain.plan(TESTDATA, str(tmp_path), "taxi", 0, SCHEMA)
+        retraining.plan(TESTDATA, str(tmp_path), "taxi", 0, SCHEMA)
 
 
 def test_decide_records_the_plan_for_the_condition_and_the_training_branch(tmp_path):

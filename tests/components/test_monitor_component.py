@@ -8,12 +8,11 @@ import shutil
 
 import pytest
 
-from flywheel import schemas
+from flywheel import retraining, schemas
 from flywheel.components.common import ui_artifacts
 from flywheel.components.monitor import executor, spec
 from flywheel.data import parsing
-from flywheel.monitoring import monitor, profile, profile_beam, report
-from flywheel.pipelines import retrain
+from flywheel.monitoring import monitor, profile, profile_beam
 from tests.components.test_ingest_executor import TESTDATA, _run_executor
 
 SCHEMA = schemas.schema_path("taxi")
@@ -67,7 +66,7 @@ def test_ingest_profiles_each_span_in_beam_from_the_typed_rows(ingested):
 def test_a_span_without_a_profile_is_an_error(ingested, tmp_path):
     copy = tmp_path / "profile"
     shutil.copytree(ingested.uri, copy)
-    os.remove(copy / spec.profile_file(1))
+    os.remove(copy / profile.profile_file(1))
     with pytest.raises(profile.MonitorError, match=r"no profile for span\(s\) \[1\]"):
         profile_beam.check_span_profiles(str(copy), (1, 2))
 
@@ -85,14 +84,14 @@ def test_a_span_whose_rows_are_all_quarantined_still_gets_a_profile(tmp_path):
 
 
 def test_monitor_reads_the_newest_span_and_records_its_verdict(ingested, tmp_path):
-    baseline = os.path.join(ingested.uri, spec.profile_file(2))
+    baseline = os.path.join(ingested.uri, profile.profile_file(2))
     same = _report(tmp_path, "same")
     result = executor.run_drift_monitor(ingested, same, baseline, SCHEMA)
     assert result["span"] == 2 and result["drift_detected"] is False and result["reason"] == "no drift"
     assert same.get_int_custom_property(spec.DRIFT_DETECTED) == 0 and same.get_int_custom_property(spec.RETRAIN) == 0
     assert "tips" in result["label_drift"]["features"] and "tips" not in result["features"]
     assert os.path.exists(same.get_string_custom_property(spec.REPORT))
-    on_disk = json.loads(open(os.path.join(same.uri, spec.RESULT_FILE)).read())
+    on_disk = json.loads(open(os.path.join(same.uri, monitor.RESULT_FILE)).read())
     assert on_disk["drift_detected"] is False and "chart" in on_disk["features"]["fare"]
 
     shifted = profile.DatasetProfile.from_json(open(baseline).read())
@@ -128,8 +127,8 @@ def test_no_baseline_is_not_drift_but_retrains(ingested, tmp_path):
     assert result["drift_detected"] is None and result["reason"] == "no baseline: no model in serving"
     assert report.get_int_custom_property(spec.RETRAIN) == 1
     assert not report.has_custom_property(spec.DRIFT_DETECTED)
-    assert json.loads(open(os.path.join(report.uri, spec.RESULT_FILE)).read())["drift_detected"] is None
-    assert "NO BASELINE" in open(os.path.join(report.uri, spec.REPORT_FILE)).read()
+    assert json.loads(open(os.path.join(report.uri, monitor.RESULT_FILE)).read())["drift_detected"] is None
+    assert "NO BASELINE" in open(os.path.join(report.uri, monitor.REPORT_FILE)).read()
     assert "NO BASELINE" in open(html.uri, encoding="utf-8").read()
     text = open(markdown.uri, encoding="utf-8").read()
     assert text.startswith("## Drift monitor: NO BASELINE\n\nNo baseline: no model in serving.\n")
@@ -143,9 +142,9 @@ def test_ui_artifacts_need_the_report_monitor_check_wrote(ingested, tmp_path):
     verdict = monitor.check(profiles[1], profiles[2], SCHEMA, report_dir=None)
     html, markdown = _ui_artifacts(tmp_path, "no-report")
     with pytest.raises(ValueError, match=r"drift monitor: the verdict has no HTML report to show .*report_dir"):
-        report.write_ui_artifacts(verdict, html, markdown)
+        executor.write_ui_artifacts(verdict, html, markdown)
     with pytest.raises(TypeError, match=r"ui_artifacts: expected a system.HTML artifact, got Markdown"):
-        report.write_ui_artifacts(monitor.check(profiles[1], profiles[2], SCHEMA, report_dir=str(tmp_path / "r")),
+        executor.write_ui_artifacts(monitor.check(profiles[1], profiles[2], SCHEMA, report_dir=str(tmp_path / "r")),
                                   markdown, html)
 
 
@@ -172,35 +171,35 @@ def test_plan_survives_a_bad_cell_and_makes_the_same_decision_as_the_component(i
     lines[3] = ",".join(cells)
     csv.write_text("\n".join(lines) + "\n")
     serving = tmp_path / "serving"
-    _serve(serving, 5, open(os.path.join(ingested.uri, spec.profile_file(2))).read())
+    _serve(serving, 5, open(os.path.join(ingested.uri, profile.profile_file(2))).read())
 
-    plan = retrain.plan(str(data), str(serving), "taxi", 2, SCHEMA, report_dir=str(tmp_path / "report"))
+    plan = retraining.plan(str(data), str(serving), "taxi", 2, SCHEMA, report_dir=str(tmp_path / "report"))
     assert (plan.span, plan.window, plan.serving_version) == (2, (1, 2), 5)
     assert plan.drift["data"]["rows_quarantined"] == 1 and plan.drift["data"]["rows_read"] == 40
     assert "line 4: column 'fare': expected FLOAT, got 'abc'" in plan.drift["data"]["first_quarantined"][0]
     assert plan.drift["drift_detected"] is False and plan.drift["rows"]["current"] == 39
-    assert plan.drift["report"] == str(tmp_path / "report" / "span-2" / spec.REPORT_FILE)
+    assert plan.drift["report"] == str(tmp_path / "report" / "span-2" / monitor.REPORT_FILE)
     assert os.path.exists(plan.drift["report"])
 
     component = executor.run_drift_monitor(ingested, _report(tmp_path, "c"), plan.baseline_profile, SCHEMA)
     same_shape = {k for k in component if k not in ("span", "data")}
     assert same_shape == {k for k in plan.drift if k not in ("span", "data")}
     assert component["features"].keys() == plan.drift["features"].keys()
-    cli = monitor.run_monitor(plan.baseline_profile, os.path.join(ingested.uri, spec.profile_file(2)), SCHEMA)
+    cli = monitor.run_monitor(plan.baseline_profile, os.path.join(ingested.uri, profile.profile_file(2)), SCHEMA)
     assert {k for k in cli if k != "performance"} == same_shape
     assert cli["features"] == component["features"]
 
 
 def test_plan_without_a_baseline_says_so(tmp_path):
     serving = tmp_path / "serving"
-    first = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
+    first = retraining.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
     assert first.drift["drift_detected"] is None and first.drift["reason"] == "no baseline: no model in serving"
     assert first.drift["report"] is None and first.baseline_profile == "" and first.serving_version is None
     _serve(serving, 3, None)
-    second = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
+    second = retraining.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
     assert second.drift["reason"] == "no baseline: serving version 3 has no training profile"
     _serve(serving, 4, json.dumps({"format": "flywheel.profile.v1", "rows": 1, "columns": {}}))
-    third = retrain.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
+    third = retraining.plan(TESTDATA, str(serving), "taxi", 3, SCHEMA)
     assert third.drift["drift_detected"] is None and "older flywheel" in third.drift["reason"]
 
 

@@ -15,7 +15,7 @@ from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.monitor.spec import DataProfile
 from flywheel.components.push import spec
 from flywheel.components.push.component import Push
-from flywheel.metadata import run_record
+from flywheel.metadata import artifacts, run_record
 from flywheel.store import layout, publish
 
 
@@ -76,7 +76,7 @@ def test_a_blessed_model_is_pushed_like_the_stock_pusher_with_a_complete_manifes
     served = layout.latest(serving_dir, "taxi")
     assert served is not None and layout.versions(serving_dir, "taxi") == [served.version]
     ours = _props(pushed)
-    assert ours[spec.PUSHED] == ("int_value", 1) and ours[spec.REASON][1] == spec.PUSHED_REASON
+    assert ours[artifacts.PUSHED] == ("int_value", 1) and ours[artifacts.PUSH_REASON][1] == spec.PUSHED_REASON
     stock = standard_artifacts.PushedModel()
     stock_pusher.Executor()._MarkPushed(stock, pushed_destination=served.path, pushed_version=str(served.version))
     assert _props(stock) == {name: ours[name] for name in _props(stock)}, "read the way stock Pusher output is read"
@@ -127,35 +127,35 @@ def test_the_baseline_profile_holds_the_models_scores_on_eval_examples_for_predi
 def test_an_unblessed_model_is_not_pushed_and_says_why(run_outputs, tmp_path):
     serving_dir = str(tmp_path / "serving")
     pushed = _push(run_outputs, tmp_path, serving_dir, blessed=False)
-    assert _props(pushed) == {spec.PUSHED: ("int_value", 0),
-                              spec.REASON: ("string_value", "model not blessed by evaluation")}
+    assert _props(pushed) == {artifacts.PUSHED: ("int_value", 0),
+                              artifacts.PUSH_REASON: ("string_value", "model not blessed by evaluation")}
     assert not os.path.exists(serving_dir)
 
 
 def test_the_model_already_in_serving_is_not_pushed_again(run_outputs, tmp_path):
     serving_dir = str(tmp_path / "serving")
     first = _push(run_outputs, tmp_path, serving_dir, blessed=True)
-    version = int(first.get_string_custom_property(spec.PUSHED_VERSION))
+    version = int(first.get_string_custom_property(artifacts.PUSHED_VERSION))
     again = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=version)
-    assert _props(again) == {spec.PUSHED: ("int_value", 0),
-                             spec.REASON: ("string_value", f"identical to serving version {version}")}
+    assert _props(again) == {artifacts.PUSHED: ("int_value", 0),
+                             artifacts.PUSH_REASON: ("string_value", f"identical to serving version {version}")}
     assert layout.versions(serving_dir, "taxi") == [version]
 
 
 def test_a_model_blessed_against_an_older_version_is_not_published_over_a_newer_one(run_outputs, tmp_path):
     serving_dir = str(tmp_path / "serving")
     newer = int(_push(run_outputs, tmp_path, serving_dir, blessed=True).get_string_custom_property(
-        spec.PUSHED_VERSION))
+        artifacts.PUSHED_VERSION))
     other = tmp_path / "other_model"
     shutil.copytree(os.path.join(run_outputs["model"]["uri"], "Format-Serving"), other / "Format-Serving")
     (other / "Format-Serving" / "assets").mkdir(exist_ok=True)
     (other / "Format-Serving" / "assets" / "note.txt").write_text("a different model")
     stale = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=0, model_uri=str(other))
-    assert stale.get_int_custom_property(spec.PUSHED) == 0
-    assert stale.get_string_custom_property(spec.REASON).startswith(
+    assert stale.get_int_custom_property(artifacts.PUSHED) == 0
+    assert stale.get_string_custom_property(artifacts.PUSH_REASON).startswith(
         f"blessed against no model in serving, but serving now has version {newer}")
     assert layout.versions(serving_dir, "taxi") == [newer]
     current = _push(run_outputs, tmp_path, serving_dir, blessed=True, baseline=newer, model_uri=str(other))
-    assert current.get_int_custom_property(spec.PUSHED) == 1
+    assert current.get_int_custom_property(artifacts.PUSHED) == 1
     assert layout.versions(serving_dir, "taxi") == [newer, int(current.get_string_custom_property(
-        spec.PUSHED_VERSION))]
+        artifacts.PUSHED_VERSION))]

@@ -10,12 +10,11 @@ import shutil
 import apache_beam as beam
 import pytest
 
-from flywheel import schemas
+from flywheel import retraining, schemas
 from flywheel.components.common import ui_artifacts
 from flywheel.components.monitor import executor, spec
 from flywheel.data import inputs, parsing
 from flywheel.monitoring import monitor, profile, profile_beam
-from flywheel.pipelines import retrain
 from tests import ram_filesystem
 
 TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")
@@ -62,17 +61,17 @@ def remote(local, ram):
 
 def test_the_retraining_plan_reads_and_reports_on_object_storage_as_locally(local, remote):
     args = dict(model_name="taxi", window=2)
-    here = retrain.plan(f"{local}/data", f"{local}/serving", schema_path=f"{local}/schema.pbtxt",
+    here = retraining.plan(f"{local}/data", f"{local}/serving", schema_path=f"{local}/schema.pbtxt",
                         report_dir=f"{local}/reports", **args)
-    there = retrain.plan(f"{remote}/data", f"{remote}/serving", schema_path=f"{remote}/schema.pbtxt",
+    there = retraining.plan(f"{remote}/data", f"{remote}/serving", schema_path=f"{remote}/schema.pbtxt",
                          report_dir=f"{remote}/reports", **args)
     assert (there.span, there.window, there.serving_version) == (here.span, here.window, here.serving_version) \
         == (2, (1, 2), 1)
     assert there.baseline_profile == f"{remote}/serving/taxi/1/baseline_profile.json"
     assert _rooted(there.drift, remote) == _rooted(here.drift, local)
     assert there.drift["data"]["rows_read"] == 40 and there.drift["rows"] == {"baseline": 30, "current": 40}
-    assert there.drift["report"] == f"{remote}/reports/span-2/{spec.REPORT_FILE}"
-    written = json.loads(ram_filesystem.read(f"{remote}/reports/span-2/{spec.RESULT_FILE}"))
+    assert there.drift["report"] == f"{remote}/reports/span-2/{monitor.REPORT_FILE}"
+    written = json.loads(ram_filesystem.read(f"{remote}/reports/span-2/{monitor.RESULT_FILE}"))
     assert written["drift_detected"] == here.drift["drift_detected"] and written["report"] == there.drift["report"]
     assert b"<html" in ram_filesystem.read(there.drift["report"])
 
@@ -81,7 +80,7 @@ def test_a_serving_model_without_a_profile_on_object_storage_is_named_not_skippe
     manifest = {k: v for k, v in MANIFEST.items() if k != "baseline_profile"}
     ram_filesystem.write(f"{remote}/serving/taxi/2/push.json", json.dumps(manifest).encode())
     ram_filesystem.write(f"{remote}/serving/taxi/2/saved_model.pb", b"graph")
-    plan = retrain.plan(f"{remote}/data", f"{remote}/serving", "taxi", 1, f"{remote}/schema.pbtxt")
+    plan = retraining.plan(f"{remote}/data", f"{remote}/serving", "taxi", 1, f"{remote}/schema.pbtxt")
     assert plan.serving_version == 2 and plan.baseline_profile == ""
     assert plan.drift["drift_detected"] is None and "serving version 2 has no training profile" in plan.drift["reason"]
 
@@ -100,7 +99,7 @@ def test_run_monitor_reads_data_profiles_and_metrics_on_object_storage_and_saves
     again = monitor.run_monitor(f"{remote}/serving/taxi/1/baseline_profile.json", f"{remote}/current.json",
                                 f"{remote}/schema.pbtxt", report_dir=f"{remote}/again")
     assert again["rows"] == {"baseline": 30, "current": there["rows"]["current"]}
-    assert json.loads(ram_filesystem.read(f"{remote}/again/{spec.RESULT_FILE}"))["reason"] == again["reason"]
+    assert json.loads(ram_filesystem.read(f"{remote}/again/{monitor.RESULT_FILE}"))["reason"] == again["reason"]
 
 
 def test_a_monitor_input_missing_on_object_storage_is_an_error_naming_it(remote):
@@ -130,6 +129,6 @@ def test_span_profiles_and_the_drift_monitor_on_object_storage(local, remote):
     result = executor.run_drift_monitor(data_profile, report, f"{remote}/serving/taxi/1/baseline_profile.json",
                                         f"{remote}/schema.pbtxt", html, markdown)
     assert result[spec.SPAN] == 3 and report.get_string_custom_property(spec.REPORT) == f"{report.uri}/report.html"
-    assert json.loads(ram_filesystem.read(f"{report.uri}/{spec.RESULT_FILE}"))["reason"] == result["reason"]
+    assert json.loads(ram_filesystem.read(f"{report.uri}/{monitor.RESULT_FILE}"))["reason"] == result["reason"]
     assert ram_filesystem.read(html.uri) == ram_filesystem.read(f"{report.uri}/report.html")
     assert ram_filesystem.read(markdown.uri).decode("utf-8").startswith("## Drift monitor: ")
