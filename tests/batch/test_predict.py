@@ -36,9 +36,9 @@ TYPES = {f.name: f.type for f in SCHEMA.feature}
 
 
 @pytest.fixture(scope="module")
-def serving_dir(tmp_path_factory) -> str:
-    """Two pushed versions of the taxi model, from two tiny real runs (shared by the session)."""
-    return os.path.join(tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny"))), "serving")
+def serving_dir(taxi_runs) -> str:
+    """Two pushed versions of the taxi model, from the checked-in taxi runs (shared by the session)."""
+    return os.path.join(taxi_runs, "serving")
 
 
 def _versions(serving_dir: str) -> list[int]:
@@ -274,6 +274,7 @@ def test_counts_that_do_not_add_up_fail_naming_the_file():
     assert batch_predict._check_file(("f.csv", {"counts": [counts], "scored": [8]}))["rows_scored"] == 8
 
 
+@pytest.mark.slow  # the flywheel command, on Beam's multi-process runner
 def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path, capfd):
     spans = tmp_path / "spans"
     tiny_runs.write_sample(str(spans / "span-1"), 0, rows=40)
@@ -332,8 +333,8 @@ def test_the_beam_engine_launcher_never_imports_tensorflow(serving_dir, tmp_path
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=5)
     code = ("import sys\n"
             "import apache_beam as beam\n"
-            "from flywheel.batch import predict, rows, served\n"
-            "from flywheel.components.ingest import parsing\n"
+            "from flywheel.batch import model_version, predict, rows\n"
+            "from flywheel.data import parsing\n"
             "from flywheel.schemas import schema_path\n"
             "model = model_version.resolve(sys.argv[1], 'taxi', apart=True)\n"
             "columns = rows.serving_columns(parsing.load_schema(schema_path('taxi')))\n"

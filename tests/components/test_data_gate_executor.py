@@ -25,10 +25,10 @@ def _artifact(kind, record):
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    """The anomalies and statistics a tiny real run wrote for clean rows of the shipped data."""
-    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
-    records = run_record.latest_run(os.path.join(out, "metadata.sqlite"), "taxi")
+def clean(taxi_runs):
+    """The anomalies and statistics a tiny real run wrote for clean rows of the shipped data (the checked-in taxi
+    runs)."""
+    records = run_record.latest_run(os.path.join(taxi_runs, "metadata.sqlite"), "taxi")
     return (_artifact(standard_artifacts.ExampleAnomalies, records["ExampleValidator"].output("anomalies")),
             _artifact(standard_artifacts.ExampleStatistics, records["StatisticsGen"].output("statistics")))
 

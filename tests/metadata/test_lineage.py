@@ -1,6 +1,7 @@
 """Lineage through ML-Metadata's lineage subgraph, and the latest-run lookup, on one store shared by several runs.
 
-Two taxi runs on different rows (each pushes a version) and then a run of another pipeline write one store.
+The checked-in taxi runs (tests/fixtures): two taxi runs on different rows (each pushes a version) and then a run of
+another pipeline ("other", one ImportSchemaGen) wrote one store.
 """
 
 from __future__ import annotations
@@ -8,31 +9,20 @@ from __future__ import annotations
 import os
 
 import pytest
-from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-from tfx.orchestration.metadata import sqlite_metadata_connection_config
-from tfx.orchestration.pipeline import Pipeline
 
-from flywheel import schemas
 from flywheel.metadata import lineage, run_record
 from flywheel.store import layout
-from tests import tiny_runs
 
 NODES = ["ImportSchemaGen", "Ingest", "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
          "Evaluate", "Push"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
-    metadata = os.path.join(out, "metadata.sqlite")
-    other = Pipeline(pipeline_name="other", pipeline_root=os.path.join(out, "other"),
-                     components=[ImportSchemaGen(schema_file=schemas.schema_path("taxi"))],
-                     metadata_connection_config=sqlite_metadata_connection_config(metadata))
-    LocalDagRunner().run(other)
+def store(taxi_runs):
+    metadata = os.path.join(taxi_runs, "metadata.sqlite")
     mlmd = run_record.open_store(metadata)
     runs = run_record.pipeline_runs(mlmd, "taxi")
-    return {"out": out, "metadata": metadata, "serving": os.path.join(out, "serving"),
+    return {"out": taxi_runs, "metadata": metadata, "serving": os.path.join(taxi_runs, "serving"),
             "runs": [{e.id for e in mlmd.get_executions_by_context(r.id)} for r in runs]}
 
 

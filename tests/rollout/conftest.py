@@ -1,5 +1,6 @@
 """Serving folders for rollout tests: a small real SavedModel published as versions the way Push lays them out,
-and the session's tiny taxi runs (real pushed versions and their ML-Metadata store) where lineage matters."""
+and the checked-in taxi runs (tests/fixtures: real pushed versions and their ML-Metadata store) where lineage
+matters."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import pytest
 
 from flywheel.store import layout
-from tests import tiny_runs
+from tests import fixtures, tiny_runs
 
 MODEL = "taxi"
 
@@ -62,19 +63,17 @@ def serving_dir(tmp_path, saved_model) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_out(tmp_path_factory) -> str:
-    """The session's two tiny taxi runs (both pushed): output folder with metadata.sqlite and serving/."""
+def trained_out(tmp_path_factory) -> str:
+    """The session's two tiny taxi runs, trained here (both pushed): every artifact of both runs, for the tests
+    marked slow that read more than the checked-in runs keep."""
     return tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture
-def run_copy(tmp_path, tiny_out) -> str:
-    """A copy of the tiny runs' metadata store and serving folder (rollouts write to both), as an output dir."""
-    out = str(tmp_path / "out")
-    os.makedirs(out)
-    shutil.copy(os.path.join(tiny_out, "metadata.sqlite"), os.path.join(out, "metadata.sqlite"))
-    shutil.copytree(os.path.join(tiny_out, "serving"), os.path.join(out, "serving"), symlinks=False)
-    return out
+def run_copy(tmp_path) -> str:
+    """A copy of the checked-in taxi runs (rollouts write to their metadata store and serving folder), as an output
+    dir."""
+    return fixtures.copy_run(str(tmp_path / "out"))
 
 
 _CONSTANT_MODEL = """

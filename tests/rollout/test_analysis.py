@@ -34,7 +34,6 @@ from flywheel.server import models
 from flywheel.server.request_log import RequestLog, features_from_schema
 from flywheel.store import layout
 from flywheel.traffic import join
-from tests import tiny_runs
 from tests.conftest import shipped_data
 from tests.rollout.conftest import constant_model
 
@@ -48,9 +47,8 @@ SMALL_CANARY_DRAW = 5  # a fixed draw of the canary's score ranks: PSI 0.58, KS 
 
 
 @pytest.fixture(scope="module")
-def servables(tmp_path_factory) -> Iterator[dict[str, models.Servable]]:
-    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
-    folder = os.path.join(out, "serving")
+def servables(tmp_path_factory, taxi_runs) -> Iterator[dict[str, models.Servable]]:
+    folder = os.path.join(taxi_runs, "serving")
     first = layout.versions(folder, MODEL)[-2]
     constant = constant_model(str(tmp_path_factory.mktemp("constant") / "model"), FEATURES)
     stable = models.load_servable(MODEL, first, os.path.join(folder, MODEL, str(first)))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from flywheel import api
 from flywheel.components.evaluate import executor as evaluate_executor
 from flywheel.components.evaluate import spec as evaluate_spec
@@ -60,15 +62,16 @@ def test_the_pipelines_serving_version_warm_start_and_stamp_follow_the_stable_ve
     assert api._serving_now(cfg) == 1
 
 
-def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_default(tiny_out, tmp_path):
-    records = run_record.latest_run(os.path.join(tiny_out, "metadata.sqlite"), "taxi")
+@pytest.mark.slow  # Push reads the trained model, examples and evaluation of a run
+def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_default(trained_out, tmp_path):
+    records = run_record.latest_run(os.path.join(trained_out, "metadata.sqlite"), "taxi")
     outputs = {"model": records["Trainer"].output("model"), "evaluation": records["Evaluate"].output("evaluation"),
                "examples": records["Ingest"].output(ingest_spec.EXAMPLES_KEY),
                "profile": records["Ingest"].output(ingest_spec.PROFILE_KEY)}
-    older, newer = layout.versions(os.path.join(tiny_out, "serving"), MODEL)
+    older, newer = layout.versions(os.path.join(trained_out, "serving"), MODEL)
     serving_dir = str(tmp_path / "serving")
-    add_version(serving_dir, os.path.join(tiny_out, "serving", MODEL, str(older)), 1)
-    add_version(serving_dir, os.path.join(tiny_out, "serving", MODEL, str(newer)), 2)
+    add_version(serving_dir, os.path.join(trained_out, "serving", MODEL, str(older)), 1)
+    add_version(serving_dir, os.path.join(trained_out, "serving", MODEL, str(newer)), 2)
     _pin_older(serving_dir)
     work = tmp_path / "work"
     work.mkdir()

@@ -1,4 +1,4 @@
-"""The rollout benchmark in its reduced mode, as a subprocess on the session's tiny pushed taxi model: start,
+"""The rollout benchmark in its reduced mode, as a subprocess on the checked-in pushed taxi model: start,
 promote (by the analysis), an automatic rollback of a constant-output candidate and a blue/green switch, all under
 a steady replay load, with no failed client request."""
 
@@ -9,14 +9,17 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from flywheel.store import layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "benchmarks", "rollout.py")
 
 
-def test_quick_rollout_bench_fails_no_request_and_promotes_the_copy_and_rolls_back_the_constant(tmp_path, tiny_out):
-    source = os.path.join(tiny_out, "serving")
+@pytest.mark.slow  # the benchmark starts servers and replays traffic for a minute
+def test_quick_rollout_bench_fails_no_request_and_promotes_the_copy_and_rolls_back_the_constant(tmp_path, taxi_runs):
+    source = os.path.join(taxi_runs, "serving")
     before = sorted(os.listdir(source)), sorted(os.listdir(os.path.join(source, "taxi")))
     figures = tmp_path / "figures.json"
     done = subprocess.run([sys.executable, SCRIPT, "--serving-dir", source, "--quick", "--workdir",

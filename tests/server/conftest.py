@@ -1,4 +1,4 @@
-"""A tiny trained and pushed taxi model (the session's two tiny pipeline runs), and serving folders built from it."""
+"""A tiny trained and pushed taxi model (the checked-in taxi runs, tests/fixtures) and serving folders made of it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from flywheel.store import layout
-from tests import tiny_runs
 
 MODEL = "taxi"
 ISSUE_ROW = {"trip_miles": 1.2, "fare": 8.5, "trip_seconds": 600, "pickup_latitude": 41.9,
@@ -17,12 +16,11 @@ ISSUE_ROW = {"trip_miles": 1.2, "fare": 8.5, "trip_seconds": 600, "pickup_latitu
 
 
 @pytest.fixture(scope="session")
-def pushed_version(tmp_path_factory) -> str:
-    """The newest version Push published in the tiny runs: a real SavedModel with push.json and warmup file."""
-    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
-    serving_dir = os.path.join(out, "serving")
+def pushed_version(taxi_runs) -> str:
+    """The newest version Push published in the taxi runs: a real SavedModel with push.json and warmup file."""
+    serving_dir = os.path.join(taxi_runs, "serving")
     latest = layout.latest(serving_dir, MODEL)
-    assert latest is not None, f"the tiny runs pushed nothing into {serving_dir}"
+    assert latest is not None, f"the taxi runs pushed nothing into {serving_dir}"
     return latest.path
 
 
