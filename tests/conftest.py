@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -65,47 +64,9 @@ def shipped_data() -> str:
 
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory) -> CliResult:
-    """One end-to-end run of the taxi pipeline on the local runner (real data, few train steps)."""
+    """One end-to-end run of the taxi pipeline on the local runner (real data, few train steps). Tests read it and
+    never change it (a test that reruns it with changes runs on its own copy)."""
     out = str(tmp_path_factory.mktemp("local_run"))
     result = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=out)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-@pytest.fixture(scope="session")
-def beam_run(tmp_path_factory) -> CliResult:
-    """The same pipeline on the Beam runner (multi-processing DirectRunner, two workers), in its own output
-    directory, on the first 3,000 rows of the shipped data: the runner is what is tested, and local_run already
-    runs all 15,002 rows."""
-    from tests import tiny_runs
-
-    out = str(tmp_path_factory.mktemp("beam_run"))
-    data = tiny_runs.write_sample(str(tmp_path_factory.mktemp("beam_data")), 0, rows=3000)
-    result = run_cli("run", "taxi", "--engine", "beam", "--data", data, "--train-steps", TRAIN_STEPS, output_dir=out)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-@pytest.fixture(scope="session")
-def loop(tmp_path_factory):
-    """The continuous-training loop on simulated spans, as the README's tour runs it: each span is simulated into
-    the one data folder as it arrives (spans 1-2 stable, drift from span 3) and the job runs after each
-    (tests/test_continuous_training.py; tests/test_serving_loop.py serves its first model). `simulated`: what each
-    `flywheel simulate` printed."""
-    from flywheel.store import layout
-
-    root = tmp_path_factory.mktemp("loop")
-    data, out = root / "data", str(root / "out")
-    results, versions, simulated = [], [], []
-    for span in (1, 2, 3):
-        made = run_cli("simulate", "taxi", "--out", str(data), "--spans", "1", "--rows", "3000", "--seed", "7",
-                       *(["--drift-from", "3"] if span == 3 else []))
-        assert made.returncode == 0, made.stderr
-        simulated.append(made.stdout)
-        r = run_cli("retrain", "taxi", "--data", str(data), "--if-drift", "--window", "3", "--train-steps", "200",
-                    "--json", output_dir=out)
-        assert r.returncode == 0, r.stdout + r.stderr
-        results.append(json.loads(r.stdout))  # --json: stdout holds the JSON object and nothing else
-        versions.append(layout.versions(os.path.join(out, "serving"), "taxi"))
-    return {"results": results, "versions": versions, "out": out, "data": str(data), "sim": str(data),
-            "simulated": simulated}
