@@ -13,7 +13,10 @@ score (`--engine beam`) never holds TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 from typing import Optional
 
 from flywheel import storage
@@ -45,7 +48,7 @@ def _served_models(serving_dir: str) -> list[str]:
 def examples_signature(path: str) -> tuple[str, str]:
     """(signature name, output name) of the model's examples signature; PredictError naming every signature
     when there is no such signature or more than one."""
-    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.framework import types_pb2  # TensorFlow's protos import TensorFlow: `resolve(apart=True)`
 
     proto = layout.read_saved_model(path)
     graphs = [g for g in proto.meta_graphs if SERVE_TAG in g.meta_info_def.tags]
@@ -69,20 +72,16 @@ def examples_signature(path: str) -> tuple[str, str]:
 
 
 _APART = ("import json, sys\n"
-          "from flywheel.batch import served\n"
+          "from flywheel.batch import model_version\n"
           "try:\n"
-          "    print(json.dumps(served.examples_signature(sys.argv[1])))\n"
-          "except served.PredictError as e:\n"
+          "    print(json.dumps(model_version.examples_signature(sys.argv[1])))\n"
+          "except model_version.PredictError as e:\n"
           "    sys.exit(str(e))\n")
 
 
 def examples_signature_apart(path: str) -> tuple[str, str]:
     """`examples_signature` read in a child Python process, which ends with it (so this one need not import
     TensorFlow); the child's PredictError is raised here with its message."""
-    import json
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", _APART, path], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:

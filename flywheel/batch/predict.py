@@ -32,9 +32,16 @@ import time
 from typing import Any, List, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 from apache_beam.ml.inference import base as inference
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.transforms import environments
+from tfx_bsl.coders import example_coder
+from tfx_bsl.public.proto import model_spec_pb2
 
-from flywheel import storage
+from flywheel import engines, storage
 from flywheel.batch import model_version, rows, worker
 from flywheel.data import parsing
 
@@ -75,8 +82,6 @@ class _ParseFile(beam.DoFn):
         self._encoder = None
 
     def setup(self):
-        from tfx_bsl.coders import example_coder
-
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
     def _emit(self, path: str, batch: rows.Batch):
@@ -126,9 +131,6 @@ class _ToTable(beam.DoFn):
         self._schema = rows.arrow_schema(self._options.columns)
 
     def process(self, scored):
-        import numpy as np
-        import pyarrow as pa
-
         (path, batch, lines), logs = scored
         predictions = rows.scores(logs, self._options.model.output)
         arrays = [pa.array([path] * len(lines), pa.string()), pa.array(lines, pa.int64()),
@@ -170,6 +172,7 @@ class _KeyedBatches(inference.ModelHandler):
 
     def _tfx_bsl(self):
         if self._handler is None:
+            # tfx-bsl's handler imports TensorFlow (0.4 GB): only the workers that load the model import it
             from tfx_bsl.public.beam.run_inference import CreateModelHandler
 
             self._handler = CreateModelHandler(self._spec)
@@ -194,8 +197,6 @@ class _KeyedBatches(inference.ModelHandler):
 def inference_spec(model: model_version.ServedModel):
     """tfx-bsl's endpoint for the version's examples signature, as BulkInferrer builds it (a protobuf message:
     no TensorFlow import)."""
-    from tfx_bsl.public.proto import model_spec_pb2
-
     spec = model_spec_pb2.InferenceSpecType()
     spec.saved_model_spec.CopyFrom(model_spec_pb2.SavedModelSpec(
         model_path=model.path, tag=[model_version.SERVE_TAG], signature_name=[model.signature]))
@@ -233,14 +234,10 @@ def expand(pipeline: beam.Pipeline, files: Sequence[str], options: PredictOption
 
 def beam_args(engine: str) -> tuple[str, ...]:
     """`local`: the DirectRunner in this process; `beam`: its multi-processing mode, as the Beam runner runs
-    the pipeline's components (`pipelines/taxi/beam_runner.py`)."""
-    from flywheel.pipelines.taxi import beam_runner
-
-    if engine == "local":
-        return ("--direct_running_mode=in_memory", "--direct_num_workers=1")
-    if engine == "beam":
-        return tuple(beam_runner.DEFAULT_BEAM_ARGS)
-    raise ValueError(f"predict: unknown engine {engine!r}; engines: local, beam")
+    the pipeline's components (`flywheel.engines`)."""
+    if engine not in engines.BEAM_ARGS:
+        raise ValueError(f"predict: unknown engine {engine!r}; engines: {', '.join(engines.BEAM_ARGS)}")
+    return engines.BEAM_ARGS[engine]
 
 
 def runner(pipeline_options):
@@ -249,14 +246,9 @@ def runner(pipeline_options):
     started as `flywheel.batch.worker` (Beam's SDK worker without the packages scoring never uses) instead of
     Beam's `sdk_worker_main`. The FnApiRunner starts a worker command of its own only in its `in_memory` mode
     (the mode's name is then its only difference), so `pipeline_options` is switched to it."""
-    from apache_beam.options.pipeline_options import DirectOptions
-
     direct = pipeline_options.view_as(DirectOptions)
     if direct.direct_running_mode != "multi_processing":
         return "DirectRunner"
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.transforms import environments
-
     direct.direct_running_mode = "in_memory"
     return fn_runner.FnApiRunner(
         default_environment=environments.SubprocessSDKEnvironment.from_command_string(worker.command()))
@@ -269,8 +261,6 @@ def _quiet_about_worker_mode(chosen):
     if chosen == "DirectRunner":
         yield
         return
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-
     log = logging.getLogger(fn_runner.__name__)
 
     def keep(record: logging.LogRecord) -> bool:
@@ -305,8 +295,6 @@ def read_counts(output: str) -> dict:
 def run(files: Sequence[str], options: PredictOptions, output: str, args: Sequence[str] = ()) -> dict:
     """Scores `files` into `output`; returns counts.json's content. Files are checked (readable, header with
     the required columns) before any row is read."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     check_output(output)
     parsing.check_files(files, options.columns)
     storage.filesystem(output).makedirs(output)

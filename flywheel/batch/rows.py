@@ -1,8 +1,8 @@
 """Rows for batch inference: which columns are read, how a typed row becomes a tf.Example and a Parquet row.
 
 Plain functions on Ingest's typing (`flywheel/data/parsing.py`). The label is not required: a schema
-feature marked `not_in_environment: "SERVING"` (TFDV's way of saying "absent at serving time") is read
-when present and left empty when not. Every schema column is written, typed from the schema (INT ->
+feature not in the SERVING environment (`parsing.in_serving`, TFDV's way of saying "absent at serving time")
+is read when present and left empty when not. Every schema column is written, typed from the schema (INT ->
 int64, FLOAT -> float64 holding the value as written, BYTES -> UTF-8 string), so every shard of one run
 has the same Parquet schema whichever columns its file held; columns outside the schema are not read,
 as in Ingest.
@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from flywheel.batch.model_version import PredictError
 from flywheel.data import parsing
 
-SERVING_ENVIRONMENT = "SERVING"
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
 SOURCE_FILE, SOURCE_LINE = "source_file", "source_line"  # each row's key: the file and line it was read from
@@ -26,8 +28,8 @@ OUTPUT_COLUMNS = (SOURCE_FILE, SOURCE_LINE, PREDICTION, MODEL_VERSION)
 
 
 def serving_columns(schema: schema_pb2.Schema) -> tuple[parsing.Column, ...]:
-    """The schema's typed columns; those not in the SERVING environment (the label) are optional."""
-    absent = {f.name for f in schema.feature if SERVING_ENVIRONMENT in f.not_in_environment}
+    """The schema's typed columns; those not in serving (the label: `parsing.in_serving`) are optional."""
+    absent = set(parsing.label_names(schema))
     columns = parsing.columns_from_schema(schema)
     clash = [c.name for c in columns if c.name in OUTPUT_COLUMNS]
     if clash:
@@ -53,8 +55,6 @@ def arrow_schema(columns: Sequence[parsing.Column]):
     """The predictions' Parquet schema: `source_file` and `source_line` (where each row was read: with the
     prediction, a key to join it back to its row), the input columns, then `prediction` (float64) and
     `model_version`."""
-    import pyarrow as pa
-
     return pa.schema([pa.field(SOURCE_FILE, pa.string(), nullable=False),
                       pa.field(SOURCE_LINE, pa.int64(), nullable=False)]
                      + list(input_schema(columns))
@@ -77,8 +77,6 @@ def utf8_problem(values: dict, columns: Sequence[parsing.Column]) -> tuple[str, 
 
 def input_schema(columns: Sequence[parsing.Column]):
     """The input columns' Arrow schema (the predictions' schema without the two output columns)."""
-    import pyarrow as pa
-
     kinds = {parsing.INT: pa.int64(), parsing.FLOAT: pa.float64(), parsing.BYTES: pa.string()}
     return pa.schema([pa.field(c.name, kinds[c.kind]) for c in columns])
 
@@ -107,17 +105,12 @@ class Batch:
         self.size += 1
 
     def record_batch(self):
-        import pyarrow as pa
-
-        return pa.RecordBatch.from_pydict(self.values, schema=self._schema)
+            return pa.RecordBatch.from_pydict(self.values, schema=self._schema)
 
 
 def to_examples(batch, encoder) -> list[bytes]:
     """A record batch of typed rows as serialized tf.Examples, encoded by tfx-bsl (C++): each value a
     one-element list (floats as float32, text as bytes, as Ingest writes them); a missing value, no value."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     lists = []
     for column in batch.columns:
         if pa.types.is_floating(column.type):
@@ -138,8 +131,7 @@ def to_examples(batch, encoder) -> list[bytes]:
 def scores(logs: Sequence, output: str):
     """The one score per row in RunInference's PredictionLogs (`predict_log.response.outputs[output]`), as a
     float64 array; PredictError when the output holds more (or fewer) than one value per row."""
-    import numpy as np
-    from tensorflow.python.framework import tensor_util
+    from tensorflow.python.framework import tensor_util  # TensorFlow: only the workers that score rows load it
 
     tensors = [log.predict_log.response.outputs[output] for log in logs]
     first = tensors[0] if tensors else None

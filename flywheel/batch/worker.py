@@ -50,7 +50,7 @@ def leave_out_unused() -> None:
 
 def main(argv: list[str]) -> None:
     leave_out_unused()
-    from apache_beam.runners.worker import sdk_worker_main
+    from apache_beam.runners.worker import sdk_worker_main  # Beam: imported only after leave_out_unused()
 
     sdk_worker_main.main(argv)
 

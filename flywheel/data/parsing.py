@@ -91,6 +91,23 @@ def columns_from_schema(schema: schema_pb2.Schema) -> list[Column]:
     return cols
 
 
+SERVING = "SERVING"  # TFDV's environment of the rows a model is served with
+
+
+def in_serving(feature: schema_pb2.Feature) -> bool:
+    """Whether a schema feature comes with the rows a model is served (TFDV's environments): not when its
+    `not_in_environment` names SERVING, nor when it has an `in_environment` list without SERVING. A feature
+    not in serving is a label's source: optional when scoring, compared as label drift by the monitor."""
+    if SERVING in feature.not_in_environment:
+        return False
+    return not feature.in_environment or SERVING in feature.in_environment
+
+
+def label_names(schema: schema_pb2.Schema) -> tuple[str, ...]:
+    """The schema's features not in serving (`in_serving`), in schema order."""
+    return tuple(feature.name for feature in schema.feature if not in_serving(feature))
+
+
 def check_header(path: str, header: Sequence[str], columns: Sequence[Column]) -> list[str]:
     """Raises when a required column is missing; returns the extra columns, which are not ingested."""
     present = set(header)

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from flywheel.data import parsing
 from flywheel.monitoring.profile import (
     CATEGORICAL,
     NUMERIC,
@@ -35,7 +36,6 @@ TRIM = 0.01  # the Wasserstein distance compares the 1st..99th percentiles
 _PSI_FLOOR = 1e-4
 _CHART_BINS = 30
 _CHART_CATEGORIES = 15
-SERVING = "SERVING"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,19 +72,16 @@ class Policy:
                     ) -> "Policy":
         """Features and labels of a TFDV schema and its drift_comparator thresholds; defaults without one.
 
-        A feature with `not_in_environment: "SERVING"` (or an `in_environment` list without SERVING) is a
-        label's source: it is compared as label drift, not feature drift.
+        A feature not in the SERVING environment (`parsing.in_serving`) is a label's source: it is compared as
+        label drift, not feature drift.
         """
         if not schema_path:
             return cls(default=default, labels=tuple(labels))
-        from flywheel.data import parsing
-
         schema = parsing.load_schema(schema_path)
         kinds = schema_kinds(parsing.columns_from_schema(schema))
         names, label_names, per_feature = [], list(labels), {}
         for feature in schema.feature:
-            in_env, not_in = list(feature.in_environment), list(feature.not_in_environment)
-            if SERVING in not_in or (in_env and SERVING not in in_env):
+            if not parsing.in_serving(feature):
                 label_names.append(feature.name)
             else:
                 names.append(feature.name)

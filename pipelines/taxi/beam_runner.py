@@ -12,19 +12,18 @@ import dataclasses
 import os
 import shlex
 
+from flywheel import engines
 from flywheel.pipelines.taxi import local_runner
 from flywheel.pipelines.taxi.config import TaxiConfig
 
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
-
 
 def with_beam_args(cfg: TaxiConfig, args: tuple[str, ...] | None = None) -> TaxiConfig:
-    return dataclasses.replace(cfg, beam_pipeline_args=tuple(args) if args else DEFAULT_BEAM_ARGS)
+    return dataclasses.replace(cfg, beam_pipeline_args=tuple(args) if args else engines.MULTI_PROCESSING_ARGS)
 
 
 def beam_dag_runner():
     """TFX's BeamDagRunner with UNCACHED_NODES' caching off."""
-    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # TFX imports TensorFlow: only a run needs it
 
     class TaxiBeamDagRunner(local_runner.UncachedNodes, BeamDagRunner):
         pass
@@ -39,7 +38,7 @@ def run(cfg: TaxiConfig) -> None:
 
 
 def config_from_env() -> TaxiConfig:
-    """local_runner.config_from_env with FLYWHEEL_BEAM_ARGS (default DEFAULT_BEAM_ARGS)."""
+    """local_runner.config_from_env with FLYWHEEL_BEAM_ARGS (default `engines.MULTI_PROCESSING_ARGS`)."""
     raw = os.environ.get("FLYWHEEL_BEAM_ARGS", "")
     try:
         args = tuple(shlex.split(raw))
