@@ -155,7 +155,7 @@ def test_the_replayed_drifted_span_is_answered_and_logged_whole(scenario):
 
 def test_the_monitor_flags_the_drifted_features_and_the_prediction_shift(scenario):
     found = scenario["verdict"]
-    assert found.drift_detected, found.lines()
+    assert found.drift_detected, found
     assert set(DRIFTED_FEATURES) <= set(found.drifted), found.features
     assert not set(UNCHANGED_FEATURES) & set(found.drifted), found.features
     assert found.details["prediction"]["drift"] is True, found.details["prediction"]
@@ -171,7 +171,7 @@ def test_labels_that_arrive_later_join_the_logged_requests(scenario):
 
 def test_retrain_on_the_joined_spans_pushes_a_version_the_running_server_picks_up(scenario):
     retrained, first = scenario["result"], scenario["first"].model_version
-    assert retrained.drift_detected is True and retrained.retrained and retrained.pushed, retrained.lines()
+    assert retrained.drift_detected is True and retrained.retrained and retrained.pushed, retrained
     assert sorted(retrained.window) == [1, 2, 3] and retrained.span == 3, "spans 1-2 and the joined span"
     assert retrained.previous_version == first and retrained.pushed_version != first
     assert retrained.model_version == first, "released as a canary: stable serves by default meanwhile"
@@ -188,7 +188,7 @@ def test_the_retrained_model_released_as_a_canary_takes_half_the_traffic_and_is_
     new, first = scenario["new"], scenario["first"].model_version
     assert scenario["result"].release == "canary:50"
     result = scenario["analyzed"]
-    assert result.applied == "promote", result.lines()
+    assert result.applied == "promote", result
     stable, candidate = result.analysis.stable, result.analysis.candidate
     assert (stable.version, candidate.version) == (first, new)
     assert abs(candidate.requests / (stable.requests + candidate.requests) - 0.5) <= 0.03, (stable, candidate)
@@ -204,7 +204,7 @@ def test_the_retrained_model_released_as_a_canary_takes_half_the_traffic_and_is_
 
 def test_a_candidate_answering_a_constant_is_rolled_back_by_the_analysis(scenario):
     result = scenario["rolled_back"]
-    assert result.applied == "rollback", result.lines()
+    assert result.applied == "rollback", result
     assert result.analysis.check("constant_output").passed is False
     assert any(reason.startswith("constant_output") for reason in result.analysis.reasons)
     assert scenario["bad"] in result.state["rolled_back"] and result.state["candidate"] is None
@@ -218,7 +218,7 @@ def test_a_candidate_answering_a_constant_is_rolled_back_by_the_analysis(scenari
 def test_no_client_request_failed_across_push_promote_and_rollback(scenario):
     assert len(scenario["replays"]) == 4 and scenario["replays"][0] is not None
     for replay in scenario["replays"]:
-        assert replay.failed == 0 and replay.ok == replay.requests_sent > 0, replay.lines()
+        assert replay.failed == 0 and replay.ok == replay.requests_sent > 0, replay
 
 
 # ---- the job's records and its lock, read after the scenario ---------------------------------------------------------
