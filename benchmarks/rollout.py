@@ -154,14 +154,14 @@ def make_serving(source_serving_dir: str, workdir: str) -> tuple[str, Versions, 
     constant model. The versions after v1 are pushed once the state pins v1, so none of them serves by default.
     v3 is saved (by a child process) and published in the background, while the server starts: wait for the
     returned future before using it."""
-    from flywheel.rollout import state as rollout_state
+    from flywheel.rollout import store
 
     source = serving_bench.latest_version(source_serving_dir)
     stable = int(os.path.basename(source.rstrip("/")))
     versions = Versions(stable, stable + 1, stable + 2, stable + 3)
     serving_dir = os.path.join(workdir, "serving")
     publish(serving_dir, source, versions.stable)
-    rollout_state.pin(serving_dir, MODEL)
+    store.pin(serving_dir, MODEL)
     publish(serving_dir, source, versions.good)
     publish(serving_dir, source, versions.green)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -363,9 +363,9 @@ class Switch:
 
 def written_at(serving_dir: str) -> float:
     """When rollout.json was last written (its mtime: the temporary file is renamed over it whole)."""
-    from flywheel.rollout import state as rollout_state
+    from flywheel.rollout import state
 
-    return os.stat(rollout_state.state_path(serving_dir, MODEL)).st_mtime
+    return os.stat(state.path(serving_dir, MODEL)).st_mtime
 
 
 def on_version(version: int) -> Callable[[Log], np.ndarray]:

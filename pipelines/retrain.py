@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from flywheel.components.push.spec import PUSHED_MODEL_KEY
 from flywheel.metadata import artifacts
-from flywheel.rollout import mlmd, state
+from flywheel.rollout import mlmd, state, store
 from flywheel.store import layout
 
 
@@ -53,11 +53,11 @@ def prepare_release(serving_dir: str, model_name: str, release: str) -> Optional
     RolloutError when a rollout is already running (one at a time) or `release` is not a release.
     """
     mode, _ = state.parse_release(release)
-    found = state.load(serving_dir, model_name)
+    found = store.load(serving_dir, model_name)
     if found is not None and found.running:
         raise state.RolloutError(f"retrain --release {release}: a rollout of {model_name} is running "
                                  f"({found.describe()}): promote or roll it back before releasing another")
-    return found if mode == state.DIRECT else state.pin(serving_dir, model_name)
+    return found if mode == state.DIRECT else store.pin(serving_dir, model_name)
 
 
 def finish_release(serving_dir: str, model_name: str, release: str, pushed_version: Optional[int],
@@ -69,11 +69,11 @@ def finish_release(serving_dir: str, model_name: str, release: str, pushed_versi
     written and the newest version serves. With metadata_path, the decision is recorded in ML-Metadata."""
     mode, percent = state.parse_release(release)
     if pushed_version is None or pinned is None:
-        return state.load(serving_dir, model_name)
+        return store.load(serving_dir, model_name)
     if mode == state.DIRECT:
-        after = state.release(serving_dir, model_name, pushed_version, reason)
+        after = store.release(serving_dir, model_name, pushed_version, reason)
     else:
-        after = state.start(serving_dir, model_name, pushed_version, mode, percent, reason)
+        after = store.start(serving_dir, model_name, pushed_version, mode, percent, reason)
     if metadata_path:
         mlmd.record(metadata_path, after, after.decisions[-1])
     return after

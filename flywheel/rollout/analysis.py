@@ -70,6 +70,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import yaml
 
 from flywheel import storage
 from flywheel.monitoring import drift, profile
@@ -163,8 +164,6 @@ class AnalysisConfig:
         except storage.FileArgumentError as e:
             raise AnalysisError(str(e)) from None
         if path.lower().endswith((".yaml", ".yml")):
-            import yaml
-
             try:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as e:
@@ -351,6 +350,17 @@ class AnalysisResult:
                 "labels": self.labels, "notes": list(self.notes), "report": self.report,
                 "log_freshness": self.freshness.to_dict() if self.freshness else None,
                 "named_routes": {k: dict(v) for k, v in self.named_routes.items()}}
+
+    def decision_reason(self) -> str:
+        """The reason recorded with the decision in the rollout state: the reasons, joined."""
+        return "; ".join(self.reasons) or f"analysis: {self.decision}"
+
+    def decision_evidence(self) -> dict[str, Any]:
+        """The evidence recorded with the decision in the rollout state: the checks, both sides' requests and the
+        report."""
+        return {"decision": self.decision, "checks": [c.to_dict() for c in self.checks],
+                "requests": {"stable": self.stable.requests, "candidate": self.candidate.requests},
+                "report": self.report}
 
     def lines(self) -> list[str]:
         s, c = self.stable, self.candidate
@@ -774,10 +784,10 @@ def promote_reasons(checks: Sequence[Check]) -> tuple[str, ...]:
     return tuple(out)
 
 def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str, datetime.datetime] = None,
-            labels: Optional[str] = None, config: AnalysisConfig = AnalysisConfig(), model: Optional[str] = None,
-            report_dir: Optional[str] = None) -> AnalysisResult:
+            labels: Optional[str] = None, config: AnalysisConfig = AnalysisConfig(), model: Optional[str] = None
+            ) -> AnalysisResult:
     """Candidate vs stable on the request log under `log_dir` (rows after `since`, of `model` when given);
-    `labels`: the log with labels joined. Writes analysis.json and report.html into `report_dir` when given."""
+    `labels`: the log with labels joined. `flywheel.rollout.report.write` writes the result's files."""
     if int(stable) == int(candidate):
         raise AnalysisError(f"rollout analysis: stable and candidate are the same version ({stable})")
     stable, candidate = int(stable), int(candidate)
@@ -842,22 +852,6 @@ def analyze(log_dir: str, stable: int, candidate: int, *, since: Union[None, str
         failed = [ch for ch in checks if ch.blocks]
         decision = ROLLBACK if failed else PROMOTE
         reasons = tuple(ch.reason() for ch in failed) or promote_reasons(checks)
-    result = AnalysisResult(decision=decision, reasons=reasons, stable=s, candidate=c, checks=checks, config=config,
-                            log_dir=log_dir, since=start.isoformat() if start else None, labels=labels,
-                            notes=tuple(notes), prediction_drift=found, freshness=freshness,
-                            named_routes=named_routes)
-    if report_dir:
-        result = write_report(result, report_dir)
-    return result
-
-
-def write_report(result: AnalysisResult, out_dir: str) -> AnalysisResult:
-    """analysis.json and report.html into out_dir; returns the result with `report` set to the HTML's path."""
-    from flywheel.rollout import report
-
-    storage.makedirs(out_dir)
-    html_path = os.path.join(out_dir, REPORT_FILE)
-    result = dataclasses.replace(result, report=html_path)
-    storage.write_text(os.path.join(out_dir, RESULT_FILE), json.dumps(result.to_dict(), indent=2))
-    storage.write_text(html_path, report.render(result))
-    return result
+    return AnalysisResult(decision=decision, reasons=reasons, stable=s, candidate=c, checks=checks, config=config,
+                          log_dir=log_dir, since=start.isoformat() if start else None, labels=labels,
+                          notes=tuple(notes), prediction_drift=found, freshness=freshness, named_routes=named_routes)

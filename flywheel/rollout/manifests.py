@@ -1,69 +1,29 @@
-"""Production mirrors of the rollout state: TF Serving's `models.config` and KServe `InferenceService` manifests.
+"""Production manifests of a rollout state, written where a user applies them (`flywheel rollout manifests`):
+TF Serving's `models.config` (`flywheel.rollout.models_config`) and KServe `InferenceService` manifests.
 
-- `<serving_dir>/models.config`: TF Serving's ModelServerConfig (text proto, `--model_config_file`), rewritten on
-  every state change. A model with a rollout state loads exactly its stable (and candidate) versions
-  (`model_version_policy { specific { ... } }`) with the version labels `stable` and `canary`; a model without
-  one keeps TF Serving's default policy (the latest version). TF Serving refuses a label on a version it has not
-  loaded yet unless it runs with `--allow_version_labels_for_unavailable_models`.
-- KServe: the `InferenceService` for the stable revision and, while a candidate runs, the one that rolls it
-  out (`spec.predictor.canaryTrafficPercent`), the storage URI of each version from a template.
+KServe: the `InferenceService` for the stable revision and, while a candidate runs, the one that rolls it out
+(`spec.predictor.canaryTrafficPercent`), the storage URI of each version from a template.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any, Optional
 
-from flywheel import storage
-from flywheel.rollout import state as rollout_state
-from flywheel.store import layout
+import yaml
 
-CONFIG_FILE = "models.config"
+from flywheel import storage
+from flywheel.rollout import models_config, state, store
+
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
 DEFAULT_STORAGE_URI = "pvc://flywheel-serving/kserve/{model}-{version}"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _base_path(serving_dir: str, model: str) -> str:
-    root = os.path.join(serving_dir, model)
-    return os.path.abspath(root) if storage.is_local(root) else root
-
-
-def _models(serving_dir: str) -> list[str]:
-    """Model folders that hold a version or a rollout state, sorted."""
-    return sorted(name for name in storage.listdir(serving_dir)
-                  if layout.numeric_folders(serving_dir, name)
-                  or storage.filesystem(rollout_state.state_path(serving_dir, name)).exists(
-                      rollout_state.state_path(serving_dir, name)))
-
-
-def models_config(serving_dir: str) -> str:
-    """The ModelServerConfig text proto for every model under serving_dir (its rollout state, if any)."""
-    lines = ["# TF Serving model config (--model_config_file), written by flywheel from each model's rollout.json.",
-             "model_config_list {"]
-    for model in _models(serving_dir):
-        found = rollout_state.load(serving_dir, model)
-        lines += ["  config {", f'    name: "{model}"', f'    base_path: "{_base_path(serving_dir, model)}"',
-                  '    model_platform: "tensorflow"']
-        if found is None:
-            lines.append("    model_version_policy { latest { num_versions: 1 } }")
-        else:
-            routes = rollout_state.routes(found)
-            versions = " ".join(f"versions: {v}" for v in routes.load)
-            lines.append(f"    model_version_policy {{ specific {{ {versions} }} }}")
-            lines += [f'    version_labels {{ key: "{label}" value: {version} }}'
-                      for label, version in routes.labels.items()]
-        lines.append("  }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def write_models_config(serving_dir: str) -> str:
-    """Rewrites `<serving_dir>/models.config` atomically; returns its path."""
-    path = os.path.join(serving_dir, CONFIG_FILE)
-    rollout_state.write_atomic(path, models_config(serving_dir))
-    return path
+SHADOW_NOTE = ("KServe has no shadow mode: only the stable InferenceService is written; run the shadow with "
+               "`flywheel serve`")
+TF_SERVING_NOTE = ("TF Serving: run with --model_config_file and --allow_version_labels_for_unavailable_models "
+                   "(a label may name a version still loading)")
 
 
 def storage_uri(template: str, model: str, version: int) -> str:
@@ -74,33 +34,59 @@ def storage_uri(template: str, model: str, version: int) -> str:
     return template.format(model=model, version=version)
 
 
-def _service(model: str, uri: str, state: rollout_state.RolloutState, canary_percent: Optional[int]
-             ) -> dict[str, Any]:
+def _service(model: str, uri: str, rollout: state.RolloutState, canary_percent: Optional[int]) -> dict[str, Any]:
     predictor: dict[str, Any] = {"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": uri}}
     if canary_percent is not None:
         predictor = {"canaryTrafficPercent": canary_percent, **predictor}
-    annotations = {"flywheel/rollout-generation": str(state.generation), "flywheel/stable": str(state.stable)}
-    if state.candidate is not None:
-        annotations.update({"flywheel/candidate": str(state.candidate), "flywheel/mode": state.mode})
+    annotations = {"flywheel/rollout-generation": str(rollout.generation), "flywheel/stable": str(rollout.stable)}
+    if rollout.candidate is not None:
+        annotations.update({"flywheel/candidate": str(rollout.candidate), "flywheel/mode": rollout.mode})
     return {"apiVersion": KSERVE_API_VERSION, "kind": "InferenceService",
             "metadata": {"name": model, "annotations": annotations}, "spec": {"predictor": predictor}}
 
 
-def kserve_manifests(state: rollout_state.RolloutState, template: str = DEFAULT_STORAGE_URI
-                     ) -> dict[str, dict[str, Any]]:
+def kserve_manifests(rollout: state.RolloutState, template: str = DEFAULT_STORAGE_URI) -> dict[str, dict[str, Any]]:
     """{file name: InferenceService} for a state: `<model>-stable.yaml` (the stable version, all traffic) and,
     while a canary or blue/green rollout runs, `<model>-candidate.yaml` (the candidate with canaryTrafficPercent:
     the canary's percent, 100 for blue/green). KServe has no shadow mode: a shadow rollout gets the stable
     manifest only. KServe's canaryTrafficPercent is a whole number: a fractional canary percent is refused."""
-    model = state.model
+    model = rollout.model
     if not _DNS_LABEL.match(model) or len(model) > 63:
-        raise rollout_state.RolloutError(f"rollout manifests: model name {model!r}: expected a Kubernetes name "
-                                         "(lower-case letters, digits and '-', starting with a letter, at most 63)")
-    out = {f"{model}-stable.yaml": _service(model, storage_uri(template, model, state.stable), state, None)}
-    if state.running and state.mode != rollout_state.SHADOW:
-        if state.percent != int(state.percent):
-            raise rollout_state.RolloutError(f"rollout manifests: canary percent {state.percent:g}: KServe's "
-                                             "canaryTrafficPercent is a whole number; start the rollout with one")
-        out[f"{model}-candidate.yaml"] = _service(model, storage_uri(template, model, state.candidate), state,
-                                                  int(state.percent))
+        raise state.RolloutError(f"rollout manifests: model name {model!r}: expected a Kubernetes name "
+                                 "(lower-case letters, digits and '-', starting with a letter, at most 63)")
+    out = {f"{model}-stable.yaml": _service(model, storage_uri(template, model, rollout.stable), rollout, None)}
+    if rollout.running and rollout.mode != state.SHADOW:
+        if rollout.percent != int(rollout.percent):
+            raise state.RolloutError(f"rollout manifests: canary percent {rollout.percent:g}: KServe's "
+                                     "canaryTrafficPercent is a whole number; start the rollout with one")
+        out[f"{model}-candidate.yaml"] = _service(model, storage_uri(template, model, rollout.candidate), rollout,
+                                                  int(rollout.percent))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """The manifest files written (models.config first) and what they do not cover (notes)."""
+
+    files: list[str]
+    notes: list[str]
+
+
+def write(serving_dir: str, model: str, output: str, template: str = DEFAULT_STORAGE_URI) -> Written:
+    """Writes `models.config` (every model of serving_dir) and the model's KServe InferenceServices into `output`.
+    RolloutError when the model has no rollout state; KeyError or IndexError from a template naming a field other
+    than {model} and {version}."""
+    found = store.load(serving_dir, model)
+    if found is None:
+        raise state.RolloutError(f"rollout manifests: {model} has no rollout state in {serving_dir} (start a "
+                                 "rollout first)")
+    services = kserve_manifests(found, template)
+    config = store.models_config_text(serving_dir)
+    storage.makedirs(output)
+    files = [os.path.join(output, models_config.FILE_NAME)]
+    storage.write_text(files[0], config)
+    for name, service in services.items():
+        files.append(os.path.join(output, name))
+        storage.write_text(files[-1], yaml.safe_dump(service, sort_keys=False))
+    notes = [SHADOW_NOTE] if found.mode == state.SHADOW else []
+    return Written(files=files, notes=notes + [TF_SERVING_NOTE])

@@ -12,7 +12,8 @@ import json
 import os
 from typing import Any, Optional
 
-from flywheel.rollout import state as rollout_state
+from flywheel.metadata import artifacts, run_record
+from flywheel.rollout import state
 
 ROLLOUT_TYPE = "flywheel.Rollout"
 _PROPERTIES = {"model": "STRING", "action": "STRING", "version": "INT", "stable": "INT", "candidate": "INT",
@@ -21,6 +22,7 @@ _PROPERTIES = {"model": "STRING", "action": "STRING", "version": "INT", "stable"
 
 
 def _open(metadata_path: str, writable: bool):
+    # ML-Metadata: its protos and SQLite bindings take a second to import; only commands given --metadata need them
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -32,7 +34,7 @@ def _open(metadata_path: str, writable: bool):
 
 
 def _type_id(store) -> int:
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # heavy (see _open)
 
     execution_type = metadata_store_pb2.ExecutionType(name=ROLLOUT_TYPE)
     for name, kind in _PROPERTIES.items():
@@ -42,34 +44,30 @@ def _type_id(store) -> int:
 
 def pushed_model(store, version: int):
     """The PushedModel artifact that published `version` (the first one, as lineage does), or None."""
-    from flywheel.components.push import spec as push_spec
-    from flywheel.metadata import run_record
-
-    found = [a for a in store.get_artifacts_by_type("PushedModel")
-             if run_record.artifact_props(a).get(push_spec.PUSHED)
-             and str(run_record.artifact_props(a).get(push_spec.PUSHED_VERSION)) == str(version)]
+    found = [a for a in store.get_artifacts_by_type(artifacts.PUSHED_MODEL_TYPE)
+             if run_record.artifact_props(a).get(artifacts.PUSHED)
+             and str(run_record.artifact_props(a).get(artifacts.PUSHED_VERSION)) == str(version)]
     return min(found, key=lambda a: a.id) if found else None
 
 
-def record(metadata_path: str, state: rollout_state.RolloutState, decision: rollout_state.Decision
-           ) -> tuple[int, Optional[int]]:
-    """Records one decision of `state`; returns (execution id, linked PushedModel artifact id or None).
+def record(metadata_path: str, rollout: state.RolloutState, decision: state.Decision) -> tuple[int, Optional[int]]:
+    """Records one decision of `rollout`; returns (execution id, linked PushedModel artifact id or None).
 
     The store must exist (a pipeline run made it): a rollout never creates a metadata store of its own.
     """
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # heavy (see _open)
 
     if not os.path.isfile(metadata_path):
-        raise rollout_state.RolloutError(f"rollout: --metadata {metadata_path}: expected the ML-Metadata store of a "
-                                         "pipeline run (metadata.sqlite), found no file")
+        raise state.RolloutError(f"rollout: --metadata {metadata_path}: expected the ML-Metadata store of a "
+                                 "pipeline run (metadata.sqlite), found no file")
     store = _open(metadata_path, writable=True)
     execution = metadata_store_pb2.Execution(type_id=_type_id(store),
                                              last_known_state=metadata_store_pb2.Execution.COMPLETE)
-    values = {"model": state.model, "action": decision.action, "version": decision.version, "stable": state.stable,
-              "candidate": state.candidate, "mode": state.mode or decision.evidence.get("mode"),
-              "percent": state.percent, "reason": decision.reason,
-              "evidence": json.dumps(decision.evidence, sort_keys=True, default=str), "time": decision.time,
-              "generation": state.generation}
+    values = {"model": rollout.model, "action": decision.action, "version": decision.version,
+              "stable": rollout.stable, "candidate": rollout.candidate,
+              "mode": rollout.mode or decision.evidence.get("mode"), "percent": rollout.percent,
+              "reason": decision.reason, "evidence": json.dumps(decision.evidence, sort_keys=True, default=str),
+              "time": decision.time, "generation": rollout.generation}
     for name, value in values.items():
         if value is None:
             continue

@@ -7,25 +7,26 @@ draws its baseline, the candidate where it draws the current data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import dataclasses
+import json
+import os
+from typing import Optional
 
+from flywheel import storage
 from flywheel.monitoring import report as monitor_report
 from flywheel.reports import html_report
 from flywheel.reports.html_report import esc
-from flywheel.rollout.analysis import RULE
-
-if TYPE_CHECKING:
-    from flywheel.rollout.analysis import AnalysisResult, Check, SideStats
+from flywheel.rollout.analysis import REPORT_FILE, RESULT_FILE, RULE, AnalysisResult, Check, SideStats
 
 _DECISION_CLASS = {"promote": "pass", "rollback": "fail", "wait": "muted"}
 
 
-def _legend(result: "AnalysisResult") -> str:
+def _legend(result: AnalysisResult) -> str:
     return (f'<div class="muted"><span style="color:{monitor_report.BASE}">■ stable v{result.stable.version}</span> '
             f'<span style="color:{monitor_report.CUR}">■ candidate v{result.candidate.version}</span></div>')
 
 
-def _verdict(check: "Check") -> str:
+def _verdict(check: Check) -> str:
     if check.passed is None:
         return '<span class="muted">not evaluated</span>'
     if check.overruled:
@@ -37,14 +38,14 @@ def _num(value: Optional[float], fmt: str = "{:.4g}") -> str:
     return "n/a" if value is None else fmt.format(value)
 
 
-def _checks(result: "AnalysisResult") -> str:
+def _checks(result: AnalysisResult) -> str:
     return html_report.table(
         ["check", "measured", "value", "limit", "evidence", "rule", "verdict"],
         [(c.name, c.measure, _num(c.value), c.limit(), c.detail, c.rule, _verdict(c)) for c in result.checks],
         raw_columns=(6,))
 
 
-def _side_rows(side: "SideStats") -> list[str]:
+def _side_rows(side: SideStats) -> list[str]:
     lat, pred = side.latency_ms, side.predictions
     return [str(side.version), f"{side.requests:,}", f"{side.rows:,}", f"{side.shadow_requests:,}",
             f"{side.model_errors:,} ({_num(side.error_rate, '{:.2%}')})",
@@ -55,14 +56,14 @@ def _side_rows(side: "SideStats") -> list[str]:
             f"{_num(side.auc, '{:.4f}')} ({side.labelled_rows:,} labelled)"]
 
 
-def _sides(result: "AnalysisResult") -> str:
+def _sides(result: AnalysisResult) -> str:
     headers = ["", "version", "requests", "rows", "shadow requests", "model errors (5xx)", "client errors (4xx)",
                "latency p50 / p90 / p99 ms", "prediction mean", "prediction std", "prediction range", "AUC"]
     return html_report.table(headers, [["stable", *_side_rows(result.stable)],
                                        ["candidate", *_side_rows(result.candidate)]])
 
 
-def _named_routes(result: "AnalysisResult") -> str:
+def _named_routes(result: AnalysisResult) -> str:
     """The requests that named their version or label: counted, not judged (the split did not choose them)."""
     s, c = result.stable.version, result.candidate.version
     if not result.named_routes:
@@ -77,7 +78,7 @@ def _named_routes(result: "AnalysisResult") -> str:
               "client could sink either side with bad input): it is counted here, never judged.</p>")
 
 
-def _prediction_card(result: "AnalysisResult") -> str:
+def _prediction_card(result: AnalysisResult) -> str:
     found = result.prediction_drift
     chart = found.get("chart") if found else None
     if not chart:
@@ -101,7 +102,7 @@ def _prediction_card(result: "AnalysisResult") -> str:
     return html_report.card(f"predictions — {'DRIFT' if drifted else 'same distribution'}", body)
 
 
-def _latency_card(result: "AnalysisResult") -> str:
+def _latency_card(result: AnalysisResult) -> str:
     s, c = result.stable.latency_ms, result.candidate.latency_ms
     labels = [k for k in ("p50", "p90", "p99") if k in s and k in c]
     if not labels:
@@ -113,7 +114,7 @@ def _latency_card(result: "AnalysisResult") -> str:
                             _legend(result) + chart + f'<div class="muted">{esc(values)} ms</div>')
 
 
-def _errors_card(result: "AnalysisResult") -> str:
+def _errors_card(result: AnalysisResult) -> str:
     s, c = result.stable, result.candidate
     labels = ["5xx model", "4xx client"]
     chart = html_report.bar_chart(labels, [[s.error_rate or 0.0, s.client_error_rate or 0.0],
@@ -126,7 +127,7 @@ def _errors_card(result: "AnalysisResult") -> str:
                               f'{_num(c.client_error_rate, "{:.2%}")}</div>')
 
 
-def render(result: "AnalysisResult", title: str = "flywheel rollout analysis") -> str:
+def render(result: AnalysisResult, title: str = "flywheel rollout analysis") -> str:
     decision = (f'<p><span class="{_DECISION_CLASS[result.decision]}" style="font-size:18px">'
                 f"{esc(result.decision.upper())}</span> — candidate version {result.candidate.version} vs stable "
                 f"version {result.stable.version}</p>")
@@ -148,3 +149,13 @@ def render(result: "AnalysisResult", title: str = "flywheel rollout analysis") -
     sections.append("<h2>Thresholds</h2>" + html_report.table(
         ["setting", "value"], [(k, v) for k, v in result.config.to_dict().items()]))
     return html_report.page(title, sections)
+
+
+def write(result: AnalysisResult, out_dir: str) -> AnalysisResult:
+    """analysis.json and report.html into out_dir; returns the result with `report` set to the HTML's path."""
+    storage.makedirs(out_dir)
+    html_path = os.path.join(out_dir, REPORT_FILE)
+    result = dataclasses.replace(result, report=html_path)
+    storage.write_text(os.path.join(out_dir, RESULT_FILE), json.dumps(result.to_dict(), indent=2))
+    storage.write_text(html_path, render(result))
+    return result

@@ -1,30 +1,26 @@
-"""The rollout state of a served model: `<serving_dir>/<model>/rollout.json`, beside its version folders.
+"""The rollout state of a served model, pure: the `RolloutState` of `<serving_dir>/<model>/rollout.json`, its
+transitions and what a server must do for it. No I/O here: `flywheel.rollout.store` reads and writes the file.
 
-One file says which version is stable (served by default), which one is the candidate, how the candidate
-takes traffic (canary share, shadow copies, blue/green switch) and every decision taken, with its evidence.
-`rollout.json` is not a numeric folder, so TF Serving and `layout.versions` pass over it; once it exists,
-`layout.current` (what serves) is its stable version, not the newest folder.
+One file says which version is stable (served by default), which one is the candidate, how the candidate takes
+traffic (canary share, shadow copies, blue/green switch) and every decision taken, with its evidence. This module
+owns the file's format (`parse`, `serialize`); every reader goes through it, `layout.current` too. `rollout.json` is
+not a numeric folder, so TF Serving and `layout.versions` pass over it; once it exists, `layout.current` (what
+serves) is its stable version, not the newest folder.
 
-Every write holds Push's serving lock (`publish.serving_lock`), so a Push and a rollout command never
-interleave, and is atomic: locally a temporary file, fsynced and renamed over the old one; on object
-storage (gs://, s3://) a single object write, which readers see whole or not at all. Each write increments
-`generation`, so a server polling the file can tell a change, and rewrites the TF Serving mirror
-`<serving_dir>/models.config` (`flywheel.rollout.manifests`).
+A transition (`start`, `promote`, `rollback`, `record_analysis`, `pin`, `release`) takes the state before it (None:
+no rollout.json yet) and returns the state after it, or raises RolloutError naming the rule it breaks. What it
+needs from the serving folder (`Versions`) and the time (`at`) come in as arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
-from typing import Any, Callable, Optional
-
-from flywheel import storage
-from flywheel.store import layout
+from typing import Any, Optional
 
 SCHEMA_VERSION = 1
-STATE_FILE = layout.ROLLOUT_FILE
+FILE_NAME = "rollout.json"
 CANARY, SHADOW, BLUE_GREEN = "canary", "shadow", "blue_green"
 MODES = (CANARY, SHADOW, BLUE_GREEN)
 START, PROMOTE, ROLLBACK, ANALYZE = "start", "promote", "rollback", "analyze"
@@ -36,8 +32,9 @@ class RolloutError(ValueError):
     """A rollout command that breaks a rule (the message names the rule, what was expected and what was found)."""
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def path(serving_dir: str, model: str) -> str:
+    """Where a model's rollout state lives: `<serving_dir>/<model>/rollout.json`."""
+    return os.path.join(serving_dir, model, FILE_NAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +64,8 @@ class RolloutState:
     """stable: the version served by default; candidate: the version being rolled out (None: no rollout runs);
     mode: canary | shadow | blue_green (None without a candidate); percent: the candidate's share of answered
     requests (canary: P, blue_green: 100, shadow: 0, its answers are never returned); rolled_back: versions
-    that are never served by default again (their folders stay on disk)."""
+    that are never served by default again (their folders stay on disk); generation: how many times the file
+    was written (a server polling it can tell a change)."""
 
     model: str
     stable: int
@@ -98,7 +96,7 @@ class RolloutState:
                 "rolled_back": list(self.rolled_back)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = STATE_FILE) -> "RolloutState":
+    def from_dict(cls, data: dict[str, Any], where: str = FILE_NAME) -> "RolloutState":
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise RolloutError(f"rollout: {where}: schema_version: expected {SCHEMA_VERSION}, got {version!r}")
@@ -118,6 +116,33 @@ class RolloutState:
             raise RolloutError(f"rollout: {where}: mode {state.mode!r} with candidate {state.candidate!r}: expected "
                                f"a mode in {list(MODES)} exactly when there is a candidate")
         return state
+
+
+# ---- the file format ---------------------------------------------------------------------------------------------
+
+
+def parse(text: str, where: str = FILE_NAME, model: Optional[str] = None) -> RolloutState:
+    """rollout.json's text -> its state; RolloutError naming `where` when it is not JSON (truncated by a crash, or
+    edited by hand), not an object, not a rollout state, or (given `model`) another model's state."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise RolloutError(f"rollout: {where} is not valid JSON ({e}; {len(text)} characters, truncated by a "
+                           "crash?)") from e
+    if not isinstance(data, dict):
+        raise RolloutError(f"rollout: {where}: expected a JSON object, got {type(data).__name__}")
+    state = RolloutState.from_dict(data, where)
+    if model is not None and state.model != model:
+        raise RolloutError(f"rollout: {where}: model: expected {model!r}, got {state.model!r}")
+    return state
+
+
+def serialize(state: RolloutState) -> str:
+    """A state as rollout.json's text."""
+    return json.dumps(state.to_dict(), indent=2) + "\n"
+
+
+# ---- what a server does ------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,60 +171,21 @@ def routes(state: RolloutState) -> Routes:
                   {"stable": state.stable, "canary": state.candidate})
 
 
-def state_path(serving_dir: str, model: str) -> str:
-    return os.path.join(serving_dir, model, STATE_FILE)
+# ---- the transitions ---------------------------------------------------------------------------------------------
 
 
-def load(serving_dir: str, model: str) -> Optional[RolloutState]:
-    """The model's rollout state, or None when it has none (the newest version serves)."""
-    path = state_path(serving_dir, model)
-    if not storage.filesystem(path).exists(path):
-        return None
-    try:
-        data = layout.read_manifest(path)
-    except layout.ManifestError as e:
-        raise RolloutError(str(e).replace("serving:", "rollout:", 1)) from e
-    state = RolloutState.from_dict(data, path)
-    if state.model != model:
-        raise RolloutError(f"rollout: {path}: model: expected {model!r}, got {state.model!r}")
-    return state
+@dataclasses.dataclass(frozen=True)
+class Versions:
+    """A model's versions in the serving folder, as the transitions that choose a version need them.
 
+    folder: `<serving_dir>/<model>`; served: the version served without a rollout state (the newest complete one
+    with a readable push.json; None: nothing in serving); complete: every complete version, oldest first;
+    complete_file: the file that makes a version complete (named in errors)."""
 
-def write_atomic(path: str, text: str) -> None:
-    """Writes a whole file that readers see whole or not at all (the request log's writer: locally a fsynced
-    temporary file renamed over `path`; on object storage one object write)."""
-    storage.write_whole(os.path.dirname(path) or ".", os.path.basename(path), text.encode("utf-8"))
-
-
-def _update(serving_dir: str, model: str,
-            change: Callable[[Optional[RolloutState]], RolloutState]) -> RolloutState:
-    """Reads, changes and writes the state under Push's serving lock; rewrites models.config from it."""
-    from flywheel.rollout import manifests
-    from flywheel.store import publish
-
-    with publish.serving_lock(os.path.join(serving_dir, model)):
-        before = load(serving_dir, model)
-        after = change(before)
-        after = dataclasses.replace(after, generation=(before.generation if before else 0) + 1)
-        write_atomic(state_path(serving_dir, model), json.dumps(after.to_dict(), indent=2) + "\n")
-        manifests.write_models_config(serving_dir)
-    return after
-
-
-def _check_version(serving_dir: str, model: str, version: int) -> None:
-    path = layout.version_path(serving_dir, model, version)
-    if not layout.is_complete(path):
-        raise RolloutError(f"rollout: version {version}: expected a complete version in {serving_dir}/{model} "
-                           f"({layout.SAVED_MODEL_FILE}); complete versions: "
-                           f"{layout.versions(serving_dir, model)}")
-
-
-def _served_now(serving_dir: str, model: str) -> int:
-    served = layout.latest(serving_dir, model)
-    if served is None:
-        raise RolloutError(f"rollout: no model in serving under {serving_dir}/{model}: a rollout needs a stable "
-                           "version to compare the candidate with (push one first)")
-    return served.version
+    folder: str
+    served: Optional[int]
+    complete: tuple[int, ...]
+    complete_file: str
 
 
 def check_mode(mode: str, percent: Optional[float]) -> float:
@@ -216,30 +202,17 @@ def check_mode(mode: str, percent: Optional[float]) -> float:
     return 0.0 if mode == SHADOW else 100.0
 
 
-def start(serving_dir: str, model: str, version: int, mode: str, percent: Optional[float] = None, reason: str = "",
-          evidence: Optional[dict[str, Any]] = None) -> RolloutState:
-    """Starts rolling out `version` as the candidate. The first start (no rollout.json) pins the version served
-    now (the newest) as stable. One rollout at a time."""
-    share = check_mode(mode, percent)
-    version = int(version)
+def _check_version(versions: Versions, version: int) -> None:
+    if version not in versions.complete:
+        raise RolloutError(f"rollout: version {version}: expected a complete version in {versions.folder} "
+                           f"({versions.complete_file}); complete versions: {list(versions.complete)}")
 
-    def change(state: Optional[RolloutState]) -> RolloutState:
-        if state is not None and state.running:
-            raise RolloutError(f"rollout: {model}: a rollout is already running ({state.describe()}): promote or "
-                               "roll it back before starting another")
-        stable = state.stable if state is not None else _served_now(serving_dir, model)
-        _check_version(serving_dir, model, version)
-        if version == stable:
-            raise RolloutError(f"rollout: candidate version {version}: expected a version other than the stable "
-                               f"one, got the stable version {stable}")
-        now = _now()
-        decision = Decision(now, START, version, reason, dict(evidence or {}, mode=mode, percent=share,
-                                                                 stable=stable))
-        base = state if state is not None else RolloutState(model=model, stable=stable)
-        return dataclasses.replace(base, candidate=version, mode=mode, percent=share, started=now,
-                                   decisions=base.decisions + (decision,))
 
-    return _update(serving_dir, model, change)
+def _served_now(versions: Versions) -> int:
+    if versions.served is None:
+        raise RolloutError(f"rollout: no model in serving under {versions.folder}: a rollout needs a stable "
+                           "version to compare the candidate with (push one first)")
+    return versions.served
 
 
 def _running(state: Optional[RolloutState], model: str, action: str) -> RolloutState:
@@ -250,79 +223,75 @@ def _running(state: Optional[RolloutState], model: str, action: str) -> RolloutS
     return state
 
 
-def promote(serving_dir: str, model: str, reason: str = "", evidence: Optional[dict[str, Any]] = None
-            ) -> RolloutState:
+def start(state: Optional[RolloutState], model: str, version: int, mode: str, percent: Optional[float], *,
+          versions: Versions, at: str, reason: str = "", evidence: Optional[dict[str, Any]] = None) -> RolloutState:
+    """`version` becomes the candidate, taking traffic as `mode` says. The first start (no state) pins the version
+    served now (the newest) as stable. One rollout at a time."""
+    share = check_mode(mode, percent)
+    version = int(version)
+    if state is not None and state.running:
+        raise RolloutError(f"rollout: {model}: a rollout is already running ({state.describe()}): promote or "
+                           "roll it back before starting another")
+    stable = state.stable if state is not None else _served_now(versions)
+    _check_version(versions, version)
+    if version == stable:
+        raise RolloutError(f"rollout: candidate version {version}: expected a version other than the stable "
+                           f"one, got the stable version {stable}")
+    decision = Decision(at, START, version, reason, dict(evidence or {}, mode=mode, percent=share, stable=stable))
+    base = state if state is not None else RolloutState(model=model, stable=stable)
+    return dataclasses.replace(base, candidate=version, mode=mode, percent=share, started=at,
+                               decisions=base.decisions + (decision,))
+
+
+def promote(state: Optional[RolloutState], model: str, *, at: str, reason: str = "",
+            evidence: Optional[dict[str, Any]] = None) -> RolloutState:
     """The candidate becomes stable; no rollout runs afterwards."""
-
-    def change(state: Optional[RolloutState]) -> RolloutState:
-        state = _running(state, model, PROMOTE)
-        decision = Decision(_now(), PROMOTE, state.candidate, reason,
-                            dict(evidence or {}, previous_stable=state.stable, mode=state.mode))
-        return dataclasses.replace(state, stable=state.candidate, candidate=None, mode=None, percent=0.0, started=None,
-                                   decisions=state.decisions + (decision,),
-                                   rolled_back=tuple(v for v in state.rolled_back if v != state.candidate))
-
-    return _update(serving_dir, model, change)
+    state = _running(state, model, PROMOTE)
+    decision = Decision(at, PROMOTE, state.candidate, reason,
+                        dict(evidence or {}, previous_stable=state.stable, mode=state.mode))
+    return dataclasses.replace(state, stable=state.candidate, candidate=None, mode=None, percent=0.0, started=None,
+                               decisions=state.decisions + (decision,),
+                               rolled_back=tuple(v for v in state.rolled_back if v != state.candidate))
 
 
-def rollback(serving_dir: str, model: str, reason: str = "", evidence: Optional[dict[str, Any]] = None
-             ) -> RolloutState:
+def rollback(state: Optional[RolloutState], model: str, *, at: str, reason: str = "",
+             evidence: Optional[dict[str, Any]] = None) -> RolloutState:
     """The candidate stops taking traffic and is recorded in rolled_back (its folder stays, never served by
     default again); stable is unchanged."""
-
-    def change(state: Optional[RolloutState]) -> RolloutState:
-        state = _running(state, model, ROLLBACK)
-        decision = Decision(_now(), ROLLBACK, state.candidate, reason,
-                            dict(evidence or {}, stable=state.stable, mode=state.mode))
-        rolled = tuple(sorted(set(state.rolled_back) | {state.candidate}))
-        return dataclasses.replace(state, candidate=None, mode=None, percent=0.0, started=None,
-                                   decisions=state.decisions + (decision,), rolled_back=rolled)
-
-    return _update(serving_dir, model, change)
+    state = _running(state, model, ROLLBACK)
+    decision = Decision(at, ROLLBACK, state.candidate, reason, dict(evidence or {}, stable=state.stable,
+                                                                    mode=state.mode))
+    return dataclasses.replace(state, candidate=None, mode=None, percent=0.0, started=None,
+                               decisions=state.decisions + (decision,),
+                               rolled_back=tuple(sorted(set(state.rolled_back) | {state.candidate})))
 
 
-def record_analysis(serving_dir: str, model: str, reason: str, evidence: dict[str, Any]) -> RolloutState:
-    """Appends an `analyze` decision (an analysis that kept the rollout waiting) to the running rollout."""
-
-    def change(state: Optional[RolloutState]) -> RolloutState:
-        state = _running(state, model, ANALYZE)
-        return dataclasses.replace(state, decisions=state.decisions + (
-            Decision(_now(), ANALYZE, state.candidate, reason, dict(evidence)),))
-
-    return _update(serving_dir, model, change)
+def record_analysis(state: Optional[RolloutState], model: str, *, at: str, reason: str,
+                    evidence: dict[str, Any]) -> RolloutState:
+    """An `analyze` decision (an analysis that kept the rollout waiting) appended to the running rollout."""
+    state = _running(state, model, ANALYZE)
+    return dataclasses.replace(state, decisions=state.decisions + (
+        Decision(at, ANALYZE, state.candidate, reason, dict(evidence)),))
 
 
-def pin(serving_dir: str, model: str) -> Optional[RolloutState]:
-    """Makes sure a rollout state exists, pinning the version served now as stable (no decision is recorded):
-    from then on a newly pushed version is not served by default until a rollout promotes it. None when
-    nothing is in serving (there is nothing to pin: the first model is released directly)."""
-    existing = load(serving_dir, model)
-    if existing is not None:
-        return existing
-    if layout.latest(serving_dir, model) is None:
-        return None
-    return _update(serving_dir, model, lambda state: state if state is not None
-                   else RolloutState(model=model, stable=_served_now(serving_dir, model)))
+def pin(state: Optional[RolloutState], model: str, *, versions: Versions) -> RolloutState:
+    """A state pinning the version served now as stable (no decision is recorded), or the state there is."""
+    return state if state is not None else RolloutState(model=model, stable=_served_now(versions))
 
 
-def release(serving_dir: str, model: str, version: int, reason: str = "",
-            evidence: Optional[dict[str, Any]] = None) -> RolloutState:
-    """A direct release with a rollout state: `version` becomes stable at once (a `promote` decision). Refused
-    while a rollout runs."""
+def release(state: Optional[RolloutState], model: str, version: int, *, versions: Versions, at: str,
+            reason: str = "", evidence: Optional[dict[str, Any]] = None) -> RolloutState:
+    """A direct release: `version` becomes stable at once (a `promote` decision). Refused while a rollout runs."""
     version = int(version)
-
-    def change(state: Optional[RolloutState]) -> RolloutState:
-        if state is not None and state.running:
-            raise RolloutError(f"rollout: {model}: cannot release version {version} directly while a rollout is "
-                               f"running ({state.describe()}): promote or roll it back first")
-        _check_version(serving_dir, model, version)
-        base = state if state is not None else RolloutState(model=model, stable=version)
-        decision = Decision(_now(), PROMOTE, version, reason or "direct release",
-                            dict(evidence or {}, previous_stable=base.stable, mode=DIRECT))
-        return dataclasses.replace(base, stable=version, decisions=base.decisions + (decision,),
-                                   rolled_back=tuple(v for v in base.rolled_back if v != version))
-
-    return _update(serving_dir, model, change)
+    if state is not None and state.running:
+        raise RolloutError(f"rollout: {model}: cannot release version {version} directly while a rollout is "
+                           f"running ({state.describe()}): promote or roll it back first")
+    _check_version(versions, version)
+    base = state if state is not None else RolloutState(model=model, stable=version)
+    decision = Decision(at, PROMOTE, version, reason or "direct release",
+                        dict(evidence or {}, previous_stable=base.stable, mode=DIRECT))
+    return dataclasses.replace(base, stable=version, decisions=base.decisions + (decision,),
+                               rolled_back=tuple(v for v in base.rolled_back if v != version))
 
 
 def parse_release(text: str) -> tuple[str, Optional[float]]:

@@ -6,8 +6,8 @@ under a temporary name) is invisible to it and to these functions. A version cou
 (or, as TF Serving, a `saved_model.pbtxt`) exists: Push writes it last, which is TF Serving's completeness
 rule on object storage where a folder cannot be renamed into place. Push's `push.json` beside it is optional:
 a SavedModel exported by anything else serves as it does in TF Serving, with an empty manifest. `rollout.json`
-beside the versions (the rollout state) is not numeric either: once it exists, `current` (what serves by
-default) is its stable version.
+beside the versions (the rollout state, read through its format's owner `flywheel.rollout.state`) is not
+numeric either: once it exists, `current` (what serves by default) is its stable version.
 
 Every file is reached through TFX's filesystem layer: its local plugin for local paths (no TensorFlow
 import, so the CLI's up-to-date check stays fast) and `tfx.dsl.io.fileio` (TensorFlow's gfile:
@@ -22,12 +22,12 @@ import logging
 import os
 from typing import Any, Optional
 
+from flywheel.rollout import state
 from flywheel.storage import filesystem, listdir
 
 MANIFEST_FILE = "push.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"  # a SavedModel written as text, which TF Serving loads too
-ROLLOUT_FILE = "rollout.json"  # <serving_dir>/<model>/rollout.json: the rollout state (flywheel.rollout.state)
 INT64_MAX = 2**63 - 1
 
 logger = logging.getLogger(__name__)
@@ -124,14 +124,17 @@ def read_saved_model(version_path: str) -> Any:
     return proto
 
 
-def read_manifest(path: str) -> dict:
-    """A push.json as a dict; ManifestError naming the file when it is missing, truncated or not an object."""
-    fs = filesystem(path)
+def _read_text(path: str) -> str:
     try:
-        with fs.open(path, "r") as f:
-            text = f.read()
+        with filesystem(path).open(path, "r") as f:
+            return f.read()
     except Exception as e:  # each filesystem raises its own not-found and I/O errors; re-raised, named
         raise ManifestError(f"serving: cannot read {path}: {type(e).__name__}: {e}") from e
+
+
+def read_manifest(path: str) -> dict:
+    """A push.json as a dict; ManifestError naming the file when it is missing, truncated or not an object."""
+    text = _read_text(path)
     try:
         manifest = json.loads(text)
     except ValueError as e:
@@ -161,14 +164,18 @@ def current(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
     when it has one, else the newest complete version (`latest`); None when nothing is in serving.
 
     A version pushed while a rollout state exists is not served by default until a rollout promotes it.
-    ManifestError when rollout.json is unreadable or its stable version is not a complete version.
+    ManifestError when rollout.json is unreadable or not a rollout state, or its stable version is not a complete
+    version.
     """
-    state_path = os.path.join(serving_dir, model_name, ROLLOUT_FILE)
+    state_path = state.path(serving_dir, model_name)
     if not filesystem(state_path).exists(state_path):
         return latest(serving_dir, model_name)
-    stable = read_manifest(state_path).get("stable")
-    path = version_path(serving_dir, model_name, stable) if isinstance(stable, int) else ""
-    if not isinstance(stable, int) or not is_complete(path):
+    try:
+        stable = state.parse(_read_text(state_path), state_path, model_name).stable
+    except state.RolloutError as e:
+        raise ManifestError(str(e)) from e
+    path = version_path(serving_dir, model_name, stable)
+    if not is_complete(path):
         raise ManifestError(f"serving: {state_path} pins stable version {stable!r}, expected a complete version "
                             f"in {serving_dir}/{model_name}; complete versions: {versions(serving_dir, model_name)}")
     return ServedVersion(stable, path, version_manifest(path))

@@ -57,14 +57,14 @@ def test_the_signature_read_in_a_child_process_is_the_same_and_so_are_its_errors
 
 
 def test_the_version_in_serving_is_the_rollouts_stable_one_once_a_rollout_state_exists(tmp_path):
-    from flywheel.rollout import state
+    from flywheel.rollout import store
     from tests.rollout.conftest import add_version
 
     model = _save(tmp_path / "m", serving_default="raw", serving_examples="score_examples")
     folder = str(tmp_path / "serving")
     add_version(folder, model, 1)
     assert model_version.resolve(folder, "taxi").version == 1
-    state.pin(folder, "taxi")
+    store.pin(folder, "taxi")
     add_version(folder, model, 2)
     assert model_version.resolve(folder, "taxi").version == 1, "a version pushed after the pin waits for a rollout"
     assert model_version.resolve(folder, "taxi", 2).version == 2

@@ -25,17 +25,17 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel import schemas
+from flywheel import api, cli, schemas
 from flywheel.monitoring import drift, profile
 from flywheel.monitoring.monitor import auc
-from flywheel.rollout import analysis
+from flywheel.rollout import analysis, report, state, store
 from flywheel.rollout.analysis import AnalysisConfig, AnalysisError, analyze
 from flywheel.server import models
 from flywheel.server.request_log import RequestLog, features_from_schema
 from flywheel.store import layout
 from flywheel.traffic import join
-from tests.conftest import shipped_data
-from tests.rollout.conftest import constant_model
+from tests.conftest import run_cli, shipped_data
+from tests.rollout.conftest import add_version, constant_model
 
 MODEL = "taxi"
 FEATURES = ["trip_miles", "fare", "trip_seconds", "pickup_latitude", "pickup_longitude", "trip_start_hour",
@@ -170,7 +170,7 @@ def test_a_good_candidate_is_promoted(tmp_path, servables, records):
                    [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])])
     # A log written before the rollout columns existed: every row counts as answered (status 200), said in a note.
     _rewrite(log, lambda table: table.drop(["status", "error", "rollout_role"]))
-    result = analyze(log, STABLE, CANDIDATE, report_dir=str(tmp_path / "report"))
+    result = report.write(analyze(log, STABLE, CANDIDATE), str(tmp_path / "report"))
 
     assert result.decision == analysis.PROMOTE, result.lines()
     assert (result.stable.requests, result.stable.rows) == (200, 400)
@@ -246,7 +246,7 @@ def test_a_constant_output_candidate_is_rolled_back_naming_the_prediction_distri
                                                                                        records):
     log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
                                                           (CANDIDATE, servables["constant"])])
-    result = analyze(log, STABLE, CANDIDATE, report_dir=str(tmp_path / "report"))
+    result = report.write(analyze(log, STABLE, CANDIDATE), str(tmp_path / "report"))
 
     assert result.decision == analysis.ROLLBACK
     failed = {c.name for c in result.checks if c.passed is False}
@@ -361,7 +361,7 @@ def test_requests_naming_the_candidate_are_counted_apart_and_never_judged(tmp_pa
                    [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])])
     _hostile(log, records, 80, start=T0 + 50.25, route="label")
     _hostile(log, records, 30, start=T0 + 60.75, route="version", status=500)
-    result = analyze(log, STABLE, CANDIDATE, report_dir=str(tmp_path / "report"))
+    result = report.write(analyze(log, STABLE, CANDIDATE), str(tmp_path / "report"))
 
     assert result.decision == analysis.PROMOTE, result.lines()
     assert (result.stable.requests, result.candidate.requests) == (200, 200), "the split's requests alone"
@@ -444,7 +444,7 @@ def test_labels_showing_a_reshaped_candidate_no_worse_outrank_its_changed_distri
 
     without = analyze(log, STABLE, CANDIDATE)
     assert without.decision == analysis.ROLLBACK and without.check("prediction_drift").passed is False
-    result = analyze(log, STABLE, CANDIDATE, labels=joined, report_dir=str(tmp_path / "report"))
+    result = report.write(analyze(log, STABLE, CANDIDATE, labels=joined), str(tmp_path / "report"))
     assert result.check("auc").passed is True and result.check("prediction_drift").passed is False
     assert result.decision == analysis.PROMOTE, result.reasons
     drifted = result.check("prediction_drift")
@@ -524,22 +524,16 @@ def test_bad_inputs_are_named(tmp_path):
 @pytest.fixture
 def canary(tmp_path, saved_model) -> str:
     """A serving folder where version 1 is stable and version 2 runs as a 10% canary (real rollout state)."""
-    from flywheel.rollout import state
-    from tests.rollout.conftest import add_version
-
     folder = str(tmp_path / "serving")
     add_version(folder, saved_model, STABLE)
-    state.pin(folder, MODEL)
+    store.pin(folder, MODEL)
     add_version(folder, saved_model, CANDIDATE)
-    state.start(folder, MODEL, CANDIDATE, state.CANARY, 10, reason="retrained")
+    store.start(folder, MODEL, CANDIDATE, state.CANARY, 10, reason="retrained")
     return folder
 
 
 def test_rollout_analyze_rolls_a_bad_candidate_back_by_itself_with_the_evidence(tmp_path, canary, servables,
                                                                                records):
-    from flywheel.rollout import state
-    from tests.conftest import run_cli
-
     log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
                                                           (CANDIDATE, servables["constant"])])
     out = run_cli("rollout", "analyze", "--serving-dir", canary, "--log-dir", log, "--report-dir",
@@ -547,7 +541,7 @@ def test_rollout_analyze_rolls_a_bad_candidate_back_by_itself_with_the_evidence(
     assert out.returncode == 1, out.stdout + out.stderr
     result = json.loads(out.stdout)
     assert result["decision"] == result["applied"] == "rollback"
-    after = state.load(canary, MODEL)
+    after = store.load(canary, MODEL)
     assert after.candidate is None and after.stable == STABLE and CANDIDATE in after.rolled_back
     decision = after.decisions[-1]
     assert decision.action == "rollback" and "constant_output" in decision.reason
@@ -556,22 +550,19 @@ def test_rollout_analyze_rolls_a_bad_candidate_back_by_itself_with_the_evidence(
 
 
 def test_rollout_analyze_promotes_a_good_candidate_and_records_waiting(tmp_path, canary, servables, records):
-    from flywheel import api
-    from flywheel.rollout import state
-
     few = _traffic(str(tmp_path / "few"), records[:100], [(STABLE, servables["stable"]),
                                                          (CANDIDATE, servables["stable"])])
     dry = api.rollout_analyze(canary, MODEL, few, apply=False)
-    assert dry.applied is None and state.load(canary, MODEL).decisions[-1].action == "start"
+    assert dry.applied is None and store.load(canary, MODEL).decisions[-1].action == "start"
     waited = api.rollout_analyze(canary, MODEL, few)
-    assert waited.applied == "wait" and state.load(canary, MODEL).decisions[-1].action == "analyze"
-    assert state.load(canary, MODEL).candidate == CANDIDATE, "still running"
+    assert waited.applied == "wait" and store.load(canary, MODEL).decisions[-1].action == "analyze"
+    assert store.load(canary, MODEL).candidate == CANDIDATE, "still running"
 
     log = _traffic(str(tmp_path / "log"), _score_order(servables["stable"], records[:800]),
                    [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])])
     promoted = api.rollout_analyze(canary, MODEL, log)
     assert promoted.applied == "promote" and "applied: the candidate is now stable" in promoted.lines()[-1]
-    after = state.load(canary, MODEL)
+    after = store.load(canary, MODEL)
     assert after.stable == CANDIDATE and after.candidate is None
     with pytest.raises(api.UsageError, match="no rollout in progress"):
         api.rollout_analyze(canary, MODEL, log)
@@ -584,16 +575,13 @@ def test_a_scheduled_analysis_exits_0_on_an_applied_rollback_and_when_no_rollout
                                                                                       records, capsys):
     """`--scheduled`, as the CronJob runs it: a rollback it carried out is the job doing its work (exit 0), the
     next run finds nothing to judge (exit 0); without the flag the same cases exit 1 and 2."""
-    from flywheel import cli
-    from flywheel.rollout import state
-
     log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
                                                           (CANDIDATE, servables["constant"])])
     where = ["rollout", "analyze", "--serving-dir", canary, "--log-dir", log]
     assert cli.main([*where, "--dry-run", "--scheduled"]) == cli.EXIT_FAILED, "not applied: the decision's code"
     assert cli.main([*where, "--scheduled"]) == cli.EXIT_OK
     assert "applied: rolled back" in capsys.readouterr().out
-    assert state.load(canary, MODEL).candidate is None
+    assert store.load(canary, MODEL).candidate is None
     assert cli.main([*where, "--scheduled", "--json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["decision"] is None
     assert cli.main(where) == cli.EXIT_USAGE
@@ -624,7 +612,7 @@ def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_di
     check = result.check("prediction_drift")
     assert check.passed and "chance reaches" in check.detail, check.detail
     assert "random re-splits of the pooled requests" in check.rule
-    page = open(analysis.write_report(result, str(tmp_path / "report")).report).read()
+    page = open(report.write(result, str(tmp_path / "report")).report).read()
     assert "predictions — same distribution" in page and "chance reaches" in page
     assert ">drift<" not in page, "the report's verdicts follow the check: within chance is not drift"
 
@@ -721,8 +709,8 @@ def _logged_at(log_dir: str, newest: float, requests: int = 240) -> str:
 
 def test_the_analysis_says_how_fresh_the_log_is_and_when_it_may_not_be_complete(tmp_path):
     now = datetime.datetime.now(datetime.timezone.utc).timestamp()
-    fresh = analyze(_logged_at(str(tmp_path / "fresh"), now - 1.0), STABLE, CANDIDATE,
-                    report_dir=str(tmp_path / "report"))
+    fresh = report.write(analyze(_logged_at(str(tmp_path / "fresh"), now - 1.0), STABLE, CANDIDATE),
+                         str(tmp_path / "report"))
     assert fresh.freshness.maybe_incomplete and 1.0 <= fresh.freshness.age_s < 60, fresh.freshness
     said = next(line for line in fresh.lines() if line.startswith("  log: "))
     assert "flywheel serve writes its log every 5 s" in said and "may not be in it yet" in said, said

@@ -17,7 +17,7 @@ from flywheel.data import inputs
 from flywheel.metadata import run_record
 from flywheel.pipelines import registry, retrain
 from flywheel.pipelines.taxi import pipeline as taxi_pipeline
-from flywheel.rollout import state
+from flywheel.rollout import state, store
 from flywheel.store import layout
 from tests import tiny_runs
 from tests.components.test_push_executor import _push
@@ -26,8 +26,8 @@ from tests.rollout.conftest import MODEL, add_version
 
 def _pin_older(serving_dir: str) -> None:
     """Versions 1 and 2 in serving; the rollout state pins 1 as stable (2 was rolled back)."""
-    state.start(serving_dir, MODEL, 1, state.CANARY, 10)
-    state.promote(serving_dir, MODEL)
+    store.start(serving_dir, MODEL, 1, state.CANARY, 10)
+    store.promote(serving_dir, MODEL)
     assert layout.latest(serving_dir, MODEL).version == 2 and layout.current(serving_dir, MODEL).version == 1
 
 
@@ -85,8 +85,8 @@ def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_
 def test_lineage_of_the_model_in_serving_is_the_stable_versions(run_copy):
     serving_dir = os.path.join(run_copy, "serving")
     first, second = layout.versions(serving_dir, MODEL)
-    state.start(serving_dir, MODEL, first, state.CANARY, 50)
-    state.promote(serving_dir, MODEL)
+    store.start(serving_dir, MODEL, first, state.CANARY, 50)
+    store.promote(serving_dir, MODEL)
     found = api.lineage("taxi", run_copy)
     assert found.version == first
     with open(os.path.join(serving_dir, MODEL, str(first), layout.MANIFEST_FILE)) as f:

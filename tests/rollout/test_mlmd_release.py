@@ -9,7 +9,7 @@ import pytest
 
 from flywheel import api
 from flywheel.pipelines import retrain
-from flywheel.rollout import mlmd, state
+from flywheel.rollout import mlmd, state, store
 from flywheel.store import layout, publish
 from tests.rollout.conftest import MODEL
 
@@ -43,7 +43,7 @@ def test_a_store_without_rollouts_has_none_and_a_missing_store_is_refused(run_co
     assert mlmd.decisions(metadata, MODEL) == []
     with pytest.raises(api.UsageError, match=r"--metadata .*nothing\.sqlite: expected the ML-Metadata store"):
         api.rollout_start(serving_dir, MODEL, version=1, mode="shadow", metadata=str(tmp_path / "nothing.sqlite"))
-    assert state.load(serving_dir, MODEL) is None
+    assert store.load(serving_dir, MODEL) is None
 
 
 def test_canary_release_pins_stable_before_push_and_starts_the_rollout_after(run_copy):
@@ -67,8 +67,8 @@ def test_direct_release_with_a_state_makes_the_pushed_version_stable_and_without
     assert retrain.prepare_release(serving_dir, MODEL, "direct") is None
     newest = layout.latest(serving_dir, MODEL).version
     assert retrain.finish_release(serving_dir, MODEL, "direct", newest, None) is None
-    assert state.load(serving_dir, MODEL) is None
-    state.pin(serving_dir, MODEL)
+    assert store.load(serving_dir, MODEL) is None
+    store.pin(serving_dir, MODEL)
     pinned = retrain.prepare_release(serving_dir, MODEL, "direct")
     pushed, _ = publish.publish(layout.latest(serving_dir, MODEL).path, serving_dir, MODEL, {"model_name": MODEL})
     after = retrain.finish_release(serving_dir, MODEL, "direct", pushed, pinned, "retrain", metadata)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from flywheel.store import layout
+from flywheel.rollout import state
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "benchmarks", "rollout.py")
@@ -43,4 +43,4 @@ def test_quick_rollout_bench_fails_no_request_and_promotes_the_copy_and_rolls_ba
     assert "failed client requests: 0 (goal 0): met" in done.stdout
     # the given serving folder is only read: its versions are copied into the benchmark's own
     assert (sorted(os.listdir(source)), sorted(os.listdir(os.path.join(source, "taxi")))) == before
-    assert not os.path.exists(os.path.join(source, "taxi", layout.ROLLOUT_FILE))
+    assert not os.path.exists(os.path.join(source, "taxi", state.FILE_NAME))

@@ -425,11 +425,11 @@ def test_a_broken_version_given_up_loads_when_its_folder_is_repaired(tmp_path, p
 
 
 def test_a_rollout_candidate_that_failed_to_load_is_retried_and_then_takes_its_traffic(serving_dir, pushed_version):
-    from flywheel.rollout import state as rollout
+    from flywheel.rollout import state, store
     from flywheel.server import routing
     from flywheel.store import warmup
 
-    rollout.pin(serving_dir, MODEL)
+    store.pin(serving_dir, MODEL)
     candidate = add_version(serving_dir, pushed_version, 2)
     with open(os.path.join(candidate, warmup.WARMUP_PATH), "wb") as f:
         f.write(b"\x00" * 40)
@@ -437,7 +437,7 @@ def test_a_rollout_candidate_that_failed_to_load_is_retried_and_then_takes_its_t
     registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0, clock=clock,
                                     load_retries=models.LoadRetries(max_retries=1, interval_seconds=60.0))
     with TestClient(server.create_app(registry)) as client:
-        rollout.start(serving_dir, MODEL, 2, rollout.BLUE_GREEN)
+        store.start(serving_dir, MODEL, 2, state.BLUE_GREEN)
         registry.poll()
         clock.now += 60.0
         registry.poll()

@@ -24,7 +24,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from flywheel import api
-from flywheel.rollout import state as rollout
+from flywheel.rollout import state, store
 from flywheel.server import models, request_log, routing, server
 from flywheel.store import warmup
 from flywheel.traffic import join
@@ -39,7 +39,7 @@ BODY = {"instances": [ISSUE_ROW]}
 @pytest.fixture
 def pinned(serving_dir, pushed_version) -> str:
     """Version 1 pinned as stable (a rollout state with no rollout running), then version 2 pushed."""
-    rollout.pin(serving_dir, MODEL)
+    store.pin(serving_dir, MODEL)
     add_version(serving_dir, pushed_version, 2)
     return serving_dir
 
@@ -91,7 +91,7 @@ def test_the_router_splits_by_percent_and_keeps_a_key_on_one_version():
 
 
 def test_a_canary_takes_its_share_and_a_key_sticks_to_one_version(pinned):
-    rollout.start(pinned, MODEL, 2, rollout.CANARY, 20.0)
+    store.start(pinned, MODEL, 2, state.CANARY, 20.0)
     registry, app = _app(pinned)
     with app as client:
         assert registry.loaded_versions() == [1, 2]
@@ -110,7 +110,7 @@ def test_a_canary_takes_its_share_and_a_key_sticks_to_one_version(pinned):
 
 
 def test_the_key_header_is_configurable(pinned):
-    rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+    store.start(pinned, MODEL, 2, state.CANARY, 50.0)
     _, app = _app(pinned, rollout_key_header="X-User")
     key = next(k for k in (f"u{i}" for i in range(100)) if routing.key_share(k) < 0.5)
     with app as client:
@@ -121,7 +121,7 @@ def test_the_key_header_is_configurable(pinned):
 
 
 def test_a_shadow_never_answers_and_its_answers_are_logged(pinned, tmp_path):
-    rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+    store.start(pinned, MODEL, 2, state.SHADOW)
     log_dir = tmp_path / "logs"
     _, app = _app(pinned, request_log=_log(pinned, log_dir))
     with app as client:
@@ -153,13 +153,13 @@ def test_blue_green_switches_on_the_next_poll_and_rolls_back_at_once(pinned):
     with app as client:
         assert registry.loaded_versions() == [1]
         assert _answered_by(client, 10) == {"1": 10}
-        rollout.start(pinned, MODEL, 2, rollout.BLUE_GREEN)
+        store.start(pinned, MODEL, 2, state.BLUE_GREEN)
         assert _answered_by(client, 5) == {"1": 5}, "nothing changes before the poll"
         registry.poll()
         assert _answered_by(client, 20) == {"2": 20}
         assert registry.loaded_versions() == [1, 2], "stable stays loaded during a blue/green rollout"
         assert _answered_by(client, 3, f"/v1/models/{MODEL}/labels/stable:predict") == {"1": 3}
-        rollout.rollback(pinned, MODEL, reason="test")
+        store.rollback(pinned, MODEL, reason="test")
         registry.poll()
         assert _answered_by(client, 20) == {"1": 20}
         registry.poll()
@@ -170,10 +170,10 @@ def test_blue_green_switches_on_the_next_poll_and_rolls_back_at_once(pinned):
 def test_a_promoted_canary_serves_everything_and_the_old_stable_leaves(pinned):
     registry, app = _app(pinned)
     with app as client:
-        rollout.start(pinned, MODEL, 2, rollout.CANARY, 30.0)
+        store.start(pinned, MODEL, 2, state.CANARY, 30.0)
         registry.poll()
         assert set(_answered_by(client, 60)) == {"1", "2"}
-        rollout.promote(pinned, MODEL)
+        store.promote(pinned, MODEL)
         registry.poll()
         assert _answered_by(client, 30) == {"2": 30}
         registry.poll()
@@ -198,7 +198,7 @@ def test_a_candidate_that_fails_to_load_never_takes_traffic(pinned):
         f.write(b"\x00" * 40)
     registry, app = _app(pinned)
     with app as client:
-        rollout.start(pinned, MODEL, 2, rollout.BLUE_GREEN)
+        store.start(pinned, MODEL, 2, state.BLUE_GREEN)
         registry.poll()
         assert _answered_by(client, 20) == {"1": 20}, "the old routing keeps serving"
         assert registry.router.candidate is None
@@ -224,7 +224,7 @@ def test_a_new_candidate_is_warmed_up_before_it_takes_traffic(pinned):
 
     registry = models.ModelRegistry(pinned, MODEL, poll_seconds=3600.0, loader=loader)
     with TestClient(server.create_app(registry)) as client:
-        rollout.start(pinned, MODEL, 2, rollout.BLUE_GREEN)
+        store.start(pinned, MODEL, 2, state.BLUE_GREEN)
         registry.poll()
         events.append("switched")
         assert _answered_by(client, 1) == {"2": 1}
@@ -244,7 +244,7 @@ def test_the_log_has_role_status_and_error_and_logs_failed_requests(pinned, tmp_
         ok = client.post(PREDICT, json=BODY, headers={"X-Request-Id": "plain"})
         bad = client.post(PREDICT, json={"instances": [dict(ISSUE_ROW, fare="abc")]}, headers={"X-Request-Id": "bad"})
         broken = client.post(PREDICT, content=b"{", headers={"X-Request-Id": "broken"})
-        rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+        store.start(pinned, MODEL, 2, state.CANARY, 50.0)
         registry.poll()
         answers = [client.post(PREDICT, json=BODY, headers={"X-Request-Id": f"r{i}"}) for i in range(40)]
     assert ok.status_code == 200 and ok.headers[routing.VERSION_HEADER] == "1"
@@ -266,7 +266,7 @@ def test_the_log_records_how_each_request_was_routed(pinned, tmp_path):
     """`request_route`: default for the split's requests (answered, failed, and the shadow's copies of them);
     version / label for a request that named one, answered or not."""
     log_dir = tmp_path / "logs"
-    rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+    store.start(pinned, MODEL, 2, state.CANARY, 50.0)
     _, app = _app(pinned, request_log=_log(pinned, log_dir))
     no_fare = {"instances": [{k: v for k, v in ISSUE_ROW.items() if k != "fare"}]}
     sent = {"d0": (PREDICT, BODY), "d1": (PREDICT, BODY), "dbad": (PREDICT, no_fare),
@@ -287,8 +287,8 @@ def test_the_log_records_how_each_request_was_routed(pinned, tmp_path):
     assert routed["lc"][1:] == routed["lbad"][1:] == (2, "canary") and routed["ls"][1:] == (1, "stable")
     assert routed["v9"][1] is None, "no such version: nothing answered"
 
-    rollout.rollback(pinned, MODEL)
-    rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+    store.rollback(pinned, MODEL)
+    store.start(pinned, MODEL, 2, state.SHADOW)
     shadow_dir = tmp_path / "shadow_logs"
     _, app = _app(pinned, request_log=_log(pinned, shadow_dir))
     with app as client:
@@ -306,7 +306,7 @@ def test_hostile_requests_naming_the_canary_do_not_sink_a_healthy_one(pinned, tm
     from flywheel import cli
 
     log_dir = tmp_path / "logs"
-    rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+    store.start(pinned, MODEL, 2, state.CANARY, 50.0)
     _, app = _app(pinned, request_log=_log(pinned, log_dir))
     no_fare = {"instances": [{k: v for k, v in ISSUE_ROW.items() if k != "fare"}]}
     with app as client:
@@ -334,7 +334,7 @@ def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the
     publish(pinned, constant_model(str(tmp_path / "failing"), list(ISSUE_ROW), fail_above_fare=10.0), 3)
     log_dir = tmp_path / "logs"
     registry, app = _app(pinned, request_log=_log(pinned, log_dir))
-    rollout.start(pinned, MODEL, 3, rollout.CANARY, 50.0, reason="a model that fails")
+    store.start(pinned, MODEL, 3, state.CANARY, 50.0, reason="a model that fails")
     fares = (5.0, 8.5, 12.0, 30.0)
     with app as client:
         registry.poll()
@@ -349,7 +349,7 @@ def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the
     error_rate = result.analysis.check("error_rate")
     assert error_rate.passed is False and 0.4 < result.analysis.candidate.error_rate < 0.6
     assert result.analysis.stable.error_rate == 0.0 and result.analysis.check("client_error_rate").passed
-    after = rollout.load(pinned, MODEL)
+    after = store.load(pinned, MODEL)
     assert after.candidate is None and after.stable == 1 and 3 in after.rolled_back
     assert "error_rate" in after.decisions[-1].reason
     page = (tmp_path / "report" / "report.html").read_text()
@@ -440,14 +440,14 @@ def test_zero_failed_requests_across_start_promote_and_rollback_in_a_real_server
                 time.sleep(0.5)
         load = _Load(base)
         load.wait_for("1", only=True)
-        rollout.start(pinned, MODEL, 2, rollout.CANARY, 50.0)
+        store.start(pinned, MODEL, 2, state.CANARY, 50.0)
         load.wait_for("2", only=False)
-        rollout.promote(pinned, MODEL)
+        store.promote(pinned, MODEL)
         load.wait_for("2", only=True)
         add_version(pinned, pushed_version, 3)
-        rollout.start(pinned, MODEL, 3, rollout.BLUE_GREEN)
+        store.start(pinned, MODEL, 3, state.BLUE_GREEN)
         load.wait_for("3", only=True)
-        rollout.rollback(pinned, MODEL)
+        store.rollback(pinned, MODEL)
         load.wait_for("2", only=True)
         time.sleep(2.5)  # the rolled back version is unloaded under load too
         assert not load.failures, load.failures[:5]
@@ -520,7 +520,7 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
                                                  f"/v1/models/{MODEL}/metadata"))
             stable_load = _Load(base, clients=1, paths=(f"/v1/models/{MODEL}/versions/1:predict",))
             load.wait_for("1", only=True)
-            rollout.start(pinned, MODEL, 2, rollout.SHADOW)
+            store.start(pinned, MODEL, 2, state.SHADOW)
             with httpx.Client(base_url=base, timeout=30) as http:
                 for _ in range(20):  # while the server loads and warms the candidate up, and as it switches
                     for path in (PREDICT, f"/v1/models/{MODEL}/versions/1:predict"):
@@ -529,12 +529,12 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
                         assert answer.headers[routing.VERSION_HEADER] == "1", "shadow: stable answers"
             _until(lambda: _label_serves(base, "canary"), "the shadow routing takes over")
             stable_load.close()  # version 1 leaves at the promote
-            rollout.promote(pinned, MODEL)
+            store.promote(pinned, MODEL)
             load.wait_for("2", only=True)
             add_version(pinned, pushed_version, 3)
-            rollout.start(pinned, MODEL, 3, rollout.SHADOW)
+            store.start(pinned, MODEL, 3, state.SHADOW)
             _until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
-            rollout.rollback(pinned, MODEL)
+            store.rollback(pinned, MODEL)
             _until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
             load.wait_for("2", only=True)
             assert not load.failures and not stable_load.failures, (load.failures + stable_load.failures)[:5]
@@ -677,7 +677,7 @@ def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(t
     built = tf_serving_models.build(str(tmp_path / "models"))
     name = tf_serving_models.TWO_VERSIONS
     folder = os.path.dirname(built[name])
-    rollout.pin(folder, name)
+    store.pin(folder, name)
     model = f"/v1/models/{name}"
     bodies = {f"{model}:classify": {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}, {"x": 2.0}]},
               f"{model}:regress": {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]},
@@ -692,13 +692,13 @@ def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(t
         try:
             load = _Load(base, clients=4, paths=(*bodies, f"{model}/metadata"), bodies=bodies)
             _until(lambda: len(load.answered) == 4 and min(load.answered.values()) >= 5, "every client answered")
-            rollout.start(folder, name, 123, rollout.BLUE_GREEN)
+            store.start(folder, name, 123, state.BLUE_GREEN)
             _until(lambda: label_serves("canary"), "the blue/green start takes effect")
-            rollout.promote(folder, name)
+            store.promote(folder, name)
             _until(lambda: not label_serves("canary"), "the promote takes effect")
-            rollout.start(folder, name, 124, rollout.SHADOW)
+            store.start(folder, name, 124, state.SHADOW)
             _until(lambda: label_serves("canary"), "the shadow takes effect")
-            rollout.rollback(folder, name)
+            store.rollback(folder, name)
             _until(lambda: not label_serves("canary"), "the rollback takes effect")
             before = dict(load.answered)
             _until(lambda: all(load.answered[p] >= before[p] + 5 for p in before), "answers after the rollback")

@@ -352,12 +352,12 @@ def test_a_version_beyond_int64_in_the_url_is_400_as_tf_serving(clients):
 
 def test_rollouts_and_batch_inference_take_versions_without_push_json(built, tmp_path):
     from flywheel.batch import model_version
-    from flywheel.rollout import state
+    from flywheel.rollout import store
 
     serving_dir = str(tmp_path)
     for name in ("00000123", "00000124"):
         shutil.copytree(os.path.join(built[TWO], name), tmp_path / TWO / name)
-    started = state.start(serving_dir, TWO, 123, mode="canary", percent=10.0)
+    started = store.start(serving_dir, TWO, 123, mode="canary", percent=10.0)
     assert (started.stable, started.candidate) == (124, 123)
     assert layout.current(serving_dir, TWO).path == os.path.join(serving_dir, TWO, "00000124")
     with pytest.raises(model_version.PredictError, match="examples"):  # found, read; it has no tf.Example signature
