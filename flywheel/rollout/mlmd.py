@@ -24,7 +24,7 @@ _PROPERTIES = {"model": "STRING", "action": "STRING", "version": "INT", "stable"
 def _open(metadata_path: str, writable: bool):
     # ML-Metadata: its protos and SQLite bindings take a second to import; only commands given --metadata need them
     from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
+    from ml_metadata.proto import metadata_store_pb2  # heavy, as said above
 
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
