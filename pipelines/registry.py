@@ -34,6 +34,8 @@ class PipelineEntry:
     schema:    () -> path of the curated schema.
     binary_label: () -> the join's rule for the binary training label from the raw one
                (flywheel.traffic.join.BinaryLabel); '' when the raw label is the training label.
+    summary:   (records, config) -> (a run's summary fields, whether the data gate stopped it), from the run's
+               ML-Metadata records; by default that of a pipeline of flywheel's components.
     """
 
     name: str
@@ -46,6 +48,7 @@ class PipelineEntry:
     simulate: str = ""
     kubeflow_output: str = ""
     binary_label: str = ""
+    summary: str = "flywheel.pipelines.summary.summarize"
 
     def make_config(self, **options: Any) -> Any:
         return _resolve(self.config)(**options)
@@ -75,6 +78,9 @@ class PipelineEntry:
 
     def label_rule(self) -> Any:
         return _resolve(self.binary_label)() if self.binary_label else None
+
+    def summarize(self, records: dict[str, Any], cfg: Any) -> tuple[dict[str, Any], bool]:
+        return _resolve(self.summary)(records, cfg)
 
     def simulator(self) -> Callable[..., list[str]]:
         if not self.simulate:

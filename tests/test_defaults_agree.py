@@ -2,7 +2,7 @@
 
 import inspect
 
-from flywheel import api
+from flywheel.cli import parser
 from flywheel.rollout import analysis
 from flywheel.server import request_log, routing
 
@@ -14,4 +14,4 @@ def test_the_analysis_names_the_servers_flush_interval_and_default_route():
 
 
 def test_serves_byte_budget_is_the_request_logs():
-    assert api.LOG_MAX_PENDING_MB * 2**20 == request_log.DEFAULT_MAX_PENDING_BYTES
+    assert parser.LOG_MAX_PENDING_MB * 2**20 == request_log.DEFAULT_MAX_PENDING_BYTES

@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from flywheel import api, schemas
+from flywheel import schemas
+from flywheel.api.retraining import RetrainResult
+from flywheel.api.rollout import RolloutResult
+from flywheel.api.traffic import ReplayResult
+from flywheel.cli.retraining import retrain_lines
+from flywheel.cli.rollout import rollout_lines
+from flywheel.cli.text import counts, listing
+from flywheel.cli.traffic import replay_lines
 from flywheel.rollout import analysis
 from tests.conftest import call_cli
 
@@ -24,10 +31,10 @@ def _depth(text: str) -> int:
 
 
 def test_lists_and_counts_are_written_out():
-    assert api.listing([1, 2, 3]) == "1, 2, 3" and api.listing([]) == "none" and api.listing("0") == "0"
-    assert api.listing([1796679337]) == "1796679337", "a version (or span) is a name: no thousands separators"
-    assert api.counts({"train": 3388, "eval": 1612}) == "train 3,388, eval 1,612"
-    assert api.counts({"200": 4999, "503": 1}, ": ") == "200: 4,999, 503: 1" and api.counts({}) == "none"
+    assert listing([1, 2, 3]) == "1, 2, 3" and listing([]) == "none" and listing("0") == "0"
+    assert listing([1796679337]) == "1796679337", "a version (or span) is a name: no thousands separators"
+    assert counts({"train": 3388, "eval": 1612}) == "train 3,388, eval 1,612"
+    assert counts({"200": 4999, "503": 1}, ": ") == "200: 4,999, 503: 1" and counts({}) == "none"
 
 
 def test_ingest_prints_its_split_counts_as_words(tmp_path, capfd):
@@ -39,21 +46,22 @@ def test_ingest_prints_its_split_counts_as_words(tmp_path, capfd):
 
 
 def test_replay_counts_by_status_as_words():
-    found = api.ReplayResult(url="http://h/v1/models/taxi", features=["fare"], rows_read=5000, rows_skipped=1,
-                             rows_sent=4999, requests_sent=4999, ok=4999, failed=0, by_status={"200": 4999},
-                             achieved_rate=100.0, elapsed_s=50.0, latency_ms={"p50": 1.0})
-    line = found.lines()[0]
+    found = ReplayResult(url="http://h/v1/models/taxi", features=["fare"], rows_read=5000, rows_skipped=1,
+                         rows_sent=4999, requests_sent=4999, ok=4999, failed=0, by_status={"200": 4999},
+                         achieved_rate=100.0, elapsed_s=50.0, latency_ms={"p50": 1.0})
+    line = replay_lines(found)[0]
     assert "0 failed (by status 200: 4,999)" in line and not PYTHON_LITERAL.search(line), line
 
 
 @pytest.mark.parametrize("window", [(3,), (1, 2, 3)])
 def test_retrain_names_its_window_as_spans(window):
-    found = api.RetrainResult(pipeline="taxi", span=window[-1], window=window, drift_detected=False,
-                              drift_reason="no drift", drift_report=None, retrained=False, blessed=None, pushed=False,
-                              model_version=7, previous_version=7, status="no_drift")
-    assert found.lines()[0].startswith(f"flywheel retrain taxi: span {window[-1]}, window of spans "
-                                       f"{', '.join(map(str, window))}: no drift"), found.lines()
-    assert not PYTHON_LITERAL.search("\n".join(found.lines()))
+    found = RetrainResult(pipeline="taxi", span=window[-1], window=window, drift_detected=False,
+                          drift_reason="no drift", drift_report=None, retrained=False, blessed=None, pushed=False,
+                          model_version=7, previous_version=7, status="no_drift")
+    lines = retrain_lines(found)
+    assert lines[0].startswith(f"flywheel retrain taxi: span {window[-1]}, window of spans "
+                               f"{', '.join(map(str, window))}: no drift"), lines
+    assert not PYTHON_LITERAL.search("\n".join(lines))
 
 
 @pytest.mark.parametrize("folder", ["empty", "span-less"])
@@ -81,11 +89,11 @@ def test_a_rollback_reason_nests_no_parentheses_in_parentheses():
 
 def test_lineage_and_rollout_status_write_spans_and_versions_out():
     from flywheel.metadata import lineage
-    from flywheel.rollout import state as rollout_state
+    from flywheel.rollout.state import RolloutState
 
     text = lineage.render({"model_name": "taxi", "version": 7, "path": "s/taxi/7", "pushed_at": "t",
                            "spans": [1, 2, 3], "data_fingerprint": "abcdef0123456789", "steps": []})
     assert "trained on spans 1, 2, 3, data abcdef012345" in text and not PYTHON_LITERAL.search(text)
-    state = rollout_state.RolloutState(model="taxi", stable=2, generation=3, rolled_back=(1, 5)).to_dict()
-    status = api.RolloutResult(action="status", model="taxi", serving_dir="s", serving_version=2, state=state)
-    assert "  served by default: version 2; rolled back: 1, 5" in status.lines()
+    state = RolloutState(model="taxi", stable=2, generation=3, rolled_back=(1, 5)).to_dict()
+    status = RolloutResult(action="status", model="taxi", serving_dir="s", serving_version=2, state=state)
+    assert "  served by default: version 2; rolled back: 1, 5" in rollout_lines(status)

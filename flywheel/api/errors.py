@@ -1,0 +1,51 @@
+"""The library API's errors and the checks of its arguments.
+
+`UsageError` for a bad argument or input location (the message names it, with no 'flywheel:' prefix),
+`CompileError` when the Kubeflow compiler fails. `registry.UnknownPipelineError` (an unknown pipeline name) and
+`lock.LockedError` (another process holds the output directory) come from their own modules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from flywheel import storage
+from flywheel.data import inputs
+
+
+class UsageError(ValueError):
+    """A bad argument or input location; the message names it (no 'flywheel:' prefix)."""
+
+
+class CompileError(RuntimeError):
+    """The Kubeflow compiler failed on a pipeline; the message carries its error in one line."""
+
+
+def folder_argument(path: Optional[str], what: str) -> None:
+    """UsageError naming `what` (e.g. "--output-dir") when a folder to write into is a file."""
+
+    if path and storage.filesystem(path).exists(path) and not storage.filesystem(path).isdir(path):
+        raise UsageError(f"{what} {path}: expected a folder (new or existing), found a file")
+
+
+def file_argument(path: Optional[str], what: str) -> None:
+    """UsageError naming `what` when a file to write is a folder; its folder is made when missing."""
+
+    if not path:
+        return
+    if storage.filesystem(path).isdir(path):
+        raise UsageError(f"{what} {path}: expected a file to write, found a folder")
+    parent = os.path.dirname(path)
+    folder_argument(parent, f"{what}'s folder")
+    if parent:
+        storage.filesystem(parent).makedirs(parent)
+
+
+def resolve_input(data_root: str, span: int, num_spans: int) -> Any:
+    """The data files of spans (span - num_spans, span] under data_root (`inputs.resolve_input`); UsageError
+    naming what is missing."""
+    try:
+        return inputs.resolve_input(data_root, span, num_spans)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
