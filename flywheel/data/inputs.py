@@ -1,4 +1,8 @@
-"""Which files an ingestion reads: span resolution and the data fingerprint.
+"""Which files an ingestion reads: data-file discovery, span resolution and the data fingerprint.
+
+The one place data files are found: Ingest, the retraining check, `flywheel predict` and `replay` read a span
+(`resolve_input`); `flywheel monitor` and `logs join` read every file of a file or folder (`files_under`). All of
+them accept and refuse the same files, with the same words.
 
 Plain functions; every file is reached through TFX's filesystem layer (`common.storage`), so the
 data may be local or on gs://, s3:// or any fileio filesystem, and local data needs no TensorFlow
@@ -35,7 +39,11 @@ _SPAN_DIR = re.compile(r"span-([0-9]+)")
 
 
 class InputError(ValueError):
-    """The input location does not hold what ingestion needs."""
+    """The input location does not hold what ingestion needs. The message starts `ingest: `; the other commands
+    that find data files here say the same words under their own name (`for_command`)."""
+
+    def for_command(self, command: str) -> str:
+        return f"{command}: {str(self).removeprefix('ingest: ')}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +216,7 @@ def data_files(input_base: str, spans: tuple[int, ...] | None) -> list[str]:
         walk.folder(os.path.join(input_base, folders[span]))
         if len(walk.files) == before:
             raise InputError(f"ingest: {os.path.join(input_base, folders[span])}: span {span} holds no "
-                             f"{'/'.join(SUPPORTED_SUFFIXES)} file")
+                             f"{_kinds()} file")
     return walk.files
 
 
@@ -225,6 +233,22 @@ def fingerprint_files(files: list[str] | tuple[str, ...]) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _kinds() -> str:
+    return "/".join(SUPPORTED_SUFFIXES)
+
+
+def files_under(path: str) -> list[str]:
+    """Every data file of a file, a folder, or a folder of span-N folders (all of its spans), found and refused as
+    `resolve_input` finds and refuses them: each real file once, in a stable order (span, then path)."""
+    if not storage.exists(path):
+        raise InputError(f"ingest: input {path!r} does not exist")
+    spans = available_spans(path)
+    files = data_files(path, tuple(spans) if spans else None)
+    if not files:
+        raise InputError(f"ingest: {path!r}: expected {_kinds()} files or span-N folders, found neither")
+    return files
 
 
 def resolve_input(input_base: str, span: int = -1, num_spans: int = 1) -> ResolvedInput:
@@ -253,8 +277,7 @@ def resolve_input(input_base: str, span: int = -1, num_spans: int = 1) -> Resolv
         spans = tuple(s for s in found if last - num_spans < s <= last)
         files = data_files(input_base, spans)
     if not files:
-        kinds = "/".join(SUPPORTED_SUFFIXES)
         if not found:
-            raise InputError(f"ingest: {input_base!r}: expected {kinds} files or span-N folders, found neither")
-        raise InputError(f"ingest: no {kinds} files in span {', '.join(map(str, spans))} under {input_base!r}")
+            raise InputError(f"ingest: {input_base!r}: expected {_kinds()} files or span-N folders, found neither")
+        raise InputError(f"ingest: no {_kinds()} files in span {', '.join(map(str, spans))} under {input_base!r}")
     return ResolvedInput(spans=spans, files=tuple(files), fingerprint=fingerprint_files(files))

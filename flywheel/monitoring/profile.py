@@ -12,7 +12,7 @@ CDFs and frequencies are computed from the table when two profiles are compared,
 column's quantiles are always values the column holds.
 
 No TensorFlow and no Beam here: numpy and pyarrow only (the Beam CombineFn is in `profile_beam`). Files are
-read through TFX's filesystem layer (`common.storage`): local ones without TensorFlow, gs://, s3://... with it.
+read through TFX's filesystem layer (`flywheel.storage`): local ones without TensorFlow, gs://, s3://... with it.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flywheel import storage
+from flywheel.data import inputs
 from flywheel.server.log_columns import ROLLOUT_ROLE, SHADOW, STATUS
 
 K = 8192  # distinct values kept per column (see README: resample noise at 200,000 rows, 1M-row speed)
@@ -176,8 +178,6 @@ def merge_columns(parts: Sequence[ColumnProfile], k: int = K) -> ColumnProfile:
 
 def numeric_column(values: np.ndarray | pa.Array | pa.ChunkedArray, k: int = K) -> ColumnProfile:
     """A numeric column from a float64 array (NaN = missing) or an Arrow array (null or NaN = missing)."""
-    import pyarrow.compute as pc
-
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         arr = values
         if arr.type != pa.float64():
@@ -205,8 +205,6 @@ def numeric_column(values: np.ndarray | pa.Array | pa.ChunkedArray, k: int = K) 
 
 
 def categorical_column(column: pa.ChunkedArray | pa.Array, k: int = K) -> ColumnProfile:
-    import pyarrow.compute as pc
-
     if column.type != pa.string():
         column = column.cast(pa.string())
     # As Ingest types a cell: empty or whitespace-only is missing.
@@ -348,15 +346,11 @@ def schema_kinds(columns: Sequence[Any]) -> dict[str, str]:
 # ---- reading data for the CLI -------------------------------------------------------------------------------
 
 def _files(path: str) -> list[str]:
-    if storage.isdir(path):
-        found = [f for f in storage.walk_files(path) if os.path.basename(f).lower().endswith((".csv", ".parquet"))
-                 and not os.path.basename(f).startswith((".", "_"))]
-        if not found:
-            raise MonitorError(f"monitor: {path}: no .csv or .parquet files")
-        return found
-    if not storage.exists(path):
-        raise MonitorError(f"monitor: {path}: no such file or directory")
-    return [path]
+    """The data files of a file or folder, as Ingest finds them (`inputs.files_under`)."""
+    try:
+        return inputs.files_under(path)
+    except inputs.InputError as e:
+        raise MonitorError(e.for_command("monitor")) from None
 
 
 def _csv_header(f) -> list[str]:
@@ -366,16 +360,17 @@ def _csv_header(f) -> list[str]:
 
 
 def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
-    """A CSV/Parquet file or folder (local, or on any filesystem `common.storage` reaches) as one table (only
-    `columns` when given, those present)."""
+    """A data file or folder, as Ingest finds its files (.csv, .csv.gz, .parquet; local, or on any filesystem
+    `flywheel.storage` reaches), as one table (only `columns` when given, those present)."""
+    # pyarrow's CSV and Parquet readers: a quarter second more, only for commands that read data files
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     tables = []
     for name in _files(path):
         try:
-            with storage.open_binary(name) as f:
-                if name.lower().endswith(".parquet"):
+            with inputs.open_data(name) as f:
+                if inputs.is_parquet(name):
                     names = pq.ParquetFile(f).schema_arrow.names
                     tables.append(pq.read_table(f, columns=[c for c in columns if c in names] if columns else None))
                 else:
@@ -397,8 +392,6 @@ def answered_rows(table: pa.Table) -> pa.Table:
     """The rows a client was answered with: a request log's failed requests (status other than 200) and shadow
     copies (rollout_role "shadow") left out, as they are not production data (a table without those columns passes
     whole)."""
-    import pyarrow.compute as pc
-
     keep = None
     if STATUS in table.column_names:
         keep = pc.fill_null(pc.equal(table.column(STATUS), 200), True)

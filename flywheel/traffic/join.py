@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel import storage
+from flywheel.data import inputs
 from flywheel.monitoring import profile
 from flywheel.server.request_log import PREDICTION, REQUEST_ID, TIME
 
@@ -80,12 +81,10 @@ def _keys(table: pa.Table, key: str) -> list[Optional[str]]:
 
 
 def _log_spans(logs: str) -> dict[int, str]:
-    from flywheel.data import inputs
-
     try:
         spans = inputs.span_folders(logs)
     except inputs.InputError as e:
-        raise JoinError(str(e).replace("ingest:", "logs join:", 1)) from None
+        raise JoinError(e.for_command("logs join")) from None
     if not spans:
         raise JoinError(f"logs join: {logs} holds no span-N folders; expected a request log's folder")
     return {span: os.path.join(logs, name) for span, name in spans.items()}

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from flywheel.data import inputs, parsing
+from flywheel.monitoring import drift
 from flywheel.store.warmup import DEFAULT_SIGNATURE
 
 
@@ -37,7 +39,7 @@ def wait_for_server(url: str, wait_s: float, clock: Callable[[], float] = time.m
     """Returns once something answers HTTP at `url` (any status), trying again while connections are refused
     for up to wait_s seconds: `flywheel serve` (like TF Serving) listens only once its models are loaded, so a
     server started a moment ago answers when it is ready. ReplayError naming the URL when nothing answered."""
-    import httpx
+    import httpx  # the HTTP client: a quarter second to import, only for the commands that send requests
 
     if wait_s < 0:
         raise ReplayError(f"replay: --wait: expected seconds >= 0, got {wait_s:g}")
@@ -65,7 +67,7 @@ def _first_line(error: BaseException) -> str:
 
 def no_answer(error: Exception) -> str:
     """What went wrong with an HTTP call, in words (httpx's error classes named by what they mean)."""
-    import httpx
+    import httpx  # (see wait_for_server)
 
     kinds = [(httpx.ConnectTimeout, "connecting timed out"), (httpx.ReadTimeout, "no answer within the timeout"),
              (httpx.TimeoutException, "timed out"), (httpx.ConnectError, "could not connect"),
@@ -78,7 +80,7 @@ def no_answer(error: Exception) -> str:
 
 def model_inputs(url: str, timeout: float = 10.0) -> list[str]:
     """The input names of the model's default signature, from TF Serving's `GET <url>/metadata`."""
-    import httpx
+    import httpx  # (see wait_for_server)
 
     metadata = f"{url.rstrip('/')}/metadata"
     try:
@@ -87,13 +89,13 @@ def model_inputs(url: str, timeout: float = 10.0) -> list[str]:
         raise ReplayError(f"replay: no answer from {metadata}: {no_answer(e)}") from None
     try:
         response.raise_for_status()
-        inputs = response.json()["metadata"]["signature_def"]["signature_def"][DEFAULT_SIGNATURE]["inputs"]
+        names = response.json()["metadata"]["signature_def"]["signature_def"][DEFAULT_SIGNATURE]["inputs"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         found = (f"it answered {response.status_code}" if response.is_error
                  else f"its answer lacks metadata.signature_def.signature_def.{DEFAULT_SIGNATURE}.inputs")
         raise ReplayError(f"replay: expected TF Serving's model metadata at {metadata}, but {found}: check the model "
                           "URL, or give the model's inputs with --features") from None
-    return sorted(inputs)
+    return sorted(names)
 
 
 def _text(value: Any) -> Any:
@@ -113,9 +115,6 @@ class Source:
 def find_source(data: str, schema_path: str, id_column: Optional[str]) -> Source:
     """The latest span of `data` (a span folder, a file, or a folder of span-N folders) and the schema's columns;
     ReplayError naming what is missing."""
-    from flywheel.data import inputs, parsing
-    from flywheel.monitoring import drift
-
     try:
         columns = [c for c in parsing.columns_from_schema(parsing.load_schema(schema_path))
                    if c.name != id_column]
@@ -130,8 +129,6 @@ def read_batches(source: Source, features: Sequence[str], id_column: Optional[st
                  counts: dict[str, Any]) -> Iterator[Batch]:
     """Requests' rows from the source's files. counts gets rows_read, rows_skipped and the first skip reasons as
     it goes."""
-    from flywheel.data import parsing
-
     columns, labels, schema_path = list(source.columns), source.labels, source.schema_path
     unknown = sorted(set(features) - {c.name for c in columns if c.name not in labels})
     if unknown:
@@ -169,7 +166,7 @@ def read_batches(source: Source, features: Sequence[str], id_column: Optional[st
 
 async def _send(batches: Iterator[Batch], url: str, rate: Optional[float], concurrency: int,
                 timeout: float) -> dict[str, Any]:
-    import httpx
+    import httpx  # (see wait_for_server)
 
     endpoint = f"{url.rstrip('/')}:predict"
     by_status: dict[str, int] = {}

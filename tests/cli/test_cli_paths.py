@@ -34,10 +34,11 @@ def _make(tmp_path, kind: str) -> str:
 # (command line with {p} for the path, kind of path, what the one line must say, exit status)
 CASES = [
     # monitor
-    ("monitor --baseline {p} --current " + SPANS, "missing", "{p}: no such file or directory", 2),
-    ("monitor --baseline {p} --current " + SPANS, "empty-folder", "{p}: no .csv or .parquet files", 2),
-    ("monitor --baseline {p}.json --current " + SPANS, "missing", "{p}.json: no such file or directory", 2),
-    ("monitor --current {p} --baseline " + SPANS, "missing", "{p}: no such file or directory", 2),
+    ("monitor --baseline {p} --current " + SPANS, "missing", "monitor: input '{p}' does not exist", 2),
+    ("monitor --baseline {p} --current " + SPANS, "empty-folder",
+     "monitor: '{p}': expected .csv/.csv.gz/.parquet files or span-N folders, found neither", 2),
+    ("monitor --baseline {p}.json --current " + SPANS, "missing", "monitor: input '{p}.json' does not exist", 2),
+    ("monitor --current {p} --baseline " + SPANS, "missing", "monitor: input '{p}' does not exist", 2),
     ("monitor --baseline " + SPANS + " --current " + SPANS + " --schema {p}", "missing",
      "schema {p}: expected a file, found nothing there", 2),
     ("monitor --baseline " + SPANS + " --current " + SPANS + " --schema {p}", "folder",
@@ -49,7 +50,7 @@ CASES = [
     ("monitor --baseline " + SPANS + " --current " + SPANS + " --reference-metrics {p}", "missing",
      "monitor: --reference-metrics {p}: expected a file, found nothing there", 2),
     ("monitor --baseline " + SPANS + " --current " + SPANS + " --reference-predictions {p}", "missing",
-     "{p}: no such file or directory", 2),
+     "monitor: input '{p}' does not exist", 2),
     ("monitor --baseline " + SPANS + " --current " + SPANS + " --report {p}", "file",
      "monitor: --report {p}: expected a folder (new or existing), found a file", 2),
     ("monitor --baseline " + SPANS + " --current " + SPANS + " --save-profile {p}", "folder",

@@ -70,7 +70,7 @@ def test_label_drift_is_reported_apart_and_does_not_decide(tmp_path):
 def test_errors_exit_2_and_name_the_problem(tmp_path):
     """The installed `flywheel monitor` in its own process: the exit status is the process's."""
     missing = run_cli("monitor", "--baseline", str(tmp_path / "nope.csv"), "--current", shipped_data())
-    assert missing.returncode == 2 and "nope.csv: no such file or directory" in missing.stderr
+    assert missing.returncode == 2 and "nope.csv' does not exist" in missing.stderr
     narrow = tmp_path / "narrow.csv"
     narrow.write_text("fare,tips\n1.0,0.5\n")
     mismatch = run_cli("monitor", "--baseline", shipped_data(), "--current", str(narrow))

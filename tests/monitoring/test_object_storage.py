@@ -103,7 +103,7 @@ def test_run_monitor_reads_data_profiles_and_metrics_on_object_storage_and_saves
 
 
 def test_a_monitor_input_missing_on_object_storage_is_an_error_naming_it(remote):
-    with pytest.raises(profile.MonitorError, match=rf"{remote}/nope: no such file or directory"):
+    with pytest.raises(profile.MonitorError, match=rf"monitor: input '{remote}/nope' does not exist"):
         monitor.run_monitor(f"{remote}/nope", f"{remote}/data/span-1")
     with pytest.raises(profile.MonitorError, match=rf"baseline profile {remote}/nope.json does not exist"):
         monitor.load_baseline(f"{remote}/nope.json")

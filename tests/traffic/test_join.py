@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 import flywheel
 from flywheel import schemas
+from flywheel.cli.traffic import join_lines
 from flywheel.server.request_log import RequestLog, features_from_schema
 from tests.conftest import call_cli, run_cli, shipped_data
 
@@ -132,7 +133,7 @@ def test_labels_keyed_by_the_id_the_client_sent_join_on_the_logged_request_id(tm
     pcsv.write_csv(pa.Table.from_pylist(rows), str(folder / "labels.csv"))
     result = flywheel.logs_join(logs, str(folder), "trip_id", str(tmp_path / "joined"))
     assert result.log_key == "request_id" and result.joined_rows == 20 and result.unmatched_labels == 0
-    assert "labels' 'trip_id' = log's 'request_id'" in result.lines()[0]
+    assert "labels' 'trip_id' = log's 'request_id'" in join_lines(result)[0]
     joined = pq.read_table(str(tmp_path / "joined")).to_pylist()
     assert all(r["trip_id"] == r["request_id"] for r in joined) and len(joined) == 20
     out = call_cli(capfd, "logs", "join", "--logs", logs, "--labels", str(folder), "--key", "trip_id", "--log-key",
