@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+import absl.app
+
 # The container command of every task in the compiled spec (KubeflowV2DagRunnerConfig's default_commands).
 COMMAND = ("python", "-m", "flywheel.kfp_executor")
 
@@ -32,19 +34,19 @@ CLASS_PATHS = {
 
 def register_artifact_types() -> None:
     """Adds CLASS_PATHS to TFX's title-to-class map, which its entrypoint consults before importing a title."""
-    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.orchestration.kubeflow.v2 import compiler_utils  # TFX imports TensorFlow: only the container needs it
 
     compiler_utils.TITLE_TO_CLASS_PATH.update(CLASS_PATHS)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Runs TFX's Kubeflow v2 executor entrypoint on argv (default sys.argv) with flywheel's types registered."""
-    from absl import app
-    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as entrypoint
+    # TFX's entrypoint imports TensorFlow: only the container's process needs it (the compiler imports COMMAND)
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
     register_artifact_types()
-    app.run(entrypoint.main, argv=list(sys.argv if argv is None else argv),
-            flags_parser=entrypoint._parse_flags)  # noqa: SLF001 - the entrypoint's own argument parser
+    absl.app.run(kubeflow_v2_run_executor.main, argv=list(sys.argv if argv is None else argv),
+                 flags_parser=kubeflow_v2_run_executor._parse_flags)  # noqa: SLF001 - the entrypoint's own argument parser
 
 
 if __name__ == "__main__":

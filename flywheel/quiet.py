@@ -10,6 +10,8 @@ import time
 import warnings
 from typing import Callable, TextIO
 
+import absl.logging
+
 
 def quiet_environment(verbose: bool) -> None:
     """Call before importing TensorFlow or TFX."""
@@ -88,10 +90,8 @@ class _ErrorHandler(logging.StreamHandler):
 def install(verbose: bool, out: TextIO | None = None) -> ProgressHandler:
     """Call after importing TFX: routes absl INFO to a progress handler writing to `out` (default stdout),
     the rest at ERROR. Calling it again (a notebook running several pipelines) replaces the handlers."""
-    from absl import logging as absl_logging
-
     handler = ProgressHandler(out)
-    absl_logging.set_verbosity(absl_logging.INFO)
+    absl.logging.set_verbosity(absl.logging.INFO)
     absl_logger = logging.getLogger("absl")
     for old in [h for h in absl_logger.handlers if isinstance(h, (ProgressHandler, _ErrorHandler))]:
         absl_logger.removeHandler(old)
@@ -113,6 +113,6 @@ def _quiet_tensorflow_logger() -> None:
     """TensorFlow configures its logger on first use and, in an interactive kernel (Jupyter), sets it to INFO,
     undoing a level set before. Make it configure itself now, then set the level. A pipeline run imports
     TensorFlow anyway; this only moves the import earlier."""
-    from tensorflow.python.platform import tf_logging
+    from tensorflow.python.platform import tf_logging  # TensorFlow: a pipeline run imports it anyway (see above)
 
     tf_logging.get_logger().setLevel(logging.ERROR)

@@ -28,10 +28,10 @@ def filesystem(*paths: str) -> Any:
     """TFX's filesystem for these paths: `tfx.dsl.io.fileio` when any has a scheme (gs://, s3://, ram://...);
     for local paths only, the local plugin fileio itself uses without TensorFlow (no TensorFlow import)."""
     if all(is_local(path) for path in paths):
-        from tfx.dsl.io.plugins.local import LocalFilesystem
+        from tfx.dsl.io.plugins.local import LocalFilesystem  # TFX's local plugin: no TensorFlow behind it
 
         return LocalFilesystem
-    from tfx.dsl.io import fileio
+    from tfx.dsl.io import fileio  # imports TensorFlow (its gfile): only paths with a scheme need it
 
     return fileio
 

@@ -24,7 +24,7 @@ def summary_from_records(records: dict, span: int, serving_dir: str, model_name:
     # TFX's keys (the Trainer's, and the blessing the Evaluate component writes as the stock Evaluator does):
     # importing TFX imports TensorFlow, which a job that finds nothing new never needs
     from tfx.components.evaluator.constants import ARTIFACT_PROPERTY_BLESSED_KEY
-    from tfx.types.standard_component_specs import BLESSING_KEY, MODEL_KEY
+    from tfx.types.standard_component_specs import BLESSING_KEY, MODEL_KEY  # (TFX: see above)
 
     trainer = records.get("Trainer")
     retrained = bool(trainer and trainer.state == "COMPLETE" and trainer.output(MODEL_KEY))

@@ -10,7 +10,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx import types
 
 from flywheel.components.data_gate import gate
-from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.ingest.spec import QUARANTINE_FILE, ROWS_QUARANTINED, ROWS_READ
 from flywheel.reports import html_report, markdown, statistics_charts
 
 
@@ -24,9 +24,9 @@ class QuarantineSummary:
 
     @classmethod
     def of(cls, quarantine: types.Artifact) -> "QuarantineSummary":
-        return cls(quarantine.get_int_custom_property(ingest_spec.ROWS_QUARANTINED),
-                   quarantine.get_int_custom_property(ingest_spec.ROWS_READ),
-                   os.path.join(quarantine.uri, ingest_spec.QUARANTINE_FILE))
+        return cls(quarantine.get_int_custom_property(ROWS_QUARANTINED),
+                   quarantine.get_int_custom_property(ROWS_READ),
+                   os.path.join(quarantine.uri, QUARANTINE_FILE))
 
     def words(self) -> str:
         share = f" ({self.rows_quarantined / self.rows_read:.2%})" if self.rows_read else ""

@@ -12,8 +12,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
 from flywheel.components.common import ui_artifacts
-from flywheel.components.evaluate import spec
-from flywheel.components.evaluate import summary as summary_lib
+from flywheel.components.evaluate import spec, tfma_summary
 from flywheel.store import layout
 
 
@@ -71,19 +70,19 @@ def record(evaluation: types.Artifact, blessing: types.Artifact, summary: dict[s
     fileio.makedirs(evaluation.uri)
     with fileio.open(os.path.join(evaluation.uri, spec.SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2, default=str))
-    html = summary_lib.render(summary)
+    html = tfma_summary.render(summary)
     with fileio.open(os.path.join(evaluation.uri, spec.REPORT_FILE), "w") as f:
         f.write(html)
     if report_html is not None:
         ui_artifacts.write_html(report_html, html)
     if markdown is not None:
-        ui_artifacts.write_markdown(markdown, summary_lib.render_markdown(summary))
+        ui_artifacts.write_markdown(markdown, tfma_summary.render_markdown(summary))
     evaluation.set_string_custom_property(spec.METRICS_JSON, json.dumps(summary["candidate"]))
     evaluation.set_string_custom_property(spec.REPORT, os.path.join(evaluation.uri, spec.REPORT_FILE))
     for target in (evaluation, blessing):
         target.set_int_custom_property(spec.BASELINE_VERSION, summary["baseline_version"] or 0)
-    if summary["candidate"].get(summary_lib.AUC) is not None:
-        evaluation.set_float_custom_property(spec.AUC, summary["candidate"][summary_lib.AUC])
+    if summary["candidate"].get(tfma_summary.AUC) is not None:
+        evaluation.set_float_custom_property(spec.AUC, summary["candidate"][tfma_summary.AUC])
 
 
 def forget_baseline_model_id(blessing: types.Artifact) -> None:
@@ -102,11 +101,11 @@ class Executor(evaluator_executor.Executor):
         inputs = dict(input_dict)
         if baseline is not None:
             inputs["baseline_model"] = [baseline]
-        eval_config = summary_lib.with_report_metrics(exec_properties[spec.EVAL_CONFIG_KEY])
+        eval_config = tfma_summary.with_report_metrics(exec_properties[spec.EVAL_CONFIG_KEY])
         super().Do(inputs, output_dict, {**exec_properties, spec.EVAL_CONFIG_KEY: eval_config})
         evaluation = artifact_utils.get_single_instance(output_dict[spec.EVALUATION_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[spec.BLESSING_KEY])
         forget_baseline_model_id(blessing)
-        summary = summary_lib.build_summary(evaluation.uri, thresholds_of(eval_config), version, eval_config)
+        summary = tfma_summary.build_summary(evaluation.uri, thresholds_of(eval_config), version, eval_config)
         record(evaluation, blessing, summary, artifact_utils.get_single_instance(output_dict[spec.REPORT_HTML_KEY]),
                artifact_utils.get_single_instance(output_dict[spec.SUMMARY_KEY]))

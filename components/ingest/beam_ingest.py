@@ -52,7 +52,7 @@ class IngestCounts:
 
 def _to_example(values: dict) -> bytes:
     """A serialized tf.Example; deterministic bytes (features in name order) for the same typed row."""
-    from tensorflow.core.example import example_pb2
+    from tensorflow.core.example import example_pb2  # its package imports TensorFlow: only Beam's workers need it
 
     example = example_pb2.Example()
     feature = example.features.feature

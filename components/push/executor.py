@@ -6,17 +6,16 @@ import json
 import os
 from typing import Any, Optional
 
+import numpy as np
 from tfx import types
-from tfx.components.evaluator import constants as evaluator_constants
 
 from flywheel import storage
-from flywheel.components.evaluate import spec as evaluate_spec
-from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components.evaluate.spec import BASELINE_VERSION, BLESSED, METRICS_JSON
+from flywheel.components.ingest.spec import FINGERPRINT, SPANS
 from flywheel.components.push import spec
 from flywheel.metadata import artifacts
 from flywheel.monitoring import profile
 from flywheel.monitoring.drift import Policy
-from flywheel.storage import filesystem as _fs
 from flywheel.store import layout, publish, warmup
 
 PREDICTION = Policy.prediction_column
@@ -28,8 +27,8 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
     """num_profile_examples: how many eval examples the model scores for the baseline profile's `prediction`
     column (what the monitor compares a request log's predictions with); 0: none."""
     model_dir = os.path.join(model.uri, "Format-Serving")
-    blessed = bool(blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY))
-    baseline_version = blessing.get_int_custom_property(evaluate_spec.BASELINE_VERSION) or None
+    blessed = bool(blessing.get_int_custom_property(BLESSED))
+    baseline_version = blessing.get_int_custom_property(BASELINE_VERSION) or None
     if not blessed:
         return record(pushed_model, publish.decide(False, "", baseline_version, None), None)
     digest = publish.tree_digest(model_dir)
@@ -53,8 +52,6 @@ def run_push(model: types.Artifact, blessing: types.Artifact, evaluation: types.
 def baseline_profile(profile_uri: str, scores: list[float]) -> profile.DatasetProfile:
     """The training spans' merged profile plus, from the model's scores on eval examples, a `prediction` column:
     the monitor compares a request log's predictions with it (prediction drift without a reference log)."""
-    import numpy as np
-
     baseline = profile.merge(list(profile.read_span_profiles(profile_uri).values()))
     if scores:
         baseline.columns[PREDICTION] = profile.numeric_column(np.asarray(scores, dtype=np.float64))
@@ -68,11 +65,11 @@ def build_manifest(model: types.Artifact, blessing: types.Artifact, evaluation: 
         "model_name": model_name,
         "model_uri": model.uri,
         "model_sha256": digest,
-        "data_fingerprint": examples.get_string_custom_property(ingest_spec.FINGERPRINT),
-        "spans": [int(s) for s in examples.get_string_custom_property(ingest_spec.SPANS).split(",") if s],
+        "data_fingerprint": examples.get_string_custom_property(FINGERPRINT),
+        "spans": [int(s) for s in examples.get_string_custom_property(SPANS).split(",") if s],
         "examples_uri": examples.uri,
         "evaluation_uri": evaluation.uri,
-        "metrics": json.loads(evaluation.get_string_custom_property(evaluate_spec.METRICS_JSON) or "{}"),
+        "metrics": json.loads(evaluation.get_string_custom_property(METRICS_JSON) or "{}"),
         "blessing": {"blessed": True, "blessing_uri": blessing.uri, "baseline_version": baseline_version},
         "signature_check": {"examples": len(predictions), "predictions": [round(p, 4) for p in predictions]},
     }
@@ -103,14 +100,14 @@ def link_or_copy_manifest(artifact_uri: str, version_path: str) -> None:
     if storage.is_local(artifact_uri) and storage.is_local(version_path):
         if os.path.islink(artifact_uri):
             os.remove(artifact_uri)
-        elif _fs(artifact_uri).isdir(artifact_uri):
-            _fs(artifact_uri).rmtree(artifact_uri)
-        elif _fs(artifact_uri).exists(artifact_uri):
-            _fs(artifact_uri).remove(artifact_uri)
-        _fs(artifact_uri).makedirs(os.path.dirname(artifact_uri))
+        elif storage.filesystem(artifact_uri).isdir(artifact_uri):
+            storage.filesystem(artifact_uri).rmtree(artifact_uri)
+        elif storage.filesystem(artifact_uri).exists(artifact_uri):
+            storage.filesystem(artifact_uri).remove(artifact_uri)
+        storage.filesystem(artifact_uri).makedirs(os.path.dirname(artifact_uri))
         os.symlink(os.path.abspath(version_path), artifact_uri, target_is_directory=True)
         return
-    _fs(artifact_uri).makedirs(artifact_uri)
+    storage.filesystem(artifact_uri).makedirs(artifact_uri)
     manifest = layout.read_manifest(os.path.join(version_path, layout.MANIFEST_FILE))
-    with _fs(artifact_uri).open(os.path.join(artifact_uri, layout.MANIFEST_FILE), "w") as f:
+    with storage.filesystem(artifact_uri).open(os.path.join(artifact_uri, layout.MANIFEST_FILE), "w") as f:
         f.write(json.dumps(manifest, indent=2))

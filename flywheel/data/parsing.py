@@ -477,8 +477,8 @@ def csv_rows(path: str, columns: Sequence[Column], split_key_columns: Sequence[s
 
 
 def _parquet_file(path: str, f):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # pyarrow: only Parquet files need it, and it takes a quarter second to import
+    import pyarrow.parquet as pq  # (its Parquet reader: as much again)
 
     try:
         return pq.ParquetFile(f)
@@ -493,7 +493,7 @@ def parquet_rows(path: str, columns: Sequence[Column], split_key_columns: Sequen
     A float NaN is a missing value (pandas writes missing numbers so): quarantined in a required
     column, absent in an optional one. A file that cannot be read to its end is an error.
     """
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: only Parquet files need it (see _parquet_file)
 
     with inputs.open_binary(path) as f:
         parquet = _parquet_file(path, f)

@@ -127,7 +127,7 @@ def performance(current: str, reference: Optional[float], label_column: str, max
     None when nothing asks for it (no reference, no label and prediction columns); {"skipped": why} when a
     reference was given but the AUC cannot be computed.
     """
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: only a check of labelled rows needs it here (profile loads it for data files)
 
     if current.lower().endswith(".json"):
         why = f"the current data {current} is a saved profile; the AUC needs rows with labels and predictions"

@@ -110,8 +110,8 @@ def version_manifest(version_path: str) -> dict:
 def read_saved_model(version_path: str) -> Any:
     """The SavedModel proto of `<version_path>/saved_model.pb` (or `.pbtxt`), read through the filesystem layer
     (gs:// too) without loading the model: its signatures' names, inputs and outputs."""
-    from google.protobuf import text_format
-    from tensorflow.core.protobuf import saved_model_pb2
+    from google.protobuf import text_format  # protobuf's text parser: only a .pbtxt model needs it
+    from tensorflow.core.protobuf import saved_model_pb2  # its package imports TensorFlow: only readers of signatures
 
     path = saved_model_file(version_path) or os.path.join(version_path, SAVED_MODEL_FILE)
     with filesystem(path).open(path, "rb") as f:

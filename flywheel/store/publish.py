@@ -40,7 +40,6 @@ from typing import Any, Iterator, Optional
 from tfx.dsl.io.filesystem import NotFoundError
 
 from flywheel import storage
-from flywheel.storage import filesystem as _fs
 from flywheel.store import layout
 
 TMP_PREFIX = ".push-"
@@ -70,7 +69,7 @@ def tree(root: str) -> tuple[list[str], list[str]]:
     """(folders, files) under root, relative, in a fixed order: a folder's files (sorted), then its sub-folders."""
     files, folders = [], []
     for name in sorted(_names(root)):
-        (folders if _fs(root).isdir(os.path.join(root, name)) else files).append(name)
+        (folders if storage.filesystem(root).isdir(os.path.join(root, name)) else files).append(name)
     all_folders, all_files = [], list(files)
     for folder in folders:
         sub_folders, sub_files = tree(os.path.join(root, folder))
@@ -84,7 +83,7 @@ def tree_digest(path: str) -> str:
     digest = hashlib.sha256()
     for rel in tree(path)[1]:
         digest.update(rel.encode("utf-8") + b"\0")
-        with _fs(path).open(os.path.join(path, rel), "rb") as f:
+        with storage.filesystem(path).open(os.path.join(path, rel), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -93,8 +92,8 @@ def tree_digest(path: str) -> str:
 def sample_examples(examples_uri: str, split: str, n: int) -> list[bytes]:
     """The first n serialized tf.Examples of a split (gzip TFRecords)."""
     out: list[bytes] = []
-    for path in sorted(_fs(examples_uri).glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))):
-        with _fs(path).open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
+    for path in sorted(storage.filesystem(examples_uri).glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))):
+        with storage.filesystem(path).open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
             while len(out) < n:
                 header = f.read(12)
                 if len(header) < 12:
@@ -112,7 +111,7 @@ def check_serving_signature(model_dir: str, examples: list[bytes], batch_size: i
 
     The model must also have `serving_default` (what TF Serving answers when a request names no signature).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow: seconds to import; only Push, which loads the model, needs it
 
     if not examples:
         raise PushError(f"push: no examples to check the model with (model {model_dir})")
@@ -158,7 +157,7 @@ def serving_lock(model_root: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iter
     The lock is an flock: the kernel releases it when the holder exits, killed or not. On object storage
     there is no such lock; the call only logs that pushes there are not serialized.
     """
-    _fs(model_root).makedirs(model_root)
+    storage.filesystem(model_root).makedirs(model_root)
     if not storage.is_local(model_root):
         logger.info("push: %s is on object storage, which has no lock: concurrent pushes are kept apart by "
                     "exclusive version claims and the blessing's baseline check only", model_root)
@@ -218,7 +217,7 @@ def _lock_folder(path: str) -> Optional[int]:
 
 
 def _write(path: str, content: str) -> None:
-    with _fs(path).open(path, "w") as f:
+    with storage.filesystem(path).open(path, "w") as f:
         f.write(content)
 
 
@@ -230,14 +229,14 @@ def _create_marker(claim: Claim, writer: str) -> None:
     """
     info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()})
     if not storage.is_local(claim.marker):
-        _fs(claim.marker).makedirs(claim.marker)
+        storage.filesystem(claim.marker).makedirs(claim.marker)
         _write(os.path.join(claim.marker, WRITER_FILE), info)
         return
     private = os.path.join(os.path.dirname(claim.marker), f"{TMP_PREFIX}{PRIVATE}-{writer}")
-    _fs(private).makedirs(private)
+    storage.filesystem(private).makedirs(private)
     claim.handle = _lock_folder(private)
     _write(os.path.join(private, WRITER_FILE), info)
-    _fs(private).rename(private, claim.marker)
+    storage.filesystem(private).rename(private, claim.marker)
 
 
 def claim_version(model_root: str, now: Optional[float] = None) -> Claim:
@@ -255,7 +254,7 @@ def claim_version(model_root: str, now: Optional[float] = None) -> Claim:
         if not rivals:
             return claim
         claim.release()
-        _fs(claim.marker).rmtree(claim.marker)
+        storage.filesystem(claim.marker).rmtree(claim.marker)
         time.sleep(random.uniform(0.0, 0.02 * (1 + attempt % 10)))
     raise PushError(f"push: could not claim a version in {model_root} in {CLAIM_ATTEMPTS} attempts: other "
                     "writers kept taking the same numbers")
@@ -292,7 +291,7 @@ def writer_alive(marker: str, stale_after: float = STALE_AFTER_SECONDS) -> bool:
 def _remove(path: str) -> None:
     """rmtree that accepts a folder another cleaner removed first."""
     try:
-        _fs(path).rmtree(path)
+        storage.filesystem(path).rmtree(path)
     except NotFoundError:
         logger.info("push: %s was already removed", path)
 
@@ -302,7 +301,7 @@ def _private_leftover(path: str) -> bool:
     if not (storage.is_local(path) and os.path.basename(path).startswith(f"{TMP_PREFIX}{PRIVATE}-")):
         return False
     try:
-        old = time.time() - _fs(path).stat(path).st_mtime > PRIVATE_STALE_AFTER_SECONDS
+        old = time.time() - storage.filesystem(path).stat(path).st_mtime > PRIVATE_STALE_AFTER_SECONDS
     except NotFoundError:
         return False
     return old and not writer_alive(path)
@@ -325,7 +324,7 @@ def clean_stale(model_root: str, stale_after: float = STALE_AFTER_SECONDS) -> li
             continue
         partial = os.path.join(model_root, str(version))
         others = [n for n in names if n != name and marker_version(n) == version]
-        if not others and _fs(partial).exists(partial) and not layout.is_complete(partial):
+        if not others and storage.filesystem(partial).exists(partial) and not layout.is_complete(partial):
             _remove(partial)
             removed.append(str(version))
         _remove(marker)
@@ -368,41 +367,42 @@ def publish(model_dir: str, serving_dir: str, model_name: str, manifest: dict[st
         raise PushError(f"push: {model_dir} has no {layout.SAVED_MODEL_FILE}; expected a SavedModel, "
                         f"found {files[:10]}")
     model_root = os.path.join(serving_dir, model_name)
-    _fs(model_root).makedirs(model_root)
+    storage.filesystem(model_root).makedirs(model_root)
     clean_stale(model_root)
     claim = claim_version(model_root, now)
     local = storage.is_local(model_root)
     target = claim.marker if local else claim.final
     try:
         for rel in folders:
-            _fs(target).makedirs(os.path.join(target, rel))
+            storage.filesystem(target).makedirs(os.path.join(target, rel))
         for rel in files:
             if rel != layout.SAVED_MODEL_FILE:
-                _fs(model_dir, target).copy(os.path.join(model_dir, rel), os.path.join(target, rel), overwrite=True)
+                storage.filesystem(model_dir, target).copy(os.path.join(model_dir, rel), os.path.join(target, rel),
+                                                           overwrite=True)
         for name, content in (extra_files or {}).items():
             _write(os.path.join(target, name), content)
             manifest = dict(manifest, baseline_profile=name)
         for rel, content in (binary_files or {}).items():
-            _fs(target).makedirs(os.path.dirname(os.path.join(target, rel)))
-            with _fs(target).open(os.path.join(target, rel), "wb") as f:
+            storage.filesystem(target).makedirs(os.path.dirname(os.path.join(target, rel)))
+            with storage.filesystem(target).open(os.path.join(target, rel), "wb") as f:
                 f.write(content)
         manifest = dict(manifest, version=claim.version,
                         pushed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         _write(os.path.join(target, layout.MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True))
-        _fs(model_dir, target).copy(os.path.join(model_dir, layout.SAVED_MODEL_FILE),
+        storage.filesystem(model_dir, target).copy(os.path.join(model_dir, layout.SAVED_MODEL_FILE),
                     os.path.join(target, layout.SAVED_MODEL_FILE), overwrite=True)
         if local:
-            _fs(target).remove(os.path.join(target, WRITER_FILE))
+            storage.filesystem(target).remove(os.path.join(target, WRITER_FILE))
             _fsync_tree(target)
-            _fs(target).rename(target, claim.final)
+            storage.filesystem(target).rename(target, claim.final)
             _fsync(model_root)
         else:
-            _fs(claim.marker).rmtree(claim.marker)
+            storage.filesystem(claim.marker).rmtree(claim.marker)
     except BaseException:
-        if not local and _fs(claim.final).exists(claim.final) and not layout.is_complete(claim.final):
-            _fs(claim.final).rmtree(claim.final)
-        if _fs(claim.marker).exists(claim.marker):
-            _fs(claim.marker).rmtree(claim.marker)
+        if not local and storage.filesystem(claim.final).exists(claim.final) and not layout.is_complete(claim.final):
+            storage.filesystem(claim.final).rmtree(claim.final)
+        if storage.filesystem(claim.marker).exists(claim.marker):
+            storage.filesystem(claim.marker).rmtree(claim.marker)
         raise
     finally:
         claim.release()

@@ -19,8 +19,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import json_utils, proto_utils
 
 from flywheel.components.common import ui_artifacts
-from flywheel.components.evaluate import executor, spec
-from flywheel.components.evaluate import summary as summary_lib
+from flywheel.components.evaluate import executor, spec, tfma_summary
 from flywheel.metadata import run_record
 from flywheel.pipelines.taxi import features, pipeline
 from flywheel.store import layout, publish
@@ -95,24 +94,24 @@ def test_blessed_without_serving_and_auc_matches_sklearn(run, tmp_path):
     assert summary["blessed"] and blessing.get_int_custom_property("blessed") == 1
     assert summary["baseline_version"] is None and not summary["failures"]
     overall = summary["candidate"]
-    assert overall[summary_lib.EXAMPLE_COUNT] == len(labels)
-    assert overall[summary_lib.POSITIVES] == labels.sum()
-    assert overall[summary_lib.AUC] == pytest.approx(roc_auc_score(labels, predictions), abs=0.01)
-    assert evaluation.get_float_custom_property("auc") == pytest.approx(overall[summary_lib.AUC])
+    assert overall[tfma_summary.EXAMPLE_COUNT] == len(labels)
+    assert overall[tfma_summary.POSITIVES] == labels.sum()
+    assert overall[tfma_summary.AUC] == pytest.approx(roc_auc_score(labels, predictions), abs=0.01)
+    assert evaluation.get_float_custom_property("auc") == pytest.approx(overall[tfma_summary.AUC])
     for payment, count in Counter(payments).items():
         in_slice = np.array(payments) == payment
         got = summary["slices"][f"payment_type={payment}"]
-        assert (got[summary_lib.EXAMPLE_COUNT], got[summary_lib.POSITIVES]) == (count, labels[in_slice].sum())
+        assert (got[tfma_summary.EXAMPLE_COUNT], got[tfma_summary.POSITIVES]) == (count, labels[in_slice].sum())
         if 0 < labels[in_slice].sum() < count:
-            assert got[summary_lib.AUC] == pytest.approx(
+            assert got[tfma_summary.AUC] == pytest.approx(
                 roc_auc_score(labels[in_slice], predictions[in_slice]), abs=0.02)
         else:  # one class only: undefined, shown as n/a with the slice's counts
-            assert got[summary_lib.AUC] is None
+            assert got[tfma_summary.AUC] is None
             assert f"<td>{payment}</td><td>{count:,}</td><td>{labels[in_slice].sum():,}</td><td>n/a</td>" in report
     assert "blessed when overall AUC ≥ 0.01 (no model in serving" in summary["blessing_rule"]
     assert "{" not in report.split("<h2>")[0].split("</style>")[1]  # no raw dict in the verdict
     assert markdown.startswith("## Model evaluation: BLESSED\n\nBlessed when overall AUC ≥ 0.01 (no model in serving")
-    assert f"Overall AUC: **{overall[summary_lib.AUC]:.4f}**, required ≥ 0.01.\n" in markdown
+    assert f"Overall AUC: **{overall[tfma_summary.AUC]:.4f}**, required ≥ 0.01.\n" in markdown
     assert "Baseline: none in serving (absolute thresholds only)." in markdown and "All thresholds met." in markdown
     for payment, count in Counter(payments).items():
         positives = labels[np.array(payments) == payment].sum()
@@ -124,7 +123,7 @@ def test_not_blessed_below_the_absolute_threshold(run, tmp_path):
     assert not summary["blessed"] and blessing.get_int_custom_property("blessed") == 0
     [failure] = summary["failures"]
     assert (failure["slice"], failure["metric"], failure["is_diff"]) == ("Overall", "auc", False)
-    assert failure["value"] == pytest.approx(summary["candidate"][summary_lib.AUC])
+    assert failure["value"] == pytest.approx(summary["candidate"][tfma_summary.AUC])
     assert "NOT BLESSED" in report and "blessed when overall AUC ≥ 0.99" in report
     assert markdown.startswith("## Model evaluation: NOT BLESSED\n") and "### Why not blessed" in markdown
     assert f"| Overall | auc | value | {failure['value']:.4f} | " in markdown and "All thresholds met" not in markdown
@@ -135,9 +134,9 @@ def test_against_serving_no_drop_blesses_an_equal_model(run, tmp_path):
     summary, report, blessing, _, markdown = _evaluate(run, tmp_path, _config(run, min_auc=0.01),
                                                        served_versions=[same])
     assert summary["baseline_version"] == same and blessing.get_int_custom_property("baseline_version") == same
-    assert summary["baseline"][summary_lib.AUC] == pytest.approx(summary["candidate"][summary_lib.AUC])
+    assert summary["baseline"][tfma_summary.AUC] == pytest.approx(summary["candidate"][tfma_summary.AUC])
     assert summary["blessed"] and blessing.get_int_custom_property("blessed") == 1
-    base_auc = summary["baseline"][summary_lib.AUC]
+    base_auc = summary["baseline"][tfma_summary.AUC]
     assert (f"AUC does not drop against the serving model (version {same}, AUC {base_auc:.4f})"
             in summary["blessing_rule"])
     assert f"; serving model (version {same}) {base_auc:.4f}, change +0.0000." in markdown

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_model_analysis as tfma
 from tfx.utils import proto_utils
 
-from flywheel.components.evaluate import summary as summary_lib
+from flywheel.components.evaluate import tfma_summary
 from flywheel.pipelines.taxi import pipeline
 from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
@@ -24,15 +24,15 @@ def _config_json(**overrides) -> str:
     (10.0, 0.3, 0.8, 3),
 ])
 def test_slice_counts_and_undefined_auc(count, mean_label, auc, positives):
-    got = summary_lib.with_counts({"example_count": count, "mean_label": mean_label, "auc": 0.8 if auc else 0.0})
+    got = tfma_summary.with_counts({"example_count": count, "mean_label": mean_label, "auc": 0.8 if auc else 0.0})
     assert (got["auc"], got["positives"]) == (auc, positives)
 
 
 def test_report_metrics_are_added_once():
-    config = json.loads(summary_lib.with_report_metrics(_config_json()))
+    config = json.loads(tfma_summary.with_report_metrics(_config_json()))
     names = [m["class_name"] for spec in config["metrics_specs"] for m in spec["metrics"]]
     assert sorted(names) == ["AUC", "BinaryAccuracy", "ExampleCount", "MeanLabel"]
-    again = json.loads(summary_lib.with_report_metrics(json.dumps(config)))
+    again = json.loads(tfma_summary.with_report_metrics(json.dumps(config)))
     assert again == config
 
 
@@ -45,7 +45,7 @@ def test_report_metrics_are_added_once():
                      "does not apply)"),
 ])
 def test_blessing_rule_in_words(overrides, version, auc, expected):
-    assert summary_lib.blessing_rule(_config_json(**overrides), version, auc) == expected
+    assert tfma_summary.blessing_rule(_config_json(**overrides), version, auc) == expected
 
 
 def test_blessing_rule_for_slices_relative_changes_and_upper_bounds():
@@ -58,7 +58,7 @@ def test_blessing_rule_for_slices_relative_changes_and_upper_bounds():
         tfma.MetricConfig(class_name="MeanSquaredError", threshold=tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(upper_bound={"value": 0.2}))),
     ])])
-    rule = summary_lib.blessing_rule(proto_utils.proto_to_json(config), 5, 0.9)
+    rule = tfma_summary.blessing_rule(proto_utils.proto_to_json(config), 5, 0.9)
     assert rule == ("blessed when AUC drops by at most 5% against the serving model (version 5, AUC 0.9000) "
                     "in every payment_type slice and overall MeanSquaredError ≤ 0.2")
 
@@ -71,7 +71,7 @@ def test_render_shows_counts_na_and_the_rule_not_a_dict():
                              "value": -0.02, "message": "drop"}],
                "slices": {"payment_type=Cash": {"example_count": 60.0, "positives": 0, "auc": None},
                           "payment_type=Credit Card": {"example_count": 40.0, "positives": 20, "auc": 0.7}}}
-    html = summary_lib.render(summary)
+    html = tfma_summary.render(summary)
     assert "<td>Cash</td><td>60</td><td>0</td><td>n/a</td>" in html
     assert "<td>Credit Card</td><td>40</td><td>20</td><td>0.7000</td>" in html
     assert "Credit Card (n=40)" in html and "Not charted (one class only, AUC undefined): Cash" in html
@@ -87,21 +87,21 @@ def test_render_shows_counts_na_and_the_rule_not_a_dict():
 ])
 def test_an_auc_on_few_positives_or_negatives_is_marked_unreliable(count, mean_label, positives, negatives,
                                                                    reliable):
-    got = summary_lib.with_counts({"example_count": count, "mean_label": mean_label, "auc": 0.391})
+    got = tfma_summary.with_counts({"example_count": count, "mean_label": mean_label, "auc": 0.391})
     assert (got["positives"], got["negatives"], got["auc_reliable"]) == (positives, negatives, reliable)
     assert got["auc"] == 0.391, "the value is kept; the report says not to trust it"
-    assert summary_lib.unreliable(got) is not reliable
+    assert tfma_summary.unreliable(got) is not reliable
 
 
 def test_render_warns_about_an_unreliable_slice_auc_and_leaves_it_out_of_the_chart():
-    slices = {"trip_start_hour=3": summary_lib.with_counts({"example_count": 42.0, "mean_label": 2 / 42,
+    slices = {"trip_start_hour=3": tfma_summary.with_counts({"example_count": 42.0, "mean_label": 2 / 42,
                                                             "auc": 0.391}),
-              "trip_start_hour=17": summary_lib.with_counts({"example_count": 400.0, "mean_label": 0.25,
+              "trip_start_hour=17": tfma_summary.with_counts({"example_count": 400.0, "mean_label": 0.25,
                                                              "auc": 0.9})}
     summary = {"blessed": True, "thresholds": {}, "baseline_version": None,
-               "candidate": summary_lib.with_counts({"example_count": 442.0, "mean_label": 102 / 442, "auc": 0.88}),
+               "candidate": tfma_summary.with_counts({"example_count": 442.0, "mean_label": 102 / 442, "auc": 0.88}),
                "baseline": {}, "failures": [], "slices": slices}
-    html = summary_lib.render(summary)
+    html = tfma_summary.render(summary)
     assert ("<td>3</td><td>42</td><td>2</td><td>0.3910 (unreliable)</td><td>—</td>"
             "<td>2 positives, 40 negatives: fewer than 10 of a class, AUC unreliable</td>") in html
     assert "<td>17</td><td>400</td><td>100</td><td>0.9000</td>" in html
@@ -109,6 +109,6 @@ def test_render_warns_about_an_unreliable_slice_auc_and_leaves_it_out_of_the_cha
     assert "Not charted, AUC unreliable (fewer than 10 positives or 10 negatives): 3" in html
     assert "<td>auc</td><td>0.8800</td>" in html and "auc_reliable" not in html
     assert "<td>negatives</td><td>340</td>" in html
-    markdown = summary_lib.render_markdown(summary)
+    markdown = tfma_summary.render_markdown(summary)
     assert "| trip_start_hour=3 | 42 | 2 | 0.3910 (unreliable) | — |" in markdown
     assert "AUC (unreliable): the slice holds fewer than 10 positives or 10 negatives." in markdown

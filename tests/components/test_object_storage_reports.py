@@ -12,7 +12,7 @@ from flywheel.components.data_gate import executor as gate_executor
 from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.evaluate import executor as evaluate_executor
 from flywheel.components.evaluate import spec as evaluate_spec
-from flywheel.components.evaluate import summary as summary_lib
+from flywheel.components.evaluate import tfma_summary
 from tests import ram_filesystem
 
 
@@ -71,8 +71,8 @@ def test_evaluate_copies_the_serving_model_and_writes_its_summary_on_object_stor
     evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
     evaluation.uri, blessing.uri = f"{ram}/Evaluate/evaluation/9", f"{ram}/Evaluate/blessing/9"
     summary = {"blessed": True, "thresholds": {}, "baseline_version": 3, "failures": [], "slices": {},
-               "candidate": {summary_lib.AUC: 0.81, summary_lib.EXAMPLE_COUNT: 100},
-               "baseline": {summary_lib.AUC: 0.8, summary_lib.EXAMPLE_COUNT: 100},
+               "candidate": {tfma_summary.AUC: 0.81, tfma_summary.EXAMPLE_COUNT: 100},
+               "baseline": {tfma_summary.AUC: 0.8, tfma_summary.EXAMPLE_COUNT: 100},
                "blessing_rule": "blessed when overall AUC does not drop"}
     report_html, markdown = ui_artifacts.HTML(), ui_artifacts.Markdown()
     report_html.uri, markdown.uri = f"{ram}/Evaluate/report_html/9", f"{ram}/Evaluate/summary/9"
