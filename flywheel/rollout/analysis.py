@@ -22,7 +22,7 @@ When the log has them, four columns written by the rollout routing are read:
 Per side: requests (distinct `request_id`), rows, model errors (a request with status >= 500, or an error
 that is not a 4xx), client errors (4xx, reported apart: bad input is not the model's failure), latency p50/p90/p99
 of the successful requests (status < 400, one value per request), the predictions' summary and, with labels, the
-AUC (`components/monitor/monitor.auc`).
+AUC (`flywheel.monitoring.monitor.auc`).
 
 Checks, each with its value and threshold from `AnalysisConfig`:
 - `error_rate`: candidate's model-error rate minus stable's, at most `max_error_rate_increase`.
@@ -33,7 +33,7 @@ Checks, each with its value and threshold from `AnalysisConfig`:
   `significance` (two errors in 100 requests against none in 400 are; one in 100 is not).
 - `latency_p99`: candidate's p99 over stable's, at most `max_p99_latency_ratio` (a slower p99 within
   `min_p99_latency_increase_ms` of stable's passes: a fraction of a millisecond is not a regression).
-- `prediction_drift`: the drift monitor's own numeric test (`components/monitor/drift.compare_column` on
+- `prediction_drift`: the drift monitor's own numeric test (`flywheel.monitoring.drift.compare_column` on
   profiles of both sides' predictions: KS, PSI, Jensen–Shannon, Wasserstein), with the monitor's thresholds
   (`prediction_drift`, default `drift.Thresholds()`). A metric fails only when it is also above what chance
   alone reaches between the two sides at their sizes, over `resamples` random re-splits of the pooled requests
@@ -73,8 +73,7 @@ import pyarrow.compute as pc
 import yaml
 
 from flywheel import storage
-from flywheel.monitoring import drift, profile
-from flywheel.monitoring.monitor import auc as auc_of
+from flywheel.monitoring import drift, monitor, profile
 
 STATUS, ERROR, ROLE, ROUTE = "status", "error", "rollout_role", "request_route"
 DEFAULT_ROUTE = "default"  # the request took the split; `version` / `label`: it named its version
@@ -570,7 +569,7 @@ def _labelled_auc(table: pa.Table, label: str, where: str) -> tuple[int, Optiona
     frame = frame.filter(pc.invert(pc.or_(failed, client))).drop_null()
     labels = _numpy(frame.column("label"), np.float64, math.nan)
     scores = _numpy(frame.column("score"), np.float64, math.nan)
-    value = auc_of(labels.astype(np.int64), scores) if frame.num_rows else float("nan")
+    value = monitor.auc(labels.astype(np.int64), scores) if frame.num_rows else float("nan")
     return frame.num_rows, (round(value, 6) if math.isfinite(value) else None), labels.astype(np.int64), scores
 
 
@@ -587,7 +586,7 @@ def auc_drop_bound(stable: tuple[np.ndarray, np.ndarray], candidate: tuple[np.nd
         pair = []
         for labels, scores in (stable, candidate):
             pick = rng.integers(0, labels.size, labels.size)
-            pair.append(auc_of(labels[pick], scores[pick]))
+            pair.append(monitor.auc(labels[pick], scores[pick]))
         drops.append(pair[0] - pair[1])
     drops_arr = np.asarray(drops)
     if not np.isfinite(drops_arr).all():

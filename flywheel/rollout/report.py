@@ -1,6 +1,6 @@
 """The rollout analysis as a self-contained HTML page (inline SVG, no scripts): decision, checks, charts, evidence.
 
-The prediction charts are the drift monitor's own (`components/monitor/report`): both sides' predictions overlaid
+The prediction charts are the drift monitor's own (`flywheel.monitoring.report`): both sides' predictions overlaid
 on a robust range beside their CDFs with the Kolmogorov–Smirnov gap marked; stable is drawn where the monitor
 draws its baseline, the candidate where it draws the current data.
 """
@@ -13,7 +13,7 @@ import os
 from typing import Optional
 
 from flywheel import storage
-from flywheel.monitoring import report as monitor_report
+from flywheel.monitoring.report import BASE, CUR, cdf_svg, distribution_svg
 from flywheel.reports import html_report
 from flywheel.reports.html_report import esc
 from flywheel.rollout.analysis import REPORT_FILE, RESULT_FILE, RULE, AnalysisResult, Check, SideStats
@@ -22,8 +22,8 @@ _DECISION_CLASS = {"promote": "pass", "rollback": "fail", "wait": "muted"}
 
 
 def _legend(result: AnalysisResult) -> str:
-    return (f'<div class="muted"><span style="color:{monitor_report.BASE}">■ stable v{result.stable.version}</span> '
-            f'<span style="color:{monitor_report.CUR}">■ candidate v{result.candidate.version}</span></div>')
+    return (f'<div class="muted"><span style="color:{BASE}">■ stable v{result.stable.version}</span> '
+            f'<span style="color:{CUR}">■ candidate v{result.candidate.version}</span></div>')
 
 
 def _verdict(check: Check) -> str:
@@ -90,7 +90,7 @@ def _prediction_card(result: AnalysisResult) -> str:
         return c["drift"] and c["value"] > floor.get(c["metric"], float("-inf"))
 
     lo, hi = chart["range"]
-    body = (_legend(result) + monitor_report.distribution_svg(chart) + monitor_report.cdf_svg(chart, ks)
+    body = (_legend(result) + distribution_svg(chart) + cdf_svg(chart, ks)
             + f'<div class="muted">range {lo:.4g} to {hi:.4g} (1st–99th percentile of either side). Left: share of '
               "predictions per bin; right: cumulative share.</div>"
             + html_report.table(["metric", "value", "rule", "chance reaches", "verdict"],

@@ -34,7 +34,7 @@ from flywheel.server import models
 from flywheel.server.request_log import RequestLog, features_from_schema
 from flywheel.store import layout
 from flywheel.traffic import join
-from tests.conftest import run_cli, shipped_data
+from tests.conftest import call_cli, shipped_data
 from tests.rollout.conftest import add_version, constant_model
 
 MODEL = "taxi"
@@ -533,11 +533,11 @@ def canary(tmp_path, saved_model) -> str:
 
 
 def test_rollout_analyze_rolls_a_bad_candidate_back_by_itself_with_the_evidence(tmp_path, canary, servables,
-                                                                               records):
+                                                                               records, capfd):
     log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
                                                           (CANDIDATE, servables["constant"])])
-    out = run_cli("rollout", "analyze", "--serving-dir", canary, "--log-dir", log, "--report-dir",
-                  str(tmp_path / "report"), "--json")
+    out = call_cli(capfd, "rollout", "analyze", "--serving-dir", canary, "--log-dir", log, "--report-dir",
+                   str(tmp_path / "report"), "--json")
     assert out.returncode == 1, out.stdout + out.stderr
     result = json.loads(out.stdout)
     assert result["decision"] == result["applied"] == "rollback"

@@ -164,7 +164,7 @@ def test_writes_wait_for_the_serving_locks_and_leave_no_temporary_file(serving_d
 # for a line on stdin before it begins, so two of them start together.
 _CHURN = """
 import sys
-from flywheel.rollout import models_config, state, store
+from flywheel.rollout import state, store
 
 serving_dir, model, rounds, mode, percent = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 percent = float(percent) if percent != "-" else None
