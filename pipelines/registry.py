@@ -8,6 +8,7 @@ TensorFlow import (the unchanged-rerun and no-drift paths stay fast). Register a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any, Callable
 
@@ -19,6 +20,10 @@ class UnknownPipelineError(LookupError):
 def _resolve(dotted: str) -> Callable[..., Any]:
     module, _, attribute = dotted.rpartition(".")
     return getattr(importlib.import_module(module), attribute)
+
+
+def _call(dotted: str, *args: Any) -> Any:
+    return _resolve(dotted)(*args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +66,11 @@ class PipelineEntry:
         return tuple(engine for engine, _ in self.runners)
 
     def runner(self, engine: str) -> Callable[[Any], None]:
+        """The engine's `run(config)`; its module (TFX, TensorFlow) is imported when it runs, not when it is found."""
         found = dict(self.runners).get(engine)
         if found is None:
             raise ValueError(f"pipeline {self.name!r}: unknown engine {engine!r}; engines: {', '.join(self.engines)}")
-        return _resolve(found)
+        return functools.partial(_call, found)
 
     def with_beam_args(self, cfg: Any, args: tuple[str, ...]) -> Any:
         return _resolve(self.beam_args)(cfg, args)
@@ -94,12 +100,12 @@ TAXI = PipelineEntry(
     paths="flywheel.pipelines.taxi.config.make_paths",
     runners=(("local", "flywheel.pipelines.taxi.local_runner.run"),
              ("beam", "flywheel.pipelines.taxi.beam_runner.run")),
-    beam_args="flywheel.pipelines.taxi.beam_runner.with_beam_args",
+    beam_args="flywheel.pipelines.taxi.config.with_beam_args",
     compile="flywheel.pipelines.taxi.kubeflow_runner.compile_pipeline",
     schema="flywheel.pipelines.taxi.config.default_schema",
     simulate="flywheel.pipelines.taxi.simulate.simulate_spans",
     kubeflow_output="kubeflow/taxi_pipeline.yaml",
-    binary_label="flywheel.pipelines.taxi.features.binary_label",
+    binary_label="flywheel.pipelines.taxi.labels.binary_label",
 )
 
 _REGISTRY: dict[str, PipelineEntry] = {TAXI.name: TAXI}

@@ -364,7 +364,7 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
     `flywheel.storage` reaches), as one table (only `columns` when given, those present)."""
     # pyarrow's CSV and Parquet readers: a quarter second more, only for commands that read data files
     import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # (see above)
 
     tables = []
     for name in _files(path):

@@ -8,17 +8,11 @@ Also the file `tfx pipeline create --engine beam --pipeline_path pipelines/taxi/
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 
-from flywheel import engines
 from flywheel.pipelines.taxi import local_runner
-from flywheel.pipelines.taxi.config import TaxiConfig
-
-
-def with_beam_args(cfg: TaxiConfig, args: tuple[str, ...] | None = None) -> TaxiConfig:
-    return dataclasses.replace(cfg, beam_pipeline_args=tuple(args) if args else engines.MULTI_PROCESSING_ARGS)
+from flywheel.pipelines.taxi.config import TaxiConfig, with_beam_args
 
 
 def beam_dag_runner():

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Union
+
+from flywheel import engines, schemas
 
 PIPELINE_NAME = "taxi"
 UNCACHED_NODES = ("Decide",)  # nodes every run must execute (the runners turn their caching off)
@@ -12,8 +15,6 @@ UNCACHED_NODES = ("Decide",)  # nodes every run must execute (the runners turn t
 
 def shipped_data() -> str:
     """The 15,002-row Chicago taxi CSV shipped inside the tfx wheel (no download)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("tfx")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("taxi: the tfx package is not installed, so its taxi data cannot be found")
@@ -22,8 +23,6 @@ def shipped_data() -> str:
 
 
 def default_schema() -> str:
-    from flywheel import schemas
-
     return schemas.schema_path(PIPELINE_NAME)
 
 
@@ -111,3 +110,8 @@ def make_config(paths: Paths, train_steps: int | None = None, **options) -> Taxi
     if train_steps is not None:
         options["train_steps"] = train_steps
     return TaxiConfig(paths=paths, **options)
+
+
+def with_beam_args(cfg: TaxiConfig, args: tuple[str, ...] | None = None) -> TaxiConfig:
+    """The config with Beam pipeline args: `args`, or the Beam runner's default (`engines.MULTI_PROCESSING_ARGS`)."""
+    return dataclasses.replace(cfg, beam_pipeline_args=tuple(args) if args else engines.MULTI_PROCESSING_ARGS)

@@ -28,11 +28,3 @@ def transformed_name(key: str) -> str:
 
 
 LABEL_XF = transformed_name(LABEL_KEY)
-
-
-def binary_label():
-    """The training label from the raw one, for joining labels that arrive later (`flywheel logs join`):
-    `label` = 1 when the tip is over BIG_TIP_SHARE of the fare (what preprocessing trains on)."""
-    from flywheel.traffic.join import BinaryLabel
-
-    return BinaryLabel("label", LABEL_KEY, FARE_KEY, BIG_TIP_SHARE)

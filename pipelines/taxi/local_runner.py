@@ -16,7 +16,9 @@ import os
 import sys
 from typing import Callable
 
-from flywheel.pipelines.taxi.config import Paths, TaxiConfig
+from flywheel import lock, quiet
+from flywheel.pipelines.taxi.config import UNCACHED_NODES, Paths, TaxiConfig
+from flywheel.pipelines.taxi.pipeline import create_pipeline
 
 
 def config_from_env(**overrides) -> TaxiConfig:
@@ -51,9 +53,7 @@ def pin_schema(schema_path: str, output_dir: str) -> str:
 
 def build(cfg: TaxiConfig):
     """The pipeline with its SQLite metadata store; fails at build time on a missing schema file."""
-    from tfx.orchestration.metadata import sqlite_metadata_connection_config
-
-    from flywheel.pipelines.taxi.pipeline import create_pipeline
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config  # TFX: see local_dag_runner
 
     if "://" not in cfg.schema_path and not os.path.exists(cfg.schema_path):
         raise FileNotFoundError(f"TaxiConfig.schema_path: file {cfg.schema_path!r} does not exist")
@@ -66,8 +66,6 @@ def uncache_nodes(ir):
 
     TFX's DSL sets caching for the whole pipeline; the IR holds it per node.
     """
-    from flywheel.pipelines.taxi.config import UNCACHED_NODES
-
     for node in ir.nodes:
         if node.pipeline_node.node_info.id in UNCACHED_NODES:
             node.pipeline_node.execution_options.caching_options.enable_cache = False
@@ -76,7 +74,7 @@ def uncache_nodes(ir):
 
 def compile_ir(pipeline):
     """The pipeline compiled as the runners run it (uncache_nodes applied)."""
-    from tfx.dsl.compiler import compiler
+    from tfx.dsl.compiler import compiler  # TFX: see local_dag_runner
 
     return uncache_nodes(compiler.Compiler().compile(pipeline))
 
@@ -92,6 +90,7 @@ class UncachedNodes:
 
 def local_dag_runner():
     """TFX's LocalDagRunner with UNCACHED_NODES' caching off."""
+    # TFX imports TensorFlow: `python local_runner.py` reads its settings and takes the lock before paying for it
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     class TaxiLocalDagRunner(UncachedNodes, LocalDagRunner):
@@ -109,8 +108,6 @@ def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[
     `run` patched to capture the pipeline): TensorFlow, Beam and absl kept quiet unless FLYWHEEL_VERBOSE=1, a line
     per component on stdout, and a failure as one line on stderr with exit status 1. It holds the output
     directory's lock, as `flywheel run` does: a second run there refuses at once."""
-    from flywheel import lock, quiet
-
     verbose = os.environ.get("FLYWHEEL_VERBOSE", "") not in ("", "0")
     quiet.quiet_environment(verbose)
     import tfx  # noqa: F401  (imported before install() so absl is configured)

@@ -29,6 +29,7 @@ from flywheel.components.monitor.component import DriftMonitor
 from flywheel.components.push.component import Push
 from flywheel.pipelines.taxi import features
 from flywheel.pipelines.taxi.config import TaxiConfig
+from flywheel.store import layout
 
 
 def decision_stages(cfg: TaxiConfig) -> dict:
@@ -100,8 +101,6 @@ def _latest_served(cfg: TaxiConfig):
     None when nothing is pushed yet or the folder is only known at run time (a Kubeflow runtime parameter)."""
     if not isinstance(cfg.paths.serving_dir, str):
         return None
-    from flywheel.store import layout
-
     return layout.current(cfg.paths.serving_dir, cfg.model_name)
 
 

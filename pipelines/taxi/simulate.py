@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from flywheel.pipelines.taxi.config import shipped_data
+
 ID_COLUMN = "trip_id"
 
 
@@ -93,6 +95,4 @@ def simulate(source: str, out_dir: str, cfg: SimulationConfig) -> list[str]:
 
 def simulate_spans(out_dir: str, spans: int, drift_from: int | None, rows: int, seed: int) -> list[str]:
     """simulate() from the taxi data shipped in the tfx wheel (the pipeline registry's simulator)."""
-    from flywheel.pipelines.taxi.config import shipped_data
-
     return simulate(shipped_data(), out_dir, SimulationConfig(spans, drift_from, rows, seed))
