@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from flywheel.rollout import state, store
 from flywheel.store import layout
 
 logger = logging.getLogger(__name__)
@@ -62,12 +63,10 @@ class Router:
     labels: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, state: Any) -> "Router":
-        """The router of a `flywheel.rollout.state.RolloutState`."""
-        from flywheel.rollout import state as rollout_state
-
-        r = rollout_state.routes(state)
-        return cls(state.generation, r.stable, r.candidate, r.candidate_percent, r.mirror, dict(r.labels))
+    def of(cls, rollout: state.RolloutState) -> "Router":
+        """The router of a rollout state."""
+        r = state.routes(rollout)
+        return cls(rollout.generation, r.stable, r.candidate, r.candidate_percent, r.mirror, dict(r.labels))
 
     @property
     def versions(self) -> tuple[int, ...]:
@@ -131,16 +130,15 @@ def follow(registry: Any) -> bool:
     """One poll under a rollout state; False (nothing done) when the model has no rollout.json. A damaged
     state raises RolloutError naming the file (at start the server refuses to start; later polls log it and
     keep the routing they have)."""
-    from flywheel.rollout import state as rollout_state
     from flywheel.server import models
 
-    state = rollout_state.load(registry.serving_dir, registry.model)
-    if state is None:
+    rollout = store.load(registry.serving_dir, registry.model)
+    if rollout is None:
         if registry.router is not None:
             logger.info("serve: %s: rollout state removed: the newest version serves by default", registry.model)
             registry.router, registry.labels = None, dict(registry.own_labels)
         return False
-    wanted = rollout_state.routes(state).load
+    wanted = state.routes(rollout).load
     present = set(layout.versions(registry.serving_dir, registry.model))
     with registry._lock:
         registry._failed &= present
@@ -151,20 +149,20 @@ def follow(registry: Any) -> bool:
             registry._load(version)
     loaded = set(registry.loaded_versions())
     current, grace = registry.router, set()
-    if current is None or current.generation != state.generation:
+    if current is None or current.generation != rollout.generation:
         missing = [v for v in wanted if v not in loaded]
         if missing:
             logger.warning("serve: %s: rollout generation %d waits for version(s) %s to be AVAILABLE; %s keeps "
-                           "serving", registry.model, state.generation, ", ".join(map(str, missing)),
+                           "serving", registry.model, rollout.generation, ", ".join(map(str, missing)),
                            "the newest version" if current is None else f"the routing of generation "
                                                                          f"{current.generation}")
         else:
-            new = Router.of(state)
+            new = Router.of(rollout)
             grace = set(current.versions) if current is not None else set(before)
             registry.labels, registry.router = dict(new.labels), new
             logger.info("serve: %s: routing follows rollout generation %d (stable %d, %s)", registry.model,
-                        state.generation, new.stable, "no candidate" if new.candidate is None
-                        else f"candidate {new.candidate}, {state.mode}")
+                        rollout.generation, new.stable, "no candidate" if new.candidate is None
+                        else f"candidate {new.candidate}, {rollout.mode}")
             current = new
     keep = set(wanted) | (set(current.versions) if current is not None else set())
     leaving = sorted(loaded - keep - grace)
@@ -174,7 +172,7 @@ def follow(registry: Any) -> bool:
             registry._loaded.pop(version, None)
             registry._states[version] = models.VersionState(version, models.END)
         logger.info("serve: %s version %d unloaded (not in rollout generation %d)", registry.model, version,
-                    state.generation)
+                    rollout.generation)
     if (leaving or loaded - before) and registry._on_change is not None:
         registry._on_change()
     return True

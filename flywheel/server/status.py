@@ -9,7 +9,7 @@ import os
 from typing import Any, Optional
 
 from flywheel import storage
-from flywheel.rollout import state as rollout_state
+from flywheel.rollout import state, store
 from flywheel.store import layout
 from flywheel.traffic import replay
 
@@ -20,16 +20,16 @@ def _existing(path: Optional[str]) -> Optional[str]:
     return path if path and storage.filesystem(path).exists(path) else None
 
 
-def _role(version: int, state: Optional[rollout_state.RolloutState], default: Optional[int]) -> str:
-    if state is None:
+def _role(version: int, found: Optional[state.RolloutState], default: Optional[int]) -> str:
+    if found is None:
         return "serves by default (the newest version)" if version == default else ""
-    if version == state.stable:
+    if version == found.stable:
         return "stable, serves by default"
-    if version == state.candidate:
-        return {rollout_state.CANARY: f"canary, {state.percent:g}% of requests",
-                rollout_state.SHADOW: "shadow candidate, sees copies of requests",
-                rollout_state.BLUE_GREEN: "blue/green candidate, answers every request"}[state.mode]
-    if version in state.rolled_back:
+    if version == found.candidate:
+        return {state.CANARY: f"canary, {found.percent:g}% of requests",
+                state.SHADOW: "shadow candidate, sees copies of requests",
+                state.BLUE_GREEN: "blue/green candidate, answers every request"}[found.mode]
+    if version in found.rolled_back:
         return "rolled back, never served by default again"
     return ""
 
@@ -60,15 +60,15 @@ def version_record(serving_dir: str, model: str, version: int, role: str) -> dic
 
 def describe(serving_dir: str, model: str) -> dict[str, Any]:
     """The model's versions (oldest first) with roles and records, the version served by default, the rollout."""
-    state = rollout_state.load(serving_dir, model)
+    found = store.load(serving_dir, model)
     served = layout.current(serving_dir, model)
     default = served.version if served else None
-    versions = [version_record(serving_dir, model, v, _role(v, state, default))
+    versions = [version_record(serving_dir, model, v, _role(v, found, default))
                 for v in layout.versions(serving_dir, model)]
     rollout = None
-    if state is not None:
-        last = state.decisions[-1] if state.decisions else None
-        rollout = {"state": state.describe(), "running": state.running, "generation": state.generation,
+    if found is not None:
+        last = found.decisions[-1] if found.decisions else None
+        rollout = {"state": found.describe(), "running": found.running, "generation": found.generation,
                    "last_decision": last.to_dict() if last else None}
         if last is not None:
             rollout["last_decision"].pop("evidence", None)
@@ -78,7 +78,7 @@ def describe(serving_dir: str, model: str) -> dict[str, Any]:
 
 def server_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
     """A running server's own model status (TF Serving's `GET /v1/models/<model>`), or why there is none."""
-    import httpx
+    import httpx  # httpx: only asking a running server needs it
 
     try:
         answer = httpx.get(url, timeout=timeout)
