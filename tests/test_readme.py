@@ -14,7 +14,8 @@ import subprocess
 import pytest
 from markdown_it import MarkdownIt
 
-from flywheel import cli
+from flywheel.cli.exits import EXITS
+from flywheel.cli.parser import make_parser
 from tests.conftest import REPO
 
 README = "README.md"
@@ -103,7 +104,7 @@ def test_no_file_says_which_session_wrote_it():
 def test_the_cli_reference_names_every_subcommand_and_option():
     section = _section(_read("docs/cli.md"), "## Synopsis")
     missing = []
-    for name, sub in _subcommands(cli._parser()).items():
+    for name, sub in _subcommands(make_parser()).items():
         if f"flywheel {name} " not in section:
             missing.append(name)
         for action in sub._actions:
@@ -183,7 +184,7 @@ def _lenient(parser):
 @pytest.mark.parametrize("path", [README, *DOCS])
 def test_every_command_shown_parses(path):
     text = _read(path)
-    parser = cli._parser()
+    parser = make_parser()
     for tokens in _typed_commands(text):
         assert _parses(parser, tokens), f"{path}: `{' '.join(tokens)}` does not parse"
     lenient = _lenient(parser)
@@ -226,3 +227,27 @@ def test_every_repository_path_named_exists(path):
         if name.split("/")[0] in REPO_FOLDERS and not glob.glob(os.path.join(REPO, name)):
             missing.append(name)
     assert missing == [], f"{path} names paths that do not exist: {sorted(missing)}"
+
+
+def _exit_table(text: str) -> dict[str, str]:
+    """The README's exit-status table: command -> its cell (a row may name several commands: simulate, lineage)."""
+    table = text[text.index("| command | exit status |"):]
+    table = table[:table.index("\n\n")]
+    cells = {}
+    for row in table.splitlines()[2:]:
+        commands, status = (cell.strip() for cell in row.strip("|").split(" | "))
+        for command in re.findall(r"`([^`]+)`", commands):
+            assert command not in cells, f"{command} has two rows in the README's exit-status table"
+            cells[command] = status
+    return cells
+
+
+def test_the_readmes_exit_statuses_are_the_command_lines_own():
+    """The README shows the CLI's one table of exit statuses (`flywheel.cli.exits.EXITS`, which `--help` prints
+    and the handlers return), each command's codes in its order, `code meaning` joined by "; "."""
+    cells = _exit_table(_read(README))
+    expected = {command: "; ".join(f"{code} {meaning}".replace("\n", " ") for code, meaning in exits)
+                for command, exits in EXITS.items()}
+    assert sorted(cells) == sorted(expected), "the README's exit-status table names other commands than the CLI's"
+    for command, status in expected.items():
+        assert cells[command] == status, f"README's exit status of {command}: {cells[command]!r}, the CLI's {status!r}"
