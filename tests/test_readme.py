@@ -4,6 +4,7 @@ file speaks of a work session instead of a date."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import glob
 import os
@@ -251,3 +252,63 @@ def test_the_readmes_exit_statuses_are_the_command_lines_own():
     assert sorted(cells) == sorted(expected), "the README's exit-status table names other commands than the CLI's"
     for command, status in expected.items():
         assert cells[command] == status, f"README's exit status of {command}: {cells[command]!r}, the CLI's {status!r}"
+
+
+# The package's import names and the folders they are installed from (setup.py's package_dir).
+PACKAGE_DIRS = {"flywheel.components": "components", "flywheel.pipelines": "pipelines", "flywheel.schemas": "schemas",
+                "flywheel": "flywheel"}
+
+
+def _module_file(module: str):
+    for package, folder in PACKAGE_DIRS.items():
+        if module == package or module.startswith(package + "."):
+            base = os.path.join(REPO, folder, *module[len(package):].split(".")[1:])
+            for candidate in (os.path.join(base, "__init__.py"), base + ".py"):
+                if os.path.isfile(candidate):
+                    return candidate
+            return None
+    return None
+
+
+def _defines(path: str, name: str) -> bool:
+    """`name` is defined at the top of the module, imported there, or named as a string (a lazily loaded name)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and \
+                any((a.asname or a.name).split(".")[0] == name for a in node.names):
+            return True
+    return any(isinstance(n, ast.Constant) and n.value == name for n in ast.walk(tree))
+
+
+def _type_names() -> set[str]:
+    """The artifact and execution types flywheel registers in ML-Metadata: `flywheel.DataProfile`, ..."""
+    names = set()
+    for path in glob.glob(os.path.join(REPO, "components", "**", "*.py"), recursive=True) + \
+            glob.glob(os.path.join(REPO, "flywheel", "**", "*.py"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            names.update(re.findall(r'"(flywheel\.[A-Z]\w*)"', f.read()))
+    return names
+
+
+@pytest.mark.parametrize("path", [README, *DOCS, *OTHER_READMES])
+def test_every_python_name_named_exists(path):
+    """A backquoted `flywheel.x.y` (`flywheel.retraining.plan`, `flywheel.api.predict(...)`) names a module and a
+    name defined in it, read from the source without importing it, or a type flywheel registers in ML-Metadata."""
+    missing, type_names = [], _type_names()
+    for dotted in set(re.findall(r"`(flywheel(?:\.\w+)+)", _read(path))):
+        if dotted in type_names:
+            continue
+        parts = dotted.split(".")
+        found = next((i for i in range(len(parts), 0, -1) if _module_file(".".join(parts[:i]))), 0)
+        if found == len(parts):
+            continue
+        if not found or not _defines(_module_file(".".join(parts[:found])), parts[found]):
+            missing.append(dotted)
+    assert missing == [], f"{path} names what the code does not define: {sorted(missing)}"
