@@ -5,9 +5,9 @@ its newest version is copied, the folder itself is never changed), a serving fol
 v1 the model (stable, pinned), v2 a copy of it (a good candidate), v3 a SavedModel with the same serving_default
 signature that answers a constant (a bad candidate), v4 another copy (the green side of a blue/green switch).
 `flywheel serve --log-dir` runs as a real process. The load runs in its own process for the whole scenario:
-`flywheel.api.replay` of simulated spans (`flywheel.api.simulate`, one trip id per row) at a fixed rate, several
-requests in flight, one row per request with its trip id as X-Request-Id; and, since replay sends no custom
-header, a few keyed clients (httpx) sending X-Rollout-Key, the sticky canary key. The scenario:
+`flywheel.api.traffic.replay` of simulated spans (`flywheel.api.pipeline.simulate`, one trip id per row) at a
+fixed rate, several requests in flight, one row per request with its trip id as X-Request-Id; and, since replay
+sends no custom header, a few keyed clients (httpx) sending X-Rollout-Key, the sticky canary key. The scenario:
 
     steady (v1) -> start canary 20 % of v2 -> >= 5,000 requests under the canary -> rollout analyze (promote)
     -> start canary 20 % of v3 -> rollout analyze (rolls it back by itself) -> blue/green to v4 -> switch back
@@ -174,7 +174,7 @@ def make_serving(source_serving_dir: str, workdir: str) -> tuple[str, Versions, 
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """One `flywheel.api.replay` call (one span): wall-clock start and end, and its result."""
+    """One `flywheel.api.traffic.replay` call (one span): wall-clock start and end, and its result."""
 
     started: float
     ended: float
@@ -194,13 +194,13 @@ class Keyed:
 
 def _replay_spans(spans: list[str], url: str, rate: float, concurrency: int, features: tuple[str, ...],
                   stopping: Any, calls: list[Call]) -> None:
-    from flywheel import api
+    from flywheel.api.traffic import replay
 
     for span in spans:
         if stopping.is_set():
             return
         started = time.time()
-        result = api.replay("taxi", span, url, rate=rate, id_column=ID_COLUMN, concurrency=concurrency,
+        result = replay("taxi", span, url, rate=rate, id_column=ID_COLUMN, concurrency=concurrency,
                             features=features)
         calls.append(Call(started, time.time(), result))
     raise RuntimeError(f"rollout bench: the load ran out of spans ({len(spans)}) before the scenario ended (the "
@@ -256,8 +256,8 @@ def _load_process(spans: list[str], url: str, plan: "Plan", features: tuple[str,
 
 
 class Load:
-    """The steady load, in its own process: `flywheel.api.replay` of span after span at the plan's rate (stopping
-    between spans), and keyed clients sending KEY_HEADER (replay sends no custom header)."""
+    """The steady load, in its own process: `flywheel.api.traffic.replay` of span after span at the plan's rate
+    (stopping between spans), and keyed clients sending KEY_HEADER (replay sends no custom header)."""
 
     def __init__(self, spans: list[str], url: str, plan: "Plan", features: tuple[str, ...], row: dict[str, Any]):
         context = multiprocessing.get_context("spawn")
@@ -478,9 +478,9 @@ class Plan:
 
 
 def analyze(serving_dir: str, log_dir: str, report_dir: str) -> Any:
-    from flywheel import api
+    from flywheel.api.rollout import rollout_analyze
 
-    result = api.rollout_analyze(serving_dir, MODEL, log_dir, report_dir=report_dir)
+    result = rollout_analyze(serving_dir, MODEL, log_dir, report_dir=report_dir)
     print(f"  rollout analyze: {result.decision}" + "".join(f"\n    {r}" for r in result.analysis.reasons)
           + f"\n    report: {report_dir}/report.html", flush=True)
     return result
@@ -490,7 +490,7 @@ def scenario(serving_dir: str, versions: Versions, log_dir: str, workdir: str, l
              ) -> tuple[list[Switch], list[Any], dict[str, Any]]:
     """Runs the release steps against the running server and load; returns the switches, the analyses and the
     canary share."""
-    from flywheel import api
+    from flywheel.api.rollout import rollout_rollback, rollout_start
 
     switches: list[Switch] = []
     timeout = plan.max_seconds
@@ -505,7 +505,7 @@ def scenario(serving_dir: str, versions: Versions, log_dir: str, workdir: str, l
                                                                   & (log.version == version))) >= count
 
     time.sleep(plan.steady_seconds)
-    api.rollout_start(serving_dir, MODEL, version=versions.good, mode="canary", percent=CANARY_PERCENT,
+    rollout_start(serving_dir, MODEL, version=versions.good, mode="canary", percent=CANARY_PERCENT,
                       reason="benchmark: a good candidate")
     canary = switch(f"start canary {CANARY_PERCENT:g}% of v{versions.good} (a copy of stable)",
                     on_version(versions.good))
@@ -517,7 +517,7 @@ def scenario(serving_dir: str, versions: Versions, log_dir: str, workdir: str, l
     switch(f"{analyses[-1].decision} v{versions.good} (by the analysis)", without_rollout(versions.good))
 
     time.sleep(plan.steady_seconds)
-    api.rollout_start(serving_dir, MODEL, version=versions.bad, mode="canary", percent=CANARY_PERCENT,
+    rollout_start(serving_dir, MODEL, version=versions.bad, mode="canary", percent=CANARY_PERCENT,
                       reason="benchmark: a bad candidate (constant output)")
     bad = switch(f"start canary {CANARY_PERCENT:g}% of v{versions.bad} (constant output)", on_version(versions.bad))
     wait_for(log_dir, after(bad, versions.bad, plan.candidate_requests),
@@ -527,12 +527,12 @@ def scenario(serving_dir: str, versions: Versions, log_dir: str, workdir: str, l
     switch(f"{analyses[-1].decision} v{versions.bad} (by the analysis)", without_rollout(stable_now))
 
     time.sleep(plan.steady_seconds)
-    api.rollout_start(serving_dir, MODEL, version=versions.green, mode="blue_green",
+    rollout_start(serving_dir, MODEL, version=versions.green, mode="blue_green",
                       reason="benchmark: blue/green switch")
     green = switch(f"blue/green: all traffic to v{versions.green}", on_version(versions.green))
     wait_for(log_dir, after(green, versions.green, plan.candidate_requests),
              f"{plan.candidate_requests} requests on green", timeout, load)
-    api.rollout_rollback(serving_dir, MODEL, reason="benchmark: blue/green switch back")
+    rollout_rollback(serving_dir, MODEL, reason="benchmark: blue/green switch back")
     switch(f"blue/green: switch back to v{stable_now}", without_rollout(stable_now))
     time.sleep(plan.steady_seconds)
     return switches, analyses, share
@@ -557,7 +557,8 @@ def main() -> None:
                 candidate_requests=120 if args.quick else 300, steady_seconds=1.0 if args.quick else 5.0,
                 max_seconds=args.max_seconds)
     quiet.quiet_environment(verbose=False)
-    from flywheel import api
+    from flywheel.api.pipeline import simulate
+    from flywheel.server.run import signature_inputs
 
     workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="flywheel-rollout-bench-"))
     os.makedirs(workdir, exist_ok=True)
@@ -566,7 +567,7 @@ def main() -> None:
     source = os.path.abspath(args.serving_dir) if args.serving_dir else serving_bench.train_model(workdir)
     serving_dir, versions, bad_published = make_serving(source, workdir)
     rows = max(1, int(plan.rate * SPAN_SECONDS))
-    spans = api.simulate("taxi", os.path.join(workdir, "traffic"), spans=math.ceil(plan.load_seconds() / SPAN_SECONDS),
+    spans = simulate("taxi", os.path.join(workdir, "traffic"), spans=math.ceil(plan.load_seconds() / SPAN_SECONDS),
                          rows=rows, drift_from=None).files
     log_dir = os.path.join(workdir, "request-logs")
     load_avg = os.getloadavg()
@@ -583,7 +584,7 @@ def main() -> None:
     try:
         serving_bench.wait_ready(proc, url, "flywheel serve")
         bad_published.result()
-        features = tuple(sorted(api.signature_inputs(os.path.join(serving_dir, MODEL, str(versions.stable)))))
+        features = tuple(sorted(signature_inputs(os.path.join(serving_dir, MODEL, str(versions.stable)))))
         load = Load(spans, url, plan, features, serving_bench.ROW)
         began = time.time()
         load.start()

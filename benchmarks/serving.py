@@ -196,15 +196,15 @@ def check_wrk() -> None:
 
 def train_model(workdir: str) -> str:
     """A small taxi model trained and pushed by the library's own pipeline; returns its serving folder."""
-    from flywheel import api
+    from flywheel.api.pipeline import FINISHED, UP_TO_DATE, run_pipeline
     from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
     out = os.path.join(workdir, "pipeline")
     print(f"training a small taxi model under {out} (a few minutes)...", file=sys.stderr, flush=True)
     # As `flywheel run` does: TensorFlow, Beam and absl quiet, one progress line per component (on stderr).
-    result = api.run_pipeline(TaxiConfig(paths=Paths.under(out), train_steps=200, eval_steps=20, min_auc=0.01,
+    result = run_pipeline(TaxiConfig(paths=Paths.under(out), train_steps=200, eval_steps=20, min_auc=0.01,
                                          max_auc_drop=1.0), "local", progress=sys.stderr)
-    if result.status not in (api.FINISHED, api.UP_TO_DATE):
+    if result.status not in (FINISHED, UP_TO_DATE):
         raise SystemExit(f"serving bench: training the small taxi model {result.status}: {result.error or ''}")
     return os.path.join(out, "serving")
 

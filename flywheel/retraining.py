@@ -1,8 +1,8 @@
 """The continuous-training decision: newest span -> new data? drifted? -> retrain, or not.
 
 One decision, `plan`, for both places it is taken: the scheduled job (`flywheel retrain`, orchestrated by
-`flywheel.api.retrain` with `flywheel.pipelines.retrain`) and the head of the compiled Kubeflow pipeline (the
-`Decide` component). It answers from the data's fingerprint, the serving model's push.json and the monitor
+`flywheel.api.retraining.retrain` with `flywheel.pipelines.retrain`) and the head of the compiled Kubeflow
+pipeline (the `Decide` component). It answers from the data's fingerprint, the serving model's push.json and the monitor
 library alone (no TensorFlow, no pipeline run): scheduled jobs run often and mostly find nothing new.
 """
 

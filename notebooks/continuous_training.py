@@ -45,6 +45,10 @@ from IPython.display import HTML, display  # noqa: E402
 
 import flywheel  # noqa: E402
 from flywheel import schemas  # noqa: E402
+from flywheel.api.rollout import rollout_analyze, rollout_start, rollout_status  # noqa: E402
+from flywheel.cli.pipeline import lineage_lines, simulate_lines  # noqa: E402
+from flywheel.cli.rollout import analyze_lines, rollout_lines  # noqa: E402
+from flywheel.cli.traffic import join_lines, replay_lines  # noqa: E402
 
 ROWS = int(os.environ.get("FLYWHEEL_NOTEBOOK_ROWS", "3000"))
 STEPS = int(os.environ.get("FLYWHEEL_NOTEBOOK_STEPS", "200"))
@@ -55,7 +59,7 @@ incoming, data, out = (os.path.join(work, d) for d in ("incoming", "data", "out"
 # ## Three spans of production data, drift from span 3
 
 # %%
-print("\n".join(flywheel.simulate("taxi", incoming, spans=3, drift_from=3, rows=ROWS).lines()))
+print("\n".join(simulate_lines(flywheel.simulate("taxi", incoming, spans=3, drift_from=3, rows=ROWS))))
 os.makedirs(data)
 
 
@@ -130,7 +134,7 @@ print("serving versions:", served_versions())
 
 # %%
 sent = flywheel.replay("taxi", os.path.join(incoming, "span-3"), url, id_column="trip_id")
-print("\n".join(sent.lines()))
+print("\n".join(replay_lines(sent)))
 
 
 def logged_rows():
@@ -164,7 +168,7 @@ display(HTML(open(verdict.report).read()))
 
 # %%
 labelled = flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", data, span=3)
-print("\n".join(labelled.lines()))
+print("\n".join(join_lines(labelled)))
 print("spans:", sorted(os.listdir(data)))
 
 # %% [markdown]
@@ -179,7 +183,7 @@ result = flywheel.retrain("taxi", data, out, if_drift=True, train_steps=STEPS, r
 print(shown(result, ("window", "drift_detected", "retrained", "blessed", "pushed", "model_version",
                      "pushed_version", "release")))
 new, metadata = result.pushed_version, os.path.join(out, "metadata.sqlite")
-print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
+print("\n".join(rollout_lines(rollout_status(serving_dir))))
 
 # %% [markdown]
 # ## Release: the retrained model as a canary
@@ -206,13 +210,13 @@ def answered_since(started):
 
 replays = [sent]
 replays.append(flywheel.replay("taxi", os.path.join(incoming, "span-3"), url, id_column="trip_id"))
-print("\n".join(replays[-1].lines()))
+print("\n".join(replay_lines(replays[-1])))
 wait_until(lambda: logged_rows() >= sum(r.rows_sent for r in replays), "complete request log")
-print("answered by (version, role):", answered_since(flywheel.api.rollout_status(serving_dir).state["started"]))
+print("answered by (version, role):", answered_since(rollout_status(serving_dir).state["started"]))
 
 # %% [markdown]
 # ## Analysis: the candidate against stable, on the traffic it answered
-# The labels of these trips are joined to the log again; `flywheel.api.rollout_analyze` (`flywheel rollout analyze`)
+# The labels of these trips are joined to the log again; `rollout_analyze` (`flywheel rollout analyze`)
 # compares the two versions on the requests logged since the rollout started — error rate, p99 latency, the
 # distribution of the predictions, a constant-output check and the AUC on the labelled rows — and applies its
 # decision. A retrained model is expected to answer differently from the old one on drifted data: with labels
@@ -221,11 +225,11 @@ print("answered by (version, role):", answered_since(flywheel.api.rollout_status
 
 # %%
 joined = os.path.join(work, "joined")
-print("\n".join(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", joined).lines()))
+print("\n".join(join_lines(flywheel.logs_join(logs, os.path.join(incoming, "span-3"), "trip_id", joined))))
 
 
 def show(analyzed):
-    print("\n".join(analyzed.lines()))
+    print("\n".join(analyze_lines(analyzed)))
     for check in analyzed.analysis.checks:
         verdict = {True: "pass", False: "FAIL", None: "not evaluated"}[check.passed]
         verdict += ", does not block" if check.overruled else ""
@@ -233,11 +237,11 @@ def show(analyzed):
     print("decision:", analyzed.decision, "- applied:", analyzed.applied)
 
 
-analyzed = flywheel.api.rollout_analyze(serving_dir, "taxi", logs, labels=joined,
-                                        report_dir=os.path.join(work, "release"), metadata=metadata)
+analyzed = rollout_analyze(serving_dir, "taxi", logs, labels=joined,
+                           report_dir=os.path.join(work, "release"), metadata=metadata)
 show(analyzed)
 display(HTML(open(analyzed.analysis.report).read()))
-print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
+print("\n".join(rollout_lines(rollout_status(serving_dir))))
 
 # %% [markdown]
 # ## A bad model is rolled back by itself
@@ -293,13 +297,13 @@ some_trips = os.path.join(work, "span-3-slice")
 os.makedirs(some_trips)
 with open(os.path.join(incoming, "span-3", "data.csv")) as src, open(os.path.join(some_trips, "data.csv"), "w") as dst:
     dst.writelines(itertools.islice(src, 1 + 1000))  # the header and 1,000 trips
-print("\n".join(flywheel.api.rollout_start(serving_dir, "taxi", version=bad, mode="canary", percent=50,
-                                           reason="a model answering a constant", metadata=metadata).lines()))
+print("\n".join(rollout_lines(rollout_start(serving_dir, "taxi", version=bad, mode="canary", percent=50,
+                                             reason="a model answering a constant", metadata=metadata))))
 wait_until(lambda: bad in served_versions(), "the bad candidate served")
 replays.append(flywheel.replay("taxi", some_trips, url, id_column="trip_id"))
-print("\n".join(replays[-1].lines()))
+print("\n".join(replay_lines(replays[-1])))
 wait_until(lambda: logged_rows() >= sum(r.rows_sent for r in replays), "complete request log")
-print("answered by (version, role):", answered_since(flywheel.api.rollout_status(serving_dir).state["started"]))
+print("answered by (version, role):", answered_since(rollout_status(serving_dir).state["started"]))
 
 # %% [markdown]
 # No labels this time: the predictions alone condemn it. Its distribution moved away from stable's, and its
@@ -307,10 +311,10 @@ print("answered by (version, role):", answered_since(flywheel.api.rollout_status
 # Once the rollback is applied, the same trips sent again are answered by the promoted version alone.
 
 # %%
-rolled_back = flywheel.api.rollout_analyze(serving_dir, "taxi", logs, report_dir=os.path.join(work, "rollback"),
-                                           metadata=metadata)
+rolled_back = rollout_analyze(serving_dir, "taxi", logs, report_dir=os.path.join(work, "rollback"),
+                              metadata=metadata)
 show(rolled_back)
-print("\n".join(flywheel.api.rollout_status(serving_dir).lines()))
+print("\n".join(rollout_lines(rollout_status(serving_dir))))
 wait_until(lambda: bad not in served_versions(), "the bad candidate unloaded")
 print("serving versions:", served_versions(), "- the same server process:", server.poll() is None)
 replays.append(flywheel.replay("taxi", some_trips, url, id_column="trip_id"))
@@ -325,4 +329,4 @@ server.wait()
 # ## Lineage of the model in serving, with its rollout decisions
 
 # %%
-print("\n".join(flywheel.lineage("taxi", out).lines()))
+print("\n".join(lineage_lines(flywheel.lineage("taxi", out))))

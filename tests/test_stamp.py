@@ -9,7 +9,11 @@ import shutil
 import pytest
 
 import flywheel
-from flywheel import api, lock, retraining
+import flywheel.api.pipeline
+import flywheel.api.retraining
+from flywheel import lock, retraining
+from flywheel.api.pipeline import FINISHED, RunResult, pipeline_config
+from flywheel.cli.pipeline import run_lines
 from flywheel.pipelines import stamp
 
 DATA = "trip_miles,fare\n1.5,7.25\n2.0,9.5\n"
@@ -110,7 +114,7 @@ def test_a_truncated_stamp_is_no_stamp(tmp_path):
 def setup(tmp_path, monkeypatch):
     data = tmp_path / "data.csv"
     data.write_text(DATA)
-    cfg = api.pipeline_config("taxi", str(tmp_path / "out"), data=str(data))
+    cfg = pipeline_config("taxi", str(tmp_path / "out"), data=str(data))
     runs = []
 
     def fake_execute(cfg, pipeline, engine, runner, resolved, progress, verbose):
@@ -120,12 +124,12 @@ def setup(tmp_path, monkeypatch):
         runs.append(resolved.fingerprint)
         os.makedirs(os.path.dirname(cfg.paths.metadata_path), exist_ok=True)
         open(cfg.paths.metadata_path, "a").close()
-        return api.RunResult(pipeline=pipeline, engine=engine, status=api.FINISHED, output_dir=cfg.paths.output_dir,
-                             metadata=cfg.paths.metadata_path, pipeline_root=cfg.paths.pipeline_root,
-                             serving_dir=cfg.paths.serving_dir, finished_at="2026-01-01T00:00:00",
-                             serving_path=None)
+        return RunResult(pipeline=pipeline, engine=engine, status=FINISHED, output_dir=cfg.paths.output_dir,
+                         metadata=cfg.paths.metadata_path, pipeline_root=cfg.paths.pipeline_root,
+                         serving_dir=cfg.paths.serving_dir, finished_at="2026-01-01T00:00:00", serving_path=None)
 
-    monkeypatch.setattr(api, "_execute", fake_execute)
+    monkeypatch.setattr(flywheel.api.pipeline, "execute_run", fake_execute)
+    monkeypatch.setattr(flywheel.api.retraining, "execute_run", fake_execute)
     return {"cfg": cfg, "runs": runs, "data": data}
 
 
@@ -133,7 +137,7 @@ def test_unchanged_rerun_is_answered_from_the_stamp(setup):
     first = flywheel.run_pipeline(setup["cfg"])
     again = flywheel.run_pipeline(setup["cfg"])
     assert first.status == "finished" and again.status == "up_to_date" and len(setup["runs"]) == 1
-    assert "Nothing to do" in again.lines()[0]
+    assert "Nothing to do" in run_lines(again)[0]
 
 
 def test_the_stamp_is_saved_while_the_lock_is_held(setup, monkeypatch):
@@ -173,8 +177,6 @@ def test_a_changed_input_or_output_runs_again(setup, change):
 
 
 def test_a_retrain_that_runs_the_pipeline_clears_the_run_stamp(setup, tmp_path, monkeypatch):
-    from flywheel.pipelines import retrain as job
-
     cfg = setup["cfg"]
     flywheel.run_pipeline(cfg)
     assert stamp.load(cfg.paths.output_dir) is not None
@@ -183,9 +185,9 @@ def test_a_retrain_that_runs_the_pipeline_clears_the_run_stamp(setup, tmp_path, 
     (spans / "data.csv").write_text(DATA)
     planned = retraining.RetrainPlan(1, (1,), "/serving/taxi/3/baseline_profile.json", 3,
                                      {"drift_detected": True, "reason": "fare"})
-    monkeypatch.setattr(retraining, "plan", lambda *a, **kw: planned)
-    monkeypatch.setattr(job, "summary_from_records", lambda *a: {"retrained": True, "blessed": True,
-                                                                 "pushed": True, "model_version": 4})
+    monkeypatch.setattr(flywheel.api.retraining, "plan", lambda *a, **kw: planned)
+    monkeypatch.setattr(flywheel.api.retraining, "summary_from_records",
+                        lambda *a: {"retrained": True, "blessed": True, "pushed": True, "model_version": 4})
     result = flywheel.retrain("taxi", str(tmp_path / "spans"), cfg.paths.output_dir, if_drift=True)
     assert result.retrained and result.model_version == 4 and result.previous_version == 3
     assert stamp.load(cfg.paths.output_dir) is None
@@ -195,8 +197,8 @@ def test_a_retrain_that_runs_the_pipeline_clears_the_run_stamp(setup, tmp_path, 
 def test_serving_dir_defaults_under_the_output_dir_and_can_be_shared(tmp_path, monkeypatch):
     from flywheel.pipelines.taxi import local_runner
 
-    default = api.pipeline_config("taxi", str(tmp_path / "a"), data=str(tmp_path))
-    shared = api.pipeline_config("taxi", str(tmp_path / "b"), data=str(tmp_path), serving_dir=str(tmp_path / "srv"))
+    default = pipeline_config("taxi", str(tmp_path / "a"), data=str(tmp_path))
+    shared = pipeline_config("taxi", str(tmp_path / "b"), data=str(tmp_path), serving_dir=str(tmp_path / "srv"))
     assert default.paths.serving_dir == str(tmp_path / "a" / "serving")
     assert shared.paths.serving_dir == str(tmp_path / "srv") and shared.paths.output_dir == str(tmp_path / "b")
     monkeypatch.setenv("FLYWHEEL_SERVING_DIR", str(tmp_path / "srv"))

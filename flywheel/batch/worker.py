@@ -13,8 +13,8 @@ the standard library's instead of setuptools' copy, which would import setuptool
 with the taxi model: 0.59 GB instead of 0.70 GB resident per worker; see `flywheel/batch/README.md`.
 
 The `flywheel predict --engine beam` command does the same in its own process, which only builds and launches
-the pipeline (0.17 GB instead of 0.22 GB); `flywheel.api.predict` does not: a library user's process keeps
-every package.
+the pipeline (0.17 GB instead of 0.22 GB); `flywheel.api.batch.predict` does not: a library user's process
+keeps every package.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from flywheel import api
+from flywheel.api.batch import PredictResult, predict
+from flywheel.api.errors import UsageError
 from flywheel.batch import model_version
 from flywheel.batch import predict as batch_predict
 from flywheel.data import parsing
@@ -73,13 +74,13 @@ def _key(timestamp, fare, miles) -> tuple:
     return int(timestamp), round(float(fare), 4), round(float(miles), 4)
 
 
-def _predictions(result: api.PredictResult) -> pa.Table:
+def _predictions(result: PredictResult) -> pa.Table:
     return ds.dataset(result.predictions, format="parquet").to_table()
 
 
 def test_predictions_equal_the_served_models_signature_and_parquet_has_the_schema(serving_dir, tmp_path):
     data = tiny_runs.write_sample(str(tmp_path / "data"), 2 * tiny_runs.ROWS, rows=300)
-    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"))
+    result = predict("taxi", data, serving_dir, str(tmp_path / "out"))
     assert result.error is None
     assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (300, 300, 0)
     latest = max(_versions(serving_dir))
@@ -138,7 +139,7 @@ def _bad_rows_folder(root) -> tuple[str, str]:
 
 def test_bad_rows_are_quarantined_with_line_and_column_and_counts_add_up(serving_dir, tmp_path):
     data, bad_csv = _bad_rows_folder(tmp_path)
-    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"))
+    result = predict("taxi", data, serving_dir, str(tmp_path / "out"))
     assert result.error is None
     assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (20, 17, 3)
     with open(result.quarantine_path) as f:
@@ -181,7 +182,7 @@ def _with_trip_ids(root, rows: int) -> tuple[str, list[dict]]:
 
 def test_each_prediction_joins_back_to_its_row_by_file_and_line_and_by_the_id_column(serving_dir, tmp_path):
     path, records = _with_trip_ids(tmp_path, 40)
-    result = api.predict("taxi", path, serving_dir, str(tmp_path / "out"), id_column="trip_id")
+    result = predict("taxi", path, serving_dir, str(tmp_path / "out"), id_column="trip_id")
     assert result.error is None and result.id_column == "trip_id"
     assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (40, 39, 1)
     with open(result.quarantine_path) as f:
@@ -203,7 +204,7 @@ def test_each_prediction_joins_back_to_its_row_by_file_and_line_and_by_the_id_co
         # line 1 is the header; the record with a line break in a quoted field takes two lines
         assert (row["source_file"], row["source_line"]) == (path, i + 2 + (i > 4))
 
-    without = api.predict("taxi", path, serving_dir, str(tmp_path / "plain"))
+    without = predict("taxi", path, serving_dir, str(tmp_path / "plain"))
     assert without.rows_scored == 40 and "trip_id" not in _predictions(without).schema.names
     lines = {r["source_line"]: r["prediction"] for r in _predictions(without).to_pylist()}
     assert lines[9] == pytest.approx(by_id["t-6"]["prediction"]), "file and line key a row without any id column"
@@ -228,7 +229,7 @@ def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_pa
         writer = csv.DictWriter(f, [h for h in records[0] if h != "fare"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
-    result = api.predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
+    result = predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
     assert result.error is not None and str(path) in result.error and "'fare'" in result.error
     assert result.rows_scored == 0
 
@@ -236,7 +237,7 @@ def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_pa
 def test_version_picks_that_version(serving_dir, tmp_path):
     older = min(_versions(serving_dir))
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=50)
-    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"), version=older)
+    result = predict("taxi", data, serving_dir, str(tmp_path / "out"), version=older)
     assert result.model_version == older and result.model_path == os.path.join(serving_dir, "taxi", str(older))
     assert set(_predictions(result).column("model_version").to_pylist()) == {older}
     expected = _model_scores(result.model_path, result.signature, os.path.join(data, "data.csv"))
@@ -247,14 +248,14 @@ def test_version_picks_that_version(serving_dir, tmp_path):
 def test_unknown_version_or_model_names_what_exists(serving_dir, tmp_path):
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=5)
     versions = _versions(serving_dir)
-    with pytest.raises(api.UsageError, match=f"no version 7 .*versions: {versions[0]}, {versions[1]}"):
-        api.predict("taxi", data, serving_dir, str(tmp_path / "a"), version=7)
+    with pytest.raises(UsageError, match=f"no version 7 .*versions: {versions[0]}, {versions[1]}"):
+        predict("taxi", data, serving_dir, str(tmp_path / "a"), version=7)
     other = tmp_path / "serving"
     shutil.copytree(os.path.join(serving_dir, "taxi", str(versions[0])), other / "chicago" / "3")
-    with pytest.raises(api.UsageError, match="no model 'taxi' in serving folder .*; models there: chicago"):
-        api.predict("taxi", data, str(other), str(tmp_path / "b"))
-    with pytest.raises(api.UsageError, match="models there: none"):
-        api.predict("taxi", data, str(tmp_path / "empty"), str(tmp_path / "c"))
+    with pytest.raises(UsageError, match="no model 'taxi' in serving folder .*; models there: chicago"):
+        predict("taxi", data, str(other), str(tmp_path / "b"))
+    with pytest.raises(UsageError, match="models there: none"):
+        predict("taxi", data, str(tmp_path / "empty"), str(tmp_path / "c"))
     assert not os.path.exists(tmp_path / "a")
 
 
@@ -262,8 +263,8 @@ def test_a_non_empty_output_is_refused(serving_dir, tmp_path):
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=5)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.parquet").write_bytes(b"x")
-    with pytest.raises(api.UsageError, match="already exists and is not an empty folder"):
-        api.predict("taxi", data, serving_dir, str(tmp_path / "out"))
+    with pytest.raises(UsageError, match="already exists and is not an empty folder"):
+        predict("taxi", data, serving_dir, str(tmp_path / "out"))
 
 
 def test_counts_that_do_not_add_up_fail_naming_the_file():
@@ -309,21 +310,21 @@ def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tm
         compressed = gzip.compress(f.read())
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(compressed[: len(compressed) * 3 // 4])
-    result = api.predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
+    result = predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
     assert result.error is not None and result.error.startswith(f"ingest: {path}: cannot read the file")
     assert "Traceback" not in result.error and "[while running" not in result.error
 
 
 def test_progress_lines_name_the_file_the_rows_read_and_the_time(serving_dir, tmp_path, capfd):
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=25)
-    result = api.predict("taxi", data, serving_dir, str(tmp_path / "out"), progress_every=10)
+    result = predict("taxi", data, serving_dir, str(tmp_path / "out"), progress_every=10)
     assert result.rows_scored == 25
     lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("predict: ")]
     assert re.fullmatch(rf"predict: scoring 1 file\(s\) with taxi version {result.model_version} \(\d+ s\)", lines[0])
     assert [re.sub(r" \(\d+ s\)$", "", line) for line in lines[1:]] == [
         "predict: data.csv: 10 rows read, 0 quarantined", "predict: data.csv: 20 rows read, 0 quarantined",
         "predict: data.csv: done, 25 rows read, 0 quarantined"]
-    quiet = api.predict("taxi", data, serving_dir, str(tmp_path / "quiet"))
+    quiet = predict("taxi", data, serving_dir, str(tmp_path / "quiet"))
     assert quiet.rows_scored == 25 and "predict: " not in capfd.readouterr().err
 
 

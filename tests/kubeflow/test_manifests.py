@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from flywheel import cli, lock
+from flywheel.cli import exits
+from flywheel.cli.parser import make_parser
 from tests.conftest import REPO
 
 DOCKERFILE = open(os.path.join(REPO, "kubeflow", "Dockerfile"), encoding="utf-8").read()
@@ -81,7 +83,7 @@ def test_the_cronjob_command_is_a_flywheel_command_line_the_cli_accepts(name):
     (container,) = pod["containers"]
     program, *argv = container["command"]
     assert program == "flywheel"
-    args = cli._parser().parse_args(argv)
+    args = make_parser().parse_args(argv)
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     paths = [v for v in argv if v.startswith("/")]
     assert paths and all(any(p == m or p.startswith(m + "/") for m in mounts) for p in paths), (paths, mounts)
@@ -151,5 +153,5 @@ def test_retrain_on_a_foreign_state_volume_prints_one_line_and_no_traceback(fore
     (span / "data.csv").write_text("fare,tips\n1.0,0.0\n")
     code = cli.main(["retrain", "taxi", "--data", str(tmp_path / "spans"), "--output-dir", state])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_USAGE  # a folder this user cannot write is a bad location, not a busy one
+    assert code == exits.USAGE  # a folder this user cannot write is a bad location, not a busy one
     assert err.count("\n") == 1 and err.startswith("flywheel: ") and denied in err and "Traceback" not in err

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from flywheel import api, lock, retraining
+import flywheel.api.retraining
+from flywheel import lock, retraining
+from flywheel.api.pipeline import RunResult
 from flywheel.metadata.run_record import NodeRecord
 from flywheel.pipelines import retrain
 
@@ -73,12 +75,13 @@ def test_retrain_does_not_add_the_drift_monitor_to_the_pipeline(tmp_path, monkey
     (tmp_path / "spans" / "span-1").mkdir(parents=True)
     (tmp_path / "spans" / "span-1" / "data.csv").write_text("fare\n1.0\n")
     seen = []
-    monkeypatch.setattr(retraining, "plan", lambda *a, **kw: retraining.RetrainPlan(1, (1,), "", None, {
+    monkeypatch.setattr(flywheel.api.retraining, "plan", lambda *a, **kw: retraining.RetrainPlan(1, (1,), "", None, {
         "drift_detected": None, "reason": "no baseline", "report": None}))
-    monkeypatch.setattr(api, "_execute", lambda cfg, *a: seen.append(cfg) or api.RunResult(
+    monkeypatch.setattr(flywheel.api.retraining, "execute_run", lambda cfg, *a: seen.append(cfg) or RunResult(
         pipeline="taxi", engine="local", status="finished", output_dir="", metadata="", pipeline_root="",
         serving_dir=""))
-    result = api.retrain("taxi", str(tmp_path / "spans"), str(tmp_path / "out"), if_drift=True, train_steps=5)
+    result = flywheel.api.retraining.retrain("taxi", str(tmp_path / "spans"), str(tmp_path / "out"), if_drift=True,
+                                             train_steps=5)
     assert result.drift_detected is None and result.status == "finished" and result.retrained is False
     assert seen[0].monitor_baseline is None and seen[0].retrain_if_drift is False and seen[0].train_steps == 5
     assert (seen[0].span, seen[0].num_spans) == (1, 1)

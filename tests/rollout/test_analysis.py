@@ -25,7 +25,11 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel import api, cli, schemas
+from flywheel import cli, schemas
+from flywheel.api.errors import UsageError
+from flywheel.api.rollout import rollout_analyze
+from flywheel.cli import exits
+from flywheel.cli.rollout import analyze_lines
 from flywheel.monitoring import drift, profile
 from flywheel.monitoring.monitor import auc
 from flywheel.rollout import analysis, report, state, store
@@ -552,23 +556,24 @@ def test_rollout_analyze_rolls_a_bad_candidate_back_by_itself_with_the_evidence(
 def test_rollout_analyze_promotes_a_good_candidate_and_records_waiting(tmp_path, canary, servables, records):
     few = _traffic(str(tmp_path / "few"), records[:100], [(STABLE, servables["stable"]),
                                                          (CANDIDATE, servables["stable"])])
-    dry = api.rollout_analyze(canary, MODEL, few, apply=False)
+    dry = rollout_analyze(canary, MODEL, few, apply=False)
     assert dry.applied is None and store.load(canary, MODEL).decisions[-1].action == "start"
-    waited = api.rollout_analyze(canary, MODEL, few)
+    waited = rollout_analyze(canary, MODEL, few)
     assert waited.applied == "wait" and store.load(canary, MODEL).decisions[-1].action == "analyze"
     assert store.load(canary, MODEL).candidate == CANDIDATE, "still running"
 
     log = _traffic(str(tmp_path / "log"), _score_order(servables["stable"], records[:800]),
                    [(STABLE, servables["stable"]), (CANDIDATE, servables["stable"])])
-    promoted = api.rollout_analyze(canary, MODEL, log)
-    assert promoted.applied == "promote" and "applied: the candidate is now stable" in promoted.lines()[-1]
+    promoted = rollout_analyze(canary, MODEL, log)
+    assert promoted.applied == "promote" and "applied: the candidate is now stable" in analyze_lines(promoted)[-1]
     after = store.load(canary, MODEL)
     assert after.stable == CANDIDATE and after.candidate is None
-    with pytest.raises(api.UsageError, match="no rollout in progress"):
-        api.rollout_analyze(canary, MODEL, log)
-    idle = api.rollout_analyze(canary, MODEL, log, idle_ok=True)
+    with pytest.raises(UsageError, match="no rollout in progress"):
+        rollout_analyze(canary, MODEL, log)
+    idle = rollout_analyze(canary, MODEL, log, idle_ok=True)
     assert idle.decision is None and idle.state["stable"] == CANDIDATE
-    assert idle.lines() == [f"rollout analyze: no rollout in progress for 'taxi' in {canary}: nothing to analyze"]
+    assert analyze_lines(idle) == [
+        f"rollout analyze: no rollout in progress for 'taxi' in {canary}: nothing to analyze"]
 
 
 def test_a_scheduled_analysis_exits_0_on_an_applied_rollback_and_when_no_rollout_runs(tmp_path, canary, servables,
@@ -578,13 +583,13 @@ def test_a_scheduled_analysis_exits_0_on_an_applied_rollback_and_when_no_rollout
     log = _traffic(str(tmp_path / "log"), records[:800], [(STABLE, servables["stable"]),
                                                           (CANDIDATE, servables["constant"])])
     where = ["rollout", "analyze", "--serving-dir", canary, "--log-dir", log]
-    assert cli.main([*where, "--dry-run", "--scheduled"]) == cli.EXIT_FAILED, "not applied: the decision's code"
-    assert cli.main([*where, "--scheduled"]) == cli.EXIT_OK
+    assert cli.main([*where, "--dry-run", "--scheduled"]) == exits.FAILED, "not applied: the decision's code"
+    assert cli.main([*where, "--scheduled"]) == exits.OK
     assert "applied: rolled back" in capsys.readouterr().out
     assert store.load(canary, MODEL).candidate is None
-    assert cli.main([*where, "--scheduled", "--json"]) == cli.EXIT_OK
+    assert cli.main([*where, "--scheduled", "--json"]) == exits.OK
     assert json.loads(capsys.readouterr().out)["decision"] is None
-    assert cli.main(where) == cli.EXIT_USAGE
+    assert cli.main(where) == exits.USAGE
     assert "no rollout in progress" in capsys.readouterr().err
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from flywheel import api
+from flywheel.api.pipeline import lineage, serving_now
 from flywheel.components.evaluate import executor as evaluate_executor
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
@@ -59,7 +59,7 @@ def test_the_pipelines_serving_version_warm_start_and_stamp_follow_the_stable_ve
     _pin_older(serving_dir)
     assert taxi_pipeline.serving_version(cfg) == 1
     assert taxi_pipeline.warm_start_source(cfg) == os.path.join(serving_dir, MODEL, "1")
-    assert api._serving_now(cfg) == 1
+    assert serving_now(cfg) == 1
 
 
 @pytest.mark.slow  # Push reads the trained model, examples and evaluation of a run
@@ -87,7 +87,7 @@ def test_lineage_of_the_model_in_serving_is_the_stable_versions(run_copy):
     first, second = layout.versions(serving_dir, MODEL)
     store.start(serving_dir, MODEL, first, state.CANARY, 50)
     store.promote(serving_dir, MODEL)
-    found = api.lineage("taxi", run_copy)
+    found = lineage("taxi", run_copy)
     assert found.version == first
     with open(os.path.join(serving_dir, MODEL, str(first), layout.MANIFEST_FILE)) as f:
         assert found.data_fingerprint == json.load(f)["data_fingerprint"]

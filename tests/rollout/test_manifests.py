@@ -12,7 +12,8 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from flywheel import api
+from flywheel.api.errors import UsageError
+from flywheel.api.rollout import rollout_manifests
 from flywheel.rollout import manifests, models_config, state, store
 from tests.rollout.conftest import MODEL
 
@@ -84,7 +85,7 @@ def test_shadow_has_no_kserve_candidate_and_fractional_canaries_and_bad_names_ar
 def test_rollout_manifests_writes_the_files_a_user_applies(serving_dir, tmp_path):
     store.start(serving_dir, MODEL, 1, state.CANARY, 20)
     out = str(tmp_path / "manifests")
-    result = api.rollout_manifests(serving_dir, out, MODEL, storage_uri="s3://models/{model}/{version}")
+    result = rollout_manifests(serving_dir, out, MODEL, storage_uri="s3://models/{model}/{version}")
     assert [os.path.basename(f) for f in result.files] == ["models.config", "taxi-stable.yaml", "taxi-candidate.yaml"]
     with open(os.path.join(out, "taxi-candidate.yaml")) as f:
         candidate = yaml.safe_load(f)
@@ -92,7 +93,7 @@ def test_rollout_manifests_writes_the_files_a_user_applies(serving_dir, tmp_path
     assert candidate["spec"]["predictor"]["model"]["storageUri"] == "s3://models/taxi/1"
     assert _tf_serving_config(out).model_config_list.config[0].version_labels["canary"] == 1
     assert any("--allow_version_labels_for_unavailable_models" in n for n in result.notes)
-    with pytest.raises(api.UsageError, match=r"other has no rollout state"):
-        api.rollout_manifests(serving_dir, out, "other")
-    with pytest.raises(api.UsageError, match=r"'bucket'"):
-        api.rollout_manifests(serving_dir, out, MODEL, storage_uri="gs://{bucket}/{version}")
+    with pytest.raises(UsageError, match=r"other has no rollout state"):
+        rollout_manifests(serving_dir, out, "other")
+    with pytest.raises(UsageError, match=r"'bucket'"):
+        rollout_manifests(serving_dir, out, MODEL, storage_uri="gs://{bucket}/{version}")

@@ -7,7 +7,11 @@ import os
 
 import pytest
 
-from flywheel import api
+import flywheel.api.retraining
+from flywheel.api.errors import UsageError
+from flywheel.api.pipeline import lineage
+from flywheel.api.rollout import rollout_rollback, rollout_start
+from flywheel.cli.pipeline import lineage_lines
 from flywheel.pipelines import retrain
 from flywheel.rollout import mlmd, state, store
 from flywheel.store import layout, publish
@@ -21,19 +25,19 @@ def _paths(out: str) -> tuple[str, str]:
 def test_decisions_are_rollout_executions_linked_to_the_pushed_model_and_shown_by_lineage(run_copy):
     serving_dir, metadata = _paths(run_copy)
     first, second = layout.versions(serving_dir, MODEL)
-    started = api.rollout_start(serving_dir, MODEL, version=first, mode="blue_green", reason="back to the first",
+    started = rollout_start(serving_dir, MODEL, version=first, mode="blue_green", reason="back to the first",
                                 metadata=metadata)
     assert started.execution_id is not None and started.pushed_model_id is not None
-    rolled = api.rollout_rollback(serving_dir, MODEL, reason="worse AUC", metadata=metadata)
+    rolled = rollout_rollback(serving_dir, MODEL, reason="worse AUC", metadata=metadata)
     found = mlmd.decisions(metadata, MODEL)
     assert [(d["action"], d["version"], d["stable"], d["reason"]) for d in found] == [
         ("start", first, second, "back to the first"), ("rollback", first, second, "worse AUC")]
     assert found[0]["mode"] == "blue_green" and found[0]["percent"] == 100.0
     assert found[0]["pushed_model"] and found[0]["pushed_model"] == found[1]["pushed_model"]
     assert rolled.execution_id == found[1]["execution"]
-    lineage = api.lineage("taxi", run_copy)
-    assert lineage.version == second and [d["action"] for d in lineage.rollouts] == ["start", "rollback"]
-    text = "\n".join(lineage.lines())
+    described = lineage("taxi", run_copy)
+    assert described.version == second and [d["action"] for d in described.rollouts] == ["start", "rollback"]
+    text = "\n".join(lineage_lines(described))
     assert "rollouts of taxi" in text and f"rollback version {first} (stable {second}" in text
     assert "worse AUC" in text
 
@@ -41,8 +45,8 @@ def test_decisions_are_rollout_executions_linked_to_the_pushed_model_and_shown_b
 def test_a_store_without_rollouts_has_none_and_a_missing_store_is_refused(run_copy, tmp_path):
     serving_dir, metadata = _paths(run_copy)
     assert mlmd.decisions(metadata, MODEL) == []
-    with pytest.raises(api.UsageError, match=r"--metadata .*nothing\.sqlite: expected the ML-Metadata store"):
-        api.rollout_start(serving_dir, MODEL, version=1, mode="shadow", metadata=str(tmp_path / "nothing.sqlite"))
+    with pytest.raises(UsageError, match=r"--metadata .*nothing\.sqlite: expected the ML-Metadata store"):
+        rollout_start(serving_dir, MODEL, version=1, mode="shadow", metadata=str(tmp_path / "nothing.sqlite"))
     assert store.load(serving_dir, MODEL) is None
 
 
@@ -83,6 +87,6 @@ def test_the_first_model_is_released_directly(tmp_path):
 
 
 def test_retrain_refuses_a_bad_release_before_running_anything(tmp_path):
-    with pytest.raises(api.UsageError, match=r"--release: expected canary:P, shadow, blue-green or direct"):
-        api.retrain("taxi", str(tmp_path / "data"), str(tmp_path / "out"), release="gradual")
+    with pytest.raises(UsageError, match=r"--release: expected canary:P, shadow, blue-green or direct"):
+        flywheel.api.retraining.retrain("taxi", str(tmp_path / "data"), str(tmp_path / "out"), release="gradual")
     assert not os.path.exists(tmp_path / "out")

@@ -591,8 +591,8 @@ def test_flywheel_serve_refuses_a_limit_out_of_range(tmp_path, flag, value, mess
 
 
 def test_the_served_app_takes_the_load_retries_given(serving_dir):
-    from flywheel import api
+    from flywheel.api.serving import serving_app
 
-    assert api.serving_app(serving_dir).state.registry.load_retries == models.LoadRetries(5, 60.0)
+    assert serving_app(serving_dir).state.registry.load_retries == models.LoadRetries(5, 60.0)
     retries = models.LoadRetries(max_retries=0, interval_seconds=2.5)
-    assert api.serving_app(serving_dir, load_retries=retries).state.registry.load_retries == retries
+    assert serving_app(serving_dir, load_retries=retries).state.registry.load_retries == retries

@@ -652,9 +652,9 @@ def test_serve_refuses_a_byte_budget_that_is_not_above_zero(tmp_path, capfd):
 
 
 def _served_log(serving_dir: str, log_dir: str, **kwargs) -> RequestLog:
-    from flywheel import api
+    from flywheel.api.serving import signature_inputs
 
-    features = api.signature_inputs(os.path.join(serving_dir, "taxi", "1"))
+    features = signature_inputs(os.path.join(serving_dir, "taxi", "1"))
     return kwargs.pop("log_type", RequestLog)(log_dir, features=features, flush_interval_s=3600, **kwargs)
 
 

@@ -23,7 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
-from flywheel import api
+from flywheel.api.rollout import rollout_analyze
+from flywheel.api.serving import signature_inputs
+from flywheel.cli.rollout import analyze_lines
 from flywheel.rollout import state, store
 from flywheel.server import models, request_log, routing, server
 from flywheel.store import warmup
@@ -50,7 +52,7 @@ def _app(serving_dir: str, **kwargs) -> tuple[models.ModelRegistry, TestClient]:
 
 
 def _log(serving_dir: str, log_dir: str) -> request_log.RequestLog:
-    features = api.signature_inputs(os.path.join(serving_dir, MODEL, "1"))
+    features = signature_inputs(os.path.join(serving_dir, MODEL, "1"))
     return request_log.RequestLog(str(log_dir), features=features)
 
 
@@ -304,6 +306,7 @@ def test_hostile_requests_naming_the_canary_do_not_sink_a_healthy_one(pinned, tm
     and 80 bodies missing `fare` sent to /labels/canary. The analysis judges the split's requests only: PROMOTE,
     with the 80 counted apart in its output."""
     from flywheel import cli
+    from flywheel.cli import exits
 
     log_dir = tmp_path / "logs"
     store.start(pinned, MODEL, 2, state.CANARY, 50.0)
@@ -316,11 +319,11 @@ def test_hostile_requests_naming_the_canary_do_not_sink_a_healthy_one(pinned, tm
                                headers={"X-Request-Id": f"h{i}"}) for i in range(80)]
     assert {a.status_code for a in split} == {200} and {a.status_code for a in hostile} == {400}
     where = ["--serving-dir", pinned, "--model", MODEL, "--log-dir", str(log_dir)]
-    assert cli.main(["rollout", "analyze", *where, "--dry-run"]) == cli.EXIT_OK
+    assert cli.main(["rollout", "analyze", *where, "--dry-run"]) == exits.OK
     out = capsys.readouterr().out
     assert out.startswith("flywheel rollout analyze: PROMOTE candidate 2 vs stable 1"), out
     assert "not judged: 80 named a label (stable 1: 0, candidate 2: 80; 80 not answered)" in out, out
-    result = api.rollout_analyze(pinned, MODEL, str(log_dir), apply=False)
+    result = rollout_analyze(pinned, MODEL, str(log_dir), apply=False)
     assert result.analysis.stable.requests + result.analysis.candidate.requests == 300
     assert result.analysis.candidate.client_errors == 0
 
@@ -344,8 +347,8 @@ def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the
     assert by_version[("1", 200)] > 100 and by_version[("3", 500)] > 40 and by_version[("3", 200)] > 40, by_version
     assert set(by_version) == {("1", 200), ("3", 200), ("3", 500)}, "stable answers every fare"
 
-    result = api.rollout_analyze(pinned, MODEL, str(log_dir), report_dir=str(tmp_path / "report"))
-    assert result.decision == result.applied == "rollback", result.lines()
+    result = rollout_analyze(pinned, MODEL, str(log_dir), report_dir=str(tmp_path / "report"))
+    assert result.decision == result.applied == "rollback", analyze_lines(result)
     error_rate = result.analysis.check("error_rate")
     assert error_rate.passed is False and 0.4 < result.analysis.candidate.error_rate < 0.6
     assert result.analysis.stable.error_rate == 0.0 and result.analysis.check("client_error_rate").passed

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from flywheel import api
+from flywheel.api.rollout import rollout_rollback, rollout_start
 from tests.conftest import FLYWHEEL, REPO, call_cli
 from tests.server.conftest import MODEL, add_version
 
@@ -77,11 +77,11 @@ def test_serve_says_ready_once_it_answers_and_a_line_per_event(serving_dir, tmp_
         add_version(serving_dir, f"{serving_dir}/{MODEL}/1", 2)
         lines.wait_for(f"{MODEL} version 2 available")
         lines.wait_for(f"{MODEL} version 1 unloaded")
-        api.rollout_start(serving_dir, MODEL, version=1, mode="canary", percent=10.0)
+        rollout_start(serving_dir, MODEL, version=1, mode="canary", percent=10.0)
         lines.wait_for(f"{MODEL} version 1 available")
         assert lines.wait_for("routing follows") == (f"flywheel: serve: {MODEL}: routing follows rollout generation "
                                                      "1 (stable 2, candidate 1, canary)")
-        api.rollout_rollback(serving_dir, MODEL, reason="test")
+        rollout_rollback(serving_dir, MODEL, reason="test")
         lines.wait_for("routing follows rollout generation 2 (stable 2, no candidate)")
         lines.wait_for(f"{MODEL} version 1 unloaded (not in rollout generation 2)")
         proc.send_signal(signal.SIGTERM)
