@@ -4,13 +4,13 @@ import inspect
 
 from flywheel.cli import parser
 from flywheel.rollout import analysis
-from flywheel.server import request_log, routing
+from flywheel.server import log_columns, request_log
 
 
 def test_the_analysis_names_the_servers_flush_interval_and_default_route():
     flush = inspect.signature(request_log.RequestLog).parameters["flush_interval_s"].default
     assert analysis.SERVER_FLUSH_INTERVAL_S == flush
-    assert analysis.DEFAULT_ROUTE == routing.DEFAULT_ROUTE
+    assert analysis.DEFAULT_ROUTE == log_columns.DEFAULT_ROUTE
 
 
 def test_serves_byte_budget_is_the_request_logs():

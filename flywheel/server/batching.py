@@ -25,7 +25,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from flywheel.server.models import InvalidArgument, Servable, Signature
+from flywheel.server.errors import InvalidArgument
+from flywheel.server.models import Servable
+from flywheel.server.signatures import Signature
 
 
 @dataclasses.dataclass

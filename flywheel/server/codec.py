@@ -30,7 +30,8 @@ import msgspec
 import numpy as np
 import orjson
 
-from flywheel.server.models import InvalidArgument, Signature, TensorSpec
+from flywheel.server.errors import InvalidArgument
+from flywheel.server.signatures import Signature, TensorSpec
 
 ROW, COLUMNAR = "row", "columnar"
 
@@ -60,7 +61,7 @@ def _is_b64(value: Any) -> bool:
 
 def _type_name(dtype: Any) -> str:
     """TensorFlow's DataTypeString, as TF Serving prints it: DT_FLOAT -> float, DT_INT64 -> int64."""
-    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.framework import types_pb2  # TensorFlow: loaded by the model already; seconds to import
 
     return types_pb2.DataType.Name(dtype.as_datatype_enum).removeprefix("DT_").lower()
 
@@ -706,14 +707,14 @@ def _feature_value(item: Any, name: str) -> tuple[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _string_dtype() -> Any:
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow: loaded by the model already; seconds to import
 
     return tf.string
 
 
 def _example(value: Any) -> Any:
     """One JSON object as a tf.train.Example (MakeExampleFromJsonObject): each key a feature of one value or a list."""
-    from tensorflow.core.example import example_pb2
+    from tensorflow.core.example import example_pb2  # TensorFlow: loaded by the model already; seconds to import
 
     if not isinstance(value, dict):
         raise InvalidArgument(f"Example must be JSON object but got JSON {_json_type(value)}")

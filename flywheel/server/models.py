@@ -23,52 +23,14 @@ import time
 from typing import Any, Callable, Optional
 
 from flywheel import storage
+from flywheel.server import routing, signatures
+from flywheel.server.errors import InvalidArgument, NotFound
+from flywheel.server.signatures import Signature
 from flywheel.store import layout, warmup
 
 logger = logging.getLogger(__name__)
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
-PREDICT_METHOD = "tensorflow/serving/predict"
-
-
-class ServingError(Exception):
-    """An error answered as TF Serving answers it: `{"error": message}` with `status` (TF Serving's code)."""
-
-    status = 500
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidArgument(ServingError):
-    status = 400
-
-
-class NotFound(ServingError):
-    status = 404
-
-
-class Unimplemented(ServingError):
-    status = 501
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: Any  # tf.DType
-    shape: Optional[tuple]  # None for an unknown dimension; the whole shape None when its rank is unknown
-    numpy_dtype: Any = dataclasses.field(default=None, compare=False)  # dtype.as_numpy_dtype, looked up once
-
-
-@dataclasses.dataclass(frozen=True)
-class Signature:
-    name: str
-    method_name: str
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    # The version session's callable: one array per input (in `inputs` order) -> one per output (`outputs` order).
-    call: Any = dataclasses.field(repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -105,38 +67,13 @@ class VersionState:
                 "status": {"error_code": self.error_code, "error_message": self.error_message}}
 
 
-def _spec(name: str, info: Any) -> TensorSpec:
-    import tensorflow as tf
-
-    dims = None
-    if info.HasField("tensor_shape") and not info.tensor_shape.unknown_rank:
-        dims = tuple(None if d.size == -1 else d.size for d in info.tensor_shape.dim)
-    dtype = tf.as_dtype(info.dtype)
-    return TensorSpec(name, dtype, dims, dtype.as_numpy_dtype)
-
-
-def _callable(session: Any, signature_def: Any) -> Any:
-    """The C++ `Session::MakeCallable` of one SignatureDef: feeds its input tensors (in name order), fetches
-    its outputs (in name order), and runs the graph on the calling thread (RunOptions.inter_op_thread_pool
-    -1): for a graph this small, a hop to TensorFlow's inter-op threads costs more than the ops."""
-    from tensorflow.core.protobuf import config_pb2
-
-    options = config_pb2.CallableOptions(feed=[signature_def.inputs[k].name for k in sorted(signature_def.inputs)],
-                                         fetch=[signature_def.outputs[k].name for k in sorted(signature_def.outputs)])
-    options.run_options.inter_op_thread_pool = -1
-    return session._make_callable_from_options(options)
-
-
 def load_servable(model: str, version: int, path: str) -> Servable:
     """Loads a SavedModel version into its own graph and session (TensorFlow's v1 loader, as TF Serving loads
     one: variables restored, tables initialized) and its SignatureDefs (as TF Serving reports them)."""
+    # TensorFlow: seconds to import; only loading a version needs it
     import tensorflow as tf
 
-    proto = layout.read_saved_model(path)  # saved_model.pb, or saved_model.pbtxt as TF Serving also loads
-    meta_graph = next((m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags), None)
-    if meta_graph is None:
-        raise ValueError(f"serve: {layout.saved_model_file(path)} has no meta graph tagged 'serve'")
-    defs = {name: sig for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
+    defs = signatures.signature_defs(path)
     graph = tf.Graph()
     # One intra-op thread: each call runs wholly on its caller's thread. Handing a small graph's ops to a pool
     # whose threads fell asleep between requests cost more than the ops (512 rows: 0.9 -> 0.5 ms a call).
@@ -144,15 +81,11 @@ def load_servable(model: str, version: int, path: str) -> Servable:
     try:
         with graph.as_default():
             tf.compat.v1.saved_model.load(session, ["serve"], path)
-        signatures = {name: Signature(name, sig.method_name,
-                                      {k: _spec(k, v) for k, v in sorted(sig.inputs.items())},
-                                      {k: _spec(k, v) for k, v in sorted(sig.outputs.items())},
-                                      _callable(session, sig))
-                      for name, sig in defs.items()}
+        callables = signatures.read(session, defs)
     except BaseException:
         session.close()
         raise
-    return Servable(model, version, path, signatures, defs, session)
+    return Servable(model, version, path, callables, defs, session)
 
 
 def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +96,7 @@ def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any
     per row). Any other is fed as it is, as TF Serving feeds it, which checks no shape (`[2, 3, 4]` to a [-1, 1]
     input, `[[1, 2], [3, 4]]` too: the graph decides); so is any value of an input whose rank is unknown.
     """
+    # numpy: imported with the server's codec already; the registry alone (a CLI's option types) does without
     import numpy as np
 
     args = []
@@ -176,7 +110,7 @@ def run_signature(signature: Signature, inputs: dict[str, Any]) -> dict[str, Any
     try:
         return dict(zip(signature.outputs, signature.call(*args), strict=True))
     except UnicodeDecodeError as e:  # TensorFlow's error message quotes a request's bytes that are not UTF-8
-        import tensorflow as tf
+        import tensorflow as tf  # TensorFlow: loaded already (the signature ran in it); seconds for a first import
 
         raise tf.errors.InvalidArgumentError(None, None, bytes(e.object).decode("utf-8", "replace")) from None
 
@@ -267,7 +201,7 @@ class ModelRegistry:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         # Rollout hook (flywheel/server/routing.py): the routing of the model's rollout.json, None without one.
-        self.router: Optional[Any] = None
+        self.router: Optional[routing.Router] = None
         self.own_labels = dict(self.labels)
 
     # ---- polling ---------------------------------------------------------------------------------------------
@@ -324,8 +258,6 @@ class ModelRegistry:
 
     def poll(self) -> None:
         """One pass of the file-system source: load what should serve, then unload what should not."""
-        from flywheel.server import routing
-
         self._release_retries()
         if routing.follow(self):  # rollout hook: with a rollout.json, its versions load and route (routing.py)
             return
@@ -343,15 +275,45 @@ class ModelRegistry:
                 aspired.append(version)
         changed = False
         for version in sorted(loaded - set(aspired)):
-            self._set(version, UNLOADING)
-            with self._lock:
-                self._loaded.pop(version, None)
-                self._states[version] = VersionState(version, END)
-            logger.info("serve: %s version %d unloaded", self.model, version)
+            self.unload(version)
             changed = True
         if changed or set(aspired) - loaded:
-            if self._on_change is not None:
-                self._on_change()
+            self.changed()
+
+    # ---- what a rollout's routing (routing.follow) asks of the registry ----------------------------------------
+
+    def load_versions(self, wanted: list[int]) -> set[int]:
+        """Loads (and warms up) each wanted version whose folder is complete and that is neither loaded nor
+        failed; returns the versions loaded before."""
+        present = set(layout.versions(self.serving_dir, self.model))
+        with self._lock:
+            self._failed &= present
+            failed = set(self._failed)
+            before = set(self._loaded)
+        for version in wanted:
+            if version in present and version not in failed and version not in before:
+                self._load(version)
+        return before
+
+    def follow(self, router: Optional[routing.Router]) -> None:
+        """Default requests and labels follow `router`; with None, the newest version and the server's own labels."""
+        if router is None:
+            self.router, self.labels = None, dict(self.own_labels)
+        else:  # the labels first: a label of the new routing answers as soon as a default request takes it
+            self.labels, self.router = dict(router.labels), router
+
+    def unload(self, version: int, why: str = "") -> None:
+        """Takes a version out of service (a request holding it finishes on its reference). why: ` (reason)`."""
+        self._set(version, UNLOADING)
+        with self._lock:
+            self._loaded.pop(version, None)
+            self._states[version] = VersionState(version, END)
+        logger.info("serve: %s version %d unloaded%s", self.model, version, why)
+
+    def changed(self) -> None:
+        """Tells the `on_change` callback (when given) that the loaded versions changed."""
+        if self._on_change is not None:
+            self._on_change()
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):

@@ -13,7 +13,7 @@ The registry (`models.ModelRegistry`) calls `follow(registry)` at the start of e
 `/labels/L` request bypasses the split; a default request goes to stable, except the candidate's share
 (canary: its percent; blue/green: all). The share is drawn per request, or, with a rollout key (the
 `X-Rollout-Key` header), from a hash of the key, so one key always gets the same version under one state.
-Shadow: stable answers, and `Shadow` sends the candidate a copy of the request after the answer is sent
+Shadow: stable answers, and `shadow.Shadow` sends the candidate a copy of the request after the answer is sent
 (one background thread, a bounded queue, dropped and counted when full), logging its answer with role
 `shadow`; it is never returned.
 """
@@ -23,25 +23,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import queue
 import random
-import threading
-import time
 from typing import Any, Callable, Optional
 
 from flywheel.rollout import state, store
-from flywheel.store import layout
+from flywheel.server.errors import NotFound
+from flywheel.server.log_columns import CANARY, LABEL_ROUTE, SHADOW, STABLE, VERSION_ROUTE
 
 logger = logging.getLogger(__name__)
 
 ROLLOUT_KEY_HEADER = "X-Rollout-Key"
 VERSION_HEADER = "X-Model-Version"
-STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
-# How a predict request found its version, as the request log records it (`request_route`): the default route (the
-# split, while a rollout runs) or a version or label the request named, which bypasses the split.
-DEFAULT_ROUTE, VERSION_ROUTE, LABEL_ROUTE = "default", "version", "label"
 ROLES = (STABLE, CANARY, SHADOW)
-DEFAULT_SHADOW_QUEUE = 1000
 
 
 def key_share(key: str) -> float:
@@ -114,8 +107,6 @@ def route(registry: Any, model: str, version: Optional[int], label: Optional[str
     servable = registry.get(model, chosen)
     copy = None
     if shadow is not None:
-        from flywheel.server.models import NotFound
-
         try:
             copy = registry.get(model, shadow)
         except NotFound:  # the candidate left between the choice and now: no copy
@@ -127,26 +118,17 @@ def route(registry: Any, model: str, version: Optional[int], label: Optional[str
 
 
 def follow(registry: Any) -> bool:
-    """One poll under a rollout state; False (nothing done) when the model has no rollout.json. A damaged
-    state raises RolloutError naming the file (at start the server refuses to start; later polls log it and
-    keep the routing they have)."""
-    from flywheel.server import models
-
+    """One poll of a `models.ModelRegistry` under a rollout state; False (nothing done) when the model has no
+    rollout.json. A damaged state raises RolloutError naming the file (at start the server refuses to start;
+    later polls log it and keep the routing they have)."""
     rollout = store.load(registry.serving_dir, registry.model)
     if rollout is None:
         if registry.router is not None:
             logger.info("serve: %s: rollout state removed: the newest version serves by default", registry.model)
-            registry.router, registry.labels = None, dict(registry.own_labels)
+            registry.follow(None)
         return False
     wanted = state.routes(rollout).load
-    present = set(layout.versions(registry.serving_dir, registry.model))
-    with registry._lock:
-        registry._failed &= present
-        failed = set(registry._failed)
-        before = set(registry._loaded)
-    for version in wanted:
-        if version in present and version not in failed and version not in before:
-            registry._load(version)
+    before = registry.load_versions(wanted)
     loaded = set(registry.loaded_versions())
     current, grace = registry.router, set()
     if current is None or current.generation != rollout.generation:
@@ -159,7 +141,7 @@ def follow(registry: Any) -> bool:
         else:
             new = Router.of(rollout)
             grace = set(current.versions) if current is not None else set(before)
-            registry.labels, registry.router = dict(new.labels), new
+            registry.follow(new)
             logger.info("serve: %s: routing follows rollout generation %d (stable %d, %s)", registry.model,
                         rollout.generation, new.stable, "no candidate" if new.candidate is None
                         else f"candidate {new.candidate}, {rollout.mode}")
@@ -167,95 +149,7 @@ def follow(registry: Any) -> bool:
     keep = set(wanted) | (set(current.versions) if current is not None else set())
     leaving = sorted(loaded - keep - grace)
     for version in leaving:
-        registry._set(version, models.UNLOADING)
-        with registry._lock:
-            registry._loaded.pop(version, None)
-            registry._states[version] = models.VersionState(version, models.END)
-        logger.info("serve: %s version %d unloaded (not in rollout generation %d)", registry.model, version,
-                    rollout.generation)
-    if (leaving or loaded - before) and registry._on_change is not None:
-        registry._on_change()
+        registry.unload(version, f" (not in rollout generation {rollout.generation})")
+    if leaving or loaded - before:
+        registry.changed()
     return True
-
-
-# ---- shadow copies ---------------------------------------------------------------------------------------------
-
-
-class Shadow:
-    """Sends the candidate copies of requests stable answered, off the request path: `submit` only puts the
-    request on a bounded queue (a full queue drops it, counted in `dropped`); one thread parses it for the
-    candidate's signature, runs it and logs the answer (role `shadow`, with status and error) to the request
-    log. Nothing it does reaches the client."""
-
-    def __init__(self, request_log: Any, run: Callable, max_pending: int = DEFAULT_SHADOW_QUEUE):
-        self._log, self._run = request_log, run
-        self.sent = self.dropped = self.failed = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self._thread = threading.Thread(target=self._work, name="flywheel-shadow", daemon=True)
-        self._thread.start()
-
-    def submit(self, servable: Any, doc: Any, request_id: str, rows: list) -> None:
-        try:
-            self._queue.put_nowait((servable, doc, request_id, rows))
-        except queue.Full:
-            self.dropped += 1
-
-    def close(self, timeout: Optional[float] = 30.0) -> None:
-        """Runs the copies already queued, then stops the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._answer(*item)
-            except Exception:  # a shadow never fails anything: its own errors are logged
-                logger.exception("serve: shadow copy of request %s failed", item[2])
-
-    def _answer(self, servable: Any, doc: Any, request_id: str, rows: list) -> None:
-        from flywheel.server import codec
-        from flywheel.server.models import ServingError
-
-        started = time.perf_counter()
-        status, error, predictions = 200, None, [None] * len(rows)
-        try:
-            signature = servable.signature(codec.signature_name(doc))
-            fmt, columns, _ = codec.parse_predict(doc, signature)
-            outputs = self._run(signature, columns)
-            predictions = codec.row_predictions(outputs) if fmt == codec.COLUMNAR else \
-                codec.format_response(fmt, outputs)["predictions"]
-            signature_name = signature.name
-        except ServingError as e:
-            status, error, signature_name = e.status, e.message, codec.signature_name(doc) or "serving_default"
-        except Exception as e:  # TensorFlow's errors: as the server answers them (its InvalidArgument is a 400)
-            import tensorflow as tf
-
-            status = 400 if isinstance(e, tf.errors.InvalidArgumentError) else 500
-            error, signature_name = f"{type(e).__name__}: {e}", codec.signature_name(doc) or "serving_default"
-        if status == 200:
-            self.sent += 1
-        else:
-            self.failed += 1
-        if self._log is not None:
-            self._log.log(request_id, servable.model, servable.version, signature_name, rows or [{}], predictions
-                          if rows else [None], (time.perf_counter() - started) * 1000.0, role=SHADOW,
-                          status=status, error=error)
-
-
-def rows_of(doc: Any) -> list[dict]:
-    """The rows of a predict body as sent, where it has them (for logging a failed request): `instances`
-    objects, or `inputs` columns of equal length; else one empty row (the request is still counted)."""
-    if isinstance(doc, dict):
-        instances = doc.get("instances")
-        if isinstance(instances, list) and instances and all(isinstance(r, dict) for r in instances):
-            return instances
-        inputs = doc.get("inputs")
-        if isinstance(inputs, dict) and inputs and all(isinstance(c, list) for c in inputs.values()):
-            sizes = {len(c) for c in inputs.values()}
-            if len(sizes) == 1 and sizes != {0}:
-                return [dict(zip(inputs, values, strict=True)) for values in zip(*inputs.values(), strict=True)]
-    return [{}]
-

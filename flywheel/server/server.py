@@ -17,7 +17,6 @@ import contextlib
 import functools
 import gc
 import itertools
-import logging
 import re
 import time
 import urllib.parse
@@ -31,12 +30,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flywheel.server import codec, routing
+from flywheel.server import codec, errors, predict, routing
 from flywheel.server.batching import Batcher
-from flywheel.server.models import InvalidArgument, ModelRegistry, Servable, ServingError, run_signature
-from flywheel.store import warmup
-
-logger = logging.getLogger(__name__)
+from flywheel.server.errors import BodyTooLarge, InvalidArgument, ServingError
+from flywheel.server.models import ModelRegistry, Servable, run_signature
+from flywheel.server.predict import PredictRequest
+from flywheel.server.shadow import Shadow
 
 PREDICTION_PATH = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
@@ -66,10 +65,6 @@ class RequestLog(Protocol):
     def counters(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
-
-
-class BodyTooLarge(ServingError):
-    status = 413
 
 
 class Metrics:
@@ -124,10 +119,6 @@ class _Answer:
             headers.append((b"x-model-version", self.version.encode("latin-1")))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
-
-
-def _error(exc: ServingError, request_id: str) -> _Answer:
-    return _Answer(exc.status, codec.dumps({"error": exc.message}), request_id)
 
 
 async def _read_body(receive: Callable, declared: Optional[bytes], limit: int) -> bytes:
@@ -198,147 +189,156 @@ class ServingApp:
             await self._starlette(scope, receive, send)
 
 
-def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
-               num_batch_threads: int = 2, request_log: Optional[RequestLog] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               rollout_key_header: str = routing.ROLLOUT_KEY_HEADER) -> ServingApp:
-    """The ASGI app. Its lifespan starts the registry (first poll, then the background scan) and stops it.
-    rollout_key_header: the request header whose value keeps a client on one version during a canary."""
-    metrics = Metrics()
-    batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
-    key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
-    shadow = routing.Shadow(request_log, run_signature)
-    sized = getattr(request_log, "takes_body_bytes", False)  # the log counts a request's body length while it waits
-    busy = [0]  # predict requests between the start of their body's read and the end of their TensorFlow call
-    # Generated request ids: 32 hex digits, a random half drawn once per app and a counter (uuid4 reads the OS's
-    # random source on every call, a system call per request).
-    id_prefix, id_counter = uuid.uuid4().hex[:16], itertools.count()
+class _Call:
+    """One /v1 request as far as it got: what its metrics and its request-log row name when it fails."""
 
-    async def predict(receive: Callable, declared: Optional[bytes], request_id: str, ctx: dict,
-                      version: Optional[int], label: Optional[str], started: float) -> _Answer:
-        model = ctx["model"]
-        busy[0] += 1
-        try:
-            body = await _read_body(receive, declared, max_body_bytes)
-            ctx["route"] = routing.named(version, label)  # rollout hook: None for the default route (the split)
-            route = routing.route(registry, model, version, label, ctx.get("key"))
-            servable, ctx["role"] = route.servable, route.role
-            ctx["version"] = str(servable.version)
-            # The common body (rows of the default signature, of the inputs' types) decodes straight into columns;
-            # any other is parsed, and accepted or refused, by the general path. A shadow copy needs the document.
-            signature = servable.signatures.get(warmup.DEFAULT_SIGNATURE) if route.shadow is None else None
-            parsed = codec.parse_rows(body, signature) if signature is not None else None
-            doc, group = None, None
-            if parsed is not None:
-                fmt, (columns, rows) = codec.ROW, parsed
-                ctx["signature"], ctx["rows"] = signature.name, rows
-            else:
-                ctx["doc"] = doc = codec.parse_json(body)
-                signature = servable.signature(codec.signature_name(doc))
-                ctx["signature"] = signature.name
-                fmt, columns, rows = codec.parse_predict(doc, signature)
-                group = codec.batch_group(columns, len(rows))  # nested or irregular inputs join only their like
-            # alone: no other predict request is being read or run (a full batch then runs on this thread).
-            outputs = await batcher.submit(servable, signature, columns, len(rows), alone=busy[0] == 1, group=group)
-        finally:
-            busy[0] -= 1
-        data = codec.encode_predict(fmt, outputs)
-        latency = time.perf_counter() - started
-        requests, latencies = metrics.predict_children(model, ctx["version"], signature.name)
-        requests.inc()
-        latencies.observe(latency)
-        after = None
-        if request_log is not None:
-            if getattr(request_log, "typed_rows", False) and len(outputs) == 1 and \
-                    next(iter(outputs.values())).dtype.kind in "fiu" and next(iter(outputs.values())).ndim:
-                predictions = next(iter(outputs.values()))  # a numeric output's rows, as they are
-            else:
-                predictions = codec.row_predictions(outputs)
-            after = functools.partial(_log, request_log, request_id, model, servable.version, signature.name, rows,
-                                      predictions, latency * 1000.0, route.role, route=ctx["route"],
-                                      body_bytes=len(body) if sized else None)
-        if route.shadow is not None and request_log is not None:  # rollout hook: the candidate's copy, sent after
-            after = _then(after, functools.partial(shadow.submit, route.shadow, doc, request_id, rows))
-        return _Answer(200, data, request_id, after, ctx["version"])
+    __slots__ = ("request_id", "model", "version", "api", "key", "route", "role", "predict")
 
-    async def classify_regress(receive: Callable, declared: Optional[bytes], request_id: str, model: str,
-                               version: Optional[int], label: Optional[str], method: str) -> _Answer:
-        """TF Serving's Classify and Regress: the body's examples (with their context) as serialized tf.Examples fed
-        to the signature's string input; one TensorFlow call per request (not joined with others)."""
-        body = await _read_body(receive, declared, max_body_bytes)
-        servable = registry.get(model, version, label)
-        doc = codec.parse_json(body)
-        name = codec.signature_name(doc)
-        examples = codec.parse_examples(doc)
-        signature, input_name = codec.example_signature(servable.signatures, name, method)
-        outputs = await batcher.submit(servable, signature, {input_name: examples}, len(examples), group=object())
-        encode = codec.encode_classify if method == codec.CLASSIFY else codec.encode_regress
-        return _Answer(200, encode(outputs, len(examples)), request_id)
+    def __init__(self, request_id: str, api: str, key: Optional[str]):
+        self.request_id, self.api, self.key = request_id, api, key
+        self.model = self.version = ""
+        self.route: Optional[str] = None  # how a predict request named its version (`routing.named`)
+        self.role: Optional[str] = None  # its rollout role
+        self.predict: Optional[PredictRequest] = None
 
-    async def v1(scope: dict, receive: Callable) -> _Answer:
+
+class TFServingRoutes:
+    """TF Serving's /v1 routes, one method each, chosen by TF Serving's own path patterns (`__call__`):
+    `predict`, `classify_regress`, `status` and `metadata`; a failure becomes TF Serving's answer in `failed`.
+    Also the metrics route and the lifespan (registry, batcher, shadow and request log started and stopped)."""
+
+    def __init__(self, registry: ModelRegistry, batcher: Batcher, metrics: Metrics, request_log: Optional[RequestLog],
+                 shadow: Shadow, max_body_bytes: int, rollout_key_header: str):
+        self.registry, self.batcher, self.metrics = registry, batcher, metrics
+        self.request_log, self.shadow, self.max_body_bytes = request_log, shadow, max_body_bytes
+        self._key_header = rollout_key_header.lower().encode("latin-1")  # rollout hook: routing.py chooses the version
+        self._sized = getattr(request_log, "takes_body_bytes", False)  # the log counts a body's length while it waits
+        self._busy = 0  # predict requests between the start of their body's read and the end of their TensorFlow call
+        # Generated request ids: 32 hex digits, a random half drawn once per app and a counter (uuid4 reads the OS's
+        # random source on every call, a system call per request).
+        self._id_prefix, self._id_counter = uuid.uuid4().hex[:16], itertools.count()
+
+    async def __call__(self, scope: dict, receive: Callable) -> _Answer:
         started = time.perf_counter()
         method = scope["method"]
         path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
-        request_id, declared, ctx_key = None, None, None
+        request_id, declared, key = None, None, None
         for name, value in scope["headers"]:
-            if name == key_header:  # may also be the request id (--rollout-key-header X-Request-Id)
-                ctx_key = value.decode("latin-1")
+            if name == self._key_header:  # may also be the request id (--rollout-key-header X-Request-Id)
+                key = value.decode("latin-1")
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
-        request_id = request_id or f"{id_prefix}{next(id_counter):016x}"
-        ctx = {"model": "", "version": "", "signature": "", "api": "status" if method == "GET" else "unknown"}
-        ctx["key"] = ctx_key
+        call = _Call(request_id or f"{self._id_prefix}{next(self._id_counter):016x}",
+                     "status" if method == "GET" else "unknown", key)
         try:
             if method == "POST":
                 parsed = _parse_path(PREDICTION_PATH, path)
                 if parsed is None:
                     raise InvalidArgument(f"Malformed request: {method} {path}")
-                ctx["model"], version, label, verb = parsed
-                ctx["api"] = verb.lower()
-                if ctx["api"] == "predict":
-                    return await predict(receive, declared, request_id, ctx, version, label, started)
-                return await classify_regress(receive, declared, request_id, ctx["model"], version, label, ctx["api"])
+                call.model, version, label, verb = parsed
+                call.api = verb.lower()
+                if call.api == "predict":
+                    return await self.predict(call, receive, declared, version, label, started)
+                return await self.classify_regress(call, receive, declared, version, label)
             parsed = _parse_path(STATUS_PATH, path) if method == "GET" else None
             if parsed is None:
                 raise InvalidArgument(f"Malformed request: {method} {path}")
             model, version, label, sub = parsed
-            ctx["model"], ctx["api"] = model or "", "metadata" if sub else "status"
+            call.model, call.api = model or "", "metadata" if sub else "status"
             if not model:
                 raise InvalidArgument("Missing model name in request.")
-            if sub:
-                payload = _metadata(registry.get(model, version, label))
-            else:
-                payload = {"model_version_status": registry.status(model, version, label)}
-            return _Answer(200, codec.dumps(payload), request_id)
+            return self.metadata(call, version, label) if sub else self.status(call, version, label)
         except ServingError as e:
             error = e
         except Exception as e:  # TensorFlow's own errors: a 4xx by its code is the caller's, the rest are ours
-            error = _unexpected(e, method, path, request_id)
-        model = ctx["model"] if ctx["model"] == registry.model else UNKNOWN_LABEL
-        metrics.errors.labels(model, ctx["version"], ctx["signature"], ctx["api"], str(error.status)).inc()
-        answer = _error(error, request_id)
-        if ctx["api"] == "predict":  # rollout hook: a failed predict is logged too, and names its version
-            answer.version = ctx["version"]
-            if request_log is not None:
-                answer.after = functools.partial(
-                    _log, request_log, request_id, ctx["model"], int(ctx["version"]) if ctx["version"] else None,
-                    ctx["signature"], ctx["rows"] if "rows" in ctx else routing.rows_of(ctx.get("doc")), None,
-                    (time.perf_counter() - started) * 1000.0, ctx.get("role"), error.status, error.message,
-                    route=ctx.get("route"))
+            error = errors.from_exception(e, f"{method} {path}", call.request_id)
+        return self.failed(call, error, started)
+
+    async def predict(self, call: _Call, receive: Callable, declared: Optional[bytes], version: Optional[int],
+                      label: Optional[str], started: float) -> _Answer:
+        request = call.predict = PredictRequest()
+        self._busy += 1
+        try:
+            body = await _read_body(receive, declared, self.max_body_bytes)
+            call.route = routing.named(version, label)  # rollout hook: None for the default route (the split)
+            route = routing.route(self.registry, call.model, version, label, call.key)
+            servable, call.role = route.servable, route.role
+            call.version = str(servable.version)
+            # A shadow copy needs the body's document: it is parsed by the general path.
+            predict.parse(servable, body, request, keep_document=route.shadow is not None)
+            # alone: no other predict request is being read or run (a full batch then runs on this thread).
+            outputs = await self.batcher.submit(servable, request.signature, request.columns, len(request.rows),
+                                                alone=self._busy == 1, group=request.group)
+        finally:
+            self._busy -= 1
+        data = predict.answer(request, outputs)
+        latency = time.perf_counter() - started
+        requests, latencies = self.metrics.predict_children(call.model, call.version, request.signature.name)
+        requests.inc()
+        latencies.observe(latency)
+        after = None
+        if self.request_log is not None:
+            after = functools.partial(predict.log, self.request_log, call.request_id, call.model, servable.version,
+                                      request.signature.name, request.rows,
+                                      predict.logged_predictions(self.request_log, outputs), latency * 1000.0,
+                                      route.role, route=call.route, body_bytes=len(body) if self._sized else None)
+            if route.shadow is not None:  # rollout hook: the candidate's copy, sent after
+                after = _then(after, functools.partial(self.shadow.submit, route.shadow, request.doc,
+                                                       call.request_id, request.rows))
+        return _Answer(200, data, call.request_id, after, call.version)
+
+    async def classify_regress(self, call: _Call, receive: Callable, declared: Optional[bytes],
+                               version: Optional[int], label: Optional[str]) -> _Answer:
+        """TF Serving's Classify and Regress: the body's examples (with their context) as serialized tf.Examples fed
+        to the signature's string input; one TensorFlow call per request (not joined with others)."""
+        body = await _read_body(receive, declared, self.max_body_bytes)
+        servable = self.registry.get(call.model, version, label)
+        doc = codec.parse_json(body)
+        name = codec.signature_name(doc)
+        examples = codec.parse_examples(doc)
+        signature, input_name = codec.example_signature(servable.signatures, name, call.api)
+        outputs = await self.batcher.submit(servable, signature, {input_name: examples}, len(examples),
+                                            group=object())
+        encode = codec.encode_classify if call.api == codec.CLASSIFY else codec.encode_regress
+        return _Answer(200, encode(outputs, len(examples)), call.request_id)
+
+    def status(self, call: _Call, version: Optional[int], label: Optional[str]) -> _Answer:
+        payload = {"model_version_status": self.registry.status(call.model, version, label)}
+        return _Answer(200, codec.dumps(payload), call.request_id)
+
+    def metadata(self, call: _Call, version: Optional[int], label: Optional[str]) -> _Answer:
+        return _Answer(200, codec.dumps(_metadata(self.registry.get(call.model, version, label))), call.request_id)
+
+    def failed(self, call: _Call, error: ServingError, started: float) -> _Answer:
+        """TF Serving's answer to a failed request, counted in the metrics; a failed predict is logged too (rollout
+        hook), with what it had (its version, signature and rows), and its answer names its version."""
+        model = call.model if call.model == self.registry.model else UNKNOWN_LABEL
+        request = call.predict
+        signature = request.signature_name if request is not None else ""
+        self.metrics.errors.labels(model, call.version, signature, call.api, str(error.status)).inc()
+        answer = _Answer(error.status, codec.dumps({"error": error.message}), call.request_id)
+        if request is None:
+            return answer
+        answer.version = call.version
+        if self.request_log is not None:
+            answer.after = functools.partial(
+                predict.log, self.request_log, call.request_id, call.model,
+                int(call.version) if call.version else None, signature, request.logged_rows(), None,
+                (time.perf_counter() - started) * 1000.0, call.role, error.status, error.message, route=call.route)
         return answer
 
-    async def metrics_route(request: Request) -> Response:
-        metrics.loaded.labels(registry.model).set(len(registry.loaded_versions()))
-        if hasattr(request_log, "counters"):
-            for name, value in request_log.counters().items():
-                metrics.request_log.labels(name).set(value)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_route(self, request: Request) -> Response:
+        self.metrics.loaded.labels(self.registry.model).set(len(self.registry.loaded_versions()))
+        if hasattr(self.request_log, "counters"):
+            for name, value in self.request_log.counters().items():
+                self.metrics.request_log.labels(name).set(value)
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        registry.start()
+    async def lifespan(self, app: Starlette):
+        self.registry.start()
         # TensorFlow's modules and the loaded versions are hundreds of thousands of objects that live as long as
         # the server: moved out of the collector's reach, a full collection (which requests kept by the request
         # log set off) no longer walks them all, a pause of tens of milliseconds every few seconds under load.
@@ -347,73 +347,27 @@ def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout
         try:
             yield
         finally:
-            registry.stop()
-            batcher.close()
-            shadow.close()
-            if hasattr(request_log, "close"):
-                request_log.close()  # everything logged so far is written: SIGTERM loses nothing
+            self.registry.stop()
+            self.batcher.close()
+            self.shadow.close()
+            if hasattr(self.request_log, "close"):
+                self.request_log.close()  # everything logged so far is written: SIGTERM loses nothing
 
-    starlette = Starlette(routes=[Route(METRICS_PATH, metrics_route, methods=["GET"])], lifespan=lifespan)
+
+def create_app(registry: ModelRegistry, max_batch_size: int = 512, batch_timeout_ms: float = 0.0,
+               num_batch_threads: int = 2, request_log: Optional[RequestLog] = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               rollout_key_header: str = routing.ROLLOUT_KEY_HEADER) -> ServingApp:
+    """The ASGI app. Its lifespan starts the registry (first poll, then the background scan) and stops it.
+    rollout_key_header: the request header whose value keeps a client on one version during a canary."""
+    metrics = Metrics()
+    batcher = Batcher(run_signature, max_batch_size, batch_timeout_ms, num_batch_threads, on_batch=metrics.batch)
+    routes = TFServingRoutes(registry, batcher, metrics, request_log, Shadow(request_log, run_signature),
+                             max_body_bytes, rollout_key_header)
+    starlette = Starlette(routes=[Route(METRICS_PATH, routes.metrics_route, methods=["GET"])],
+                          lifespan=routes.lifespan)
     starlette.state.registry, starlette.state.batcher, starlette.state.metrics = registry, batcher, metrics
-    return ServingApp(v1, starlette)
-
-
-_TENSORFLOW_CONTEXT = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\{\{(?:function_)?node [^}]*\}\}", re.DOTALL)
-
-
-# TF Serving's HTTP status of a TensorFlow error code (http_server.cc's ToHTTPStatusCode): the 4xx ones.
-_CLIENT_ERROR_CODES = {"CANCELLED": 499, "INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
-                       "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400,
-                       "ABORTED": 409, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401}
-
-
-def _unexpected(e: Exception, method: str, path: str, request_id: str) -> ServingError:
-    """The answer to an exception that is no ServingError: a TensorFlow error TF Serving answers with a 4xx (the
-    request's values were refused: InvalidArgument, OutOfRange...) keeps its message without the graph's node
-    names; anything else is a 500 naming only the request. The server's log has the detail."""
-    import tensorflow as tf
-
-    codes = {getattr(tf.errors, name): status for name, status in _CLIENT_ERROR_CODES.items()}
-    status = codes.get(e.error_code, 500) if isinstance(e, tf.errors.OpError) else 500
-    if status < 500:
-        logger.warning("serve: %s %s (request %s) refused by TensorFlow: %s", method, path, request_id, e.message)
-        error = ServingError(_tensorflow_message(e.message))
-        error.status = status
-        return error
-    logger.warning("serve: %s %s (request %s) failed", method, path, request_id, exc_info=True)
-    return ServingError(f"Internal error: the server failed to answer request {request_id}; its log has the detail")
-
-
-def _tensorflow_message(message: str) -> str:
-    """A TensorFlow error about the request's values, without the graph's function and node names TensorFlow
-    appends (`[[{{node ParseExample/ParseExampleV2}}]]`): they name the model's internals, not the request."""
-    return _TENSORFLOW_CONTEXT.sub("", message).strip()
-
-
-def _log(request_log: RequestLog, request_id: str, model: str, version: int, signature: str, rows: list,
-         predictions: Optional[list], latency_ms: float, role: Optional[str] = None, status: int = 200,
-         error: Optional[str] = None, *, route: Optional[str] = None, body_bytes: Optional[int] = None) -> None:
-    """Runs after the response is sent; a failing logger is reported, never the request's failure. route: how
-    the request named its version (`routing.named`), passed on only when it named one; body_bytes: the body's
-    length, passed on when given (to a log that `takes_body_bytes`)."""
-    try:
-        if not getattr(request_log, "typed_rows", False):
-            rows = codec.row_dicts(rows)
-        if role is None and status == 200 and route is None:
-            if body_bytes is None:
-                request_log.log(request_id, model, version, signature, rows, predictions, latency_ms)
-            else:
-                request_log.log(request_id, model, version, signature, rows, predictions, latency_ms,
-                                body_bytes=body_bytes)
-            return
-        named = {} if route is None else {"route": route}
-        if body_bytes is not None:
-            named["body_bytes"] = body_bytes
-        request_log.log(request_id, model, version, signature, rows,
-                        [None] * len(rows) if predictions is None else predictions, latency_ms, role=role,
-                        status=status, error=error, **named)
-    except Exception:  # the logger's own errors are its business; serving goes on
-        logger.exception("serve: request log failed for request %s", request_id)
+    return ServingApp(routes, starlette)
 
 
 def _then(first: Optional[Callable[[], None]], second: Callable[[], None]) -> Callable[[], None]:

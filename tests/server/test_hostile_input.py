@@ -256,7 +256,7 @@ def test_random_bodies_never_get_a_5xx_or_an_answer_naming_internals(client):
 
 def test_a_tensorflow_error_names_the_value_not_the_graphs_nodes(client, caplog):
     body = {"signature_name": "serving_examples", "instances": [{"b64": "bm90IGFuIGV4YW1wbGU="}]}
-    with caplog.at_level(logging.WARNING, logger="flywheel.server.server"):
+    with caplog.at_level(logging.WARNING, logger="flywheel.server.errors"):
         response = client.post(PREDICT, json=body)
     assert response.status_code == 400
     assert response.json() == {"error": "Could not parse example input, value: 'not an example'"}
@@ -271,7 +271,7 @@ def test_an_unexpected_failure_is_a_500_that_names_the_request_and_logs_the_deta
     app = server.create_app(registry)
     with TestClient(app) as client:
         app.state.batcher._run = broken
-        with caplog.at_level(logging.WARNING, logger="flywheel.server.server"):
+        with caplog.at_level(logging.WARNING, logger="flywheel.server.errors"):
             response = client.post(PREDICT, content=ROW, headers={"X-Request-Id": "r-500"})
     assert response.status_code == 500
     assert response.json() == {"error": "Internal error: the server failed to answer request r-500; its log has "
@@ -307,6 +307,7 @@ def _metrics_size(client) -> int:
     return len(client.get("/monitoring/prometheus/metrics").content)
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_the_metrics_page_does_not_grow_with_names_clients_make_up(serving_dir):
     rng = random.Random(7)
     registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
@@ -399,6 +400,7 @@ def test_a_version_retried_after_a_failure_serves_once_it_loads(serving_dir):
                                          "status": {"error_code": "OK", "error_message": ""}}
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_broken_version_given_up_loads_when_its_folder_is_repaired(tmp_path, pushed_version):
     folder = str(tmp_path / "serving")
     add_version(folder, pushed_version, 1)
@@ -424,6 +426,7 @@ def test_a_broken_version_given_up_loads_when_its_folder_is_repaired(tmp_path, p
         assert client.post(f"/v1/models/{MODEL}/versions/2:predict", content=ROW).status_code == 200
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_rollout_candidate_that_failed_to_load_is_retried_and_then_takes_its_traffic(serving_dir, pushed_version):
     from flywheel.rollout import state, store
     from flywheel.server import routing
@@ -509,6 +512,7 @@ def limited_server(serving_dir):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow  # a flywheel process
 def test_idle_slow_and_oversized_connections_are_closed_and_past_the_limit_requests_get_503(limited_server):
     port, proc = limited_server
     connect = lambda: socket.create_connection(("127.0.0.1", port), timeout=10)  # noqa: E731

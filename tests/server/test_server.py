@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from flywheel.server import models, server
+from flywheel.server.errors import InvalidArgument
 from tests.server.conftest import ISSUE_ROW, MODEL, add_version
 
 RAW_INPUTS = sorted(ISSUE_ROW)
@@ -289,7 +290,7 @@ def test_the_session_callable_answers_exactly_as_the_tf2_keyword_call_of_each_si
     expected = loaded.signatures["serving_examples"](examples=tf.constant([_example(ISSUE_ROW)]))["outputs"]
     assert flat.tolist() == expected.numpy().tolist()
     wrong_shape = r"input fare of signature serving_default: shape \[1, 2\] is not compatible with \[-1\]"
-    with pytest.raises(models.InvalidArgument, match=wrong_shape):
+    with pytest.raises(InvalidArgument, match=wrong_shape):
         models.run_signature(raw, {**columns, "fare": [[1.0, 2.0]]})
 
 
