@@ -92,11 +92,22 @@ def test_unchanged_rerun_says_so_without_importing_tensorflow(local_run, tmp_pat
 
 
 def test_a_rerun_with_a_changed_gate_and_the_model_removed_from_serving(local_run, tmp_path, capfd):
-    """On a copy of the shared run (the others read it): the gate's allow-list changed and the pushed version
-    removed from serving, then run again. The gate runs again while what is upstream of it comes from the cache;
-    the Trainer's cached model (nothing it reads changed) is pushed again, not answered from Push's cache."""
-    out = str(tmp_path / "copy")
-    shutil.copytree(local_run.output_dir, out, symlinks=True)
+    """The shared run with the gate's allow-list changed and the pushed version removed from serving, run again in
+    its own folder (the schema pinned under the output directory keeps its path, the cache its keys); the run as
+    it was is copied aside first and put back after, for the tests that read it. The gate runs again while what
+    is upstream of it comes from the cache; the Trainer's cached model (nothing it reads changed) is pushed again,
+    not answered from Push's cache."""
+    out = local_run.output_dir
+    kept = str(tmp_path / "kept")
+    shutil.copytree(out, kept, symlinks=True)
+    try:
+        _rerun_with_a_changed_gate_and_the_model_removed(out, capfd)
+    finally:
+        shutil.rmtree(out)
+        shutil.move(kept, out)
+
+
+def _rerun_with_a_changed_gate_and_the_model_removed(out: str, capfd) -> None:
     shutil.rmtree(os.path.join(out, "serving", "taxi"))
     again = call_cli(capfd, "run", "taxi", "--train-steps", TRAIN_STEPS, "--allow-anomaly", "company:*",
                      output_dir=out)
