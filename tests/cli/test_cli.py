@@ -41,6 +41,7 @@ def test_help_shows_every_option_default_and_the_exit_codes(command, capsys):
             assert "default" in (sub.formatter_class(command)._get_help_string(action)), action.dest
 
 
+@pytest.mark.slow  # the flywheel command as a process
 @pytest.mark.parametrize("args", [("run", "penguin"), ("retrain", "penguin", "--data", "x"),
                                   ("simulate", "penguin", "--out", "x"), ("compile", "penguin"),
                                   ("lineage", "penguin")])
@@ -123,6 +124,7 @@ def test_run_with_a_missing_data_path_is_one_line_and_prints_no_json(tmp_path, c
     assert result.stdout == ""
 
 
+@pytest.mark.slow  # a pipeline run (the session's local run) and the flywheel command
 def test_run_json_prints_only_json_on_stdout(local_run):
     result = run_cli("run", "taxi", "--train-steps", "150", "--json", output_dir=local_run.output_dir)
     assert result.returncode == 0, result.stderr

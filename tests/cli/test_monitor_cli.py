@@ -67,6 +67,7 @@ def test_label_drift_is_reported_apart_and_does_not_decide(tmp_path):
     assert out["reason"] == "drift in fare, payment_type; label drift in tips"
 
 
+@pytest.mark.slow  # the flywheel command as a process
 def test_errors_exit_2_and_name_the_problem(tmp_path):
     """The installed `flywheel monitor` in its own process: the exit status is the process's."""
     missing = run_cli("monitor", "--baseline", str(tmp_path / "nope.csv"), "--current", shipped_data())

@@ -25,6 +25,8 @@ from flywheel.pipelines.taxi import features, pipeline
 from flywheel.store import layout, publish
 from tests import tiny_runs
 
+pytestmark = pytest.mark.slow  # trains (the tiny runs) and runs Evaluate's Beam job (TFMA)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

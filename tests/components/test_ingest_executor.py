@@ -129,6 +129,7 @@ def test_a_corrupt_parquet_file_fails_the_execution_naming_it(tmp_path):
         _run_executor(tmp_path, str(tmp_path / "data"))
 
 
+@pytest.mark.slow  # the flywheel command as a process
 def test_cli_ingest_json(tmp_path):
     """The installed `flywheel ingest` in its own process: --json prints only JSON on stdout."""
     result = run_cli("ingest", "--data", TESTDATA, "--schema", schemas.schema_path("taxi"), "--output-dir",

@@ -18,6 +18,8 @@ from flywheel.components.push.component import Push
 from flywheel.metadata import artifacts, run_record
 from flywheel.store import layout, publish
 
+pytestmark = pytest.mark.slow  # reads a pipeline run's artifacts (the session's local run)
+
 
 @pytest.fixture(scope="module")
 def run_outputs(local_run) -> dict:

@@ -433,6 +433,7 @@ def test_a_candidate_with_another_prediction_distribution_is_rolled_back(tmp_pat
     assert analyze(log, STABLE, CANDIDATE, model="other").stable.requests == 0
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_labels_showing_a_reshaped_candidate_no_worse_outrank_its_changed_distribution(tmp_path, servables, records):
     """A candidate ranking every row as stable does, with its scores distributed differently (prediction_drift
     fails): labels show its AUC no worse, so it is promoted, with a note."""
@@ -622,6 +623,7 @@ def test_a_copy_of_stable_on_a_small_canary_is_not_rolled_back_for_the_chance_di
     assert ">drift<" not in page, "the report's verdicts follow the check: within chance is not drift"
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_an_auc_drop_within_chance_on_few_labels_is_not_a_rollback(tmp_path, servables, records):
     """The stable model on both sides, 150 labelled rows a side: one side's AUC comes out below the other's by
     chance. Against a zero tolerance the limit alone rolls back; the bootstrap sees a drop it cannot tell from
@@ -677,6 +679,7 @@ def test_an_auc_drop_within_chance_on_few_labels_is_not_a_rollback(tmp_path, ser
         auc(label[0::2].astype(np.int64), scores[0::2]), abs=1e-5)
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_the_prediction_metrics_are_tested_together_so_a_copy_fails_at_the_significance_level():
     """Thresholds at 0 leave chance alone to decide. Over 80 random splits of one model's scores into a stable and
     a canary side, the check fails in about `significance` of them: the four metrics are one test. (A quantile

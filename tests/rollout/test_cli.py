@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from flywheel import cli
 from flywheel.cli import exits
 from tests.rollout.conftest import MODEL
@@ -47,6 +49,7 @@ def _fresh_log(log_dir: str, newest: float, versions: tuple[int, int] = (2, 1), 
     return log_dir
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_analyze_waits_for_the_log_to_settle_when_asked(serving_dir, capsys, tmp_path):
     """Right after traffic, the log may lack the server's last seconds: --wait-for-log waits until its newest
     row is two flush intervals (10 s) old, then judges; without it the output says the log may be incomplete."""

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import threading
 
+import pytest
 from starlette.testclient import TestClient
 
 from flywheel.server import batching, models, server
@@ -41,6 +42,7 @@ def _recording(serving_dir: str):
     return servable, servable.signature(""), threads, run
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_concurrent_requests_run_in_fewer_tensorflow_calls_with_their_own_answers(serving_dir):
     requests = [_rows(3, 5.0 * k) for k in range(16)]
     alone = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)

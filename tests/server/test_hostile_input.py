@@ -578,6 +578,7 @@ def test_a_head_whose_blank_line_straddles_two_reads_is_not_refused(first_read):
     assert protocol._head_too_large(second_read) and protocol.transport.written.startswith(b"HTTP/1.1 431 ")
 
 
+@pytest.mark.slow  # a flywheel process
 @pytest.mark.parametrize("flag,value,message", [
     ("--read-timeout", "0", "--read-timeout must be a number above 0, got 0.0"),
     ("--read-timeout", "nan", "--read-timeout must be a number above 0, got nan"),

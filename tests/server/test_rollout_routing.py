@@ -92,6 +92,7 @@ def test_the_router_splits_by_percent_and_keeps_a_key_on_one_version():
 # ---- the registry and the app follow the state ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_canary_takes_its_share_and_a_key_sticks_to_one_version(pinned):
     store.start(pinned, MODEL, 2, state.CANARY, 20.0)
     registry, app = _app(pinned)
@@ -111,6 +112,7 @@ def test_a_canary_takes_its_share_and_a_key_sticks_to_one_version(pinned):
         assert client.get(f"/v1/models/{MODEL}/metadata").json()["model_spec"]["version"] == "1"
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_the_key_header_is_configurable(pinned):
     store.start(pinned, MODEL, 2, state.CANARY, 50.0)
     _, app = _app(pinned, rollout_key_header="X-User")
@@ -150,6 +152,7 @@ def test_a_shadow_never_answers_and_its_answers_are_logged(pinned, tmp_path):
     assert {(r["rollout_role"], r["model_version"]) for r in joined} == {("stable", 1)}
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_blue_green_switches_on_the_next_poll_and_rolls_back_at_once(pinned):
     registry, app = _app(pinned)
     with app as client:
@@ -169,6 +172,7 @@ def test_blue_green_switches_on_the_next_poll_and_rolls_back_at_once(pinned):
         assert client.post(f"/v1/models/{MODEL}/labels/canary:predict", json=BODY).status_code == 400
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_promoted_canary_serves_everything_and_the_old_stable_leaves(pinned):
     registry, app = _app(pinned)
     with app as client:
@@ -195,6 +199,7 @@ def test_a_pinned_stable_is_not_replaced_by_a_new_folder(pinned, pushed_version)
         assert client.post(f"/v1/models/{MODEL}/versions/3:predict", json=BODY).status_code == 404
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_candidate_that_fails_to_load_never_takes_traffic(pinned):
     with open(os.path.join(pinned, MODEL, "2", warmup.WARMUP_PATH), "wb") as f:
         f.write(b"\x00" * 40)
@@ -328,6 +333,7 @@ def test_hostile_requests_naming_the_canary_do_not_sink_a_healthy_one(pinned, tm
     assert result.analysis.candidate.client_errors == 0
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_candidate_that_fails_requests_is_rolled_back_by_the_analysis_with_the_evidence(pinned, tmp_path):
     """A candidate whose model fails inside TensorFlow on fares above 10 (a 500, not bad input), as a 50 % canary
     behind the real app and request log: the analysis of the log rolls it back by itself, naming the error rate."""
@@ -426,6 +432,7 @@ class _Load:
         return sum(self.versions.values())
 
 
+@pytest.mark.slow  # a flywheel process
 def test_zero_failed_requests_across_start_promote_and_rollback_in_a_real_server(pinned, pushed_version):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -508,6 +515,7 @@ def _label_serves(base: str, label: str) -> bool:
     return httpx.get(f"{base}/v1/models/{MODEL}/labels/{label}", timeout=30).status_code == 200
 
 
+@pytest.mark.slow  # a flywheel process
 def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback_with_busy_cores(
         pinned, pushed_version, tmp_path):
     """A real server process with its request log, every core kept busy by other processes, and clients on the
@@ -577,6 +585,7 @@ def _raw_answer(sock: socket.socket) -> tuple[int, dict, str]:
     return int(lines[0].split()[1]), headers, body.decode()
 
 
+@pytest.mark.slow  # a flywheel process
 def test_a_request_sent_at_the_keep_alive_deadline_while_the_server_runs_late_is_answered(pinned, tmp_path):
     """The outside check's failure (issue 19): a client reused its keep-alive connection right after running
     `flywheel rollout start --shadow` (the CLI took about the keep-alive timeout on a busy machine) and got no
@@ -632,6 +641,7 @@ def test_a_request_sent_at_the_keep_alive_deadline_while_the_server_runs_late_is
                 sock.close()
 
 
+@pytest.mark.slow  # a flywheel process
 def test_an_idle_connection_outlives_the_clients_keep_alive_across_a_shadow_start(pinned):
     """The other half of issue 19's lost answer: uvicorn's keep-alive default (5 s) equals httpx's (a client stops
     reusing an idle connection after 5 s by its own clock, which starts when it has read the answer, after the
@@ -670,6 +680,7 @@ def test_an_idle_connection_outlives_the_clients_keep_alive_across_a_shadow_star
                 sock.close()
 
 
+@pytest.mark.slow  # a flywheel process
 def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(tmp_path):
     """`:classify`, `:regress` and the metadata route are not split: they answer from stable (or the version or
     label they name). TF Serving's half_plus_two test model (versions 123 and 124) in a real server process, every

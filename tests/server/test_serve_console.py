@@ -53,6 +53,7 @@ class _Lines:
                 return line
 
 
+@pytest.mark.slow  # a flywheel process
 def test_serve_says_ready_once_it_answers_and_a_line_per_event(serving_dir, tmp_path, capfd):
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL}"

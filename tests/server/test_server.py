@@ -212,6 +212,7 @@ def test_generated_request_ids_differ_within_a_server_and_between_servers(servin
     assert len(set(ids)) == 6 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), ids
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_the_servers_request_log_writes_typed_rows_and_output_arrays_as_it_writes_dicts_and_lists(serving_dir,
                                                                                                    tmp_path):
     import pyarrow.parquet as pq
@@ -299,6 +300,7 @@ def test_each_version_runs_its_graph_on_the_calling_thread_alone(client):
     assert servable.session._config.intra_op_parallelism_threads == 1
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_startup_moves_the_loaded_libraries_and_model_out_of_the_collectors_full_passes(serving_dir):
     import gc
 

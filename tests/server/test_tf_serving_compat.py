@@ -372,6 +372,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a flywheel process
 def test_flywheel_serve_answers_tf_serving_cases_over_http(built):
     port = _free_port()
     proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", os.path.dirname(built[THREE]), "--model", THREE,

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import FLYWHEEL, REPO
 from tests.server.conftest import ISSUE_ROW, MODEL
@@ -18,6 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a flywheel process
 def test_flywheel_serve_answers_over_http_and_stops_on_sigterm(serving_dir, tmp_path):
     port = _free_port()
     log_dir = tmp_path / "logs"
@@ -63,6 +65,7 @@ def test_flywheel_serve_answers_over_http_and_stops_on_sigterm(serving_dir, tmp_
     assert table.column("payment_type").to_pylist() == ["Cash"] * 4
 
 
+@pytest.mark.slow  # a flywheel process
 def test_flywheel_serve_refuses_a_missing_serving_folder(tmp_path):
     proc = subprocess.run([FLYWHEEL, "serve", "--serving-dir", str(tmp_path / "none")], capture_output=True,
                           text=True, timeout=120, cwd=REPO)

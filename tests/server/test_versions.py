@@ -33,6 +33,7 @@ def test_push_writes_tf_serving_warmup_requests_for_the_raw_signature(pushed_ver
     assert models.warm_up(servable) == len(logs)
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_new_version_is_picked_up_and_a_removed_one_unloaded_while_serving(serving_dir, pushed_version):
     registry = models.ModelRegistry(serving_dir, MODEL, poll_seconds=3600.0)
     with TestClient(server.create_app(registry)) as client:
@@ -58,6 +59,7 @@ def test_a_new_version_is_picked_up_and_a_removed_one_unloaded_while_serving(ser
         assert response.json() == {"error": f"Servable not found for request: Latest({MODEL})"}
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_the_background_scan_picks_up_a_new_version_without_a_call(serving_dir, pushed_version):
     import time
 
@@ -71,6 +73,7 @@ def test_the_background_scan_picks_up_a_new_version_without_a_call(serving_dir, 
         assert _predict(client).status_code == 200
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 @pytest.mark.parametrize("damage,error", [
     (lambda v: open(os.path.join(v, "saved_model.pb"), "wb").write(b"not a protobuf"), "DecodeError|ParseError|Error"),
     (lambda v: open(os.path.join(v, warmup.WARMUP_PATH), "wb").write(b"\x00" * 40), "warmup"),
@@ -93,6 +96,7 @@ def test_a_corrupt_new_version_is_not_loaded_and_the_old_keeps_serving(serving_d
         assert _predict(client).status_code == 200
 
 
+@pytest.mark.slow  # seconds of load or waiting (the unit lane keeps to 2 minutes)
 def test_a_warmup_record_for_an_unknown_signature_fails_the_load(serving_dir, pushed_version):
     from tensorflow_serving.apis import prediction_log_pb2
 

@@ -154,6 +154,7 @@ def test_join_into_one_span_of_a_data_folder_numbered_its_own_way(tmp_path, logg
         flywheel.logs_join(logs, _labels(tmp_path, records, range(60)), "request_id", str(data), span=-1)
 
 
+@pytest.mark.slow  # the flywheel command as a process
 def test_join_cli_json(tmp_path, logged):
     """The installed `flywheel logs join` in its own process: --json prints only JSON on stdout."""
     logs, records = logged

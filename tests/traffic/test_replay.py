@@ -121,6 +121,7 @@ def test_replay_batches_and_holds_the_rate(server, span):
     assert 30.0 <= result.achieved_rate <= 40.0 * 1.15
 
 
+@pytest.mark.slow  # the flywheel command as a process
 def test_replay_cli_json_and_exit_codes(server, span, capfd):
     url, _ = server
     data, _ = span

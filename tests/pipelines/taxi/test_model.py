@@ -21,6 +21,7 @@ def test_keras_internals_are_left_to_tensorflow_not_autograph():
     assert len(rules) == 1
 
 
+@pytest.mark.slow  # trains the Keras model for five epochs
 def test_the_model_still_learns_with_autograph_kept_out_of_keras():
     import tensorflow as tf
 
@@ -131,17 +132,15 @@ ISSUE_ROW = {"trip_miles": 1.2, "fare": 8.5, "trip_seconds": 600, "pickup_latitu
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The SavedModel the tiny runs' Trainer exported and Push published."""
+def exported(taxi_runs):
+    """The SavedModel the taxi runs' Trainer exported and Push published (the checked-in runs, tests/fixtures)."""
     import os
 
     import tensorflow as tf
 
     from flywheel.store import layout
-    from tests import tiny_runs
 
-    out = tiny_runs.two_runs(str(tmp_path_factory.mktemp("tiny")))
-    return tf.saved_model.load(layout.latest(os.path.join(out, "serving"), "taxi").path)
+    return tf.saved_model.load(layout.latest(os.path.join(taxi_runs, "serving"), "taxi").path)
 
 
 def test_serving_default_takes_the_nine_raw_features_by_name_as_the_schema_types_them(exported):
