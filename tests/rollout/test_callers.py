@@ -8,14 +8,14 @@ import os
 
 import pytest
 
+from flywheel import retraining
 from flywheel.api.pipeline import lineage, serving_now
 from flywheel.components.evaluate import executor as evaluate_executor
 from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.ingest import spec as ingest_spec
-from flywheel.components.push import spec as push_spec
 from flywheel.data import inputs
-from flywheel.metadata import run_record
-from flywheel.pipelines import registry, retrain
+from flywheel.metadata import artifacts, run_record
+from flywheel.pipelines import registry
 from flywheel.pipelines.taxi import pipeline as taxi_pipeline
 from flywheel.rollout import state, store
 from flywheel.store import layout
@@ -44,11 +44,11 @@ def test_the_retraining_decision_reads_the_stable_versions_manifest(tmp_path, sa
     add_version(serving_dir, saved_model, 1, {"data_fingerprint": fingerprint})
     add_version(serving_dir, saved_model, 2, {"data_fingerprint": "another"})
     schema = registry.get("taxi").schema_path()
-    plan = retrain.plan(data, serving_dir, MODEL, 1, schema)
-    assert (plan.verdict, plan.serving_version, plan.new_data) == (retrain.RETRAIN, 2, True)
+    plan = retraining.plan(data, serving_dir, MODEL, 1, schema)
+    assert (plan.verdict, plan.serving_version, plan.new_data) == (retraining.RETRAIN, 2, True)
     _pin_older(serving_dir)
-    plan = retrain.plan(data, serving_dir, MODEL, 1, schema)
-    assert (plan.verdict, plan.serving_version) == (retrain.NOTHING_NEW, 1) and "serving version 1" in plan.reason
+    plan = retraining.plan(data, serving_dir, MODEL, 1, schema)
+    assert (plan.verdict, plan.serving_version) == (retraining.NOTHING_NEW, 1) and "serving version 1" in plan.reason
 
 
 def test_the_pipelines_serving_version_warm_start_and_stamp_follow_the_stable_version(serving_dir, tmp_path):
@@ -76,8 +76,9 @@ def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_
     work = tmp_path / "work"
     work.mkdir()
     pushed = _push(outputs, work, serving_dir, blessed=True, baseline=1)
-    assert pushed.get_int_custom_property(push_spec.PUSHED) == 1, pushed.get_string_custom_property(push_spec.REASON)
-    version = int(pushed.get_string_custom_property(push_spec.PUSHED_VERSION))
+    assert pushed.get_int_custom_property(artifacts.PUSHED) == 1, \
+        pushed.get_string_custom_property(artifacts.PUSH_REASON)
+    version = int(pushed.get_string_custom_property(artifacts.PUSHED_VERSION))
     assert version > 2 and layout.latest(serving_dir, MODEL).version == version
     assert layout.current(serving_dir, MODEL).version == 1
 
