@@ -1,10 +1,11 @@
 """The REST server: TF Serving's routes as plain ASGI, answered from a `ModelRegistry` through a `Batcher`.
 
-Routes (paths matched with TF Serving's own regular expressions, case-insensitive):
+Routes (paths matched with TF Serving's own regular expressions, case-insensitive; one `TFServingRoutes` method
+each, predict's work done by `predict.py`):
 - GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status (GetModelStatusResponse JSON)
 - GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   signature defs (GetModelMetadataResponse JSON)
 - POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict    row (`instances`) or columnar (`inputs`)
-- POST ...:classify, ...:regress                            TF Serving's method check (see `_classify_regress`)
+- POST ...:classify, ...:regress                            TF Serving's method check (see `classify_regress`)
 - GET  /monitoring/prometheus/metrics                       Prometheus text format
 
 Errors are `{"error": message}` with TF Serving's status codes. A body above `max_body_bytes` is

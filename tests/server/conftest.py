@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from typing import Callable
 
 import pytest
 
@@ -41,3 +43,12 @@ def serving_dir(tmp_path, pushed_version) -> str:
     folder = str(tmp_path / "serving")
     add_version(folder, pushed_version, 1)
     return folder
+
+
+def until(check: Callable[[], bool], what: str, deadline_s: float = 120.0, every_s: float = 0.2) -> None:
+    """Until check() is true, looked at every `every_s` seconds, failing with `what` after deadline_s: a test waits
+    for the event it needs, never for a guessed time."""
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < deadline, f"never happened within {deadline_s:.0f} s: {what}"
+        time.sleep(every_s)

@@ -24,14 +24,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from flywheel.api.rollout import rollout_analyze
-from flywheel.api.serving import signature_inputs
 from flywheel.cli.rollout import analyze_lines
 from flywheel.rollout import state, store
 from flywheel.server import models, request_log, routing, server
+from flywheel.server.run import signature_inputs
 from flywheel.store import warmup
 from flywheel.traffic import join
 from tests.conftest import FLYWHEEL, REPO
-from tests.server.conftest import ISSUE_ROW, MODEL, add_version
+from tests.server.conftest import ISSUE_ROW, MODEL, add_version, until
 from tests.server.test_uvicorn import _free_port
 
 PREDICT = f"/v1/models/{MODEL}:predict"
@@ -459,7 +459,7 @@ def test_zero_failed_requests_across_start_promote_and_rollback_in_a_real_server
         load.wait_for("3", only=True)
         store.rollback(pinned, MODEL)
         load.wait_for("2", only=True)
-        time.sleep(2.5)  # the rolled back version is unloaded under load too
+        until(lambda: _version_state(base, 3) == "END", "the rolled back version is unloaded under load too")
         assert not load.failures, load.failures[:5]
     finally:
         answered = load.close() if load is not None else 0
@@ -492,7 +492,7 @@ def _served_on_busy_cores(*args: str, model: str = MODEL):
             return False
 
     try:
-        _until(up, "the server answers")
+        until(up, "the server answers")
         yield proc, port
     finally:
         for burner in burners:
@@ -503,12 +503,10 @@ def _served_on_busy_cores(*args: str, model: str = MODEL):
     assert proc.returncode == 0, proc.stderr.read()
 
 
-def _until(check, what: str, deadline_s: float = 120.0) -> None:
-    """Until check() is true, looked at every 0.2 s, failing with `what` after deadline_s."""
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < deadline, f"never happened within {deadline_s:.0f} s: {what}"
-        time.sleep(0.2)
+def _version_state(base: str, version: int) -> str:
+    """The version's state in the server's model status (TF Serving's GET /v1/models/<model>/versions/<v>)."""
+    return httpx.get(f"{base}/v1/models/{MODEL}/versions/{version}", timeout=30).json()["model_version_status"][0][
+        "state"]
 
 
 def _label_serves(base: str, label: str) -> bool:
@@ -538,15 +536,15 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
                         answer = http.post(path, json=BODY)
                         assert answer.status_code == 200 and "predictions" in answer.json(), (path, answer.text)
                         assert answer.headers[routing.VERSION_HEADER] == "1", "shadow: stable answers"
-            _until(lambda: _label_serves(base, "canary"), "the shadow routing takes over")
+            until(lambda: _label_serves(base, "canary"), "the shadow routing takes over")
             stable_load.close()  # version 1 leaves at the promote
             store.promote(pinned, MODEL)
             load.wait_for("2", only=True)
             add_version(pinned, pushed_version, 3)
             store.start(pinned, MODEL, 3, state.SHADOW)
-            _until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
+            until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
             store.rollback(pinned, MODEL)
-            _until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
+            until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
             load.wait_for("2", only=True)
             assert not load.failures and not stable_load.failures, (load.failures + stable_load.failures)[:5]
         finally:
@@ -617,7 +615,7 @@ def test_a_request_sent_at_the_keep_alive_deadline_while_the_server_runs_late_is
                                      capture_output=True, text=True, timeout=300)
                 assert cli.returncode == 0, cli.stderr
                 due = max(answered.values()) + keep_alive + 0.3
-                _until(lambda due=due: time.monotonic() > due, "the connections' keep-alive deadline passes",
+                until(lambda due=due: time.monotonic() > due, "the connections' keep-alive deadline passes",
                        deadline_s=10)
                 for path, sock in connections.items():
                     sock.sendall(_raw_request(path, BODY))
@@ -664,7 +662,7 @@ def test_an_idle_connection_outlives_the_clients_keep_alive_across_a_shadow_star
                 cli = subprocess.run([FLYWHEEL, "rollout", "start", "--version", "2", "--shadow", "--serving-dir",
                                       pinned], cwd=REPO, capture_output=True, text=True, timeout=300)
                 assert cli.returncode == 0, cli.stderr
-                _until(lambda: time.monotonic() > answered + 5.5, "httpx's keep-alive expiry (5 s) passes",
+                until(lambda: time.monotonic() > answered + 5.5, "httpx's keep-alive expiry (5 s) passes",
                        deadline_s=10)
                 for path, sock in connections.items():
                     sock.sendall(_raw_request(path, BODY))
@@ -705,17 +703,17 @@ def test_classify_regress_and_metadata_answer_across_a_rollout_with_busy_cores(t
 
         try:
             load = _Load(base, clients=4, paths=(*bodies, f"{model}/metadata"), bodies=bodies)
-            _until(lambda: len(load.answered) == 4 and min(load.answered.values()) >= 5, "every client answered")
+            until(lambda: len(load.answered) == 4 and min(load.answered.values()) >= 5, "every client answered")
             store.start(folder, name, 123, state.BLUE_GREEN)
-            _until(lambda: label_serves("canary"), "the blue/green start takes effect")
+            until(lambda: label_serves("canary"), "the blue/green start takes effect")
             store.promote(folder, name)
-            _until(lambda: not label_serves("canary"), "the promote takes effect")
+            until(lambda: not label_serves("canary"), "the promote takes effect")
             store.start(folder, name, 124, state.SHADOW)
-            _until(lambda: label_serves("canary"), "the shadow takes effect")
+            until(lambda: label_serves("canary"), "the shadow takes effect")
             store.rollback(folder, name)
-            _until(lambda: not label_serves("canary"), "the rollback takes effect")
+            until(lambda: not label_serves("canary"), "the rollback takes effect")
             before = dict(load.answered)
-            _until(lambda: all(load.answered[p] >= before[p] + 5 for p in before), "answers after the rollback")
+            until(lambda: all(load.answered[p] >= before[p] + 5 for p in before), "answers after the rollback")
         finally:
             if load is not None:
                 load.close()
