@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from flywheel import storage
 from flywheel.data import inputs
 from flywheel.monitoring import profile
-from flywheel.server.request_log import PREDICTION, REQUEST_ID, TIME
+from flywheel.server.log_columns import PREDICTION, REQUEST_ID, TIME
 
 OUTPUT_FILE = "joined.parquet"
 _SHOWN = 5
