@@ -28,7 +28,9 @@ def in_unit_lane(item) -> bool:
 
 
 def is_flywheel_process(args) -> bool:
-    """Whether Popen's `args` start the flywheel command (`flywheel ...`, `python -m flywheel ...`)."""
+    """Whether Popen's `args` start the flywheel command (`flywheel ...`, `python -m flywheel[.cli] ...`). Other
+    flywheel modules run as processes are left alone (Beam's workers start as `-m flywheel.batch.worker`, and a
+    refused worker would leave its pipeline waiting instead of failing the test)."""
     argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in (
         [args] if isinstance(args, (bytes, os.PathLike)) else args)]
     if not argv:
@@ -36,7 +38,7 @@ def is_flywheel_process(args) -> bool:
     if os.path.basename(argv[0]) == "flywheel":
         return True
     module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
-    return module == "flywheel" or module.startswith("flywheel.")
+    return module in ("flywheel", "flywheel.cli")
 
 
 def _refusal(nodeid: str, what: str) -> LaneError:

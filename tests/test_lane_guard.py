@@ -40,6 +40,7 @@ def test_other_processes_still_start_in_the_unit_lane():
     ([sys.executable, "-m", "flywheel", "status"], True),
     ([sys.executable, "-m", "flywheel.cli", "serve"], True),
     ([sys.executable, "-c", "import flywheel"], False),
+    ([sys.executable, "-m", "flywheel.batch.worker"], False),
     ([sys.executable, "-m", "pytest"], False),
     (["/usr/bin/flywheel-tool"], False),
     ([], False),

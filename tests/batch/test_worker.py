@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from flywheel.batch import predict as batch_predict
@@ -24,6 +25,7 @@ def _where_it_ran(element: int) -> str:
                        "distutils": os.environ.get(worker.DISTUTILS_VARIABLE)})
 
 
+@pytest.mark.slow  # a Beam job on worker processes
 def test_the_beam_engines_workers_start_as_the_lean_worker(tmp_path, caplog):
     """Through the engine's real runner and worker processes: each element is handled in a worker started as
     `flywheel.batch.worker`, where the unused packages are left out; this process keeps them. Beam's warning
