@@ -432,44 +432,6 @@ class _Load:
         return sum(self.versions.values())
 
 
-@pytest.mark.slow  # a flywheel process
-def test_zero_failed_requests_across_start_promote_and_rollback_in_a_real_server(pinned, pushed_version):
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([FLYWHEEL, "serve", "--serving-dir", pinned, "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    load = None
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{base}/v1/models/{MODEL}", timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
-                time.sleep(0.5)
-        load = _Load(base)
-        load.wait_for("1", only=True)
-        store.start(pinned, MODEL, 2, state.CANARY, 50.0)
-        load.wait_for("2", only=False)
-        store.promote(pinned, MODEL)
-        load.wait_for("2", only=True)
-        add_version(pinned, pushed_version, 3)
-        store.start(pinned, MODEL, 3, state.BLUE_GREEN)
-        load.wait_for("3", only=True)
-        store.rollback(pinned, MODEL)
-        load.wait_for("2", only=True)
-        until(lambda: _version_state(base, 3) == "END", "the rolled back version is unloaded under load too")
-        assert not load.failures, load.failures[:5]
-    finally:
-        answered = load.close() if load is not None else 0
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr.read()
-    assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}"
-    assert answered > 0
-
-
 def _burn_cores() -> list[subprocess.Popen]:
     """One process spinning on each core for the caller's duration (kill them in a finally)."""
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
@@ -514,13 +476,13 @@ def _label_serves(base: str, label: str) -> bool:
 
 
 @pytest.mark.slow  # a flywheel process
-def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback_with_busy_cores(
-        pinned, pushed_version, tmp_path):
+def test_every_answer_holds_predictions_across_every_kind_of_rollout_with_busy_cores(pinned, pushed_version, tmp_path):
     """A real server process with its request log, every core kept busy by other processes, and clients on the
-    default route, /versions/1 (stable until the promote), /labels/stable and the metadata route: a shadow
-    start (with requests sent the moment it is written), a promote, a second shadow and a rollback. Every answer
-    is a 200 with `predictions` (`metadata`), and requests sent right after the start on the default route and
-    on /versions/<stable> are answered by stable."""
+    default route, /versions/1 (stable until the first promote), /labels/stable and the metadata route, across
+    every kind of change: a shadow start (with requests sent the moment it is written), a promote, a canary
+    (50 %) start and its promote, a blue/green start and a rollback (the rolled-back version is unloaded under
+    load), a second shadow and its rollback. Every answer is a 200 with `predictions` (`metadata`); requests
+    sent right after the shadow start on the default route and on /versions/<stable> are answered by stable."""
     load, stable_load = None, None
     with _served_on_busy_cores("--serving-dir", pinned, "--log-dir", str(tmp_path / "logs")) as (proc, port):
         base = f"http://127.0.0.1:{port}"
@@ -541,11 +503,21 @@ def test_every_answer_holds_predictions_across_shadow_start_promote_and_rollback
             store.promote(pinned, MODEL)
             load.wait_for("2", only=True)
             add_version(pinned, pushed_version, 3)
-            store.start(pinned, MODEL, 3, state.SHADOW)
+            store.start(pinned, MODEL, 3, state.CANARY, 50.0)
+            load.wait_for("3", only=False)
+            store.promote(pinned, MODEL)
+            load.wait_for("3", only=True)
+            add_version(pinned, pushed_version, 4)
+            store.start(pinned, MODEL, 4, state.BLUE_GREEN)
+            load.wait_for("4", only=True)
+            store.rollback(pinned, MODEL)
+            load.wait_for("3", only=True)
+            until(lambda: _version_state(base, 4) == "END", "the rolled back version is unloaded under load too")
+            store.start(pinned, MODEL, 4, state.SHADOW)
             until(lambda: _label_serves(base, "canary"), "the second shadow takes over")
             store.rollback(pinned, MODEL)
             until(lambda: not _label_serves(base, "canary"), "the rollback takes effect")
-            load.wait_for("2", only=True)
+            load.wait_for("3", only=True)
             assert not load.failures and not stable_load.failures, (load.failures + stable_load.failures)[:5]
         finally:
             answered = load.close() if load is not None else 0

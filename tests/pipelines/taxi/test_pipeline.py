@@ -53,3 +53,20 @@ def test_under_continuous_training_decide_runs_every_time_and_guards_the_rest(tm
     assert ingest.exec_properties["span"] == -1 and ingest.exec_properties.get("expected_fingerprint") is None
     plain = local_runner.compile_ir(local_runner.build(tiny_runs.config(str(tmp_path / "o2"), str(tmp_path))))
     assert all(n.pipeline_node.execution_options.caching_options.enable_cache for n in plain.nodes)
+
+
+def test_pushs_cache_key_holds_what_serves_so_an_emptied_serving_folder_is_pushed_to_again(tmp_path):
+    """The end-to-end rerun (tests/e2e/test_pipeline_runs.py) empties serving while the gate also changes, so Push
+    reruns there anyway; here, the part of Push's cache key that alone makes it rerun when its version is gone."""
+    cfg = TaxiConfig(paths=Paths.under(str(tmp_path)), monitor_baseline="")
+    version = tmp_path / "serving" / cfg.model_name / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+
+    def push_key() -> int:
+        nodes = {n.id: n for n in pipeline.create_pipeline(cfg).components}
+        return nodes["Push"].exec_properties["serving_version"]
+
+    assert push_key() == 1
+    (version / "saved_model.pb").unlink()
+    assert push_key() == 0
