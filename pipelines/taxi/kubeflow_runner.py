@@ -28,8 +28,16 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
+import yaml
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx import v1 as tfx
+from tfx.orchestration import data_types
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+from tfx.types import standard_component_specs as std
+
 from flywheel.kfp_executor import COMMAND
 from flywheel.pipelines.taxi.config import PIPELINE_NAME, UNCACHED_NODES, Paths, TaxiConfig
+from flywheel.pipelines.taxi.pipeline import create_pipeline
 
 # No image is published: this is the tag kubeflow/README.md's `docker build` gives the image it builds (loaded into
 # a local cluster as it is, or pushed to a registry the cluster pulls from under a name of the user's).
@@ -98,8 +106,6 @@ TASK_RESOURCES: Mapping[str, Resources] = {
 
 
 def kubeflow_config(pipeline_root: str = "") -> TaxiConfig:
-    from tfx import v1 as tfx
-
     parameter = tfx.dsl.experimental.RuntimeParameter
     data_root = parameter(name=DATA_ROOT, ptype=str, default=DEFAULT_DATA_ROOT)
     serving_dir = parameter(name=SERVING_DIR, ptype=str, default=DEFAULT_SERVING_DIR)
@@ -124,9 +130,6 @@ def set_run_parameters(pipeline, cfg: TaxiConfig) -> None:
 
     TFX takes a RuntimeParameter for a whole proto field (as its JSON), not for a field inside the proto.
     """
-    from tfx import v1 as tfx
-    from tfx.types import standard_component_specs as std
-
     trainer = _component(pipeline, "Trainer")
     trainer.exec_properties[std.TRAIN_ARGS_KEY] = tfx.dsl.experimental.RuntimeParameter(
         name=TRAIN_ARGS, ptype=str, default=json.dumps({"num_steps": cfg.train_steps}))
@@ -134,8 +137,6 @@ def set_run_parameters(pipeline, cfg: TaxiConfig) -> None:
 
 def set_resources(pipeline, resources: Mapping[str, Resources]) -> None:
     """Gives every component its container resources; a component without an entry is a compile error."""
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
     missing = sorted(c.id for c in pipeline.components if c.id not in resources)
     if missing:
         raise ValueError(f"kubeflow: no resources for {', '.join(missing)}; add them to TASK_RESOURCES")
@@ -148,8 +149,6 @@ def set_resources(pipeline, resources: Mapping[str, Resources]) -> None:
 
 def runtime_parameter_defaults(pipeline) -> dict[str, Any]:
     """Each RuntimeParameter's default, by name, from the components' execution properties."""
-    from tfx.orchestration import data_types
-
     defaults = {}
     for component in pipeline.components:
         for value in component.exec_properties.values():
@@ -227,9 +226,6 @@ def finish_spec(spec: dict, defaults: Mapping[str, Any]) -> None:
 
 
 def _write(output: str, job: dict, platform: dict) -> None:
-    import yaml
-    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
-
     if output.endswith((".yaml", ".yml")):
         spec = job["pipelineSpec"]
         header = kubeflow_v2_dag_runner._extract_comments_from_pipeline_spec(spec, DESCRIPTION)  # noqa: SLF001
@@ -250,10 +246,6 @@ def compile_pipeline(output: str, image: Optional[str] = None, pipeline_root: st
     data_pvc and serving_pvc name the PersistentVolumeClaims mounted at /mnt/data and /mnt/serving;
     resources maps each component id to its Resources (default TASK_RESOURCES).
     """
-    from tfx import v1 as tfx
-
-    from flywheel.pipelines.taxi.pipeline import create_pipeline
-
     cfg = cfg or kubeflow_config(pipeline_root)
     cfg = dataclasses.replace(cfg, beam_pipeline_args=("--direct_running_mode=multi_processing",
                                                        "--direct_num_workers=0"))
