@@ -4,7 +4,7 @@ thin adapter over it, and notebooks and tests call it directly.
 Its modules, by domain (each result beside its function):
   errors      UsageError, CompileError, the checks of arguments
   pipeline    pipeline_config, run_pipeline (RunResult), lineage, compile_pipeline, simulate
-  ingest      ingest (IngestResult): imports Beam and TFX
+  ingestion   ingest (IngestResult): imports Beam and TFX
   retraining  retrain (RetrainResult)
   monitoring  monitor (MonitorResult)
   traffic     replay (ReplayResult), logs_join (JoinResult)
@@ -25,7 +25,7 @@ _PUBLIC = {
     "RunResult": "pipeline", "LineageResult": "pipeline", "CompileResult": "pipeline", "SimulateResult": "pipeline",
     "pipeline_config": "pipeline", "run_pipeline": "pipeline", "lineage": "pipeline", "compile_pipeline": "pipeline",
     "simulate": "pipeline",
-    "IngestResult": "ingest", "ingest": "ingest",
+    "IngestResult": "ingestion", "ingest": "ingestion",
     "RetrainResult": "retraining", "retrain": "retraining",
     "MonitorResult": "monitoring", "monitor": "monitoring",
     "ReplayResult": "traffic", "JoinResult": "traffic", "replay": "traffic", "logs_join": "traffic",

@@ -1,10 +1,10 @@
-"""`flywheel ingest`: arguments -> `flywheel.api.ingest` -> text and exit status."""
+"""`flywheel ingest`: arguments -> `flywheel.api.ingestion.ingest` -> text and exit status."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flywheel.api.ingest import IngestResult, ingest
+from flywheel.api.ingestion import IngestResult, ingest
 from flywheel.cli import exits
 from flywheel.cli.text import counts, err, show
 

@@ -85,7 +85,7 @@ def test_simulate_json_is_only_json(tmp_path, capfd):
 def test_simulated_rows_carry_a_unique_trip_id_that_ingest_passes_over(tmp_path):
     import pyarrow.csv as pcsv
 
-    from flywheel.api.ingest import ingest  # Beam and TFX: only this test needs them
+    from flywheel.api.ingestion import ingest  # Beam and TFX: only this test needs them
     from flywheel.pipelines.taxi import config
 
     files = simulate("taxi", str(tmp_path / "data"), spans=2, drift_from=2, rows=40).files

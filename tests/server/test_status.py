@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from flywheel import api
+from flywheel.api.rollout import rollout_promote, rollout_start
 from tests.conftest import call_cli
 from tests.server.conftest import MODEL, add_version
 
@@ -14,7 +14,7 @@ def test_status_lists_versions_with_roles_records_and_the_rollout(serving_dir, c
     add_version(serving_dir, os.path.join(serving_dir, MODEL, "1"), 2)
     add_version(serving_dir, os.path.join(serving_dir, MODEL, "1"), 3)
     os.remove(os.path.join(serving_dir, MODEL, "3", "push.json"))
-    api.rollout_start(serving_dir, MODEL, version=2, mode="canary", percent=25.0, reason="try it")
+    rollout_start(serving_dir, MODEL, version=2, mode="canary", percent=25.0, reason="try it")
     text = call_cli(capfd, "status", "--serving-dir", serving_dir)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
@@ -46,8 +46,8 @@ def test_status_of_a_folder_that_is_not_one(tmp_path, capfd):
 def test_monitor_takes_a_models_folder_in_serving_as_its_baseline(serving_dir, capfd):
     """`--baseline <serving>/<model>`: the training profile of the version served by default, with its schema."""
     add_version(serving_dir, os.path.join(serving_dir, MODEL, "1"), 2)
-    api.rollout_start(serving_dir, MODEL, version=1, mode="shadow")  # stable: 2, the newest
-    api.rollout_promote(serving_dir, MODEL)  # stable: 1, while 2 is the newest
+    rollout_start(serving_dir, MODEL, version=1, mode="shadow")  # stable: 2, the newest
+    rollout_promote(serving_dir, MODEL)  # stable: 1, while 2 is the newest
     result = call_cli(capfd, "monitor", "--baseline", os.path.join(serving_dir, MODEL), "--current",
                       "components/ingest/testdata/spans/span-1")
     assert result.returncode in (0, 1), result.stderr
