@@ -31,10 +31,10 @@ run: venv
 	@echo "flywheel: the flywheel command is in $(VENV)/bin, not on your PATH: 'source $(VENV)/bin/activate' to type it as the README does"
 
 test: venv
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 test-unit: venv
-	$(BIN)/python -m pytest tests -m "not e2e and not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests -m "not e2e and not slow"
 
 bench: venv
 	$(BIN)/python benchmarks/pipeline_vs_template.py

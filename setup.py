@@ -36,8 +36,8 @@ setup(
                       "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "orjson==3.13.0",
                       "msgspec==0.22.0"],
     extras_require={
-        "dev": ["pytest", "jupytext", "ruff", "jsonschema"],
-        "test": ["pytest", "jupytext", "jsonschema"],
+        "dev": ["pytest", "pytest-xdist", "jupytext", "ruff", "jsonschema"],
+        "test": ["pytest", "pytest-xdist", "jupytext", "jsonschema"],
         "notebooks": ["jupytext", "nbclient", "ipykernel"],
     },
     entry_points={"console_scripts": ["flywheel=flywheel.cli:run"]},

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import sys
+import threading
 import time
 import warnings
-from typing import Callable, TextIO
+from typing import Callable, NoReturn, TextIO
 
 import absl.logging
+
+
+def verbose_from_environment() -> bool:
+    """FLYWHEEL_VERBOSE set to anything but "" or "0": how a runner script run by the TFX CLI is told --verbose."""
+    return os.environ.get("FLYWHEEL_VERBOSE", "") not in ("", "0")
 
 
 def quiet_environment(verbose: bool) -> None:
@@ -116,3 +123,21 @@ def _quiet_tensorflow_logger() -> None:
     from tensorflow.python.platform import tf_logging  # TensorFlow: a pipeline run imports it anyway (see above)
 
     tf_logging.get_logger().setLevel(logging.ERROR)
+
+
+def end_process(code: int) -> NoReturn:
+    """The end of a flywheel process (the command, a runner script): exit handlers run and output is flushed as at
+    any exit, but the interpreter's teardown and C++ static destructors are skipped: among them pyarrow's thread
+    pools, which can be destroyed while one of their Parquet threads is still alive and then abort the finished
+    process with SIGABRT ("terminate called without an active exception", apache/arrow#34314), and TensorFlow's
+    functions, whose finalizers print tracebacks once module globals are gone. A process that leaves a non-daemon
+    thread running exits the usual way, which waits for it."""
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing more can be written to it
+            pass
+    os._exit(code)

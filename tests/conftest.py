@@ -70,3 +70,4 @@ def local_run(tmp_path_factory) -> CliResult:
     result = run_cli("run", "taxi", "--train-steps", TRAIN_STEPS, output_dir=out)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
+

@@ -81,6 +81,7 @@ def _split_artifact(root, name: str, filename: str, proto, definition: dict) -> 
     return artifact
 
 
+@pytest.mark.slow  # a component's Beam job, as its own process
 def test_the_data_gate_task_runs_from_its_own_command_and_writes_what_the_ui_shows(tmp_path):
     anomalies = anomalies_pb2.Anomalies()
     reason = anomalies.anomaly_info["payment_type"].reason.add()

@@ -10,11 +10,7 @@ pyarrow or the HTTP server, and `flywheel --help` or one command loads none it d
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib
-import os
-import sys
-import threading
 from typing import Any, Callable, Optional
 
 from flywheel import lock, quiet
@@ -71,18 +67,6 @@ def main(argv: Optional[list[str]] = None, *, own_process: bool = False) -> int:
 
 
 def run() -> None:
-    """The `flywheel` command: `main`, then the end of the process. Exit handlers run and output is flushed as at
-    any exit, but the interpreter's teardown and C++ static destructors are skipped: among them pyarrow 10's thread
-    pools, which can be destroyed while one of their Parquet threads is still alive and then abort the finished
-    command with SIGABRT ("terminate called without an active exception", apache/arrow#34314). A command that
-    leaves a non-daemon thread running exits the usual way, which waits for it."""
-    code = main(own_process=True)
-    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing more can be written to it
-            pass
-    os._exit(code)
+    """The `flywheel` command: `main`, then the end of the process without the interpreter's teardown
+    (`quiet.end_process`)."""
+    quiet.end_process(main(own_process=True))

@@ -11,8 +11,13 @@ from __future__ import annotations
 import os
 import shlex
 
-from flywheel.pipelines.taxi import local_runner
-from flywheel.pipelines.taxi.config import TaxiConfig, with_beam_args
+from flywheel import quiet
+
+if __name__ == "__main__":  # a script (the TFX CLI runs it): TensorFlow reads its log level once, on import
+    quiet.quiet_environment(quiet.verbose_from_environment())
+
+from flywheel.pipelines.taxi import local_runner  # noqa: E402
+from flywheel.pipelines.taxi.config import TaxiConfig, with_beam_args  # noqa: E402
 
 
 def beam_dag_runner():
@@ -42,4 +47,4 @@ def config_from_env() -> TaxiConfig:
 
 
 if __name__ == "__main__":
-    local_runner.run_as_script(run, config_from_env)
+    local_runner.run_as_script(run, config_from_env, __file__)

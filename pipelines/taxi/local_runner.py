@@ -17,8 +17,12 @@ import sys
 from typing import Callable
 
 from flywheel import lock, quiet
-from flywheel.pipelines.taxi.config import UNCACHED_NODES, Paths, TaxiConfig
-from flywheel.pipelines.taxi.pipeline import create_pipeline
+
+if __name__ == "__main__":  # a script (the TFX CLI runs it): TensorFlow reads its log level once, on import
+    quiet.quiet_environment(quiet.verbose_from_environment())
+
+from flywheel.pipelines.taxi.config import UNCACHED_NODES, Paths, TaxiConfig  # noqa: E402
+from flywheel.pipelines.taxi.pipeline import create_pipeline  # noqa: E402
 
 
 def config_from_env(**overrides) -> TaxiConfig:
@@ -103,12 +107,14 @@ def run(cfg: TaxiConfig) -> None:
     local_dag_runner().run(build(cfg))
 
 
-def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[], TaxiConfig]) -> None:
+def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[], TaxiConfig], script: str) -> None:
     """What `python <runner>.py` does, so what `tfx run create` runs (and `tfx pipeline create`, with the runner's
     `run` patched to capture the pipeline): TensorFlow, Beam and absl kept quiet unless FLYWHEEL_VERBOSE=1, a line
     per component on stdout, and a failure as one line on stderr with exit status 1. It holds the output
-    directory's lock, as `flywheel run` does: a second run there refuses at once."""
-    verbose = os.environ.get("FLYWHEEL_VERBOSE", "") not in ("", "0")
+    directory's lock, as `flywheel run` does: a second run there refuses at once. Run as its own process (`python
+    <script>`, as `tfx run create` starts it) it ends without the interpreter's teardown (`quiet.end_process`);
+    run inside the TFX CLI (`tfx pipeline create` executes the file in its own process) it returns."""
+    verbose = quiet.verbose_from_environment()
     quiet.quiet_environment(verbose)
     import tfx  # noqa: F401  (imported before install() so absl is configured)
 
@@ -120,7 +126,10 @@ def run_as_script(run_pipeline: Callable[[TaxiConfig], None], config: Callable[[
             run_pipeline(cfg)
     except Exception as e:  # a bad setting or a failed component: one line, the components' errors are above it
         sys.exit(f"flywheel: taxi pipeline: {str(e) or 'a component failed (its error is above)'}")
+    main = getattr(sys.modules.get("__main__"), "__file__", None)  # the TFX CLI's own, when it executes the file
+    if main and os.path.realpath(main) == os.path.realpath(script):
+        quiet.end_process(0)
 
 
 if __name__ == "__main__":
-    run_as_script(run, config_from_env)
+    run_as_script(run, config_from_env, __file__)

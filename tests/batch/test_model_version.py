@@ -45,6 +45,7 @@ def test_no_examples_signature_names_the_signatures_there(tmp_path):
         model_version.examples_signature(path)
 
 
+@pytest.mark.slow  # a child process loading TensorFlow
 def test_the_signature_read_in_a_child_process_is_the_same_and_so_are_its_errors(tmp_path):
     path = _save(tmp_path / "m", serving_default="raw", serving_examples="score_examples")
     expected = ("serving_examples", "outputs")

@@ -78,6 +78,7 @@ def _predictions(result: PredictResult) -> pa.Table:
     return ds.dataset(result.predictions, format="parquet").to_table()
 
 
+@pytest.mark.slow  # a Beam job
 def test_predictions_equal_the_served_models_signature_and_parquet_has_the_schema(serving_dir, tmp_path):
     data = tiny_runs.write_sample(str(tmp_path / "data"), 2 * tiny_runs.ROWS, rows=300)
     result = predict("taxi", data, serving_dir, str(tmp_path / "out"))
@@ -137,6 +138,7 @@ def _bad_rows_folder(root) -> tuple[str, str]:
     return str(folder), path
 
 
+@pytest.mark.slow  # a Beam job
 def test_bad_rows_are_quarantined_with_line_and_column_and_counts_add_up(serving_dir, tmp_path):
     data, bad_csv = _bad_rows_folder(tmp_path)
     result = predict("taxi", data, serving_dir, str(tmp_path / "out"))
@@ -180,6 +182,7 @@ def _with_trip_ids(root, rows: int) -> tuple[str, list[dict]]:
     return str(path), records
 
 
+@pytest.mark.slow  # a Beam job
 def test_each_prediction_joins_back_to_its_row_by_file_and_line_and_by_the_id_column(serving_dir, tmp_path):
     path, records = _with_trip_ids(tmp_path, 40)
     result = predict("taxi", path, serving_dir, str(tmp_path / "out"), id_column="trip_id")
@@ -234,6 +237,7 @@ def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_pa
     assert result.rows_scored == 0
 
 
+@pytest.mark.slow  # a Beam job
 def test_version_picks_that_version(serving_dir, tmp_path):
     older = min(_versions(serving_dir))
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=50)
@@ -302,6 +306,7 @@ def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path,
     assert wrong.returncode == 2 and "has no version 1" in wrong.stderr
 
 
+@pytest.mark.slow  # a Beam job
 def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tmp_path):
     """The header reads, then the gzip stream ends early: the error comes from inside the Beam pipeline."""
     import gzip
@@ -315,6 +320,7 @@ def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tm
     assert "Traceback" not in result.error and "[while running" not in result.error
 
 
+@pytest.mark.slow  # a Beam job
 def test_progress_lines_name_the_file_the_rows_read_and_the_time(serving_dir, tmp_path, capfd):
     data = tiny_runs.write_sample(str(tmp_path / "data"), 0, rows=25)
     result = predict("taxi", data, serving_dir, str(tmp_path / "out"), progress_every=10)
@@ -328,6 +334,7 @@ def test_progress_lines_name_the_file_the_rows_read_and_the_time(serving_dir, tm
     assert quiet.rows_scored == 25 and "predict: " not in capfd.readouterr().err
 
 
+@pytest.mark.slow  # a Beam job
 def test_the_beam_engine_launcher_never_imports_tensorflow(serving_dir, tmp_path):
     """The pipeline is built and the model resolved without TensorFlow in the launching process: only the
     workers that score load it (it holds about 0.4 GB in each process that does)."""

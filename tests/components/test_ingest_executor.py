@@ -62,6 +62,7 @@ def _run_executor(tmp_path, input_base: str, limit: float = 0.01):
     return examples, quarantine, profile
 
 
+@pytest.mark.slow  # a Beam job
 def test_executor_writes_standard_examples_and_counts(tmp_path):
     examples, quarantine, _ = _run_executor(tmp_path, TESTDATA)
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
@@ -92,6 +93,7 @@ def _bad_copy(tmp_path, share_bad: int) -> str:
     return str(tmp_path / "data")
 
 
+@pytest.mark.slow  # a Beam job
 def test_limit_exceeded_fails_and_keeps_the_quarantine(tmp_path):
     base = _bad_copy(tmp_path, share_bad=3)
     with pytest.raises(parsing.IngestError, match=r"3 of 30 rows quarantined \(10.00%\), above the limit of 1.00%"):
@@ -101,6 +103,7 @@ def test_limit_exceeded_fails_and_keeps_the_quarantine(tmp_path):
     assert len(rows) == 3 and all(r["file"].endswith("part.csv") and r["line"] in (2, 3, 4) for r in rows)
 
 
+@pytest.mark.slow  # a Beam job
 def test_an_unclosed_quote_costs_one_row_and_gzip_spans_are_read(tmp_path):
     lines = open(os.path.join(TESTDATA, "span-1", "part-0.csv"), "rb").read().splitlines(keepends=True)
     header, body = lines[0], lines[1:]
@@ -141,6 +144,7 @@ def test_cli_ingest_json(tmp_path):
     assert len(out["fingerprint"]) == 64 and os.path.exists(out["quarantine_path"])
 
 
+@pytest.mark.slow  # a Beam job
 def test_cli_ingest_over_limit_exits_nonzero_and_keeps_quarantine(tmp_path, capfd):
     base = _bad_copy(tmp_path, share_bad=3)
     result = call_cli(capfd, "ingest", "--data", base, "--schema", schemas.schema_path("taxi"), "--output-dir",
@@ -162,6 +166,7 @@ def test_cli_ingest_missing_required_column(tmp_path, capfd):
     assert "bad.csv: missing required column(s)" in result.stderr and "'fare'" in result.stderr
 
 
+@pytest.mark.slow  # a Beam job
 def test_examples_are_plain_gzip_files(tmp_path):
     examples, _, _ = _run_executor(tmp_path, TESTDATA)
     path = os.path.join(examples.uri, "Split-eval", sorted(os.listdir(os.path.join(examples.uri, "Split-eval")))[0])
