@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from flywheel import cli
+from flywheel import cli, quiet
 from flywheel.api.errors import UsageError
 from flywheel.api.pipeline import pipeline_config, simulate
 from flywheel.cli import exits
@@ -148,8 +148,8 @@ def test_the_command_ends_with_os_exit_after_exit_handlers_and_flushed_output(tm
         raise _Exited()
 
     monkeypatch.setattr("sys.argv", ["flywheel", "rollout", "status", "--serving-dir", str(tmp_path / "none")])
-    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: events.append(("atexit", None)))
-    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    monkeypatch.setattr(quiet.atexit, "_run_exitfuncs", lambda: events.append(("atexit", None)))
+    monkeypatch.setattr(quiet.os, "_exit", exit_now)
     with pytest.raises(_Exited):
         cli.run()
     assert events == [("atexit", None), ("os._exit", exits.USAGE)]
