@@ -47,6 +47,7 @@ import numpy as np
 
 from benchmarks import serving as serving_bench
 from flywheel import quiet
+from flywheel.store import layout
 
 MODEL = serving_bench.MODEL
 ID_COLUMN = "trip_id"
@@ -95,9 +96,7 @@ def signature_spec(version_path: str) -> dict[str, dict[str, dict[str, Any]]]:
     """{"inputs"|"outputs": {name: {"dtype", "shape"}}} of a SavedModel's serving_default (-1: any size)."""
     import tensorflow as tf
 
-    from flywheel.store import layout as serving_layout
-
-    graph = next(g for g in serving_layout.read_saved_model(version_path).meta_graphs
+    graph = next(g for g in layout.read_saved_model(version_path).meta_graphs
                  if "serve" in g.meta_info_def.tags)
     signature = graph.signature_def["serving_default"]
 
@@ -113,8 +112,6 @@ def publish(serving_dir: str, source: Optional[str], version: int,
             build: Optional[Callable[[str], None]] = None) -> str:
     """Publishes version `version` as Push does (a hidden staging folder renamed into place whole, push.json
     beside saved_model.pb): a copy of `source`, or what `build(staging)` saves."""
-    from flywheel.store import layout as serving_layout
-
     root = os.path.join(serving_dir, MODEL)
     os.makedirs(root, exist_ok=True)
     staging = os.path.join(root, f".push-{version}-bench")
@@ -122,7 +119,7 @@ def publish(serving_dir: str, source: Optional[str], version: int,
         shutil.copytree(source, staging)
     else:
         build(staging)
-    manifest_path = os.path.join(staging, serving_layout.MANIFEST_FILE)
+    manifest_path = os.path.join(staging, layout.MANIFEST_FILE)
     manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {"model_name": MODEL}
     with open(manifest_path, "w") as f:
         json.dump({**manifest, "version": version}, f)
