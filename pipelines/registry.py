@@ -35,7 +35,7 @@ class PipelineEntry:
     runners:   engine -> `run(config)` (each runs create_pipeline(config) to completion).
     beam_args: (config, args) -> the config with Beam pipeline args (defaults when args are empty).
     compile:   (output, image, **options) -> path of the Kubeflow spec written.
-    simulate:  (out_dir, spans, drift_from, rows, seed) -> files written; '' when the pipeline has none.
+    simulate:  (out_dir, spans, drift_from, rows, seed, files) -> files written; '' when the pipeline has none.
     schema:    () -> path of the curated schema.
     binary_label: () -> the join's rule for the binary training label from the raw one
                (flywheel.traffic.join.BinaryLabel); '' when the raw label is the training label.

@@ -271,16 +271,17 @@ class SimulateResult:
 
     @property
     def spans(self) -> list[str]:
-        return [os.path.basename(os.path.dirname(f)) for f in self.files]
+        return list(dict.fromkeys(os.path.basename(os.path.dirname(f)) for f in self.files))
 
 
 def simulate(pipeline: str, out: str, *, spans: int = 4, drift_from: Optional[int] = None, rows: int = 5000,
-             seed: int = 0) -> SimulateResult:
+             seed: int = 0, files: int = 1) -> SimulateResult:
     """Writes `spans` new spans of labelled production data into `out`, after the span-N folders it already holds
-    (span-1 .. span-N in a new folder), drifting from span number `drift_from` on; nothing is overwritten."""
+    (span-1 .. span-N in a new folder), drifting from span number `drift_from` on; nothing is overwritten. Each
+    span is `files` files (its rows split in order; the rows do not depend on it)."""
     entry = registry.get(pipeline)
     try:
-        files = entry.simulator()(out, spans, drift_from, rows, seed)
+        written = entry.simulator()(out, spans, drift_from, rows, seed, files)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
-    return SimulateResult(pipeline, out, files, rows, drift_from)
+    return SimulateResult(pipeline, out, written, rows, drift_from)

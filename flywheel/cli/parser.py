@@ -95,6 +95,7 @@ def make_parser() -> argparse.ArgumentParser:
     sim.add_argument("--drift-from", type=int, default=None, help="first drifted span, 1..--spans (none: no drift)")
     sim.add_argument("--rows", type=int, default=5000, help="rows per span")
     sim.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    sim.add_argument("--files", type=int, default=1, help="files per span (the same rows, split in order)")
     sim.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     ret = command("retrain", "scheduled job: newest span -> drift decision -> retrain/evaluate/push")

@@ -75,7 +75,7 @@ def compile_lines(result: CompileResult) -> list[str]:
 
 
 def simulate_lines(result: SimulateResult) -> list[str]:
-    return [f"flywheel simulate: {len(result.files)} span(s) of {result.rows:,} rows in {result.out} "
+    return [f"flywheel simulate: {len(result.spans)} span(s) of {result.rows:,} rows in {result.out} "
             f"({listing(result.spans)})" + (f"; drift from span {result.drift_from}" if result.drift_from else
                                            "; no drift")]
 
@@ -93,7 +93,7 @@ def cmd_run(args: Any) -> int:
 
 def cmd_simulate(args: Any) -> int:
     show(args, simulate(args.pipeline, args.out, spans=args.spans, drift_from=args.drift_from, rows=args.rows,
-                        seed=args.seed), simulate_lines)
+                        seed=args.seed, files=args.files), simulate_lines)
     return exits.OK
 
 

@@ -36,3 +36,24 @@ def test_simulate_appends_after_the_spans_already_there_and_overwrites_nothing(t
     on_file = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / "file"))
     assert on_file.returncode == 2 and on_file.stderr == (f"flywheel: simulate: --out {tmp_path / 'file'}: expected a "
                                                           "folder (new, or holding span-N folders), found a file\n")
+
+
+def test_files_split_a_span_in_order_and_leave_its_rows_unchanged(tmp_path, capfd):
+    assert call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / "one"), "--spans", "2", "--drift-from", "2",
+                    "--rows", "1001", "--seed", "4").returncode == 0
+    split = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / "three"), "--spans", "2", "--drift-from", "2",
+                     "--rows", "1001", "--seed", "4", "--files", "3")
+    assert split.returncode == 0
+    assert split.stdout == f"flywheel simulate: 2 span(s) of 1,001 rows in {tmp_path / 'three'} (span-1, span-2); " \
+                           "drift from span 2\n"
+    for span in (1, 2):
+        whole = (tmp_path / "one" / f"span-{span}" / "data.csv").read_text().splitlines()
+        names = sorted(p.name for p in (tmp_path / "three" / f"span-{span}").iterdir())
+        assert names == [f"part-0000{k}-of-00003.csv" for k in range(3)]
+        parts = [(tmp_path / "three" / f"span-{span}" / name).read_text().splitlines() for name in names]
+        assert [len(p) - 1 for p in parts] == [333, 334, 334]
+        assert all(p[0] == whole[0] for p in parts), "each file has the header"
+        assert [line for p in parts for line in p[1:]] == whole[1:]
+    too_many = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / "x"), "--rows", "2", "--files", "3")
+    assert too_many.returncode == 2
+    assert too_many.stderr == "flywheel: simulate: --files: expected 1 to --rows (2) files per span, got 3\n"
