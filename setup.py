@@ -6,6 +6,7 @@ from setuptools import find_packages, setup
 # so nothing called `components` or `pipelines` lands in site-packages.
 PACKAGE_DIRS = {"flywheel": "flywheel", "flywheel.components": "components", "flywheel.pipelines": "pipelines",
                 "flywheel.schemas": "schemas"}
+DASK = ["dask==2026.11.0", "distributed==2026.11.0"]
 
 
 def _packages() -> list[str]:
@@ -35,9 +36,11 @@ setup(
     install_requires=["tfx[kfp]==1.16.0", "dill", "httpx", "prometheus_client==0.26.0", "starlette==1.7.0",
                       "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "orjson==3.13.0",
                       "msgspec==0.22.0"],
+    # dask: a dask.distributed cluster to run the Beam jobs on (flywheel.dask_runner); the tests start one.
     extras_require={
-        "dev": ["pytest", "pytest-xdist", "jupytext", "ruff", "jsonschema"],
-        "test": ["pytest", "pytest-xdist", "jupytext", "jsonschema"],
+        "dask": DASK,
+        "dev": ["pytest", "pytest-xdist", "jupytext", "ruff", "jsonschema", *DASK],
+        "test": ["pytest", "pytest-xdist", "jupytext", "jsonschema", *DASK],
         "notebooks": ["jupytext", "nbclient", "ipykernel"],
     },
     entry_points={"console_scripts": ["flywheel=flywheel.cli:run"]},

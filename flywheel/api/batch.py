@@ -64,7 +64,8 @@ class PredictResult:
 
 def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optional[int] = None,
             version: Optional[int] = None, engine: str = "local", *, batch_size: int = 1024,
-            progress_every: int = 0, verbose: bool = False, id_column: Optional[str] = None) -> PredictResult:
+            progress_every: int = 0, verbose: bool = False, id_column: Optional[str] = None,
+            beam_pipeline_args: tuple[str, ...] = ()) -> PredictResult:
     """Scores a span (`data`: file, folder or folder of span-N folders; latest span unless `span`) with the
     served model (the version serving now unless `version`: the rollout's stable one, else the latest) through
     Beam: Parquet under `output`/predictions/ with `source_file` and `source_line` (where each row was read),
@@ -72,11 +73,13 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
     bad rows in `output`/quarantine.jsonl; counts.json.
 
     `progress_every` > 0: a progress line on stderr every that many rows of a file, and per file and stage.
+    `beam_pipeline_args` follow the engine's and may name another runner, e.g.
+    `--runner=flywheel.dask_runner.DaskRunner --dask_client_address=HOST:PORT` (docs/distributed.md).
     UsageError for bad arguments (engine, data location, unknown model or version, a non-empty output)."""
     entry = registry.get(pipeline)
     quiet.quiet_environment(verbose)
     try:
-        args = beam_args(engine)
+        args = beam_args(engine) + tuple(beam_pipeline_args)
     except ValueError as e:
         raise UsageError(str(e)) from e
     if batch_size < 1:

@@ -5,9 +5,13 @@ pipeline. Importing this module imports Beam and TFX (Ingest's component library
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from typing import Any, Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from flywheel import quiet
 from flywheel.api.errors import UsageError, folder_argument, resolve_input
@@ -39,8 +43,11 @@ class IngestResult:
 
 
 def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans: int = 1,
-           quarantine_limit: float = 0.01, split_key: tuple[str, ...] = (), verbose: bool = False) -> IngestResult:
-    """Ingests CSV/Parquet into gzip tf.Examples under <output_dir>/examples and a quarantine, without a pipeline."""
+           quarantine_limit: float = 0.01, split_key: tuple[str, ...] = (), verbose: bool = False,
+           beam_pipeline_args: tuple[str, ...] = ()) -> IngestResult:
+    """Ingests CSV/Parquet into gzip tf.Examples under <output_dir>/examples and a quarantine, without a pipeline.
+    `beam_pipeline_args` choose the Beam runner (default: the DirectRunner in this process), e.g.
+    `--runner=flywheel.dask_runner.DaskRunner --dask_client_address=HOST:PORT` (docs/distributed.md)."""
     quiet.quiet_environment(verbose)
     resolved = resolve_input(data, span, num_spans)
     folder_argument(output_dir, "ingest: --output-dir")
@@ -57,7 +64,8 @@ def ingest(data: str, schema: str, output_dir: str, *, span: int = -1, num_spans
     common = {"quarantine_path": kept_at, "examples_path": examples_uri, "fingerprint": resolved.fingerprint,
               "span": max(resolved.spans), "spans": list(resolved.spans)}
     try:
-        counts = run_ingest(resolved, options, examples_uri, quarantine_uri, os.path.join(out, ".work"))
+        counts = run_ingest(resolved, options, examples_uri, quarantine_uri, os.path.join(out, ".work"),
+                            functools.partial(beam.Pipeline, options=PipelineOptions(list(beam_pipeline_args))))
     except IngestError as e:
         return IngestResult(rows_read=0, rows_written={}, rows_quarantined=0, error=str(e), **common)
     error = None

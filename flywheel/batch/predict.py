@@ -35,7 +35,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.ml.inference import base as inference
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.transforms import environments
 from tfx_bsl.coders import example_coder
@@ -241,11 +241,15 @@ def beam_args(engine: str) -> tuple[str, ...]:
 
 
 def runner(pipeline_options):
-    """The runner for these options: Beam's DirectRunner, except in its multi-processing mode (`--engine beam`),
-    where it is the FnApiRunner the DirectRunner would use, with the same number of worker processes, each
-    started as `flywheel.batch.worker` (Beam's SDK worker without the packages scoring never uses) instead of
-    Beam's `sdk_worker_main`. The FnApiRunner starts a worker command of its own only in its `in_memory` mode
-    (the mode's name is then its only difference), so `pipeline_options` is switched to it."""
+    """The runner for these options: the one `--runner` names (Dask, Dataflow, ...) if not the DirectRunner; else
+    Beam's DirectRunner, except in its multi-processing mode (`--engine beam`), where it is the FnApiRunner the
+    DirectRunner would use, with the same number of worker processes, each started as `flywheel.batch.worker`
+    (Beam's SDK worker without the packages scoring never uses) instead of Beam's `sdk_worker_main`. The
+    FnApiRunner starts a worker command of its own only in its `in_memory` mode (the mode's name is then its only
+    difference), so `pipeline_options` is switched to it."""
+    named = pipeline_options.view_as(StandardOptions).runner
+    if named and named != "DirectRunner":
+        return named
     direct = pipeline_options.view_as(DirectOptions)
     if direct.direct_running_mode != "multi_processing":
         return "DirectRunner"
