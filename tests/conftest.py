@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.mariadb import mariadb  # noqa: F401  (a throwaway MariaDB server, for the shared metadata store)
 from tests.ram_guard import ram  # noqa: F401  (the ram:// fixture, for every test folder)
 
 # the unit lane's guard (no flywheel process, no training in unmarked tests); the checked-in taxi runs

@@ -19,7 +19,7 @@ from typing import Any, Optional, TextIO
 from flywheel import lock, quiet
 from flywheel.api.errors import CompileError, UsageError, folder_argument, resolve_input
 from flywheel.api.results import as_dict
-from flywheel.metadata import run_record
+from flywheel.metadata import connection, run_record
 from flywheel.metadata.lineage import describe
 from flywheel.pipelines import registry, stamp
 from flywheel.store import layout
@@ -63,10 +63,13 @@ class RunResult:
 
 
 def pipeline_config(pipeline: str, output_dir: str = "flywheel_output", *, data: Optional[str] = None,
-                    serving_dir: Optional[str] = None, engine: str = "local", beam_pipeline_args: tuple[str, ...] = (),
-                    **options: Any) -> Any:
+                    serving_dir: Optional[str] = None, metadata: Optional[str] = None, engine: str = "local",
+                    beam_pipeline_args: tuple[str, ...] = (), **options: Any) -> Any:
     """The registered pipeline's typed config from generic options (train_steps, span, num_spans,
-    allowed_anomalies, warm_start); engine 'beam' adds Beam args (defaults when none are given)."""
+    allowed_anomalies, warm_start); engine 'beam' adds Beam args (defaults when none are given).
+
+    metadata: the ML-Metadata store, a SQLite file or mysql://USER@HOST[:PORT]/DATABASE (`flywheel.metadata.
+    connection`; the password from the environment); None: <output_dir>/metadata.sqlite."""
     entry = registry.get(pipeline)
     if engine not in entry.engines:
         raise UsageError(f"pipeline {pipeline!r}: unknown engine {engine!r}; engines: {', '.join(entry.engines)}")
@@ -74,6 +77,9 @@ def pipeline_config(pipeline: str, output_dir: str = "flywheel_output", *, data:
     folder_argument(serving_dir, "--serving-dir")
     try:
         cfg = entry.make_config(paths=entry.make_paths(output_dir, data, serving_dir), **options)
+        if metadata is not None:
+            cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths,
+                                                                     metadata_path=connection.canonical(metadata)))
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from e
     if engine == "beam":
@@ -117,9 +123,20 @@ def run_pipeline(config: Any, engine: str = "local", *, progress: Optional[TextI
     return result
 
 
+def check_metadata(cfg) -> None:
+    """UsageError before anything runs when the config's ML-Metadata store cannot be opened (a MySQL/MariaDB server
+    that does not answer or refuses the user; a SQLite file is made by the run)."""
+    try:
+        connection.check(cfg.paths.metadata_path)
+    except connection.MetadataStoreError as e:
+        raise UsageError(str(e)) from e
+
+
 def must_exist(result: RunResult) -> list[str]:
-    """The files a valid stamp needs: the metadata store, the serving version and every local artifact."""
-    paths = [result.metadata] + ([result.serving_path] if result.serving_path else [])
+    """The files a valid stamp needs: the metadata store (a SQLite file), the serving version and every local
+    artifact."""
+    store_file = connection.local_file(result.metadata)
+    paths = ([store_file] if store_file else []) + ([result.serving_path] if result.serving_path else [])
     for record in result.records.values():
         for artifacts in record.outputs.values():
             paths += [a["uri"] for a in artifacts if a.get("uri") and "://" not in a["uri"]]
@@ -137,12 +154,13 @@ def execute_run(cfg, pipeline: str, engine: str, runner, resolved, progress: Opt
     import tfx  # noqa: F401  (TFX: seconds to import, only a real run needs it; before install() so absl is configured)
 
     quiet.install(verbose, out)
+    check_metadata(cfg)
     error: Optional[BaseException] = None
     try:
         runner(cfg)
     except Exception as e:  # the runner re-raises a component's error: it is the result's status, with the summary
         error = e
-    records = run_record.latest_run(cfg.paths.metadata_path, cfg.pipeline_name)
+    records = run_record.latest_run(cfg.paths.metadata_path, cfg.pipeline_name, cfg.paths.pipeline_root)
     fields, gate_stopped = registry.get(cfg.pipeline_name).summarize(records, cfg)
     status = FAILED if error is not None or fields["failed_nodes"] else STOPPED if gate_stopped else FINISHED
     return RunResult(pipeline=pipeline, engine=engine, status=status, elapsed=round(time.monotonic() - started, 1),
@@ -172,18 +190,20 @@ class LineageResult:
 
 
 def lineage(pipeline: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
-            model: str = "latest", model_name: Optional[str] = None) -> LineageResult:
-    """The lineage of a served model (`model`: latest or a version number) from the output directory's ML-Metadata."""
-    cfg = pipeline_config(pipeline, output_dir, serving_dir=serving_dir)
+            model: str = "latest", model_name: Optional[str] = None, metadata: Optional[str] = None) -> LineageResult:
+    """The lineage of a served model (`model`: latest or a version number) from ML-Metadata: the output directory's
+    SQLite store, or `metadata` (a SQLite file or a MySQL/MariaDB store shared by several machines)."""
+    cfg = pipeline_config(pipeline, output_dir, serving_dir=serving_dir, metadata=metadata)
     metadata = cfg.paths.metadata_path
-    if not os.path.isfile(metadata):
+    if connection.local_file(metadata) and not os.path.isfile(metadata):
         raise UsageError(f"lineage: no ML-Metadata store at {metadata} (is {cfg.paths.output_dir} the --output-dir "
                          "of a run?)")
     if model != "latest" and not model.isdigit():
         raise UsageError(f"lineage: --model: expected 'latest' or a version number, got {model!r}")
     try:
+        connection.check(metadata)
         found = describe(metadata, cfg.paths.serving_dir, model_name or cfg.model_name, model)
-    except (LookupError, OSError) as e:
+    except (LookupError, OSError, connection.MetadataStoreError) as e:
         raise UsageError(str(e)) from e
     return LineageResult(**{f.name: found.get(f.name) for f in dataclasses.fields(LineageResult)})
 

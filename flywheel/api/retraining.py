@@ -9,7 +9,7 @@ from typing import Any, Optional, TextIO
 
 from flywheel import lock, quiet
 from flywheel.api.errors import UsageError, resolve_input
-from flywheel.api.pipeline import RunResult, execute_run, pipeline_config
+from flywheel.api.pipeline import RunResult, check_metadata, execute_run, pipeline_config
 from flywheel.api.results import as_dict
 from flywheel.pipelines import registry, stamp
 from flywheel.pipelines.retrain import finish_release, prepare_release, summary_from_records
@@ -56,8 +56,8 @@ DRIFT_DIR = "drift"  # <output_dir>/drift/span-<N>/: the retraining job's drift 
 
 
 def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, serving_dir: Optional[str] = None,
-            if_drift: bool = False, window: int = 3, train_steps: Optional[int] = None, release: str = "direct",
-            progress: Optional[TextIO] = None, verbose: bool = False) -> RetrainResult:
+            metadata: Optional[str] = None, if_drift: bool = False, window: int = 3, train_steps: Optional[int] = None,
+            release: str = "direct", progress: Optional[TextIO] = None, verbose: bool = False) -> RetrainResult:
     """The scheduled job: newest span of `data` -> the continuous-training decision -> (new data that drifted,
     no baseline, or new data without if_drift) the pipeline on the last `window` spans -> Evaluate against
     serving -> Push if blessed.
@@ -70,6 +70,9 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     becomes the candidate of a new rollout (`flywheel.rollout`), the version served now staying stable; the
     state is pinned before the pipeline runs (`flywheel.pipelines.retrain.prepare_release`), so Push never makes
     it served in between, and the decision is recorded in the run's ML-Metadata store.
+
+    metadata: that store, a SQLite file or mysql://USER@HOST[:PORT]/DATABASE shared by the jobs of several machines
+    (`flywheel.metadata.connection`; the password from the environment); None: <output_dir>/metadata.sqlite.
     """
     entry = registry.get(pipeline)
     if window < 1:
@@ -79,7 +82,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
     except RolloutError as e:
         raise UsageError(f"retrain: {e}") from e
     quiet.quiet_environment(verbose)
-    base = pipeline_config(pipeline, output_dir, data=data, serving_dir=serving_dir,
+    base = pipeline_config(pipeline, output_dir, data=data, serving_dir=serving_dir, metadata=metadata,
                            **({"train_steps": train_steps} if train_steps is not None else {}))
     os.makedirs(base.paths.output_dir, exist_ok=True)
     with lock.exclusive(base.paths.output_dir):
@@ -96,6 +99,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
         if not decided.retrain:
             return RetrainResult(**common, retrained=False, blessed=None, pushed=False,
                                  model_version=decided.serving_version, status=decided.verdict)
+        check_metadata(base)
         try:
             pinned = prepare_release(base.paths.serving_dir, base.model_name, release)
         except (ValueError, OSError) as e:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 from flywheel.api.errors import UsageError
 from flywheel.api.results import as_dict
+from flywheel.metadata import connection
 from flywheel.rollout import manifests, models_config, report, state, store
 from flywheel.rollout.analysis import AnalysisConfig, analyze, wait_for_settled_log
 from flywheel.rollout.mlmd import record
@@ -59,12 +60,24 @@ def _rollout_result(action: str, serving_dir: str, model: str, metadata: Optiona
                          pushed_model_id=recorded[1])
 
 
+def _metadata_store(action: str, metadata: Optional[str]) -> Optional[str]:
+    """The canonical --metadata location (`flywheel.metadata.connection`), checked before anything changes: a SQLite
+    file a run made, or a MySQL/MariaDB store that answers; UsageError otherwise."""
+    if metadata is None:
+        return None
+    try:
+        if connection.local_file(metadata) and not os.path.isfile(metadata):
+            raise UsageError(f"rollout {action}: --metadata {metadata}: expected the ML-Metadata store of a pipeline "
+                             "run (metadata.sqlite), found no file")
+        return connection.check(metadata)
+    except connection.MetadataStoreError as e:
+        raise UsageError(f"rollout {action}: {e}") from e
+
+
 def _rollout_change(action: str, serving_dir: str, model: str, metadata: Optional[str],
                     change: Callable[[], Any]) -> RolloutResult:
     _serving_folder(serving_dir, action)
-    if metadata is not None and not os.path.isfile(metadata):
-        raise UsageError(f"rollout {action}: --metadata {metadata}: expected the ML-Metadata store of a pipeline "
-                         "run (metadata.sqlite), found no file")
+    metadata = _metadata_store(action, metadata)
     try:
         after = change()
         recorded = record(metadata, after, after.decisions[-1]) if metadata else (None, None)
@@ -179,6 +192,7 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
     of the server's flush intervals old: what the server held when the traffic stopped is then written)."""
     if not 0 <= wait_for_log < math.inf:
         raise UsageError(f"rollout analyze: --wait-for-log: expected seconds >= 0, got {wait_for_log}")
+    metadata = _metadata_store("analyze", metadata) if apply else metadata
     try:
         if config is None or isinstance(config, AnalysisConfig):
             rule = config or AnalysisConfig()

@@ -36,6 +36,11 @@ def _pipeline_arg(parser: argparse.ArgumentParser, optional: bool = False) -> No
         parser.add_argument("pipeline", metavar="PIPELINE", help=f"registered pipeline ({known})")
 
 
+METADATA_HELP = ("ML-Metadata store: a SQLite file or mysql://USER@HOST[:PORT]/DATABASE shared by several machines, "
+                 "the password in $FLYWHEEL_METADATA_PASSWORD or the file $FLYWHEEL_METADATA_PASSWORD_FILE names, "
+                 "never in the URL")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The `flywheel` command line's parser: every command, its options and its exit statuses (`--help`)."""
     parser = argparse.ArgumentParser(prog="flywheel", description="TFX pipelines from raw data to a served model.",
@@ -55,6 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", default="flywheel_output", help="artifacts, metadata, stamp and lock")
     run.add_argument("--serving-dir", help="serving folder, shareable by several pipelines "
                                            "(default: <output-dir>/serving)")
+    run.add_argument("--metadata", help=METADATA_HELP + " (default: <output-dir>/metadata.sqlite)")
     run.add_argument("--train-steps", type=int, help="training steps (default: the pipeline config's)")
     run.add_argument("--span", type=int, default=-1, help="last span to read (-1: latest)")
     run.add_argument("--num-spans", type=int, default=1, help="rolling window: how many spans ending at --span")
@@ -103,6 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
     ret.add_argument("--data", required=True, help="folder of span-N folders")
     ret.add_argument("--output-dir", default="flywheel_output", help="artifacts, metadata and lock")
     ret.add_argument("--serving-dir", help="serving folder (default: <output-dir>/serving)")
+    ret.add_argument("--metadata", help=METADATA_HELP + " (default: <output-dir>/metadata.sqlite)")
     ret.add_argument("--if-drift", action="store_true", help="retrain only on drift (or with no baseline yet)")
     ret.add_argument("--window", type=int, default=3, help="train on the last W spans")
     ret.add_argument("--train-steps", type=int, help="training steps (default: the pipeline config's)")
@@ -116,6 +123,7 @@ def make_parser() -> argparse.ArgumentParser:
     _pipeline_arg(lin, optional=True)
     lin.add_argument("--output-dir", default="flywheel_output", help="the runs' output directory (metadata.sqlite)")
     lin.add_argument("--serving-dir", help="serving folder (default: <output-dir>/serving)")
+    lin.add_argument("--metadata", help=METADATA_HELP + " (default: <output-dir>/metadata.sqlite)")
     lin.add_argument("--model", default="latest", help="latest or a version number")
     lin.add_argument("--model-name", help="served model's name (default: the pipeline's model name)")
     lin.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -242,8 +250,7 @@ def _rollout_parser(sub) -> None:
 
     def recorded(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--reason", default="", help="why, recorded with the decision")
-        parser.add_argument("--metadata", help="ML-Metadata store (a run's metadata.sqlite) to record the decision "
-                                               "in (default: not recorded)")
+        parser.add_argument("--metadata", help=METADATA_HELP + ", to record the decision in (default: not recorded)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     start = command("start", "start rolling out a version against the stable one")
@@ -263,7 +270,7 @@ def _rollout_parser(sub) -> None:
     analyze.add_argument("--config", help="JSON/YAML file of the decision rule's thresholds (default: built in)")
     analyze.add_argument("--report-dir", help="folder for analysis.json and report.html")
     analyze.add_argument("--dry-run", action="store_true", help="report the decision without applying it")
-    analyze.add_argument("--metadata", help="ML-Metadata store (a run's metadata.sqlite) to record the decision in")
+    analyze.add_argument("--metadata", help=METADATA_HELP + ", to record the decision in (default: not recorded)")
     analyze.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     analyze.add_argument("--wait-for-log", type=float, default=0.0, metavar="SECONDS",
                          help="wait up to this long for the request log to settle (its newest row 10 s old: the "

@@ -82,7 +82,8 @@ def simulate_lines(result: SimulateResult) -> list[str]:
 
 def cmd_run(args: Any) -> int:
     cfg = pipeline_config(args.pipeline, args.output_dir, data=args.data, serving_dir=args.serving_dir,
-                          engine=args.engine, beam_pipeline_args=tuple(shlex.split(args.beam_pipeline_args)),
+                          metadata=args.metadata, engine=args.engine,
+                          beam_pipeline_args=tuple(shlex.split(args.beam_pipeline_args)),
                           train_steps=args.train_steps, span=args.span, num_spans=args.num_spans,
                           allowed_anomalies=tuple(args.allow_anomaly), warm_start=args.warm_start)
     result = run_pipeline(cfg, args.engine, progress=progress(args), verbose=args.verbose)
@@ -99,7 +100,7 @@ def cmd_simulate(args: Any) -> int:
 
 def cmd_lineage(args: Any) -> int:
     show(args, lineage(args.pipeline, args.output_dir, serving_dir=args.serving_dir, model=args.model,
-                       model_name=args.model_name), lineage_lines)
+                       model_name=args.model_name, metadata=args.metadata), lineage_lines)
     return exits.OK
 
 

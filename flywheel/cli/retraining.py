@@ -32,8 +32,8 @@ def retrain_lines(result: RetrainResult) -> list[str]:
 
 
 def cmd_retrain(args: Any) -> int:
-    result = retrain(args.pipeline, args.data, args.output_dir, serving_dir=args.serving_dir, if_drift=args.if_drift,
-                     window=args.window, train_steps=args.train_steps, release=args.release,
+    result = retrain(args.pipeline, args.data, args.output_dir, serving_dir=args.serving_dir, metadata=args.metadata,
+                     if_drift=args.if_drift, window=args.window, train_steps=args.train_steps, release=args.release,
                      progress=progress(args), verbose=args.verbose)
     show(args, result, retrain_lines)
     if result.run is not None:

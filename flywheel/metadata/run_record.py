@@ -1,9 +1,16 @@
-"""What a run did, read back from ML-Metadata: each node's state and outputs, for summaries and tests."""
+"""What a run did, read back from ML-Metadata: each node's state and outputs, for summaries and tests.
+
+A run's id names the pipeline root it writes to (`run_id`), so that in a store several machines share, each finds
+its own run among the others' of the same pipeline."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 from typing import Any, Optional
+
+from flywheel.metadata import connection
 
 
 @dataclasses.dataclass
@@ -26,22 +33,29 @@ def artifact_props(artifact) -> dict[str, Any]:
     return out
 
 
-def open_store(metadata_path: str):
-    from ml_metadata.metadata_store import metadata_store  # ML-Metadata: only the commands that read a store need it
-    from ml_metadata.proto import metadata_store_pb2  # (its native library loads with it)
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+def open_store(metadata: str):
+    """The store at a metadata location (`flywheel.metadata.connection`: a SQLite file, read-only, or MySQL)."""
+    return connection.open_store(metadata)
 
 
-def pipeline_runs(store, pipeline_name: str) -> list:
-    """This pipeline's pipeline_run contexts only (TFX makes each a child of its pipeline context), oldest first."""
+def root_tag(pipeline_root: str) -> str:
+    """What a run id says about the pipeline root a run writes to: 12 hex digits of its sha256."""
+    return hashlib.sha256(str(pipeline_root).encode()).hexdigest()[:12]
+
+
+def run_id(pipeline_root: str, now: Optional[datetime.datetime] = None) -> str:
+    """A run's id (its pipeline_run context's name): the time it started, '@', the tag of its pipeline root."""
+    return f"{(now or datetime.datetime.now()).isoformat()}@{root_tag(pipeline_root)}"
+
+
+def pipeline_runs(store, pipeline_name: str, pipeline_root: Optional[str] = None) -> list:
+    """This pipeline's pipeline_run contexts only (TFX makes each a child of its pipeline context), oldest first;
+    with `pipeline_root`, only the runs that wrote there (`run_id`)."""
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
-    runs = [c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"]
+    runs = [c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"
+            and (pipeline_root is None or c.name.endswith("@" + root_tag(pipeline_root)))]
     return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
 
 
@@ -51,15 +65,16 @@ def node_id(store, execution) -> str:
     return ctx[0].name.split(".", 1)[-1] if ctx else execution.type
 
 
-def latest_run(metadata_path: str, pipeline_name: str) -> dict[str, NodeRecord]:
+def latest_run(metadata: str, pipeline_name: str, pipeline_root: Optional[str] = None) -> dict[str, NodeRecord]:
     """The nodes of this pipeline's newest run: state (COMPLETE, CACHED, FAILED, ...) and output artifacts.
 
-    Other pipelines sharing the metadata store are ignored; {} when this pipeline never ran.
+    Other pipelines sharing the metadata store are ignored, and with `pipeline_root` the runs of this pipeline
+    that wrote elsewhere (another machine's, sharing a MySQL store); {} when there is no such run.
     """
     from ml_metadata.proto import metadata_store_pb2  # ML-Metadata: only the commands that read a store need it
 
-    store = open_store(metadata_path)
-    runs = pipeline_runs(store, pipeline_name)
+    store = open_store(metadata)
+    runs = pipeline_runs(store, pipeline_name, pipeline_root)
     if not runs:
         return {}
     records: dict[str, NodeRecord] = {}

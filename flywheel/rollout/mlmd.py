@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Optional
 
-from flywheel.metadata import artifacts, run_record
+from flywheel.metadata import artifacts, connection, run_record
 from flywheel.rollout import state
 
 ROLLOUT_TYPE = "flywheel.Rollout"
@@ -21,20 +21,9 @@ _PROPERTIES = {"model": "STRING", "action": "STRING", "version": "INT", "stable"
                "generation": "INT"}
 
 
-def _open(metadata_path: str, writable: bool):
-    # ML-Metadata: its protos and SQLite bindings take a second to import; only commands given --metadata need them
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2  # heavy, as said above
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = (metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE if writable
-                                     else metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
-    return metadata_store.MetadataStore(config)
-
-
 def _type_id(store) -> int:
-    from ml_metadata.proto import metadata_store_pb2  # heavy (see _open)
+    # ML-Metadata: its protos and native library take a second to import; only commands given --metadata need them
+    from ml_metadata.proto import metadata_store_pb2
 
     execution_type = metadata_store_pb2.ExecutionType(name=ROLLOUT_TYPE)
     for name, kind in _PROPERTIES.items():
@@ -53,14 +42,15 @@ def pushed_model(store, version: int):
 def record(metadata_path: str, rollout: state.RolloutState, decision: state.Decision) -> tuple[int, Optional[int]]:
     """Records one decision of `rollout`; returns (execution id, linked PushedModel artifact id or None).
 
-    The store must exist (a pipeline run made it): a rollout never creates a metadata store of its own.
+    The store must exist (a pipeline run made it): a rollout never creates a SQLite store of its own. A MySQL/MariaDB
+    location (`flywheel.metadata.connection`) is connected to as it is.
     """
-    from ml_metadata.proto import metadata_store_pb2  # heavy (see _open)
+    from ml_metadata.proto import metadata_store_pb2  # heavy (see _type_id)
 
-    if not os.path.isfile(metadata_path):
+    if connection.local_file(metadata_path) and not os.path.isfile(metadata_path):
         raise state.RolloutError(f"rollout: --metadata {metadata_path}: expected the ML-Metadata store of a "
                                  "pipeline run (metadata.sqlite), found no file")
-    store = _open(metadata_path, writable=True)
+    store = connection.open_store(metadata_path, writable=True)
     execution = metadata_store_pb2.Execution(type_id=_type_id(store),
                                              last_known_state=metadata_store_pb2.Execution.COMPLETE)
     values = {"model": rollout.model, "action": decision.action, "version": decision.version,
@@ -86,7 +76,7 @@ def record(metadata_path: str, rollout: state.RolloutState, decision: state.Deci
 
 def decisions(metadata_path: str, model: str) -> list[dict[str, Any]]:
     """Every recorded decision for `model`, oldest first, with the PushedModel it is linked to (uri, or None)."""
-    store = _open(metadata_path, writable=False)
+    store = connection.open_store(metadata_path)
     try:
         executions = store.get_executions_by_type(ROLLOUT_TYPE)
     except Exception as e:  # MLMD raises its own NotFoundError when no rollout was ever recorded in this store

@@ -8,6 +8,7 @@ import os
 from typing import Union
 
 from flywheel import engines, schemas
+from flywheel.metadata import connection
 
 PIPELINE_NAME = "taxi"
 UNCACHED_NODES = ("Decide",)  # nodes every run must execute (the runners turn their caching off)
@@ -39,16 +40,19 @@ class Paths:
     output_dir: str
     pipeline_root: Union[str, object, None] = None
     serving_dir: Union[str, object, None] = None
-    metadata_path: str | None = None
+    metadata_path: str | None = None  # a SQLite file or mysql://USER@HOST[:PORT]/DATABASE (metadata.connection)
 
     @classmethod
-    def under(cls, output_dir: str, data_root: str | None = None, serving_dir: str | None = None) -> "Paths":
-        """Paths below output_dir; serving_dir defaults to <output_dir>/serving."""
+    def under(cls, output_dir: str, data_root: str | None = None, serving_dir: str | None = None,
+              metadata: str | None = None) -> "Paths":
+        """Paths below output_dir; serving_dir defaults to <output_dir>/serving, metadata (the ML-Metadata store) to
+        <output_dir>/metadata.sqlite."""
         output_dir = _absolute(output_dir)
         return cls(data_root=data_root or shipped_data(), output_dir=output_dir,
                    pipeline_root=os.path.join(output_dir, "pipeline"),
                    serving_dir=_absolute(serving_dir) if serving_dir else os.path.join(output_dir, "serving"),
-                   metadata_path=os.path.join(output_dir, "metadata.sqlite"))
+                   metadata_path=connection.canonical(metadata) if metadata
+                   else os.path.join(output_dir, connection.SQLITE_FILE))
 
 
 @dataclasses.dataclass(frozen=True)

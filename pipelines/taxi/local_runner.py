@@ -1,9 +1,12 @@
-"""Runs the taxi pipeline on TFX's LocalDagRunner with an embedded SQLite ML-Metadata store.
+"""Runs the taxi pipeline on TFX's LocalDagRunner, its ML-Metadata in the config's store (`cfg.paths.metadata_path`:
+the embedded SQLite file by default, or a shared MySQL/MariaDB database, `flywheel.metadata.connection`).
 
 Also the file the TFX CLI takes:
     tfx pipeline create --engine local --pipeline_path pipelines/taxi/local_runner.py
     tfx run create --engine local --pipeline_name taxi
-FLYWHEEL_OUTPUT_DIR, FLYWHEEL_DATA, FLYWHEEL_SERVING_DIR and FLYWHEEL_TRAIN_STEPS override the defaults there;
+FLYWHEEL_OUTPUT_DIR, FLYWHEEL_DATA, FLYWHEEL_SERVING_DIR, FLYWHEEL_METADATA (a SQLite file or
+mysql://USER@HOST[:PORT]/DATABASE, the password in FLYWHEEL_METADATA_PASSWORD or FLYWHEEL_METADATA_PASSWORD_FILE)
+and FLYWHEEL_TRAIN_STEPS override the defaults there;
 FLYWHEEL_CONTINUOUS_TRAINING=1 puts Decide at the pipeline's head; FLYWHEEL_VERBOSE=1 shows TensorFlow's and
 Beam's logs.
 """
@@ -17,6 +20,7 @@ import sys
 from typing import Callable
 
 from flywheel import lock, quiet
+from flywheel.metadata import connection, run_record
 
 if __name__ == "__main__":  # a script (the TFX CLI runs it): TensorFlow reads its log level once, on import
     quiet.quiet_environment(quiet.verbose_from_environment())
@@ -27,7 +31,7 @@ from flywheel.pipelines.taxi.pipeline import create_pipeline  # noqa: E402
 
 def config_from_env(**overrides) -> TaxiConfig:
     paths = Paths.under(os.environ.get("FLYWHEEL_OUTPUT_DIR", "flywheel_output"), os.environ.get("FLYWHEEL_DATA"),
-                        os.environ.get("FLYWHEEL_SERVING_DIR"))
+                        os.environ.get("FLYWHEEL_SERVING_DIR"), os.environ.get("FLYWHEEL_METADATA"))
     cfg = TaxiConfig(paths=paths)
     steps = os.environ.get("FLYWHEEL_TRAIN_STEPS", "").strip()
     if steps:
@@ -56,13 +60,26 @@ def pin_schema(schema_path: str, output_dir: str) -> str:
 
 
 def build(cfg: TaxiConfig):
-    """The pipeline with its SQLite metadata store; fails at build time on a missing schema file."""
-    from tfx.orchestration.metadata import sqlite_metadata_connection_config  # TFX: see local_dag_runner
-
+    """The pipeline with its metadata store (`connection.runner_config`); fails at build time on a missing schema
+    file or a metadata location that is not one."""
     if "://" not in cfg.schema_path and not os.path.exists(cfg.schema_path):
         raise FileNotFoundError(f"TaxiConfig.schema_path: file {cfg.schema_path!r} does not exist")
     cfg = dataclasses.replace(cfg, schema_path=pin_schema(cfg.schema_path, cfg.paths.output_dir))
-    return create_pipeline(cfg, sqlite_metadata_connection_config(cfg.paths.metadata_path))
+    return create_pipeline(cfg, connection.runner_config(cfg.paths.metadata_path))
+
+
+def name_run(ir):
+    """The pipeline's IR with its run id set (`run_record.run_id`: the time and a tag of the pipeline root), before
+    the runner would set the time alone; in a metadata store shared with other machines' runs of the same
+    pipeline, the run's records are then found by its pipeline root (`run_record.latest_run`)."""
+    from tfx.dsl.compiler import constants  # TFX: see local_dag_runner
+    from tfx.orchestration.portable import runtime_parameter_utils  # (TFX, as above)
+
+    root = ir.runtime_spec.pipeline_root  # a runtime parameter whose default is the config's pipeline root
+    root = root.field_value.string_value or root.runtime_parameter.default_value.string_value
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_record.run_id(root)})
+    return ir
 
 
 def uncache_nodes(ir):
@@ -85,11 +102,11 @@ def compile_ir(pipeline):
 
 class UncachedNodes:
     """Mixed in before a TFX IR-based runner: the runner's own `run` compiles the pipeline and calls `run_with_ir`,
-    where this applies uncache_nodes. `run` stays the runner's, which is the method the TFX CLI patches to
+    where this applies uncache_nodes and name_run. `run` stays the runner's, which is the method the TFX CLI patches to
     capture a pipeline without running it (`tfx pipeline create`)."""
 
     def run_with_ir(self, pipeline, run_options=None, **kwargs):
-        return super().run_with_ir(uncache_nodes(pipeline), run_options=run_options, **kwargs)
+        return super().run_with_ir(name_run(uncache_nodes(pipeline)), run_options=run_options, **kwargs)
 
 
 def local_dag_runner():
