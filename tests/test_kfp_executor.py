@@ -21,9 +21,8 @@ from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 
 from flywheel import kfp_executor
+from flywheel.components import data_gate, monitor
 from flywheel.components.common import ui_artifacts
-from flywheel.components.data_gate import spec as gate_spec
-from flywheel.components.monitor import spec as monitor_spec
 from tests.conftest import REPO
 
 SPEC, _ = yaml.safe_load_all(open(os.path.join(REPO, "kubeflow", "taxi_pipeline.yaml"), encoding="utf-8").read())
@@ -51,7 +50,7 @@ def tfx_titles_only(monkeypatch):
 
 
 def test_without_the_registration_tfx_cannot_resolve_a_system_html_output(tfx_titles_only):
-    executor_input = _outputs({gate_spec.REPORT_HTML_KEY: "gs://bucket/root/DataGate/report_html"})
+    executor_input = _outputs({data_gate.spec.REPORT_HTML_KEY: "gs://bucket/root/DataGate/report_html"})
     with pytest.raises(ImportError, match="Could not import system.HTML"):
         kubeflow_v2_entrypoint_utils.parse_raw_artifact_dict(executor_input.outputs.artifacts)
 
@@ -61,14 +60,14 @@ def test_the_registration_resolves_the_ui_types_and_ours_to_their_classes(tfx_ti
     kfp_executor.register_artifact_types()
     parsed = kubeflow_v2_entrypoint_utils.parse_raw_artifact_dict(_outputs(uris).outputs.artifacts)
     assert {key: type(artifacts[0]) for key, artifacts in parsed.items()} == {
-        gate_spec.REPORT_HTML_KEY: ui_artifacts.HTML, gate_spec.SUMMARY_KEY: ui_artifacts.Markdown,
-        gate_spec.VERDICT_KEY: gate_spec.GateVerdict}
+        data_gate.spec.REPORT_HTML_KEY: ui_artifacts.HTML, data_gate.spec.SUMMARY_KEY: ui_artifacts.Markdown,
+        data_gate.spec.VERDICT_KEY: data_gate.spec.GateVerdict}
     assert {key: artifacts[0].uri for key, artifacts in parsed.items()} == uris
     for title, path in kfp_executor.CLASS_PATHS.items():
         schema = pipeline_spec_pb2.ArtifactTypeSchema(instance_schema=f"title: {title}\ntype: object\n")
         assert kubeflow_v2_entrypoint_utils._retrieve_class_path(schema) == path  # noqa: SLF001
-    assert monitor_spec.DriftReport.TYPE_NAME in kfp_executor.CLASS_PATHS
-    assert monitor_spec.DataProfile.TYPE_NAME in kfp_executor.CLASS_PATHS
+    assert monitor.spec.DriftReport.TYPE_NAME in kfp_executor.CLASS_PATHS
+    assert monitor.spec.DataProfile.TYPE_NAME in kfp_executor.CLASS_PATHS
 
 
 def _split_artifact(root, name: str, filename: str, proto, definition: dict) -> pipeline_spec_pb2.RuntimeArtifact:
@@ -96,7 +95,7 @@ def test_the_data_gate_task_runs_from_its_own_command_and_writes_what_the_ui_sho
                                                                               statistics)):
         executor_input.inputs.artifacts[key].artifacts.append(
             _split_artifact(tmp_path / "upstream", key, filename, proto, inputs[key]))
-    executor_input.inputs.parameter_values[gate_spec.ALLOWED_ANOMALIES_KEY].string_value = ""
+    executor_input.inputs.parameter_values[data_gate.spec.ALLOWED_ANOMALIES_KEY].string_value = ""
     executor_input.outputs.output_file = str(tmp_path / "root" / "DataGate" / "executor_output.json")
 
     container = SPEC["deploymentSpec"]["executors"][GATE["executorLabel"]]["container"]
@@ -107,12 +106,13 @@ def test_the_data_gate_task_runs_from_its_own_command_and_writes_what_the_ui_sho
     done = subprocess.run(command, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    html = open(uris[gate_spec.REPORT_HTML_KEY], encoding="utf-8").read()
+    html = open(uris[data_gate.spec.REPORT_HTML_KEY], encoding="utf-8").read()
     assert "<title>flywheel data validation gate</title>" in html and "Bitcoin" in html
-    markdown = open(uris[gate_spec.SUMMARY_KEY], encoding="utf-8").read()
+    markdown = open(uris[data_gate.spec.SUMMARY_KEY], encoding="utf-8").read()
     assert markdown.startswith("## Data validation gate: FAILED\n")
     assert "| eval | payment_type | ENUM_TYPE_UNEXPECTED_STRING_VALUES | " in markdown
-    assert json.load(open(os.path.join(uris[gate_spec.VERDICT_KEY], gate_spec.VERDICT_FILE)))["passed"] is False
+    verdict = os.path.join(uris[data_gate.spec.VERDICT_KEY], data_gate.spec.VERDICT_FILE)
+    assert json.load(open(verdict))["passed"] is False
     output = json_format.Parse(open(executor_input.outputs.output_file).read(), pipeline_spec_pb2.ExecutorOutput())
     assert {key: output.artifacts[key].artifacts[0].uri for key in uris} == uris
-    assert output.artifacts[gate_spec.VERDICT_KEY].artifacts[0].metadata[gate_spec.PASSED] == 0
+    assert output.artifacts[data_gate.spec.VERDICT_KEY].artifacts[0].metadata[data_gate.spec.PASSED] == 0

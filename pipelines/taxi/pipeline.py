@@ -13,18 +13,14 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import trainer_pb2
-from tfx.types import standard_component_specs as std
+from tfx.types import standard_component_specs
 
+from flywheel.components import data_gate, decide, evaluate, ingest, monitor
 from flywheel.components.data_gate import gate
-from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.data_gate.component import DataGate
-from flywheel.components.decide import spec as decide_spec
 from flywheel.components.decide.component import Decide
-from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.evaluate.component import Evaluate
-from flywheel.components.ingest import spec as ingest_spec
 from flywheel.components.ingest.component import Ingest
-from flywheel.components.monitor import spec as monitor_spec
 from flywheel.components.monitor.component import DriftMonitor
 from flywheel.components.push.component import Push
 from flywheel.pipelines.taxi import features
@@ -36,11 +32,10 @@ def decision_stages(cfg: TaxiConfig) -> dict:
     """The continuous-training head (cfg.continuous_training): Decide, which is never taken from a cache."""
     if not cfg.continuous_training:
         return {}
-    decide = Decide(data_root=cfg.paths.data_root, serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
-                    window=cfg.num_spans, schema_path=cfg.schema_path,
-                    if_drift=int(cfg.retrain_if_drift) if isinstance(cfg.retrain_if_drift, bool)
-                    else cfg.retrain_if_drift).with_id("Decide")
-    return {"decide": decide}
+    if_drift = int(cfg.retrain_if_drift) if isinstance(cfg.retrain_if_drift, bool) else cfg.retrain_if_drift
+    return {"decide": Decide(data_root=cfg.paths.data_root, serving_dir=cfg.paths.serving_dir,
+                             model_name=cfg.model_name, window=cfg.num_spans, schema_path=cfg.schema_path,
+                             if_drift=if_drift).with_id("Decide")}
 
 
 def _decided(decision: dict, key: str):
@@ -52,7 +47,7 @@ def _decided(decision: dict, key: str):
     when the pipeline is built; and TFX's local orchestrators key caches on input artifacts, of which an upstream
     output used as a property is one, so it would make every run a cache miss.
     """
-    if not decision or isinstance(decision["decide"].exec_properties[decide_spec.DATA_ROOT_KEY], str):
+    if not decision or isinstance(decision["decide"].exec_properties[decide.spec.DATA_ROOT_KEY], str):
         return None
     return decision["decide"].outputs[key].future()[0].value
 
@@ -61,12 +56,12 @@ def data_stages(cfg: TaxiConfig, decision: dict | None = None) -> dict:
     """ImportSchemaGen and Ingest; under a decision, Ingest reads the span it decided on and checks its data."""
     decision = decision or {}
     schema = ImportSchemaGen(schema_file=cfg.schema_path)
-    span = _decided(decision, decide_spec.SPAN_KEY)
-    ingest = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs[std.SCHEMA_KEY],
-                    span=cfg.span if span is None else span, num_spans=cfg.num_spans,
-                    split_key_columns=cfg.split_key_columns, quarantine_limit=cfg.quarantine_limit,
-                    expected_fingerprint=_decided(decision, decide_spec.FINGERPRINT_KEY))
-    return {"schema": schema, "ingest": ingest}
+    span = _decided(decision, decide.spec.SPAN_KEY)
+    ingestion = Ingest(input_base=cfg.paths.data_root, schema=schema.outputs[standard_component_specs.SCHEMA_KEY],
+                       span=cfg.span if span is None else span, num_spans=cfg.num_spans,
+                       split_key_columns=cfg.split_key_columns, quarantine_limit=cfg.quarantine_limit,
+                       expected_fingerprint=_decided(decision, decide.spec.FINGERPRINT_KEY))
+    return {"schema": schema, "ingest": ingestion}
 
 
 def profile_channel(ingestion, consumer: str):
@@ -75,11 +70,11 @@ def profile_channel(ingestion, consumer: str):
     DriftMonitor and Push read a flywheel.DataProfile that flywheel's Ingest writes. Stock ExampleGens
     (CsvExampleGen, ImportExampleGen) do not, so the pipeline refuses to build rather than fail at run time.
     """
-    channel = ingestion.outputs.get(monitor_spec.PROFILE_KEY)
-    if channel is None or channel.type is not monitor_spec.DataProfile:
+    channel = ingestion.outputs.get(monitor.spec.PROFILE_KEY)
+    if channel is None or channel.type is not monitor.spec.DataProfile:
         raise ValueError(
-            f"{consumer}: expected the ingestion component to have a {monitor_spec.PROFILE_KEY!r} output of type "
-            f"{monitor_spec.DataProfile.TYPE_NAME}, but {type(ingestion).__name__} ({ingestion.id}) has outputs "
+            f"{consumer}: expected the ingestion component to have a {monitor.spec.PROFILE_KEY!r} output of type "
+            f"{monitor.spec.DataProfile.TYPE_NAME}, but {type(ingestion).__name__} ({ingestion.id}) has outputs "
             f"{sorted(ingestion.outputs)}; use flywheel.components.ingest.component.Ingest, which writes the "
             "per-span profiles the drift monitor and Push need")
     return channel
@@ -87,13 +82,13 @@ def profile_channel(ingestion, consumer: str):
 
 def validation_stages(cfg: TaxiConfig, data: dict) -> dict:
     gate.parse_allow_list(",".join(cfg.allowed_anomalies))  # configuration mistakes fail at build time
-    statistics = StatisticsGen(examples=data["ingest"].outputs[ingest_spec.EXAMPLES_KEY])
-    stats = statistics.outputs[std.STATISTICS_KEY]
-    validator = ExampleValidator(statistics=stats, schema=data["schema"].outputs[std.SCHEMA_KEY])
-    data_gate = DataGate(anomalies=validator.outputs[std.ANOMALIES_KEY], statistics=stats,
-                         allowed_anomalies=",".join(cfg.allowed_anomalies),
-                         quarantine=data["ingest"].outputs.get(ingest_spec.QUARANTINE_KEY)).with_id("DataGate")
-    return {"statistics": statistics, "validator": validator, "gate": data_gate}
+    statistics = StatisticsGen(examples=data["ingest"].outputs[ingest.spec.EXAMPLES_KEY])
+    stats = statistics.outputs[standard_component_specs.STATISTICS_KEY]
+    validator = ExampleValidator(statistics=stats, schema=data["schema"].outputs[standard_component_specs.SCHEMA_KEY])
+    verdict = DataGate(anomalies=validator.outputs[standard_component_specs.ANOMALIES_KEY], statistics=stats,
+                       allowed_anomalies=",".join(cfg.allowed_anomalies),
+                       quarantine=data["ingest"].outputs.get(ingest.spec.QUARANTINE_KEY)).with_id("DataGate")
+    return {"statistics": statistics, "validator": validator, "gate": verdict}
 
 
 def _latest_served(cfg: TaxiConfig):
@@ -145,8 +140,8 @@ def _code_of(dotted_fn: str) -> str:
 
 
 def training_stages(cfg: TaxiConfig, data: dict) -> dict:
-    transform = Transform(examples=data["ingest"].outputs[ingest_spec.EXAMPLES_KEY],
-                          schema=data["schema"].outputs[std.SCHEMA_KEY],
+    transform = Transform(examples=data["ingest"].outputs[ingest.spec.EXAMPLES_KEY],
+                          schema=data["schema"].outputs[standard_component_specs.SCHEMA_KEY],
                           preprocessing_fn=PREPROCESSING_FN,
                           custom_config={"code_digest": _code_of(PREPROCESSING_FN)},
                           # Raw data is profiled and gated upstream (StatisticsGen, DataGate):
@@ -159,9 +154,9 @@ def training_stages(cfg: TaxiConfig, data: dict) -> dict:
     if source:
         custom_config["warm_start_from"] = source
     trainer = Trainer(run_fn=RUN_FN,
-                      examples=transform.outputs[std.TRANSFORMED_EXAMPLES_KEY],
-                      transform_graph=transform.outputs[std.TRANSFORM_GRAPH_KEY],
-                      schema=data["schema"].outputs[std.SCHEMA_KEY],
+                      examples=transform.outputs[standard_component_specs.TRANSFORMED_EXAMPLES_KEY],
+                      transform_graph=transform.outputs[standard_component_specs.TRANSFORM_GRAPH_KEY],
+                      schema=data["schema"].outputs[standard_component_specs.SCHEMA_KEY],
                       train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
                       eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
                       custom_config=custom_config)
@@ -189,19 +184,19 @@ def eval_config(cfg: TaxiConfig) -> tfma.EvalConfig:
 def release_stages(cfg: TaxiConfig, data: dict, training: dict, decision: dict | None = None) -> dict:
     """Evaluate against serving, then Push; both keyed on serving's current version so neither is stale
     (under a decision, the version it found in serving at run time)."""
-    decided = _decided(decision or {}, decide_spec.SERVING_VERSION_KEY)
+    decided = _decided(decision or {}, decide.spec.SERVING_VERSION_KEY)
     version = serving_version(cfg) if decided is None else decided
-    examples = data["ingest"].outputs[ingest_spec.EXAMPLES_KEY]
-    model = training["trainer"].outputs[std.MODEL_KEY]
-    evaluate = Evaluate(examples=examples, model=model, eval_config=eval_config(cfg),
-                        serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
-                        schema=data["schema"].outputs[std.SCHEMA_KEY], serving_version=version)
-    push = Push(model=model, model_blessing=evaluate.outputs[evaluate_spec.BLESSING_KEY],
-                evaluation=evaluate.outputs[evaluate_spec.EVALUATION_KEY], examples=examples,
+    examples = data["ingest"].outputs[ingest.spec.EXAMPLES_KEY]
+    model = training["trainer"].outputs[standard_component_specs.MODEL_KEY]
+    evaluator = Evaluate(examples=examples, model=model, eval_config=eval_config(cfg),
+                         serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
+                         schema=data["schema"].outputs[standard_component_specs.SCHEMA_KEY], serving_version=version)
+    push = Push(model=model, model_blessing=evaluator.outputs[evaluate.spec.BLESSING_KEY],
+                evaluation=evaluator.outputs[evaluate.spec.EVALUATION_KEY], examples=examples,
                 profile=profile_channel(data["ingest"], "Push"),
                 serving_dir=cfg.paths.serving_dir, model_name=cfg.model_name,
                 serving_version=version).with_id("Push")
-    return {"evaluate": evaluate, "push": push}
+    return {"evaluate": evaluator, "push": push}
 
 
 def monitor_stages(cfg: TaxiConfig, data: dict) -> dict:
@@ -229,13 +224,14 @@ def create_pipeline(cfg: TaxiConfig, metadata_connection_config=None) -> Pipelin
     data = data_stages(cfg, decision)
     validation = validation_stages(cfg, data)
     monitoring = monitor_stages(cfg, data)
-    conditions = [validation["gate"].outputs[gate_spec.VERDICT_KEY].future()[0].custom_property(gate_spec.PASSED) == 1]
+    verdict = validation["gate"].outputs[data_gate.spec.VERDICT_KEY].future()[0]
+    conditions = [verdict.custom_property(data_gate.spec.PASSED) == 1]
     if decision:
-        conditions.insert(0, decision["decide"].outputs[decide_spec.DECISION_KEY].future()[0]
-                          .custom_property(decide_spec.RETRAIN) == 1)
+        conditions.insert(0, decision["decide"].outputs[decide.spec.DECISION_KEY].future()[0]
+                          .custom_property(decide.spec.RETRAIN) == 1)
     if cfg.retrain_if_drift and monitoring:
-        conditions.append(monitoring["monitor"].outputs[monitor_spec.REPORT_KEY].future()[0]
-                          .custom_property(monitor_spec.RETRAIN) == 1)
+        conditions.append(monitoring["monitor"].outputs[monitor.spec.REPORT_KEY].future()[0]
+                          .custom_property(monitor.spec.RETRAIN) == 1)
     with contextlib.ExitStack() as guarded:
         for condition in conditions:
             guarded.enter_context(Cond(condition))

@@ -118,12 +118,12 @@ def test_allow_list(dirty, tmp_path, allow, passed):
 def test_the_report_and_the_summary_count_the_quarantined_rows_and_say_where_they_are(dirty, tmp_path):
     """Ingest's quarantine, as Ingest records it on its artifact (counts as custom properties, the rows in
     quarantine.jsonl at its uri), reaches the gate's HTML report and the KFP UI's Markdown summary."""
-    from flywheel.components.ingest import spec as ingest_spec
+    from flywheel.components import ingest
 
-    quarantine = ingest_spec.Quarantine()
+    quarantine = ingest.spec.Quarantine()
     quarantine.uri = str(tmp_path / "Ingest" / "quarantine" / "4")
-    quarantine.set_int_custom_property(ingest_spec.ROWS_QUARANTINED, 17)
-    quarantine.set_int_custom_property(ingest_spec.ROWS_READ, 15_002)
+    quarantine.set_int_custom_property(ingest.spec.ROWS_QUARANTINED, 17)
+    quarantine.set_int_custom_property(ingest.spec.ROWS_READ, 15_002)
     verdict, report_html, summary = spec.GateVerdict(), ui_artifacts.HTML(), ui_artifacts.Markdown()
     verdict.uri = str(tmp_path / "verdict")
     report_html.uri = str(tmp_path / "report_html" / "value")

@@ -9,9 +9,9 @@ import pytest
 from tfx.types import standard_artifacts
 
 from flywheel import retraining, schemas
+from flywheel.components import ingest
 from flywheel.components.decide import executor, spec
 from flywheel.components.ingest import executor as ingest_executor
-from flywheel.components.ingest import spec as ingest_spec
 from flywheel.data import inputs, parsing
 from flywheel.monitoring import profile
 from tests.components.test_ingest_executor import TESTDATA
@@ -174,10 +174,10 @@ def test_decide_shows_the_drift_report_in_the_kfp_ui_when_drift_was_checked(tmp_
 
 def test_ingest_refuses_data_that_changed_after_the_decision(tmp_path):
     resolved = inputs.resolve_input(TESTDATA, 2, 2)
-    props = {ingest_spec.INPUT_BASE_KEY: TESTDATA, ingest_spec.EXPECTED_FINGERPRINT_KEY: resolved.fingerprint}
+    props = {ingest.spec.INPUT_BASE_KEY: TESTDATA, ingest.spec.EXPECTED_FINGERPRINT_KEY: resolved.fingerprint}
     ingest_executor.check_expected_fingerprint(resolved, props)
-    ingest_executor.check_expected_fingerprint(resolved, {ingest_spec.INPUT_BASE_KEY: TESTDATA})
-    props[ingest_spec.EXPECTED_FINGERPRINT_KEY] = "0" * 64
+    ingest_executor.check_expected_fingerprint(resolved, {ingest.spec.INPUT_BASE_KEY: TESTDATA})
+    props[ingest.spec.EXPECTED_FINGERPRINT_KEY] = "0" * 64
     with pytest.raises(parsing.IngestError, match=r"expected data fingerprint 000000000000…, but spans \[1, 2\]"):
         ingest_executor.check_expected_fingerprint(resolved, props)
 

@@ -7,11 +7,10 @@ import json
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
+from flywheel.components import data_gate, evaluate
 from flywheel.components.common import ui_artifacts
 from flywheel.components.data_gate import executor as gate_executor
-from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.evaluate import executor as evaluate_executor
-from flywheel.components.evaluate import spec as evaluate_spec
 from flywheel.components.evaluate import tfma_summary
 from tests import ram_filesystem
 
@@ -47,15 +46,15 @@ def test_the_data_gate_reads_its_inputs_and_writes_its_verdict_on_object_storage
                                 "SchemaDiff.pb", _anomalies())
     statistics = _split_artifact(standard_artifacts.ExampleStatistics, f"{ram}/StatisticsGen/statistics/4",
                                  "FeatureStats.pb", _statistics())
-    verdict, report_html, summary = gate_spec.GateVerdict(), ui_artifacts.HTML(), ui_artifacts.Markdown()
+    verdict, report_html, summary = data_gate.spec.GateVerdict(), ui_artifacts.HTML(), ui_artifacts.Markdown()
     verdict.uri = f"{ram}/DataGate/verdict/6"
     report_html.uri, summary.uri = f"{ram}/DataGate/report_html/6", f"{ram}/DataGate/summary/6"
     gate_executor.run_gate(anomalies, statistics, verdict, "", report_html, summary)
-    decision = json.loads(ram_filesystem.read(f"{verdict.uri}/{gate_spec.VERDICT_FILE}"))
+    decision = json.loads(ram_filesystem.read(f"{verdict.uri}/{data_gate.spec.VERDICT_FILE}"))
     assert decision["passed"] is False and [f["feature"] for f in decision["findings"]] == ["payment_type"]
-    html = ram_filesystem.read(f"{verdict.uri}/{gate_spec.REPORT_FILE}").decode("utf-8")
+    html = ram_filesystem.read(f"{verdict.uri}/{data_gate.spec.REPORT_FILE}").decode("utf-8")
     assert "Bitcoin" in html and "Statistics, split eval" in html
-    assert verdict.get_string_custom_property("report") == f"{verdict.uri}/{gate_spec.REPORT_FILE}"
+    assert verdict.get_string_custom_property("report") == f"{verdict.uri}/{data_gate.spec.REPORT_FILE}"
     assert ram_filesystem.read(report_html.uri).decode("utf-8") == html
     assert "| eval | payment_type | ENUM_TYPE_UNEXPECTED_STRING_VALUES |" in ram_filesystem.read(summary.uri).decode()
 
@@ -77,10 +76,10 @@ def test_evaluate_copies_the_serving_model_and_writes_its_summary_on_object_stor
     report_html, markdown = ui_artifacts.HTML(), ui_artifacts.Markdown()
     report_html.uri, markdown.uri = f"{ram}/Evaluate/report_html/9", f"{ram}/Evaluate/summary/9"
     evaluate_executor.record(evaluation, blessing, summary, report_html, markdown)
-    assert json.loads(ram_filesystem.read(f"{evaluation.uri}/{evaluate_spec.SUMMARY_FILE}")) == summary
-    html = ram_filesystem.read(f"{evaluation.uri}/{evaluate_spec.REPORT_FILE}").decode("utf-8")
+    assert json.loads(ram_filesystem.read(f"{evaluation.uri}/{evaluate.spec.SUMMARY_FILE}")) == summary
+    html = ram_filesystem.read(f"{evaluation.uri}/{evaluate.spec.REPORT_FILE}").decode("utf-8")
     assert "BLESSED" in html and "serving version 3" in html
-    assert evaluation.get_string_custom_property("report") == f"{evaluation.uri}/{evaluate_spec.REPORT_FILE}"
+    assert evaluation.get_string_custom_property("report") == f"{evaluation.uri}/{evaluate.spec.REPORT_FILE}"
     assert ram_filesystem.read(report_html.uri).decode("utf-8") == html
     text = ram_filesystem.read(markdown.uri).decode("utf-8")
     assert text.startswith("## Model evaluation: BLESSED\n\nBlessed when overall AUC does not drop.\n")

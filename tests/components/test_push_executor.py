@@ -10,8 +10,7 @@ import pytest
 from tfx.components.pusher import executor as stock_pusher
 from tfx.types import standard_artifacts
 
-from flywheel.components.evaluate import spec as evaluate_spec
-from flywheel.components.ingest import spec as ingest_spec
+from flywheel.components import evaluate, ingest
 from flywheel.components.monitor.spec import DataProfile
 from flywheel.components.push import spec
 from flywheel.components.push.component import Push
@@ -26,8 +25,8 @@ def run_outputs(local_run) -> dict:
     """The Trainer, Evaluate and Ingest outputs of a real run (the model was trained, not faked)."""
     records = run_record.latest_run(os.path.join(local_run.output_dir, "metadata.sqlite"), "taxi")
     return {"model": records["Trainer"].output("model"), "evaluation": records["Evaluate"].output("evaluation"),
-            "examples": records["Ingest"].output(ingest_spec.EXAMPLES_KEY),
-            "profile": records["Ingest"].output(ingest_spec.PROFILE_KEY)}
+            "examples": records["Ingest"].output(ingest.spec.EXAMPLES_KEY),
+            "profile": records["Ingest"].output(ingest.spec.PROFILE_KEY)}
 
 
 def _artifact(cls, uri: str, **props):
@@ -45,13 +44,13 @@ def _push(run_outputs, tmp_path, serving_dir: str, blessed: bool, baseline: int 
           model_uri: str | None = None) -> standard_artifacts.PushedModel:
     found = run_outputs
     examples = _artifact(standard_artifacts.Examples, found["examples"]["uri"],
-                         **{k: found["examples"][k] for k in (ingest_spec.FINGERPRINT, ingest_spec.SPANS)})
+                         **{k: found["examples"][k] for k in (ingest.spec.FINGERPRINT, ingest.spec.SPANS)})
     inputs = {
         spec.MODEL_KEY: [_artifact(standard_artifacts.Model, model_uri or found["model"]["uri"])],
         spec.BLESSING_KEY: [_artifact(standard_artifacts.ModelBlessing, str(tmp_path / "blessing"),
-                                      blessed=int(blessed), **{evaluate_spec.BASELINE_VERSION: baseline})],
+                                      blessed=int(blessed), **{evaluate.spec.BASELINE_VERSION: baseline})],
         spec.EVALUATION_KEY: [_artifact(standard_artifacts.ModelEvaluation, found["evaluation"]["uri"],
-                                        **{evaluate_spec.METRICS_JSON: found["evaluation"]["metrics"]})],
+                                        **{evaluate.spec.METRICS_JSON: found["evaluation"]["metrics"]})],
         spec.EXAMPLES_KEY: [examples],
         spec.PROFILE_KEY: [_artifact(DataProfile, found["profile"]["uri"])],
     }
@@ -86,7 +85,7 @@ def test_a_blessed_model_is_pushed_like_the_stock_pusher_with_a_complete_manifes
     manifest = served.manifest
     assert manifest["model_uri"] == run_outputs["model"]["uri"]
     assert manifest["model_sha256"] == publish.tree_digest(model_dir)
-    assert manifest["data_fingerprint"] == run_outputs["examples"][ingest_spec.FINGERPRINT]
+    assert manifest["data_fingerprint"] == run_outputs["examples"][ingest.spec.FINGERPRINT]
     assert manifest["spans"] == [0] and manifest["blessing"]["baseline_version"] is None
     assert manifest["signature_check"]["examples"] == 4 and manifest["baseline_profile"] == publish.BASELINE_PROFILE
     assert json.load(open(os.path.join(served.path, publish.BASELINE_PROFILE)))

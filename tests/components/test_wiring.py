@@ -7,12 +7,11 @@ import tensorflow_model_analysis as tfma
 from tfx.orchestration import data_types
 from tfx.types import channel_utils, standard_artifacts
 
+from flywheel.components import data_gate, monitor
 from flywheel.components.common import ui_artifacts
-from flywheel.components.data_gate import spec as gate_spec
 from flywheel.components.data_gate.component import DataGate
 from flywheel.components.evaluate.component import Evaluate
 from flywheel.components.ingest.component import Ingest
-from flywheel.components.monitor import spec as monitor_spec
 from flywheel.components.monitor.component import DriftMonitor
 from flywheel.components.push.component import Push
 
@@ -34,21 +33,21 @@ def _evaluate(examples=standard_artifacts.Examples, model=standard_artifacts.Mod
 def _push(model=standard_artifacts.Model, blessing=standard_artifacts.ModelBlessing, profile=None, **kw):
     args = {"serving_dir": "/srv", "model_name": "taxi", **kw}
     return Push(model=ch(model), model_blessing=ch(blessing), evaluation=ch(standard_artifacts.ModelEvaluation),
-                examples=ch(standard_artifacts.Examples), profile=ch(profile or monitor_spec.DataProfile), **args)
+                examples=ch(standard_artifacts.Examples), profile=ch(profile or monitor.spec.DataProfile), **args)
 
 
 def test_well_wired_components_build_with_their_outputs():
-    assert _gate().outputs["verdict"].type is gate_spec.GateVerdict
+    assert _gate().outputs["verdict"].type is data_gate.spec.GateVerdict
     assert set(_evaluate().outputs) == {"evaluation", "blessing", "report_html", "summary"}
     assert _push().outputs["pushed_model"].type is standard_artifacts.PushedModel
     ingest = Ingest(input_base="/data", schema=ch(standard_artifacts.Schema))
     assert set(ingest.outputs) == {"examples", "quarantine", "profile"}
-    assert ingest.outputs["profile"].type is monitor_spec.DataProfile
-    assert "drift_report" in DriftMonitor(profile=ch(monitor_spec.DataProfile)).outputs
+    assert ingest.outputs["profile"].type is monitor.spec.DataProfile
+    assert "drift_report" in DriftMonitor(profile=ch(monitor.spec.DataProfile)).outputs
 
 
 def test_gate_evaluate_and_monitor_declare_the_reports_the_kfp_ui_renders():
-    for component in (_gate(), _evaluate(), DriftMonitor(profile=ch(monitor_spec.DataProfile))):
+    for component in (_gate(), _evaluate(), DriftMonitor(profile=ch(monitor.spec.DataProfile))):
         outputs = component.outputs
         assert outputs["report_html"].type is ui_artifacts.HTML and outputs["summary"].type is ui_artifacts.Markdown
     assert (ui_artifacts.HTML.TYPE_NAME, ui_artifacts.Markdown.TYPE_NAME) == ("system.HTML", "system.Markdown")
@@ -113,5 +112,5 @@ def test_construction_errors(build, error, message):
 def test_push_without_a_blessing_channel_names_the_input():
     with pytest.raises(ValueError, match=r"Push expects input 'model_blessing' to be a Channel of type .*Blessing"):
         Push(model=ch(standard_artifacts.Model), evaluation=ch(standard_artifacts.ModelEvaluation),
-             examples=ch(standard_artifacts.Examples), profile=ch(monitor_spec.DataProfile), serving_dir="/srv",
+             examples=ch(standard_artifacts.Examples), profile=ch(monitor.spec.DataProfile), serving_dir="/srv",
              model_name="taxi")

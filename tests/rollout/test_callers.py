@@ -10,9 +10,8 @@ import pytest
 
 from flywheel import retraining
 from flywheel.api.pipeline import lineage, serving_now
+from flywheel.components import evaluate, ingest
 from flywheel.components.evaluate import executor as evaluate_executor
-from flywheel.components.evaluate import spec as evaluate_spec
-from flywheel.components.ingest import spec as ingest_spec
 from flywheel.data import inputs
 from flywheel.metadata import artifacts, run_record
 from flywheel.pipelines import registry
@@ -34,7 +33,7 @@ def _pin_older(serving_dir: str) -> None:
 def test_evaluate_compares_against_the_stable_version(serving_dir, tmp_path):
     _pin_older(serving_dir)
     baseline, version = evaluate_executor.baseline_from_serving(serving_dir, MODEL, str(tmp_path / "work"))
-    assert version == 1 and baseline.get_int_custom_property(evaluate_spec.SERVING_VERSION_KEY) == 1
+    assert version == 1 and baseline.get_int_custom_property(evaluate.spec.SERVING_VERSION_KEY) == 1
 
 
 def test_the_retraining_decision_reads_the_stable_versions_manifest(tmp_path, saved_model):
@@ -66,8 +65,8 @@ def test_the_pipelines_serving_version_warm_start_and_stamp_follow_the_stable_ve
 def test_push_checks_against_the_stable_version_and_a_new_push_is_not_served_by_default(trained_out, tmp_path):
     records = run_record.latest_run(os.path.join(trained_out, "metadata.sqlite"), "taxi")
     outputs = {"model": records["Trainer"].output("model"), "evaluation": records["Evaluate"].output("evaluation"),
-               "examples": records["Ingest"].output(ingest_spec.EXAMPLES_KEY),
-               "profile": records["Ingest"].output(ingest_spec.PROFILE_KEY)}
+               "examples": records["Ingest"].output(ingest.spec.EXAMPLES_KEY),
+               "profile": records["Ingest"].output(ingest.spec.PROFILE_KEY)}
     older, newer = layout.versions(os.path.join(trained_out, "serving"), MODEL)
     serving_dir = str(tmp_path / "serving")
     add_version(serving_dir, os.path.join(trained_out, "serving", MODEL, str(older)), 1)

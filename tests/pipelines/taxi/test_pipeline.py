@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tfx.components import CsvExampleGen
 
-from flywheel.components.monitor import spec as monitor_spec
+from flywheel.components import monitor
 from flywheel.pipelines.taxi import pipeline
 from flywheel.pipelines.taxi.config import Paths, TaxiConfig
 
@@ -26,8 +26,8 @@ def test_ingest_declares_its_profile_as_an_output_channel(tmp_path):
     cfg = TaxiConfig(paths=Paths.under(str(tmp_path)), monitor_baseline="", retrain_if_drift=True)
     built = pipeline.create_pipeline(cfg)
     nodes = {n.id: n for n in built.components}
-    profile = nodes["Ingest"].outputs[monitor_spec.PROFILE_KEY]
-    assert profile.type is monitor_spec.DataProfile
+    profile = nodes["Ingest"].outputs[monitor.spec.PROFILE_KEY]
+    assert profile.type is monitor.spec.DataProfile
     assert nodes["DriftMonitor"].inputs["profile"] is profile
     assert nodes["Push"].inputs["profile"] is profile
 
