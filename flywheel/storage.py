@@ -9,15 +9,33 @@ objects, which pyarrow reads Parquet and CSV from on any of these filesystems.
 from __future__ import annotations
 
 import io
+import json
 import os
 from typing import IO, Any
 
-__all__ = ["FileArgumentError", "exists", "filesystem", "is_local", "isdir", "listdir", "makedirs", "open_binary",
-           "read_file", "read_text", "relative", "walk_files", "write_text", "write_whole"]
+__all__ = ["FileArgumentError", "JSONObjectError", "exists", "filesystem", "is_local", "isdir", "json_object",
+           "listdir", "makedirs", "open_binary", "read_file", "read_text", "relative", "walk_files", "write_text",
+           "write_whole"]
 
 
 class FileArgumentError(ValueError):
     """A file someone named (an argument, a path in a manifest) that is missing, a folder, unreadable or empty."""
+
+
+class JSONObjectError(ValueError):
+    """A file's text that is not one JSON object: truncated by a crash, or edited by hand."""
+
+
+def json_object(text: str, where: str) -> dict:
+    """The JSON object `text` holds (`where`: the file it was read from, for the error); JSONObjectError naming
+    `where` when the text is not valid JSON or not an object."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise JSONObjectError(f"{where} is not valid JSON ({e}; {len(text)} characters, truncated by a crash?)") from e
+    if not isinstance(data, dict):
+        raise JSONObjectError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def is_local(path: str) -> bool:

@@ -19,6 +19,8 @@ import json
 import os
 from typing import Any, Optional
 
+from flywheel import storage
+
 SCHEMA_VERSION = 1
 FILE_NAME = "rollout.json"
 CANARY, SHADOW, BLUE_GREEN = "canary", "shadow", "blue_green"
@@ -125,12 +127,9 @@ def parse(text: str, where: str = FILE_NAME, model: Optional[str] = None) -> Rol
     """rollout.json's text -> its state; RolloutError naming `where` when it is not JSON (truncated by a crash, or
     edited by hand), not an object, not a rollout state, or (given `model`) another model's state."""
     try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise RolloutError(f"rollout: {where} is not valid JSON ({e}; {len(text)} characters, truncated by a "
-                           "crash?)") from e
-    if not isinstance(data, dict):
-        raise RolloutError(f"rollout: {where}: expected a JSON object, got {type(data).__name__}")
+        data = storage.json_object(text, where)
+    except storage.JSONObjectError as e:
+        raise RolloutError(f"rollout: {e}") from e
     state = RolloutState.from_dict(data, where)
     if model is not None and state.model != model:
         raise RolloutError(f"rollout: {where}: model: expected {model!r}, got {state.model!r}")

@@ -17,13 +17,12 @@ gs://, s3://, hdfs://, ram://) for the rest.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any, Optional
 
 from flywheel.rollout import state
-from flywheel.storage import filesystem, listdir
+from flywheel.storage import JSONObjectError, filesystem, json_object, listdir
 
 MANIFEST_FILE = "push.json"
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -134,15 +133,10 @@ def _read_text(path: str) -> str:
 
 def read_manifest(path: str) -> dict:
     """A push.json as a dict; ManifestError naming the file when it is missing, truncated or not an object."""
-    text = _read_text(path)
     try:
-        manifest = json.loads(text)
-    except ValueError as e:
-        raise ManifestError(f"serving: {path} is not valid JSON ({e}; {len(text)} characters, "
-                            "truncated by a crash?)") from e
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"serving: {path}: expected a JSON object, got {type(manifest).__name__}")
-    return manifest
+        return json_object(_read_text(path), path)
+    except JSONObjectError as e:
+        raise ManifestError(f"serving: {e}") from e
 
 
 def latest(serving_dir: str, model_name: str) -> Optional[ServedVersion]:
