@@ -185,6 +185,8 @@ class _Translation(PipelineVisitor):
             splits = list(transform.source.split(READ_BUNDLE_BYTES))
             self.bags[node] = dask.bag.from_sequence(splits, npartitions=max(len(splits), 1)).map_partitions(
                 _read_split)
+            for output in node.outputs.values():  # Beam's _Read has no windowing (asking raises): a bounded read's
+                output._windowing = beam.Windowing(window.GlobalWindows())  # is the global window
         elif isinstance(transform, _IDENTITY):
             (self.bags[node],) = inputs
         elif isinstance(transform, overrides._GroupByKeyOnly):
@@ -239,6 +241,8 @@ class DaskRunner(dask_runner.DaskRunner):
         translation = _Translation(bag_kwargs)
         pipeline.visit(translation)
         client = dask.distributed.Client(**dask_options)
-        futures = client.compute(list(dask.optimize(*translation.leaves())))
+        # Not optimized: dask's bag optimization fuses a task into each of its consumers, which would run a DoFn
+        # once per output tag that is read (and repeat its side effects).
+        futures = client.compute(translation.leaves(), optimize_graph=False)
         return _Result(client, futures)
 

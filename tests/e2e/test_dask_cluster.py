@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import shutil
+import uuid
 
 import apache_beam as beam
 import pyarrow.dataset as ds
@@ -42,15 +43,25 @@ def _dask_args(cluster, runner: str = FLYWHEEL_RUNNER) -> tuple[str, ...]:
 
 
 class _Parity(beam.DoFn):
+    """Even numbers to the main output, odd ones to "odd"; each call leaves a file in `calls` (a side effect)."""
+
+    def __init__(self, calls: str):
+        self._calls = calls
+
     def process(self, n: int):
+        with open(os.path.join(self._calls, f"{n}-{uuid.uuid4().hex}"), "w"):
+            pass
         yield str(n) if n % 2 == 0 else beam.pvalue.TaggedOutput("odd", str(n))
 
 
 def _parity_files(folder: str, args: tuple[str, ...]) -> dict[str, list[str]]:
-    """Numbers 0-19 split by a DoFn's two outputs, each written by Beam's WriteToText: {file: sorted lines}."""
+    """Numbers 0-19 split by a DoFn's two outputs, each written by Beam's WriteToText: {file: sorted lines}, and
+    under "calls" the numbers the DoFn was called with, sorted."""
     shutil.rmtree(folder, ignore_errors=True)
+    calls = os.path.join(folder, "calls")
+    os.makedirs(calls)
     pipeline = beam.Pipeline(options=PipelineOptions(list(args)))
-    outputs = pipeline | beam.Create(range(20)) | beam.ParDo(_Parity()).with_outputs("odd", main="even")
+    outputs = pipeline | beam.Create(range(20)) | beam.ParDo(_Parity(calls)).with_outputs("odd", main="even")
     outputs.even | "WriteEven" >> beam.io.WriteToText(os.path.join(folder, "even"), shard_name_template="")
     outputs.odd | "WriteOdd" >> beam.io.WriteToText(os.path.join(folder, "odd"), shard_name_template="")
     result = pipeline.run()
@@ -61,11 +72,13 @@ def _parity_files(folder: str, args: tuple[str, ...]) -> dict[str, list[str]]:
     for name in ("even", "odd"):
         path = os.path.join(folder, name)
         found[name] = sorted(open(path).read().split(), key=int) if os.path.exists(path) else None
+    found["calls"] = sorted(name.split("-")[0] for name in os.listdir(calls))
     return found
 
 
 def test_beams_dask_runner_loses_tagged_outputs_and_file_sinks_where_flywheels_runner_does_not(cluster, tmp_path):
-    expected = {"even": [str(n) for n in range(0, 20, 2)], "odd": [str(n) for n in range(1, 20, 2)]}
+    expected = {"even": [str(n) for n in range(0, 20, 2)], "odd": [str(n) for n in range(1, 20, 2)],
+                "calls": sorted(str(n) for n in range(20))}  # each number once: no DoFn call repeated
     assert _parity_files(str(tmp_path / "direct"), ()) == expected
     stock = _parity_files(str(tmp_path / "stock"), _dask_args(cluster, STOCK_RUNNER))
     # Beam 2.74: one sink of two computed (the other never written), and that one's shard wrong: empty when
