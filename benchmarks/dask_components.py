@@ -1,6 +1,6 @@
 """Which stock TFX components run on a dask.distributed cluster, through Beam's DaskRunner and through flywheel's.
 
-    python benchmarks/dask_components.py --rows 2000 --workdir /tmp/dask-probe
+    python benchmarks/dask_components.py --rows 2000 --workdir dask-probe
 
 Starts a scheduler and two one-thread workers on loopback (tests/dask_cluster.py), then runs CsvExampleGen,
 StatisticsGen, SchemaGen, ExampleValidator, Transform (flywheel's taxi preprocessing_fn), Evaluator and

@@ -19,11 +19,13 @@ Besides, `beam.io.Read` (ReadFromText, ReadFromTFRecord) and a lone `Impulse` tr
 is None), and any other unknown primitive to the identity.
 
 This runner keeps Beam's own pieces (the Create, Reshuffle, Read, GroupByKey and Flatten overrides, the grouping
-as a dask.bag `groupby`, Beam's DoFn invoker) and corrects those: every leaf is computed in one graph; a DoFn's
-bag holds (tag, value) pairs that each consumer selects from; a bundle's results are read after `finish_bundle`,
-into receivers made for that bundle; a side input is one graph node, computed once, that each task receives;
-a bounded source is split where the pipeline is launched and each split read in its own partition. Windowing is
-not translated (as in Beam's runner): values live in the global window, which is what batch pipelines use.
+as a dask.bag `groupby`, Beam's DoFn invoker) and corrects those: every leaf is computed in one graph, left
+unoptimized (dask's fusion would copy a DoFn's task into each consumer of its outputs and run it once per
+consumer); a DoFn's bag holds (tag, value) pairs that each consumer selects from; a bundle's results are read after
+`finish_bundle`, into receivers made for that bundle; a side input is one graph node, computed once, that each task
+receives; a bounded source is split where the pipeline is launched and each split read in its own partition.
+Windowing is not translated (as in Beam's runner): values live in the global window, which is what batch
+pipelines use.
 A transform it cannot run (a splittable or stateful DoFn, a window other than the global one, an unknown
 primitive) fails the launch with its label instead of being skipped.
 
