@@ -25,7 +25,7 @@ def cmd_predict(args: Any) -> int:
     result = predict(args.pipeline, args.data, args.serving_dir, args.output,
                      span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
                      progress_every=0 if args.json or args.quiet else PREDICT_PROGRESS_ROWS, verbose=args.verbose,
-                     id_column=args.id_column)
+                     id_column=args.id_column, beam_pipeline_args=args.beam_pipeline_args)
     show(args, result, predict_lines)
     if result.error:
         err(result.error)

@@ -19,7 +19,8 @@ def ingest_lines(result: IngestResult) -> list[str]:
 def cmd_ingest(args: Any) -> int:
     result = ingest(args.data, args.schema, args.output_dir, span=args.span, num_spans=args.num_spans,
                     quarantine_limit=args.quarantine_limit,
-                    split_key=tuple(c for c in args.split_key.split(",") if c), verbose=args.verbose)
+                    split_key=tuple(c for c in args.split_key.split(",") if c), verbose=args.verbose,
+                    beam_pipeline_args=args.beam_pipeline_args)
     show(args, result, ingest_lines)
     if result.error:
         err(result.error)

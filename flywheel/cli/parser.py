@@ -7,6 +7,7 @@ at once.
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from flywheel import __version__
 from flywheel.cli.exits import epilog
@@ -24,7 +25,15 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
-        return f"{text} (default: {'none' if action.default in (None, '', []) else '%(default)s'})"
+        return f"{text} (default: {'none' if action.default in (None, '', [], ()) else '%(default)s'})"
+
+
+def beam_options(text: str) -> tuple[str, ...]:
+    """`--beam-pipeline-args`' text, split as a shell would."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected Beam options quoted as in a shell, got {text!r} ({e})") from None
 
 
 def _pipeline_arg(parser: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -67,7 +76,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-anomaly", action="append", default=[],
                      help="anomaly the data gate lets through: TYPE, feature:TYPE or feature:* (repeatable)")
     run.add_argument("--warm-start", action="store_true", help="start training from the serving model's weights")
-    run.add_argument("--beam-pipeline-args", default="", help="e.g. '--runner=FlinkRunner --flink_master=host:8081'")
+    run.add_argument("--beam-pipeline-args", type=beam_options, default=(),
+                     help="e.g. '--runner=FlinkRunner --flink_master=host:8081' (docs/distributed.md)")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
     run.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
 
@@ -79,6 +89,9 @@ def make_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--output-dir", required=True, help="examples/ and quarantine/ are written here")
     ingest.add_argument("--quarantine-limit", type=float, default=0.01, help="largest quarantined share of rows")
     ingest.add_argument("--split-key", default="", help="comma-separated columns to hash for the split")
+    ingest.add_argument("--beam-pipeline-args", type=beam_options, default=(),
+                        help="Beam runner and its options, e.g. '--runner=flywheel.dask_runner.DaskRunner "
+                             "--dask_client_address=host:8786' (docs/distributed.md)")
     ingest.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     ingest.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
 
@@ -229,6 +242,9 @@ def make_parser() -> argparse.ArgumentParser:
                                           "a row without it is quarantined")
     pred.add_argument("--engine", choices=("local", "beam"), default="local",
                       help="local: DirectRunner in this process; beam: DirectRunner multi-processing")
+    pred.add_argument("--beam-pipeline-args", type=beam_options, default=(),
+                      help="Beam options after the engine's, e.g. another runner: '--runner=flywheel.dask_runner."
+                           "DaskRunner --dask_client_address=host:8786' (docs/distributed.md)")
     pred.add_argument("--json", action="store_true", help="print the result as JSON on stdout (no progress lines)")
     pred.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     pred.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")

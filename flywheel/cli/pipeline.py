@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from flywheel.api.errors import CompileError
@@ -83,7 +82,7 @@ def simulate_lines(result: SimulateResult) -> list[str]:
 def cmd_run(args: Any) -> int:
     cfg = pipeline_config(args.pipeline, args.output_dir, data=args.data, serving_dir=args.serving_dir,
                           metadata=args.metadata, engine=args.engine,
-                          beam_pipeline_args=tuple(shlex.split(args.beam_pipeline_args)),
+                          beam_pipeline_args=args.beam_pipeline_args,
                           train_steps=args.train_steps, span=args.span, num_spans=args.num_spans,
                           allowed_anomalies=tuple(args.allow_anomaly), warm_start=args.warm_start)
     result = run_pipeline(cfg, args.engine, progress=progress(args), verbose=args.verbose)

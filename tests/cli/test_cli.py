@@ -155,3 +155,17 @@ def test_the_command_ends_with_os_exit_after_exit_handlers_and_flushed_output(tm
     assert events == [("atexit", None), ("os._exit", exits.USAGE)]
     assert capsys.readouterr().err.startswith("flywheel: ")
     assert cli.main(["rollout", "status", "--serving-dir", str(tmp_path / "none")]) == exits.USAGE
+
+
+@pytest.mark.parametrize("command", [["run", "taxi"], ["ingest", "--data", "d", "--schema", "s", "--output-dir", "o"],
+                                     ["predict", "taxi", "--data", "d", "--serving-dir", "s", "--output", "o"]])
+def test_beam_pipeline_args_are_split_as_a_shell_would_and_bad_quoting_is_a_usage_error(command, capsys):
+    options = "--runner=flywheel.dask_runner.DaskRunner --dask_client_address='127.0.0.1:8786'"
+    parsed = make_parser().parse_args([*command, "--beam-pipeline-args", options])
+    assert parsed.beam_pipeline_args == ("--runner=flywheel.dask_runner.DaskRunner",
+                                         "--dask_client_address=127.0.0.1:8786")
+    with pytest.raises(SystemExit) as done:
+        make_parser().parse_args([*command, "--beam-pipeline-args", "--runner='Dask"])
+    assert done.value.code == exits.USAGE
+    assert "expected Beam options quoted as in a shell, got \"--runner='Dask\" (No closing quotation)" in \
+        capsys.readouterr().err
