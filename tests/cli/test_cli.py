@@ -165,7 +165,7 @@ def test_beam_pipeline_args_are_split_as_a_shell_would_and_bad_quoting_is_a_usag
     assert parsed.beam_pipeline_args == ("--runner=flywheel.dask_runner.DaskRunner",
                                          "--dask_client_address=127.0.0.1:8786")
     with pytest.raises(SystemExit) as done:
-        make_parser().parse_args([*command, "--beam-pipeline-args", "--runner='Dask"])
+        make_parser().parse_args([*command, "--beam-pipeline-args=--runner='Dask"])
     assert done.value.code == exits.USAGE
     assert "expected Beam options quoted as in a shell, got \"--runner='Dask\" (No closing quotation)" in \
         capsys.readouterr().err
