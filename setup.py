@@ -7,6 +7,9 @@ from setuptools import find_packages, setup
 PACKAGE_DIRS = {"flywheel": "flywheel", "flywheel.components": "components", "flywheel.pipelines": "pipelines",
                 "flywheel.schemas": "schemas"}
 DASK = ["dask==2026.11.0", "distributed==2026.11.0"]
+# pyCANON: the tests' oracle for k-anonymity and l-diversity (1.0.1.post2, the last release that accepts numpy 1
+# and pandas 1; later ones pin numpy 2.0.2 and pandas 2.3.3 exactly).
+ORACLES = ["pycanon==1.0.1.post2"]
 
 
 def _packages() -> list[str]:
@@ -39,8 +42,8 @@ setup(
     # dask: a dask.distributed cluster to run the Beam jobs on (flywheel.dask_runner); the tests start one.
     extras_require={
         "dask": DASK,
-        "dev": ["pytest", "pytest-xdist", "jupytext", "ruff", "jsonschema", *DASK],
-        "test": ["pytest", "pytest-xdist", "jupytext", "jsonschema", *DASK],
+        "dev": ["pytest", "pytest-xdist", "jupytext", "ruff", "jsonschema", *DASK, *ORACLES],
+        "test": ["pytest", "pytest-xdist", "jupytext", "jsonschema", *DASK, *ORACLES],
         "notebooks": ["jupytext", "nbclient", "ipykernel"],
     },
     entry_points={"console_scripts": ["flywheel=flywheel.cli:run"]},
