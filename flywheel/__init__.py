@@ -20,9 +20,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 _API = ("CompileError", "CompileResult", "IngestResult", "JoinResult", "LineageResult", "MonitorResult",
-        "PredictResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult", "UsageError",
-        "compile_pipeline", "ingest", "lineage", "logs_join", "monitor", "pipeline_config", "predict", "replay",
-        "retrain", "run_pipeline", "serve", "simulate")
+        "PredictResult", "PrivacyResult", "ReplayResult", "RetrainResult", "RunResult", "SimulateResult",
+        "UsageError", "compile_pipeline", "ingest", "lineage", "logs_join", "monitor", "pipeline_config", "predict",
+        "privacy_check", "replay", "retrain", "run_pipeline", "serve", "simulate")
 __all__ = sorted(_API + ("LockedError", "UnknownPipelineError"))
 
 

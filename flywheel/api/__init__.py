@@ -11,6 +11,7 @@ Its modules, by domain (each result beside its function):
   serving     serve, serving_app, status (StatusResult)
   batch       predict (PredictResult): imports Beam
   rollout     rollout_start, _promote, _rollback, _status, _manifests, _analyze
+  privacy     privacy_check (PrivacyResult): k-anonymity and l-diversity under a pipeline's privacy policy
 
 The public names below load their module on first use (`from flywheel.api import monitor` imports the monitoring
 module alone), so that a caller pays only for the domain it uses: some import Beam, TFX or the HTTP server.
@@ -31,6 +32,7 @@ _PUBLIC = {
     "ReplayResult": "traffic", "JoinResult": "traffic", "replay": "traffic", "logs_join": "traffic",
     "serve": "serving",
     "PredictResult": "batch", "predict": "batch",
+    "PrivacyResult": "privacy", "privacy_check": "privacy",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -28,7 +28,7 @@ HANDLERS = {
     "monitor": "flywheel.cli.monitoring.cmd_monitor", "replay": "flywheel.cli.traffic.cmd_replay",
     "logs": "flywheel.cli.traffic.cmd_logs", "serve": "flywheel.cli.serving.cmd_serve",
     "status": "flywheel.cli.serving.cmd_status", "predict": "flywheel.cli.batch.cmd_predict",
-    "rollout": "flywheel.cli.rollout.cmd_rollout",
+    "rollout": "flywheel.cli.rollout.cmd_rollout", "privacy": "flywheel.cli.privacy.cmd_privacy",
 }
 
 

@@ -74,6 +74,12 @@ EXITS: dict[str, tuple[tuple[int, str], ...]] = {
                 "--output"),
     ),
     "rollout": _ROLLOUT,
+    "privacy check": (
+        (OK, "k and l reach the policy's thresholds"),
+        (FAILED, "k or l is below its threshold (the report names the smallest classes and what would lift k)"),
+        (USAGE, "bad arguments, unknown pipeline, unreadable data, or a policy the message names (a bad role, an "
+                "unknown\ncolumn, a bad threshold)"),
+    ),
 }
 
 # What --help says above and below a command's table, when not only "exit status:".

@@ -186,6 +186,20 @@ def make_parser() -> argparse.ArgumentParser:
     join.add_argument("--label-column", help="label column of the labels (default: the schema's label)")
     join.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
+    privacy = sub.add_parser("privacy", help="privacy measures of data", description="privacy measures of data",
+                             formatter_class=_Formatter)
+    privacy_sub = privacy.add_subparsers(dest="privacy_command", required=True, metavar="SUBCOMMAND")
+    check = privacy_sub.add_parser("check", help="k-anonymity and l-diversity of data under the pipeline's privacy "
+                                   "policy", description="k-anonymity and l-diversity of data under the pipeline's "
+                                   "privacy policy (docs/privacy.md)", epilog=epilog("privacy check"),
+                                   formatter_class=_Formatter)
+    _pipeline_arg(check, optional=True)
+    check.add_argument("--data", required=True, help="CSV/Parquet file, folder, or folder of span-N folders")
+    check.add_argument("--policy", help="privacy policy (.json; default: the one beside the pipeline's schema)")
+    check.add_argument("--report", help="folder for report.html and privacy.json")
+    check.add_argument("--smallest", type=int, default=10, help="how many of the smallest classes to name")
+    check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
     srv = command("serve", "serve a model's versions over TF Serving's REST API")
     srv.add_argument("--serving-dir", required=True, help="serving folder holding <model>/<version>/")
     srv.add_argument("--model", default="taxi", help="model name: the folder under --serving-dir and the URL's name")
