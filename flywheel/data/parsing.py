@@ -320,8 +320,8 @@ def _physical_lines(stream, path: str) -> Iterator[bytes]:
 class _Lines:
     """Numbered physical lines with push-back, so that reading can resume inside a rejected record."""
 
-    def __init__(self, stream, path: str):
-        self._lines = enumerate(_physical_lines(stream, path), start=1)
+    def __init__(self, stream, path: str, start: int = 1):
+        self._lines = enumerate(_physical_lines(stream, path), start=start)
         self._back: collections.deque = collections.deque()
 
     def next(self) -> tuple[int, bytes] | None:
@@ -459,21 +459,54 @@ def csv_rows(path: str, columns: Sequence[Column], split_key_columns: Sequence[s
     with inputs.open_data(path) as stream:
         lines = _Lines(stream, path)
         header = _read_header(path, lines, columns)
-        while (record := _next_record(lines)) is not None:
-            problem, fields = _structural_problem(record, header)
-            if problem and len(record.lines) > 1:
-                last = record.lines[-1][0]
-                span = "" if record.unclosed else f" in the record spanning lines {record.first}-{last}"
-                lines.push_back(record.lines[1:])
-                yield Rejected(path, record.first, None,
-                               f"{problem}{span}; line {record.first} quarantined alone, reading resumes at "
-                               f"line {record.lines[1][0]}", _lossy(record.lines[0][1]), 1)
-            elif problem:
-                yield Rejected(path, record.first, None, problem, _lossy(record.data), record.nonblank)
-            else:
-                raw = ",".join(fields)
-                yield type_row(path, record.first, dict(zip(header, fields, strict=True)), raw, columns,
-                               split_key_columns, splits, record.nonblank)
+        yield from _records(path, lines, header, columns, split_key_columns, splits)
+
+
+def _records(path: str, lines: _Lines, header: Sequence[str], columns: Sequence[Column],
+             split_key_columns: Sequence[str], splits: Sequence[tuple[str, int]]) -> Iterator[Union[Parsed, Rejected]]:
+    """The rows of the physical lines after the header (csv_rows' loop)."""
+    while (record := _next_record(lines)) is not None:
+        problem, fields = _structural_problem(record, header)
+        if problem and len(record.lines) > 1:
+            last = record.lines[-1][0]
+            span = "" if record.unclosed else f" in the record spanning lines {record.first}-{last}"
+            lines.push_back(record.lines[1:])
+            yield Rejected(path, record.first, None,
+                           f"{problem}{span}; line {record.first} quarantined alone, reading resumes at "
+                           f"line {record.lines[1][0]}", _lossy(record.lines[0][1]), 1)
+        elif problem:
+            yield Rejected(path, record.first, None, problem, _lossy(record.data), record.nonblank)
+        else:
+            raw = ",".join(fields)
+            yield type_row(path, record.first, dict(zip(header, fields, strict=True)), raw, columns,
+                           split_key_columns, splits, record.nonblank)
+
+
+def csv_header(path: str, stream, columns: Sequence[Column]) -> list[str]:
+    """Reads the header record from `stream` (at the file's start) as csv_rows does: its column names, checked."""
+    return _read_header(path, _Lines(stream, path), columns)
+
+
+class _Chained:
+    """A stream that reads `data` first, then `rest` (another stream, or nothing)."""
+
+    def __init__(self, data: bytes, rest=None):
+        self._data, self._rest = data, rest
+
+    def read(self, size: int) -> bytes:
+        if self._data:
+            data, self._data = self._data, b""
+            return data
+        return self._rest.read(size) if self._rest is not None else b""
+
+
+def lines_rows(path: str, first_line: int, data: bytes, rest, header: Sequence[str], columns: Sequence[Column],
+               split_key_columns: Sequence[str], splits: Sequence[tuple[str, int]]
+               ) -> Iterator[Union[Parsed, Rejected]]:
+    """csv_rows from a point inside a file: the physical lines in `data` (whole lines, the first numbered
+    `first_line`), then, when `rest` is a stream, the rest of the file read from it."""
+    lines = _Lines(_Chained(data, rest), path, first_line)
+    yield from _records(path, lines, header, columns, split_key_columns, splits)
 
 
 def _parquet_file(path: str, f):

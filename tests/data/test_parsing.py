@@ -342,17 +342,19 @@ def test_the_accounting_check_fails_when_rows_go_missing():
 
 def test_the_beam_parse_step_refuses_a_file_whose_rows_are_not_all_accounted(tmp_path, monkeypatch):
     from flywheel.components.ingest import beam_ingest
+    from flywheel.data import arrow_rows
 
     path = tmp_path / "data.csv"
     path.write_bytes(HEADER + b"1.0,2,x,3\n2.0,3,y,4\n")
     options = beam_ingest.IngestOptions(columns=tuple(COLUMNS))
-    outputs = list(beam_ingest._ParseFile(options).process(str(path)))
+    plan = beam_ingest.Shards(str(tmp_path / "examples"), str(tmp_path / "incomplete"), 1)
+    outputs = list(beam_ingest._ParseFile(options, plan).process((0, str(path))))
     counts = outputs[-1].value
     assert counts[beam_ingest.PHYSICAL_TAG] == counts[beam_ingest.READ_TAG] == 2
-    real = parsing.file_rows
-    monkeypatch.setattr(parsing, "file_rows", lambda *a: list(real(*a))[1:])
+    monkeypatch.setattr(arrow_rows, "file_items", lambda *a: list(parsing.file_rows(*a))[1:])
     with pytest.raises(parsing.IngestError, match=r"data.csv: the file holds 2 data rows but 1 were written"):
-        list(beam_ingest._ParseFile(options).process(str(path)))
+        list(beam_ingest._ParseFile(options, plan).process((0, str(path))))
+    assert not list((tmp_path / "incomplete").rglob("*.gz")), "the refused file's shards are removed"
 
 
 def test_resolving_and_parsing_input_does_not_import_tensorflow(tmp_path):
