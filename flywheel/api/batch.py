@@ -10,7 +10,7 @@ import time
 from typing import Any, Optional
 
 from flywheel import quiet
-from flywheel.api.errors import UsageError, resolve_input
+from flywheel.api.errors import UsageError, creatable, resolve_input
 from flywheel.api.results import as_dict
 from flywheel.batch import model_version
 from flywheel.batch.errors import data_error
@@ -91,6 +91,7 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
         model = model_version.resolve(serving_dir, model_name, version, apart=engine == "beam")
         columns = with_id_column(serving_columns(load_schema(entry.schema_path())), id_column)
         check_output(out)
+        creatable(out, "predict: --output")
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     if engine == "local":  # quiet.install imports TensorFlow; the beam engine's launcher never does

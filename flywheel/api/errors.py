@@ -23,10 +23,36 @@ class CompileError(RuntimeError):
 
 
 def folder_argument(path: Optional[str], what: str) -> None:
-    """UsageError naming `what` (e.g. "--output-dir") when a folder to write into is a file."""
+    """UsageError naming `what` (e.g. "--output-dir") when a folder to write into is a file, or, on the local
+    filesystem, could not be created: a file in its path, or a folder where none can be made (/proc). Checked by
+    making the first missing folder of its path and removing it again: nothing is left behind."""
 
-    if path and storage.filesystem(path).exists(path) and not storage.filesystem(path).isdir(path):
-        raise UsageError(f"{what} {path}: expected a folder (new or existing), found a file")
+    if not path:
+        return
+    if storage.filesystem(path).exists(path):
+        if not storage.filesystem(path).isdir(path):
+            raise UsageError(f"{what} {path}: expected a folder (new or existing), found a file")
+        return
+    creatable(path, what)
+
+
+def creatable(path: str, what: str) -> None:
+    """UsageError naming `what` when a missing local folder could not be made; nothing when it exists or is not
+    local."""
+    if not storage.is_local(path) or os.path.exists(path):
+        return
+    first_missing = os.path.abspath(path)
+    while not os.path.exists(os.path.dirname(first_missing)):
+        first_missing = os.path.dirname(first_missing)
+    parent = os.path.dirname(first_missing)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{what} {path}: expected a folder (new or existing), found a file in its path: {parent}")
+    try:
+        os.mkdir(first_missing)
+    except OSError as e:
+        raise UsageError(f"{what} {path}: cannot create the folder ({first_missing}: {e.strerror or e})") \
+            from None
+    os.rmdir(first_missing)
 
 
 def file_argument(path: Optional[str], what: str) -> None:

@@ -17,7 +17,7 @@ import time
 from typing import Any, Optional, TextIO
 
 from flywheel import lock, quiet
-from flywheel.api.errors import CompileError, UsageError, folder_argument, resolve_input
+from flywheel.api.errors import CompileError, UsageError, creatable, folder_argument, resolve_input
 from flywheel.api.results import as_dict
 from flywheel.metadata import connection, run_record
 from flywheel.metadata.lineage import describe
@@ -300,6 +300,7 @@ def simulate(pipeline: str, out: str, *, spans: int = 4, drift_from: Optional[in
     (span-1 .. span-N in a new folder), drifting from span number `drift_from` on; nothing is overwritten. Each
     span is `files` files (its rows split in order; the rows do not depend on it)."""
     entry = registry.get(pipeline)
+    creatable(out, "simulate: --out")
     try:
         written = entry.simulator()(out, spans, drift_from, rows, seed, files)
     except (ValueError, OSError) as e:

@@ -8,7 +8,7 @@ import math
 import os
 from typing import Any, Callable, Optional
 
-from flywheel.api.errors import UsageError
+from flywheel.api.errors import UsageError, folder_argument
 from flywheel.api.results import as_dict
 from flywheel.metadata import connection
 from flywheel.rollout import manifests, models_config, report, state, store
@@ -138,6 +138,7 @@ def rollout_manifests(serving_dir: str, output: str, model: str = "taxi", *,
     storage_uri: a template for a version's storage URI (`{model}`, `{version}`; default
     `manifests.DEFAULT_STORAGE_URI`)."""
     _serving_folder(serving_dir, "manifests")
+    folder_argument(output, "rollout manifests: --output")
     template = storage_uri or manifests.DEFAULT_STORAGE_URI
     try:
         written = manifests.write(serving_dir, model, output, template)
@@ -193,6 +194,7 @@ def rollout_analyze(serving_dir: str, model: str, log_dir: str, labels: Optional
     if not 0 <= wait_for_log < math.inf:
         raise UsageError(f"rollout analyze: --wait-for-log: expected seconds >= 0, got {wait_for_log}")
     metadata = _metadata_store("analyze", metadata) if apply else metadata
+    folder_argument(report_dir, "rollout analyze: --report-dir")
     try:
         if config is None or isinstance(config, AnalysisConfig):
             rule = config or AnalysisConfig()

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Optional
 
 import flywheel.traffic.replay
-from flywheel.api.errors import UsageError
+from flywheel.api.errors import UsageError, folder_argument
 from flywheel.api.results import as_dict
 from flywheel.data.parsing import columns_from_schema, load_schema
 from flywheel.monitoring.drift import Policy
@@ -94,6 +94,7 @@ def logs_join(logs: str, labels: str, key: str, output: str, *, pipeline: str = 
     labels_in_schema = Policy.from_schema(schema).labels
     label = label_column or (labels_in_schema[0] if labels_in_schema else "label")
     required = [c.name for c in columns_from_schema(load_schema(schema)) if c.required]
+    folder_argument(output, "logs join: --output")
     try:
         found = join(logs, labels, key, output, label_column=label, required=required,
                      binary_label=entry.label_rule(), log_key=log_key, span=span)

@@ -59,7 +59,7 @@ def main(argv: Optional[list[str]] = None, *, own_process: bool = False) -> int:
             registry.get(args.pipeline)
         return handler(args.command)(args)
     except (UsageError, registry.UnknownPipelineError, lock.LockPermissionError) as e:
-        err(str(e))
+        err(f"{args.command}: {e}" if str(e).startswith("--") else str(e))
         return exits.USAGE
     except lock.LockedError as e:
         err(str(e))

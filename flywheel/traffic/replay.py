@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import itertools
+import re
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -49,7 +50,7 @@ def wait_for_server(url: str, wait_s: float, clock: Callable[[], float] = time.m
             httpx.get(url, timeout=10.0)
             return
         except httpx.ConnectError as e:
-            why = _first_line(e) or "connection refused"
+            why = _in_words(e)
         except httpx.HTTPError as e:
             raise ReplayError(f"replay: no answer from {url}: {no_answer(e)}") from None
         remaining = deadline - clock()
@@ -63,6 +64,12 @@ def wait_for_server(url: str, wait_s: float, clock: Callable[[], float] = time.m
 
 def _first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [""])[0]
+
+
+def _in_words(error: BaseException) -> str:
+    """A connection error's reason in words: "connection refused", not "[Errno 111] Connection refused"."""
+    words = re.sub(r"^\[Errno -?\d+\]\s*", "", _first_line(error)).strip()
+    return (words[:1].lower() + words[1:]) if words else "connection refused"
 
 
 def no_answer(error: Exception) -> str:
