@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flywheel.api.traffic import JoinResult, ReplayResult, logs_join, replay
@@ -18,11 +19,25 @@ def replay_lines(result: ReplayResult) -> list[str]:
             "skipped" + (f" (first: {result.first_skipped[0]})" if result.first_skipped else "")]
 
 
+def written_into(result: JoinResult) -> str:
+    """The span folders the join wrote, `tour/spans/span-4`, and the log's spans they came from when --span
+    renumbered them (`from the log's span 20795`)."""
+    written = {s: os.path.basename(os.path.dirname(v["path"])) for s, v in sorted(result.spans.items())
+               if v.get("path")}
+    if not written:
+        return f"nothing written into {result.output}"
+    folders = list(dict.fromkeys(written.values()))
+    renumbered = any(folder != f"span-{s}" for s, folder in written.items())
+    return (f"into {', '.join(os.path.join(result.output, f) for f in folders)}"
+            + (f" (from the log's span {listing(list(written))})" if renumbered else ""))
+
+
 def join_lines(result: JoinResult) -> list[str]:
     on = repr(result.key) if result.log_key == result.key else f"labels' {result.key!r} = log's {result.log_key!r}"
     return [f"flywheel logs join: {result.joined_rows:,} of {result.log_rows:,} logged rows joined by {on} "
-            f"into {result.output} (spans {listing(sorted(s for s, v in result.spans.items() if v['joined']))}); "
-            f"{result.skipped_logs:,} logged rows no client was answered with (failed, shadow) left out, "
+            f"{written_into(result)}; "
+            f"{result.skipped_logs:,} logged rows left out because no client got their answer (failed requests, "
+            "shadow copies), "
             f"{result.unmatched_logs:,} logged rows without a label, {result.unmatched_labels:,} labels without a "
             f"logged row, duplicates: {result.duplicate_logs:,} logged, {result.duplicate_labels:,} labels "
             f"({result.conflicting_labels:,} conflicting)"]

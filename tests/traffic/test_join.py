@@ -163,3 +163,16 @@ def test_join_cli_json(tmp_path, logged):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["joined_rows"] == 10 and result["unmatched_logs"] == 50
+
+
+def test_join_text_names_the_folders_written_and_says_what_was_left_out(tmp_path, logged):
+    """--span 4 writes <output>/span-4/joined-<log span>.parquet: the line names span-4 (it used to print the log's
+    span numbers, 100 and 101, as if they were the folders), and the log's spans it came from."""
+    logs, records = logged
+    labels = _labels(tmp_path, records, range(60))
+    line = join_lines(flywheel.logs_join(logs, labels, "request_id", str(tmp_path / "joined"), span=4))[0]
+    assert f"into {tmp_path / 'joined' / 'span-4'} (from the log's span 100, 101);" in line, line
+    assert sorted(os.listdir(tmp_path / "joined" / "span-4")) == ["joined-100.parquet", "joined-101.parquet"]
+    assert "left out because no client got their answer (failed requests, shadow copies)" in line
+    own = join_lines(flywheel.logs_join(logs, labels, "request_id", str(tmp_path / "own")))[0]
+    assert f"into {tmp_path / 'own' / 'span-100'}, {tmp_path / 'own' / 'span-101'};" in own, own
