@@ -38,7 +38,7 @@ setup(
     # dependencies of its own.
     install_requires=["tfx[kfp]==1.16.0", "dill", "httpx", "prometheus_client==0.26.0", "starlette==1.7.0",
                       "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "orjson==3.13.0",
-                      "msgspec==0.22.0"],
+                      "msgspec==0.22.0", "google-crc32c==1.9.0"],
     # dask: a dask.distributed cluster to run the Beam jobs on (flywheel.dask_runner); the tests start one.
     extras_require={
         "dask": DASK,

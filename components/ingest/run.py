@@ -20,14 +20,18 @@ def run_ingest(resolved: inputs.ResolvedInput, options: beam_ingest.IngestOption
     """Reads the resolved files into examples and quarantine (and per-span profiles into profile_uri when
     given); returns the counts (limit not checked)."""
     parsing.check_files(resolved.files, options.columns)
-    counts_dir = os.path.join(work_dir, "ingest_counts")
-    if fileio.exists(counts_dir):
-        fileio.rmtree(counts_dir)
+    counts_dir, shards_dir = os.path.join(work_dir, "ingest_counts"), os.path.join(work_dir, "ingest_shards")
+    for folder in (counts_dir, shards_dir):
+        if fileio.exists(folder):
+            fileio.rmtree(folder)
     fileio.makedirs(counts_dir)
     fileio.makedirs(quarantine_uri)
     with make_pipeline() as pipeline:
         beam_ingest.expand(pipeline, resolved.files, options, examples_uri, quarantine_uri, counts_dir, profile_uri,
-                           {f: inputs.span_of(f, input_base) for f in resolved.files} if profile_uri else None)
+                           {f: inputs.span_of(f, input_base) for f in resolved.files} if profile_uri else None,
+                           shards_dir)
+    if fileio.exists(shards_dir):
+        fileio.rmtree(shards_dir)
     counts = beam_ingest.read_counts(counts_dir, [n for n, _ in options.splits])
     summary = {
         spec.ROWS_READ: counts.rows_read,

@@ -1,9 +1,9 @@
 """Per-span profiles inside the ingestion's Beam pipeline: a CombineFn over the typed rows, bounded memory.
 
-Ingest's parser emits (span, typed row) pairs; `SpanProfiles` combines them per span (partial
-combines on each worker, merged exactly: see `profile`) and writes `profile-span-<N>.json` into the
-DataProfile artifact through TFX's filesystem layer (`common.storage`). Every span gets a profile, even
-one whose rows were all quarantined (0 rows), so a span is never silently missing;
+Ingest's parser emits (span, profile of a file's typed rows) pairs, or (span, typed row) pairs; `SpanProfiles`
+combines them per span (partial combines on each worker, merged exactly: see `profile`) and writes
+`profile-span-<N>.json` into the DataProfile artifact through TFX's filesystem layer (`common.storage`). Every
+span gets a profile, even one whose rows were all quarantined (0 rows), so a span is never silently missing;
 `check_span_profiles` verifies that.
 """
 
@@ -18,25 +18,50 @@ from flywheel import storage
 from flywheel.monitoring import profile
 
 
+class _Accumulator:
+    """Rows added one by one (a Builder) and partial profiles of many rows (merged as they come)."""
+
+    def __init__(self, kinds: Mapping[str, str]):
+        self.rows = profile.Builder(kinds)
+        self.parts: Optional[profile.DatasetProfile] = None
+
+    def add_part(self, part: profile.DatasetProfile) -> None:
+        self.parts = part if self.parts is None else profile.merge([self.parts, part])
+
+    def result(self) -> profile.DatasetProfile:
+        rows = self.rows.result()
+        if self.parts is None:
+            return rows
+        return self.parts if not rows.rows else profile.merge([self.parts, rows])
+
+
 class ProfileCombineFn(beam.CombineFn):
-    """Typed rows ({column: int | float | bytes}; absent = missing) -> DatasetProfile. None inputs count nothing."""
+    """Typed rows ({column: int | float | bytes}; absent = missing) or profiles of many typed rows
+    (DatasetProfile, e.g. a file's) -> DatasetProfile. None inputs count nothing."""
 
     def __init__(self, kinds: Mapping[str, str]):
         self._kinds = dict(kinds)
 
-    def create_accumulator(self) -> profile.Builder:
-        return profile.Builder(self._kinds)
+    def create_accumulator(self) -> _Accumulator:
+        return _Accumulator(self._kinds)
 
-    def add_input(self, accumulator: profile.Builder, row: Optional[Mapping[str, Any]]) -> profile.Builder:
-        if row is not None:
-            accumulator.add(row)
+    def add_input(self, accumulator: _Accumulator, row: Optional[Mapping[str, Any] | profile.DatasetProfile]
+                  ) -> _Accumulator:
+        if isinstance(row, profile.DatasetProfile):
+            accumulator.add_part(row)
+        elif row is not None:
+            accumulator.rows.add(row)
         return accumulator
 
-    def merge_accumulators(self, accumulators) -> profile.Builder:
+    def merge_accumulators(self, accumulators) -> _Accumulator:
         first, *rest = list(accumulators)
-        return first.merge(rest)
+        first.rows.merge([other.rows for other in rest])
+        for other in rest:
+            if other.parts is not None:
+                first.add_part(other.parts)
+        return first
 
-    def extract_output(self, accumulator: profile.Builder) -> profile.DatasetProfile:
+    def extract_output(self, accumulator: _Accumulator) -> profile.DatasetProfile:
         return accumulator.result()
 
 
