@@ -14,7 +14,7 @@ for c in "$$PYTHON" python3.10 "$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/
 done; exit 1
 endef
 
-.PHONY: venv run test test-unit bench bench-monitor bench-predict bench-serving bench-rollout compile lint clean
+.PHONY: venv run test test-unit bench bench-monitor bench-predict bench-serving bench-rollout bench-ingest compile lint clean
 
 $(STAMP): setup.py constraints.txt
 	@py="$$( $(find_python) )" || { echo "flywheel needs Python 3.10 (tfx 1.16 supports Python < 3.11). Install it (e.g. 'pyenv install 3.10.13') or set PYTHON=/path/to/python3.10." >&2; exit 1; }; \
@@ -50,6 +50,9 @@ bench-serving: venv
 
 bench-rollout: venv
 	$(BIN)/python benchmarks/rollout.py
+
+bench-ingest: venv
+	$(BIN)/python benchmarks/ingest.py
 
 # The image the committed spec names: kubeflow/README.md's `docker build -t flywheel-taxi:local`; `make compile
 # IMAGE=<registry>/flywheel-taxi:0.1.0` for the image you pushed.
