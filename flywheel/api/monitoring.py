@@ -39,7 +39,11 @@ def _served_baseline(baseline: str) -> tuple[str, str]:
     other path is returned as it is, with ""."""
 
     serving_dir, model = os.path.split(baseline.rstrip("/"))
-    if not storage.filesystem(baseline).isdir(baseline) or not layout.versions(serving_dir, model):
+    if not storage.filesystem(baseline).isdir(baseline):
+        return baseline, ""
+    if layout.is_complete(baseline) or storage.exists(os.path.join(baseline, layout.MANIFEST_FILE)):
+        return _version_baseline(baseline)
+    if not layout.versions(serving_dir, model):
         return baseline, ""
     try:
         served = layout.current(serving_dir, model)
@@ -52,6 +56,20 @@ def _served_baseline(baseline: str) -> tuple[str, str]:
                          "(baseline_profile.json, named in its push.json), found none")
     path = os.path.join(served.path, name)
     return path, f"{path}, the training profile of version {served.version}, which {model} serves by default"
+
+
+def _version_baseline(version_path: str) -> tuple[str, str]:
+    """A version folder (`<serving>/<model>/<version>`) stands for its own training profile (the
+    baseline_profile.json its push.json names)."""
+    try:
+        name = layout.version_manifest(version_path).get("baseline_profile")
+    except layout.ManifestError as e:
+        raise UsageError(f"monitor: --baseline {version_path}: {e}") from e
+    if not name:
+        raise UsageError(f"monitor: --baseline {version_path}: expected a version folder that keeps a training "
+                         f"profile (baseline_profile.json, named in its {layout.MANIFEST_FILE}), found none")
+    path = os.path.join(version_path, name)
+    return path, f"{path}, the training profile of version {os.path.basename(version_path.rstrip('/'))}"
 
 
 def _schema_beside(baseline: str) -> tuple[Optional[str], str]:
@@ -69,7 +87,7 @@ def _schema_beside(baseline: str) -> tuple[Optional[str], str]:
         return None, ""
     if path is None:
         return None, ""
-    return path, f"{path}, pipeline {name!r}'s (named by {manifest_path})"
+    return path, f"{path}, the schema of pipeline {name!r} (named by {manifest_path})"
 
 
 def monitor(baseline: str, current: str, *, schema: Optional[str] = None, report_dir: Optional[str] = None,

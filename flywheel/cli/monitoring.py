@@ -11,7 +11,11 @@ from flywheel.cli.text import err, show
 
 def monitor_lines(result: MonitorResult) -> list[str]:
     drifted = result.drifted
-    out = [f"flywheel monitor: {'DRIFT in ' + ', '.join(drifted) if drifted else 'no drift'} "
+    labels = [name for name, f in ((result.details.get("label_drift") or {}).get("features") or {}).items()
+              if f.get("drift")]
+    verdict = ("DRIFT in " + ", ".join(drifted) if drifted else "no drift") + \
+        ("; label drift in " + ", ".join(labels) if labels else "")
+    out = [f"flywheel monitor: {verdict} "
            f"(baseline {result.rows.get('baseline', 0):,} rows, current {result.rows.get('current', 0):,} rows)"
            + (f"; report {result.report}" if result.report else "")]
     if result.details.get("baseline_from"):

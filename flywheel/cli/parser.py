@@ -96,7 +96,10 @@ def make_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and absl logs")
 
     mon = command("monitor", "drift between a baseline and current data")
-    mon.add_argument("--baseline", required=True, help="CSV/Parquet file or folder, or a saved profile (.json)")
+    mon.add_argument("--baseline", required=True, help="CSV/Parquet file or folder, a saved profile (.json), or a "
+                                                       "model's folder in serving (<serving>/<model>: the training "
+                                                       "profile of the version it serves) or a version folder "
+                                                       "(<serving>/<model>/<version>: that version's)")
     mon.add_argument("--current", required=True, help="CSV/Parquet file or folder, or a saved profile (.json)")
     mon.add_argument("--schema", help="TFDV schema: features to compare and drift_comparator thresholds")
     mon.add_argument("--report", help="folder for drift.json and report.html")

@@ -234,3 +234,40 @@ def test_a_bad_reference_metrics_file_is_named(tmp_path, capfd, case, content, m
                       "--reference-metrics", str(path))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"flywheel: monitor: --reference-metrics {path}: {message}"), result.stderr
+
+
+def test_text_output_names_label_drift_as_the_json_does(tmp_path, capfd):
+    """The text line said `DRIFT in fare, payment_type` while --json had label_drift true for tips."""
+    result = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", _drifted_copy(tmp_path, 3.0),
+                      "--schema", schemas.schema_path("taxi"))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("flywheel monitor: DRIFT in fare, payment_type; label drift in tips "), \
+        result.stdout
+
+
+def test_a_version_folder_is_a_baseline_by_its_training_profile(tmp_path, capfd):
+    """`--baseline <serving>/taxi/<version>` was read as data (`.../assets/...: unsupported file type`)."""
+    version = tmp_path / "serving" / "taxi" / "7"
+    (version / "assets").mkdir(parents=True)
+    (version / "assets" / "vocabulary").write_text("Cash\n")
+    saved = call_cli(capfd, "monitor", "--baseline", shipped_data(), "--current", shipped_data(),
+                     "--save-profile", str(version / "baseline_profile.json"))
+    assert saved.returncode == 0, saved.stderr
+    (version / "push.json").write_text(json.dumps({"model_name": "taxi", "version": 7,
+                                                   "baseline_profile": "baseline_profile.json"}))
+    result = call_cli(capfd, "monitor", "--baseline", str(version), "--current", _drifted_copy(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert f"  baseline: {version / 'baseline_profile.json'}, the training profile of version 7" in result.stdout
+    assert f"the schema of pipeline 'taxi' (named by {version / 'push.json'})" in result.stdout
+    (version / "push.json").write_text(json.dumps({"model_name": "taxi", "version": 7}))
+    none = call_cli(capfd, "monitor", "--baseline", str(version), "--current", shipped_data())
+    assert none.returncode == 2 and "expected a version folder that keeps a training profile" in none.stderr
+
+
+def test_help_lists_the_model_and_version_folder_forms_of_baseline(capsys):
+    from flywheel import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["monitor", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<serving>/<model>" in text and "<serving>/<model>/<version>" in text
