@@ -84,7 +84,7 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
         raise UsageError(str(e)) from e
     if batch_size < 1:
         raise UsageError(f"predict: batch_size: expected >= 1, got {batch_size}")
-    resolved = resolve_input(data, -1 if span is None else span, 1)
+    resolved = resolve_input(data, -1 if span is None else span, 1, "predict: --data")
     out = output if "://" in output else os.path.abspath(output)
     model_name = entry.make_config(paths=entry.make_paths(out, data, serving_dir)).model_name
     try:
@@ -111,7 +111,8 @@ def predict(pipeline: str, data: str, serving_dir: str, output: str, span: Optio
         message = data_error(e)
         if message is None:
             raise
-        return PredictResult(**common, elapsed=round(time.monotonic() - started, 1), error=message)
+        return PredictResult(**common, elapsed=round(time.monotonic() - started, 1),
+                             error=f"predict: {message.removeprefix('ingest: ')}")
     return PredictResult(**common, rows_in=counts[READ], rows_scored=counts[SCORED],
                          rows_quarantined=counts[QUARANTINED], physical_rows=counts[PHYSICAL],
                          elapsed=round(time.monotonic() - started, 1))

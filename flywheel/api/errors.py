@@ -68,10 +68,25 @@ def file_argument(path: Optional[str], what: str) -> None:
         storage.filesystem(parent).makedirs(parent)
 
 
-def resolve_input(data_root: str, span: int, num_spans: int) -> Any:
+def resolve_input(data_root: str, span: int, num_spans: int, option: str = "") -> Any:
     """The data files of spans (span - num_spans, span] under data_root (`inputs.resolve_input`); UsageError
-    naming what is missing."""
+    naming what is missing, and the command's option when given (`retrain: --data`)."""
+    if option and not storage.exists(data_root):
+        raise UsageError(f"{option} {data_root} does not exist")
     try:
         return inputs.resolve_input(data_root, span, num_spans)
     except (ValueError, OSError) as e:
-        raise UsageError(str(e)) from e
+        raise UsageError(f"{option} {data_root}: {str(e).removeprefix('ingest: ')}" if option else str(e)) from e
+
+
+def spans_argument(data_root: str, option: str) -> None:
+    """UsageError naming `option` (`retrain: --data`) unless data_root is a folder of span-N folders."""
+    if not storage.exists(data_root):
+        raise UsageError(f"{option} {data_root} does not exist")
+    try:
+        spans = inputs.span_folders(data_root)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"{option} {data_root}: {str(e).removeprefix('ingest: ')}") from e
+    if not spans:
+        raise UsageError(f"{option} {data_root}: expected a folder of span-N folders (span-1/, span-2/, ... as "
+                         "`flywheel simulate` and `flywheel logs join` write), found none")

@@ -104,7 +104,7 @@ def run_pipeline(config: Any, engine: str = "local", *, progress: Optional[TextI
     entry = registry.get(config.pipeline_name)
     runner = entry.runner(engine)
     quiet.quiet_environment(verbose)
-    resolved = resolve_input(config.paths.data_root, config.span, config.num_spans)
+    resolved = resolve_input(config.paths.data_root, config.span, config.num_spans, "run: --data")
     output_dir = config.paths.output_dir
     os.makedirs(output_dir, exist_ok=True)
     with lock.exclusive(output_dir):

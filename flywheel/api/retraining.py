@@ -8,7 +8,7 @@ import os
 from typing import Any, Optional, TextIO
 
 from flywheel import lock, quiet
-from flywheel.api.errors import UsageError, resolve_input
+from flywheel.api.errors import UsageError, resolve_input, spans_argument
 from flywheel.api.pipeline import RunResult, check_metadata, execute_run, pipeline_config
 from flywheel.api.results import as_dict
 from flywheel.pipelines import registry, stamp
@@ -81,6 +81,7 @@ def retrain(pipeline: str, data: str, output_dir: str = "flywheel_output", *, se
         parse_release(release)
     except RolloutError as e:
         raise UsageError(f"retrain: {e}") from e
+    spans_argument(data, "retrain: --data")
     quiet.quiet_environment(verbose)
     base = pipeline_config(pipeline, output_dir, data=data, serving_dir=serving_dir, metadata=metadata,
                            **({"train_steps": train_steps} if train_steps is not None else {}))

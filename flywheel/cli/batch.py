@@ -26,8 +26,10 @@ def cmd_predict(args: Any) -> int:
                      span=None if args.span == -1 else args.span, version=args.version, engine=args.engine,
                      progress_every=0 if args.json or args.quiet else PREDICT_PROGRESS_ROWS, verbose=args.verbose,
                      id_column=args.id_column, beam_pipeline_args=args.beam_pipeline_args)
-    show(args, result, predict_lines)
-    if result.error:
+    if result.error:  # a refused file: the one line on stderr, no summary of rows never scored (--json: the result)
+        if args.json:
+            show(args, result, predict_lines)
         err(result.error)
         return exits.FAILED
+    show(args, result, predict_lines)
     return exits.OK

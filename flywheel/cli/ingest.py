@@ -21,8 +21,10 @@ def cmd_ingest(args: Any) -> int:
                     quarantine_limit=args.quarantine_limit,
                     split_key=tuple(c for c in args.split_key.split(",") if c), verbose=args.verbose,
                     beam_pipeline_args=args.beam_pipeline_args)
-    show(args, result, ingest_lines)
-    if result.error:
+    if result.error:  # a refused file: the one line on stderr, no summary of rows never read (--json: the result)
+        if args.json:
+            show(args, result, ingest_lines)
         err(result.error)
         return exits.FAILED
+    show(args, result, ingest_lines)
     return exits.OK

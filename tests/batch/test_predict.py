@@ -223,7 +223,7 @@ def test_an_id_column_named_as_an_output_column_is_refused(serving_dir, tmp_path
         assert "Traceback" not in result.stderr and not (tmp_path / name).exists()
 
 
-def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_path):
+def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_path, capfd):
     sample = tiny_runs.write_sample(str(tmp_path / "sample"), 0, rows=5)
     with open(os.path.join(sample, "data.csv"), newline="") as f:
         records = list(csv.DictReader(f))
@@ -235,6 +235,11 @@ def test_a_file_missing_a_required_column_is_refused_by_name(serving_dir, tmp_pa
     result = predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
     assert result.error is not None and str(path) in result.error and "'fare'" in result.error
     assert result.rows_scored == 0
+    cli = call_cli(capfd, "predict", "taxi", "--data", str(path), "--serving-dir", serving_dir, "--output",
+                   str(tmp_path / "again"), "--quiet")
+    assert cli.returncode == 1 and not cli.stdout.strip(), "no '0 rows in, 0 scored' summary: " + cli.stdout
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flywheel: predict: {path}: missing required column"), lines
 
 
 @pytest.mark.slow  # a Beam job

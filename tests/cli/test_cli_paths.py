@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import call_cli
+from tests.conftest import call_cli, shipped_data
 
 SPANS = "components/ingest/testdata/spans"
 SCHEMA = "schemas/taxi/schema.pbtxt"
@@ -63,13 +63,18 @@ CASES = [
      "schema {p}: expected a file, found nothing there", 2),
     ("ingest --data " + SPANS + " --schema " + SCHEMA + " --output-dir {p}", "file",
      "ingest: --output-dir {p}: expected a folder (new or existing), found a file", 2),
-    ("run taxi --data {p}", "missing", "input '{p}' does not exist", 2),
+    ("run taxi --data {p}", "missing", "flywheel: run: --data {p} does not exist", 2),
     ("run taxi --output-dir {p}", "file", "--output-dir {p}: expected a folder (new or existing), found a file", 2),
     ("run taxi --output-dir {p}-out --serving-dir {p}", "file",
      "--serving-dir {p}: expected a folder (new or existing), found a file", 2),
-    ("retrain taxi --data {p} --output-dir {p}-out", "missing", "input '{p}' does not exist", 2),
+    ("retrain taxi --data {p} --output-dir {p}-out", "missing", "flywheel: retrain: --data {p} does not exist", 2),
     ("retrain taxi --data {p} --output-dir {p}-out", "empty-folder",
-     "'{p}': expected .csv/.csv.gz/.parquet files or span-N folders, found neither", 2),
+     "flywheel: retrain: --data {p}: expected a folder of span-N folders (span-1/, span-2/, ... as `flywheel "
+     "simulate` and `flywheel logs join` write), found none", 2),
+    ("retrain taxi --data {p} --output-dir {p}-out", "folder", "retrain: --data {p}: expected a folder of span-N "
+                                                               "folders", 2),
+    ("retrain taxi --data {p} --output-dir {p}-out", "file", "retrain: --data {p}: expected a folder of span-N "
+                                                             "folders", 2),
     ("retrain taxi --data " + SPANS + " --output-dir {p}", "file",
      "--output-dir {p}: expected a folder (new or existing), found a file", 2),
     ("simulate taxi --out {p}", "file", "simulate: --out {p}: expected a folder (new, or holding span-N folders), "
@@ -129,3 +134,40 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path, capfd, line):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "/proc/self/mem: expected a file this user can read, could not read " \
                                               "it: Input/output error" in result.stderr, result.stderr
+
+
+def test_a_refused_ingest_file_is_one_line_without_a_summary(tmp_path, capfd):
+    """A file missing a required column: the one error line on stderr, not also `0 physical rows, 0 rows read` on
+    stdout (the file has rows; none were read)."""
+    header, *rows = open(shipped_data()).read().splitlines()[:50]
+    path = tmp_path / "wrongcol.csv"
+    path.write_text("\n".join([header.replace("fare", "fares", 1), *rows]) + "\n")
+    result = call_cli(capfd, "ingest", "--data", str(path), "--schema", SCHEMA, "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 1 and not result.stdout.strip(), result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flywheel: ingest: {path}: missing required column(s) ['fare']")
+
+
+@pytest.mark.parametrize("command", ["run taxi", "predict taxi --serving-dir {tmp} --output {tmp}/p"])
+def test_data_errors_name_the_command_and_option(tmp_path, capfd, command):
+    """`run`, `predict` said `ingest: input 'tour/spanz' does not exist`; a folder with other files deep inside is
+    named by the option too."""
+    name = command.split()[0]
+    missing = str(tmp_path / "spanz")
+    result = call_cli(capfd, *command.format(tmp=tmp_path).split(), "--data", missing)
+    assert result.stderr.strip() == f"flywheel: {name}: --data {missing} does not exist", result.stderr
+    (tmp_path / "x" / "cm").mkdir(parents=True)
+    (tmp_path / "x" / "cm" / "build.py").write_text("x = 1\n")
+    result = call_cli(capfd, *command.format(tmp=tmp_path).split(), "--data", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"flywheel: {name}: --data {tmp_path / 'x'}: {tmp_path / 'x' / 'cm' / 'build.py'}"
+                                    ": unsupported file type"), result.stderr
+
+
+def test_retrain_wants_span_folders_and_says_so(tmp_path, capfd):
+    (tmp_path / "x" / "cm").mkdir(parents=True)
+    (tmp_path / "x" / "cm" / "build.py").write_text("x = 1\n")
+    result = call_cli(capfd, "retrain", "taxi", "--data", str(tmp_path / "x"), "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 2 and "unsupported file type" not in result.stderr
+    assert result.stderr.strip().startswith(f"flywheel: retrain: --data {tmp_path / 'x'}: expected a folder of "
+                                            "span-N folders"), result.stderr

@@ -72,8 +72,9 @@ def test_data_without_spans_or_files_says_so_without_a_span_number(tmp_path, cap
         (data / "archive").mkdir()
     result = call_cli(capfd, "retrain", "taxi", "--data", str(data), "--output-dir", str(tmp_path / "state"))
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (f"flywheel: ingest: {str(data)!r}: expected .csv/.csv.gz/.parquet files or "
-                                     "span-N folders, found neither"), result.stderr
+    assert result.stderr.strip() == (f"flywheel: retrain: --data {data}: expected a folder of span-N folders "
+                                     "(span-1/, span-2/, ... as `flywheel simulate` and `flywheel logs join` write), "
+                                     "found none"), result.stderr
 
 
 def test_a_rollback_reason_nests_no_parentheses_in_parentheses():
