@@ -23,7 +23,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings or action.required:
             return text
         return f"{text} (default: {'none' if action.default in (None, '', [], ()) else '%(default)s'})"
 

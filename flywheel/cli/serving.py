@@ -20,7 +20,7 @@ def status_lines(result: StatusResult) -> list[str]:
     out = [f"flywheel status: {result.model} in {result.serving_dir}: {served}; "
            f"{result.rollout['state'] if result.rollout else 'no rollout state'}"]
     for v in result.versions:
-        out.append(f"  version {v['version']}" + (f" ({v['role']})" if v["role"] else ""))
+        out.append(f"  version {v['version']}" + (f": {v['role']}" if v["role"] else ""))
         if "manifest" in v:
             out.append(f"    {v['manifest']}")
             continue

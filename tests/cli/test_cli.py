@@ -37,7 +37,7 @@ def test_help_shows_every_option_default_and_the_exit_codes(command, capsys):
     parser = make_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     for action in sub._actions:
-        if action.option_strings and action.dest != "help":
+        if action.option_strings and action.dest != "help" and not action.required:
             assert "default" in (sub.formatter_class(command)._get_help_string(action)), action.dest
 
 
@@ -169,3 +169,12 @@ def test_beam_pipeline_args_are_split_as_a_shell_would_and_bad_quoting_is_a_usag
     assert done.value.code == exits.USAGE
     assert "expected Beam options quoted as in a shell, got \"--runner='Dask\" (No closing quotation)" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_shows_no_default_on_a_required_option(command):
+    """`--data DATA  ... (default: none)` on an option one must give said nothing true."""
+    sub = next(a for a in make_parser()._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        if action.required and action.option_strings:
+            assert "(default: none)" not in sub.formatter_class(command)._get_help_string(action), action.dest

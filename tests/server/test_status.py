@@ -14,13 +14,15 @@ def test_status_lists_versions_with_roles_records_and_the_rollout(serving_dir, c
     add_version(serving_dir, os.path.join(serving_dir, MODEL, "1"), 2)
     add_version(serving_dir, os.path.join(serving_dir, MODEL, "1"), 3)
     os.remove(os.path.join(serving_dir, MODEL, "3", "push.json"))
+    before = call_cli(capfd, "status", "--serving-dir", serving_dir).stdout.splitlines()
+    assert "  version 3: serves by default (the newest version)" in before, "a role after a colon, no nested ()"
     rollout_start(serving_dir, MODEL, version=2, mode="canary", percent=25.0, reason="try it")
     text = call_cli(capfd, "status", "--serving-dir", serving_dir)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0] == (f"flywheel status: {MODEL} in {serving_dir}: version 3 serves by default; canary 25% of "
                         f"version 2 against stable 3, started " + lines[0].rsplit("started ", 1)[1])
-    assert "  version 2 (canary, 25% of requests)" in lines and "  version 3 (stable, serves by default)" in lines
+    assert "  version 2: canary, 25% of requests" in lines and "  version 3: stable, serves by default" in lines
     assert "  version 1" in lines, "a version with no role is listed, without one"
     assert "    no push.json: not published by flywheel's Push" in lines
     assert lines[-1].startswith("  last rollout decision: start version 2 at ") and lines[-1].endswith(": try it")
