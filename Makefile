@@ -64,4 +64,4 @@ lint: venv
 	$(BIN)/ruff check flywheel components pipelines schemas tests benchmarks notebooks
 
 clean:
-	rm -rf flywheel_output bench_output
+	rm -rf flywheel_output bench_output tour release

@@ -312,3 +312,22 @@ def test_every_python_name_named_exists(path):
         if not found or not _defines(_module_file(".".join(parts[:found])), parts[found]):
             missing.append(dotted)
     assert missing == [], f"{path} names what the code does not define: {sorted(missing)}"
+
+
+def test_the_library_snippet_uses_the_tours_folders_and_those_are_ignored_and_cleaned():
+    """The README's Python block ran into `spans/`, `baseline.csv`, `today.csv`, which nothing makes: every path it
+    names is under a folder the tour writes, and every folder the tour and the release tutorial write is in
+    .gitignore and removed by `make clean`."""
+    readme = _read(README)
+    snippet = re.search(r"^```python\n(.*?)^```$", _section(readme, "## Use it as a library"), re.M | re.S).group(1)
+    paths = [node.value for node in ast.walk(ast.parse(snippet))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and "/" in node.value]
+    assert paths and all(p.split("/")[0] == "tour" for p in paths), paths
+    written = {c[c.index(option) + 1].split("/")[0] for text in (_read(p) for p in TOUR)
+               for c in _typed_commands(text) for option in ("--out", "--output-dir", "--output", "--log-dir")
+               if option in c}
+    assert written >= {"tour", "release"}, written
+    ignored = _read(".gitignore").split()
+    clean = _read("Makefile").split("\nclean:", 1)[1].split("\n\n", 1)[0].split()
+    for folder in written:
+        assert f"{folder}/" in ignored and folder in clean, folder

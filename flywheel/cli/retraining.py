@@ -18,7 +18,8 @@ def retrain_lines(result: RetrainResult) -> list[str]:
     head = f"flywheel retrain {result.pipeline}: span {result.span}, window of spans {listing(result.window)}: "
     if result.status == NOTHING_NEW:
         return [head + result.decision, f"  nothing to do: serving keeps version {result.model_version}"]
-    lines = [head + f"{drift} ({result.drift_reason})"
+    verdict = result.drift_reason if result.drift_detected is None else f"{drift} ({result.drift_reason})"
+    lines = [head + verdict
              + (f"; report {result.drift_report}" if result.drift_report else "")]
     if result.status == NO_DRIFT:
         lines.append(f"  nothing to do: serving keeps version {result.model_version}")

@@ -98,3 +98,13 @@ def test_lineage_and_rollout_status_write_spans_and_versions_out():
     state = RolloutState(model="taxi", stable=2, generation=3, rolled_back=(1, 5)).to_dict()
     status = RolloutResult(action="status", model="taxi", serving_dir="s", serving_version=2, state=state)
     assert "  served by default: version 2; rolled back: 1, 5" in rollout_lines(status)
+
+
+def test_retrain_without_a_baseline_says_so_once():
+    """The README's first retrain: `no baseline: no model in serving`, not `no baseline (no baseline: ...)`."""
+    found = RetrainResult(pipeline="taxi", span=2, window=(1, 2), drift_detected=None,
+                          drift_reason="no baseline: no model in serving", drift_report=None, retrained=True,
+                          blessed=True, pushed=True, model_version=7, previous_version=None, status="finished",
+                          pushed_version=7)
+    line = retrain_lines(found)[0]
+    assert line == "flywheel retrain taxi: span 2, window of spans 1, 2: no baseline: no model in serving", line
