@@ -187,6 +187,9 @@ def make_parser() -> argparse.ArgumentParser:
                       "own span numbers, its UTC days)")
     join.add_argument("--pipeline", default=registry.DEFAULT, help="pipeline whose schema and label the join uses")
     join.add_argument("--label-column", help="label column of the labels (default: the schema's label)")
+    join.add_argument("--wait-for-log", type=float, default=0.0, metavar="SECONDS",
+                      help="wait up to this long for the request log to settle (its newest row 10 s old: the server "
+                           "writes every 5 s) before joining, e.g. right after a replay; 0: join it now")
     join.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     privacy = sub.add_parser("privacy", help="privacy measures of data", description="privacy measures of data",

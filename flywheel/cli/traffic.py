@@ -7,7 +7,7 @@ from typing import Any
 
 from flywheel.api.traffic import JoinResult, ReplayResult, logs_join, replay
 from flywheel.cli import exits
-from flywheel.cli.text import counts, listing, show
+from flywheel.cli.text import counts, err, listing, show
 
 
 def replay_lines(result: ReplayResult) -> list[str]:
@@ -51,8 +51,21 @@ def cmd_replay(args: Any) -> int:
     return exits.FAILED if result.failed else exits.OK
 
 
+def fresh_log_warning(result: JoinResult) -> str:
+    """The one line saying the join may have missed the server's last requests (empty when the log had settled)."""
+    if not result.log_maybe_incomplete:
+        return ""
+    fresh = result.log_freshness
+    return (f"logs join: warning: the request log's newest row was {fresh['age_s']:,.1f} s old and flywheel serve "
+            f"writes its log every {fresh['flush_interval_s']:g} s, so requests it answered last may not be joined: "
+            "stop the server first (it writes its log as it stops), or join with --wait-for-log 60")
+
+
 def cmd_logs(args: Any) -> int:
     result = logs_join(args.logs, args.labels, args.key, args.output, pipeline=args.pipeline,
-                       label_column=args.label_column, log_key=args.log_key, span=args.span)
+                       label_column=args.label_column, log_key=args.log_key, span=args.span,
+                       wait_for_log=args.wait_for_log)
     show(args, result, join_lines)
+    if fresh_log_warning(result):
+        err(fresh_log_warning(result))
     return exits.OK

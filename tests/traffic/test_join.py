@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -176,3 +177,50 @@ def test_join_text_names_the_folders_written_and_says_what_was_left_out(tmp_path
     assert "left out because no client got their answer (failed requests, shadow copies)" in line
     own = join_lines(flywheel.logs_join(logs, labels, "request_id", str(tmp_path / "own")))[0]
     assert f"into {tmp_path / 'own' / 'span-100'}, {tmp_path / 'own' / 'span-101'};" in own, own
+
+
+def _fresh_log(tmp_path, rows: int = 10):
+    """A request log written just now (the real clock), as a server's right after a replay."""
+    records = _records(rows)
+    log = RequestLog(str(tmp_path / "fresh-logs"), features=features_from_schema(schemas.schema_path("taxi"),
+                                                                                 MODEL_FEATURES))
+    for i, record in enumerate(records):
+        log.log(f"trip-{i}", "taxi", 3, "serving_default", [{f: record[f] for f in MODEL_FEATURES}], [0.5], 1.0)
+    log.close()
+    return str(tmp_path / "fresh-logs"), records
+
+
+def test_join_of_a_log_the_server_may_still_be_writing_warns_in_one_line(tmp_path, capfd):
+    """Right after a replay the server still holds up to 5 s of rows: the join says so on stderr (one line, the
+    result on stdout as ever); a log whose newest row is old has settled and gets no warning."""
+    logs, records = _fresh_log(tmp_path)
+    labels = _labels(tmp_path, records, range(10))
+    result = call_cli(capfd, "logs", "join", "--logs", logs, "--labels", labels, "--key", "request_id",
+                      "--output", str(tmp_path / "joined"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flywheel: logs join: warning: the request log's newest row was "), \
+        result.stderr
+    assert "stop the server first" in lines[0] and "--wait-for-log 60" in lines[0]
+    assert result.stdout.startswith("flywheel logs join: 10 of 10 logged rows joined")
+
+
+def test_join_of_a_settled_log_does_not_warn(tmp_path, logged, capfd):
+    logs, records = logged
+    labels = _labels(tmp_path, records, range(60))
+    result = call_cli(capfd, "logs", "join", "--logs", logs, "--labels", labels, "--key", "request_id",
+                      "--output", str(tmp_path / "joined"), "--json")
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    assert json.loads(result.stdout)["log_freshness"]["maybe_incomplete"] is False
+
+
+def test_wait_for_log_waits_for_the_log_to_settle_then_joins(tmp_path):
+    """--wait-for-log: the join reads the log once its newest row is two flush intervals (10 s) old; a deadline
+    shorter than that joins what is there, and the result still says the log may be incomplete."""
+    logs, records = _fresh_log(tmp_path)
+    labels = _labels(tmp_path, records, range(10))
+    started = time.monotonic()
+    found = flywheel.logs_join(logs, labels, "request_id", str(tmp_path / "joined"), wait_for_log=0.3)
+    assert 0.3 <= time.monotonic() - started < 5 and found.joined_rows == 10 and found.log_maybe_incomplete
+    with pytest.raises(flywheel.UsageError, match=r"--wait-for-log: expected seconds >= 0, got -1"):
+        flywheel.logs_join(logs, labels, "request_id", str(tmp_path / "again"), wait_for_log=-1)
