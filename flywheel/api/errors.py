@@ -55,6 +55,16 @@ def creatable(path: str, what: str) -> None:
     os.rmdir(first_missing)
 
 
+def new_or_empty_folder(path: str, what: str) -> None:
+    """UsageError naming `what` (`predict: --output`) unless path is a new or empty folder: files of an earlier
+    run would mix with this one's. Light (no Beam, no TensorFlow): the command line checks it before importing
+    them."""
+    fs = storage.filesystem(path)
+    if fs.exists(path) and (not fs.isdir(path) or fs.listdir(path)):
+        raise UsageError(f"{what} {path} already exists and is not an empty folder; give a new folder (earlier "
+                         "predictions would mix with these)")
+
+
 def file_argument(path: Optional[str], what: str) -> None:
     """UsageError naming `what` when a file to write is a folder; its folder is made when missing."""
 

@@ -14,7 +14,7 @@ import importlib
 from typing import Any, Callable, Optional
 
 from flywheel import lock, quiet
-from flywheel.api.errors import UsageError
+from flywheel.api.errors import UsageError, new_or_empty_folder
 from flywheel.batch import worker
 from flywheel.cli import exits
 from flywheel.cli.parser import make_parser
@@ -57,6 +57,8 @@ def main(argv: Optional[list[str]] = None, *, own_process: bool = False) -> int:
     try:
         if getattr(args, "pipeline", None) is not None:
             registry.get(args.pipeline)
+        if args.command == "predict":  # before its handler imports Beam and TensorFlow (seconds)
+            new_or_empty_folder(args.output, "predict: --output")
         return handler(args.command)(args)
     except (UsageError, registry.UnknownPipelineError, lock.LockPermissionError) as e:
         err(f"{args.command}: {e}" if str(e).startswith("--") else str(e))

@@ -305,7 +305,7 @@ def test_cli_scores_the_span_asked_for_on_the_beam_engine(serving_dir, tmp_path,
     assert "the version serving now" in " ".join(call_cli(capfd, "predict", "--help").stdout.split())
     again = call_cli(capfd, "predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--output",
                      str(out))
-    assert again.returncode == 2 and again.stderr.startswith("flywheel: predict: output ")
+    assert again.returncode == 2 and again.stderr.startswith("flywheel: predict: --output ")
     wrong = call_cli(capfd, "predict", "taxi", "--data", str(spans), "--serving-dir", serving_dir, "--version", "1",
                      "--output", str(tmp_path / "new"))
     assert wrong.returncode == 2 and "has no version 1" in wrong.stderr

@@ -4,7 +4,10 @@ option, exit 2, never a traceback. Through `flywheel.cli.main` in this process: 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -57,3 +60,20 @@ def test_replay_says_connection_refused_in_words_naming_the_url(capfd):
     result = call_cli(capfd, "replay", "taxi", "--data", SPANS, "--url", url, "--wait", "0")
     _one_line_error(result, 2, f"nothing answers at {url}", ": connection refused;")
     assert "Errno" not in result.stderr
+
+
+def test_predict_refuses_a_non_empty_output_before_importing_beam_or_tensorflow(tmp_path):
+    """`flywheel predict --output <a folder with files>` took 4-7 s to refuse (its handler imports Beam and
+    TensorFlow first): the check comes first, and neither is imported."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "earlier.parquet").write_text("x")
+    code = ("import json, sys; from flywheel import cli; "
+            f"code = cli.main(['predict', 'taxi', '--data', {SPANS!r}, '--serving-dir', {str(tmp_path)!r}, "
+            f"'--output', {str(tmp_path / 'out')!r}]); "
+            "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'apache_beam'))]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    code, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 2 and imported == [], (code, imported)
+    assert done.stderr.strip() == (f"flywheel: predict: --output {tmp_path / 'out'} already exists and is not an "
+                                   "empty folder; give a new folder (earlier predictions would mix with these)")
