@@ -50,8 +50,8 @@ def creatable(path: str, what: str) -> None:
     try:
         os.mkdir(first_missing)
     except OSError as e:
-        raise UsageError(f"{what} {path}: cannot create the folder ({first_missing}: {e.strerror or e})") \
-            from None
+        raise UsageError(f"{what} {path}: expected a folder (new or existing), but making {first_missing} failed: "
+                         f"{e.strerror or e}") from None
     os.rmdir(first_missing)
 
 

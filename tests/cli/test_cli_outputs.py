@@ -37,7 +37,8 @@ CASES = [
 @pytest.mark.parametrize("where", ["proc", "under-a-file"])
 def test_a_folder_that_cannot_be_made_is_one_line_naming_command_and_option(tmp_path, capfd, line, start, where):
     if where == "proc":  # /proc takes no new folder, for any user (root too): mkdir fails with ENOENT
-        path, what = "/proc/flywheel-nope", "cannot create the folder (/proc/flywheel-nope: No such file or directory)"
+        path = "/proc/flywheel-nope"
+        what = f"expected a folder (new or existing), but making {path} failed: No such file or directory"
     else:
         (tmp_path / "a-file").write_text("x\n")
         path, what = str(tmp_path / "a-file" / "out"), f"found a file in its path: {tmp_path / 'a-file'}"
