@@ -234,13 +234,14 @@ def _writable_folder(output: str) -> None:
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UsageError(f"compile: cannot write {output}: {existing} is a file, not a folder")
+        raise UsageError(f"compile: --output {output}: expected a folder (new or existing) to write it in, found a "
+                         f"file in its path: {existing}")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".flywheel-compile-"):
             pass
     except OSError as e:
-        raise UsageError(f"compile: cannot write {output}: {e.strerror or e}") from e
+        raise UsageError(f"compile: --output {output}: cannot write it: {e.strerror or e}") from e
 
 
 def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Optional[str] = None,
@@ -269,7 +270,7 @@ def compile_pipeline(pipeline: str, output: Optional[str] = None, *, image: Opti
     try:
         path = entry.compile_pipeline(output, image, **{k: v for k, v in options.items() if v is not None})
     except OSError as e:
-        raise UsageError(f"compile: cannot write {output}: {e.strerror or e}") from e
+        raise UsageError(f"compile: --output {output}: cannot write it: {e.strerror or e}") from e
     except Exception as e:  # the KFP/TFX compiler's own error: one line naming it, not a traceback
         raise CompileError(f"compile: {pipeline} failed to compile: {type(e).__name__}: {e}") from e
     return CompileResult(pipeline, path, COMPILE_FORMATS[suffix], image)

@@ -109,12 +109,14 @@ def test_lineage_with_metadata_but_nothing_served_is_a_one_line_error(tmp_path, 
 
 @pytest.mark.parametrize("output, needle", [("spec.txt", "expected a .yaml, .yml or .json file, got '.txt'"),
                                             ("spec", "got 'no extension'"),
-                                            ("blocker/spec.yaml", "is a file, not a folder"),
-                                            ("folder.yaml", "is a folder")])
+                                            ("blocker/spec.yaml", "found a file in its path"),
+                                            ("folder.yaml", "is a folder"),
+                                            ("/proc/flywheel-nope/spec.yaml", "cannot write it: No such file")])
 def test_compile_to_a_bad_output_is_a_one_line_error(output, needle, tmp_path, capfd):
     (tmp_path / "blocker").write_text("")
     (tmp_path / "folder.yaml").mkdir()
-    _one_line_error(call_cli(capfd, "compile", "taxi", "--output", str(tmp_path / output)), 2, needle)
+    path = str(tmp_path / output)
+    _one_line_error(call_cli(capfd, "compile", "taxi", "--output", path), 2, f"compile: --output {path}", needle)
 
 
 def test_run_with_a_missing_data_path_is_one_line_and_prints_no_json(tmp_path, capfd):
