@@ -179,12 +179,12 @@ def _mixed(lines: list[bytes], seed: int, good: int = 300) -> bytes:
 QUOTE_PROBLEMS = [row for row in BAD_ROWS if b'"' in row]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_bad_rows_among_good_ones_are_quarantined_alike(tmp_path, seed):
     path = tmp_path / "bad.csv"
-    path.write_bytes(HEADER + _mixed([row for row in BAD_ROWS if row not in QUOTE_PROBLEMS], seed, good=5000))
+    path.write_bytes(HEADER + _mixed([row for row in BAD_ROWS if row not in QUOTE_PROBLEMS], seed, good=2500))
     bulk = _same(str(path), block_sizes=(64, 4096, arrow_rows.BLOCK_BYTES))
-    assert min(bulk) > 3000, "a bad line costs the bulk path a few dozen lines, not its whole block"
+    assert min(bulk) > 1200, "a bad line costs the bulk path a few dozen lines, not its whole block"
 
 
 @pytest.mark.parametrize("seed", [0, 1])
