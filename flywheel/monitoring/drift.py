@@ -186,9 +186,12 @@ def _missing_rate(p: ColumnProfile) -> float:
 
 
 def _common(base: ColumnProfile, cur: ColumnProfile) -> tuple[dict, dict]:
-    """Both value tables on the hash range both hold completely (all of them when neither is sampled)."""
+    """Both value tables on the hash range both hold completely (all of them when neither is sampled); a sample
+    of an older profile (drawn with the legacy text hash) is met by the other side's complete table restricted
+    with that hash."""
+    legacy = base.legacy_hash or cur.legacy_hash
     bound = min(base.hash_bound(), cur.hash_bound())
-    return base.restricted(bound), cur.restricted(bound)
+    return base.restricted(bound, legacy), cur.restricted(bound, legacy)
 
 
 def numeric_checks(base: ColumnProfile, cur: ColumnProfile, t: Thresholds) -> tuple[list[dict], dict]:
@@ -283,6 +286,11 @@ def compare_column(name: str, base: ColumnProfile, cur: ColumnProfile, t: Thresh
     if base.kind != cur.kind:
         raise MonitorError(f"monitor: column {name!r} is {base.kind} in the baseline but {cur.kind} in the current "
                            "data")
+    if base.sampled and cur.sampled and base.legacy_hash != cur.legacy_hash:
+        older = "baseline" if base.legacy_hash else "current"
+        raise MonitorError(f"monitor: column {name!r}: both sides hold a sample of more than {len(base.values):,} "
+                           f"distinct values, but the {older} profile is an older format whose sample was drawn "
+                           "with another hash; profile that side's data again (or retrain) to compare this column")
     checks, chart = (numeric_checks if base.kind == NUMERIC else categorical_checks)(base, cur, t)
     worst = max((c["value"] / c["threshold"] for c in checks if c["threshold"]), default=0.0)
     return {"drift": any(c["drift"] for c in checks), "kind": base.kind, "checks": checks,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import numpy as np
 
@@ -121,19 +121,23 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def performance(current: str, reference: Optional[float], label_column: str, max_drop: float,
-                prediction_column: str = "prediction") -> Optional[dict[str, Any]]:
+                prediction_column: str = "prediction", present: Optional[Collection[str]] = None
+                ) -> Optional[dict[str, Any]]:
     """AUC of the prediction column against the labels in the current data, vs the reference AUC.
 
     None when nothing asks for it (no reference, no label and prediction columns); {"skipped": why} when a
-    reference was given but the AUC cannot be computed.
+    reference was given but the AUC cannot be computed. `present`: the current data's columns when already known
+    (its profile's), so data without the two columns is not read again.
     """
     import pyarrow as pa  # pyarrow: only a check of labelled rows needs it here (profile loads it for data files)
 
     if current.lower().endswith(".json"):
         why = f"the current data {current} is a saved profile; the AUC needs rows with labels and predictions"
         return {"skipped": why} if reference is not None else None
-    table = profile.read_table(current, [label_column, prediction_column])
-    absent = [c for c in (label_column, prediction_column) if c not in table.column_names]
+    wanted = [label_column, prediction_column]
+    known = present is not None and not all(c in present for c in wanted)
+    table = pa.table({}) if known else profile.read_table(current, wanted)
+    absent = [c for c in wanted if c not in (present if known else table.column_names)]
     if absent:
         why = (f"the current data {current} has no {' or '.join(repr(c) for c in absent)} column "
                f"(label column {label_column!r}, set with --label-column; predictions in {prediction_column!r})")
@@ -179,7 +183,7 @@ def run_monitor(baseline: str, current: str, schema_path: Optional[str] = None, 
                                        f"column; they have {sorted(reference.columns)}")
         base.columns[name] = reference.columns[name]
     perf = performance(current, reference_auc(reference_metrics) if reference_metrics else None, label_column,
-                       max_auc_drop, policy.prediction_column)
+                       max_auc_drop, policy.prediction_column, present=cur.columns)
     extra: dict[str, Any] = {}
     if perf is not None:
         extra["performance"] = perf
