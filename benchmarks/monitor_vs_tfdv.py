@@ -3,7 +3,9 @@
 Generates a baseline and a drifted current file by resampling the taxi CSV shipped in tfx, then
 times the whole `flywheel monitor` command (wall, peak RSS) and `tfdv.generate_statistics_from_csv`
 on the same two files. Targets: monitor <= 6 s wall and <= 1.5 GB peak.
-Usage: python benchmarks/monitor_vs_tfdv.py [--rows N] [--skip-tfdv]
+With --spans DIR it times the monitor on DIR/span-1 against DIR/span-2 instead (e.g. written by
+`flywheel simulate taxi --out DIR --spans 2 --drift-from 2 --rows 10000000`), to show that memory stays flat.
+Usage: python benchmarks/monitor_vs_tfdv.py [--rows N] [--skip-tfdv] [--spans DIR]
 """
 
 from __future__ import annotations
@@ -65,7 +67,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-tfdv", action="store_true")
+    parser.add_argument("--spans", help="a folder with span-1 and span-2: time the monitor on them, no TFDV")
     args = parser.parse_args()
+    if args.spans:
+        baseline, current = (os.path.join(args.spans, f"span-{n}") for n in (1, 2))
+        wall, peak, status, drifted = time_monitor(baseline, current)
+        print(f"flywheel monitor {baseline} vs {current}: {wall:6.1f} s wall, peak {peak:,.0f} MB, exit {status}")
+        print(f"drifted features: {', '.join(drifted) or 'none'}")
+        return
     workdir = tempfile.mkdtemp(prefix="flywheel-monitor-bench-")
     try:
         baseline, current = make_data(workdir, args.rows)
