@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 import tensorflow_model_analysis as tfma
@@ -18,20 +19,32 @@ AUC_RELIABLE = "auc_reliable"
 # A slice's AUC is trusted only with at least this many examples of each class: with fewer, it rests on a handful
 # of positive-negative pairs (2 positives among 40 rows: 76 pairs, and one row moves it by more than 0.1).
 MIN_CLASS_COUNT = 10
-# The metrics the report needs on every slice: its size, and the share of positives (a slice holding one
-# class only has no AUC).
-REPORT_METRICS = ("ExampleCount", "MeanLabel")
+# The metrics the report needs on every slice: its size, and its positives and negatives (a slice holding one
+# class only has no AUC). The classes are counted by a confusion matrix at 0.5, the one BinaryAccuracy computes:
+# TFMA computes a matrix once for every metric that asks for it, where MeanLabel would be one more per-example
+# combiner on every slice (about a tenth of Evaluate's time on the taxi pipeline's three slicings).
+CLASS_COUNTS = "class_counts"
+CLASS_COUNTS_THRESHOLD = 0.5
+REPORT_METRICS = ("ExampleCount", "ConfusionMatrixAtThresholds")
+
+
+def _class_counts_metric() -> tfma.MetricConfig:
+    return tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds",
+                             config=json.dumps({"name": CLASS_COUNTS, "thresholds": [CLASS_COUNTS_THRESHOLD]}))
 
 
 def with_report_metrics(eval_config_json: str) -> str:
-    """The eval config with ExampleCount and MeanLabel added to its first metrics spec when missing."""
+    """The eval config with ExampleCount and the class counts (a confusion matrix at 0.5 named CLASS_COUNTS)
+    added to its first metrics spec when missing."""
     config = json_format.Parse(eval_config_json, tfma.EvalConfig())
     if not config.metrics_specs:
         config.metrics_specs.add()
-    present = {m.class_name for spec in config.metrics_specs for m in spec.metrics}
-    for class_name in REPORT_METRICS:
-        if class_name not in present:
-            config.metrics_specs[0].metrics.add(class_name=class_name)
+    metrics = [m for spec in config.metrics_specs for m in spec.metrics]
+    if "ExampleCount" not in {m.class_name for m in metrics}:
+        config.metrics_specs[0].metrics.add(class_name="ExampleCount")
+    if not any(m.class_name == "ConfusionMatrixAtThresholds" and m.config
+               and json.loads(m.config).get("name") == CLASS_COUNTS for m in metrics):
+        config.metrics_specs[0].metrics.append(_class_counts_metric())
     return json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None)
 
 
@@ -41,6 +54,16 @@ def _value(metric: dict) -> Optional[float]:
             return float(metric[key])
     if "boundedValue" in metric:
         return float(metric["boundedValue"]["value"])
+    return None
+
+
+def mean_label_from_counts(class_counts: dict) -> Optional[float]:
+    """The share of positives from the CLASS_COUNTS confusion matrix as TFMA's result holds it (zero counts are
+    left out of it), or None when it has no matrix or no example."""
+    for matrix in class_counts.get("confusionMatrixAtThresholds", {}).get("matrices", []):
+        positives = matrix.get("truePositives", 0.0) + matrix.get("falseNegatives", 0.0)
+        total = positives + matrix.get("trueNegatives", 0.0) + matrix.get("falsePositives", 0.0)
+        return positives / total if total else None
     return None
 
 
@@ -86,9 +109,9 @@ def metrics_by_slice(output_path: str, model_name: str) -> dict[str, dict[str, A
         for by_sub_key in by_output.values():
             for sub_metrics in by_sub_key.values():  # noqa: B007
                 for name, metric in sub_metrics.items():
-                    v = _value(metric)
+                    v = mean_label_from_counts(metric) if name == CLASS_COUNTS else _value(metric)
                     if v is not None:
-                        metrics[name] = v
+                        metrics[MEAN_LABEL if name == CLASS_COUNTS else name] = v
         out[_slice_name(slice_key)] = with_counts(metrics)
     return out
 

@@ -6,6 +6,8 @@ import json
 
 import pytest
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
+from tensorflow_model_analysis.metrics import metric_specs, metric_types
 from tfx.utils import proto_utils
 
 from flywheel.components.evaluate import tfma_summary
@@ -31,9 +33,32 @@ def test_slice_counts_and_undefined_auc(count, mean_label, auc, positives):
 def test_report_metrics_are_added_once():
     config = json.loads(tfma_summary.with_report_metrics(_config_json()))
     names = [m["class_name"] for spec in config["metrics_specs"] for m in spec["metrics"]]
-    assert sorted(names) == ["AUC", "BinaryAccuracy", "ExampleCount", "MeanLabel"]
+    assert sorted(names) == ["AUC", "BinaryAccuracy", "ConfusionMatrixAtThresholds", "ExampleCount"]
     again = json.loads(tfma_summary.with_report_metrics(json.dumps(config)))
     assert again == config
+
+
+def test_class_counts_add_no_per_example_combiner_beside_binary_accuracy():
+    """The class counts reuse BinaryAccuracy's confusion matrix at 0.5: TFMA runs one combiner per distinct
+    non-derived computation on every example of every slice, and the report metrics add none of them."""
+    def combiners(config_json: str) -> set[str]:
+        config = json_format.Parse(config_json, tfma.EvalConfig())
+        return {key.name for c in metric_specs.to_computations(list(config.metrics_specs), eval_config=config)
+                if isinstance(c, metric_types.MetricComputation) for key in c.keys}
+
+    before, after = combiners(_config_json()), combiners(tfma_summary.with_report_metrics(_config_json()))
+    assert after == before
+    assert "_binary_confusion_matrices:thresholds=[0.5]" in before
+
+
+@pytest.mark.parametrize("matrix,mean_label", [
+    ({"threshold": 0.5, "truePositives": 3.0, "falseNegatives": 1.0, "trueNegatives": 6.0}, 0.4),  # 0 fp left out
+    ({"threshold": 0.5, "trueNegatives": 5.0, "falsePositives": 2.0}, 0.0),
+    ({"threshold": 0.5}, None),  # no example in the slice
+])
+def test_mean_label_from_class_counts(matrix, mean_label):
+    got = tfma_summary.mean_label_from_counts({"confusionMatrixAtThresholds": {"matrices": [matrix]}})
+    assert got == mean_label
 
 
 @pytest.mark.parametrize("overrides,version,auc,expected", [
