@@ -46,9 +46,18 @@ def test_fingerprint_changes_with_content(tmp_path):
     assert inputs.resolve_input(str(tmp_path / "d")).fingerprint != before
 
 
-def _run_executor(tmp_path, input_base: str, limit: float = 0.01):
+def schema_artifact(folder: str) -> standard_artifacts.Schema:
+    """A Schema artifact as ImportSchemaGen writes one: a folder holding only the taxi schema (its folder in the
+    repository also holds the privacy policy)."""
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(schemas.schema_path("taxi"), folder)
     schema = standard_artifacts.Schema()
-    schema.uri = os.path.dirname(schemas.schema_path("taxi"))
+    schema.uri = folder
+    return schema
+
+
+def _run_executor(tmp_path, input_base: str, limit: float = 0.01):
+    schema = schema_artifact(str(tmp_path / "ImportSchemaGen" / "schema" / "1"))
     examples, quarantine, profile = standard_artifacts.Examples(), spec.Quarantine(), spec.DataProfile()
     examples.uri = str(tmp_path / "Ingest" / "examples" / "1")
     quarantine.uri = str(tmp_path / "Ingest" / "quarantine" / "1")

@@ -25,6 +25,7 @@ from flywheel.components.ingest import executor as ingest_executor
 from flywheel.components.ingest import spec
 from flywheel.monitoring import profile
 from tests import tiny_runs
+from tests.components.test_ingest_executor import schema_artifact
 from tests.dask_cluster import running_cluster
 
 INGEST_TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "components", "ingest", "testdata", "spans")
@@ -139,8 +140,7 @@ def test_flywheel_ingest_on_dask_equals_the_direct_runner(cluster, tmp_path):
 
 
 def _run_ingest_executor(out: str, input_base: str, beam_pipeline_args: tuple[str, ...]):
-    schema = standard_artifacts.Schema()
-    schema.uri = os.path.dirname(schemas.schema_path("taxi"))
+    schema = schema_artifact(os.path.join(out, "schema"))
     examples, quarantine, profiles = standard_artifacts.Examples(), spec.Quarantine(), spec.DataProfile()
     examples.uri, quarantine.uri, profiles.uri = (os.path.join(out, name) for name in ("examples", "quarantine",
                                                                                         "profile"))
