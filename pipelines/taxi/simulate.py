@@ -93,14 +93,17 @@ def _write_span(base: pa.Table, picks: np.ndarray, draws: np.ndarray | None, spa
     written = []
     for name, first, end in zip(span_file_names(files), bounds[:-1], bounds[1:], strict=True):
         path = os.path.join(folder, name)
-        writer = None
-        for start in range(first, end, CHUNK_ROWS):  # never empty: files <= rows
-            stop = min(start + CHUNK_ROWS, end)
-            table = _span_rows(base, picks[start:stop], None if draws is None else draws[start:stop], span, start)
-            if writer is None:
-                writer = pcsv.CSVWriter(path + ".tmp", table.schema)
-            writer.write_table(table)
-        writer.close()
+        with open(path + ".tmp", "wb") as sink:
+            writer = None
+            for start in range(first, end, CHUNK_ROWS):  # never empty: files <= rows
+                stop = min(start + CHUNK_ROWS, end)
+                table = _span_rows(base, picks[start:stop], None if draws is None else draws[start:stop], span, start)
+                if writer is None:
+                    # The header unquoted, as the shipped file's: stock CsvExampleGen keeps quotes in column names.
+                    sink.write((",".join(table.column_names) + "\n").encode())
+                    writer = pcsv.CSVWriter(sink, table.schema, write_options=pcsv.WriteOptions(include_header=False))
+                writer.write_table(table)
+            writer.close()
         os.replace(path + ".tmp", path)
         written.append(path)
     return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flywheel.pipelines.taxi.config import shipped_data
 from tests.conftest import call_cli
 
 
@@ -57,3 +58,13 @@ def test_files_split_a_span_in_order_and_leave_its_rows_unchanged(tmp_path, capf
     too_many = call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path / "x"), "--rows", "2", "--files", "3")
     assert too_many.returncode == 2
     assert too_many.stderr == "flywheel: simulate: --files: expected 1 to --rows (2) files per span, got 3\n"
+
+
+def test_the_header_names_the_columns_unquoted_as_the_shipped_file_does(tmp_path, capfd):
+    """Stock CsvExampleGen keeps a quoted header's quotes in its feature names: a simulated span must read as the
+    shipped CSV does."""
+    assert call_cli(capfd, "simulate", "taxi", "--out", str(tmp_path), "--spans", "1", "--rows", "50").returncode == 0
+    header = (tmp_path / "span-1" / "data.csv").read_text().splitlines()[0]
+    with open(shipped_data()) as f:
+        shipped = f.readline().strip().split(",")
+    assert header.split(",") == ["trip_id", *shipped]
