@@ -81,5 +81,6 @@ def test_monitor_replay_and_predict_refuse_what_ingest_refuses_with_the_same_wor
         replay.find_source(data, SCHEMA, None)
     with pytest.raises(UsageError) as predicted:
         predict("taxi", data, str(tmp_path / "serving"), str(tmp_path / "out"))
+    named = f"predict: --data {data} does not exist" if case == "missing" else f"predict: --data {data}: {words}"
     assert (str(monitored.value), str(replayed.value), str(predicted.value)) == (
-        f"monitor: {words}", f"replay: {words}", f"ingest: {words}")
+        f"monitor: {words}", f"replay: {words}", named)

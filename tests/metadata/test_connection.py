@@ -144,8 +144,10 @@ def test_no_server_at_the_port_is_said_in_words(monkeypatch):
 
 # ---- the command line: exit 2 before anything runs, the password never echoed -------------------------------------
 
-@pytest.mark.parametrize("command", [["run", "taxi"], ["retrain", "taxi", "--data", "spans"], ["lineage"]])
+@pytest.mark.parametrize("command", [["run", "taxi"], ["retrain", "taxi", "--data", "SPANS"], ["lineage"]])
 def test_commands_refuse_a_bad_location_with_exit_2(capfd, tmp_path, command):
+    (tmp_path / "spans" / "span-1").mkdir(parents=True)  # retrain checks its --data first
+    command = [str(tmp_path / "spans") if word == "SPANS" else word for word in command]
     result = call_cli(capfd, *command, "--metadata", f"mysql://u:{SECRET}@h/db", output_dir=str(tmp_path))
     assert result.returncode == 2 and SECRET not in result.stdout + result.stderr
     assert result.stderr.startswith("flywheel: metadata mysql://u:***@h/db: a password in the URL is refused")
