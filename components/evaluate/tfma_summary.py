@@ -25,7 +25,6 @@ MIN_CLASS_COUNT = 10
 # combiner on every slice (about a tenth of Evaluate's time on the taxi pipeline's three slicings).
 CLASS_COUNTS = "class_counts"
 CLASS_COUNTS_THRESHOLD = 0.5
-REPORT_METRICS = ("ExampleCount", "ConfusionMatrixAtThresholds")
 
 
 def _class_counts_metric() -> tfma.MetricConfig:
