@@ -290,12 +290,13 @@ def _defines(path: str, name: str) -> bool:
 
 
 def _type_names() -> set[str]:
-    """The artifact and execution types flywheel registers in ML-Metadata: `flywheel.DataProfile`, ..."""
+    """The artifact and execution types flywheel registers in ML-Metadata (`flywheel.DataProfile`, ...) and the
+    versioned names of its file formats (`flywheel.profile.v3`)."""
     names = set()
     for path in glob.glob(os.path.join(REPO, "components", "**", "*.py"), recursive=True) + \
             glob.glob(os.path.join(REPO, "flywheel", "**", "*.py"), recursive=True):
         with open(path, encoding="utf-8") as f:
-            names.update(re.findall(r'"(flywheel\.[A-Z]\w*)"', f.read()))
+            names.update(re.findall(r'"(flywheel\.[A-Z]\w*|flywheel\.[a-z_]+\.v\d+)"', f.read()))
     return names
 
 
