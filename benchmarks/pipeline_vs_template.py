@@ -7,9 +7,8 @@ In one run, on this machine, both on the LocalDagRunner with the same data and 1
 Prints wall times, the ratios (targets: cold <= 1.0x the template; unchanged rerun <= 10% of cold)
 and a per-component breakdown.
 
-With --rows N both read a span of N rows written by `flywheel simulate taxi --spans 1 --rows N --files 8` (the
-template's CsvExampleGen reads a copy with the header line unquoted: it takes quoted column names literally), cold
-only, and each side also gets its peak memory: the resident
+With --rows N both read the same span of N rows written by `flywheel simulate taxi --spans 1 --rows N --files 8`,
+cold only, and each side also gets its peak memory: the resident
 set sizes summed over its process tree, sampled every 0.2 s, overall and while each component ran (the local runner
 runs every component in one process, so a component's figure includes what the earlier ones left allocated).
 Usage: python benchmarks/pipeline_vs_template.py [--train-steps N] [--rows N [--files K]] [--keep]
@@ -18,7 +17,6 @@ Usage: python benchmarks/pipeline_vs_template.py [--train-steps N] [--rows N [--
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import shutil
@@ -164,19 +162,6 @@ def simulate(workdir: str, rows: int, files: int) -> tuple[str, float]:
     return os.path.join(out, "span-1"), seconds
 
 
-def unquoted_header_copy(data: str, dest: str) -> str:
-    """A copy of the span folder whose files have their header line unquoted and the same rows, byte for byte.
-
-    `flywheel simulate` quotes every string, header included; stock CsvExampleGen takes a quoted header's names
-    literally ('"trip_miles"', quotes and all), so the template's preprocessing_fn would find no 'trip_miles'."""
-    os.makedirs(dest)
-    for name in sorted(os.listdir(data)):
-        with open(os.path.join(data, name), newline="") as src, open(os.path.join(dest, name), "w", newline="") as out:
-            out.write(",".join(next(csv.reader([src.readline()]))) + "\n")
-            shutil.copyfileobj(src, out, 1 << 24)
-    return dest
-
-
 def _gb(rss: int) -> str:
     return f"{rss / 2**30:.2f}" if rss else "—"
 
@@ -201,8 +186,7 @@ def main_rows(args: argparse.Namespace, workdir: str, env: dict) -> None:
     data, seconds = simulate(workdir, args.rows, args.files)
     print(f"data: {args.rows:,} simulated rows in {args.files} files ({seconds:.1f} s to write); "
           f"train steps {args.train_steps}; LocalDagRunner; load average before: {_load()}", flush=True)
-    template_data = unquoted_header_copy(data, os.path.join(workdir, "template-data"))
-    template = traced([sys.executable, "driver.py"], make_template(workdir, args.train_steps, template_data), env)
+    template = traced([sys.executable, "driver.py"], make_template(workdir, args.train_steps, data), env)
     print(f"template done in {template.seconds:.1f} s; load average: {_load()}", flush=True)
     ours = traced([os.path.join(BIN, "flywheel"), "run", "taxi", "--data", os.path.dirname(data), "--output-dir",
                    os.path.join(workdir, "flywheel"), "--train-steps", str(args.train_steps)], REPO, env)
