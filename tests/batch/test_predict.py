@@ -321,7 +321,7 @@ def test_a_file_that_breaks_off_mid_read_fails_the_run_naming_it(serving_dir, tm
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(compressed[: len(compressed) * 3 // 4])
     result = predict("taxi", str(path), serving_dir, str(tmp_path / "out"))
-    assert result.error is not None and result.error.startswith(f"ingest: {path}: cannot read the file")
+    assert result.error is not None and result.error.startswith(f"predict: {path}: cannot read the file")
     assert "Traceback" not in result.error and "[while running" not in result.error
 
 
